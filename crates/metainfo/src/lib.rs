@@ -1,0 +1,133 @@
+//! BitTorrent metainfo files (BEP 3, 12, 19, 27, 52 hybrids) and magnet links (BEP 9), without I/O.
+//!
+//! [`Metainfo::parse`] validates everything a peer relies on later (piece count against total
+//! size, safe relative paths) so that nothing downstream has to distrust the file again. The
+//! info-hash is SHA-1 of the `info` dictionary's bytes exactly as they stand in the file.
+
+mod build;
+mod hash;
+mod magnet;
+mod parse;
+
+pub use build::{TorrentBuilder, auto_piece_length};
+pub use hash::{HashParseError, InfoHash};
+pub use magnet::{Magnet, MagnetError};
+pub use parse::MetainfoError;
+
+/// A parsed, validated .torrent file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metainfo {
+    pub info_hash: InfoHash,
+    pub info: Info,
+    /// `announce`: the single tracker of BEP 3.
+    pub announce: Option<String>,
+    /// `announce-list`: tiers of trackers (BEP 12). Empty tiers are dropped.
+    pub announce_list: Vec<Vec<String>>,
+    /// `url-list`: web seeds (BEP 19).
+    pub url_list: Vec<String>,
+    pub creation_date: Option<i64>,
+    pub comment: Option<String>,
+    pub created_by: Option<String>,
+    /// The `info` dictionary's bytes as found in the file (what the info-hash covers; what
+    /// BEP 9 hands to peers that ask for metadata).
+    pub info_bytes: Vec<u8>,
+    /// The torrent also carries v2 (BEP 52) fields; it is used as v1.
+    pub hybrid: bool,
+}
+
+/// The `info` dictionary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The suggested name of the file (single-file) or top folder (multi-file); one safe path
+    /// component.
+    pub name: String,
+    pub piece_length: u64,
+    pub pieces: Vec<[u8; 20]>,
+    /// The files in torrent order with their offsets in the piece space. A single-file torrent
+    /// has one entry whose path is `[name]`.
+    pub files: Vec<FileEntry>,
+    pub total_length: u64,
+    /// Multi-file layout: the files live under a folder called `name`.
+    pub multi_file: bool,
+    pub private: bool,
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path components relative to the torrent's root folder (for a single-file torrent: the
+    /// name). Each component is non-empty, not `.` or `..`, and has no `/`, `\` or NUL.
+    pub path: Vec<String>,
+    pub length: u64,
+    /// Offset of the file's first byte in the concatenation of all files.
+    pub offset: u64,
+    /// A BEP 47 padding file (`attr` contains `p`): zeros that are never written to disk.
+    pub padding: bool,
+}
+
+impl FileEntry {
+    /// The path as one `/`-joined string.
+    pub fn path_string(&self) -> String {
+        self.path.join("/")
+    }
+}
+
+impl Info {
+    pub fn piece_count(&self) -> usize {
+        self.pieces.len()
+    }
+    /// The size of piece `index` (the last one may be shorter).
+    pub fn piece_size(&self, index: usize) -> u64 {
+        let start = index as u64 * self.piece_length;
+        self.piece_length.min(self.total_length - start)
+    }
+    /// Path of the file on disk relative to the download folder: `name/…` for multi-file
+    /// torrents, `name` for single-file ones.
+    pub fn relative_path(&self, file: &FileEntry) -> std::path::PathBuf {
+        let mut p = std::path::PathBuf::new();
+        if self.multi_file {
+            p.push(&self.name);
+        }
+        p.extend(&file.path);
+        p
+    }
+}
+
+impl Metainfo {
+    /// Tracker tiers: `announce-list` when present (BEP 12), otherwise `announce` as one tier.
+    pub fn trackers(&self) -> Vec<Vec<String>> {
+        if !self.announce_list.is_empty() {
+            self.announce_list.clone()
+        } else {
+            self.announce.iter().map(|a| vec![a.clone()]).collect()
+        }
+    }
+
+    /// A magnet link for this torrent with its name and trackers.
+    pub fn magnet(&self) -> Magnet {
+        Magnet {
+            info_hash: self.info_hash,
+            name: Some(self.info.name.clone()),
+            trackers: self.trackers().into_iter().flatten().collect(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// Checks one path component from a torrent or a user; `None` if it is safe to use on disk.
+pub fn unsafe_component(c: &str) -> Option<&'static str> {
+    if c.is_empty() {
+        Some("an empty path component")
+    } else if c == "." || c == ".." {
+        Some("a \".\" or \"..\" path component")
+    } else if c.contains('/') || c.contains('\\') {
+        Some("a path component containing a slash")
+    } else if c.contains('\0') {
+        Some("a path component containing a NUL byte")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;

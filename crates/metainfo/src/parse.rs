@@ -1,0 +1,287 @@
+use bitswarm_bencode::{Dict, Value};
+
+use crate::{FileEntry, Info, InfoHash, Metainfo, unsafe_component};
+
+/// Largest piece length accepted (libtorrent's limit is similar); larger ones are either
+/// corrupt or unusable.
+pub const MAX_PIECE_LENGTH: u64 = 512 << 20;
+/// Total size limit: offsets must fit comfortably in an i64 (a file system limit in practice).
+const MAX_TOTAL: u64 = i64::MAX as u64;
+
+/// Why a .torrent file was refused: the field concerned and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetainfoError {
+    #[error("not bencode: {0}")]
+    Bencode(#[from] bitswarm_bencode::Error),
+    #[error("{field}: {problem}")]
+    Field { field: String, problem: String },
+    #[error(
+        "this is a v2-only torrent (BEP 52): it has no v1 piece hashes, and bitswarm speaks v1 (hybrid torrents work)"
+    )]
+    V2Only,
+}
+
+fn field(field: impl Into<String>, problem: impl Into<String>) -> MetainfoError {
+    MetainfoError::Field { field: field.into(), problem: problem.into() }
+}
+
+fn missing(name: &str) -> MetainfoError {
+    field(name, "missing")
+}
+
+fn wrong_type(name: &str, want: &str, got: &Value<'_>) -> MetainfoError {
+    field(name, format!("expected {want}, found {}", got.type_name()))
+}
+
+fn get_dict<'a, 'b>(d: &'b Dict<'a>, key: &str, name: &str) -> Result<Option<&'b Dict<'a>>, MetainfoError> {
+    match d.get(key.as_bytes()) {
+        None => Ok(None),
+        Some(Value::Dict(x)) => Ok(Some(x)),
+        Some(v) => Err(wrong_type(name, "a dictionary", v)),
+    }
+}
+
+fn get_int(d: &Dict<'_>, key: &str, name: &str) -> Result<Option<i64>, MetainfoError> {
+    match d.get(key.as_bytes()) {
+        None => Ok(None),
+        Some(Value::Int(i)) => Ok(Some(*i)),
+        Some(v) => Err(wrong_type(name, "an integer", v)),
+    }
+}
+
+fn get_bytes<'a>(d: &Dict<'a>, key: &str, name: &str) -> Result<Option<&'a [u8]>, MetainfoError> {
+    match d.get(key.as_bytes()) {
+        None => Ok(None),
+        Some(Value::Bytes(b)) => Ok(Some(b)),
+        Some(v) => Err(wrong_type(name, "a string", v)),
+    }
+}
+
+/// Text fields: invalid UTF-8 is replaced rather than refused (old clients wrote other encodings).
+fn get_text(d: &Dict<'_>, key: &str, name: &str) -> Result<Option<String>, MetainfoError> {
+    Ok(get_bytes(d, key, name)?.map(|b| String::from_utf8_lossy(b).into_owned()))
+}
+
+/// A text field that prefers its `.utf-8` twin when that one is valid UTF-8.
+fn get_text_utf8(d: &Dict<'_>, key: &str, name: &str) -> Result<Option<String>, MetainfoError> {
+    if let Some(Value::Bytes(b)) = d.get(format!("{key}.utf-8").as_bytes())
+        && let Ok(s) = std::str::from_utf8(b)
+    {
+        return Ok(Some(s.to_owned()));
+    }
+    get_text(d, key, name)
+}
+
+fn non_negative(v: i64, name: &str) -> Result<u64, MetainfoError> {
+    u64::try_from(v).map_err(|_| field(name, format!("must not be negative, found {v}")))
+}
+
+fn check_component(c: &str, name: &str) -> Result<(), MetainfoError> {
+    match unsafe_component(c) {
+        None => Ok(()),
+        Some(problem) => Err(field(name, format!("unsafe path: {problem} ({c:?})"))),
+    }
+}
+
+impl Metainfo {
+    /// Parses and validates a .torrent file's bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
+        let root = bitswarm_bencode::decode(bytes)?;
+        let Value::Dict(root) = &root else {
+            return Err(wrong_type("the file", "a dictionary", &root));
+        };
+        let info_dict = get_dict(root, "info", "info")?.ok_or_else(|| missing("info"))?;
+        let (info, hybrid) = parse_info(info_dict)?;
+
+        let announce = get_text(root, "announce", "announce")?.filter(|s| !s.is_empty());
+        let mut announce_list = Vec::new();
+        match root.get(b"announce-list") {
+            None => {}
+            Some(Value::List(tiers)) => {
+                for (i, tier) in tiers.iter().enumerate() {
+                    let name = format!("announce-list[{i}]");
+                    let urls = tier.as_list().ok_or_else(|| wrong_type(&name, "a list", tier))?;
+                    let mut t = Vec::new();
+                    for (j, u) in urls.iter().enumerate() {
+                        let name = format!("announce-list[{i}][{j}]");
+                        let u = u.as_bytes().ok_or_else(|| wrong_type(&name, "a string", u))?;
+                        let u = String::from_utf8_lossy(u).trim().to_owned();
+                        if !u.is_empty() && !t.contains(&u) {
+                            t.push(u);
+                        }
+                    }
+                    if !t.is_empty() {
+                        announce_list.push(t);
+                    }
+                }
+            }
+            Some(v) => return Err(wrong_type("announce-list", "a list", v)),
+        }
+        let url_list = match root.get(b"url-list") {
+            None => Vec::new(),
+            Some(Value::Bytes(b"")) => Vec::new(),
+            Some(Value::Bytes(b)) => vec![String::from_utf8_lossy(b).into_owned()],
+            Some(Value::List(l)) => l
+                .iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    u.as_bytes()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .ok_or_else(|| wrong_type(&format!("url-list[{i}]"), "a string", u))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(v) => return Err(wrong_type("url-list", "a string or a list", v)),
+        };
+
+        Ok(Metainfo {
+            info_hash: InfoHash::of(info_dict.raw),
+            info,
+            announce,
+            announce_list,
+            url_list,
+            creation_date: get_int(root, "creation date", "creation date")?,
+            comment: get_text_utf8(root, "comment", "comment")?,
+            created_by: get_text(root, "created by", "created by")?,
+            info_bytes: info_dict.raw.to_vec(),
+            hybrid,
+        })
+    }
+}
+
+/// Parses a bare `info` dictionary (as received from peers with BEP 9).
+pub(crate) fn parse_info(d: &Dict<'_>) -> Result<(Info, bool), MetainfoError> {
+    let meta_version = get_int(d, "meta version", "info.meta version")?;
+    let pieces_raw = get_bytes(d, "pieces", "info.pieces")?;
+    let hybrid = meta_version == Some(2) || d.get(b"file tree").is_some();
+    if pieces_raw.is_none() && hybrid {
+        return Err(MetainfoError::V2Only);
+    }
+    if let Some(v) = meta_version
+        && v != 1
+        && v != 2
+    {
+        return Err(field("info.meta version", format!("unknown version {v}")));
+    }
+
+    let name = get_text_utf8(d, "name", "info.name")?.ok_or_else(|| missing("info.name"))?;
+    check_component(&name, "info.name")?;
+
+    let piece_length = get_int(d, "piece length", "info.piece length")?.ok_or_else(|| missing("info.piece length"))?;
+    let piece_length = non_negative(piece_length, "info.piece length")?;
+    if piece_length == 0 || piece_length > MAX_PIECE_LENGTH {
+        return Err(field(
+            "info.piece length",
+            format!("must be between 1 and {MAX_PIECE_LENGTH}, found {piece_length}"),
+        ));
+    }
+
+    let pieces_raw = pieces_raw.ok_or_else(|| missing("info.pieces"))?;
+    if pieces_raw.len() % 20 != 0 {
+        return Err(field(
+            "info.pieces",
+            format!("length {} is not a multiple of 20 (one SHA-1 per piece)", pieces_raw.len()),
+        ));
+    }
+    let pieces: Vec<[u8; 20]> = pieces_raw.chunks_exact(20).map(|c| c.try_into().expect("chunks of 20")).collect();
+
+    let mut files = Vec::new();
+    let multi_file = match (d.get(b"length"), d.get(b"files")) {
+        (Some(_), Some(_)) => return Err(field("info", "has both \"length\" and \"files\"")),
+        (None, None) => return Err(field("info", "has neither \"length\" nor \"files\"")),
+        (Some(len), None) => {
+            let len = len.as_int().ok_or_else(|| wrong_type("info.length", "an integer", len))?;
+            let length = non_negative(len, "info.length")?;
+            files.push(FileEntry { path: vec![name.clone()], length, offset: 0, padding: false });
+            false
+        }
+        (None, Some(list)) => {
+            let list = list.as_list().ok_or_else(|| wrong_type("info.files", "a list", list))?;
+            if list.is_empty() {
+                return Err(field("info.files", "is empty"));
+            }
+            for (i, f) in list.iter().enumerate() {
+                let fname = format!("info.files[{i}]");
+                let f = f.as_dict().ok_or_else(|| wrong_type(&fname, "a dictionary", f))?;
+                let length = get_int(f, "length", &format!("{fname}.length"))?
+                    .ok_or_else(|| missing(&format!("{fname}.length")))?;
+                let length = non_negative(length, &format!("{fname}.length"))?;
+                let path = file_path(f, &fname)?;
+                let attr = get_bytes(f, "attr", &format!("{fname}.attr")).ok().flatten();
+                let padding = attr.is_some_and(|a| a.contains(&b'p'));
+                files.push(FileEntry { path, length, offset: 0, padding });
+            }
+            true
+        }
+    };
+
+    let mut offset: u64 = 0;
+    for (i, f) in files.iter_mut().enumerate() {
+        f.offset = offset;
+        offset = offset
+            .checked_add(f.length)
+            .filter(|&t| t <= MAX_TOTAL)
+            .ok_or_else(|| field(format!("info.files[{i}].length"), "total size is too large"))?;
+    }
+    let total_length = offset;
+    if multi_file {
+        let mut seen = std::collections::HashSet::new();
+        for (i, f) in files.iter().enumerate() {
+            if !f.padding && !seen.insert(f.path.as_slice()) {
+                return Err(field(format!("info.files[{i}].path"), format!("{:?} appears twice", f.path_string())));
+            }
+        }
+    }
+    if total_length == 0 {
+        return Err(field("info", "the torrent holds no data (total size 0)"));
+    }
+    let expected = total_length.div_ceil(piece_length);
+    if pieces.len() as u64 != expected {
+        return Err(field(
+            "info.pieces",
+            format!(
+                "holds {} piece hashes, but {total_length} bytes in pieces of {piece_length} need {expected}",
+                pieces.len()
+            ),
+        ));
+    }
+    let private = match get_int(d, "private", "info.private")? {
+        None | Some(0) => false,
+        Some(1) => true,
+        Some(v) => return Err(field("info.private", format!("must be 0 or 1, found {v}"))),
+    };
+
+    let info = Info {
+        name,
+        piece_length,
+        pieces,
+        files,
+        total_length,
+        multi_file,
+        private,
+        source: get_text(d, "source", "info.source")?,
+    };
+    Ok((info, hybrid))
+}
+
+fn file_path(f: &Dict<'_>, fname: &str) -> Result<Vec<String>, MetainfoError> {
+    let key = if matches!(f.get(b"path.utf-8"), Some(Value::List(l)) if l.iter().all(|c| c.as_str().is_some())) {
+        "path.utf-8"
+    } else {
+        "path"
+    };
+    let name = format!("{fname}.{key}");
+    let comps = f.get(key.as_bytes()).ok_or_else(|| missing(&format!("{fname}.path")))?;
+    let comps = comps.as_list().ok_or_else(|| wrong_type(&name, "a list", comps))?;
+    if comps.is_empty() {
+        return Err(field(&name, "is empty"));
+    }
+    comps
+        .iter()
+        .map(|c| {
+            let c = c.as_bytes().ok_or_else(|| wrong_type(&name, "a list of strings", c))?;
+            let c = String::from_utf8_lossy(c).into_owned();
+            check_component(&c, &name)?;
+            Ok(c)
+        })
+        .collect()
+}
