@@ -91,7 +91,7 @@ fn create_show_verify_multi_file_tree() {
     };
     let (st, text, _) = verify();
     assert!(st.success(), "{text}");
-    assert!(text.contains(&"pieces: 9 good, 0 missing, 0 bad (of 9)"), "{text}");
+    assert!(text.contains("pieces: 9 good, 0 missing, 0 bad (of 9)"), "{text}");
 
     // Damage one byte in the middle of a.bin, and remove b.bin.
     let mut damaged = a.clone();
