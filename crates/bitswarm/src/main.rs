@@ -1,6 +1,7 @@
 //! The `bitswarm` command: a thin layer of argument parsing and progress display over the
 //! library crates.
 
+mod peer;
 mod progress;
 mod torrent;
 
@@ -26,6 +27,10 @@ enum Command {
     /// Make, inspect and check .torrent files.
     #[command(subcommand)]
     Torrent(torrent::TorrentCommand),
+    /// Serve a torrent's data, already complete under DIR, until stopped.
+    Seed(peer::PeerArgs),
+    /// Download a torrent into DIR, verifying every piece, then seed until stopped.
+    Join(peer::JoinArgs),
 }
 
 /// An error to print as `bitswarm: MESSAGE` with a chosen exit status.
@@ -50,10 +55,23 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// Logs go to stderr; `BITSWARM_LOG` (or `RUST_LOG`) sets the filter, `warn` by default.
+fn init_logging() {
+    let filter = std::env::var("BITSWARM_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
         Command::Torrent(c) => torrent::run(c),
+        Command::Seed(a) => peer::seed(a),
+        Command::Join(a) => peer::join(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

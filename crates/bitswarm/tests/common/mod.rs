@@ -2,6 +2,8 @@
 //! processes that are always ended, and waiting on events with a deadline.
 #![allow(dead_code)]
 
+pub mod swarm;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};

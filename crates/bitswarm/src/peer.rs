@@ -1,0 +1,225 @@
+//! `bitswarm seed` and `bitswarm join`: one torrent, served or downloaded, until stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use bitswarm_peer::{Config, Engine, Role, Stats};
+use clap::Args;
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+
+use crate::Failure;
+use crate::progress::{self, Mode};
+
+/// The port peers listen on unless told otherwise (the classic BitTorrent port).
+pub const DEFAULT_PORT: u16 = 6881;
+/// Exit status of `join` stopped by SIGINT or SIGTERM before the download completed.
+pub const EXIT_INTERRUPTED: u8 = 3;
+
+#[derive(Args, Clone)]
+pub struct PeerArgs {
+    /// The .torrent file.
+    pub torrent: PathBuf,
+    /// The folder that holds (or will hold) the torrent's content.
+    #[arg(short = 'd', long = "dir", default_value = ".")]
+    pub dir: PathBuf,
+    /// TCP port to listen on for peers; 0 picks a free one (printed).
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    pub bind: std::net::IpAddr,
+    /// A peer to connect to directly (with or without trackers); repeatable.
+    #[arg(long = "peer", value_name = "IP:PORT")]
+    pub peers: Vec<SocketAddr>,
+    /// Do not contact the torrent's trackers.
+    #[arg(long)]
+    pub no_tracker: bool,
+    /// Cap upload speed, in bytes per second (K and M suffixes accepted: 500K, 2M).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_upload_rate: Option<u64>,
+    /// Most connections at once.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub max_peers: usize,
+    /// No progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    pub peer: PeerArgs,
+    /// Exit (status 0) once every piece is verified and written, instead of seeding on.
+    #[arg(long)]
+    pub exit_when_done: bool,
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let (digits, mult) = if let Some(d) = t.strip_suffix('K') {
+        (d, 1u64 << 10)
+    } else if let Some(d) = t.strip_suffix('M') {
+        (d, 1 << 20)
+    } else if let Some(d) = t.strip_suffix('G') {
+        (d, 1 << 30)
+    } else {
+        (t.as_str(), 1)
+    };
+    match digits.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n * mult),
+        _ => Err(format!("{s:?} is not a rate in bytes per second (e.g. 1048576, 500K, 2M)")),
+    }
+}
+
+pub fn seed(a: PeerArgs) -> Result<(), Failure> {
+    run(a, Role::Seed, false)
+}
+
+pub fn join(a: JoinArgs) -> Result<(), Failure> {
+    run(a.peer, Role::Join, a.exit_when_done)
+}
+
+fn run(a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure> {
+    let meta = Arc::new(crate::torrent::load(&a.torrent)?);
+    let mode = Mode::detect(a.quiet);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(bitswarm_storage::cores())
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?;
+    let mut config = Config::new(SocketAddr::new(a.bind, a.port));
+    config.peers = a.peers.clone();
+    config.max_upload_rate = a.max_upload_rate;
+    config.max_peers = a.max_peers.max(1);
+
+    let checked = Arc::new(AtomicU64::new(0));
+    let total = meta.info.total_length;
+    let engine = progress::track_bytes(mode, "checking", total, &checked, || {
+        rt.block_on(Engine::start(meta.clone(), a.dir.clone(), role, config, checked.clone()))
+    })
+    .map_err(|e| match e {
+        bitswarm_peer::EngineError::Incomplete(m) => Failure::failed(m),
+        e => Failure::failed(e.to_string()),
+    })?;
+    println!("{}: {} ({})", meta.info.name, meta.info_hash, HumanBytes(total));
+    println!("listening on {}", engine.listen_addr());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+
+    let outcome = rt.block_on(drive(&engine, mode, exit_when_done));
+    let stats = engine.stats();
+    rt.block_on(engine.shutdown());
+    if mode != Mode::Quiet {
+        eprintln!("{}", summary(&stats));
+    }
+    match outcome {
+        Outcome::Done => {
+            println!("complete: all {} pieces verified", stats.pieces);
+            Ok(())
+        }
+        Outcome::Stopped if stats.complete || role == Role::Seed => Ok(()),
+        Outcome::Stopped => Err(Failure {
+            code: EXIT_INTERRUPTED,
+            message: format!(
+                "stopped with {} of {} pieces; run the same command again to resume",
+                stats.pieces_have, stats.pieces
+            ),
+        }),
+        Outcome::Fatal(m) => Err(Failure::failed(m)),
+    }
+}
+
+enum Outcome {
+    /// Complete, and told to exit when done.
+    Done,
+    /// SIGINT or SIGTERM.
+    Stopped,
+    Fatal(String),
+}
+
+async fn drive(engine: &Engine, mode: Mode, exit_when_done: bool) -> Outcome {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match sigterm.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(term);
+    let started = Instant::now();
+    let bar = (mode == Mode::Bar).then(|| {
+        let b = ProgressBar::new(engine.metainfo().info.total_length);
+        b.set_style(
+            ProgressStyle::with_template("[{bar:30.cyan/blue}] {bytes}/{total_bytes} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_line = Instant::now();
+    let mut announced_complete = engine.is_complete();
+    let outcome = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let s = engine.stats();
+                if let Some(b) = &bar {
+                    b.set_position(s.have);
+                    b.set_message(status(&s));
+                } else if mode == Mode::Lines && last_line.elapsed() >= progress::LINE_INTERVAL {
+                    last_line = Instant::now();
+                    eprintln!("{:.1}% {} of {} {}", pct(&s), HumanBytes(s.have), HumanBytes(s.total), status(&s));
+                }
+            }
+            _ = engine.wait_complete(), if !announced_complete => {
+                announced_complete = true;
+                if mode != Mode::Quiet {
+                    let secs = started.elapsed().as_secs_f64();
+                    eprintln!("download complete in {secs:.1} s");
+                }
+                if exit_when_done {
+                    break Outcome::Done;
+                }
+                println!("complete: seeding until stopped (Ctrl-C)");
+            }
+            m = engine.wait_fatal() => break Outcome::Fatal(m),
+            _ = tokio::signal::ctrl_c() => break Outcome::Stopped,
+            _ = &mut term => break Outcome::Stopped,
+        }
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    outcome
+}
+
+fn pct(s: &Stats) -> f64 {
+    if s.total == 0 { 100.0 } else { s.have as f64 * 100.0 / s.total as f64 }
+}
+
+fn status(s: &Stats) -> String {
+    let eta = match (s.total - s.have).checked_div(s.down_rate) {
+        _ if s.complete => "done".to_owned(),
+        Some(secs) => format!("eta {secs}s"),
+        None => "eta -".to_owned(),
+    };
+    format!("down {}/s up {}/s peers {} {eta}", HumanBytes(s.down_rate), HumanBytes(s.up_rate), s.peers)
+}
+
+fn summary(s: &Stats) -> String {
+    let mut line = format!(
+        "have {} of {} pieces; downloaded {}, uploaded {}",
+        s.pieces_have,
+        s.pieces,
+        HumanBytes(s.downloaded),
+        HumanBytes(s.uploaded)
+    );
+    if s.hash_failures > 0 || s.banned > 0 {
+        line += &format!("; {} pieces failed their hash, {} peers banned", s.hash_failures, s.banned);
+    }
+    line
+}

@@ -1,0 +1,116 @@
+//! Torrents, seeders and leechers for the peer tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::*;
+
+pub const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/lt_peer.py");
+
+/// A multi-file tree: nested folders, an empty file, and sizes that make pieces span files.
+pub fn make_tree(root: &Path, seed: u64) {
+    random_file(&root.join("a.bin"), 100_003, seed);
+    random_file(&root.join("sub/b.bin"), 50_001, seed + 1);
+    random_file(&root.join("sub/deeper/c.bin"), 170_000, seed + 2);
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/empty.txt"), b"").unwrap();
+    random_file(&root.join("z.bin"), 7, seed + 3);
+}
+
+/// Makes a torrent of `path` with `bitswarm torrent create` and returns its info-hash.
+pub fn create_torrent(path: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut c = bitswarm();
+    c.args(["torrent", "create", "-q", "--force", "-o"]).arg(out).arg(path).args(extra);
+    let (st, stdout, err) = run(c, Duration::from_secs(60));
+    assert!(st.success(), "torrent create: {err}");
+    stdout.lines().find_map(|l| l.strip_prefix("info-hash: ")).expect("info-hash line").to_owned()
+}
+
+/// Every regular file under `a` is also under `b` with the same bytes, and vice versa.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    compare_trees(a, b, false)
+}
+
+/// As [`assert_same_tree`], but empty files of `a` may be absent from `b` (Transmission 3 does
+/// not create zero-length files).
+pub fn assert_same_data(a: &Path, b: &Path) {
+    compare_trees(a, b, true)
+}
+
+fn compare_trees(a: &Path, b: &Path, skip_empty: bool) {
+    let files = |root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let data = std::fs::read(&p).unwrap();
+                    if !(skip_empty && data.is_empty()) {
+                        out.push((p.strip_prefix(root).unwrap().to_owned(), data));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let (fa, fb) = (files(a), files(b));
+    let names = |f: &[(PathBuf, Vec<u8>)]| f.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&fa), names(&fb), "same files under {} and {}", a.display(), b.display());
+    for ((name, x), (_, y)) in fa.iter().zip(&fb) {
+        assert!(x == y, "{} differs ({} vs {} bytes)", name.display(), x.len(), y.len());
+    }
+}
+
+/// Reads the port from a `listening on IP:PORT` line.
+pub fn listening_port(p: &mut Proc) -> u16 {
+    let line = p.wait_line(Duration::from_secs(60), |l| l.starts_with("listening on "));
+    line.rsplit(':').next().unwrap().trim().parse().expect("port")
+}
+
+/// `bitswarm seed` on an ephemeral loopback port; returns it with its port.
+pub fn our_seed(torrent: &Path, dir: &Path, extra: &[&str]) -> (Proc, u16) {
+    let mut c = bitswarm();
+    c.args(["seed", "--port", "0", "--bind", "127.0.0.1", "-d"]).arg(dir).arg(torrent).args(extra);
+    let mut p = Proc::spawn("bitswarm seed", c);
+    let port = listening_port(&mut p);
+    (p, port)
+}
+
+/// `bitswarm join` on an ephemeral loopback port.
+pub fn our_join(torrent: &Path, dir: &Path, extra: &[&str]) -> (Proc, u16) {
+    let mut c = bitswarm();
+    c.args(["join", "--port", "0", "--bind", "127.0.0.1", "-d"]).arg(dir).arg(torrent).args(extra);
+    let mut p = Proc::spawn("bitswarm join", c);
+    let port = listening_port(&mut p);
+    (p, port)
+}
+
+/// A libtorrent peer (`lt_peer.py`); returns it with its listening port.
+pub fn lt_peer(mode: &str, torrent: &Path, dir: &Path, peers: &[String]) -> (Proc, u16) {
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(LT_PEER).arg(mode).arg(torrent).arg(dir).args(peers);
+    let mut p = Proc::spawn(&format!("libtorrent {mode}"), c);
+    let line = p.wait_line(Duration::from_secs(30), |l| l.starts_with("port "));
+    (p, line[5..].trim().parse().unwrap())
+}
+
+/// aria2c seeding `dir` on `port`, or leeching into it and exiting when done.
+pub fn aria2(seed: bool, torrent: &Path, dir: &Path, port: u16) -> Proc {
+    let mut c = Command::new("aria2c");
+    c.arg(format!("--dir={}", dir.display()))
+        .arg(format!("--listen-port={port}"))
+        .args(["--enable-dht=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false", "--summary-interval=1"])
+        .args(["--console-log-level=notice", "--no-conf=true", "--bt-stop-timeout=0"]);
+    if seed {
+        c.args(["--seed-ratio=0", "--bt-seed-unverified=true", "--check-integrity=false"]);
+    } else {
+        c.args(["--seed-time=0", "--file-allocation=none"]);
+    }
+    c.arg(torrent);
+    Proc::spawn(if seed { "aria2 seed" } else { "aria2 leech" }, c)
+}

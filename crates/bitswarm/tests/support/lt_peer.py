@@ -1,0 +1,44 @@
+"""A libtorrent peer for the interop tests (run with /usr/bin/python3).
+
+  lt_peer.py seed TORRENT DIR             seeds DIR; prints "port N" once listening and "seeding" once
+                                          its data checked; runs until killed
+  lt_peer.py leech TORRENT DIR [PEER]...  downloads into DIR, dialing each PEER (host:port); prints
+                                          "port N", then "done" and exits 0 once it seeds; exits 1
+                                          after 120 s
+uTP is off on both sides of a test (libtorrent's uTP crawls on loopback).
+"""
+import sys, time
+import libtorrent as lt
+
+mode, torrent, folder = sys.argv[1], sys.argv[2], sys.argv[3]
+peers = sys.argv[4:]
+ses = lt.session({
+    "listen_interfaces": "127.0.0.1:0", "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
+    "enable_natpmp": False, "allow_multiple_connections_per_ip": True, "enable_outgoing_utp": False,
+    "enable_incoming_utp": False, "alert_mask": lt.alert_category.status | lt.alert_category.error,
+})
+print("port %d" % ses.listen_port(), flush=True)
+h = ses.add_torrent({"ti": lt.torrent_info(torrent), "save_path": folder})
+deadline = time.time() + 120
+announced = False
+while time.time() < deadline:
+    s = h.status()
+    if s.state in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data):
+        time.sleep(0.05)
+        continue
+    if not announced:
+        announced = True
+        for p in peers:
+            host, port = p.rsplit(":", 1)
+            h.connect_peer((host, int(port)))
+    if s.is_seeding:
+        if mode == "leech":
+            print("done", flush=True)
+            sys.exit(0)
+        print("seeding", flush=True)
+        while True:
+            time.sleep(3600)
+    ses.wait_for_alert(100)
+    ses.pop_alerts()
+print("timed out: state %s, progress %.3f, peers %d" % (h.status().state, h.status().progress, h.status().num_peers), flush=True)
+sys.exit(1)

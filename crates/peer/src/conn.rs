@@ -1,0 +1,528 @@
+//! One peer connection: the handshake, then a reader task that drives the protocol (and asks
+//! the picker what to request) and a writer task that batches outgoing messages and serves the
+//! blocks the peer asked for.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bitswarm_wire::{
+    Bitfield, BlockRef, ExtendedHandshake, HANDSHAKE_LEN, Handshake, MAX_REQUEST, Message, WireError, decode, encode,
+    max_message_len, piece_header,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tracing::{debug, trace};
+
+use crate::engine::Shared;
+use crate::picker::{BlockOutcome, PeerKey};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A peer silent for this long is dropped (keep-alives come every 2 minutes at most).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);
+/// A request not answered within this time goes to other peers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Requests we accept queued from one peer (advertised as `reqq`).
+pub const OUR_REQQ: usize = 1024;
+/// Assumed `reqq` of a peer that does not say (libtorrent's default).
+const DEFAULT_REQQ: usize = 250;
+const INITIAL_QUEUE: usize = 32;
+const READ_BUFFER: usize = 1 << 20;
+/// The writer sends what it has gathered once this much is waiting.
+const WRITE_BATCH: usize = 256 << 10;
+
+/// Orders from the engine to a connection.
+#[derive(Debug)]
+pub enum Ctl {
+    Have(u32),
+    /// Endgame: another connection received this block; drop our request for it.
+    Cancel(BlockRef),
+    Choke,
+    Unchoke,
+    Close,
+}
+
+/// Counters the engine reads (choker, stats) while the connection runs.
+#[derive(Default)]
+pub struct PeerStats {
+    pub downloaded: AtomicU64,
+    pub uploaded: AtomicU64,
+    pub peer_interested: AtomicBool,
+    /// Bumped when we choke the peer: queued blocks from before are not served (BEP 3).
+    pub choke_gen: AtomicU64,
+    /// Blocks the peer cancelled before we sent them.
+    pub cancelled: Mutex<Vec<BlockRef>>,
+    /// Requests from the peer queued for the writer and not yet served.
+    pub queued: AtomicU64,
+}
+
+enum Out {
+    Bytes(Vec<u8>),
+    Block(BlockRef, u64),
+}
+
+/// Runs a connection to its end. `outgoing`: we dialed.
+pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, outgoing: bool) {
+    let _ = stream.set_nodelay(true);
+    let theirs = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, &mut stream, outgoing)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            debug!("{addr}: handshake: {e}");
+            return;
+        }
+        Err(_) => {
+            debug!("{addr}: handshake timed out");
+            return;
+        }
+    };
+    if theirs.peer_id == shared.config.peer_id {
+        debug!("{addr}: that is ourselves");
+        if outgoing {
+            shared.mark_self(addr);
+        }
+        return;
+    }
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(PeerStats::default());
+    let Some(key) = shared.register(addr, theirs.peer_id, ctl_tx, stats.clone()) else {
+        debug!("{addr}: already connected, banned, or too many peers");
+        return;
+    };
+    debug!("{addr}: connected ({})", if outgoing { "outgoing" } else { "incoming" });
+    let (rd, wr) = stream.into_split();
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(shared.clone(), wr, out_rx, stats.clone()));
+    let n = shared.meta.info.piece_count();
+    let mut c = Conn {
+        shared: shared.clone(),
+        key,
+        addr,
+        out: out_tx,
+        stats,
+        theirs: Bitfield::new(n),
+        am_choking: true,
+        am_interested: false,
+        peer_choking: true,
+        requests: Vec::new(),
+        queue_target: INITIAL_QUEUE,
+        reqq: DEFAULT_REQQ,
+    };
+    c.greet(theirs.supports_extensions());
+    let result = c.drive(rd, ctl_rx).await;
+    if let Err(e) = &result {
+        debug!("{addr}: closed: {e}");
+    }
+    let outstanding: Vec<BlockRef> = c.requests.iter().map(|(r, _)| *r).collect();
+    shared.unregister(key, &c.theirs, &outstanding);
+    drop(c);
+    writer.abort();
+}
+
+async fn handshake(shared: &Shared, stream: &mut TcpStream, outgoing: bool) -> Result<Handshake, String> {
+    let ours = Handshake::new(shared.meta.info_hash.0, shared.config.peer_id).encode();
+    if outgoing {
+        stream.write_all(&ours).await.map_err(|e| e.to_string())?;
+    }
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    stream.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+    let theirs = Handshake::decode(&buf).map_err(|e| e.to_string())?;
+    if theirs.info_hash != shared.meta.info_hash.0 {
+        return Err("wrong info-hash".into());
+    }
+    if !outgoing {
+        stream.write_all(&ours).await.map_err(|e| e.to_string())?;
+    }
+    Ok(theirs)
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    key: PeerKey,
+    addr: SocketAddr,
+    out: mpsc::UnboundedSender<Out>,
+    stats: Arc<PeerStats>,
+    theirs: Bitfield,
+    am_choking: bool,
+    am_interested: bool,
+    peer_choking: bool,
+    /// Blocks we asked this peer for, and when.
+    requests: Vec<(BlockRef, Instant)>,
+    queue_target: usize,
+    /// How many requests the peer accepts at once.
+    reqq: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Wire(#[from] WireError),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("closed by the engine")]
+    Closed,
+    #[error("peer closed the connection")]
+    Eof,
+    #[error("idle for too long")]
+    Idle,
+}
+
+impl Conn {
+    fn send(&self, m: &Message<'_>) {
+        trace!("{} <- {m:?}", self.addr);
+        let mut b = Vec::with_capacity(17);
+        encode(m, &mut b);
+        let _ = self.out.send(Out::Bytes(b));
+    }
+
+    /// What we say right after the handshake: extensions, and the pieces we have.
+    fn greet(&mut self, extensions: bool) {
+        let have = self.shared.state().picker.have().clone();
+        if have.count() > 0 {
+            self.send(&Message::Bitfield(have.as_bytes()));
+        }
+        if extensions {
+            let h = ExtendedHandshake {
+                extensions: Vec::new(),
+                client: Some(concat!("bitswarm ", env!("CARGO_PKG_VERSION")).into()),
+                port: Some(self.shared.listen_addr.port()),
+                reqq: Some(OUR_REQQ as u32),
+            };
+            self.send(&Message::Extended { id: 0, payload: &h.encode() });
+        }
+    }
+
+    async fn drive(
+        &mut self,
+        mut rd: tokio::net::tcp::OwnedReadHalf,
+        mut ctl: mpsc::UnboundedReceiver<Ctl>,
+    ) -> Result<(), ConnError> {
+        let max = max_message_len(self.theirs.len());
+        let mut buf = vec![0u8; READ_BUFFER.max(max as usize + 4)];
+        let mut filled = 0usize;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_recv = Instant::now();
+        let mut last_keepalive = Instant::now();
+        let mut shutdown = self.shared.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                n = rd.read(&mut buf[filled..]) => {
+                    let n = n?;
+                    if n == 0 {
+                        return Err(ConnError::Eof);
+                    }
+                    last_recv = Instant::now();
+                    filled += n;
+                    let mut at = 0;
+                    while let Some((msg, used)) = decode(&buf[at..filled], max)? {
+                        self.handle(msg)?;
+                        at += used;
+                    }
+                    buf.copy_within(at..filled, 0);
+                    filled -= at;
+                    self.fill_requests();
+                }
+                c = ctl.recv() => match c {
+                    None | Some(Ctl::Close) => return Err(ConnError::Closed),
+                    Some(c) => self.control(c),
+                },
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if now.duration_since(last_recv) > IDLE_TIMEOUT {
+                        return Err(ConnError::Idle);
+                    }
+                    if now.duration_since(last_keepalive) > KEEPALIVE_EVERY {
+                        last_keepalive = now;
+                        self.send(&Message::KeepAlive);
+                    }
+                    self.expire_requests(now);
+                }
+                _ = shutdown.changed() => return Err(ConnError::Closed),
+            }
+        }
+    }
+
+    fn control(&mut self, c: Ctl) {
+        match c {
+            Ctl::Have(i) => {
+                self.send(&Message::Have(i));
+                if self.am_interested {
+                    self.update_interest();
+                }
+                // Verification made room: the pipeline may have stalled on backpressure.
+                self.fill_requests();
+            }
+            Ctl::Choke => {
+                if !self.am_choking {
+                    self.am_choking = true;
+                    self.stats.choke_gen.fetch_add(1, Ordering::AcqRel);
+                    self.send(&Message::Choke);
+                }
+            }
+            Ctl::Unchoke => {
+                if self.am_choking {
+                    self.am_choking = false;
+                    self.send(&Message::Unchoke);
+                }
+            }
+            Ctl::Cancel(r) => {
+                if let Some(pos) = self.requests.iter().position(|(x, _)| *x == r) {
+                    self.requests.swap_remove(pos);
+                    self.send(&Message::Cancel(r));
+                }
+            }
+            Ctl::Close => {}
+        }
+    }
+
+    fn handle(&mut self, msg: Message<'_>) -> Result<(), ConnError> {
+        if !matches!(msg, Message::Piece { .. }) {
+            trace!("{} -> {msg:?}", self.addr);
+        }
+        match msg {
+            Message::KeepAlive => {}
+            Message::Choke => {
+                self.peer_choking = true;
+                let mut st = self.shared.state();
+                for (r, _) in self.requests.drain(..) {
+                    st.picker.release(&r);
+                }
+            }
+            Message::Unchoke => self.peer_choking = false,
+            Message::Interested => {
+                self.stats.peer_interested.store(true, Ordering::Relaxed);
+                if self.am_choking && self.shared.try_unchoke(self.key) {
+                    self.am_choking = false;
+                    self.send(&Message::Unchoke);
+                }
+            }
+            Message::NotInterested => {
+                self.stats.peer_interested.store(false, Ordering::Relaxed);
+                if !self.am_choking {
+                    self.am_choking = true;
+                    self.stats.choke_gen.fetch_add(1, Ordering::AcqRel);
+                    self.shared.mark_choked(self.key);
+                    self.send(&Message::Choke);
+                }
+            }
+            Message::Have(i) => {
+                if i as usize >= self.theirs.len() {
+                    return Err(ConnError::Protocol(format!("have {i}: no such piece")));
+                }
+                if self.theirs.set(i as usize) {
+                    let mut st = self.shared.state();
+                    st.picker.peer_have(i);
+                    if !self.am_interested && !st.picker.have().get(i as usize) {
+                        drop(st);
+                        self.set_interested(true);
+                    }
+                }
+            }
+            Message::Bitfield(bits) => {
+                // BEP 3 wants one bitfield, first. aria2 sends more later; like libtorrent, a
+                // later one replaces what we knew.
+                let b = Bitfield::from_bytes(bits, self.theirs.len())?;
+                let mut st = self.shared.state();
+                st.picker.peer_bitfield(&self.theirs, false);
+                st.picker.peer_bitfield(&b, true);
+                drop(st);
+                self.theirs = b;
+                self.update_interest();
+            }
+            Message::Request(r) => self.on_request(r)?,
+            Message::Piece { index, begin, data } => self.on_piece(index, begin, data),
+            Message::Cancel(r) => self.stats.cancelled.lock().unwrap_or_else(|p| p.into_inner()).push(r),
+            Message::Extended { id: 0, payload } => {
+                if let Ok(h) = ExtendedHandshake::decode(payload)
+                    && let Some(q) = h.reqq
+                {
+                    self.reqq = (q as usize).clamp(1, 4096);
+                }
+            }
+            Message::Port(_) | Message::Extended { .. } | Message::Unknown { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn on_request(&mut self, r: BlockRef) -> Result<(), ConnError> {
+        if self.am_choking {
+            return Ok(()); // BEP 3: requests from a choked peer are dropped.
+        }
+        let pieces = self.theirs.len();
+        if r.index as usize >= pieces || r.length == 0 || r.length > MAX_REQUEST {
+            return Err(ConnError::Protocol(format!("bad request {r:?}")));
+        }
+        let st = self.shared.state();
+        let size = st.picker.piece_size(r.index);
+        if u64::from(r.begin) + u64::from(r.length) > u64::from(size) {
+            return Err(ConnError::Protocol(format!("request {r:?} runs past the piece")));
+        }
+        if !st.picker.have().get(r.index as usize) {
+            return Ok(()); // We do not have it (yet): ignore.
+        }
+        drop(st);
+        if self.stats.queued.load(Ordering::Acquire) >= OUR_REQQ as u64 {
+            debug!("{}: more than {OUR_REQQ} requests queued; ignoring {r:?}", self.addr);
+            return Ok(());
+        }
+        self.stats.queued.fetch_add(1, Ordering::AcqRel);
+        let _ = self.out.send(Out::Block(r, self.stats.choke_gen.load(Ordering::Acquire)));
+        Ok(())
+    }
+
+    fn on_piece(&mut self, index: u32, begin: u32, data: &[u8]) {
+        let len = data.len() as u64;
+        self.stats.downloaded.fetch_add(len, Ordering::Relaxed);
+        self.shared.downloaded.fetch_add(len, Ordering::Relaxed);
+        let r = BlockRef { index, begin, length: data.len() as u32 };
+        if let Some(pos) = self.requests.iter().position(|(x, _)| *x == r) {
+            self.requests.swap_remove(pos);
+            // Slow start: every answered request widens the pipeline, up to what the peer takes.
+            self.queue_target = (self.queue_target + 1).min(self.reqq);
+        }
+        let mut st = self.shared.state();
+        let endgame = st.picker.in_endgame();
+        match st.picker.block_received(index, begin, data, self.key) {
+            BlockOutcome::Stored => {}
+            BlockOutcome::PieceComplete { data, contributors } => {
+                drop(st);
+                self.shared.verify_piece(index, data, contributors);
+                st = self.shared.state();
+            }
+            BlockOutcome::Unwanted => {
+                self.shared.wasted.fetch_add(len, Ordering::Relaxed);
+            }
+        }
+        if endgame {
+            // Others may have the same block outstanding: they cancel it.
+            for (k, p) in st.peers.iter() {
+                if *k != self.key {
+                    let _ = p.ctl.send(Ctl::Cancel(r));
+                }
+            }
+        }
+    }
+
+    fn set_interested(&mut self, yes: bool) {
+        if yes != self.am_interested {
+            self.am_interested = yes;
+            self.send(if yes { &Message::Interested } else { &Message::NotInterested });
+        }
+    }
+
+    fn update_interest(&mut self) {
+        let wants = self.shared.state().picker.wants_any(&self.theirs);
+        self.set_interested(wants);
+    }
+
+    /// Keeps the pipeline of requests to this peer full.
+    fn fill_requests(&mut self) {
+        if self.peer_choking || !self.am_interested {
+            return;
+        }
+        let want = self.queue_target.saturating_sub(self.requests.len());
+        // Ask in batches: fewer trips to the picker, fewer small writes.
+        if want == 0 || (want < 8 && !self.requests.is_empty()) {
+            return;
+        }
+        let mine: Vec<BlockRef> = self.requests.iter().map(|(r, _)| *r).collect();
+        let new_pieces = self.shared.may_start_pieces();
+        let picked = self.shared.state().picker.pick(&self.theirs, &mine, want, new_pieces);
+        if picked.is_empty() {
+            if self.requests.is_empty() && new_pieces {
+                self.update_interest();
+            }
+            return;
+        }
+        let now = Instant::now();
+        let mut b = Vec::with_capacity(picked.len() * 17);
+        for r in picked {
+            encode(&Message::Request(r), &mut b);
+            self.requests.push((r, now));
+        }
+        let _ = self.out.send(Out::Bytes(b));
+    }
+
+    /// Requests unanswered for too long go back to the picker, and the pipeline shrinks.
+    fn expire_requests(&mut self, now: Instant) {
+        let before = self.requests.len();
+        let mut expired = Vec::new();
+        self.requests.retain(|(r, t)| {
+            let keep = now.duration_since(*t) < REQUEST_TIMEOUT;
+            if !keep {
+                expired.push(*r);
+            }
+            keep
+        });
+        if !expired.is_empty() {
+            debug!("{}: {} of {before} requests timed out", self.addr, expired.len());
+            self.queue_target = (self.queue_target / 2).max(2);
+            let mut st = self.shared.state();
+            for r in &expired {
+                st.picker.release(r);
+            }
+        }
+        self.fill_requests();
+    }
+}
+
+/// Sends what the reader queues, gathering messages into large writes; serves requested blocks
+/// from the piece cache or disk, dropping those cancelled or made stale by a choke.
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    stats: Arc<PeerStats>,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH + MAX_REQUEST as usize + 64);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Out::Bytes(b) => buf.extend_from_slice(&b),
+                Out::Block(r, generation) => {
+                    stats.queued.fetch_sub(1, Ordering::AcqRel);
+                    if stats.choke_gen.load(Ordering::Acquire) != generation {
+                        continue;
+                    }
+                    {
+                        let mut c = stats.cancelled.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(pos) = c.iter().position(|x| *x == r) {
+                            c.swap_remove(pos);
+                            continue;
+                        }
+                    }
+                    let data = match shared.read_block(r).await {
+                        Ok(d) => d,
+                        Err(e) => {
+                            shared.fail(format!("cannot read piece {}: {e}", r.index));
+                            return;
+                        }
+                    };
+                    if let Some(l) = &shared.limiter {
+                        l.acquire(u64::from(r.length)).await;
+                    }
+                    let (b, e) = (r.begin as usize, r.begin as usize + r.length as usize);
+                    buf.extend_from_slice(&piece_header(r.index, r.begin, r.length));
+                    buf.extend_from_slice(&data[b..e]);
+                    stats.uploaded.fetch_add(u64::from(r.length), Ordering::Relaxed);
+                    shared.uploaded.fetch_add(u64::from(r.length), Ordering::Relaxed);
+                }
+            }
+            if buf.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !buf.is_empty() {
+            if wr.write_all(&buf).await.is_err() {
+                return;
+            }
+            buf.clear();
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Piece-level reads and writes over a torrent's files. Blocking: call from blocking threads.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+
+use bitswarm_metainfo::Info;
+use bitswarm_storage::Layout;
+
+pub struct Disk {
+    layout: Layout,
+    /// Files opened on first use: read-only until a write needs them writable.
+    files: Vec<OnceLock<File>>,
+    writable: bool,
+    create_lock: Mutex<()>,
+}
+
+impl Disk {
+    /// `writable`: files are opened for writing and created (with their folders) when missing.
+    /// Paths come from a validated torrent: every component is safe, so they stay under `dir`.
+    pub fn new(info: &Info, dir: &Path, writable: bool) -> Disk {
+        let layout = Layout::new(info, dir);
+        let files = layout.files.iter().map(|_| OnceLock::new()).collect();
+        Disk { layout, files, writable, create_lock: Mutex::new(()) }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Creates every (non-padding) file that does not exist yet, empty ones included, so a
+    /// finished download has exactly the torrent's files.
+    pub fn create_all(&self) -> io::Result<()> {
+        for i in 0..self.files.len() {
+            if !self.layout.files[i].padding {
+                self.file(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&self, i: usize) -> io::Result<&File> {
+        if let Some(f) = self.files[i].get() {
+            return Ok(f);
+        }
+        let _g = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = self.files[i].get() {
+            return Ok(f);
+        }
+        let path = &self.layout.files[i].path;
+        let f = if self.writable {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+        } else {
+            File::open(path)
+        }
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(self.files[i].get_or_init(|| f))
+    }
+
+    /// Writes a whole verified piece.
+    pub fn write_piece(&self, index: u32, data: &[u8]) -> io::Result<()> {
+        let (offset, len) = self.layout.piece_range(index as usize);
+        debug_assert_eq!(len as usize, data.len());
+        let mut at = 0usize;
+        for seg in self.layout.segments(offset, len) {
+            let chunk = &data[at..at + seg.len as usize];
+            at += seg.len as usize;
+            if self.layout.files[seg.file].padding {
+                continue;
+            }
+            let f = self.file(seg.file)?;
+            f.write_all_at(chunk, seg.file_offset).map_err(|e| {
+                io::Error::new(e.kind(), format!("{}: {e}", self.layout.files[seg.file].path.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reads a whole piece into `buf` (resized to the piece's length).
+    pub fn read_piece(&self, index: u32, buf: &mut Vec<u8>) -> io::Result<()> {
+        let (offset, len) = self.layout.piece_range(index as usize);
+        buf.resize(len as usize, 0);
+        let mut at = 0usize;
+        for seg in self.layout.segments(offset, len) {
+            let chunk = &mut buf[at..at + seg.len as usize];
+            at += seg.len as usize;
+            if self.layout.files[seg.file].padding {
+                chunk.fill(0);
+                continue;
+            }
+            let f = self.file(seg.file)?;
+            f.read_exact_at(chunk, seg.file_offset).map_err(|e| {
+                io::Error::new(e.kind(), format!("{}: {e}", self.layout.files[seg.file].path.display()))
+            })?;
+        }
+        Ok(())
+    }
+}

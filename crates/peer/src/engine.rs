@@ -1,0 +1,657 @@
+//! The torrent's shared state and the tasks around the connections: listening, dialing,
+//! rechoking, verifying and writing pieces, and shutting down cleanly.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bitswarm_metainfo::Metainfo;
+use bitswarm_storage::PieceState;
+use bitswarm_wire::{Bitfield, BlockRef};
+use sha1::{Digest, Sha1};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::choker::{self, Candidate};
+use crate::conn::{self, Ctl, PeerStats};
+use crate::disk::Disk;
+use crate::picker::{PeerKey, Picker};
+use crate::rate::{Limiter, RateMeter};
+
+/// Received data waiting for verification above which no new pieces are started.
+const MAX_PENDING_BYTES: u64 = 24 << 20;
+
+/// Whether we start with the data or fetch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The data must all be present and correct; it is served.
+    Seed,
+    /// What is missing is downloaded; what is present and verified is kept.
+    Join,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub peer_id: [u8; 20],
+    /// Peers to dial (besides those the trackers name).
+    pub peers: Vec<SocketAddr>,
+    /// Connections per torrent.
+    pub max_peers: usize,
+    /// Regular unchoke slots (one optimistic slot comes on top).
+    pub upload_slots: usize,
+    /// Upload cap in bytes per second.
+    pub max_upload_rate: Option<u64>,
+    /// Threads for the startup check of existing data.
+    pub check_threads: usize,
+    /// Pieces that fail their hash this many times with a peer among the senders ban it; a
+    /// peer that alone sent a failing piece counts double.
+    pub ban_strikes: u32,
+}
+
+impl Config {
+    pub fn new(listen: SocketAddr) -> Config {
+        Config {
+            listen,
+            peer_id: crate::new_peer_id(),
+            peers: Vec::new(),
+            max_peers: 60,
+            upload_slots: 4,
+            max_upload_rate: None,
+            check_threads: bitswarm_storage::cores(),
+            ban_strikes: 4,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Incomplete(String),
+    #[error("{0}")]
+    Disk(String),
+}
+
+/// A snapshot for progress displays.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub total: u64,
+    /// Verified bytes on disk.
+    pub have: u64,
+    pub pieces_have: usize,
+    pub pieces: usize,
+    /// Payload bytes received and sent.
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// Bytes received that were not used (duplicates, failed pieces).
+    pub wasted: u64,
+    pub down_rate: u64,
+    pub up_rate: u64,
+    pub peers: usize,
+    pub complete: bool,
+    pub banned: usize,
+    pub hash_failures: u64,
+}
+
+pub(crate) struct PeerEntry {
+    pub addr: SocketAddr,
+    pub peer_id: [u8; 20],
+    pub ctl: mpsc::UnboundedSender<Ctl>,
+    pub stats: Arc<PeerStats>,
+    pub unchoked: bool,
+    pub last_rate_total: u64,
+}
+
+#[derive(Default)]
+struct Known {
+    failures: u32,
+    next_try: Option<Instant>,
+    /// The address is our own listener (seen through a tracker or an alias).
+    ourselves: bool,
+}
+
+pub(crate) struct State {
+    pub picker: Picker,
+    pub peers: HashMap<PeerKey, PeerEntry>,
+    next_key: PeerKey,
+    connecting: HashSet<SocketAddr>,
+    known: HashMap<SocketAddr, Known>,
+    banned: HashSet<IpAddr>,
+    strikes: HashMap<IpAddr, u32>,
+    optimistic: Option<PeerKey>,
+}
+
+pub(crate) struct Shared {
+    pub meta: Arc<Metainfo>,
+    pub config: Config,
+    pub disk: Arc<Disk>,
+    state: Mutex<State>,
+    pub downloaded: AtomicU64,
+    pub uploaded: AtomicU64,
+    pub wasted: AtomicU64,
+    pub hash_failures: AtomicU64,
+    pub limiter: Option<Limiter>,
+    pub hashing: Semaphore,
+    /// Pieces handed to verification that have not finished (for a clean stop).
+    pub pending_disk: AtomicUsize,
+    pub disk_idle: tokio::sync::Notify,
+    pub cache: Mutex<VecDeque<(u32, Arc<Vec<u8>>)>>,
+    pub cache_pieces: usize,
+    pub shutdown: watch::Sender<bool>,
+    complete: watch::Sender<bool>,
+    fatal: Mutex<Option<String>>,
+    fatal_tx: watch::Sender<bool>,
+    pub listen_addr: SocketAddr,
+}
+
+impl Shared {
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn fail(&self, message: String) {
+        warn!("{message}");
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(message);
+        let _ = self.fatal_tx.send(true);
+    }
+
+    /// Registers a connection after its handshake. `None` if we already talk to that peer
+    /// (same peer id) or it is banned.
+    pub fn register(
+        &self,
+        addr: SocketAddr,
+        peer_id: [u8; 20],
+        ctl: mpsc::UnboundedSender<Ctl>,
+        stats: Arc<PeerStats>,
+    ) -> Option<PeerKey> {
+        let mut st = self.state();
+        if st.banned.contains(&addr.ip()) || st.peers.values().any(|p| p.peer_id == peer_id) {
+            return None;
+        }
+        if st.peers.len() >= self.config.max_peers {
+            return None;
+        }
+        st.next_key += 1;
+        let key = st.next_key;
+        st.peers.insert(key, PeerEntry { addr, peer_id, ctl, stats, unchoked: false, last_rate_total: 0 });
+        Some(key)
+    }
+
+    /// A connection ended: forget it, and what it had.
+    pub fn unregister(&self, key: PeerKey, theirs: &Bitfield, outstanding: &[BlockRef]) {
+        let mut st = self.state();
+        st.peers.remove(&key);
+        st.picker.peer_bitfield(theirs, false);
+        for r in outstanding {
+            st.picker.release(r);
+        }
+        if st.optimistic == Some(key) {
+            st.optimistic = None;
+        }
+    }
+
+    /// Unchoke a newly interested peer at once when a regular slot is free.
+    pub fn try_unchoke(&self, key: PeerKey) -> bool {
+        let mut st = self.state();
+        let unchoked = st.peers.values().filter(|p| p.unchoked).count();
+        if unchoked > self.config.upload_slots {
+            return false;
+        }
+        match st.peers.get_mut(&key) {
+            Some(p) => {
+                p.unchoked = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn mark_choked(&self, key: PeerKey) {
+        if let Some(p) = self.state().peers.get_mut(&key) {
+            p.unchoked = false;
+        }
+    }
+
+    /// A whole piece arrived: hash it and write it on a blocking thread, then tell everyone.
+    pub fn verify_piece(self: &Arc<Self>, index: u32, data: Vec<u8>, contributors: Vec<PeerKey>) {
+        self.pending_disk.fetch_add(1, Ordering::AcqRel);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let permit = me.hashing.acquire().await.expect("never closed");
+            let expected = me.meta.info.pieces[index as usize];
+            let disk = me.disk.clone();
+            let len = data.len() as u64;
+            let result = tokio::task::spawn_blocking(move || {
+                let ok = <[u8; 20]>::from(Sha1::digest(&data)) == expected;
+                let r = if ok { disk.write_piece(index, &data).map(|_| true) } else { Ok(false) };
+                (r, data)
+            })
+            .await
+            .map(|(r, data)| {
+                me.state().picker.recycle(data);
+                r
+            });
+            drop(permit);
+            match result {
+                Ok(Ok(true)) => me.piece_done(index),
+                Ok(Ok(false)) => me.piece_failed(index, len, &contributors),
+                Ok(Err(e)) => {
+                    me.state().picker.piece_failed(index);
+                    me.fail(format!("cannot write piece {index}: {e}"));
+                }
+                Err(e) => me.fail(format!("piece {index}: verification task failed: {e}")),
+            }
+            if me.pending_disk.fetch_sub(1, Ordering::AcqRel) == 1 {
+                me.disk_idle.notify_waiters();
+            }
+        });
+    }
+
+    fn piece_done(&self, index: u32) {
+        let mut st = self.state();
+        if !st.picker.piece_verified(index) {
+            return;
+        }
+        for p in st.peers.values() {
+            let _ = p.ctl.send(Ctl::Have(index));
+        }
+        if st.picker.is_complete() {
+            info!("download complete: all {} pieces verified", st.picker.piece_count());
+            let _ = self.complete.send(true);
+        }
+    }
+
+    fn piece_failed(&self, index: u32, len: u64, contributors: &[PeerKey]) {
+        self.hash_failures.fetch_add(1, Ordering::Relaxed);
+        self.wasted.fetch_add(len, Ordering::Relaxed);
+        let mut st = self.state();
+        st.picker.piece_failed(index);
+        let weight = if contributors.len() == 1 { 2 } else { 1 };
+        let mut to_ban = Vec::new();
+        for key in contributors {
+            let Some(addr) = st.peers.get(key).map(|p| p.addr) else { continue };
+            let ip = addr.ip();
+            let s = st.strikes.entry(ip).or_default();
+            *s += weight;
+            warn!("piece {index} failed its hash check; {addr} sent part of it ({} strikes)", *s);
+            if *s >= self.config.ban_strikes {
+                to_ban.push(ip);
+            }
+        }
+        for ip in to_ban {
+            if st.banned.insert(ip) {
+                warn!("banning {ip}: it sent data that failed hash checks");
+            }
+            for p in st.peers.values().filter(|p| p.addr.ip() == ip) {
+                let _ = p.ctl.send(Ctl::Close);
+            }
+        }
+    }
+
+    /// Whether connections may start new pieces: not while more received data than this
+    /// waits to be hashed and written (it would pile up in memory).
+    pub fn may_start_pieces(&self) -> bool {
+        let pending = self.pending_disk.load(Ordering::Acquire) as u64;
+        pending * self.meta.info.piece_length < MAX_PENDING_BYTES || pending < 2
+    }
+
+    /// Reads a block for upload, from the cache of recently read pieces or from disk.
+    pub async fn read_block(&self, r: BlockRef) -> std::io::Result<Arc<Vec<u8>>> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, d)) = cache.iter().find(|(i, _)| *i == r.index) {
+                return Ok(d.clone());
+            }
+        }
+        let disk = self.disk.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::new();
+            disk.read_piece(r.index, &mut buf).map(|_| buf)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let data = Arc::new(data);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if !cache.iter().any(|(i, _)| *i == r.index) {
+            if cache.len() >= self.cache_pieces {
+                cache.pop_front();
+            }
+            cache.push_back((r.index, data.clone()));
+        }
+        Ok(data)
+    }
+
+    /// Adds addresses to dial.
+    pub fn add_peers(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        let mut st = self.state();
+        for a in addrs {
+            if a != self.listen_addr {
+                st.known.entry(a).or_default();
+            }
+        }
+    }
+
+    /// The peer's address turned out to be ourselves (same peer id).
+    pub fn mark_self(&self, addr: SocketAddr) {
+        self.state().known.entry(addr).or_default().ourselves = true;
+    }
+}
+
+/// A running torrent.
+pub struct Engine {
+    shared: Arc<Shared>,
+    meters: Mutex<(RateMeter, RateMeter)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    complete_rx: watch::Receiver<bool>,
+    fatal_rx: watch::Receiver<bool>,
+}
+
+impl Engine {
+    /// Checks existing data (counting progress in `checked`), then starts listening and
+    /// trading. `Role::Seed` requires every piece to be present and correct.
+    pub async fn start(
+        meta: Arc<Metainfo>,
+        dir: PathBuf,
+        role: Role,
+        config: Config,
+        checked: Arc<AtomicU64>,
+    ) -> Result<Engine, EngineError> {
+        let disk = Arc::new(Disk::new(&meta.info, &dir, role == Role::Join));
+        let have = {
+            let disk = disk.clone();
+            let meta = meta.clone();
+            let threads = config.check_threads;
+            tokio::task::spawn_blocking(move || {
+                let states = bitswarm_storage::verify_pieces(disk.layout(), &meta.info.pieces, threads, &checked);
+                let mut have = Bitfield::new(states.len());
+                for (i, s) in states.iter().enumerate() {
+                    if *s == PieceState::Good {
+                        have.set(i);
+                    }
+                }
+                have
+            })
+            .await
+            .map_err(|e| EngineError::Disk(e.to_string()))?
+        };
+        if role == Role::Seed && !have.is_full() {
+            return Err(EngineError::Incomplete(format!(
+                "{}: {} of {} pieces are missing or damaged; `bitswarm join` downloads the rest",
+                dir.display(),
+                have.len() - have.count(),
+                have.len()
+            )));
+        }
+        if role == Role::Join {
+            let d = disk.clone();
+            tokio::task::spawn_blocking(move || d.create_all())
+                .await
+                .map_err(|e| EngineError::Disk(e.to_string()))?
+                .map_err(|e| EngineError::Disk(format!("cannot create the files: {e}")))?;
+        }
+
+        let listener = bind(config.listen).map_err(|e| EngineError::Listen(config.listen, e))?;
+        let listen_addr = listener.local_addr().map_err(|e| EngineError::Listen(config.listen, e))?;
+        let complete_now = have.is_full();
+        let picker = Picker::new(meta.info.piece_length, meta.info.total_length, have, crate::random_u64());
+        let (shutdown, _) = watch::channel(false);
+        let (complete, complete_rx) = watch::channel(complete_now);
+        let (fatal_tx, fatal_rx) = watch::channel(false);
+        let cache_pieces = ((32u64 << 20) / meta.info.piece_length).clamp(2, 64) as usize;
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            disk,
+            state: Mutex::new(State {
+                picker,
+                peers: HashMap::new(),
+                next_key: 0,
+                connecting: HashSet::new(),
+                known: HashMap::new(),
+                banned: HashSet::new(),
+                strikes: HashMap::new(),
+                optimistic: None,
+            }),
+            downloaded: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
+            wasted: AtomicU64::new(0),
+            hash_failures: AtomicU64::new(0),
+            limiter: config.max_upload_rate.map(Limiter::new),
+            hashing: Semaphore::new(bitswarm_storage::cores()),
+            pending_disk: AtomicUsize::new(0),
+            disk_idle: tokio::sync::Notify::new(),
+            cache: Mutex::new(VecDeque::new()),
+            cache_pieces,
+            shutdown,
+            complete,
+            fatal: Mutex::new(None),
+            fatal_tx,
+            listen_addr,
+            meta,
+        });
+        shared.add_peers(config.peers.iter().copied());
+        let tasks = vec![
+            tokio::spawn(accept_loop(shared.clone(), listener)),
+            tokio::spawn(dial_loop(shared.clone())),
+            tokio::spawn(choke_loop(shared.clone())),
+        ];
+        Ok(Engine {
+            shared,
+            meters: Mutex::new((RateMeter::default(), RateMeter::default())),
+            tasks,
+            complete_rx,
+            fatal_rx,
+        })
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.shared.listen_addr
+    }
+    pub fn peer_id(&self) -> [u8; 20] {
+        self.shared.config.peer_id
+    }
+    pub fn info_hash(&self) -> [u8; 20] {
+        self.shared.meta.info_hash.0
+    }
+    pub fn metainfo(&self) -> &Arc<Metainfo> {
+        &self.shared.meta
+    }
+
+    /// Adds peers to dial (from a tracker, for example).
+    pub fn add_peers(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.shared.add_peers(addrs);
+    }
+
+    pub fn is_complete(&self) -> bool {
+        *self.complete_rx.borrow()
+    }
+
+    /// Resolves when every piece is verified and written.
+    pub async fn wait_complete(&self) {
+        let mut rx = self.complete_rx.clone();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Resolves with a message when the download cannot go on (for example a write failed).
+    pub async fn wait_fatal(&self) -> String {
+        let mut rx = self.fatal_rx.clone();
+        let _ = rx.wait_for(|c| *c).await;
+        self.shared.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
+    }
+
+    /// A snapshot; call about once a second to keep the rates current.
+    pub fn stats(&self) -> Stats {
+        let s = &self.shared;
+        let downloaded = s.downloaded.load(Ordering::Relaxed);
+        let uploaded = s.uploaded.load(Ordering::Relaxed);
+        let (down_rate, up_rate) = {
+            let mut m = self.meters.lock().unwrap_or_else(|p| p.into_inner());
+            (m.0.sample(downloaded), m.1.sample(uploaded))
+        };
+        let st = s.state();
+        Stats {
+            total: s.meta.info.total_length,
+            have: st.picker.bytes_done(),
+            pieces_have: st.picker.have().count(),
+            pieces: st.picker.piece_count(),
+            downloaded,
+            uploaded,
+            wasted: s.wasted.load(Ordering::Relaxed),
+            down_rate,
+            up_rate,
+            peers: st.peers.len(),
+            complete: st.picker.is_complete(),
+            banned: st.banned.len(),
+            hash_failures: s.hash_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops: closes every connection and waits for pieces being verified or written, so the
+    /// files hold only whole pieces that the next start will find.
+    pub async fn shutdown(self) {
+        let _ = self.shared.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        {
+            let st = self.shared.state();
+            for p in st.peers.values() {
+                let _ = p.ctl.send(Ctl::Close);
+            }
+        }
+        loop {
+            let idle = self.shared.disk_idle.notified();
+            if self.shared.pending_disk.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(30), idle).await;
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let std = std::net::TcpListener::bind(addr)?;
+    std.set_nonblocking(true)?;
+    TcpListener::from_std(std)
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        {
+            let st = shared.state();
+            if st.banned.contains(&addr.ip()) || st.peers.len() >= shared.config.max_peers {
+                continue;
+            }
+        }
+        tokio::spawn(conn::run(shared.clone(), stream, addr, false));
+    }
+}
+
+/// Dials known peers while there is room, with exponential backoff for those that fail.
+async fn dial_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let to_dial: Vec<SocketAddr> = {
+            let mut st = shared.state();
+            let connected: HashSet<SocketAddr> = st.peers.values().map(|p| p.addr).collect();
+            let room = shared.config.max_peers.saturating_sub(st.peers.len() + st.connecting.len());
+            let banned = st.banned.clone();
+            let picked: Vec<SocketAddr> = st
+                .known
+                .iter()
+                .filter(|(a, k)| {
+                    !k.ourselves
+                        && !connected.contains(a)
+                        && !banned.contains(&a.ip())
+                        && k.next_try.is_none_or(|t| t <= now)
+                })
+                .map(|(a, _)| *a)
+                .filter(|a| !st.connecting.contains(a))
+                .take(room)
+                .collect();
+            for a in &picked {
+                st.connecting.insert(*a);
+            }
+            picked
+        };
+        for addr in to_dial {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let result = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await;
+                let ok = matches!(result, Ok(Ok(_)));
+                {
+                    let mut st = shared.state();
+                    st.connecting.remove(&addr);
+                    let k = st.known.entry(addr).or_default();
+                    if ok {
+                        k.failures = 0;
+                        // Reconnect soon if the connection drops later.
+                        k.next_try = Some(Instant::now() + Duration::from_secs(2));
+                    } else {
+                        k.failures += 1;
+                        let backoff = Duration::from_secs((1u64 << k.failures.min(4)).min(15));
+                        k.next_try = Some(Instant::now() + backoff);
+                    }
+                }
+                match result {
+                    Ok(Ok(stream)) => conn::run(shared, stream, addr, true).await,
+                    Ok(Err(e)) => debug!("dial {addr}: {e}"),
+                    Err(_) => debug!("dial {addr}: timed out"),
+                }
+            });
+        }
+    }
+}
+
+/// Every 10 s: unchoke the fastest interested peers plus one optimistic, choke the rest.
+async fn choke_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(choker::RECHOKE_EVERY);
+    let mut round: u32 = 0;
+    loop {
+        tick.tick().await;
+        let mut st = shared.state();
+        let seeding = st.picker.is_complete();
+        let candidates: Vec<Candidate> = st
+            .peers
+            .iter_mut()
+            .map(|(k, p)| {
+                let total = if seeding {
+                    p.stats.uploaded.load(Ordering::Relaxed)
+                } else {
+                    p.stats.downloaded.load(Ordering::Relaxed)
+                };
+                let rate = total.saturating_sub(p.last_rate_total);
+                p.last_rate_total = total;
+                Candidate { key: *k, interested: p.stats.peer_interested.load(Ordering::Relaxed), rate }
+            })
+            .collect();
+        let rotate = round.is_multiple_of(choker::OPTIMISTIC_EVERY);
+        round += 1;
+        let (unchoke, optimistic) =
+            choker::choose(&candidates, shared.config.upload_slots, st.optimistic, rotate, crate::random_u64());
+        st.optimistic = optimistic;
+        for (k, p) in st.peers.iter_mut() {
+            let want = unchoke.contains(k);
+            if want != p.unchoked {
+                p.unchoked = want;
+                let _ = p.ctl.send(if want { Ctl::Unchoke } else { Ctl::Choke });
+            }
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! Which blocks to request from whom: rarest first with random ties, partly downloaded pieces
+//! first, endgame at the tail. No I/O; the connection tasks call it under the torrent's lock.
+
+use bitswarm_wire::{BLOCK_SIZE, Bitfield, BlockRef};
+
+/// Identifies a connection (not an address: a peer may reconnect).
+pub type PeerKey = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    Missing,
+    /// Requested from this many peers (more than one only in endgame).
+    Requested(u8),
+    Received,
+}
+
+#[derive(Debug)]
+struct Partial {
+    blocks: Vec<Block>,
+    received: usize,
+    /// The assembled data.
+    data: Vec<u8>,
+    /// Peers that sent blocks of this piece: blamed if the hash fails.
+    contributors: Vec<PeerKey>,
+}
+
+/// What happened to a received block.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// Stored; the piece still misses blocks.
+    Stored,
+    /// Stored, and it completed the piece: hash and write this data. The piece stays "in
+    /// flight" until [`Picker::piece_verified`] or [`Picker::piece_failed`] is called.
+    PieceComplete { data: Vec<u8>, contributors: Vec<PeerKey> },
+    /// Not wanted (already received, piece already complete, or never asked for).
+    Unwanted,
+}
+
+#[derive(Debug)]
+pub struct Picker {
+    piece_length: u64,
+    total_length: u64,
+    have: Bitfield,
+    /// How many connected peers have each piece.
+    availability: Vec<u32>,
+    /// A random rank per piece: ties in availability are broken by it.
+    tiebreak: Vec<u32>,
+    partial: std::collections::HashMap<u32, Partial>,
+    /// Pieces whose data is complete and being hashed or written.
+    in_flight: Bitfield,
+    /// Blocks not received yet across pieces we do not have (for the endgame test).
+    blocks_missing_unrequested: usize,
+    /// Piece buffers to reuse: no zeroing, no allocator churn.
+    free: Vec<Vec<u8>>,
+}
+
+/// Piece buffers kept for reuse.
+const FREE_BUFFERS: usize = 16;
+
+impl Picker {
+    pub fn new(piece_length: u64, total_length: u64, have: Bitfield, seed: u64) -> Picker {
+        let n = have.len();
+        let mut x = seed | 1;
+        let tiebreak = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u32
+            })
+            .collect();
+        let mut p = Picker {
+            piece_length,
+            total_length,
+            availability: vec![0; n],
+            tiebreak,
+            partial: Default::default(),
+            in_flight: Bitfield::new(n),
+            blocks_missing_unrequested: 0,
+            free: Vec::new(),
+            have,
+        };
+        p.blocks_missing_unrequested = (0..n).filter(|&i| !p.have.get(i)).map(|i| p.block_count(i as u32)).sum();
+        p
+    }
+
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+    pub fn piece_count(&self) -> usize {
+        self.have.len()
+    }
+    pub fn is_complete(&self) -> bool {
+        self.have.is_full()
+    }
+
+    pub fn piece_size(&self, index: u32) -> u32 {
+        let start = u64::from(index) * self.piece_length;
+        self.piece_length.min(self.total_length - start) as u32
+    }
+    fn block_count(&self, index: u32) -> usize {
+        self.piece_size(index).div_ceil(BLOCK_SIZE) as usize
+    }
+    fn block_len(&self, index: u32, block: usize) -> u32 {
+        let size = self.piece_size(index);
+        (size - block as u32 * BLOCK_SIZE).min(BLOCK_SIZE)
+    }
+
+    /// True when we lack some piece in `theirs` (we are interested).
+    pub fn wants_any(&self, theirs: &Bitfield) -> bool {
+        if theirs.is_full() {
+            return !self.have.is_full();
+        }
+        theirs.ones().any(|i| !self.have.get(i))
+    }
+
+    /// A peer's bitfield arrived (or a peer with it left: `add = false`).
+    pub fn peer_bitfield(&mut self, bits: &Bitfield, add: bool) {
+        for i in bits.ones() {
+            let a = &mut self.availability[i];
+            *a = if add { *a + 1 } else { a.saturating_sub(1) };
+        }
+    }
+    pub fn peer_have(&mut self, index: u32) {
+        if let Some(a) = self.availability.get_mut(index as usize) {
+            *a += 1;
+        }
+    }
+
+    /// True once every block we lack has been requested from somebody.
+    pub fn in_endgame(&self) -> bool {
+        self.blocks_missing_unrequested == 0 && !self.have.is_full()
+    }
+
+    /// Up to `want` blocks to request from a peer that has `theirs`, excluding blocks already
+    /// requested from it (`mine`). Partial pieces first, then new pieces rarest first; in
+    /// endgame, blocks already requested from others.
+    /// `new_pieces`: whether new pieces may be started (false while too much received data
+    /// waits for verification).
+    pub fn pick(&mut self, theirs: &Bitfield, mine: &[BlockRef], want: usize, new_pieces: bool) -> Vec<BlockRef> {
+        let mut out = Vec::new();
+        if want == 0 {
+            return out;
+        }
+        // 1. Partial pieces, the most advanced first.
+        let mut partials: Vec<(u32, usize)> = self
+            .partial
+            .iter()
+            .filter(|(i, p)| theirs.get(**i as usize) && p.blocks.contains(&Block::Missing))
+            .map(|(i, p)| (*i, p.blocks.len() - p.received))
+            .collect();
+        partials.sort_unstable_by_key(|&(i, left)| (left, i));
+        for (index, _) in partials {
+            self.take_blocks(index, want, &mut out);
+            if out.len() >= want {
+                return out;
+            }
+        }
+        // 2. New pieces, rarest first with random ties.
+        while new_pieces && out.len() < want {
+            let best = (0..self.piece_count())
+                .filter(|&i| {
+                    theirs.get(i)
+                        && !self.have.get(i)
+                        && !self.in_flight.get(i)
+                        && !self.partial.contains_key(&(i as u32))
+                })
+                .min_by_key(|&i| (self.availability[i], self.tiebreak[i]));
+            let Some(index) = best else { break };
+            let index = index as u32;
+            let n = self.block_count(index);
+            let size = self.piece_size(index) as usize;
+            // Every byte is overwritten by a block before the piece completes.
+            let mut data = self.free.pop().unwrap_or_default();
+            data.resize(size, 0);
+            self.partial.insert(
+                index,
+                Partial { blocks: vec![Block::Missing; n], received: 0, data, contributors: Vec::new() },
+            );
+            self.take_blocks(index, want, &mut out);
+        }
+        // 3. Endgame: everything is requested; ask this peer too for what it has and we still lack.
+        if out.len() < want && self.in_endgame() {
+            let mut dup: Vec<(u32, usize)> = Vec::new();
+            for (&index, p) in &self.partial {
+                if !theirs.get(index as usize) {
+                    continue;
+                }
+                for (b, st) in p.blocks.iter().enumerate() {
+                    if let Block::Requested(n) = st {
+                        let r = BlockRef { index, begin: b as u32 * BLOCK_SIZE, length: self.block_len(index, b) };
+                        if *n < 3 && !mine.contains(&r) && !out.contains(&r) {
+                            dup.push((index, b));
+                        }
+                    }
+                }
+            }
+            dup.sort_unstable();
+            for (index, b) in dup.into_iter().take(want - out.len()) {
+                let p = self.partial.get_mut(&index).expect("listed above");
+                if let Block::Requested(n) = &mut p.blocks[b] {
+                    *n += 1;
+                }
+                out.push(BlockRef { index, begin: b as u32 * BLOCK_SIZE, length: self.block_len(index, b) });
+            }
+        }
+        out
+    }
+
+    fn take_blocks(&mut self, index: u32, want: usize, out: &mut Vec<BlockRef>) {
+        let lens: Vec<u32> = (0..self.block_count(index)).map(|b| self.block_len(index, b)).collect();
+        let p = self.partial.get_mut(&index).expect("partial exists");
+        for (b, st) in p.blocks.iter_mut().enumerate() {
+            if out.len() >= want {
+                break;
+            }
+            if *st == Block::Missing {
+                *st = Block::Requested(1);
+                self.blocks_missing_unrequested -= 1;
+                out.push(BlockRef { index, begin: b as u32 * BLOCK_SIZE, length: lens[b] });
+            }
+        }
+    }
+
+    /// A request to some peer is abandoned (choked, timed out, disconnected, cancelled).
+    pub fn release(&mut self, r: &BlockRef) {
+        let Some(p) = self.partial.get_mut(&r.index) else { return };
+        let b = (r.begin / BLOCK_SIZE) as usize;
+        if let Some(Block::Requested(n)) = p.blocks.get_mut(b) {
+            if *n > 1 {
+                *n -= 1;
+            } else {
+                p.blocks[b] = Block::Missing;
+                self.blocks_missing_unrequested += 1;
+            }
+        }
+    }
+
+    /// Stores a received block. `from` is blamed if the piece fails its hash.
+    pub fn block_received(&mut self, index: u32, begin: u32, data: &[u8], from: PeerKey) -> BlockOutcome {
+        if !begin.is_multiple_of(BLOCK_SIZE) || index as usize >= self.piece_count() {
+            return BlockOutcome::Unwanted;
+        }
+        let b = (begin / BLOCK_SIZE) as usize;
+        let expected_len = if b < self.block_count(index) { self.block_len(index, b) } else { 0 };
+        let Some(p) = self.partial.get_mut(&index) else { return BlockOutcome::Unwanted };
+        if data.len() as u32 != expected_len {
+            return BlockOutcome::Unwanted;
+        }
+        match p.blocks[b] {
+            Block::Received => return BlockOutcome::Unwanted,
+            Block::Missing => self.blocks_missing_unrequested -= 1,
+            Block::Requested(_) => {}
+        }
+        p.blocks[b] = Block::Received;
+        p.received += 1;
+        p.data[begin as usize..begin as usize + data.len()].copy_from_slice(data);
+        if !p.contributors.contains(&from) {
+            p.contributors.push(from);
+        }
+        if p.received < p.blocks.len() {
+            return BlockOutcome::Stored;
+        }
+        let p = self.partial.remove(&index).expect("present");
+        self.in_flight.set(index as usize);
+        BlockOutcome::PieceComplete { data: p.data, contributors: p.contributors }
+    }
+
+    /// Gives back a piece buffer for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.free.len() < FREE_BUFFERS && buf.capacity() as u64 >= self.piece_length {
+            self.free.push(buf);
+        }
+    }
+
+    /// The piece's hash matched and its data is on disk. Returns false if it was already had.
+    pub fn piece_verified(&mut self, index: u32) -> bool {
+        self.in_flight.clear(index as usize);
+        self.have.set(index as usize)
+    }
+
+    /// The piece's hash did not match: its blocks are wanted again.
+    pub fn piece_failed(&mut self, index: u32) {
+        self.in_flight.clear(index as usize);
+        self.blocks_missing_unrequested += self.block_count(index);
+    }
+
+    /// Bytes we have verified.
+    pub fn bytes_done(&self) -> u64 {
+        self.have.ones().map(|i| u64::from(self.piece_size(i as u32))).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PL: u64 = 4 * BLOCK_SIZE as u64;
+
+    fn picker(pieces: usize) -> Picker {
+        Picker::new(PL, PL * pieces as u64 - 1000, Bitfield::new(pieces), 42)
+    }
+
+    #[test]
+    fn rarest_first_then_partials_first() {
+        let mut p = picker(4);
+        let all = Bitfield::full(4);
+        let mut only1 = Bitfield::new(4);
+        only1.set(1);
+        p.peer_bitfield(&all, true);
+        p.peer_bitfield(&all, true);
+        p.peer_bitfield(&only1, true);
+        // Piece 1 is most common (3), the others have 2: a rarer one is chosen first.
+        let r = p.pick(&all, &[], 2, true);
+        assert_eq!(r.len(), 2);
+        assert_ne!(r[0].index, 1);
+        assert_eq!((r[0].begin, r[1].begin), (0, BLOCK_SIZE));
+        // The next pick finishes that partial piece before starting another.
+        let r2 = p.pick(&all, &r, 3, true);
+        assert_eq!(r2.iter().filter(|b| b.index == r[0].index).count(), 2);
+        assert_ne!(r2[2].index, r[0].index);
+    }
+
+    #[test]
+    fn last_piece_is_short_and_completion_flows() {
+        let mut p = picker(2);
+        let all = Bitfield::full(2);
+        let mut got = Vec::new();
+        loop {
+            let r = p.pick(&all, &got, 100, true);
+            if r.is_empty() {
+                break;
+            }
+            got.extend(r);
+        }
+        assert_eq!(got.len(), 8);
+        let last = got.iter().max_by_key(|b| (b.index, b.begin)).unwrap();
+        assert_eq!(last.length, BLOCK_SIZE - 1000);
+        assert!(p.in_endgame());
+        let mut completed = Vec::new();
+        for b in &got {
+            match p.block_received(b.index, b.begin, &vec![1; b.length as usize], 7) {
+                BlockOutcome::PieceComplete { data, contributors } => {
+                    assert_eq!(data.len() as u32, p.piece_size(b.index));
+                    assert_eq!(contributors, vec![7]);
+                    completed.push(b.index);
+                }
+                BlockOutcome::Stored => {}
+                BlockOutcome::Unwanted => panic!("wanted"),
+            }
+        }
+        assert_eq!(completed.len(), 2);
+        // A duplicate is unwanted.
+        assert_eq!(p.block_received(0, 0, &[1; BLOCK_SIZE as usize], 8), BlockOutcome::Unwanted);
+        assert!(p.piece_verified(0));
+        p.piece_failed(1);
+        assert!(!p.is_complete());
+        let again = p.pick(&all, &[], 100, true);
+        assert_eq!(again.len(), 4, "a failed piece is fetched again");
+        assert!(again.iter().all(|b| b.index == 1));
+    }
+
+    #[test]
+    fn endgame_duplicates_and_release() {
+        let mut p = picker(1);
+        let all = Bitfield::full(1);
+        let a = p.pick(&all, &[], 100, true);
+        assert_eq!(a.len(), 4);
+        assert!(p.in_endgame());
+        // Another peer gets the same blocks in endgame, never twice the same from one peer.
+        let b = p.pick(&all, &[], 100, true);
+        assert_eq!(b, a);
+        let c = p.pick(&all, &b, 100, true);
+        assert!(c.iter().all(|x| !b.contains(x)));
+        // Released by one peer: still requested from the other, so not missing.
+        for r in &a {
+            p.release(r);
+        }
+        assert!(p.in_endgame());
+        for r in &b {
+            p.release(r);
+        }
+        for r in &c {
+            p.release(r);
+        }
+        assert!(!p.in_endgame());
+        assert_eq!(p.pick(&all, &[], 100, true).len(), 4);
+    }
+
+    #[test]
+    fn no_new_pieces_under_backpressure() {
+        let mut p = picker(3);
+        let all = Bitfield::full(3);
+        let a = p.pick(&all, &[], 2, true);
+        assert_eq!(a.len(), 2);
+        // Only the rest of the started piece, nothing new.
+        let b = p.pick(&all, &a, 10, false);
+        assert_eq!(b.len(), 2);
+        assert!(b.iter().all(|x| x.index == a[0].index));
+    }
+
+    #[test]
+    fn rejects_bad_blocks() {
+        let mut p = picker(2);
+        assert_eq!(p.block_received(0, 0, &[0; 10], 1), BlockOutcome::Unwanted, "not requested piece");
+        p.pick(&Bitfield::full(2), &[], 1, true);
+        let idx = (0..2).find(|&i| p.partial.contains_key(&i)).unwrap();
+        assert_eq!(p.block_received(idx, 5, &[0; 10], 1), BlockOutcome::Unwanted, "unaligned");
+        assert_eq!(p.block_received(idx, 0, &[0; 10], 1), BlockOutcome::Unwanted, "wrong length");
+        assert_eq!(p.block_received(idx, 99 * BLOCK_SIZE, &[0; 10], 1), BlockOutcome::Unwanted, "out of range");
+        assert_eq!(p.block_received(9, 0, &[0; 10], 1), BlockOutcome::Unwanted, "no such piece");
+    }
+}
