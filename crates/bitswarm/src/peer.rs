@@ -105,6 +105,8 @@ fn run(a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure> {
         e => Failure::failed(e.to_string()),
     })?;
     println!("{}: {} ({})", meta.info.name, meta.info_hash, HumanBytes(total));
+    let s = engine.stats();
+    println!("have {} of {} pieces", s.pieces_have, s.pieces);
     println!("listening on {}", engine.listen_addr());
     let _ = std::io::Write::flush(&mut std::io::stdout());
 
@@ -114,6 +116,7 @@ fn run(a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure> {
     if mode != Mode::Quiet {
         eprintln!("{}", summary(&stats));
     }
+    println!("transfer: downloaded {} bytes, uploaded {} bytes", stats.downloaded, stats.uploaded);
     match outcome {
         Outcome::Done => {
             println!("complete: all {} pieces verified", stats.pieces);

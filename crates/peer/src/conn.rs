@@ -389,9 +389,9 @@ impl Conn {
         let endgame = st.picker.in_endgame();
         match st.picker.block_received(index, begin, data, self.key) {
             BlockOutcome::Stored => {}
-            BlockOutcome::PieceComplete { data, contributors } => {
+            BlockOutcome::PieceComplete { data, senders } => {
                 drop(st);
-                self.shared.verify_piece(index, data, contributors);
+                self.shared.verify_piece(index, data, senders);
                 st = self.shared.state();
             }
             BlockOutcome::Unwanted => {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bitswarm_metainfo::Metainfo;
 use bitswarm_storage::PieceState;
-use bitswarm_wire::{Bitfield, BlockRef};
+use bitswarm_wire::{BLOCK_SIZE, Bitfield, BlockRef};
 use sha1::{Digest, Sha1};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -49,8 +49,8 @@ pub struct Config {
     pub max_upload_rate: Option<u64>,
     /// Threads for the startup check of existing data.
     pub check_threads: usize,
-    /// Pieces that fail their hash this many times with a peer among the senders ban it; a
-    /// peer that alone sent a failing piece counts double.
+    /// A peer that alone sent this many pieces that failed their hash is banned. (A peer whose
+    /// blocks are proven bad once the piece passes is banned at once.)
     pub ban_strikes: u32,
 }
 
@@ -64,7 +64,7 @@ impl Config {
             upload_slots: 4,
             max_upload_rate: None,
             check_threads: bitswarm_storage::cores(),
-            ban_strikes: 4,
+            ban_strikes: 2,
         }
     }
 }
@@ -125,6 +125,9 @@ pub(crate) struct State {
     known: HashMap<SocketAddr, Known>,
     banned: HashSet<IpAddr>,
     strikes: HashMap<IpAddr, u32>,
+    /// For pieces that failed with blocks from several peers: each block's sender and a hash of
+    /// what it sent. When the piece passes later, senders of blocks that differ are banned.
+    suspects: HashMap<u32, Vec<(IpAddr, usize, [u8; 20])>>,
     optimistic: Option<PeerKey>,
 }
 
@@ -220,29 +223,31 @@ impl Shared {
     }
 
     /// A whole piece arrived: hash it and write it on a blocking thread, then tell everyone.
-    pub fn verify_piece(self: &Arc<Self>, index: u32, data: Vec<u8>, contributors: Vec<PeerKey>) {
+    /// `senders` names the peer that sent each block.
+    pub fn verify_piece(self: &Arc<Self>, index: u32, data: Vec<u8>, senders: Vec<PeerKey>) {
         self.pending_disk.fetch_add(1, Ordering::AcqRel);
         let me = self.clone();
         tokio::spawn(async move {
             let permit = me.hashing.acquire().await.expect("never closed");
             let expected = me.meta.info.pieces[index as usize];
             let disk = me.disk.clone();
-            let len = data.len() as u64;
             let result = tokio::task::spawn_blocking(move || {
                 let ok = <[u8; 20]>::from(Sha1::digest(&data)) == expected;
                 let r = if ok { disk.write_piece(index, &data).map(|_| true) } else { Ok(false) };
                 (r, data)
             })
-            .await
-            .map(|(r, data)| {
-                me.state().picker.recycle(data);
-                r
-            });
+            .await;
             drop(permit);
             match result {
-                Ok(Ok(true)) => me.piece_done(index),
-                Ok(Ok(false)) => me.piece_failed(index, len, &contributors),
-                Ok(Err(e)) => {
+                Ok((Ok(true), data)) => {
+                    me.piece_done(index, &data);
+                    me.state().picker.recycle(data);
+                }
+                Ok((Ok(false), data)) => {
+                    me.piece_failed(index, &data, &senders);
+                    me.state().picker.recycle(data);
+                }
+                Ok((Err(e), _)) => {
                     me.state().picker.piece_failed(index);
                     me.fail(format!("cannot write piece {index}: {e}"));
                 }
@@ -254,8 +259,16 @@ impl Shared {
         });
     }
 
-    fn piece_done(&self, index: u32) {
+    fn piece_done(&self, index: u32, data: &[u8]) {
         let mut st = self.state();
+        if let Some(records) = st.suspects.remove(&index) {
+            // The good data is known now: whoever sent a different block lied.
+            let liars: Vec<IpAddr> =
+                records.iter().filter(|(_, b, h)| block_hash(data, *b) != *h).map(|(ip, _, _)| *ip).collect();
+            for ip in liars {
+                self.ban(&mut st, ip);
+            }
+        }
         if !st.picker.piece_verified(index) {
             return;
         }
@@ -268,30 +281,36 @@ impl Shared {
         }
     }
 
-    fn piece_failed(&self, index: u32, len: u64, contributors: &[PeerKey]) {
+    fn piece_failed(&self, index: u32, data: &[u8], senders: &[PeerKey]) {
         self.hash_failures.fetch_add(1, Ordering::Relaxed);
-        self.wasted.fetch_add(len, Ordering::Relaxed);
+        self.wasted.fetch_add(data.len() as u64, Ordering::Relaxed);
         let mut st = self.state();
         st.picker.piece_failed(index);
-        let weight = if contributors.len() == 1 { 2 } else { 1 };
-        let mut to_ban = Vec::new();
-        for key in contributors {
-            let Some(addr) = st.peers.get(key).map(|p| p.addr) else { continue };
-            let ip = addr.ip();
+        let ips: Vec<Option<IpAddr>> = senders.iter().map(|k| st.peers.get(k).map(|p| p.addr.ip())).collect();
+        let mut distinct: Vec<IpAddr> = ips.iter().flatten().copied().collect();
+        distinct.sort();
+        distinct.dedup();
+        warn!("piece {index} failed its hash check (sent by {distinct:?})");
+        if let [ip] = distinct[..] {
+            // One sender: it is certainly the one that sent bad data.
             let s = st.strikes.entry(ip).or_default();
-            *s += weight;
-            warn!("piece {index} failed its hash check; {addr} sent part of it ({} strikes)", *s);
+            *s += 1;
             if *s >= self.config.ban_strikes {
-                to_ban.push(ip);
+                self.ban(&mut st, ip);
             }
+        } else {
+            let records =
+                ips.iter().enumerate().filter_map(|(b, ip)| ip.map(|ip| (ip, b, block_hash(data, b)))).collect();
+            st.suspects.insert(index, records);
         }
-        for ip in to_ban {
-            if st.banned.insert(ip) {
-                warn!("banning {ip}: it sent data that failed hash checks");
-            }
-            for p in st.peers.values().filter(|p| p.addr.ip() == ip) {
-                let _ = p.ctl.send(Ctl::Close);
-            }
+    }
+
+    fn ban(&self, st: &mut State, ip: IpAddr) {
+        if st.banned.insert(ip) {
+            warn!("banning {ip}: it sent data that failed hash checks");
+        }
+        for p in st.peers.values().filter(|p| p.addr.ip() == ip) {
+            let _ = p.ctl.send(Ctl::Close);
         }
     }
 
@@ -342,6 +361,13 @@ impl Shared {
     pub fn mark_self(&self, addr: SocketAddr) {
         self.state().known.entry(addr).or_default().ourselves = true;
     }
+}
+
+/// SHA-1 of block `b` (16 KiB) of a piece's data.
+fn block_hash(data: &[u8], b: usize) -> [u8; 20] {
+    let start = (b * BLOCK_SIZE as usize).min(data.len());
+    let end = (start + BLOCK_SIZE as usize).min(data.len());
+    Sha1::digest(&data[start..end]).into()
 }
 
 /// A running torrent.
@@ -416,6 +442,7 @@ impl Engine {
                 known: HashMap::new(),
                 banned: HashSet::new(),
                 strikes: HashMap::new(),
+                suspects: HashMap::new(),
                 optimistic: None,
             }),
             downloaded: AtomicU64::new(0),

@@ -20,8 +20,8 @@ struct Partial {
     received: usize,
     /// The assembled data.
     data: Vec<u8>,
-    /// Peers that sent blocks of this piece: blamed if the hash fails.
-    contributors: Vec<PeerKey>,
+    /// Who sent each block: blamed if the hash fails.
+    senders: Vec<PeerKey>,
 }
 
 /// What happened to a received block.
@@ -31,7 +31,7 @@ pub enum BlockOutcome {
     Stored,
     /// Stored, and it completed the piece: hash and write this data. The piece stays "in
     /// flight" until [`Picker::piece_verified`] or [`Picker::piece_failed`] is called.
-    PieceComplete { data: Vec<u8>, contributors: Vec<PeerKey> },
+    PieceComplete { data: Vec<u8>, senders: Vec<PeerKey> },
     /// Not wanted (already received, piece already complete, or never asked for).
     Unwanted,
 }
@@ -173,10 +173,8 @@ impl Picker {
             // Every byte is overwritten by a block before the piece completes.
             let mut data = self.free.pop().unwrap_or_default();
             data.resize(size, 0);
-            self.partial.insert(
-                index,
-                Partial { blocks: vec![Block::Missing; n], received: 0, data, contributors: Vec::new() },
-            );
+            self.partial
+                .insert(index, Partial { blocks: vec![Block::Missing; n], received: 0, data, senders: vec![0; n] });
             self.take_blocks(index, want, &mut out);
         }
         // 3. Endgame: everything is requested; ask this peer too for what it has and we still lack.
@@ -255,15 +253,13 @@ impl Picker {
         p.blocks[b] = Block::Received;
         p.received += 1;
         p.data[begin as usize..begin as usize + data.len()].copy_from_slice(data);
-        if !p.contributors.contains(&from) {
-            p.contributors.push(from);
-        }
+        p.senders[b] = from;
         if p.received < p.blocks.len() {
             return BlockOutcome::Stored;
         }
         let p = self.partial.remove(&index).expect("present");
         self.in_flight.set(index as usize);
-        BlockOutcome::PieceComplete { data: p.data, contributors: p.contributors }
+        BlockOutcome::PieceComplete { data: p.data, senders: p.senders }
     }
 
     /// Gives back a piece buffer for reuse.
@@ -340,9 +336,9 @@ mod tests {
         let mut completed = Vec::new();
         for b in &got {
             match p.block_received(b.index, b.begin, &vec![1; b.length as usize], 7) {
-                BlockOutcome::PieceComplete { data, contributors } => {
+                BlockOutcome::PieceComplete { data, senders } => {
                     assert_eq!(data.len() as u32, p.piece_size(b.index));
-                    assert_eq!(contributors, vec![7]);
+                    assert!(senders.iter().all(|&s| s == 7));
                     completed.push(b.index);
                 }
                 BlockOutcome::Stored => {}

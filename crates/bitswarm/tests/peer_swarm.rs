@@ -1,0 +1,127 @@
+//! Our peers under trouble: a peer that sends corrupt data, a seeder that dies and comes back,
+//! a leecher killed or interrupted and started again. Peers dial each other directly on loopback.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::swarm::*;
+use common::*;
+
+const T: Duration = Duration::from_secs(120);
+const BAD_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/bad_peer.py");
+
+/// One file of `len` bytes under `src`, its torrent with 16 KiB pieces, and an empty `dst`.
+fn setup(t: &Path, len: usize) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let src = t.join("src");
+    let dst = t.join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    random_file(&src.join("data.bin"), len, 77);
+    let torrent = t.join("data.torrent");
+    create_torrent(&src.join("data.bin"), &torrent, &["--piece-size", "16K"]);
+    (src, dst, torrent)
+}
+
+/// Parses `have K of N pieces` (printed at start) into K.
+fn have_at_start(p: &mut Proc) -> usize {
+    let l = p.wait_line(T, |l| l.starts_with("have ") && l.ends_with(" pieces"));
+    l.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Waits until a progress line shows at least `pct` percent.
+fn wait_progress(p: &mut Proc, pct: f64) {
+    p.wait_line(T, |l| l.split('%').next().and_then(|x| x.parse::<f64>().ok()).is_some_and(|x| x >= pct));
+}
+
+fn transfer(p: &mut Proc) -> u64 {
+    let l = p.wait_line(T, |l| l.starts_with("transfer: downloaded "));
+    l["transfer: downloaded ".len()..].split(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn corrupt_peer_is_banned_and_the_download_completes() {
+    let t = tempdir();
+    let (src, dst, torrent) = setup(t.path(), 4 << 20);
+    // The liar listens on 127.0.0.2 (loopback too), so banning its address spares the honest
+    // seeder on 127.0.0.1.
+    let mut c = Command::new("python3");
+    c.arg(BAD_PEER).arg("127.0.0.2").arg("256");
+    let mut liar = Proc::spawn("bad peer", c);
+    let liar_port: u16 = liar.wait_line(T, |l| l.starts_with("port "))[5..].parse().unwrap();
+    let (_seed, port) = our_seed(&torrent, &src, &["--max-upload-rate", "1M"]);
+    let (mut leech, _) = our_join(
+        &torrent,
+        &dst,
+        &["--exit-when-done", "--peer", &format!("127.0.0.2:{liar_port}"), "--peer", &format!("127.0.0.1:{port}")],
+    );
+    let status = leech.wait_exit(T);
+    let out = leech.output();
+    assert!(status.success(), "{status:?}\n{out}");
+    assert!(out.contains("banning 127.0.0.2"), "the liar is banned:\n{out}");
+    assert!(!out.contains("banning 127.0.0.1"), "the honest seeder is not:\n{out}");
+    assert!(out.contains("1 peers banned"), "{out}");
+    assert_same_tree(&src, &dst);
+}
+
+#[test]
+fn seeder_killed_and_restarted_the_download_completes() {
+    let t = tempdir();
+    let (src, dst, torrent) = setup(t.path(), 4 << 20);
+    let (mut seed, port) = our_seed(&torrent, &src, &["--max-upload-rate", "1M"]);
+    let (mut leech, _) = our_join(&torrent, &dst, &["--exit-when-done", "--peer", &format!("127.0.0.1:{port}")]);
+    wait_progress(&mut leech, 10.0);
+    seed.kill();
+    // Back on the same port (the one the OS picked the first time), at full speed.
+    let mut c = bitswarm();
+    c.args(["seed", "--port", &port.to_string(), "--bind", "127.0.0.1", "-d"]).arg(&src).arg(&torrent);
+    let mut seed2 = Proc::spawn("bitswarm seed (restarted)", c);
+    listening_port(&mut seed2);
+    let status = leech.wait_exit(T);
+    assert!(status.success(), "{status:?}\n{}", leech.output());
+    assert_same_tree(&src, &dst);
+}
+
+#[test]
+fn leecher_killed_resumes_with_every_verified_piece() {
+    let t = tempdir();
+    let (src, dst, torrent) = setup(t.path(), 4 << 20);
+    let (_seed, port) = our_seed(&torrent, &src, &["--max-upload-rate", "1M"]);
+    let peer = format!("127.0.0.1:{port}");
+    let (mut leech, _) = our_join(&torrent, &dst, &["--exit-when-done", "--peer", &peer]);
+    wait_progress(&mut leech, 25.0);
+    leech.kill();
+
+    let (mut again, _) = our_join(&torrent, &dst, &["--exit-when-done", "--peer", &peer]);
+    let kept = have_at_start(&mut again);
+    assert!(kept >= 64, "at least the 25% seen verified is kept: {kept} of 256");
+    let status = again.wait_exit(T);
+    assert!(status.success(), "{status:?}\n{}", again.output());
+    let fetched = transfer(&mut again);
+    let left = (256 - kept) as u64 * 16384;
+    assert!(fetched <= left + 16 * 16384, "fetched {fetched} bytes; only {left} were missing");
+    assert_same_tree(&src, &dst);
+}
+
+#[test]
+fn interrupted_leecher_stops_cleanly_and_resumes() {
+    let t = tempdir();
+    let (src, dst, torrent) = setup(t.path(), 4 << 20);
+    let (_seed, port) = our_seed(&torrent, &src, &["--max-upload-rate", "1M"]);
+    let peer = format!("127.0.0.1:{port}");
+    let (mut leech, _) = our_join(&torrent, &dst, &["--peer", &peer]);
+    wait_progress(&mut leech, 25.0);
+    leech.interrupt();
+    let status = leech.wait_exit(T);
+    assert_eq!(status.code(), Some(3), "stopped before completion: {}", leech.output());
+    let line = leech.wait_line(T, |l| l.contains("stopped with "));
+    let had: usize = line.split("stopped with ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+
+    // Every piece counted when it stopped is on disk and verified at the next start.
+    let (mut again, _) = our_join(&torrent, &dst, &["--exit-when-done", "--peer", &peer]);
+    let kept = have_at_start(&mut again);
+    assert!(kept >= had && kept > 0, "kept {kept}, had {had}");
+    assert!(again.wait_exit(T).success(), "{}", again.output());
+    assert_same_tree(&src, &dst);
+}
