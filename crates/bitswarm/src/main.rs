@@ -3,6 +3,7 @@
 
 mod progress;
 mod torrent;
+mod tracker;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ enum Command {
     /// Make, inspect and check .torrent files.
     #[command(subcommand)]
     Torrent(torrent::TorrentCommand),
+    /// Run a BitTorrent tracker (HTTP and UDP announce and scrape, stats, metrics).
+    Tracker(tracker::TrackerArgs),
 }
 
 /// An error to print as `bitswarm: MESSAGE` with a chosen exit status.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Torrent(c) => torrent::run(c),
+        Command::Tracker(a) => tracker::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
