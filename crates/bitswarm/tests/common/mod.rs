@@ -91,11 +91,13 @@ impl Proc {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("{}: expected output did not come within {timeout:?}; it printed:\n{}", self.name, self.output())
+                    let out = self.output();
+                    panic!("{}: expected output did not come within {timeout:?}; it printed:\n{out}", self.name)
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().ok();
-                    panic!("{}: ended ({status:?}) before the expected output; it printed:\n{}", self.name, self.output())
+                    let out = self.output();
+                    panic!("{}: ended ({status:?}) before the expected output; it printed:\n{out}", self.name)
                 }
             }
         }
@@ -117,7 +119,8 @@ impl Proc {
                 return s;
             }
             if Instant::now() > deadline {
-                panic!("{}: did not exit within {timeout:?}; it printed:\n{}", self.name, self.output());
+                let out = self.output();
+                panic!("{}: did not exit within {timeout:?}; it printed:\n{out}", self.name);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
