@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -139,13 +139,13 @@ impl Shared {
     }
 }
 
-async fn announce(
-    State(s): State<Arc<Shared>>,
-    ConnectInfo(conn): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    reply(s.http_announce(conn, &headers, uri.query().unwrap_or("").as_bytes()))
+async fn announce(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    // The request itself, not separate extractors: no copy of the header map per announce.
+    let conn = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(a)) => *a,
+        None => SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
+    reply(s.http_announce(conn, req.headers(), req.uri().query().unwrap_or("").as_bytes()))
 }
 
 async fn scrape(State(s): State<Arc<Shared>>, uri: Uri) -> Response {
