@@ -82,6 +82,15 @@ pub fn spawn(
 }
 
 fn worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
+    #[cfg(target_os = "linux")]
+    batched::worker(&sock, shared, stop);
+    #[cfg(not(target_os = "linux"))]
+    simple_worker(sock, shared, stop);
+}
+
+/// One packet per system call each way.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn simple_worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
     let mut buf = [0u8; 2048];
     let mut out = Vec::with_capacity(2048);
     let mut peers = Vec::with_capacity(256);
@@ -187,6 +196,120 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
                 out.extend_from_slice(&c.seeders.to_be_bytes());
                 out.extend_from_slice(&c.downloaded.to_be_bytes());
                 out.extend_from_slice(&c.leechers.to_be_bytes());
+            }
+        }
+    }
+}
+
+/// Linux: up to [`batched::BATCH`] packets per system call each way (`recvmmsg` returning as
+/// soon as one packet is there, `sendmmsg` for the replies). Under load this halves the cost
+/// per packet; idle, it waits like `recv_from`.
+#[cfg(target_os = "linux")]
+mod batched {
+    use std::mem::MaybeUninit;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::{Selected, Shared, handle};
+
+    pub const BATCH: usize = 32;
+    const BUF: usize = 2048;
+
+    fn to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+        match i32::from(ss.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in for AF_INET; sockaddr_storage is large
+                // and aligned enough for it.
+                let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, for sockaddr_in6.
+                let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+                Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn worker(sock: &UdpSocket, shared: &Shared, stop: &AtomicBool) {
+        let fd = sock.as_raw_fd();
+        let mut bufs = vec![[0u8; BUF]; BATCH];
+        let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(BUF)).collect();
+        // SAFETY: all-zero bytes are valid values of these plain C structs.
+        let mut addrs: Vec<libc::sockaddr_storage> =
+            (0..BATCH).map(|_| unsafe { MaybeUninit::zeroed().assume_init() }).collect();
+        let mut iovs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
+        let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
+        let mut send_hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
+        let mut send_iovs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
+        let mut peers: Vec<Selected> = Vec::with_capacity(256);
+        let addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        while !stop.load(Ordering::Relaxed) {
+            iovs.clear();
+            hdrs.clear();
+            for (b, a) in bufs.iter_mut().zip(addrs.iter_mut()) {
+                iovs.push(libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: BUF });
+                // SAFETY: zeroed msghdr is valid; the fields that matter are set below.
+                let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+                h.msg_hdr.msg_name = (a as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = addr_len;
+                hdrs.push(h);
+            }
+            for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: every header points at a live buffer, iovec and address of this
+            // function, sized as declared; the kernel writes at most that much.
+            let n = unsafe {
+                libc::recvmmsg(fd, hdrs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            };
+            if n <= 0 {
+                // Timeout (the socket's read timeout lets us see `stop`), EINTR, or an ICMP
+                // error from an earlier reply: nothing to do.
+                continue;
+            }
+            let n = n as usize;
+            send_hdrs.clear();
+            send_iovs.clear();
+            for i in 0..n {
+                let out = &mut outs[i];
+                out.clear();
+                let len = (hdrs[i].msg_len as usize).min(BUF);
+                let Some(src) = to_std(&addrs[i]) else { continue };
+                handle(shared, &bufs[i][..len], src, out, &mut peers);
+            }
+            for i in 0..n {
+                if outs[i].is_empty() {
+                    continue;
+                }
+                send_iovs.push(libc::iovec { iov_base: outs[i].as_mut_ptr().cast(), iov_len: outs[i].len() });
+                // SAFETY: zeroed mmsghdr is valid; name and iov are set below.
+                let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+                h.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = hdrs[i].msg_hdr.msg_namelen;
+                send_hdrs.push(h);
+            }
+            for (h, iov) in send_hdrs.iter_mut().zip(send_iovs.iter_mut()) {
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+            }
+            let mut sent = 0;
+            while sent < send_hdrs.len() {
+                // SAFETY: the headers point at live reply buffers and addresses.
+                let r = unsafe {
+                    libc::sendmmsg(fd, send_hdrs[sent..].as_mut_ptr(), (send_hdrs.len() - sent) as libc::c_uint, 0)
+                };
+                if r <= 0 {
+                    // The first remaining reply failed (its client went away, say): skip it.
+                    sent += 1;
+                } else {
+                    sent += r as usize;
+                }
             }
         }
     }
