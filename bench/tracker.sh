@@ -21,6 +21,7 @@ cargo build --release -q -p bitswarm-tracker --example udp_load
 BIN=target/release/bitswarm
 LOAD=target/release/examples/udp_load
 W=$(mktemp -d /tmp/bitswarm-bench.XXXXXX)
+chmod 755 "$W"   # opentracker drops to user nobody before it reads its whitelist
 RAW=bench/results/raw
 mkdir -p "$RAW"
 PIDS=()
@@ -82,7 +83,20 @@ if [ -x "$ANCHORS/aquatic_udp" ]; then start_aquatic_udp; UDP_TARGETS+=("aquatic
 
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}'; }
 
+# Sanity: opentracker must have served announces, not refusals.
+ot_check() {
+  local body
+  for _ in $(seq 50); do # the whitelist is loaded in the background after the port opens
+    body=$(curl -s "http://127.0.0.1:$OT_PORT/announce?info_hash=$(head -1 "$W/hashes.url")&peer_id=-SANITY-0123456789ab&port=1&left=0&compact=1" | head -c 200 | tr -c '[:print:]' '.')
+    case "$body" in *complete*) return 0;; esac
+    sleep 0.1
+  done
+  echo "opentracker does not serve a whitelisted hash ($body): the benchmark would be invalid" >&2
+  exit 1
+}
+
 # --- HTTP ---
+ot_check
 for run in $(seq "$RUNS"); do
   for t in "${HTTP_TARGETS[@]}"; do
     set -- $t; name=$1; url=$2
@@ -97,9 +111,7 @@ for run in $(seq "$RUNS"); do
     done
   done
 done
-# Sanity: opentracker must have served announces, not refusals.
-curl -s "http://127.0.0.1:$OT_PORT/announce?info_hash=$(head -1 "$W/hashes.url")&peer_id=-SANITY-0123456789ab&port=1&left=0&compact=1" | grep -q 'failure' \
-  && { echo "opentracker refused a whitelisted hash: the benchmark is invalid" >&2; exit 1; }
+ot_check
 
 # --- UDP ---
 for run in $(seq "$RUNS"); do

@@ -173,8 +173,8 @@ impl<A: Compact> PeerList<A> {
         let start = (rand % n as u64) as usize;
         let limit = n.min(want.max(1) * 64 + 4096);
         let mut got = 0;
-        for k in 0..limit {
-            let e = &self.entries[(start + k) % n];
+        let (tail, head) = self.entries.split_at(start);
+        for e in head.iter().chain(tail).take(limit) {
             if (only_leechers && e.seeder) || me == Some(&e.addr) {
                 continue;
             }
