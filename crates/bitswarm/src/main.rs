@@ -4,6 +4,7 @@
 mod peer;
 mod progress;
 mod torrent;
+mod tracker;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ enum Command {
     Seed(peer::PeerArgs),
     /// Download a torrent into DIR, verifying every piece, then seed until stopped.
     Join(peer::JoinArgs),
+    /// Run a BitTorrent tracker (HTTP and UDP announce and scrape, stats, metrics).
+    Tracker(tracker::TrackerArgs),
 }
 
 /// An error to print as `bitswarm: MESSAGE` with a chosen exit status.
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Torrent(c) => torrent::run(c),
         Command::Seed(a) => peer::seed(a),
         Command::Join(a) => peer::join(a),
+        Command::Tracker(a) => tracker::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

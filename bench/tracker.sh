@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Tracker benchmark: bitswarm tracker against opentracker (and aquatic when built), same
+# machine, same run, same load generators.
+#   HTTP: wrk -t1 -c64 with announces over 1,000 swarms, keep-alive and Connection: close.
+#   UDP:  crates/tracker/examples/udp_load.rs (2 threads x 8 sockets, 8 in flight each; 80%
+#         announce, 10% scrape, 10% connect over the same 1,000 swarms); aquatic's own
+#         load tester too, against the open trackers (opentracker's whitelist refuses it).
+#   Memory: RSS after 1,000,000 peers over 100,000 swarms were announced over UDP.
+# Medians of RUNS runs (default 3). Results: bench/results/tracker-DATE.md (raw output in
+# bench/results/raw/, not committed).
+# Usage: bench/tracker.sh [RUNS]        Env: DURATION (s, default 6), SKIP_MEMORY=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}
+DURATION=${DURATION:-6}
+ANCHORS=${ANCHORS:-$HOME/.cache/bitswarm-anchors/bin}
+for p in wrk opentracker; do command -v $p >/dev/null || { echo "missing $p: apt-get install -y wrk opentracker" >&2; exit 1; }; done
+
+cargo build --release -q -p bitswarm
+cargo build --release -q -p bitswarm-tracker --example udp_load
+BIN=target/release/bitswarm
+LOAD=target/release/examples/udp_load
+W=$(mktemp -d /tmp/bitswarm-bench.XXXXXX)
+chmod 755 "$W"   # opentracker drops to user nobody before it reads its whitelist
+RAW=bench/results/raw
+mkdir -p "$RAW"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket
+for _ in range(100):
+    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", p)); print(p); break
+    except OSError: pass'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+rss_kib() { awk '/^VmRSS/ {print $2}' /proc/$1/status; }
+
+# 1,000 swarms: hex for opentracker's whitelist, percent-encoded for wrk.
+$LOAD --swarms 1000 --print-hashes > "$W/hashes.hex"
+sed 's/../%&/g' "$W/hashes.hex" > "$W/hashes.url"
+
+# --- start the trackers ---
+start_bitswarm() { # $1: config file (may be empty)
+  local out="$W/bitswarm.$RANDOM.out"
+  "$BIN" tracker --http 127.0.0.1:0 --udp 127.0.0.1:0 ${1:+--config "$1"} > "$out" 2>&1 &
+  local pid=$!; PIDS+=($pid)
+  for _ in $(seq 100); do grep -q '^UDP tracker listening' "$out" 2>/dev/null && break; sleep 0.1; done
+  BS_PID=$pid
+  BS_HTTP=$(awk '/^HTTP tracker listening/ {print $NF}' "$out")
+  BS_UDP=$(awk '/^UDP tracker listening/ {print $NF}' "$out")
+}
+start_opentracker() { # $1: whitelist
+  local port; port=$(free_port)
+  opentracker -i 127.0.0.1 -p "$port" -P "$port" -w "$1" > "$W/opentracker.$port.out" 2>&1 &
+  OT_PID=$!; PIDS+=($OT_PID); OT_PORT=$port
+  wait_port "$port"
+}
+start_aquatic_udp() {
+  local port; port=$(free_port)
+  "$ANCHORS/aquatic_udp" -p | sed -e "s/^address = .*/address = \"127.0.0.1:$port\"/" \
+    -e 's/^socket_workers = .*/socket_workers = 2/' > "$W/aq_udp.toml"
+  "$ANCHORS/aquatic_udp" -c "$W/aq_udp.toml" > "$W/aq_udp.out" 2>&1 &
+  AQU_PID=$!; PIDS+=($AQU_PID); AQU_PORT=$port; sleep 0.5
+}
+start_aquatic_http() {
+  local port; port=$(free_port)
+  "$ANCHORS/aquatic_http" -p | sed -e "s/^address = .*/address = \"127.0.0.1:$port\"/" > "$W/aq_http.toml"
+  "$ANCHORS/aquatic_http" -c "$W/aq_http.toml" > "$W/aq_http.out" 2>&1 &
+  AQH_PID=$!; PIDS+=($AQH_PID); AQH_PORT=$port
+  wait_port "$port"
+}
+
+start_bitswarm ""
+start_opentracker "$W/hashes.hex"
+HTTP_TARGETS=("bitswarm http://$BS_HTTP" "opentracker http://127.0.0.1:$OT_PORT")
+UDP_TARGETS=("bitswarm $BS_UDP" "opentracker 127.0.0.1:$OT_PORT")
+if [ -x "$ANCHORS/aquatic_http" ]; then start_aquatic_http; HTTP_TARGETS+=("aquatic_http http://127.0.0.1:$AQH_PORT"); fi
+if [ -x "$ANCHORS/aquatic_udp" ]; then start_aquatic_udp; UDP_TARGETS+=("aquatic_udp 127.0.0.1:$AQU_PORT"); fi
+
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}'; }
+
+# Sanity: opentracker must have served announces, not refusals.
+ot_check() {
+  local body
+  for _ in $(seq 50); do # the whitelist is loaded in the background after the port opens
+    body=$(curl -s "http://127.0.0.1:$OT_PORT/announce?info_hash=$(head -1 "$W/hashes.url")&peer_id=-SANITY-0123456789ab&port=1&left=0&compact=1" | head -c 200 | tr -c '[:print:]' '.')
+    case "$body" in *complete*) return 0;; esac
+    sleep 0.1
+  done
+  echo "opentracker does not serve a whitelisted hash ($body): the benchmark would be invalid" >&2
+  exit 1
+}
+
+# --- HTTP ---
+ot_check
+for run in $(seq "$RUNS"); do
+  for t in "${HTTP_TARGETS[@]}"; do
+    set -- $t; name=$1; url=$2
+    for mode in keepalive close; do
+      hdr=(); [ $mode = close ] && hdr=(-H "Connection: close")
+      out="$RAW/http-$name-$mode-$run.txt"
+      HASHES="$W/hashes.url" wrk -t1 -c64 -d"${DURATION}s" --latency "${hdr[@]}" -s bench/announce.lua "$url" > "$out" 2>&1 || true
+      rps=$(awk '/^Requests\/sec/ {print $2}' "$out"); p99=$(awk '$1=="99%" {print $2}' "$out" | to_ms)
+      errs=$(awk '/Non-2xx|Socket errors/ {print}' "$out" | tr '\n' ' ')
+      echo "http $name $mode run $run: ${rps:-0} req/s, p99 ${p99:-?} ms ${errs}"
+      echo "$rps" >> "$W/http-$name-$mode.rps"; echo "$p99" >> "$W/http-$name-$mode.p99"
+    done
+  done
+done
+ot_check
+
+# --- UDP ---
+for run in $(seq "$RUNS"); do
+  for t in "${UDP_TARGETS[@]}"; do
+    set -- $t; name=$1; addr=$2
+    out="$RAW/udp-$name-$run.txt"
+    $LOAD --server "$addr" --threads 2 --sockets 8 --window 8 --duration "$DURATION" > "$out" 2>&1
+    rps=$(awk '{for(i=1;i<=NF;i++) if ($i=="responses/s:") print $(i+1)}' "$out")
+    p99=$(awk '{for(i=1;i<=NF;i++) if ($i=="p99:") print $(i+1)/1000}' "$out")
+    echo "udp $name run $run: $(cat "$out")"
+    echo "$rps" >> "$W/udp-$name.rps"; echo "$p99" >> "$W/udp-$name.p99"
+  done
+  if [ -x "$ANCHORS/aquatic_udp_load_test" ]; then
+    for t in "${UDP_TARGETS[@]}"; do
+      set -- $t; name=$1; addr=$2
+      [ "$name" = opentracker ] && continue
+      "$ANCHORS/aquatic_udp_load_test" -p | sed -e "s/^server_address = .*/server_address = \"$addr\"/" \
+        -e "s/^duration = .*/duration = $DURATION/" > "$W/aq_load.toml"
+      out="$RAW/udp-aqload-$name-$run.txt"
+      "$ANCHORS/aquatic_udp_load_test" -c "$W/aq_load.toml" > "$out" 2>&1 || true
+      rps=$(awk -F': ' '/Average responses per second/ {gsub(/[^0-9.]/,"",$2); print $2}' "$out" | tail -1)
+      echo "udp (aquatic load test) $name run $run: ${rps:-?} responses/s"
+      echo "$rps" >> "$W/aqload-$name.rps"
+    done
+  fi
+done
+
+# --- memory: 1,000,000 peers over 100,000 swarms ---
+MEM=()
+if [ "${SKIP_MEMORY:-0}" != 1 ]; then
+  $LOAD --swarms 100000 --print-hashes > "$W/hashes100k.hex"
+  fill_rss() { # name pid addr
+    local before after; before=$(rss_kib "$2")
+    $LOAD --server "$3" --sockets 8 --fill 1000000 > "$RAW/mem-$1.txt" 2>&1
+    after=$(rss_kib "$2")
+    echo "memory $1: RSS $before KiB before, $after KiB after 1,000,000 peers ($(cat "$RAW/mem-$1.txt"))"
+    MEM+=("| $1 | $((before / 1024)) | $((after / 1024)) | $(( (after - before) * 1024 / 1000000 )) |")
+  }
+  start_bitswarm ""; fill_rss bitswarm "$BS_PID" "$BS_UDP"
+  curl -s "http://$BS_HTTP/stats" | head -9 > "$RAW/mem-bitswarm-stats.json"
+  start_opentracker "$W/hashes100k.hex"; fill_rss opentracker "$OT_PID" "127.0.0.1:$OT_PORT"
+  if [ -x "$ANCHORS/aquatic_udp" ]; then start_aquatic_udp; fill_rss aquatic_udp "$AQU_PID" "127.0.0.1:$AQU_PORT"; fi
+fi
+
+# --- table ---
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+DATE=$(date -u +%Y-%m-%d)
+REPORT=bench/results/tracker-$DATE.md
+{
+  echo "Tracker benchmark, $DATE, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), loopback, medians of $RUNS runs of ${DURATION}s."
+  echo
+  echo "| load | tracker | requests/s | p99 latency (ms) | vs opentracker |"
+  echo "| --- | --- | ---: | ---: | ---: |"
+  for mode in keepalive close; do
+    ot=$(median < "$W/http-opentracker-$mode.rps")
+    for t in "${HTTP_TARGETS[@]}"; do
+      set -- $t; name=$1
+      r=$(median < "$W/http-$name-$mode.rps"); p=$(median < "$W/http-$name-$mode.p99")
+      label="HTTP announce, wrk -c64, keep-alive"; [ $mode = close ] && label="HTTP announce, wrk -c64, Connection: close"
+      echo "| $label | $name | ${r%.*} | $p | $(ratio "$r" "$ot")x |"
+    done
+  done
+  ot=$(median < "$W/udp-opentracker.rps")
+  for t in "${UDP_TARGETS[@]}"; do
+    set -- $t; name=$1
+    r=$(median < "$W/udp-$name.rps"); p=$(median < "$W/udp-$name.p99")
+    echo "| UDP, udp_load 2x8 sockets, 80% announce | $name | ${r%.*} | $p | $(ratio "$r" "$ot")x |"
+  done
+  for t in "${UDP_TARGETS[@]}"; do
+    set -- $t; name=$1
+    [ -f "$W/aqload-$name.rps" ] || continue
+    r=$(median < "$W/aqload-$name.rps")
+    echo "| UDP, aquatic_udp_load_test (1 worker) | $name | ${r%.*} | | |"
+  done
+  if [ ${#MEM[@]} -gt 0 ]; then
+    echo
+    echo "| 1,000,000 peers over 100,000 swarms (UDP) | RSS before (MiB) | RSS after (MiB) | bytes per peer (growth) |"
+    echo "| --- | ---: | ---: | ---: |"
+    printf '%s\n' "${MEM[@]}"
+  fi
+} > "$REPORT"
+echo
+cat "$REPORT"
+echo "(written to $REPORT)"

@@ -1,0 +1,138 @@
+//! `bitswarm tracker`: run the HTTP and UDP tracker until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bitswarm_tracker::{Config, DEFAULT_TOML, Tracker};
+use clap::Args;
+
+use crate::Failure;
+
+#[derive(Args)]
+pub struct TrackerArgs {
+    /// HTTP address to serve announce, scrape, stats and metrics on ("off" to turn HTTP off)
+    /// [default: 0.0.0.0:6969, or the config file's].
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_addr)]
+    pub http: Option<Bind>,
+    /// UDP address to serve the UDP tracker protocol on ("off" to turn UDP off)
+    /// [default: 0.0.0.0:6969, or the config file's].
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_addr)]
+    pub udp: Option<Bind>,
+    /// A TOML configuration file (see --print-config); unknown keys are refused.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the default configuration, with comments, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Bind {
+    Off,
+    At(SocketAddr),
+}
+
+fn parse_addr(s: &str) -> Result<Bind, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Bind::Off);
+    }
+    s.parse().map(Bind::At).map_err(|_| format!("{s:?} is not an address like 0.0.0.0:6969 or [::]:6969, nor \"off\""))
+}
+
+pub fn run(args: TrackerArgs) -> Result<(), Failure> {
+    if args.print_config {
+        print!("{DEFAULT_TOML}");
+        return Ok(());
+    }
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+            Config::from_toml(&text).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?
+        }
+        None => Config::default(),
+    };
+    match args.http {
+        Some(Bind::Off) => config.http.enabled = false,
+        Some(Bind::At(a)) => (config.http.enabled, config.http.bind) = (true, a),
+        None => {}
+    }
+    match args.udp {
+        Some(Bind::Off) => config.udp.enabled = false,
+        Some(Bind::At(a)) => (config.udp.enabled, config.udp.bind) = (true, a),
+        None => {}
+    }
+    config.validate().map_err(|e| Failure::usage(e.to_string()))?;
+
+    init_logging();
+    let workers = match config.http.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(serve(config))
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BITSWARM_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .try_init();
+}
+
+async fn serve(config: Config) -> Result<(), Failure> {
+    let tracker = Tracker::start(config).await.map_err(|e| Failure::failed(e.to_string()))?;
+    if let Some(a) = tracker.http_addr {
+        println!("HTTP tracker listening on {a}");
+    }
+    if let Some(a) = tracker.udp_addr {
+        println!("UDP tracker listening on {a}");
+    }
+    println!("announce URLs (put them in your torrents; use this machine's public address for other hosts):");
+    for url in [tracker.http_announce_url(), tracker.udp_announce_url()].into_iter().flatten() {
+        println!("  {url}");
+    }
+    if let Some(url) = tracker.stats_url() {
+        println!("stats: {url} (HTML), {url}stats (JSON), {url}metrics (Prometheus)");
+    }
+    println!("press Ctrl-C to stop");
+    wait_for_signal().await;
+    println!("stopping");
+    if tokio::time::timeout(Duration::from_secs(5), tracker.shutdown()).await.is_err() {
+        tracing::warn!("some connections did not close within 5 s; stopping anyway");
+    }
+    println!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

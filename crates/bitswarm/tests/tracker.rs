@@ -1,0 +1,305 @@
+//! `bitswarm tracker` as a user runs it: started as a subprocess on port 0 (its printed bound
+//! addresses parsed), then used by real BitTorrent programs: aria2 seeds, libtorrent and
+//! transmission-cli download through the HTTP tracker, libtorrent through a `udp://` URL.
+//! Scrape counts are checked after each event, and a peer that stops announcing expires.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use bitswarm_metainfo::{InfoHash, Metainfo};
+use bitswarm_tracker_proto::http::{self, ScrapeResponse, ScrapeStats};
+use common::{Proc, bitswarm, free_port, random_file, require, run, s, tempdir, wait_for};
+
+const T: Duration = Duration::from_secs(60);
+
+struct Tracker {
+    proc: Proc,
+    http: SocketAddr,
+    udp: SocketAddr,
+}
+
+/// Starts `bitswarm tracker` on loopback port 0 with a config file, and reads the addresses it
+/// printed.
+fn start_tracker(dir: &Path, config: &str) -> Tracker {
+    let cfg = dir.join("tracker.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut cmd = bitswarm();
+    cmd.args(["tracker", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--config", &s(&cfg)]);
+    let mut proc = Proc::spawn("bitswarm tracker", cmd);
+    let addr = |line: String| line.rsplit(' ').next().unwrap().parse::<SocketAddr>().unwrap();
+    let http = addr(proc.wait_line(T, |l| l.starts_with("HTTP tracker listening on ")));
+    let udp = addr(proc.wait_line(T, |l| l.starts_with("UDP tracker listening on ")));
+    proc.wait_line(T, |l| l.trim() == format!("udp://{udp}/announce"));
+    assert_ne!(http.port(), 0);
+    Tracker { proc, http, udp }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let at = resp.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP response") + 4;
+    assert!(resp.starts_with(b"HTTP/1.1 200 OK"), "{}", String::from_utf8_lossy(&resp));
+    resp[at..].to_vec()
+}
+
+fn scrape(t: &Tracker, h: InfoHash) -> ScrapeStats {
+    let body = http_get(t.http, &format!("/scrape?{}", http::scrape_query(&[h])));
+    ScrapeResponse::decode(&body).unwrap().get(&h).unwrap()
+}
+
+/// Waits until the tracker's scrape of `h` says exactly `want`.
+fn wait_scrape(t: &Tracker, h: InfoHash, want: ScrapeStats, what: &str) {
+    let mut last = ScrapeStats::default();
+    wait_for(T, &format!("{what}: scrape {want:?} (last seen {last:?})"), || {
+        last = scrape(t, h);
+        (last == want).then_some(())
+    });
+}
+
+fn stats(complete: u32, incomplete: u32, downloaded: u32) -> ScrapeStats {
+    ScrapeStats { complete, downloaded, incomplete }
+}
+
+/// A random file and a torrent for it made with mktorrent, announcing to `url`.
+fn make_torrent(dir: &Path, url: &str, len: usize, seed: u64) -> (std::path::PathBuf, Vec<u8>, InfoHash) {
+    let data_dir = dir.join("seed");
+    let file = data_dir.join("payload.bin");
+    let data = random_file(&file, len, seed);
+    let torrent = dir.join("payload.torrent");
+    let mut c = Command::new("mktorrent");
+    c.args(["-a", url, "-l", "15", "-o", &s(&torrent), &s(&file)]);
+    let (st, out, err) = run(c, T);
+    assert!(st.success(), "mktorrent: {out}{err}");
+    let meta = Metainfo::parse(&std::fs::read(&torrent).unwrap()).unwrap();
+    (torrent, data, meta.info_hash)
+}
+
+fn aria2_seeder(torrent: &Path, data_dir: &Path, port: u16) -> Proc {
+    let mut c = Command::new("aria2c");
+    c.args([
+        "--seed-ratio=0",
+        "--bt-seed-unverified=true",
+        "--check-integrity=false",
+        "-d",
+        &s(data_dir),
+        &format!("--listen-port={port}"),
+        "--enable-dht=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+        "--summary-interval=0",
+        "--console-log-level=warn",
+        &s(torrent),
+    ]);
+    Proc::spawn("aria2c seeder", c)
+}
+
+/// A libtorrent leecher (python3-libtorrent). It prints `peer IP:PORT` for each peer it is
+/// connected to, `finished` when it holds every piece, and removes the torrent (announcing
+/// `stopped`) once the file `stop` appears, printing `removed`.
+const LT_SCRIPT: &str = r#"
+import sys, os, time
+import libtorrent as lt
+torrent, save, port, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ses = lt.session({
+    'listen_interfaces': '127.0.0.1:%d' % port, 'enable_dht': False, 'enable_lsd': False,
+    'enable_upnp': False, 'enable_natpmp': False, 'allow_multiple_connections_per_ip': True,
+    'enable_outgoing_utp': False, 'enable_incoming_utp': False, 'min_announce_interval': 1,
+    'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification,
+})
+h = ses.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
+print('listening', flush=True)
+seen, finished, removed = set(), False, False
+while True:
+    for a in ses.pop_alerts():
+        if isinstance(a, (lt.tracker_error_alert, lt.tracker_warning_alert)):
+            print('tracker:', a.message(), flush=True)
+        elif isinstance(a, lt.tracker_reply_alert):
+            print('tracker reply: %d peers' % a.num_peers, flush=True)
+    if not removed:
+        for p in h.get_peer_info():
+            key = '%s:%d' % (p.ip[0], p.ip[1])
+            if key not in seen:
+                seen.add(key)
+                print('peer', key, flush=True)
+        if not finished and h.status().is_seeding:
+            finished = True
+            print('finished', flush=True)
+        if finished and os.path.exists(stop):
+            ses.remove_torrent(h)
+            removed = True
+            print('removed', flush=True)
+    time.sleep(0.05)
+"#;
+
+fn libtorrent_leecher(dir: &Path, torrent: &Path, save: &Path, port: u16, stop: &Path) -> Proc {
+    let script = dir.join("lt_leecher.py");
+    std::fs::write(&script, LT_SCRIPT).unwrap();
+    std::fs::create_dir_all(save).unwrap();
+    let mut c = Command::new("/usr/bin/python3");
+    c.args([s(&script), s(torrent), s(save), port.to_string(), s(stop)]);
+    Proc::spawn("libtorrent leecher", c)
+}
+
+/// transmission-cli on `save`: it downloads into it, or seeds what it finds there complete.
+fn transmission(dir: &Path, torrent: &Path, save: &Path, port: u16) -> Proc {
+    let cfg = dir.join("transmission-config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::create_dir_all(save).unwrap();
+    // Peers only from the tracker: no DHT, local discovery, PEX or uTP.
+    std::fs::write(
+        cfg.join("settings.json"),
+        r#"{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false, "utp-enabled": false,
+            "port-forwarding-enabled": false}"#,
+    )
+    .unwrap();
+    let mut c = Command::new("transmission-cli");
+    c.args(["-g", &s(&cfg), "-w", &s(save), "-p", &port.to_string(), &s(torrent)]);
+    Proc::spawn("transmission-cli", c)
+}
+
+/// Waits until `path` holds exactly `data`.
+fn wait_file(path: &Path, data: &[u8], what: &str) {
+    wait_for(T, &format!("{what}: {} complete and identical", path.display()), || {
+        std::fs::read(path).ok().filter(|d| d == data).map(|_| ())
+    });
+}
+
+#[test]
+fn tracker_prints_its_addresses_and_stops_on_sigterm() {
+    let dir = tempdir();
+    let mut t = start_tracker(dir.path(), "");
+    let out = t.proc.output();
+    assert!(out.contains(&format!("http://{}/announce", t.http)), "{out}");
+    assert!(out.contains(&format!("http://{}/metrics", t.http)), "{out}");
+    let page = String::from_utf8(http_get(t.http, "/")).unwrap();
+    assert!(page.contains("<h1>bitswarm tracker</h1>"), "{page}");
+    common::signal(t.proc.child.id(), "TERM");
+    let status = t.proc.wait_exit(T);
+    assert!(status.success(), "{status:?}: {}", t.proc.output());
+    assert!(t.proc.output().contains("stopped"));
+}
+
+#[test]
+fn tracker_config_is_checked() {
+    let dir = tempdir();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[store]\npeer_timeout = 10\ncolour = \"blue\"\n").unwrap();
+    let mut c = bitswarm();
+    c.args(["tracker", "--config", &s(&cfg)]);
+    let (st, out, err) = run(c, T);
+    assert_eq!(st.code(), Some(2), "{out}{err}");
+    assert!(err.contains("unknown field `colour`"), "{err}");
+
+    let mut c = bitswarm();
+    c.args(["tracker", "--print-config"]);
+    let (st, out, _) = run(c, T);
+    assert!(st.success());
+    assert!(out.contains("[store]\n") && out.contains("peer_timeout = 3600"), "{out}");
+    // What it prints is a valid config file.
+    std::fs::write(&cfg, &out).unwrap();
+    let mut c = bitswarm();
+    c.args(["tracker", "--config", &s(&cfg), "--http", "off", "--udp", "off"]);
+    let (st, _, err) = run(c, T);
+    assert_eq!(st.code(), Some(2));
+    assert!(err.contains("nothing to serve"), "{err}");
+
+    let mut c = bitswarm();
+    c.args(["tracker", "--http", "nonsense"]);
+    let (st, _, err) = run(c, T);
+    assert_eq!(st.code(), Some(2));
+    assert!(err.contains("is not an address"), "{err}");
+}
+
+/// Short intervals so that real clients re-announce within the test; a quiet peer expires
+/// after 4 s.
+const FAST: &str = "[announce]\ninterval = 2\nmin_interval = 1\n[store]\npeer_timeout = 4\ncleaner_interval = 1\n";
+
+#[test]
+fn interop_http_tracker_with_aria2_libtorrent_and_transmission() {
+    if !require("aria2c") || !require("libtorrent") || !require("transmission-cli") || !require("mktorrent") {
+        return;
+    }
+    let dir = tempdir();
+    let t = start_tracker(dir.path(), FAST);
+    let (torrent, data, h) = make_torrent(dir.path(), &format!("http://{}/announce", t.http), 3 << 20, 7);
+    assert_eq!(scrape(&t, h), stats(0, 0, 0));
+
+    // started: libtorrent joins with nothing.
+    let stop = dir.path().join("stop-libtorrent");
+    let lt_dir = dir.path().join("lt");
+    let mut lt = libtorrent_leecher(dir.path(), &torrent, &lt_dir, free_port(), &stop);
+    lt.wait_line(T, |l| l == "listening");
+    wait_scrape(&t, h, stats(0, 1, 0), "libtorrent started");
+
+    // aria2 seeds; it learns of libtorrent from the tracker, and libtorrent downloads.
+    let aria2_port = free_port();
+    let aria2 = aria2_seeder(&torrent, &dir.path().join("seed"), aria2_port);
+    lt.wait_line(T, |l| l == "finished");
+    wait_file(&lt_dir.join("payload.bin"), &data, "libtorrent");
+    // completed: two seeders, one download.
+    wait_scrape(&t, h, stats(2, 0, 1), "libtorrent completed");
+
+    // stopped: libtorrent removes the torrent.
+    std::fs::write(&stop, b"").unwrap();
+    lt.wait_line(T, |l| l == "removed");
+    wait_scrape(&t, h, stats(1, 0, 1), "libtorrent stopped");
+
+    // transmission-cli downloads from aria2, whom it can only know from the tracker.
+    let tr_dir = dir.path().join("tr");
+    let mut tr = transmission(dir.path(), &torrent, &tr_dir, free_port());
+    wait_file(&tr_dir.join("payload.bin"), &data, "transmission");
+    wait_scrape(&t, h, stats(2, 0, 2), "transmission completed");
+
+    // Peers that stop announcing (killed, no `stopped`) expire, and the swarm goes with them.
+    tr.kill();
+    drop(aria2);
+    wait_scrape(&t, h, stats(0, 0, 0), "quiet peers expired");
+    let json = String::from_utf8(http_get(t.http, "/stats")).unwrap();
+    assert!(json.contains("\"swarms\": 0"), "{json}");
+    let metrics = String::from_utf8(http_get(t.http, "/metrics")).unwrap();
+    assert!(metrics.contains("bitswarm_tracker_peers_expired_total 2"), "{metrics}");
+}
+
+/// aria2 speaks to `udp://` trackers only with its DHT on, so the seeder here is
+/// transmission-cli: two independent BEP 15 clients meet through our UDP tracker.
+#[test]
+fn interop_udp_tracker_libtorrent_downloads_from_transmission() {
+    if !require("transmission-cli") || !require("libtorrent") || !require("mktorrent") {
+        return;
+    }
+    let dir = tempdir();
+    // The default interval: the seeder announces once, so libtorrent can only find it through
+    // the peer list of its own UDP announce.
+    let t = start_tracker(dir.path(), "");
+    let (torrent, data, h) = make_torrent(dir.path(), &format!("udp://{}/announce", t.udp), 2 << 20, 11);
+
+    let seed_port = free_port();
+    let _seeder = transmission(dir.path(), &torrent, &dir.path().join("seed"), seed_port);
+    wait_scrape(&t, h, stats(1, 0, 0), "transmission seeding over UDP");
+
+    let stop = dir.path().join("stop-libtorrent");
+    let lt_dir = dir.path().join("lt");
+    let mut lt = libtorrent_leecher(dir.path(), &torrent, &lt_dir, free_port(), &stop);
+    lt.wait_line(T, |l| l == format!("peer 127.0.0.1:{seed_port}"));
+    lt.wait_line(T, |l| l == "finished");
+    wait_file(&lt_dir.join("payload.bin"), &data, "libtorrent over UDP");
+    wait_scrape(&t, h, stats(2, 0, 1), "libtorrent completed over UDP");
+    std::fs::write(&stop, b"").unwrap();
+    wait_scrape(&t, h, stats(1, 0, 1), "libtorrent stopped over UDP");
+
+    let metrics = String::from_utf8(http_get(t.http, "/metrics")).unwrap();
+    let count = |name: &str| -> u64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    assert!(count("bitswarm_tracker_connects_total{protocol=\"udp\"}") >= 2, "{metrics}");
+    assert!(count("bitswarm_tracker_announces_total{protocol=\"udp\"}") >= 3, "{metrics}");
+    assert_eq!(count("bitswarm_tracker_announces_total{protocol=\"http\"}"), 0, "{metrics}");
+}

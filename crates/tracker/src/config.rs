@@ -1,0 +1,267 @@
+//! The tracker's configuration: TOML, every key optional, unknown keys refused.
+//! [`DEFAULT_TOML`] is the documented default file (`bitswarm tracker --print-config`).
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Deserialize;
+
+/// The default configuration as a commented TOML file. A test checks that it parses to
+/// [`Config::default`], so the two cannot drift apart.
+pub const DEFAULT_TOML: &str = r#"# bitswarm tracker configuration. Every key is optional; the values shown are the defaults.
+# Unknown keys are refused. Durations are in seconds.
+
+[http]
+# Serve HTTP announce (/announce), scrape (/scrape), the stats page (/), /stats (JSON) and
+# /metrics (Prometheus). "[::]:6969" serves IPv6 and IPv4 on one socket.
+enabled = true
+bind = "0.0.0.0:6969"
+# Honour the `ip` parameter of an announce (off: peers are recorded at the address the
+# tracker sees, so nobody can register someone else's address).
+allow_ip_param = false
+# Behind a reverse proxy: take the client address from this header (for example
+# "X-Forwarded-For", whose last entry is used, or "X-Real-IP") ...
+real_ip_header = ""
+# ... but only on connections from these proxy addresses. Others are served at their own
+# address and the header is ignored.
+trusted_proxies = []
+# Worker threads of the HTTP server (0: one per core).
+threads = 0
+
+[udp]
+# Serve the UDP tracker protocol (BEP 15). "[::]:6969" serves IPv6 and IPv4.
+enabled = true
+bind = "0.0.0.0:6969"
+# Threads receiving and answering packets (0: one per core).
+threads = 0
+# A connection id stays valid at least this long after it was handed out (BEP 15 says 2 minutes)...
+connection_id_valid = 120
+# ... plus this much grace for clients that keep using it a little longer.
+connection_id_grace = 60
+# Honour the `ip` field of an announce.
+allow_ip_field = false
+
+[announce]
+# How long clients are told to wait between announces, and the least they must wait.
+interval = 1800
+min_interval = 900
+# Peers returned when the client does not say (`numwant`), and the most ever returned.
+numwant_default = 50
+numwant_max = 100
+
+[scrape]
+# A scrape without info_hash lists every swarm. Off: such a scrape gets a failure reason.
+full_scrape = false
+
+[store]
+# A peer that has not announced for this long is dropped (about 2 x interval); a swarm with no
+# peers left and no activity for as long goes with it.
+peer_timeout = 3600
+# How often the background cleaner looks for such peers.
+cleaner_interval = 60
+# Caps: an announce that would add a peer beyond them is answered, but the peer is not stored.
+max_peers_per_swarm = 100000
+max_peers_total = 20000000
+# Lock shards of the swarm table (a power of two): announces on different swarms rarely meet.
+shards = 256
+
+[stats]
+# Serve / (HTML), /stats (JSON) and /metrics (Prometheus text) on the HTTP address.
+enabled = true
+# The most swarms listed on / and /stats (the busiest first); totals always cover all of them.
+max_swarms_listed = 1000
+"#;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub udp: UdpConfig,
+    pub announce: AnnounceConfig,
+    pub scrape: ScrapeConfig,
+    pub store: StoreConfig,
+    pub stats: StatsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    pub allow_ip_param: bool,
+    pub real_ip_header: String,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpConfig {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    pub threads: usize,
+    pub connection_id_valid: u64,
+    pub connection_id_grace: u64,
+    pub allow_ip_field: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnounceConfig {
+    pub interval: u32,
+    pub min_interval: u32,
+    pub numwant_default: u32,
+    pub numwant_max: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrapeConfig {
+    pub full_scrape: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub peer_timeout: u32,
+    pub cleaner_interval: u32,
+    pub max_peers_per_swarm: u32,
+    pub max_peers_total: u64,
+    pub shards: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsConfig {
+    pub enabled: bool,
+    pub max_swarms_listed: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            bind: SocketAddr::from(([0, 0, 0, 0], 6969)),
+            allow_ip_param: false,
+            real_ip_header: String::new(),
+            trusted_proxies: Vec::new(),
+            threads: 0,
+        }
+    }
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        UdpConfig {
+            enabled: true,
+            bind: SocketAddr::from(([0, 0, 0, 0], 6969)),
+            threads: 0,
+            connection_id_valid: 120,
+            connection_id_grace: 60,
+            allow_ip_field: false,
+        }
+    }
+}
+
+impl Default for AnnounceConfig {
+    fn default() -> Self {
+        AnnounceConfig { interval: 1800, min_interval: 900, numwant_default: 50, numwant_max: 100 }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            peer_timeout: 3600,
+            cleaner_interval: 60,
+            max_peers_per_swarm: 100_000,
+            max_peers_total: 20_000_000,
+            shards: 256,
+        }
+    }
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig { enabled: true, max_swarms_listed: 1000 }
+    }
+}
+
+/// A configuration that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses a TOML configuration (unknown keys refused) and checks its values.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the values that TOML types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.announce.interval == 0 {
+            return bad("announce.interval must be at least 1");
+        }
+        if self.announce.min_interval > self.announce.interval {
+            return bad("announce.min_interval must not exceed announce.interval");
+        }
+        if self.announce.numwant_max == 0 || self.announce.numwant_default > self.announce.numwant_max {
+            return bad("announce.numwant_max must be at least 1 and at least announce.numwant_default");
+        }
+        if self.store.peer_timeout == 0 || self.store.cleaner_interval == 0 {
+            return bad("store.peer_timeout and store.cleaner_interval must be at least 1");
+        }
+        if !self.store.shards.is_power_of_two() || self.store.shards > 65536 {
+            return bad("store.shards must be a power of two up to 65536");
+        }
+        if self.udp.connection_id_valid == 0 {
+            return bad("udp.connection_id_valid must be at least 1");
+        }
+        if !self.http.real_ip_header.is_empty() && self.http.trusted_proxies.is_empty() {
+            return bad("http.real_ip_header needs http.trusted_proxies: the header is only believed from them");
+        }
+        if !self.http.real_ip_header.is_empty() && axum::http::HeaderName::try_from(&self.http.real_ip_header).is_err()
+        {
+            return bad("http.real_ip_header is not a valid header name");
+        }
+        if !self.http.enabled && !self.udp.enabled {
+            return bad("both HTTP and UDP are off: nothing to serve");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_is_the_default() {
+        assert_eq!(Config::from_toml(DEFAULT_TOML).unwrap(), Config::default());
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let e = Config::from_toml("[http]\nbindd = \"1.2.3.4:5\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `bindd`"), "{e}");
+        let e = Config::from_toml("[nope]\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `nope`"), "{e}");
+        assert!(Config::from_toml("[store]\nshards = 3\n").is_err());
+        assert!(Config::from_toml("[announce]\ninterval = 10\nmin_interval = 20\n").is_err());
+        assert!(Config::from_toml("[http]\nreal_ip_header = \"X-Real-IP\"\n").is_err());
+        let c = Config::from_toml(
+            "[http]\nreal_ip_header = \"X-Real-IP\"\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n[store]\npeer_timeout = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.trusted_proxies.len(), 2);
+        assert_eq!(c.store.peer_timeout, 2);
+    }
+}

@@ -1,0 +1,168 @@
+//! The HTTP tracker on axum: `/announce`, `/scrape`, and the stats endpoints.
+//!
+//! Every tracker reply is status 200 with a bencoded body, errors included (`failure reason`):
+//! that is what clients parse. Keep-alive is hyper's default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bitswarm_tracker_proto::http::{
+    self as wire, AnnounceResponse, Peer, PeerForm, ScrapeResponse, ScrapeStats, encode_failure,
+};
+use bitswarm_tracker_proto::{Event, InfoHash};
+
+use crate::Shared;
+use crate::stats::{self, Metrics, Proto};
+use crate::store::{Announce, Families, Outcome};
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let mut r = Router::new().route("/announce", get(announce)).route("/scrape", get(scrape));
+    if shared.config.stats.enabled {
+        r = r.route("/", get(stats_html)).route("/stats", get(stats_json)).route("/metrics", get(metrics));
+    }
+    r.fallback(not_found).with_state(shared)
+}
+
+fn reply(body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found: the tracker answers /announce and /scrape\n").into_response()
+}
+
+impl Shared {
+    /// The address to record for a client: the connection's, or a trusted proxy's header.
+    fn client_ip(&self, conn: SocketAddr, headers: &HeaderMap) -> Result<IpAddr, &'static str> {
+        let ip = conn.ip().to_canonical();
+        let cfg = &self.config.http;
+        if cfg.real_ip_header.is_empty() || !cfg.trusted_proxies.iter().any(|p| p.to_canonical() == ip) {
+            return Ok(ip);
+        }
+        let v = headers
+            .get(cfg.real_ip_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .ok_or("the proxy did not pass the client address")?;
+        // X-Forwarded-For lists every hop; the last one is what our proxy saw.
+        let last = v.rsplit(',').next().unwrap_or("").trim();
+        let last = last.trim_start_matches('[').split(']').next().unwrap_or(last);
+        last.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| "the proxy passed an invalid client address")
+    }
+
+    /// Answers an announce query; returns the bencoded body.
+    pub fn http_announce(&self, conn: SocketAddr, headers: &HeaderMap, query: &[u8]) -> Vec<u8> {
+        let m = self.metrics.of(Proto::Http);
+        let req = match wire::parse_announce(query) {
+            Ok(r) => r,
+            Err(e) => {
+                Metrics::inc(&m.errors);
+                return encode_failure(&e.to_string());
+            }
+        };
+        let ip = match self.client_ip(conn, headers) {
+            Ok(ip) => ip,
+            Err(e) => {
+                Metrics::inc(&m.errors);
+                return encode_failure(e);
+            }
+        };
+        let ip = match req.ip {
+            Some(claimed) if self.config.http.allow_ip_param => claimed.to_canonical(),
+            _ => ip,
+        };
+        Metrics::inc(&m.announces);
+        let cfg = &self.config.announce;
+        let numwant = if req.event == Event::Stopped {
+            0
+        } else {
+            req.numwant.unwrap_or(cfg.numwant_default).min(cfg.numwant_max) as usize
+        };
+        let ann = Announce {
+            info_hash: req.info_hash,
+            peer_id: req.peer_id,
+            addr: SocketAddr::new(ip, req.port),
+            left: req.left,
+            event: req.event,
+            numwant,
+            families: Families::Both,
+        };
+        let mut selected = Vec::with_capacity(numwant);
+        let (counts, outcome) = self.store.announce(&ann, &mut selected);
+        if outcome == Outcome::Full {
+            Metrics::inc(&m.peers_refused);
+        }
+        AnnounceResponse {
+            interval: cfg.interval,
+            min_interval: Some(cfg.min_interval),
+            complete: counts.seeders,
+            incomplete: counts.leechers,
+            downloaded: Some(counts.downloaded),
+            peers: selected.into_iter().map(|s| Peer { addr: s.addr, peer_id: Some(s.peer_id) }).collect(),
+            warning_message: None,
+            tracker_id: None,
+        }
+        .encode(PeerForm::of(&req))
+    }
+
+    /// Answers a scrape query; returns the bencoded body.
+    pub fn http_scrape(&self, query: &[u8]) -> Vec<u8> {
+        let m = self.metrics.of(Proto::Http);
+        let req = match wire::parse_scrape(query) {
+            Ok(r) => r,
+            Err(e) => {
+                Metrics::inc(&m.errors);
+                return encode_failure(&e.to_string());
+            }
+        };
+        let stats = |h: InfoHash, c: crate::store::SwarmCounts| {
+            (h, ScrapeStats { complete: c.seeders, downloaded: c.downloaded, incomplete: c.leechers })
+        };
+        let files = if req.info_hashes.is_empty() {
+            if !self.config.scrape.full_scrape {
+                Metrics::inc(&m.errors);
+                return encode_failure("full scrape is disabled: name the info_hash values to scrape");
+            }
+            self.store.all_counts().into_iter().map(|(h, c)| stats(h, c)).collect()
+        } else {
+            req.info_hashes.iter().map(|h| stats(*h, self.store.counts(h))).collect()
+        };
+        Metrics::inc(&m.scrapes);
+        ScrapeResponse { files }.encode()
+    }
+}
+
+async fn announce(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    // The request itself, not separate extractors: no copy of the header map per announce.
+    let conn = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(a)) => *a,
+        None => SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
+    reply(s.http_announce(conn, req.headers(), req.uri().query().unwrap_or("").as_bytes()))
+}
+
+async fn scrape(State(s): State<Arc<Shared>>, uri: Uri) -> Response {
+    reply(s.http_scrape(uri.query().unwrap_or("").as_bytes()))
+}
+
+async fn stats_html(State(s): State<Arc<Shared>>) -> Response {
+    let body = stats::html(&s.store, &s.metrics, s.config.stats.max_swarms_listed);
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+async fn stats_json(State(s): State<Arc<Shared>>) -> Response {
+    let body = stats::json(&s.store, &s.metrics, s.config.stats.max_swarms_listed);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let body = stats::prometheus(&s.store, &s.metrics);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

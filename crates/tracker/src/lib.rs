@@ -1,0 +1,205 @@
+//! The bitswarm tracker: HTTP and UDP announce and scrape over a sharded in-memory store, a
+//! background cleaner, a stats page and Prometheus metrics.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let mut config = bitswarm_tracker::Config::default();
+//! config.http.bind = "127.0.0.1:0".parse().unwrap();
+//! config.udp.bind = "127.0.0.1:0".parse().unwrap();
+//! let tracker = bitswarm_tracker::Tracker::start(config).await?;
+//! println!("{:?} {:?}", tracker.http_announce_url(), tracker.udp_announce_url());
+//! tracker.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod http;
+pub mod stats;
+pub mod store;
+pub mod udp;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub use config::{Config, ConfigError, DEFAULT_TOML};
+pub use store::{Store, SwarmCounts, Totals};
+
+use bitswarm_tracker_proto::InfoHash;
+use stats::Metrics;
+
+/// What the servers share.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub conn_ids: udp::ConnectionIds,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Shared {
+        Shared {
+            store: Store::new(config.store.shards, config.store.max_peers_per_swarm, config.store.max_peers_total),
+            conn_ids: udp::ConnectionIds::new(config.udp.connection_id_valid, config.udp.connection_id_grace),
+            metrics: Metrics::default(),
+            config,
+        }
+    }
+}
+
+/// Starts trackers.
+pub struct Tracker;
+
+/// A running tracker. Dropping it does not stop it: call [`Handle::shutdown`].
+pub struct Handle {
+    /// The address the HTTP server bound (with the real port when 0 was asked for).
+    pub http_addr: Option<SocketAddr>,
+    /// The address the UDP server bound.
+    pub udp_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    stop: tokio::sync::watch::Sender<bool>,
+    udp_stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    udp_threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn threads(n: usize) -> usize {
+    if n > 0 { n } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
+}
+
+impl Tracker {
+    /// Binds the configured addresses and starts serving on the current tokio runtime (the
+    /// UDP workers are threads of their own). Port 0 picks free ports: read them from the
+    /// handle.
+    pub async fn start(config: Config) -> io::Result<Handle> {
+        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let shared = Arc::new(Shared::new(config));
+        let cfg = &shared.config;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let udp_stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        let mut udp_threads = Vec::new();
+
+        let mut udp_addr = None;
+        if cfg.udp.enabled {
+            let sock = bind_udp(cfg.udp.bind)?;
+            udp_addr = Some(sock.local_addr()?);
+            udp_threads = udp::spawn(sock, threads(cfg.udp.threads), shared.clone(), udp_stop.clone())?;
+        }
+
+        let mut http_addr = None;
+        if cfg.http.enabled {
+            let listener = match tokio::net::TcpListener::bind(cfg.http.bind).await {
+                Ok(l) => l,
+                Err(e) => {
+                    udp_stop.store(true, Ordering::Relaxed);
+                    return Err(io::Error::new(e.kind(), format!("cannot listen on {} (HTTP): {e}", cfg.http.bind)));
+                }
+            };
+            http_addr = Some(listener.local_addr()?);
+            let app = http::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let mut rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!("HTTP server: {e}");
+                }
+            }));
+        }
+
+        // The cleaner.
+        let (sh, mut rx) = (shared.clone(), stop_rx);
+        tasks.push(tokio::spawn(async move {
+            let period = Duration::from_secs(u64::from(sh.config.store.cleaner_interval));
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = rx.wait_for(|s| *s) => break,
+                }
+                let (peers, swarms) = sh.store.clean(sh.config.store.peer_timeout);
+                sh.metrics.peers_expired.fetch_add(peers, Ordering::Relaxed);
+                sh.metrics.swarms_expired.fetch_add(swarms, Ordering::Relaxed);
+                if peers + swarms > 0 {
+                    tracing::debug!("cleaner: dropped {peers} peers and {swarms} swarms");
+                }
+            }
+        }));
+
+        Ok(Handle { http_addr, udp_addr, shared, stop, udp_stop, tasks, udp_threads })
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // "[::]" serves both families, whatever the system default.
+        let _ = s.set_only_v6(false);
+    }
+    // A deep receive queue rides out bursts instead of dropping them.
+    let _ = s.set_recv_buffer_size(8 << 20);
+    let _ = s.set_send_buffer_size(8 << 20);
+    s.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} (UDP): {e}")))?;
+    Ok(s.into())
+}
+
+fn url_host(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port()).to_string()
+}
+
+impl Handle {
+    /// `http://HOST:PORT/announce` (with 127.0.0.1 for an unspecified bind address).
+    pub fn http_announce_url(&self) -> Option<String> {
+        self.http_addr.map(|a| format!("http://{}/announce", url_host(a)))
+    }
+    /// `udp://HOST:PORT/announce`.
+    pub fn udp_announce_url(&self) -> Option<String> {
+        self.udp_addr.map(|a| format!("udp://{}/announce", url_host(a)))
+    }
+    /// The stats page URL.
+    pub fn stats_url(&self) -> Option<String> {
+        if !self.shared.config.stats.enabled {
+            return None;
+        }
+        self.http_addr.map(|a| format!("http://{}/", url_host(a)))
+    }
+    /// A swarm's counts right now.
+    pub fn counts(&self, info_hash: &InfoHash) -> SwarmCounts {
+        self.shared.store.counts(info_hash)
+    }
+    pub fn totals(&self) -> Totals {
+        self.shared.store.totals()
+    }
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops serving (open HTTP connections finish their request) and waits for every task
+    /// and thread to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.udp_stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let threads = self.udp_threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,197 @@
+//! Counters, the stats page (HTML and JSON) and the Prometheus text exposition (hand-written:
+//! a handful of counters does not need a metrics framework).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::store::{Store, SwarmInfo, Totals};
+
+/// The protocol a request came over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Http = 0,
+    Udp = 1,
+}
+
+const PROTOS: [(Proto, &str); 2] = [(Proto::Http, "http"), (Proto::Udp, "udp")];
+
+/// Counters of one protocol, on a cache line of their own so the protocols do not share one.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct ProtoCounters {
+    pub announces: AtomicU64,
+    pub scrapes: AtomicU64,
+    pub connects: AtomicU64,
+    /// Requests answered with an error (bad query, bad packet, refused full scrape).
+    pub errors: AtomicU64,
+    /// UDP packets dropped for an invalid or expired connection id.
+    pub bad_connection_ids: AtomicU64,
+    /// New peers not stored because a cap was reached.
+    pub peers_refused: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub by_proto: [ProtoCounters; 2],
+    pub peers_expired: AtomicU64,
+    pub swarms_expired: AtomicU64,
+}
+
+impl Metrics {
+    pub fn of(&self, p: Proto) -> &ProtoCounters {
+        &self.by_proto[p as usize]
+    }
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// The `/metrics` body.
+pub fn prometheus(store: &Store, m: &Metrics) -> String {
+    let t = store.totals();
+    let mut s = String::with_capacity(2048);
+    let mut family = |name: &str, kind: &str, help: &str, f: &dyn Fn(&ProtoCounters) -> u64| {
+        let _ = writeln!(s, "# HELP bitswarm_tracker_{name} {help}\n# TYPE bitswarm_tracker_{name} {kind}");
+        for (p, label) in PROTOS {
+            let _ = writeln!(s, "bitswarm_tracker_{name}{{protocol=\"{label}\"}} {}", f(m.of(p)));
+        }
+    };
+    family("announces_total", "counter", "Announces answered.", &|c| get(&c.announces));
+    family("scrapes_total", "counter", "Scrapes answered.", &|c| get(&c.scrapes));
+    family("connects_total", "counter", "UDP connect requests answered.", &|c| get(&c.connects));
+    family("errors_total", "counter", "Requests refused as malformed or not allowed.", &|c| get(&c.errors));
+    family("bad_connection_ids_total", "counter", "UDP requests dropped for a bad connection id.", &|c| {
+        get(&c.bad_connection_ids)
+    });
+    family("peers_refused_total", "counter", "New peers not stored because a cap was reached.", &|c| {
+        get(&c.peers_refused)
+    });
+    let mut gauge = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            s,
+            "# HELP bitswarm_tracker_{name} {help}\n# TYPE bitswarm_tracker_{name} {kind}\nbitswarm_tracker_{name} {v}"
+        );
+    };
+    gauge("peers_expired_total", "counter", "Peers dropped by the cleaner.", get(&m.peers_expired));
+    gauge("swarms_expired_total", "counter", "Empty swarms dropped by the cleaner.", get(&m.swarms_expired));
+    gauge("swarms", "gauge", "Swarms tracked.", t.swarms);
+    gauge("seeders", "gauge", "Seeders tracked.", t.seeders);
+    gauge("leechers", "gauge", "Leechers tracked.", t.leechers);
+    gauge("peers", "gauge", "Peers tracked.", t.peers);
+    gauge("downloaded", "gauge", "Completed downloads seen in the swarms tracked.", t.downloaded);
+    gauge("uptime_seconds", "gauge", "Seconds since the tracker started.", store.uptime().as_secs());
+    s
+}
+
+#[derive(serde::Serialize)]
+struct StatsJson<'a> {
+    uptime_secs: u64,
+    totals: Totals,
+    requests: Requests,
+    swarms_listed: usize,
+    swarms: &'a [SwarmInfo],
+}
+
+#[derive(serde::Serialize)]
+struct Requests {
+    http_announces: u64,
+    http_scrapes: u64,
+    http_errors: u64,
+    udp_connects: u64,
+    udp_announces: u64,
+    udp_scrapes: u64,
+    udp_errors: u64,
+}
+
+fn requests(m: &Metrics) -> Requests {
+    let (h, u) = (m.of(Proto::Http), m.of(Proto::Udp));
+    Requests {
+        http_announces: get(&h.announces),
+        http_scrapes: get(&h.scrapes),
+        http_errors: get(&h.errors),
+        udp_connects: get(&u.connects),
+        udp_announces: get(&u.announces),
+        udp_scrapes: get(&u.scrapes),
+        udp_errors: get(&u.errors),
+    }
+}
+
+/// The `/stats` body.
+pub fn json(store: &Store, m: &Metrics, limit: usize) -> String {
+    let swarms = store.top_swarms(limit);
+    let j = StatsJson {
+        uptime_secs: store.uptime().as_secs(),
+        totals: store.totals(),
+        requests: requests(m),
+        swarms_listed: swarms.len(),
+        swarms: &swarms,
+    };
+    serde_json::to_string_pretty(&j).unwrap_or_else(|_| "{}".into())
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
+/// The `/` page.
+pub fn html(store: &Store, m: &Metrics, limit: usize) -> String {
+    let t = store.totals();
+    let swarms = store.top_swarms(limit);
+    let r = requests(m);
+    let mut s = String::with_capacity(1024 + swarms.len() * 160);
+    s.push_str(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>bitswarm tracker</title>\n<style>\
+         body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}\
+         td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:right}\
+         td:first-child,th:first-child{text-align:left;font-family:monospace}</style></head><body>\n\
+         <h1>bitswarm tracker</h1>\n",
+    );
+    let _ = writeln!(
+        s,
+        "<p>Up {}. {} swarms, {} peers ({} seeders, {} leechers), {} completed downloads.</p>",
+        duration(store.uptime().as_secs()),
+        t.swarms,
+        t.peers,
+        t.seeders,
+        t.leechers,
+        t.downloaded
+    );
+    let _ = writeln!(
+        s,
+        "<p>Requests: HTTP {} announces, {} scrapes, {} errors; UDP {} connects, {} announces, {} scrapes, {} errors. \
+         <a href=\"/stats\">JSON</a> · <a href=\"/metrics\">metrics</a></p>",
+        r.http_announces, r.http_scrapes, r.http_errors, r.udp_connects, r.udp_announces, r.udp_scrapes, r.udp_errors
+    );
+    if (swarms.len() as u64) < t.swarms {
+        let _ = writeln!(s, "<p>The {} busiest swarms:</p>", swarms.len());
+    }
+    s.push_str(
+        "<table>\n<tr><th>info-hash</th><th>seeders</th><th>leechers</th><th>completed</th><th>last activity</th></tr>\n",
+    );
+    for w in &swarms {
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ago</td></tr>",
+            w.info_hash,
+            w.counts.seeders,
+            w.counts.leechers,
+            w.counts.downloaded,
+            duration(u64::from(w.idle_secs))
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<tr><th>total</th><th>{}</th><th>{}</th><th>{}</th><th></th></tr>\n</table>\n</body></html>",
+        t.seeders, t.leechers, t.downloaded
+    );
+    s
+}

@@ -1,0 +1,773 @@
+//! The in-memory swarm table.
+//!
+//! * Sharded: the info-hash picks one of `shards` mutexes, so announces on different swarms
+//!   almost never wait for each other; nothing global is locked on the announce path (one
+//!   atomic counter changes only when a peer is added or removed).
+//! * Compact: a peer is 32 bytes (IPv4) or 44 bytes (IPv6) in a dense vector per swarm and
+//!   family, grown in steps of a quarter; swarms of more than [`INDEX_FROM`] peers add a hash
+//!   index from address to position. A swarm with no IPv6 peer pays 8 bytes for the family.
+//! * Peers are keyed by the address the tracker saw (or a configured proxy header named) and
+//!   the port they announced: a peer id alone can overwrite nobody.
+//! * Counts are exact: seeders and leechers are maintained on every change, per swarm and per
+//!   shard, so totals are a sum over shards.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use bitswarm_tracker_proto::{Event, InfoHash, PeerId};
+
+/// Swarms with more peers of one family than this get a hash index; below it a linear scan of
+/// the dense vector is as fast and costs no memory.
+pub const INDEX_FROM: usize = 48;
+
+/// A SipHash keyed once per process with random keys (std's `RandomState`), shared by every
+/// table so that each table costs no extra bytes for its hasher. Keys an attacker controls
+/// (info-hashes, ports) cannot be steered into collisions without the keys.
+#[derive(Clone, Copy, Default)]
+pub struct Keyed;
+
+impl BuildHasher for Keyed {
+    type Hasher = std::hash::DefaultHasher;
+    fn build_hasher(&self) -> Self::Hasher {
+        static STATE: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+        STATE.get_or_init(std::collections::hash_map::RandomState::new).build_hasher()
+    }
+}
+
+/// An address in its compact wire form: 4 or 16 bytes of IP, then the port, big-endian.
+pub trait Compact: Copy + Eq + Hash + AsRef<[u8]> {
+    fn to_socket_addr(&self) -> SocketAddr;
+}
+impl Compact for [u8; 6] {
+    fn to_socket_addr(&self) -> SocketAddr {
+        bitswarm_tracker_proto::http::peer_v4(self)
+    }
+}
+impl Compact for [u8; 18] {
+    fn to_socket_addr(&self) -> SocketAddr {
+        bitswarm_tracker_proto::http::peer_v6(self)
+    }
+}
+
+fn compact4(ip: Ipv4Addr, port: u16) -> [u8; 6] {
+    let mut a = [0u8; 6];
+    a[..4].copy_from_slice(&ip.octets());
+    a[4..].copy_from_slice(&port.to_be_bytes());
+    a
+}
+fn compact6(ip: Ipv6Addr, port: u16) -> [u8; 18] {
+    let mut a = [0u8; 18];
+    a[..16].copy_from_slice(&ip.octets());
+    a[16..].copy_from_slice(&port.to_be_bytes());
+    a
+}
+
+#[derive(Clone, Copy)]
+struct Entry<A> {
+    addr: A,
+    seeder: bool,
+    last_seen: u32,
+    peer_id: [u8; 20],
+}
+
+/// The peers of one swarm and one address family.
+struct PeerList<A> {
+    entries: Vec<Entry<A>>,
+    // Boxed on purpose: 8 bytes in every swarm instead of a 32-byte empty map; most swarms
+    // never need an index.
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<A, u32, Keyed>>>,
+    seeders: u32,
+}
+
+impl<A: Compact> Default for PeerList<A> {
+    fn default() -> Self {
+        PeerList { entries: Vec::new(), index: None, seeders: 0 }
+    }
+}
+
+impl<A: Compact> PeerList<A> {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+    fn leechers(&self) -> u32 {
+        self.entries.len() as u32 - self.seeders
+    }
+
+    fn find(&self, addr: &A) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(addr).map(|&i| i as usize),
+            None => self.entries.iter().position(|e| e.addr == *addr),
+        }
+    }
+
+    fn push(&mut self, e: Entry<A>) {
+        let len = self.entries.len();
+        if len == self.entries.capacity() {
+            // Grow by a quarter (at least one): a swarm of 10 peers wastes a few slots, not 6.
+            self.entries.reserve_exact((len / 4).max(1));
+        }
+        self.seeders += u32::from(e.seeder);
+        self.entries.push(e);
+        if let Some(ix) = &mut self.index {
+            ix.insert(e.addr, len as u32);
+        } else if len + 1 > INDEX_FROM {
+            self.rebuild_index();
+        }
+    }
+
+    fn remove(&mut self, i: usize) -> Entry<A> {
+        let e = self.entries.swap_remove(i);
+        self.seeders -= u32::from(e.seeder);
+        if let Some(ix) = &mut self.index {
+            ix.remove(&e.addr);
+            if let Some(moved) = self.entries.get(i) {
+                ix.insert(moved.addr, i as u32);
+            }
+            if self.entries.len() < INDEX_FROM / 2 {
+                self.index = None;
+            }
+        }
+        e
+    }
+
+    fn rebuild_index(&mut self) {
+        if self.entries.len() <= INDEX_FROM {
+            self.index = None;
+            return;
+        }
+        let mut ix = HashMap::with_capacity_and_hasher(self.entries.len(), Keyed);
+        for (i, e) in self.entries.iter().enumerate() {
+            ix.insert(e.addr, i as u32);
+        }
+        self.index = Some(Box::new(ix));
+    }
+
+    /// Drops peers last seen before `cutoff`; returns (seeders, leechers) removed.
+    fn expire(&mut self, cutoff: u32) -> (u32, u32) {
+        let before = (self.seeders, self.leechers());
+        self.entries.retain(|e| e.last_seen >= cutoff);
+        if self.entries.len() as u32 == before.0 + before.1 {
+            return (0, 0);
+        }
+        self.seeders = self.entries.iter().filter(|e| e.seeder).count() as u32;
+        if self.entries.capacity() > self.entries.len() * 2 + 4 {
+            self.entries.shrink_to(self.entries.len() + self.entries.len() / 4);
+        }
+        self.rebuild_index();
+        (before.0 - self.seeders, before.1 - self.leechers())
+    }
+
+    /// Appends up to `want` peers to `out`, starting at a random position and wrapping
+    /// around, skipping `me` and, when `only_leechers`, seeders. Scans at most a bounded
+    /// number of entries so a seeder's announce to a huge all-seeder swarm stays cheap.
+    fn select(&self, me: Option<&A>, only_leechers: bool, want: usize, rand: u64, out: &mut Vec<Selected>) {
+        let n = self.entries.len();
+        if n == 0 || want == 0 || (only_leechers && self.leechers() == 0) {
+            return;
+        }
+        let start = (rand % n as u64) as usize;
+        let limit = n.min(want.max(1) * 64 + 4096);
+        let mut got = 0;
+        let (tail, head) = self.entries.split_at(start);
+        for e in head.iter().chain(tail).take(limit) {
+            if (only_leechers && e.seeder) || me == Some(&e.addr) {
+                continue;
+            }
+            out.push(Selected { addr: e.addr.to_socket_addr(), peer_id: PeerId(e.peer_id) });
+            got += 1;
+            if got == want {
+                break;
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry<A>>()
+            + self.index.as_ref().map_or(0, |ix| ix.capacity() * (std::mem::size_of::<(A, u32)>() + 1))
+    }
+}
+
+/// One swarm (torrent).
+#[derive(Default)]
+struct Swarm {
+    v4: PeerList<[u8; 6]>,
+    v6: Option<Box<PeerList<[u8; 18]>>>,
+    /// Completed downloads seen (`event=completed`).
+    downloaded: u32,
+    /// Seconds since the store started, of the last announce.
+    last_activity: u32,
+}
+
+impl Swarm {
+    fn seeders(&self) -> u32 {
+        self.v4.seeders + self.v6.as_ref().map_or(0, |l| l.seeders)
+    }
+    fn leechers(&self) -> u32 {
+        self.v4.leechers() + self.v6.as_ref().map_or(0, |l| l.leechers())
+    }
+    fn peers(&self) -> usize {
+        self.v4.len() + self.v6.as_ref().map_or(0, |l| l.len())
+    }
+    fn counts(&self) -> SwarmCounts {
+        SwarmCounts { seeders: self.seeders(), leechers: self.leechers(), downloaded: self.downloaded }
+    }
+}
+
+/// Seeders, leechers and completed downloads of one swarm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SwarmCounts {
+    pub seeders: u32,
+    pub leechers: u32,
+    pub downloaded: u32,
+}
+
+/// A peer handed out in a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selected {
+    pub addr: SocketAddr,
+    pub peer_id: PeerId,
+}
+
+/// Which families of peers a reply can carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Families {
+    /// Only the announcer's own family (a UDP reply has one peer format).
+    Same,
+    /// The announcer's family first, then the other (an HTTP reply has `peers` and `peers6`).
+    Both,
+}
+
+/// An announce as the store sees it, protocol aside.
+#[derive(Clone, Copy, Debug)]
+pub struct Announce {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    /// The peer's address: the IP the tracker saw (or was told by a trusted proxy), the port it
+    /// announced.
+    pub addr: SocketAddr,
+    pub left: u64,
+    pub event: Event,
+    pub numwant: usize,
+    pub families: Families,
+}
+
+/// What happened to an announce in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// A new peer was not stored because a cap was reached (it still got peers).
+    Full,
+}
+
+#[repr(align(128))]
+struct Shard {
+    inner: Mutex<ShardInner>,
+}
+
+#[derive(Default)]
+struct ShardInner {
+    swarms: HashMap<InfoHash, Swarm, Keyed>,
+    seeders: u64,
+    leechers: u64,
+}
+
+/// Totals over the whole store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub swarms: u64,
+    pub seeders: u64,
+    pub leechers: u64,
+    pub peers: u64,
+    pub downloaded: u64,
+}
+
+/// A swarm's line on the stats page.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SwarmInfo {
+    pub info_hash: String,
+    #[serde(flatten)]
+    pub counts: SwarmCounts,
+    /// Seconds since its last announce.
+    pub idle_secs: u32,
+}
+
+/// The sharded swarm table.
+pub struct Store {
+    shards: Box<[Shard]>,
+    mask: usize,
+    started: Instant,
+    peers: AtomicU64,
+    max_per_swarm: usize,
+    max_total: u64,
+}
+
+fn rand_u64() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(Keyed.hash_one(std::thread::current().id()) | 1);
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+impl Store {
+    pub fn new(shards: usize, max_per_swarm: u32, max_total: u64) -> Store {
+        let shards = shards.max(1).next_power_of_two();
+        Store {
+            shards: (0..shards).map(|_| Shard { inner: Mutex::new(ShardInner::default()) }).collect(),
+            mask: shards - 1,
+            started: Instant::now(),
+            peers: AtomicU64::new(0),
+            max_per_swarm: max_per_swarm as usize,
+            max_total,
+        }
+    }
+
+    /// Seconds since the store was made: the clock of `last_seen`.
+    pub fn now(&self) -> u32 {
+        self.started.elapsed().as_secs() as u32
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    fn shard(&self, h: &InfoHash) -> MutexGuard<'_, ShardInner> {
+        // Info-hashes are SHA-1 output: their first bytes are as good as any hash.
+        let i = usize::from(u16::from_le_bytes([h.0[0], h.0[1]])) & self.mask;
+        // A poisoned lock only means another thread panicked mid-update; the counts it guards
+        // are plain integers, so carry on rather than take the tracker down.
+        self.shards[i].inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an announce and appends the peers to hand back to `out`. Returns the swarm's
+    /// counts after the announce.
+    pub fn announce(&self, a: &Announce, out: &mut Vec<Selected>) -> (SwarmCounts, Outcome) {
+        let now = self.now();
+        let seeder = a.left == 0;
+        let mut shard = self.shard(&a.info_hash);
+        let sh = &mut *shard;
+        if a.event == Event::Stopped {
+            let counts = match sh.swarms.get_mut(&a.info_hash) {
+                Some(sw) => {
+                    sw.last_activity = now;
+                    if let Some(e) = remove_peer(sw, a.addr) {
+                        self.peers.fetch_sub(1, Ordering::Relaxed);
+                        if e.0 { sh.seeders -= 1 } else { sh.leechers -= 1 }
+                    }
+                    sw.counts()
+                }
+                None => SwarmCounts::default(),
+            };
+            return (counts, Outcome::Ok);
+        }
+        let sw = sh.swarms.entry(a.info_hash).or_default();
+        sw.last_activity = now;
+        let mut outcome = Outcome::Ok;
+        let ip = a.addr.ip().to_canonical();
+        let (was, stored) = match ip {
+            IpAddr::V4(ip4) => {
+                let key = compact4(ip4, a.addr.port());
+                upsert(&mut sw.v4, key, a.peer_id, seeder, now)
+            }
+            IpAddr::V6(ip6) => {
+                let key = compact6(ip6, a.addr.port());
+                upsert(sw.v6.get_or_insert_with(Default::default), key, a.peer_id, seeder, now)
+            }
+        };
+        match (was, stored) {
+            (Some(was_seeder), _) => {
+                if was_seeder != seeder {
+                    if seeder {
+                        sh.seeders += 1;
+                        sh.leechers -= 1;
+                    } else {
+                        sh.seeders -= 1;
+                        sh.leechers += 1;
+                    }
+                }
+                if a.event == Event::Completed && !was_seeder {
+                    sw.downloaded = sw.downloaded.saturating_add(1);
+                }
+            }
+            (None, Pending::Insert) => {
+                let total = self.peers.load(Ordering::Relaxed);
+                if sw.peers() >= self.max_per_swarm || total >= self.max_total {
+                    outcome = Outcome::Full;
+                } else {
+                    insert_peer(sw, a.addr, ip, a.peer_id, seeder, now);
+                    self.peers.fetch_add(1, Ordering::Relaxed);
+                    if seeder {
+                        sh.seeders += 1
+                    } else {
+                        sh.leechers += 1
+                    }
+                    if a.event == Event::Completed {
+                        sw.downloaded = sw.downloaded.saturating_add(1);
+                    }
+                }
+            }
+            (None, Pending::Done) => {}
+        }
+        select(sw, a, ip, seeder, out);
+        let counts = sw.counts();
+        if sw.peers() == 0 && outcome == Outcome::Full && sw.downloaded == 0 {
+            // Do not keep a swarm that only exists because a refused peer asked about it.
+            sh.swarms.remove(&a.info_hash);
+        }
+        (counts, outcome)
+    }
+
+    /// The counts of one swarm (zeros for an unknown one).
+    pub fn counts(&self, h: &InfoHash) -> SwarmCounts {
+        self.shard(h).swarms.get(h).map(Swarm::counts).unwrap_or_default()
+    }
+
+    /// Every swarm's counts (a full scrape).
+    pub fn all_counts(&self) -> Vec<(InfoHash, SwarmCounts)> {
+        let mut v = Vec::new();
+        for s in self.shards.iter() {
+            let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+            v.extend(g.swarms.iter().map(|(h, sw)| (*h, sw.counts())));
+        }
+        v
+    }
+
+    /// Drops peers not seen for `timeout` seconds and swarms left empty and idle as long.
+    /// Returns the number of peers and swarms removed.
+    pub fn clean(&self, timeout: u32) -> (u64, u64) {
+        self.clean_before(self.now().saturating_sub(timeout))
+    }
+
+    /// Drops peers last seen before `cutoff` (seconds on [`Store::now`]'s clock) and empty
+    /// swarms idle since before it.
+    pub fn clean_before(&self, cutoff: u32) -> (u64, u64) {
+        let (mut peers, mut swarms) = (0u64, 0u64);
+        for s in self.shards.iter() {
+            let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let sh = &mut *g;
+            let (mut ds, mut dl) = (0u64, 0u64);
+            let before = sh.swarms.len();
+            sh.swarms.retain(|_, sw| {
+                let (s4, l4) = sw.v4.expire(cutoff);
+                let (s6, l6) = match &mut sw.v6 {
+                    Some(l) => l.expire(cutoff),
+                    None => (0, 0),
+                };
+                if sw.v6.as_ref().is_some_and(|l| l.len() == 0) {
+                    sw.v6 = None;
+                }
+                ds += u64::from(s4 + s6);
+                dl += u64::from(l4 + l6);
+                sw.peers() > 0 || sw.last_activity >= cutoff
+            });
+            sh.seeders -= ds;
+            sh.leechers -= dl;
+            if sh.swarms.capacity() > sh.swarms.len() * 4 + 64 {
+                sh.swarms.shrink_to_fit();
+            }
+            swarms += (before - sh.swarms.len()) as u64;
+            peers += ds + dl;
+            drop(g);
+        }
+        self.peers.fetch_sub(peers, Ordering::Relaxed);
+        (peers, swarms)
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for s in self.shards.iter() {
+            let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+            t.swarms += g.swarms.len() as u64;
+            t.seeders += g.seeders;
+            t.leechers += g.leechers;
+            t.downloaded += g.swarms.values().map(|s| u64::from(s.downloaded)).sum::<u64>();
+        }
+        t.peers = t.seeders + t.leechers;
+        t
+    }
+
+    /// The `limit` busiest swarms (most peers first).
+    pub fn top_swarms(&self, limit: usize) -> Vec<SwarmInfo> {
+        let now = self.now();
+        let mut v: Vec<(InfoHash, SwarmCounts, u32)> = Vec::new();
+        for s in self.shards.iter() {
+            let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+            v.extend(g.swarms.iter().map(|(h, sw)| (*h, sw.counts(), sw.last_activity)));
+        }
+        let key = |c: &SwarmCounts| std::cmp::Reverse(u64::from(c.seeders) + u64::from(c.leechers));
+        if v.len() > limit {
+            v.select_nth_unstable_by_key(limit, |x| key(&x.1));
+            v.truncate(limit);
+        }
+        v.sort_by_key(|x| (key(&x.1), x.0));
+        v.into_iter()
+            .map(|(h, counts, last)| SwarmInfo { info_hash: h.to_hex(), counts, idle_secs: now.saturating_sub(last) })
+            .collect()
+    }
+
+    /// Bytes the peer and swarm tables hold (capacity, not just length): an estimate of the
+    /// heap the store uses, for the stats page.
+    pub fn heap_bytes(&self) -> usize {
+        let mut b = 0;
+        for s in self.shards.iter() {
+            let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+            b += g.swarms.capacity() * (std::mem::size_of::<(InfoHash, Swarm)>() + 1);
+            for sw in g.swarms.values() {
+                b += sw.v4.bytes();
+                if let Some(l) = &sw.v6 {
+                    b += std::mem::size_of::<PeerList<[u8; 18]>>() + l.bytes();
+                }
+            }
+        }
+        b
+    }
+}
+
+enum Pending {
+    Insert,
+    Done,
+}
+
+/// Updates an existing peer (returning whether it was a seeder) or reports that it must be
+/// inserted.
+fn upsert<A: Compact>(
+    list: &mut PeerList<A>,
+    key: A,
+    peer_id: PeerId,
+    seeder: bool,
+    now: u32,
+) -> (Option<bool>, Pending) {
+    match list.find(&key) {
+        Some(i) => {
+            let e = &mut list.entries[i];
+            let was = e.seeder;
+            e.last_seen = now;
+            e.peer_id = peer_id.0;
+            if was != seeder {
+                e.seeder = seeder;
+                if seeder {
+                    list.seeders += 1;
+                } else {
+                    list.seeders -= 1;
+                }
+            }
+            (Some(was), Pending::Done)
+        }
+        None => (None, Pending::Insert),
+    }
+}
+
+fn insert_peer(sw: &mut Swarm, _addr: SocketAddr, ip: IpAddr, peer_id: PeerId, seeder: bool, now: u32) {
+    let port = _addr.port();
+    match ip {
+        IpAddr::V4(ip4) => {
+            sw.v4.push(Entry { addr: compact4(ip4, port), seeder, last_seen: now, peer_id: peer_id.0 });
+        }
+        IpAddr::V6(ip6) => {
+            let l = sw.v6.get_or_insert_with(Default::default);
+            l.push(Entry { addr: compact6(ip6, port), seeder, last_seen: now, peer_id: peer_id.0 });
+        }
+    }
+}
+
+/// Removes a peer; returns whether it was a seeder.
+fn remove_peer(sw: &mut Swarm, addr: SocketAddr) -> Option<(bool,)> {
+    match addr.ip().to_canonical() {
+        IpAddr::V4(ip4) => {
+            let key = compact4(ip4, addr.port());
+            let i = sw.v4.find(&key)?;
+            Some((sw.v4.remove(i).seeder,))
+        }
+        IpAddr::V6(ip6) => {
+            let key = compact6(ip6, addr.port());
+            let l = sw.v6.as_mut()?;
+            let i = l.find(&key)?;
+            let e = l.remove(i);
+            if l.len() == 0 {
+                sw.v6 = None;
+            }
+            Some((e.seeder,))
+        }
+    }
+}
+
+fn select(sw: &Swarm, a: &Announce, ip: IpAddr, seeder: bool, out: &mut Vec<Selected>) {
+    let want = a.numwant;
+    let r = rand_u64();
+    let (me4, me6) = match ip {
+        IpAddr::V4(ip4) => (Some(compact4(ip4, a.addr.port())), None),
+        IpAddr::V6(ip6) => (None, Some(compact6(ip6, a.addr.port()))),
+    };
+    let before = out.len();
+    let v6 = |out: &mut Vec<Selected>, want: usize| {
+        if let Some(l) = &sw.v6 {
+            l.select(me6.as_ref(), seeder, want, r, out);
+        }
+    };
+    match (ip.is_ipv4(), a.families) {
+        (true, Families::Same) => sw.v4.select(me4.as_ref(), seeder, want, r, out),
+        (false, Families::Same) => v6(out, want),
+        (true, Families::Both) => {
+            sw.v4.select(me4.as_ref(), seeder, want, r, out);
+            let left = want - (out.len() - before);
+            v6(out, left);
+        }
+        (false, Families::Both) => {
+            v6(out, want);
+            let left = want - (out.len() - before);
+            sw.v4.select(me4.as_ref(), seeder, left, r, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(h: u8, addr: &str, left: u64, event: Event) -> Announce {
+        Announce {
+            info_hash: InfoHash([h; 20]),
+            peer_id: PeerId([addr.len() as u8; 20]),
+            addr: addr.parse().unwrap(),
+            left,
+            event,
+            numwant: 50,
+            families: Families::Both,
+        }
+    }
+
+    #[test]
+    fn counts_follow_events() {
+        let s = Store::new(4, 1000, 1000);
+        let mut out = Vec::new();
+        let (c, _) = s.announce(&ann(1, "10.0.0.1:1000", 5, Event::Started), &mut out);
+        assert_eq!(c, SwarmCounts { seeders: 0, leechers: 1, downloaded: 0 });
+        assert!(out.is_empty(), "a peer never gets itself back");
+        let (c, _) = s.announce(&ann(1, "10.0.0.1:1000", 0, Event::Completed), &mut out);
+        assert_eq!(c, SwarmCounts { seeders: 1, leechers: 0, downloaded: 1 });
+        // A repeated `completed` from a seeder is not counted twice.
+        let (c, _) = s.announce(&ann(1, "10.0.0.1:1000", 0, Event::Completed), &mut out);
+        assert_eq!(c.downloaded, 1);
+        let (c, _) = s.announce(&ann(1, "10.0.0.1:1000", 0, Event::Stopped), &mut out);
+        assert_eq!(c, SwarmCounts { seeders: 0, leechers: 0, downloaded: 1 });
+        assert_eq!(s.totals().peers, 0);
+        assert_eq!(s.counts(&InfoHash([9; 20])), SwarmCounts::default());
+    }
+
+    #[test]
+    fn peers_are_keyed_by_address_and_port() {
+        let s = Store::new(4, 1000, 1000);
+        let mut out = Vec::new();
+        s.announce(&ann(1, "10.0.0.1:1000", 5, Event::Started), &mut out);
+        // Same peer id from another address: a different peer, not an overwrite.
+        let mut other = ann(1, "10.0.0.2:1000", 5, Event::Started);
+        other.peer_id = PeerId([13; 20]);
+        s.announce(&other, &mut out);
+        assert_eq!(s.counts(&InfoHash([1; 20])).leechers, 2);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].addr, "10.0.0.1:1000".parse().unwrap());
+        // Stopping with someone else's peer id from one's own address removes only oneself.
+        let mut stop = ann(1, "10.0.0.2:1000", 5, Event::Stopped);
+        stop.peer_id = PeerId([14; 20]);
+        s.announce(&stop, &mut out);
+        assert_eq!(s.counts(&InfoHash([1; 20])).leechers, 1);
+    }
+
+    #[test]
+    fn seeders_get_only_leechers_and_families_mix() {
+        let s = Store::new(4, 1000, 1000);
+        let mut out = Vec::new();
+        s.announce(&ann(1, "10.0.0.1:1", 0, Event::Started), &mut out);
+        s.announce(&ann(1, "10.0.0.2:1", 0, Event::Started), &mut out);
+        s.announce(&ann(1, "[2001:db8::1]:1", 7, Event::Started), &mut out);
+        out.clear();
+        s.announce(&ann(1, "10.0.0.3:1", 0, Event::Started), &mut out);
+        assert_eq!(out.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>(), vec!["[2001:db8::1]:1"]);
+        out.clear();
+        let mut same = ann(1, "10.0.0.4:1", 9, Event::Started);
+        same.families = Families::Same;
+        s.announce(&same, &mut out);
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|p| p.addr.is_ipv4()));
+        // v4-mapped IPv6 is IPv4.
+        out.clear();
+        s.announce(&ann(1, "[::ffff:10.0.0.1]:1", 0, Event::None), &mut out);
+        assert_eq!(s.totals().peers, 5);
+    }
+
+    #[test]
+    fn numwant_and_index_on_big_swarms() {
+        let s = Store::new(4, 100_000, 1_000_000);
+        let mut out = Vec::new();
+        for i in 0..1000u32 {
+            let a = format!("10.0.{}.{}:{}", i / 256, i % 256, 1000 + i);
+            s.announce(&ann(2, &a, 1, Event::Started), &mut out);
+            out.clear();
+        }
+        assert_eq!(s.counts(&InfoHash([2; 20])).leechers, 1000);
+        s.announce(&ann(2, "10.0.0.5:1005", 1, Event::None), &mut out);
+        assert_eq!(out.len(), 50);
+        assert!(!out.iter().any(|p| p.addr == "10.0.0.5:1005".parse().unwrap()));
+        let mut uniq: Vec<_> = out.iter().map(|p| p.addr).collect();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), 50);
+        for i in (0..1000u32).step_by(2) {
+            let a = format!("10.0.{}.{}:{}", i / 256, i % 256, 1000 + i);
+            s.announce(&ann(2, &a, 1, Event::Stopped), &mut out);
+        }
+        assert_eq!(s.counts(&InfoHash([2; 20])).leechers, 500);
+        assert_eq!(s.totals().peers, 500);
+        // Every remaining peer is still found through the index after the swap-removes.
+        for i in (1..1000u32).step_by(2) {
+            let a = format!("10.0.{}.{}:{}", i / 256, i % 256, 1000 + i);
+            s.announce(&ann(2, &a, 0, Event::Completed), &mut out);
+        }
+        assert_eq!(s.counts(&InfoHash([2; 20])), SwarmCounts { seeders: 500, leechers: 0, downloaded: 500 });
+    }
+
+    #[test]
+    fn caps_refuse_new_peers() {
+        let s = Store::new(4, 2, 3);
+        let mut out = Vec::new();
+        assert_eq!(s.announce(&ann(1, "10.0.0.1:1", 1, Event::Started), &mut out).1, Outcome::Ok);
+        assert_eq!(s.announce(&ann(1, "10.0.0.2:1", 1, Event::Started), &mut out).1, Outcome::Ok);
+        assert_eq!(s.announce(&ann(1, "10.0.0.3:1", 1, Event::Started), &mut out).1, Outcome::Full);
+        assert_eq!(s.announce(&ann(2, "10.0.0.3:1", 1, Event::Started), &mut out).1, Outcome::Ok);
+        assert_eq!(s.announce(&ann(3, "10.0.0.3:1", 1, Event::Started), &mut out).1, Outcome::Full);
+        // A known peer still re-announces.
+        assert_eq!(s.announce(&ann(1, "10.0.0.1:1", 0, Event::None), &mut out).1, Outcome::Ok);
+        assert_eq!(s.totals(), Totals { swarms: 2, seeders: 1, leechers: 2, peers: 3, downloaded: 0 });
+    }
+
+    #[test]
+    fn cleaner_expires_peers_and_empty_swarms() {
+        let s = Store::new(4, 1000, 1000);
+        let mut out = Vec::new();
+        s.announce(&ann(1, "10.0.0.1:1", 1, Event::Started), &mut out);
+        s.announce(&ann(1, "[::1]:1", 0, Event::Started), &mut out);
+        assert_eq!(s.clean(10), (0, 0));
+        for sh in s.shards.iter() {
+            let mut g = sh.inner.lock().unwrap();
+            for sw in g.swarms.values_mut() {
+                sw.last_activity = 0;
+                sw.v4.entries.iter_mut().for_each(|e| e.last_seen = 0);
+                sw.v6.iter_mut().for_each(|l| l.entries.iter_mut().for_each(|e| e.last_seen = 0));
+            }
+        }
+        assert_eq!(s.clean_before(1), (2, 1));
+        assert_eq!(s.totals(), Totals::default());
+    }
+}

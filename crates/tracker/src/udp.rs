@@ -1,0 +1,346 @@
+//! The UDP tracker (BEP 15): blocking worker threads sharing one socket, each receiving a
+//! packet, answering it from the store and sending the reply; no allocation per packet.
+//!
+//! Connection ids are stateless: a SipHash, keyed with a random secret made at start, of the
+//! client's IP address and a time window. Nothing is stored per client, so a flood of connects
+//! costs no memory. Hashing the IP and not the port keeps clients behind NATs that change
+//! source ports working; the id still proves the client receives packets at that IP.
+
+use std::hash::{BuildHasher, Hasher};
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bitswarm_tracker_proto::udp::{self as wire, PacketError, Request};
+
+use crate::Shared;
+use crate::stats::{Metrics, Proto};
+use crate::store::{Announce, Families, Outcome, Selected};
+
+/// Stateless connection ids.
+pub struct ConnectionIds {
+    secret: std::collections::hash_map::RandomState,
+    started: Instant,
+    window: u64,
+    /// How many windows back an id is still accepted.
+    windows_back: u64,
+}
+
+impl ConnectionIds {
+    /// Ids stay valid at least `valid + grace` seconds after they are handed out, and at most
+    /// one window (at most 30 s) longer.
+    pub fn new(valid: u64, grace: u64) -> Self {
+        let window = valid.clamp(1, 30);
+        let windows_back = (valid + grace).div_ceil(window);
+        ConnectionIds { secret: Default::default(), started: Instant::now(), window, windows_back }
+    }
+
+    fn epoch(&self) -> u64 {
+        // Start at a large epoch so that subtracting windows never underflows.
+        self.started.elapsed().as_secs() / self.window + 1_000_000
+    }
+
+    fn hash(&self, ip: IpAddr, epoch: u64) -> u64 {
+        let mut h = self.secret.build_hasher();
+        match ip.to_canonical() {
+            IpAddr::V4(a) => h.write(&a.octets()),
+            IpAddr::V6(a) => h.write(&a.octets()),
+        }
+        h.write_u64(epoch);
+        h.finish()
+    }
+
+    pub fn make(&self, ip: IpAddr) -> u64 {
+        self.hash(ip, self.epoch())
+    }
+
+    pub fn check(&self, id: u64, ip: IpAddr) -> bool {
+        let now = self.epoch();
+        (0..=self.windows_back).any(|age| self.hash(ip, now - age) == id)
+    }
+}
+
+/// Starts `threads` workers on clones of `socket`. They stop once `stop` is set (within the
+/// socket's read timeout).
+pub fn spawn(
+    socket: UdpSocket,
+    threads: usize,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let sock = socket.try_clone()?;
+        let shared = shared.clone();
+        let stop = stop.clone();
+        handles.push(std::thread::Builder::new().name(format!("udp-{i}")).spawn(move || worker(sock, &shared, &stop))?);
+    }
+    Ok(handles)
+}
+
+fn worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
+    #[cfg(target_os = "linux")]
+    batched::worker(&sock, shared, stop);
+    #[cfg(not(target_os = "linux"))]
+    simple_worker(sock, shared, stop);
+}
+
+/// One packet per system call each way.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn simple_worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
+    let mut buf = [0u8; 2048];
+    let mut out = Vec::with_capacity(2048);
+    let mut peers = Vec::with_capacity(256);
+    while !stop.load(Ordering::Relaxed) {
+        match sock.recv_from(&mut buf) {
+            Ok((n, src)) => {
+                out.clear();
+                handle(shared, &buf[..n], src, &mut out, &mut peers);
+                if !out.is_empty()
+                    && let Err(e) = sock.send_to(&out, src)
+                {
+                    tracing::debug!("UDP reply to {src} not sent: {e}");
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            // ICMP port-unreachable from an earlier reply, and the like: nothing to do.
+            Err(e) => tracing::debug!("UDP receive: {e}"),
+        }
+    }
+}
+
+/// Answers one packet into `out` (left empty when no reply is due).
+pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, peers: &mut Vec<Selected>) {
+    let m = shared.metrics.of(Proto::Udp);
+    let ip = src.ip().to_canonical();
+    let req = match Request::parse(packet) {
+        Ok(r) => r,
+        Err(e) => {
+            Metrics::inc(&m.errors);
+            // Explain only to a client that proved its address with a valid connection id;
+            // junk and spoofed packets get nothing.
+            if packet.len() >= 16 {
+                let cid = u64::from_be_bytes(packet[..8].try_into().unwrap_or_default());
+                if !matches!(e, PacketError::BadProtocolId) && shared.conn_ids.check(cid, ip) {
+                    let tid = PacketError::transaction_id_of(packet).unwrap_or(0);
+                    wire::write_error(out, tid, &e.to_string());
+                }
+            }
+            return;
+        }
+    };
+    match req {
+        Request::Connect { transaction_id } => {
+            Metrics::inc(&m.connects);
+            wire::write_connect_response(out, transaction_id, shared.conn_ids.make(ip));
+        }
+        Request::Announce(a) => {
+            if !shared.conn_ids.check(a.connection_id, ip) {
+                Metrics::inc(&m.bad_connection_ids);
+                return;
+            }
+            Metrics::inc(&m.announces);
+            let cfg = &shared.config.announce;
+            let peer_ip = match a.ip {
+                Some(claimed) if shared.config.udp.allow_ip_field => IpAddr::V4(claimed),
+                _ => ip,
+            };
+            let numwant = match a.event {
+                bitswarm_tracker_proto::Event::Stopped => 0,
+                _ => a.num_want.unwrap_or(cfg.numwant_default).min(cfg.numwant_max) as usize,
+            };
+            let ann = Announce {
+                info_hash: a.info_hash,
+                peer_id: a.peer_id,
+                addr: SocketAddr::new(peer_ip, a.port),
+                left: a.left,
+                event: a.event,
+                numwant,
+                families: Families::Same,
+            };
+            peers.clear();
+            let (counts, outcome) = shared.store.announce(&ann, peers);
+            if outcome == Outcome::Full {
+                Metrics::inc(&m.peers_refused);
+            }
+            wire::write_announce_header(out, a.transaction_id, cfg.interval, counts.leechers, counts.seeders);
+            // The reply's peer format follows the family the request came over.
+            let v4_socket = ip.is_ipv4();
+            for p in peers.iter() {
+                match (p.addr, v4_socket) {
+                    (SocketAddr::V4(a), true) => {
+                        out.extend_from_slice(&a.ip().octets());
+                        out.extend_from_slice(&a.port().to_be_bytes());
+                    }
+                    (SocketAddr::V6(a), false) => {
+                        out.extend_from_slice(&a.ip().octets());
+                        out.extend_from_slice(&a.port().to_be_bytes());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Request::Scrape(s) => {
+            if !shared.conn_ids.check(s.connection_id, ip) {
+                Metrics::inc(&m.bad_connection_ids);
+                return;
+            }
+            Metrics::inc(&m.scrapes);
+            out.extend_from_slice(&wire::ACTION_SCRAPE.to_be_bytes());
+            out.extend_from_slice(&s.transaction_id.to_be_bytes());
+            for h in &s.info_hashes {
+                let c = shared.store.counts(h);
+                out.extend_from_slice(&c.seeders.to_be_bytes());
+                out.extend_from_slice(&c.downloaded.to_be_bytes());
+                out.extend_from_slice(&c.leechers.to_be_bytes());
+            }
+        }
+    }
+}
+
+/// Linux: up to [`batched::BATCH`] packets per system call each way (`recvmmsg` returning as
+/// soon as one packet is there, `sendmmsg` for the replies). Under load this halves the cost
+/// per packet; idle, it waits like `recv_from`.
+#[cfg(target_os = "linux")]
+mod batched {
+    use std::mem::MaybeUninit;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::{Selected, Shared, handle};
+
+    pub const BATCH: usize = 32;
+    const BUF: usize = 2048;
+
+    fn to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+        match i32::from(ss.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in for AF_INET; sockaddr_storage is large
+                // and aligned enough for it.
+                let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, for sockaddr_in6.
+                let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+                Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn worker(sock: &UdpSocket, shared: &Shared, stop: &AtomicBool) {
+        let fd = sock.as_raw_fd();
+        let mut bufs = vec![[0u8; BUF]; BATCH];
+        let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(BUF)).collect();
+        // SAFETY: all-zero bytes are valid values of these plain C structs.
+        let mut addrs: Vec<libc::sockaddr_storage> =
+            (0..BATCH).map(|_| unsafe { MaybeUninit::zeroed().assume_init() }).collect();
+        let mut iovs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
+        let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
+        let mut send_hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
+        let mut send_iovs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
+        let mut peers: Vec<Selected> = Vec::with_capacity(256);
+        let addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        while !stop.load(Ordering::Relaxed) {
+            iovs.clear();
+            hdrs.clear();
+            for (b, a) in bufs.iter_mut().zip(addrs.iter_mut()) {
+                iovs.push(libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: BUF });
+                // SAFETY: zeroed msghdr is valid; the fields that matter are set below.
+                let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+                h.msg_hdr.msg_name = (a as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = addr_len;
+                hdrs.push(h);
+            }
+            for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: every header points at a live buffer, iovec and address of this
+            // function, sized as declared; the kernel writes at most that much.
+            let n = unsafe {
+                libc::recvmmsg(fd, hdrs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            };
+            if n <= 0 {
+                // Timeout (the socket's read timeout lets us see `stop`), EINTR, or an ICMP
+                // error from an earlier reply: nothing to do.
+                continue;
+            }
+            let n = n as usize;
+            send_hdrs.clear();
+            send_iovs.clear();
+            for i in 0..n {
+                let out = &mut outs[i];
+                out.clear();
+                let len = (hdrs[i].msg_len as usize).min(BUF);
+                let Some(src) = to_std(&addrs[i]) else { continue };
+                handle(shared, &bufs[i][..len], src, out, &mut peers);
+            }
+            for i in 0..n {
+                if outs[i].is_empty() {
+                    continue;
+                }
+                send_iovs.push(libc::iovec { iov_base: outs[i].as_mut_ptr().cast(), iov_len: outs[i].len() });
+                // SAFETY: zeroed mmsghdr is valid; name and iov are set below.
+                let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+                h.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = hdrs[i].msg_hdr.msg_namelen;
+                send_hdrs.push(h);
+            }
+            for (h, iov) in send_hdrs.iter_mut().zip(send_iovs.iter_mut()) {
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+            }
+            let mut sent = 0;
+            while sent < send_hdrs.len() {
+                // SAFETY: the headers point at live reply buffers and addresses.
+                let r = unsafe {
+                    libc::sendmmsg(fd, send_hdrs[sent..].as_mut_ptr(), (send_hdrs.len() - sent) as libc::c_uint, 0)
+                };
+                if r <= 0 {
+                    // The first remaining reply failed (its client went away, say): skip it.
+                    sent += 1;
+                } else {
+                    sent += r as usize;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_are_per_address_and_checked() {
+        let ids = ConnectionIds::new(120, 60);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let id = ids.make(a);
+        assert!(ids.check(id, a));
+        assert!(!ids.check(id, b));
+        assert!(!ids.check(id ^ 1, a));
+        // v4-mapped is the same client.
+        assert!(ids.check(id, "::ffff:10.0.0.1".parse().unwrap()));
+        // Another tracker instance has another secret.
+        assert!(!ConnectionIds::new(120, 60).check(id, a));
+        assert_eq!((ids.window, ids.windows_back), (30, 6));
+    }
+
+    #[test]
+    fn old_windows_expire() {
+        let ids = ConnectionIds::new(120, 60);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let now = ids.epoch();
+        assert!(ids.check(ids.hash(a, now - 6), a), "within valid + grace");
+        assert!(!ids.check(ids.hash(a, now - 7), a), "too old");
+    }
+}
