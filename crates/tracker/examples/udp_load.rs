@@ -109,10 +109,10 @@ async fn connect(sock: &UdpSocket, tid: u32) -> u64 {
     let mut buf = [0u8; 64];
     loop {
         sock.send(&Request::Connect { transaction_id: tid }.encode()).await.unwrap();
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
-            if let Ok(Response::Connect { connection_id, .. }) = Response::parse(&buf[..n], Family::V4) {
-                return connection_id;
-            }
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await
+            && let Ok(Response::Connect { connection_id, .. }) = Response::parse(&buf[..n], Family::V4)
+        {
+            return connection_id;
         }
     }
 }
