@@ -92,6 +92,9 @@ fn run(a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure> {
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?;
     let mut config = Config::new(SocketAddr::new(a.bind, a.port));
     config.peers = a.peers.clone();
+    if !a.no_tracker {
+        config.trackers = meta.trackers();
+    }
     config.max_upload_rate = a.max_upload_rate;
     config.max_peers = a.max_peers.max(1);
 

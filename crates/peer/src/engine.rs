@@ -21,6 +21,8 @@ use crate::conn::{self, Ctl, PeerStats};
 use crate::disk::Disk;
 use crate::picker::{PeerKey, Picker};
 use crate::rate::{Limiter, RateMeter};
+use crate::tracker::{self, Tiers};
+use bitswarm_tracker_proto::Event;
 
 /// Received data waiting for verification above which no new pieces are started.
 const MAX_PENDING_BYTES: u64 = 24 << 20;
@@ -41,6 +43,10 @@ pub struct Config {
     pub peer_id: [u8; 20],
     /// Peers to dial (besides those the trackers name).
     pub peers: Vec<SocketAddr>,
+    /// Tracker tiers to announce to (BEP 12); empty for none.
+    pub trackers: Vec<Vec<String>>,
+    /// Peers asked of a tracker per announce.
+    pub numwant: u32,
     /// Connections per torrent.
     pub max_peers: usize,
     /// Regular unchoke slots (one optimistic slot comes on top).
@@ -60,6 +66,8 @@ impl Config {
             listen,
             peer_id: crate::new_peer_id(),
             peers: Vec::new(),
+            trackers: Vec::new(),
+            numwant: 50,
             max_peers: 60,
             upload_slots: 4,
             max_upload_rate: None,
@@ -152,6 +160,12 @@ pub(crate) struct Shared {
     fatal: Mutex<Option<String>>,
     fatal_tx: watch::Sender<bool>,
     pub listen_addr: SocketAddr,
+    /// The tracker that answered last (it gets the `stopped` announce).
+    tracker: Mutex<Option<String>>,
+    /// Whether we started with every piece (then `completed` is never announced).
+    started_complete: bool,
+    /// `completed` reached a tracker.
+    completed_sent: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -460,14 +474,20 @@ impl Engine {
             fatal: Mutex::new(None),
             fatal_tx,
             listen_addr,
+            tracker: Mutex::new(None),
+            started_complete: complete_now,
+            completed_sent: std::sync::atomic::AtomicBool::new(false),
             meta,
         });
         shared.add_peers(config.peers.iter().copied());
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(accept_loop(shared.clone(), listener)),
             tokio::spawn(dial_loop(shared.clone())),
             tokio::spawn(choke_loop(shared.clone())),
         ];
+        if !config.trackers.is_empty() {
+            tasks.push(tokio::spawn(announce_loop(shared.clone(), Tiers::new(config.trackers.clone()))));
+        }
         Ok(Engine {
             shared,
             meters: Mutex::new((RateMeter::default(), RateMeter::default())),
@@ -559,8 +579,95 @@ impl Engine {
             }
             let _ = tokio::time::timeout(Duration::from_secs(30), idle).await;
         }
+        // Tell the tracker we are gone, briefly: a tracker that does not answer must not hold
+        // up the stop.
+        let url = self.shared.tracker.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(url) = url {
+            // A download that completed just before the stop still counts as one.
+            let mut events = vec![Event::Stopped];
+            let s = &self.shared;
+            if !s.started_complete && self.is_complete() && !s.completed_sent.load(Ordering::Acquire) {
+                events.insert(0, Event::Completed);
+            }
+            for event in events {
+                let a = self.shared.announce_state(event);
+                match tokio::time::timeout(STOPPED_TIMEOUT, tracker::announce(&url, &a)).await {
+                    Ok(Ok(_)) => info!("announced {event:?} to {url}"),
+                    Ok(Err(e)) => warn!("{url}: {event:?} announce failed: {e}"),
+                    Err(_) => warn!("{url}: no answer to the {event:?} announce within {STOPPED_TIMEOUT:?}"),
+                }
+            }
+        }
     }
 }
+
+/// How long a stop waits for the tracker to acknowledge `stopped`.
+const STOPPED_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Shared {
+    fn announce_state(&self, event: Event) -> tracker::Announce {
+        let have = self.state().picker.bytes_done();
+        tracker::Announce {
+            info_hash: self.meta.info_hash,
+            peer_id: self.config.peer_id,
+            port: self.listen_addr.port(),
+            uploaded: self.uploaded.load(Ordering::Relaxed),
+            downloaded: self.downloaded.load(Ordering::Relaxed),
+            left: self.meta.info.total_length - have,
+            event,
+            numwant: self.config.numwant,
+        }
+    }
+}
+
+/// Announces `started`, then again at the tracker's interval, `completed` when the download
+/// completes; backs off while every tracker fails (the download goes on with the peers it has).
+async fn announce_loop(shared: Arc<Shared>, mut tiers: Tiers) {
+    let mut event = Event::Started;
+    let mut failures: u32 = 0;
+    let mut complete = shared.complete.subscribe();
+    let mut completed_sent = shared.started_complete;
+    loop {
+        let a = shared.announce_state(event);
+        let wait = match tiers.announce(&a).await {
+            Ok((url, reply)) => {
+                info!("{url}: {} peers ({} seeders, {} leechers)", reply.peers.len(), reply.seeders, reply.leechers);
+                if let Some(w) = &reply.warning {
+                    warn!("{url}: {w}");
+                }
+                shared.add_peers(reply.peers.iter().copied());
+                *shared.tracker.lock().unwrap_or_else(|p| p.into_inner()) = Some(url);
+                failures = 0;
+                if event == Event::Completed {
+                    completed_sent = true;
+                    shared.completed_sent.store(true, Ordering::Release);
+                }
+                event = Event::None;
+                reply.interval.clamp(MIN_REANNOUNCE, MAX_REANNOUNCE)
+            }
+            Err(errors) => {
+                for (url, e) in &errors {
+                    warn!("tracker {url}: {e}");
+                }
+                failures += 1;
+                // 15 s, 30 s, 1 min … up to 10 min; the event is sent again next time.
+                Duration::from_secs(15u64 << failures.min(6).saturating_sub(1)).min(Duration::from_secs(600))
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            // Wakes at once when the download completes; a pending (failed) event waits out
+            // its backoff instead.
+            _ = complete.wait_for(|c| *c), if !completed_sent && event == Event::None => {
+                event = Event::Completed;
+            }
+        }
+    }
+}
+
+/// Bounds on the tracker's interval: no hammering, no silence longer than an hour.
+const MIN_REANNOUNCE: Duration = Duration::from_secs(5);
+const MAX_REANNOUNCE: Duration = Duration::from_secs(3600);
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let std = std::net::TcpListener::bind(addr)?;

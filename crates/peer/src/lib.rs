@@ -13,9 +13,11 @@ mod disk;
 mod engine;
 mod picker;
 mod rate;
+mod tracker;
 
 pub use engine::{Config, Engine, EngineError, Role, Stats};
 pub use picker::PeerKey;
+pub use tracker::{Announce, Reply, Tiers, announce};
 
 /// A new random peer id: `-BW0100-` and 12 random bytes (Azureus style).
 pub fn new_peer_id() -> [u8; 20] {

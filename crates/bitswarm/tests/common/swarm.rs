@@ -114,3 +114,64 @@ pub fn aria2(seed: bool, torrent: &Path, dir: &Path, port: u16) -> Proc {
     c.arg(torrent);
     Proc::spawn(if seed { "aria2 seed" } else { "aria2 leech" }, c)
 }
+
+/// `bitswarm tracker` on loopback ephemeral ports (HTTP and UDP), with an optional config.
+pub struct OurTracker {
+    pub proc: Proc,
+    pub http: std::net::SocketAddr,
+    pub udp: std::net::SocketAddr,
+}
+
+impl OurTracker {
+    pub fn start(dir: &Path, config: &str) -> OurTracker {
+        let cfg = dir.join("tracker.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut c = bitswarm();
+        c.args(["tracker", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--config"]).arg(&cfg);
+        let mut proc = Proc::spawn("bitswarm tracker", c);
+        let addr = |l: String| l.rsplit(' ').next().unwrap().parse().unwrap();
+        let http = addr(proc.wait_line(Duration::from_secs(60), |l| l.starts_with("HTTP tracker listening on ")));
+        let udp = addr(proc.wait_line(Duration::from_secs(60), |l| l.starts_with("UDP tracker listening on ")));
+        OurTracker { proc, http, udp }
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}/announce", self.http)
+    }
+
+    pub fn udp_url(&self) -> String {
+        format!("udp://{}/announce", self.udp)
+    }
+
+    /// (complete, incomplete, downloaded) from an HTTP scrape of `info_hash` (40 hex).
+    pub fn scrape(&self, info_hash: &str) -> (u32, u32, u32) {
+        use std::io::{Read, Write};
+        let h = bitswarm_metainfo::InfoHash::parse(info_hash).unwrap();
+        let q = bitswarm_tracker_proto::http::scrape_query(&[h]);
+        let mut s = std::net::TcpStream::connect(self.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET /scrape?{q} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        let at = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let r = bitswarm_tracker_proto::http::ScrapeResponse::decode(&resp[at..]).unwrap();
+        let st = r.get(&h).unwrap();
+        (st.complete, st.incomplete, st.downloaded)
+    }
+
+    /// Waits until the scrape says exactly `want` = (complete, incomplete, downloaded).
+    pub fn wait_scrape(&self, info_hash: &str, want: (u32, u32, u32), what: &str) {
+        let mut last = (0, 0, 0);
+        wait_for(Duration::from_secs(60), &format!("{what}: scrape {want:?}"), || {
+            last = self.scrape(info_hash);
+            (last == want).then_some(())
+        });
+    }
+}
+
+/// Parses `transfer: downloaded D bytes, uploaded U bytes` into (D, U).
+pub fn transfer_line(p: &mut Proc) -> (u64, u64) {
+    let l = p.wait_line(Duration::from_secs(60), |l| l.starts_with("transfer: downloaded "));
+    let n: Vec<u64> = l.split(' ').filter_map(|w| w.parse().ok()).collect();
+    (n[0], n[1])
+}

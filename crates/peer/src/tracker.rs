@@ -1,0 +1,321 @@
+//! The tracker client: HTTP (BEP 3, 23, 7) and UDP (BEP 15, 41) announces over the tiers of
+//! BEP 12, on the wire formats of `bitswarm-tracker-proto`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bitswarm_metainfo::InfoHash;
+use bitswarm_tracker_proto::{Event, PeerId, http, udp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// Replies larger than this are refused (a real announce reply is a few kilobytes).
+const MAX_REPLY: usize = 1 << 20;
+const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// UDP retransmission: BEP 15 says 15 s × 2^n; on today's networks (and for a client that
+/// must not sit idle) a shorter first wait is the norm.
+const UDP_TRIES: [Duration; 3] = [Duration::from_secs(3), Duration::from_secs(6), Duration::from_secs(12)];
+
+/// What we tell the tracker.
+#[derive(Debug, Clone)]
+pub struct Announce {
+    pub info_hash: InfoHash,
+    pub peer_id: [u8; 20],
+    pub port: u16,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub left: u64,
+    pub event: Event,
+    pub numwant: u32,
+}
+
+/// What the tracker told us.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    pub interval: Duration,
+    pub min_interval: Option<Duration>,
+    pub peers: Vec<SocketAddr>,
+    pub seeders: u32,
+    pub leechers: u32,
+    pub warning: Option<String>,
+}
+
+/// One announce to one tracker URL.
+pub async fn announce(url: &str, a: &Announce) -> Result<Reply, String> {
+    if url.starts_with("udp://") {
+        announce_udp(url, a).await
+    } else if url.starts_with("http://") {
+        tokio::time::timeout(HTTP_TIMEOUT, announce_http(url, a))
+            .await
+            .map_err(|_| format!("no reply within {HTTP_TIMEOUT:?}"))?
+    } else if url.starts_with("https://") {
+        Err("https trackers are not supported (no TLS in bitswarm); use http:// or udp://".into())
+    } else {
+        Err("unknown tracker URL scheme".into())
+    }
+}
+
+/// Splits `scheme://host:port/rest` into host, port and the rest (with its leading `/`).
+fn split_url(url: &str, default_port: u16) -> Result<(String, u16, String), String> {
+    let after = url.split_once("://").map(|x| x.1).ok_or("no scheme")?;
+    let (authority, rest) = match after.find(['/', '?']) {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, ""),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, p) = v6.split_once(']').ok_or("bad IPv6 host")?;
+        (h.to_owned(), p.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (authority.to_owned(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
+        None => default_port,
+    };
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    Ok((host, port, rest.to_owned()))
+}
+
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> =
+        tokio::net::lookup_host((host, port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
+    if addrs.is_empty() { Err(format!("{host} has no address")) } else { Ok(addrs) }
+}
+
+fn proto_request(a: &Announce) -> http::AnnounceRequest {
+    let mut r = http::AnnounceRequest::new(a.info_hash, PeerId(a.peer_id), a.port, a.left);
+    r.uploaded = a.uploaded;
+    r.downloaded = a.downloaded;
+    r.event = a.event;
+    r.numwant = Some(a.numwant);
+    r
+}
+
+async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
+    let full = http::announce_url(url, &proto_request(a));
+    let (host, port, path) = split_url(&full, 80)?;
+    let addrs = resolve(&host, port).await?;
+    let mut stream = TcpStream::connect(&addrs[..]).await.map_err(|e| format!("cannot connect: {e}"))?;
+    let path = if path.is_empty() { "/".to_owned() } else { path };
+    let host_header = if port == 80 { host.clone() } else { format!("{host}:{port}") };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bitswarm/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    (&mut stream).take(MAX_REPLY as u64 + 1).read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
+    if raw.len() > MAX_REPLY {
+        return Err("reply too large".into());
+    }
+    let body = http_body(&raw)?;
+    let r = http::AnnounceResponse::decode(&body).map_err(|e| e.to_string())?;
+    Ok(Reply {
+        interval: Duration::from_secs(u64::from(r.interval)),
+        min_interval: r.min_interval.map(|m| Duration::from_secs(u64::from(m))),
+        peers: r.peers.iter().map(|p| p.addr).collect(),
+        seeders: r.complete,
+        leechers: r.incomplete,
+        warning: r.warning_message,
+    })
+}
+
+/// The body of an HTTP/1.x response with status 200 (plain, or chunked).
+fn http_body(raw: &[u8]) -> Result<Vec<u8>, String> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("truncated HTTP reply")?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or("");
+    let code = status.split(' ').nth(1).unwrap_or("");
+    if code != "200" {
+        return Err(format!("HTTP {}", status.split_once(' ').map_or(status, |x| x.1)));
+    }
+    let chunked = lines.any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = &raw[end + 4..];
+    if !chunked {
+        return Ok(body.to_vec());
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        let line_end = body[at..].windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk")? + at;
+        let size_text = String::from_utf8_lossy(&body[at..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| "bad chunk size".to_owned())?;
+        at = line_end + 2;
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = body.get(at..at + size).ok_or("truncated chunk")?;
+        out.extend_from_slice(chunk);
+        at += size + 2;
+    }
+}
+
+async fn announce_udp(url: &str, a: &Announce) -> Result<Reply, String> {
+    let (host, port, rest) = split_url(url, 80)?;
+    let addr = *resolve(&host, port).await?.first().expect("non-empty");
+    let family = if addr.is_ipv4() { udp::Family::V4 } else { udp::Family::V6 };
+    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    let sock = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
+    sock.connect(addr).await.map_err(|e| e.to_string())?;
+
+    let tid = crate::random_u64() as u32;
+    let connection_id = match udp_exchange(&sock, &udp::Request::Connect { transaction_id: tid }, family).await? {
+        udp::Response::Connect { connection_id, .. } => connection_id,
+        other => return Err(format!("unexpected reply to connect: {other:?}")),
+    };
+    let tid = crate::random_u64() as u32;
+    let req = udp::Request::Announce(udp::AnnounceRequest {
+        connection_id,
+        transaction_id: tid,
+        info_hash: a.info_hash,
+        peer_id: PeerId(a.peer_id),
+        downloaded: a.downloaded,
+        left: a.left,
+        uploaded: a.uploaded,
+        event: a.event,
+        ip: None,
+        key: crate::random_u64() as u32,
+        num_want: Some(a.numwant),
+        port: a.port,
+        // BEP 41: the URL's path and query, for trackers that route by it.
+        url_data: if rest.is_empty() || rest == "/" { Vec::new() } else { rest.into_bytes() },
+    });
+    match udp_exchange(&sock, &req, family).await? {
+        udp::Response::Announce(r) => {
+            let peers = match r.peers {
+                udp::Peers::V4(p) => p.into_iter().map(SocketAddr::V4).collect(),
+                udp::Peers::V6(p) => p.into_iter().map(SocketAddr::V6).collect(),
+            };
+            Ok(Reply {
+                interval: Duration::from_secs(u64::from(r.interval)),
+                min_interval: None,
+                peers,
+                seeders: r.seeders,
+                leechers: r.leechers,
+                warning: None,
+            })
+        }
+        other => Err(format!("unexpected reply to announce: {other:?}")),
+    }
+}
+
+/// Sends a request and waits for the reply with the same transaction id, retransmitting.
+async fn udp_exchange(sock: &UdpSocket, req: &udp::Request, family: udp::Family) -> Result<udp::Response, String> {
+    let packet = req.encode();
+    let mut buf = vec![0u8; 4096];
+    for wait in UDP_TRIES {
+        sock.send(&packet).await.map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                Err(_) => break,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Ok(n)) => n,
+            };
+            match udp::Response::parse(&buf[..n], family) {
+                Ok(r) if r.transaction_id() == req.transaction_id() => {
+                    if let udp::Response::Error { message, .. } = r {
+                        return Err(format!("tracker said: {message}"));
+                    }
+                    return Ok(r);
+                }
+                _ => continue, // a stray or late packet
+            }
+        }
+    }
+    Err("no reply".into())
+}
+
+/// Tracker tiers (BEP 12): each tier shuffled once; trackers of a tier are tried in order until
+/// one answers, which then moves to the front of its tier; later tiers are tried only when every
+/// tracker of the earlier ones failed.
+#[derive(Debug, Clone)]
+pub struct Tiers {
+    tiers: Vec<Vec<String>>,
+}
+
+impl Tiers {
+    pub fn new(mut tiers: Vec<Vec<String>>) -> Tiers {
+        for t in &mut tiers {
+            // Fisher-Yates with the engine's random source.
+            for i in (1..t.len()).rev() {
+                let j = (crate::random_u64() % (i as u64 + 1)) as usize;
+                t.swap(i, j);
+            }
+        }
+        tiers.retain(|t| !t.is_empty());
+        Tiers { tiers }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tiers.is_empty()
+    }
+
+    /// Announces to the first tracker that answers. Returns its URL and reply, or the errors.
+    pub async fn announce(&mut self, a: &Announce) -> Result<(String, Reply), Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        for tier in &mut self.tiers {
+            for i in 0..tier.len() {
+                let url = tier[i].clone();
+                match announce(&url, a).await {
+                    Ok(r) => {
+                        let t = tier.remove(i);
+                        tier.insert(0, t);
+                        return Ok((url, r));
+                    }
+                    Err(e) => errors.push((url, e)),
+                }
+            }
+        }
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            split_url("http://t.example/announce?x=1", 80).unwrap(),
+            ("t.example".into(), 80, "/announce?x=1".into())
+        );
+        assert_eq!(split_url("udp://127.0.0.1:6969", 80).unwrap(), ("127.0.0.1".into(), 6969, "".into()));
+        assert_eq!(split_url("udp://[::1]:6969/announce", 80).unwrap(), ("::1".into(), 6969, "/announce".into()));
+        assert!(split_url("http://:80/", 80).is_err());
+        assert!(split_url("http://h:x/", 80).is_err());
+    }
+
+    #[test]
+    fn http_bodies() {
+        assert_eq!(http_body(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nde").unwrap(), b"de");
+        assert_eq!(
+            http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n1\r\nx\r\n0\r\n\r\n").unwrap(),
+            b"dex"
+        );
+        assert_eq!(http_body(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err(), "HTTP 404 Not Found");
+        assert!(http_body(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
+    }
+
+    #[test]
+    fn tiers_shuffle_within_and_keep_order_across() {
+        let t = Tiers::new(vec![vec!["a".into(), "b".into(), "c".into()], vec![], vec!["d".into()]]);
+        assert_eq!(t.tiers.len(), 2);
+        let mut first = t.tiers[0].clone();
+        first.sort();
+        assert_eq!(first, vec!["a", "b", "c"]);
+        assert_eq!(t.tiers[1], vec!["d"]);
+    }
+}
