@@ -1,27 +1,27 @@
 //! Feeds many messages of any lengths through an `L`-lane SIMD compression kernel.
 //!
-//! Every message is a stream of 64-byte blocks: its full blocks (read in place), then one or two
-//! padding blocks built in a small per-lane buffer. Each lane hashes one message at a time; the
-//! kernel compresses the same number of blocks in every lane, as many as the shortest remaining
-//! stream of the active lanes has. A lane whose stream ends moves to its message's padding or, at
-//! its end, takes the next message. Idle lanes (no messages left) re-read an active lane's blocks
-//! and their results are ignored. When fewer than `drain_below` lanes are still active, the SIMD
-//! step costs more than SHA-NI would, so the remaining lanes are finished with the `sha1` crate
-//! from the state they reached.
+//! A [`Job`] is a stream of 64-byte blocks to compress into a state: a message's whole blocks
+//! (read in place), then, if it ends there, one or two padding blocks built in a small buffer.
+//! Each lane runs one job at a time; the kernel compresses the same number of blocks in every
+//! lane, as many as the shortest remaining stream of the busy lanes has. A lane whose stream ends
+//! moves to its padding or, at its end, takes the next job. Idle lanes (no jobs left) re-read a
+//! busy lane's blocks and their results are ignored. When fewer than `drain_below` lanes are
+//! still busy, a SIMD step costs more than SHA-NI would, so the remaining jobs are finished with
+//! the `sha1` crate from the state they reached.
 
 /// SHA-1 initial state (FIPS 180-4, 5.3.1).
 pub(crate) const H0: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
 
-/// Padding blocks of a message: the bytes after its last full block, `0x80`, zeros and the bit
-/// length, big-endian. Returns the buffer and how many of its bytes (64 or 128) are used.
-pub(crate) fn padding(message: &[u8]) -> ([u8; 128], usize) {
-    let rest = &message[message.len() / 64 * 64..];
+/// Padding blocks of a message of `len` bytes that ends with `rest` (its bytes after the last full
+/// block): `rest`, `0x80`, zeros and the bit length, big-endian. Returns the buffer and how many of
+/// its bytes (64 or 128) are used.
+pub(crate) fn padding(rest: &[u8], len: u64) -> ([u8; 128], usize) {
+    assert!(rest.len() < 64);
     let mut tail = [0u8; 128];
     tail[..rest.len()].copy_from_slice(rest);
     tail[rest.len()] = 0x80;
     let end = if rest.len() < 56 { 64 } else { 128 };
-    let bits = (message.len() as u64).wrapping_mul(8);
-    tail[end - 8..end].copy_from_slice(&bits.to_be_bytes());
+    tail[end - 8..end].copy_from_slice(&len.wrapping_mul(8).to_be_bytes());
     (tail, end)
 }
 
@@ -35,67 +35,95 @@ pub(crate) fn digest(h: [u32; 5]) -> [u8; 20] {
 }
 
 /// Compresses whole 64-byte blocks with the `sha1` crate (SHA-NI when the CPU has it).
-fn compress_scalar(h: &mut [u32; 5], bytes: &[u8]) {
+pub(crate) fn compress_scalar(h: &mut [u32; 5], bytes: &[u8]) {
     let (blocks, rest) = bytes.as_chunks::<64>();
-    debug_assert!(rest.is_empty());
+    assert!(rest.is_empty());
     sha1::block_api::compress(h, blocks);
 }
 
-/// One lane's work: which message, and the part of its block stream not compressed yet.
+/// Blocks to compress into a state: some whole blocks read in place, then maybe padding blocks.
 #[derive(Clone, Copy)]
-struct Lane<'a> {
-    index: usize,
-    /// The message's full blocks still to compress.
+pub(crate) struct Job<'a> {
+    state: [u32; 5],
+    /// Whole blocks (a multiple of 64 bytes) not compressed yet.
     main: &'a [u8],
     tail: [u8; 128],
     tail_pos: usize,
     tail_end: usize,
 }
 
-impl<'a> Lane<'a> {
-    fn new(index: usize, message: &'a [u8]) -> Self {
-        let (tail, tail_end) = padding(message);
-        Lane { index, main: &message[..message.len() / 64 * 64], tail, tail_pos: 0, tail_end }
+impl<'a> Job<'a> {
+    /// A whole message: it ends with its padding.
+    pub(crate) fn message(message: &'a [u8]) -> Self {
+        Job::resume(H0, message, 0)
     }
 
-    /// The blocks to compress next: the rest of the message's full blocks, or else of the padding.
+    /// The end of a message: `state` after its first `before` bytes (a multiple of 64), then
+    /// `rest`, its last bytes, then the padding.
+    pub(crate) fn resume(state: [u32; 5], rest: &'a [u8], before: u64) -> Self {
+        let full = rest.len() / 64 * 64;
+        let (tail, tail_end) = padding(&rest[full..], before + rest.len() as u64);
+        Job { state, main: &rest[..full], tail, tail_pos: 0, tail_end }
+    }
+
+    /// Whole blocks (`blocks.len()` a multiple of 64) into `state`, with no padding after them.
+    pub(crate) fn blocks(state: [u32; 5], blocks: &'a [u8]) -> Self {
+        assert!(blocks.len().is_multiple_of(64), "chunks must be whole 64-byte blocks");
+        Job { state, main: blocks, tail: [0; 128], tail_pos: 0, tail_end: 0 }
+    }
+
+    /// The blocks to compress next: the rest of the whole blocks, or else of the padding.
     fn current(&self) -> &[u8] {
         if self.main.is_empty() { &self.tail[self.tail_pos..self.tail_end] } else { self.main }
     }
 
-    /// Marks `bytes` (at most `current().len()`) as compressed; true when the stream is done.
+    /// Marks `bytes` (at most `current().len()`) as compressed; true when nothing is left.
     fn advance(&mut self, bytes: usize) -> bool {
         if self.main.is_empty() {
             self.tail_pos += bytes;
-            self.tail_pos == self.tail_end
         } else {
             self.main = &self.main[bytes..];
-            false
         }
+        self.main.is_empty() && self.tail_pos == self.tail_end
+    }
+
+    /// Compresses what is left with the `sha1` crate.
+    pub(crate) fn finish_scalar(&self) -> [u32; 5] {
+        let mut state = self.state;
+        compress_scalar(&mut state, self.main);
+        compress_scalar(&mut state, &self.tail[self.tail_pos..self.tail_end]);
+        state
     }
 }
 
-/// Hashes `messages` into `out` (same length) with an `L`-lane `kernel`, which compresses, in every
-/// lane `l`, the blocks `blocks[l]` (all of the same length, a multiple of 64) into the state
-/// `state[0..5][l]`. Lanes still active when fewer than `drain_below` are are finished by SHA-NI.
-pub(crate) fn hash_lanes<const L: usize>(
-    messages: &[&[u8]],
-    out: &mut [[u8; 20]],
+/// Runs `jobs` and writes the final state of the `i`-th into `out[i]` (`out` has room for them
+/// all), with an `L`-lane `kernel`, which compresses, in every lane `l`, the blocks `blocks[l]`
+/// (all of the same length, a multiple of 64) into the state `state[0..5][l]`. Jobs still running
+/// when fewer than `drain_below` are left are finished by the `sha1` crate.
+pub(crate) fn run_lanes<'a, const L: usize>(
+    jobs: impl IntoIterator<Item = Job<'a>>,
+    out: &mut [[u32; 5]],
     drain_below: usize,
     mut kernel: impl FnMut(&mut [[u32; L]; 5], &[&[u8]; L]),
 ) {
-    assert_eq!(messages.len(), out.len());
+    let mut jobs = jobs.into_iter().enumerate();
     let mut state = [[0u32; L]; 5];
-    let mut lanes: [Option<Lane>; L] = [None; L];
-    let mut next = 0;
+    let mut lanes: [Option<(usize, Job)>; L] = [None; L];
+    let column = |state: &[[u32; L]; 5], l: usize| std::array::from_fn(|r| state[r][l]);
     loop {
         for (l, lane) in lanes.iter_mut().enumerate() {
-            if lane.is_none() && next < messages.len() {
-                *lane = Some(Lane::new(next, messages[next]));
-                for (row, h) in state.iter_mut().zip(H0) {
-                    row[l] = h;
+            // Jobs with nothing to compress (empty chunks) never take a lane.
+            while lane.is_none()
+                && let Some((i, job)) = jobs.next()
+            {
+                if job.current().is_empty() {
+                    out[i] = job.state;
+                } else {
+                    for (row, h) in state.iter_mut().zip(job.state) {
+                        row[l] = h;
+                    }
+                    *lane = Some((i, job));
                 }
-                next += 1;
             }
         }
         let active = lanes.iter().flatten().count();
@@ -103,31 +131,30 @@ pub(crate) fn hash_lanes<const L: usize>(
             return;
         }
         if active < drain_below {
-            // Lanes are only idle once every message has started: only these remain.
+            // A lane is idle only once every job has started: these are the last ones.
             for (l, lane) in lanes.iter().enumerate() {
-                if let Some(lane) = lane {
-                    let mut h = [state[0][l], state[1][l], state[2][l], state[3][l], state[4][l]];
-                    compress_scalar(&mut h, lane.main);
-                    compress_scalar(&mut h, &lane.tail[lane.tail_pos..lane.tail_end]);
-                    out[lane.index] = digest(h);
+                if let Some((i, job)) = lane {
+                    let job = Job { state: column(&state, l), ..*job };
+                    out[*i] = job.finish_scalar();
                 }
             }
             return;
         }
-        let (bytes, filler) = lanes
+        let filler = lanes
             .iter()
             .flatten()
-            .map(|lane| (lane.current().len(), lane.current()))
-            .min_by_key(|&(len, _)| len)
+            .map(|(_, job)| job.current())
+            .min_by_key(|blocks| blocks.len())
             .expect("at least one lane is active");
+        let bytes = filler.len();
         let blocks: [&[u8]; L] =
-            std::array::from_fn(|l| lanes[l].as_ref().map_or(filler, |lane| &lane.current()[..bytes]));
+            std::array::from_fn(|l| lanes[l].as_ref().map_or(filler, |(_, job)| &job.current()[..bytes]));
         kernel(&mut state, &blocks);
         for (l, slot) in lanes.iter_mut().enumerate() {
-            if let Some(lane) = slot
-                && lane.advance(bytes)
+            if let Some((i, job)) = slot
+                && job.advance(bytes)
             {
-                out[lane.index] = digest([state[0][l], state[1][l], state[2][l], state[3][l], state[4][l]]);
+                out[*i] = column(&state, l);
                 *slot = None;
             }
         }
@@ -155,7 +182,7 @@ mod tests {
     #[test]
     fn padding_lengths() {
         for len in 0..200 {
-            let (_, end) = padding(&vec![0; len]);
+            let (_, end) = padding(&vec![0; len % 64], len as u64);
             assert_eq!(end, if len % 64 < 56 { 64 } else { 128 }, "len {len}");
         }
     }
@@ -168,8 +195,9 @@ mod tests {
         let expected: Vec<[u8; 20]> = messages.iter().map(|m| sha1::Sha1::digest(m).into()).collect();
         for count in 0..=messages.len() {
             for drain_below in [0, 1, 2, 3, 4] {
-                let mut out = vec![[0; 20]; count];
-                hash_lanes::<4>(&messages[..count], &mut out, drain_below, scalar_kernel);
+                let mut out = vec![[0; 5]; count];
+                run_lanes::<4>(messages[..count].iter().map(|m| Job::message(m)), &mut out, drain_below, scalar_kernel);
+                let out: Vec<[u8; 20]> = out.into_iter().map(digest).collect();
                 assert_eq!(out, expected[..count], "count {count} drain {drain_below}");
             }
         }

@@ -12,7 +12,9 @@ macro_rules! sha1_round {
         if $t >= 16 {
             $w[$t % 16] = schedule($w[($t + 13) % 16], $w[($t + 8) % 16], $w[($t + 2) % 16], $w[$t % 16]);
         }
-        $e = add(add($e, add($w[$t % 16], $k)), add($f($b, $c, $d), rol5($a)));
+        // `a` is the only input computed by the previous round: adding its rotation last keeps
+        // the dependency chain from round to round at two operations.
+        $e = add(add(add($e, add($w[$t % 16], $k)), $f($b, $c, $d)), rol5($a));
         $b = rol30($b);
     };
 }

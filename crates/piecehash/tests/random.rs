@@ -1,6 +1,6 @@
 //! Every backend against the `sha1` crate on random batches of random lengths.
 
-use bitswarm_piecehash::{Backend, sha1_many, sha1_many_with};
+use bitswarm_piecehash::{Backend, Sha1Lanes, sha1_many, sha1_many_with};
 use proptest::prelude::*;
 use sha1::{Digest, Sha1};
 
@@ -56,6 +56,53 @@ proptest! {
         let mut lengths = vec![len; count];
         lengths[count - 1] = last.min(len);
         check(&lengths, seed, 0);
+    }
+}
+
+/// Feeds `messages` to `lanes` in chunks of `blocks[round % len][i] * 64` bytes (capped to what is
+/// left), then finalizes with the rest.
+fn chunked(mut lanes: Sha1Lanes, messages: &[&[u8]], blocks: &[Vec<usize>]) -> Vec<[u8; 20]> {
+    let mut at = vec![0; messages.len()];
+    for round in blocks {
+        let chunks: Vec<&[u8]> = messages
+            .iter()
+            .zip(&mut at)
+            .enumerate()
+            .map(|(i, (m, at))| {
+                let n = (round.get(i).copied().unwrap_or(1) * 64).min((m.len() - *at) / 64 * 64);
+                *at += n;
+                &m[*at - n..*at]
+            })
+            .collect();
+        lanes.update(&chunks);
+    }
+    let last: Vec<&[u8]> = messages.iter().zip(&at).map(|(m, &at)| &m[at..]).collect();
+    lanes.finalize(&last)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lanes_in_chunks(
+        lengths in prop::collection::vec(length(), 0..=20),
+        blocks in prop::collection::vec(prop::collection::vec(0..6usize, 0..=20), 0..8),
+        seed: u64,
+    ) {
+        let total: usize = lengths.iter().sum();
+        let data = bytes(seed, total);
+        let mut messages = Vec::new();
+        let mut at = 0;
+        for &len in &lengths {
+            messages.push(&data[at..at + len]);
+            at += len;
+        }
+        let expected: Vec<[u8; 20]> = messages.iter().map(|m| Sha1::digest(m).into()).collect();
+        for backend in Backend::available() {
+            let lanes = Sha1Lanes::with_backend(backend, messages.len());
+            assert_eq!(chunked(lanes, &messages, &blocks), expected, "{backend:?} lengths {lengths:?}");
+        }
+        assert_eq!(chunked(Sha1Lanes::new(messages.len()), &messages, &blocks), expected, "auto, lengths {lengths:?}");
     }
 }
 

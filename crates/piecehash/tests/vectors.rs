@@ -64,4 +64,10 @@ fn detection_agrees_with_std() {
         Backend::Avx512x16.is_available(),
         std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw")
     );
+    assert_eq!(
+        Backend::Avx512Vl8.is_available(),
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    );
 }

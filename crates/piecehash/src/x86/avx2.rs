@@ -112,7 +112,7 @@ fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
 /// element `l` of vector `j`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load_transposed(blocks: &[&[[u8; 64]]; 8], i: usize) -> [__m256i; 16] {
+pub(super) fn load_transposed(blocks: &[&[[u8; 64]]; 8], i: usize) -> [__m256i; 16] {
     // Reverses the bytes of each 32-bit word.
     let bswap =
         _mm256_set_epi64x(0x0c0d_0e0f_0809_0a0b, 0x0405_0607_0001_0203, 0x0c0d_0e0f_0809_0a0b, 0x0405_0607_0001_0203);
