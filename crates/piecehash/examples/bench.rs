@@ -1,7 +1,7 @@
 //! Single-threaded SHA-1 throughput of each backend, in GB/s (10^9 bytes per second) on one core.
 //!
-//! `cargo run --release -p bitswarm-piecehash --example bench` measures 16 messages of 256 KiB and
-//! of 1 MiB; with `lanes` it measures batches of 1..=16 messages of 256 KiB instead (to choose the
+//! `cargo run --release -p bitswarm-piecehash --example bench` measures 16 messages of 16 KiB,
+//! 256 KiB and 1 MiB; with `lanes` it measures batches of 1..=16 messages of 256 KiB instead (to choose the
 //! thresholds below which SHA-NI wins). Each figure is the median of 5 samples; a sample hashes
 //! the batch repeatedly for at least 0.2 s. Rates are per second of this thread's CPU time (from
 //! Linux's `/proc/thread-self/schedstat`), so that time-sharing the core with other processes does
@@ -77,7 +77,7 @@ fn main() {
         return;
     }
     println!("GB/s on one core, median of {SAMPLES}");
-    for len in [256 << 10, 1 << 20] {
+    for len in [16 << 10, 256 << 10, 1 << 20] {
         let buf = data(16 * len);
         let messages: Vec<&[u8]> = buf.chunks(len).collect();
         println!("16 messages of {} KiB:", len >> 10);

@@ -6,8 +6,8 @@
 //! lane, as many as the shortest remaining stream of the busy lanes has. A lane whose stream ends
 //! moves to its padding or, at its end, takes the next job. Idle lanes (no jobs left) re-read a
 //! busy lane's blocks and their results are ignored. When fewer than `drain_below` lanes are
-//! still busy, a SIMD step costs more than SHA-NI would, so the remaining jobs are finished with
-//! the `sha1` crate from the state they reached.
+//! still busy, a step of this kernel costs more than another way would take, so the driver
+//! returns the remaining jobs, with the state they reached, to be finished that way.
 
 /// SHA-1 initial state (FIPS 180-4, 5.3.1).
 pub(crate) const H0: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
@@ -98,14 +98,15 @@ impl<'a> Job<'a> {
 
 /// Runs `jobs` and writes the final state of the `i`-th into `out[i]` (`out` has room for them
 /// all), with an `L`-lane `kernel`, which compresses, in every lane `l`, the blocks `blocks[l]`
-/// (all of the same length, a multiple of 64) into the state `state[0..5][l]`. Jobs still running
-/// when fewer than `drain_below` are left are finished by the `sha1` crate.
+/// (all of the same length, a multiple of 64) into the state `state[0..5][l]`. Once fewer than
+/// `drain_below` jobs are left, stops and returns them (with their indices), to be finished
+/// another way.
 pub(crate) fn run_lanes<'a, const L: usize>(
     jobs: impl IntoIterator<Item = Job<'a>>,
     out: &mut [[u32; 5]],
     drain_below: usize,
     mut kernel: impl FnMut(&mut [[u32; L]; 5], &[&[u8]; L]),
-) {
+) -> Vec<(usize, Job<'a>)> {
     let mut jobs = jobs.into_iter().enumerate();
     let mut state = [[0u32; L]; 5];
     let mut lanes: [Option<(usize, Job)>; L] = [None; L];
@@ -128,17 +129,12 @@ pub(crate) fn run_lanes<'a, const L: usize>(
         }
         let active = lanes.iter().flatten().count();
         if active == 0 {
-            return;
+            return Vec::new();
         }
         if active < drain_below {
             // A lane is idle only once every job has started: these are the last ones.
-            for (l, lane) in lanes.iter().enumerate() {
-                if let Some((i, job)) = lane {
-                    let job = Job { state: column(&state, l), ..*job };
-                    out[*i] = job.finish_scalar();
-                }
-            }
-            return;
+            let left = lanes.iter().enumerate().filter_map(|(l, lane)| lane.map(|(i, job)| (l, i, job)));
+            return left.map(|(l, i, job)| (i, Job { state: column(&state, l), ..job })).collect();
         }
         let filler = lanes
             .iter()
@@ -196,7 +192,16 @@ mod tests {
         for count in 0..=messages.len() {
             for drain_below in [0, 1, 2, 3, 4] {
                 let mut out = vec![[0; 5]; count];
-                run_lanes::<4>(messages[..count].iter().map(|m| Job::message(m)), &mut out, drain_below, scalar_kernel);
+                let left = run_lanes::<4>(
+                    messages[..count].iter().map(|m| Job::message(m)),
+                    &mut out,
+                    drain_below,
+                    scalar_kernel,
+                );
+                assert!(left.len() < drain_below.max(1));
+                for (i, job) in left {
+                    out[i] = job.finish_scalar();
+                }
                 let out: Vec<[u8; 20]> = out.into_iter().map(digest).collect();
                 assert_eq!(out, expected[..count], "count {count} drain {drain_below}");
             }

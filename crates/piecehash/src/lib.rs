@@ -2,8 +2,9 @@
 //!
 //! [`sha1_many`] hashes a batch of messages (torrent pieces) of any lengths. On x86-64 CPUs with
 //! AVX-512 or AVX2 it runs 8 messages at once, one in each 32-bit lane of the vector registers
-//! ("multi-buffer"); elsewhere, and for batches too small to pay, it hashes one message at a time
-//! with the `sha1` crate, which uses the SHA-NI instructions when the CPU has them. [`best_lanes`]
+//! ("multi-buffer"); with SHA-NI it runs small batches 2 or 4 at a time through SHA-NI, their
+//! instructions interleaved; elsewhere, and for single messages, it hashes one message at a time
+//! with the `sha1` crate, which uses SHA-NI when the CPU has it. [`best_lanes`]
 //! tells callers how many messages to batch. [`Sha1Lanes`] does the same for callers that get the
 //! messages' bytes a chunk at a time. [`sha1_many_with`] runs one chosen [`Backend`], for tests
 //! and measurements.
@@ -21,31 +22,40 @@ use driver::{Job, digest};
 pub enum Backend {
     /// The `sha1` crate, one message at a time (SHA-NI when the CPU has it).
     Sha1Crate,
+    /// SHA-NI on 2 messages at once, their instructions interleaved (x86-64 with SHA-NI).
+    ShaNi2,
+    /// SHA-NI on 4 messages at once, their instructions interleaved (x86-64 with SHA-NI).
+    ShaNi4,
     /// 8 messages at once in AVX2 registers (x86-64).
     Avx2x8,
-    /// 16 messages at once in AVX-512 registers (x86-64 with AVX-512F and AVX-512BW).
-    Avx512x16,
     /// 8 messages at once in 256-bit registers with AVX-512 instructions (x86-64 with AVX2,
     /// AVX-512F and AVX-512VL). The fastest on Zen 4.
     Avx512Vl8,
+    /// 16 messages at once in AVX-512 registers (x86-64 with AVX-512F and AVX-512BW).
+    Avx512x16,
 }
 
 impl Backend {
     /// Every backend, available here or not.
-    pub const ALL: [Backend; 4] = [Backend::Sha1Crate, Backend::Avx2x8, Backend::Avx512x16, Backend::Avx512Vl8];
+    pub const ALL: [Backend; 6] =
+        [Backend::Sha1Crate, Backend::ShaNi2, Backend::ShaNi4, Backend::Avx2x8, Backend::Avx512Vl8, Backend::Avx512x16];
 
     /// Whether this CPU can run the backend.
     pub fn is_available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        let cpu = x86::cpu();
         match self {
             Backend::Sha1Crate => true,
             #[cfg(target_arch = "x86_64")]
-            Backend::Avx2x8 => x86::cpu().avx2.is_some(),
+            Backend::ShaNi2 | Backend::ShaNi4 => cpu.sha_ni.is_some(),
             #[cfg(target_arch = "x86_64")]
-            Backend::Avx512x16 => x86::cpu().avx512.is_some(),
+            Backend::Avx2x8 => cpu.avx2.is_some(),
             #[cfg(target_arch = "x86_64")]
-            Backend::Avx512Vl8 => x86::cpu().avx512vl.is_some(),
+            Backend::Avx512Vl8 => cpu.avx512vl.is_some(),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512x16 => cpu.avx512.is_some(),
             #[cfg(not(target_arch = "x86_64"))]
-            Backend::Avx2x8 | Backend::Avx512x16 | Backend::Avx512Vl8 => false,
+            _ => false,
         }
     }
 
@@ -53,6 +63,8 @@ impl Backend {
     pub fn lanes(self) -> usize {
         match self {
             Backend::Sha1Crate => 1,
+            Backend::ShaNi2 => 2,
+            Backend::ShaNi4 => 4,
             Backend::Avx2x8 | Backend::Avx512Vl8 => 8,
             Backend::Avx512x16 => 16,
         }
@@ -164,8 +176,8 @@ impl Sha1Lanes {
     }
 }
 
-/// How to run a batch: which backend, and below how many messages still running it finishes
-/// them with the `sha1` crate instead (because the backend's lanes would be mostly idle).
+/// How to run a batch: which backend, and below how many jobs still running it stops and hands
+/// them to the plan for that many (because its lanes would be mostly idle).
 #[derive(Clone, Copy, Debug)]
 struct Plan {
     backend: Backend,
@@ -180,50 +192,90 @@ impl Plan {
     }
 
     fn run<'a>(self, jobs: impl IntoIterator<Item = Job<'a>>, out: &mut [[u32; 5]]) {
+        #[cfg(target_arch = "x86_64")]
+        let cpu = x86::cpu();
         let drain_below = self.drain_below;
-        match self.backend {
+        let left = match self.backend {
             Backend::Sha1Crate => {
                 for (o, job) in out.iter_mut().zip(jobs) {
                     *o = job.finish_scalar();
                 }
+                Vec::new()
+            }
+            #[cfg(target_arch = "x86_64")]
+            Backend::ShaNi2 => {
+                let k = cpu.sha_ni.expect("SHA-NI available");
+                driver::run_lanes::<2>(jobs, out, drain_below, |s, b| k.compress(s, b))
+            }
+            #[cfg(target_arch = "x86_64")]
+            Backend::ShaNi4 => {
+                let k = cpu.sha_ni.expect("SHA-NI available");
+                driver::run_lanes::<4>(jobs, out, drain_below, |s, b| k.compress(s, b))
             }
             #[cfg(target_arch = "x86_64")]
             Backend::Avx2x8 => {
-                let k = x86::cpu().avx2.expect("AVX2 available");
-                driver::run_lanes::<8>(jobs, out, drain_below, |s, b| k.compress(s, b));
-            }
-            #[cfg(target_arch = "x86_64")]
-            Backend::Avx512x16 => {
-                let k = x86::cpu().avx512.expect("AVX-512 available");
-                driver::run_lanes::<16>(jobs, out, drain_below, |s, b| k.compress(s, b));
+                let k = cpu.avx2.expect("AVX2 available");
+                driver::run_lanes::<8>(jobs, out, drain_below, |s, b| k.compress(s, b))
             }
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512Vl8 => {
-                let k = x86::cpu().avx512vl.expect("AVX-512VL available");
-                driver::run_lanes::<8>(jobs, out, drain_below, |s, b| k.compress(s, b));
+                let k = cpu.avx512vl.expect("AVX-512VL available");
+                driver::run_lanes::<8>(jobs, out, drain_below, |s, b| k.compress(s, b))
+            }
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512x16 => {
+                let k = cpu.avx512.expect("AVX-512 available");
+                driver::run_lanes::<16>(jobs, out, drain_below, |s, b| k.compress(s, b))
             }
             #[cfg(not(target_arch = "x86_64"))]
-            Backend::Avx2x8 | Backend::Avx512x16 | Backend::Avx512Vl8 => unreachable!("x86-64 only"),
+            _ => unreachable!("x86-64 only"),
+        };
+        if !left.is_empty() {
+            self.finish(left, out);
+        }
+    }
+
+    /// Finishes the jobs this plan left, fewer than `drain_below`, with the plan for as many,
+    /// which has fewer lanes: this recursion ends.
+    fn finish(self, left: Vec<(usize, Job)>, out: &mut [[u32; 5]]) {
+        let next = plan(left.len());
+        debug_assert!(next.backend.lanes() < self.backend.lanes());
+        let mut states = vec![[0; 5]; left.len()];
+        next.run(left.iter().map(|&(_, job)| job).collect::<Vec<_>>(), &mut states);
+        for ((i, _), state) in left.into_iter().zip(states) {
+            out[i] = state;
         }
     }
 }
 
-/// The plan for a batch of `count` messages (see the README for the measurements). A kernel pays
-/// once enough of its lanes are busy: with `k` of its 8 lanes busy it hashes `k/8` of its full
-/// rate, against SHA-NI's rate for one message.
+/// The plan for a batch of `count` messages, from the measurements in the README: on Zen 4 one
+/// core hashes, with every lane busy, 6.35 GB/s with `Avx512Vl8`, 5.9 with `Avx512x16`, 4.6 with
+/// `ShaNi4`, 4.1 with `Avx2x8`, 3.2 with `ShaNi2` and 1.93 with the `sha1` crate (SHA-NI). A
+/// kernel with `k` of its `L` lanes busy does `k/L` of that. So: from 5 messages the 8-lane
+/// kernel; 3 or 4 in `ShaNi4`, 2 in `ShaNi2`, 1 in the `sha1` crate, which is also how each
+/// kernel's last messages are finished. AVX2 never beats 4-way SHA-NI here; it is used only
+/// on CPUs without SHA-NI, from 2 messages (an estimate, not measured: the `sha1` crate's portable
+/// code is slower than two lanes of AVX2 on any CPU we know of).
 fn plan(count: usize) -> Plan {
     #[cfg(target_arch = "x86_64")]
     {
         let cpu = x86::cpu();
-        // Measured on Zen 4: AVX-512VL 8 lanes 6.35 GB/s, AVX2 8 lanes 3.9, SHA-NI 1.93. Without
-        // SHA-NI the `sha1` crate's portable code is slower than two lanes of either (estimated,
-        // not measured: no such CPU here).
-        let [vl_min, avx2_min] = if cpu.sha_ni { [3, 5] } else { [2, 2] };
-        if cpu.avx512vl.is_some() && count >= vl_min {
-            return Plan { backend: Backend::Avx512Vl8, drain_below: vl_min };
+        let plan = |backend, drain_below| Plan { backend, drain_below };
+        if cpu.sha_ni.is_some() {
+            return match count {
+                5.. if cpu.avx512vl.is_some() => plan(Backend::Avx512Vl8, 5),
+                3.. => plan(Backend::ShaNi4, 3),
+                2 => plan(Backend::ShaNi2, 2),
+                _ => plan(Backend::Sha1Crate, 0),
+            };
         }
-        if cpu.avx2.is_some() && count >= avx2_min {
-            return Plan { backend: Backend::Avx2x8, drain_below: avx2_min };
+        if count >= 2 {
+            if cpu.avx512vl.is_some() {
+                return plan(Backend::Avx512Vl8, 2);
+            }
+            if cpu.avx2.is_some() {
+                return plan(Backend::Avx2x8, 2);
+            }
         }
     }
     let _ = count;

@@ -59,6 +59,9 @@ fn best_lanes_matches_a_backend() {
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn detection_agrees_with_std() {
+    let sha_ni = std::arch::is_x86_feature_detected!("sha") && std::arch::is_x86_feature_detected!("sse4.1");
+    assert_eq!(Backend::ShaNi2.is_available(), sha_ni);
+    assert_eq!(Backend::ShaNi4.is_available(), sha_ni);
     assert_eq!(Backend::Avx2x8.is_available(), std::arch::is_x86_feature_detected!("avx2"));
     assert_eq!(
         Backend::Avx512x16.is_available(),
