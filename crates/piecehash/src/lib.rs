@@ -1,14 +1,15 @@
 //! SHA-1 of many independent messages at once.
 //!
-//! [`sha1_many`] hashes a batch of messages (torrent pieces) of any lengths. On x86-64 CPUs with
-//! AVX-512 or AVX2 it runs 8 messages at once, one in each 32-bit lane of the vector registers
-//! ("multi-buffer"); with SHA-NI it runs small batches 2 or 4 at a time through SHA-NI, their
-//! instructions interleaved; elsewhere, and for single messages, it hashes one message at a time
-//! with the `sha1` crate, which uses SHA-NI when the CPU has it. [`best_lanes`]
-//! tells callers how many messages to batch. [`Sha1Lanes`] does the same for callers that get the
-//! messages' bytes a chunk at a time. [`sha1_many_with`] runs one chosen [`Backend`], for tests
-//! and measurements.
+//! [`sha1_many`] hashes a batch of messages (torrent pieces) of any lengths, picking per batch
+//! size the fastest way measured (see the README): with AVX-512VL, 8 messages at once, one in each
+//! 32-bit lane of the vector registers ("multi-buffer"); with SHA-NI, small batches (and every
+//! batch on CPUs without AVX-512VL) 2 or 4 at a time through SHA-NI, their instructions
+//! interleaved; with AVX2 but no SHA-NI, 8 lanes of AVX2; single messages, and everything on other
+//! CPUs, with the `sha1` crate. [`best_lanes`] tells callers how many messages to batch.
+//! [`Sha1Lanes`] does the same for callers that get the messages' bytes a chunk at a time.
+//! [`sha1_many_with`] runs one chosen [`Backend`], for tests and measurements.
 
+#[cfg(target_arch = "x86_64")]
 #[macro_use]
 mod rounds;
 mod driver;
@@ -194,6 +195,7 @@ impl Plan {
     fn run<'a>(self, jobs: impl IntoIterator<Item = Job<'a>>, out: &mut [[u32; 5]]) {
         #[cfg(target_arch = "x86_64")]
         let cpu = x86::cpu();
+        #[cfg(target_arch = "x86_64")]
         let drain_below = self.drain_below;
         let left = match self.backend {
             Backend::Sha1Crate => {
