@@ -13,7 +13,7 @@ use bitswarm_storage::PieceState;
 use bitswarm_wire::{BLOCK_SIZE, Bitfield, BlockRef};
 use sha1::{Digest, Sha1};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::choker::{self, Candidate};
@@ -149,7 +149,7 @@ pub(crate) struct Shared {
     pub wasted: AtomicU64,
     pub hash_failures: AtomicU64,
     pub limiter: Option<Limiter>,
-    pub hashing: Semaphore,
+    verify_tx: std::sync::mpsc::Sender<VerifyJob>,
     /// Pieces handed to verification that have not finished (for a clean stop).
     pub pending_disk: AtomicUsize,
     pub disk_idle: tokio::sync::Notify,
@@ -236,41 +236,22 @@ impl Shared {
         }
     }
 
-    /// A whole piece arrived: hash it and write it on a blocking thread, then tell everyone.
-    /// `senders` names the peer that sent each block.
-    pub fn verify_piece(self: &Arc<Self>, index: u32, data: Vec<u8>, senders: Vec<PeerKey>) {
+    /// A whole piece arrived: queue it for the hashing threads, which write it if it is good
+    /// and tell everyone. `senders` names the peer that sent each block.
+    pub fn verify_piece(&self, index: u32, data: Vec<u8>, senders: Vec<PeerKey>) {
         self.pending_disk.fetch_add(1, Ordering::AcqRel);
-        let me = self.clone();
-        tokio::spawn(async move {
-            let permit = me.hashing.acquire().await.expect("never closed");
-            let expected = me.meta.info.pieces[index as usize];
-            let disk = me.disk.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let ok = <[u8; 20]>::from(Sha1::digest(&data)) == expected;
-                let r = if ok { disk.write_piece(index, &data).map(|_| true) } else { Ok(false) };
-                (r, data)
-            })
-            .await;
-            drop(permit);
-            match result {
-                Ok((Ok(true), data)) => {
-                    me.piece_done(index, &data);
-                    me.state().picker.recycle(data);
-                }
-                Ok((Ok(false), data)) => {
-                    me.piece_failed(index, &data, &senders);
-                    me.state().picker.recycle(data);
-                }
-                Ok((Err(e), _)) => {
-                    me.state().picker.piece_failed(index);
-                    me.fail(format!("cannot write piece {index}: {e}"));
-                }
-                Err(e) => me.fail(format!("piece {index}: verification task failed: {e}")),
-            }
-            if me.pending_disk.fetch_sub(1, Ordering::AcqRel) == 1 {
-                me.disk_idle.notify_waiters();
-            }
-        });
+        let job = VerifyJob { index, data, senders };
+        if let Err(e) = self.verify_tx.send(job) {
+            // The hashing threads are gone: only when the engine is being torn down.
+            self.state().picker.piece_failed(e.0.index);
+            self.verified_one();
+        }
+    }
+
+    fn verified_one(&self) {
+        if self.pending_disk.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.disk_idle.notify_waiters();
+        }
     }
 
     fn piece_done(&self, index: u32, data: &[u8]) {
@@ -377,6 +358,47 @@ impl Shared {
     }
 }
 
+struct VerifyJob {
+    index: u32,
+    data: Vec<u8>,
+    senders: Vec<PeerKey>,
+}
+
+/// A hashing thread: takes every piece waiting (up to the SIMD lanes of the multi-buffer
+/// SHA-1), hashes them together, writes the good ones, and reports. Ends with the engine.
+fn hash_worker(shared: std::sync::Weak<Shared>, rx: Arc<Mutex<std::sync::mpsc::Receiver<VerifyJob>>>) {
+    let lanes = bitswarm_piecehash::best_lanes().max(1);
+    loop {
+        let jobs = {
+            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            let Ok(first) = rx.recv() else { return };
+            let mut jobs = vec![first];
+            while jobs.len() < lanes
+                && let Ok(j) = rx.try_recv()
+            {
+                jobs.push(j);
+            }
+            jobs
+        };
+        let Some(me) = shared.upgrade() else { return };
+        let datas: Vec<&[u8]> = jobs.iter().map(|j| &j.data[..]).collect();
+        let digests = bitswarm_piecehash::sha1_many(&datas);
+        for (job, digest) in jobs.into_iter().zip(digests) {
+            let VerifyJob { index, data, senders } = job;
+            if digest != me.meta.info.pieces[index as usize] {
+                me.piece_failed(index, &data, &senders);
+            } else if let Err(e) = me.disk.write_piece(index, &data) {
+                me.state().picker.piece_failed(index);
+                me.fail(format!("cannot write piece {index}: {e}"));
+            } else {
+                me.piece_done(index, &data);
+            }
+            me.state().picker.recycle(data);
+            me.verified_one();
+        }
+    }
+}
+
 /// SHA-1 of block `b` (16 KiB) of a piece's data.
 fn block_hash(data: &[u8], b: usize) -> [u8; 20] {
     let start = (b * BLOCK_SIZE as usize).min(data.len());
@@ -445,6 +467,7 @@ impl Engine {
         let (complete, complete_rx) = watch::channel(complete_now);
         let (fatal_tx, fatal_rx) = watch::channel(false);
         let cache_pieces = ((32u64 << 20) / meta.info.piece_length).clamp(2, 64) as usize;
+        let (verify_tx, verify_rx) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
             config: config.clone(),
             disk,
@@ -464,7 +487,7 @@ impl Engine {
             wasted: AtomicU64::new(0),
             hash_failures: AtomicU64::new(0),
             limiter: config.max_upload_rate.map(Limiter::new),
-            hashing: Semaphore::new(bitswarm_storage::cores()),
+            verify_tx,
             pending_disk: AtomicUsize::new(0),
             disk_idle: tokio::sync::Notify::new(),
             cache: Mutex::new(VecDeque::new()),
@@ -480,6 +503,14 @@ impl Engine {
             meta,
         });
         shared.add_peers(config.peers.iter().copied());
+        let verify_rx = Arc::new(Mutex::new(verify_rx));
+        for i in 0..bitswarm_storage::cores() {
+            let (weak, rx) = (Arc::downgrade(&shared), verify_rx.clone());
+            std::thread::Builder::new()
+                .name(format!("bitswarm-hash-{i}"))
+                .spawn(move || hash_worker(weak, rx))
+                .map_err(|e| EngineError::Disk(format!("cannot start a hashing thread: {e}")))?;
+        }
         let mut tasks = vec![
             tokio::spawn(accept_loop(shared.clone(), listener)),
             tokio::spawn(dial_loop(shared.clone())),
