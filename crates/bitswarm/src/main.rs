@@ -1,10 +1,12 @@
 //! The `bitswarm` command: a thin layer of argument parsing and progress display over the
 //! library crates.
 
+mod demo;
 mod peer;
 mod progress;
 mod torrent;
 mod tracker;
+mod units;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,8 @@ enum Command {
     Seed(peer::PeerArgs),
     /// Download a torrent into DIR, verifying every piece, then seed until stopped.
     Join(peer::JoinArgs),
+    /// Run a whole swarm on this machine: a tracker, seeders and leechers, then check the data.
+    Demo(demo::DemoArgs),
     /// Run a BitTorrent tracker (HTTP and UDP announce and scrape, stats, metrics).
     Tracker(tracker::TrackerArgs),
 }
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Torrent(c) => torrent::run(c),
         Command::Seed(a) => peer::seed(a),
         Command::Join(a) => peer::join(a),
+        Command::Demo(a) => demo::run(a),
         Command::Tracker(a) => tracker::run(a),
     };
     match result {

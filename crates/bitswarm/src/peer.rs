@@ -38,7 +38,7 @@ pub struct PeerArgs {
     #[arg(long)]
     pub no_tracker: bool,
     /// Cap upload speed, in bytes per second (K and M suffixes accepted: 500K, 2M).
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = crate::units::parse_positive)]
     pub max_upload_rate: Option<u64>,
     /// Most connections at once.
     #[arg(long, default_value_t = 60, value_name = "N")]
@@ -55,23 +55,6 @@ pub struct JoinArgs {
     /// Exit (status 0) once every piece is verified and written, instead of seeding on.
     #[arg(long)]
     pub exit_when_done: bool,
-}
-
-fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_uppercase();
-    let (digits, mult) = if let Some(d) = t.strip_suffix('K') {
-        (d, 1u64 << 10)
-    } else if let Some(d) = t.strip_suffix('M') {
-        (d, 1 << 20)
-    } else if let Some(d) = t.strip_suffix('G') {
-        (d, 1 << 30)
-    } else {
-        (t.as_str(), 1)
-    };
-    match digits.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n * mult),
-        _ => Err(format!("{s:?} is not a rate in bytes per second (e.g. 1048576, 500K, 2M)")),
-    }
 }
 
 pub fn seed(a: PeerArgs) -> Result<(), Failure> {

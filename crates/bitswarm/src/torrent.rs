@@ -107,17 +107,7 @@ pub fn run(cmd: TorrentCommand) -> Result<(), Failure> {
 }
 
 fn parse_piece_size(s: &str) -> Result<u64, String> {
-    let (digits, mult) = match s.trim().to_ascii_uppercase() {
-        t if t.ends_with("KIB") || t.ends_with('K') => {
-            (t.trim_end_matches("KIB").trim_end_matches('K').to_owned(), 1 << 10)
-        }
-        t if t.ends_with("MIB") || t.ends_with('M') => {
-            (t.trim_end_matches("MIB").trim_end_matches('M').to_owned(), 1 << 20)
-        }
-        t => (t, 1),
-    };
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size in bytes (e.g. 262144, 256K, 1M)"))?;
-    let n = n.checked_mul(mult).ok_or("too large")?;
+    let n = crate::units::parse_bytes(s)?;
     if !n.is_power_of_two() || !((16 << 10)..=(64 << 20)).contains(&n) {
         return Err(format!("{s}: the piece size must be a power of two from 16K to 64M"));
     }
@@ -156,53 +146,96 @@ fn create(a: CreateArgs) -> Result<(), Failure> {
         }
     }
 
-    let (is_dir, files) = walk(&a.path).map_err(|e| Failure::usage(e.to_string()))?;
-    let name = if is_dir { walk_name(&a.path)? } else { files[0].components[0].clone() };
+    let out_for = |name: &str| a.output.clone().unwrap_or_else(|| PathBuf::from(format!("{name}.torrent")));
+    let spec = Spec {
+        trackers: tiers,
+        private: a.private,
+        piece_size: a.piece_size,
+        comment: a.comment,
+        web_seeds: a.web_seeds,
+        source: a.source,
+        date: !a.no_date,
+        threads: a.threads.unwrap_or_else(cores),
+    };
+    let force = a.force;
+    let built = build(&a.path, spec, Mode::detect(a.quiet), |name| {
+        let out = out_for(name);
+        // Refuse before hashing, not after.
+        if !force && out.exists() {
+            return Err(Failure::usage(format!("{}: already exists (use --force to overwrite)", out.display())));
+        }
+        Ok(())
+    })?;
+    let out = out_for(&built.meta.info.name);
+    write_output(&out, &built.bytes, a.force)?;
+    let m = &built.meta;
+    println!("info-hash: {}", m.info_hash);
+    println!("magnet: {}", m.magnet());
+    println!(
+        "wrote {}: {} in {} file(s), {} pieces of {}",
+        out.display(),
+        HumanBytes(m.info.total_length),
+        m.info.files.len(),
+        m.info.piece_count(),
+        HumanBytes(m.info.piece_length)
+    );
+    Ok(())
+}
+
+/// What a new torrent should say besides its files.
+pub struct Spec {
+    pub trackers: Vec<Vec<String>>,
+    pub private: bool,
+    pub piece_size: Option<u64>,
+    pub comment: Option<String>,
+    pub web_seeds: Vec<String>,
+    pub source: Option<String>,
+    pub date: bool,
+    pub threads: usize,
+}
+
+pub struct Built {
+    pub bytes: Vec<u8>,
+    pub meta: Metainfo,
+}
+
+/// Walks `path`, hashes it on `spec.threads` threads with progress, and builds the torrent.
+/// `check(name)` runs once the name is known, before the hashing.
+pub fn build(
+    path: &Path,
+    spec: Spec,
+    mode: Mode,
+    check: impl FnOnce(&str) -> Result<(), Failure>,
+) -> Result<Built, Failure> {
+    let (is_dir, files) = walk(path).map_err(|e| Failure::usage(e.to_string()))?;
+    let name = if is_dir { walk_name(path)? } else { files[0].components[0].clone() };
     let total: u64 = files.iter().map(|f| f.length).sum();
     if total == 0 {
-        return Err(Failure::usage(format!("{}: no data to share (all files are empty)", a.path.display())));
+        return Err(Failure::usage(format!("{}: no data to share (all files are empty)", path.display())));
     }
-    let out = a.output.clone().unwrap_or_else(|| PathBuf::from(format!("{name}.torrent")));
-    if !a.force && out.exists() {
-        return Err(Failure::usage(format!("{}: already exists (use --force to overwrite)", out.display())));
-    }
-    let piece_length = a.piece_size.unwrap_or_else(|| auto_piece_length(total));
-
+    check(&name)?;
+    let piece_length = spec.piece_size.unwrap_or_else(|| auto_piece_length(total));
     let layout = Layout::from_files(files.iter().map(|f| (f.disk_path.clone(), f.length)), piece_length);
     let done = AtomicU64::new(0);
-    let threads = a.threads.unwrap_or_else(cores);
-    let mode = Mode::detect(a.quiet);
-    let pieces = progress::track_bytes(mode, "hashing", total, &done, || hash_pieces(&layout, threads, &done))
+    let pieces = progress::track_bytes(mode, "hashing", total, &done, || hash_pieces(&layout, spec.threads, &done))
         .map_err(|e| Failure::failed(format!("{e} (did the data change while hashing?)")))?;
-
     let builder = TorrentBuilder {
         name,
         piece_length,
         pieces,
         files: is_dir.then(|| files.iter().map(|f| (f.components.clone(), f.length)).collect()),
         length: total,
-        private: a.private,
-        source: a.source,
-        trackers: tiers,
-        web_seeds: a.web_seeds,
-        comment: a.comment,
+        private: spec.private,
+        source: spec.source,
+        trackers: spec.trackers,
+        web_seeds: spec.web_seeds,
+        comment: spec.comment,
         created_by: Some(concat!("bitswarm ", env!("CARGO_PKG_VERSION")).to_owned()),
-        creation_date: (!a.no_date).then(unix_now),
+        creation_date: spec.date.then(unix_now),
     };
-    let (bytes, hash) = builder.build();
-    write_output(&out, &bytes, a.force)?;
-    let m = Metainfo::parse(&bytes).map_err(|e| Failure::failed(format!("internal error: {e}")))?;
-    println!("info-hash: {hash}");
-    println!("magnet: {}", m.magnet());
-    println!(
-        "wrote {}: {} in {} file(s), {} pieces of {}",
-        out.display(),
-        HumanBytes(total),
-        files.len(),
-        m.info.piece_count(),
-        HumanBytes(piece_length)
-    );
-    Ok(())
+    let (bytes, _) = builder.build();
+    let meta = Metainfo::parse(&bytes).map_err(|e| Failure::failed(format!("internal error: {e}")))?;
+    Ok(Built { bytes, meta })
 }
 
 /// The torrent name for a folder: its own name (resolving `.` and the like).
@@ -214,7 +247,7 @@ fn walk_name(p: &Path) -> Result<String, Failure> {
         .ok_or_else(|| Failure::usage(format!("{}: the folder needs a UTF-8 name", p.display())))
 }
 
-fn write_output(out: &Path, bytes: &[u8], force: bool) -> Result<(), Failure> {
+pub fn write_output(out: &Path, bytes: &[u8], force: bool) -> Result<(), Failure> {
     let fail = |e: std::io::Error| Failure::failed(format!("{}: {e}", out.display()));
     if force {
         // Write beside it and rename, so a failure never leaves half a torrent.

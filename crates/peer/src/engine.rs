@@ -104,6 +104,8 @@ pub struct Stats {
     pub up_rate: u64,
     pub peers: usize,
     pub complete: bool,
+    /// How long after the start the last piece was verified (for a download that completed).
+    pub completed_after: Option<Duration>,
     pub banned: usize,
     pub hash_failures: u64,
 }
@@ -164,6 +166,9 @@ pub(crate) struct Shared {
     tracker: Mutex<Option<String>>,
     /// Whether we started with every piece (then `completed` is never announced).
     started_complete: bool,
+    /// When the engine started, and when the last piece was verified.
+    started_at: Instant,
+    completed_at: Mutex<Option<Instant>>,
     /// `completed` reached a tracker.
     completed_sent: std::sync::atomic::AtomicBool,
 }
@@ -272,6 +277,7 @@ impl Shared {
         }
         if st.picker.is_complete() {
             info!("download complete: all {} pieces verified", st.picker.piece_count());
+            *self.completed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             let _ = self.complete.send(true);
         }
     }
@@ -425,6 +431,7 @@ impl Engine {
         config: Config,
         checked: Arc<AtomicU64>,
     ) -> Result<Engine, EngineError> {
+        let started_at = Instant::now();
         let disk = Arc::new(Disk::new(&meta.info, &dir, role == Role::Join));
         let have = {
             let disk = disk.clone();
@@ -500,6 +507,8 @@ impl Engine {
             tracker: Mutex::new(None),
             started_complete: complete_now,
             completed_sent: std::sync::atomic::AtomicBool::new(false),
+            started_at,
+            completed_at: Mutex::new(None),
             meta,
         });
         shared.add_peers(config.peers.iter().copied());
@@ -585,6 +594,11 @@ impl Engine {
             up_rate,
             peers: st.peers.len(),
             complete: st.picker.is_complete(),
+            completed_after: s
+                .completed_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .map(|t| t.duration_since(s.started_at)),
             banned: st.banned.len(),
             hash_failures: s.hash_failures.load(Ordering::Relaxed),
         }

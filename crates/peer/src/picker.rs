@@ -48,11 +48,16 @@ pub struct Picker {
     partial: std::collections::HashMap<u32, Partial>,
     /// Pieces whose data is complete and being hashed or written.
     in_flight: Bitfield,
-    /// Blocks not received yet across pieces we do not have (for the endgame test).
+    /// Blocks not requested from anyone yet, across pieces we do not have.
     blocks_missing_unrequested: usize,
+    /// Blocks not received yet (requested or not), across pieces we do not have.
+    blocks_left: usize,
     /// Piece buffers to reuse: no zeroing, no allocator churn.
     free: Vec<Vec<u8>>,
 }
+
+/// Blocks still on their way below which endgame begins.
+const ENDGAME_BLOCKS: usize = 64;
 
 /// Piece buffers kept for reuse.
 const FREE_BUFFERS: usize = 16;
@@ -77,10 +82,12 @@ impl Picker {
             partial: Default::default(),
             in_flight: Bitfield::new(n),
             blocks_missing_unrequested: 0,
+            blocks_left: 0,
             free: Vec::new(),
             have,
         };
         p.blocks_missing_unrequested = (0..n).filter(|&i| !p.have.get(i)).map(|i| p.block_count(i as u32)).sum();
+        p.blocks_left = p.blocks_missing_unrequested;
         p
     }
 
@@ -127,9 +134,11 @@ impl Picker {
         }
     }
 
-    /// True once every block we lack has been requested from somebody.
+    /// Endgame: every block we lack has been requested from somebody, and few are still on
+    /// their way; then a block may be asked of several peers (the first copy wins, the others
+    /// are cancelled). Starting it earlier would duplicate whole pipelines.
     pub fn in_endgame(&self) -> bool {
-        self.blocks_missing_unrequested == 0 && !self.have.is_full()
+        self.blocks_missing_unrequested == 0 && self.blocks_left > 0 && self.blocks_left <= ENDGAME_BLOCKS
     }
 
     /// Up to `want` blocks to request from a peer that has `theirs`, excluding blocks already
@@ -252,6 +261,7 @@ impl Picker {
         }
         p.blocks[b] = Block::Received;
         p.received += 1;
+        self.blocks_left -= 1;
         p.data[begin as usize..begin as usize + data.len()].copy_from_slice(data);
         p.senders[b] = from;
         if p.received < p.blocks.len() {
@@ -279,6 +289,7 @@ impl Picker {
     pub fn piece_failed(&mut self, index: u32) {
         self.in_flight.clear(index as usize);
         self.blocks_missing_unrequested += self.block_count(index);
+        self.blocks_left += self.block_count(index);
     }
 
     /// Bytes we have verified.
