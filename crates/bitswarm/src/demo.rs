@@ -289,7 +289,7 @@ fn write_random(path: &Path, len: u64, mode: Mode) -> Result<(), Failure> {
         let n = left.min(buf.len() as u64) as usize;
         f.write_all(&buf[..n]).map_err(fail)?;
         left -= n as u64;
-        if show && left % (64 << 20) == 0 {
+        if show && left.is_multiple_of(64 << 20) {
             eprint!("\rwriting data: {}%", (len - left) * 100 / len);
         }
     }
