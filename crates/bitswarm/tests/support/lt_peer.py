@@ -19,7 +19,7 @@ ses = lt.session({
 })
 print("port %d" % ses.listen_port(), flush=True)
 h = ses.add_torrent({"ti": lt.torrent_info(torrent), "save_path": folder})
-deadline = time.time() + 120
+deadline = time.time() + float(__import__("os").environ.get("LT_PEER_TIMEOUT", "120"))
 announced = False
 while time.time() < deadline:
     s = h.status()
@@ -38,7 +38,7 @@ while time.time() < deadline:
         print("seeding", flush=True)
         while True:
             time.sleep(3600)
-    ses.wait_for_alert(100)
+    ses.wait_for_alert(20)
     ses.pop_alerts()
 print("timed out: state %s, progress %.3f, peers %d" % (h.status().state, h.status().progress, h.status().num_peers), flush=True)
 sys.exit(1)
