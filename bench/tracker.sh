@@ -151,7 +151,7 @@ if [ "${SKIP_MEMORY:-0}" != 1 ]; then
     MEM+=("| $1 | $((before / 1024)) | $((after / 1024)) | $(( (after - before) * 1024 / 1000000 )) |")
   }
   start_bitswarm ""; fill_rss bitswarm "$BS_PID" "$BS_UDP"
-  curl -s "http://$BS_HTTP/stats" | head -9 > "$RAW/mem-bitswarm-stats.json"
+  curl -s "http://$BS_HTTP/stats" > "$RAW/mem-bitswarm-stats.json" || true
   start_opentracker "$W/hashes100k.hex"; fill_rss opentracker "$OT_PID" "127.0.0.1:$OT_PORT"
   if [ -x "$ANCHORS/aquatic_udp" ]; then start_aquatic_udp; fill_rss aquatic_udp "$AQU_PID" "127.0.0.1:$AQU_PORT"; fi
 fi

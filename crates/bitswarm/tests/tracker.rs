@@ -35,6 +35,7 @@ fn start_tracker(dir: &Path, config: &str) -> Tracker {
     let http = addr(proc.wait_line(T, |l| l.starts_with("HTTP tracker listening on ")));
     let udp = addr(proc.wait_line(T, |l| l.starts_with("UDP tracker listening on ")));
     proc.wait_line(T, |l| l.trim() == format!("udp://{udp}/announce"));
+    proc.wait_line(T, |l| l == "press Ctrl-C to stop");
     assert_ne!(http.port(), 0);
     Tracker { proc, http, udp }
 }
