@@ -66,12 +66,9 @@ pub fn run(args: TrackerArgs) -> Result<(), Failure> {
     config.validate().map_err(|e| Failure::usage(e.to_string()))?;
 
     init_logging();
-    let workers = match config.http.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    // The HTTP and UDP servers run on threads of their own; this runtime only waits for a
+    // signal and runs the cleaner.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?;

@@ -24,7 +24,8 @@ real_ip_header = ""
 # ... but only on connections from these proxy addresses. Others are served at their own
 # address and the header is ignored.
 trusted_proxies = []
-# Worker threads of the HTTP server (0: one per core).
+# HTTP worker threads, each with its own listening socket (SO_REUSEPORT) and event loop
+# (0: one per core).
 threads = 0
 
 [udp]

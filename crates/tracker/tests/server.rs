@@ -422,3 +422,20 @@ fn peers_expire_and_caps_hold() {
     assert!(metrics.contains("bitswarm_tracker_swarms 0"), "{metrics}");
     stop(rt, t);
 }
+
+#[test]
+fn a_busy_port_is_an_error_not_a_shared_socket() {
+    let (rt, t) = start(config(|c| c.http.threads = 2));
+    let taken = t.http_addr.unwrap();
+    let err = rt.block_on(Tracker::start(config(|c| {
+        c.http.bind = taken;
+        c.http.threads = 2;
+    })));
+    let err = err.err().expect("a second tracker on the same port must fail");
+    assert!(err.to_string().contains("cannot listen on"), "{err}");
+    // Both listeners of the first one serve.
+    for _ in 0..20 {
+        assert!(announce(taken, &req(1, 1, 1, 0, Event::None)).is_ok());
+    }
+    stop(rt, t);
+}
