@@ -19,6 +19,9 @@ use crate::Shared;
 use crate::stats::{Metrics, Proto};
 use crate::store::{Announce, Families, Outcome, Selected};
 
+/// The most peers in a reply over IPv6 (see `handle`).
+pub const MAX_V6_PEERS: usize = 67;
+
 /// Stateless connection ids.
 pub struct ConnectionIds {
     secret: std::collections::hash_map::RandomState,
@@ -148,10 +151,15 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
                 Some(claimed) if shared.config.udp.allow_ip_field => IpAddr::V4(claimed),
                 _ => ip,
             };
-            let numwant = match a.event {
+            let mut numwant = match a.event {
                 bitswarm_tracker_proto::Event::Stopped => 0,
                 _ => a.num_want.unwrap_or(cfg.numwant_default).min(cfg.numwant_max) as usize,
             };
+            if !ip.is_ipv4() {
+                // Keep IPv6 replies within the minimum IPv6 MTU (1280 bytes less 48 of headers)
+                // so they are never fragmented: 20 + 67 * 18 = 1226 bytes.
+                numwant = numwant.min(MAX_V6_PEERS);
+            }
             let ann = Announce {
                 info_hash: a.info_hash,
                 peer_id: a.peer_id,

@@ -392,6 +392,16 @@ fn udp_over_ipv6() {
     c.send(&Request::Announce(udp_announce(cid, 3, 5, 2, 6002, 10, Event::Started)).encode());
     let Response::Announce(r) = c.recv() else { panic!() };
     assert_eq!(r.peers, udp::Peers::V6(vec!["[::1]:6001".parse().unwrap()]));
+    // Replies stay within the minimum IPv6 MTU: at most 67 peers however many are asked for.
+    for port in 7000..7100u16 {
+        c.send(&Request::Announce(udp_announce(cid, 4, 5, 3, port, 10, Event::Started)).encode());
+        c.recv();
+    }
+    let mut big = udp_announce(cid, 5, 5, 4, 6003, 10, Event::Started);
+    big.num_want = Some(100);
+    c.send(&Request::Announce(big).encode());
+    let Response::Announce(r) = c.recv() else { panic!() };
+    assert_eq!(r.peers.len(), bitswarm_tracker::udp::MAX_V6_PEERS);
     stop(rt, t);
 }
 
