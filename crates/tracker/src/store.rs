@@ -362,9 +362,9 @@ impl Store {
             let counts = match sh.swarms.get_mut(&a.info_hash) {
                 Some(sw) => {
                     sw.last_activity = now;
-                    if let Some(e) = remove_peer(sw, a.addr) {
+                    if let Some(was_seeder) = remove_peer(sw, a.addr) {
                         self.peers.fetch_sub(1, Ordering::Relaxed);
-                        if e.0 { sh.seeders -= 1 } else { sh.leechers -= 1 }
+                        if was_seeder { sh.seeders -= 1 } else { sh.leechers -= 1 }
                     }
                     sw.counts()
                 }
@@ -406,7 +406,7 @@ impl Store {
                 if sw.peers() >= self.max_per_swarm || total >= self.max_total {
                     outcome = Outcome::Full;
                 } else {
-                    insert_peer(sw, a.addr, ip, a.peer_id, seeder, now);
+                    insert_peer(sw, a.addr.port(), ip, a.peer_id, seeder, now);
                     self.peers.fetch_add(1, Ordering::Relaxed);
                     if seeder {
                         sh.seeders += 1
@@ -569,8 +569,7 @@ fn upsert<A: Compact>(
     }
 }
 
-fn insert_peer(sw: &mut Swarm, _addr: SocketAddr, ip: IpAddr, peer_id: PeerId, seeder: bool, now: u32) {
-    let port = _addr.port();
+fn insert_peer(sw: &mut Swarm, port: u16, ip: IpAddr, peer_id: PeerId, seeder: bool, now: u32) {
     match ip {
         IpAddr::V4(ip4) => {
             sw.v4.push(Entry { addr: compact4(ip4, port), seeder, last_seen: now, peer_id: peer_id.0 });
@@ -583,12 +582,12 @@ fn insert_peer(sw: &mut Swarm, _addr: SocketAddr, ip: IpAddr, peer_id: PeerId, s
 }
 
 /// Removes a peer; returns whether it was a seeder.
-fn remove_peer(sw: &mut Swarm, addr: SocketAddr) -> Option<(bool,)> {
+fn remove_peer(sw: &mut Swarm, addr: SocketAddr) -> Option<bool> {
     match addr.ip().to_canonical() {
         IpAddr::V4(ip4) => {
             let key = compact4(ip4, addr.port());
             let i = sw.v4.find(&key)?;
-            Some((sw.v4.remove(i).seeder,))
+            Some(sw.v4.remove(i).seeder)
         }
         IpAddr::V6(ip6) => {
             let key = compact6(ip6, addr.port());
@@ -598,7 +597,7 @@ fn remove_peer(sw: &mut Swarm, addr: SocketAddr) -> Option<(bool,)> {
             if l.len() == 0 {
                 sw.v6 = None;
             }
-            Some((e.seeder,))
+            Some(e.seeder)
         }
     }
 }
