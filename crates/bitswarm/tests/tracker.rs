@@ -174,18 +174,20 @@ fn wait_file(path: &Path, data: &[u8], what: &str) {
 }
 
 #[test]
-fn tracker_prints_its_addresses_and_stops_on_sigterm() {
-    let dir = tempdir();
-    let mut t = start_tracker(dir.path(), "");
-    let out = t.proc.output();
-    assert!(out.contains(&format!("http://{}/announce", t.http)), "{out}");
-    assert!(out.contains(&format!("http://{}/metrics", t.http)), "{out}");
-    let page = String::from_utf8(http_get(t.http, "/")).unwrap();
-    assert!(page.contains("<h1>bitswarm tracker</h1>"), "{page}");
-    common::signal(t.proc.child.id(), "TERM");
-    let status = t.proc.wait_exit(T);
-    assert!(status.success(), "{status:?}: {}", t.proc.output());
-    assert!(t.proc.output().contains("stopped"));
+fn tracker_prints_its_addresses_and_stops_on_sigint_and_sigterm() {
+    for sig in ["INT", "TERM"] {
+        let dir = tempdir();
+        let mut t = start_tracker(dir.path(), "");
+        let out = t.proc.output();
+        assert!(out.contains(&format!("http://{}/announce", t.http)), "{out}");
+        assert!(out.contains(&format!("http://{}/metrics", t.http)), "{out}");
+        let page = String::from_utf8(http_get(t.http, "/")).unwrap();
+        assert!(page.contains("<h1>bitswarm tracker</h1>"), "{page}");
+        common::signal(t.proc.child.id(), sig);
+        let status = t.proc.wait_exit(T);
+        assert!(status.success(), "SIG{sig}: {status:?}: {}", t.proc.output());
+        assert!(t.proc.output().contains("stopped"));
+    }
 }
 
 #[test]

@@ -247,6 +247,11 @@ mod tests {
     fn default_toml_is_the_default() {
         assert_eq!(Config::from_toml(DEFAULT_TOML).unwrap(), Config::default());
         assert_eq!(Config::from_toml("").unwrap(), Config::default());
+        let c = Config::default();
+        assert_eq!(c.http.bind.to_string(), "0.0.0.0:6969");
+        assert_eq!(c.udp.bind.to_string(), "0.0.0.0:6969");
+        assert!(c.http.enabled && c.udp.enabled && !c.scrape.full_scrape && !c.http.allow_ip_param);
+        assert_eq!(c.store.peer_timeout, 2 * c.announce.interval);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The UDP tracker (BEP 15): blocking worker threads sharing one socket, each receiving a
-//! packet, answering it from the store and sending the reply into reused buffers.
+//! The UDP tracker (BEP 15): blocking worker threads sharing one socket, each receiving
+//! packets (in batches on Linux), answering them from the store and sending the replies from
+//! reused buffers.
 //!
 //! Connection ids are stateless: a SipHash, keyed with a random secret made at start, of the
 //! client's IP address and a time window. Nothing is stored per client, so a flood of connects

@@ -449,3 +449,40 @@ fn a_busy_port_is_an_error_not_a_shared_socket() {
     }
     stop(rt, t);
 }
+
+#[test]
+fn stats_page_json_and_metrics_list_swarms() {
+    let (rt, t) = start(config(|_| {}));
+    let a = t.http_addr.unwrap();
+    announce(a, &req(0xab, 1, 1, 0, Event::Started)).unwrap();
+    announce(a, &req(0xab, 2, 2, 5, Event::Started)).unwrap();
+    announce(a, &req(0xcd, 1, 1, 5, Event::Started)).unwrap();
+    let (_, html) = get(a, "/");
+    let html = String::from_utf8(html).unwrap();
+    assert!(html.contains(&format!("<tr><td>{}</td><td>1</td><td>1</td><td>0</td>", "ab".repeat(20))), "{html}");
+    assert!(html.contains("2 swarms, 3 peers (1 seeders, 2 leechers)"), "{html}");
+    let (_, json) = get(a, "/stats");
+    let j: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(j["totals"]["swarms"], 2);
+    assert_eq!(j["totals"]["peers"], 3);
+    assert_eq!(j["requests"]["http_announces"], 3);
+    assert_eq!(j["swarms"][0]["info_hash"], "ab".repeat(20), "busiest first");
+    assert_eq!(j["swarms"][0]["seeders"], 1);
+    let (_, m) = get(a, "/metrics");
+    let m = String::from_utf8(m).unwrap();
+    for line in [
+        "bitswarm_tracker_announces_total{protocol=\"http\"} 3",
+        "bitswarm_tracker_swarms 2",
+        "bitswarm_tracker_seeders 1",
+        "bitswarm_tracker_leechers 2",
+        "# TYPE bitswarm_tracker_peers gauge",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
+    }
+    stop(rt, t);
+
+    // Off by configuration.
+    let (rt, t) = start(config(|c| c.stats.enabled = false));
+    assert!(get(t.http_addr.unwrap(), "/stats").0.contains("404"));
+    stop(rt, t);
+}
