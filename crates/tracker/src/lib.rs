@@ -52,7 +52,8 @@ impl Shared {
 /// Starts trackers.
 pub struct Tracker;
 
-/// A running tracker. Dropping it does not stop it: call [`Handle::shutdown`].
+/// A running tracker. [`Handle::shutdown`] stops it and waits until it has stopped; dropping
+/// the handle stops it too, without waiting.
 pub struct Handle {
     /// The address the HTTP server bound (with the real port when 0 was asked for).
     pub http_addr: Option<SocketAddr>,
@@ -245,18 +246,28 @@ impl Handle {
 
     /// Stops serving (open HTTP connections finish their request) and waits for every task
     /// and thread to end.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        self.udp_stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
+    pub async fn shutdown(mut self) {
+        self.signal_stop();
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
-        let threads = self.threads;
+        let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
         })
         .await;
+    }
+
+    fn signal_stop(&self) {
+        let _ = self.stop.send(true);
+        self.udp_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.signal_stop();
     }
 }

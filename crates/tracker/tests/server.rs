@@ -486,3 +486,17 @@ fn stats_page_json_and_metrics_list_swarms() {
     assert!(get(t.http_addr.unwrap(), "/stats").0.contains("404"));
     stop(rt, t);
 }
+
+#[test]
+fn dropping_the_handle_stops_the_tracker() {
+    let (rt, t) = start(config(|_| {}));
+    let a = t.http_addr.unwrap();
+    assert!(announce(a, &req(1, 1, 1, 0, Event::None)).is_ok());
+    drop(t);
+    let start = Instant::now();
+    while TcpStream::connect(a).is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(10), "still listening after the handle was dropped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(rt);
+}
