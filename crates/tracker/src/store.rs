@@ -769,4 +769,141 @@ mod tests {
         assert_eq!(s.clean_before(1), (2, 1));
         assert_eq!(s.totals(), Totals::default());
     }
+
+    #[test]
+    fn concurrent_announces_keep_totals_consistent() {
+        let s = std::sync::Arc::new(Store::new(8, 100_000, 1_000_000));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1);
+                    let mut out = Vec::new();
+                    for _ in 0..20_000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let event = [Event::None, Event::Started, Event::Completed, Event::Stopped][(x % 4) as usize];
+                        let a = Announce {
+                            info_hash: InfoHash([(x >> 8) as u8 % 16; 20]),
+                            peer_id: PeerId([t as u8; 20]),
+                            addr: SocketAddr::from(([10, 0, t as u8, (x >> 16) as u8], (x >> 24) as u16 % 8 + 1)),
+                            left: (x >> 40) % 2,
+                            event,
+                            numwant: 10,
+                            families: Families::Both,
+                        };
+                        out.clear();
+                        s.announce(&a, &mut out);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let t = s.totals();
+        let sum = s.all_counts().iter().fold(SwarmCounts::default(), |a, (_, c)| SwarmCounts {
+            seeders: a.seeders + c.seeders,
+            leechers: a.leechers + c.leechers,
+            downloaded: a.downloaded + c.downloaded,
+        });
+        assert_eq!(
+            (t.seeders, t.leechers, t.downloaded),
+            (u64::from(sum.seeders), u64::from(sum.leechers), u64::from(sum.downloaded))
+        );
+        assert_eq!(s.peers.load(Ordering::Relaxed), t.peers);
+        assert!(t.peers > 0);
+    }
+
+    mod model {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        struct Op {
+            swarm: u8,
+            addr: SocketAddr,
+            left: u64,
+            event: Event,
+            numwant: usize,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let addr = prop_oneof![
+                (0u8..4, 1u16..4).prop_map(|(h, p)| SocketAddr::from(([10, 0, 0, h], p))),
+                (0u8..3, 1u16..3)
+                    .prop_map(|(h, p)| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(h)], p))),
+            ];
+            let event =
+                prop_oneof![Just(Event::None), Just(Event::Started), Just(Event::Completed), Just(Event::Stopped)];
+            (0u8..3, addr, prop_oneof![Just(0u64), Just(7u64)], event, 0usize..6)
+                .prop_map(|(swarm, addr, left, event, numwant)| Op { swarm, addr, left, event, numwant })
+        }
+
+        proptest! {
+            /// Any sequence of announces keeps the counts equal to a plain model, never hands a
+            /// peer itself, never hands a seeder a seeder, and respects numwant.
+            #[test]
+            fn counts_match_a_model(ops in proptest::collection::vec(op(), 1..200), shards in 1usize..4) {
+                let s = Store::new(shards, 1000, 1000);
+                let mut peers: BTreeMap<(u8, SocketAddr), bool> = BTreeMap::new();
+                let mut downloaded = [0u32; 3];
+                let mut out = Vec::new();
+                for o in &ops {
+                    let seeder = o.left == 0;
+                    let key = (o.swarm, o.addr);
+                    match o.event {
+                        Event::Stopped => {
+                            peers.remove(&key);
+                        }
+                        _ => {
+                            let was = peers.insert(key, seeder);
+                            if o.event == Event::Completed && was != Some(true) {
+                                downloaded[usize::from(o.swarm)] += 1;
+                            }
+                        }
+                    }
+                    out.clear();
+                    let a = Announce {
+                        info_hash: InfoHash([o.swarm; 20]),
+                        peer_id: PeerId([1; 20]),
+                        addr: o.addr,
+                        left: o.left,
+                        event: o.event,
+                        numwant: o.numwant,
+                        families: Families::Both,
+                    };
+                    let (c, outcome) = s.announce(&a, &mut out);
+                    prop_assert_eq!(outcome, Outcome::Ok);
+                    let model = |sw: u8| {
+                        let mine = peers.iter().filter(|((h, _), _)| *h == sw);
+                        let seeders = mine.clone().filter(|(_, s)| **s).count() as u32;
+                        SwarmCounts { seeders, leechers: mine.count() as u32 - seeders, downloaded: downloaded[usize::from(sw)] }
+                    };
+                    prop_assert_eq!(c, model(o.swarm));
+                    prop_assert!(out.len() <= o.numwant);
+                    for p in &out {
+                        prop_assert!(p.addr != o.addr, "got itself back");
+                        let theirs = peers.get(&(o.swarm, p.addr)).copied();
+                        prop_assert!(theirs.is_some(), "a peer that is not in the swarm");
+                        prop_assert!(!(seeder && theirs == Some(true)), "a seeder got a seeder");
+                    }
+                    for sw in 0..3u8 {
+                        prop_assert_eq!(s.counts(&InfoHash([sw; 20])), model(sw));
+                    }
+                    let t = s.totals();
+                    prop_assert_eq!(t.peers, peers.len() as u64);
+                    prop_assert_eq!(t.seeders, peers.values().filter(|s| **s).count() as u64);
+                }
+                // Everything expires, and the totals go to zero with it.
+                let (gone, _) = s.clean_before(u32::MAX);
+                prop_assert_eq!(gone, peers.len() as u64);
+                prop_assert_eq!(s.totals(), Totals::default());
+            }
+        }
+    }
 }
