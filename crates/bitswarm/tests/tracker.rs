@@ -58,11 +58,15 @@ fn scrape(t: &Tracker, h: InfoHash) -> ScrapeStats {
 
 /// Waits until the tracker's scrape of `h` says exactly `want`.
 fn wait_scrape(t: &Tracker, h: InfoHash, want: ScrapeStats, what: &str) {
-    let mut last = ScrapeStats::default();
-    wait_for(T, &format!("{what}: scrape {want:?} (last seen {last:?})"), || {
-        last = scrape(t, h);
-        (last == want).then_some(())
-    });
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let last = scrape(t, h);
+        if last == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: waited {T:?} for scrape {want:?}, last saw {last:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn stats(complete: u32, incomplete: u32, downloaded: u32) -> ScrapeStats {

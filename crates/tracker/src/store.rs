@@ -70,9 +70,16 @@ fn compact6(ip: Ipv6Addr, port: u16) -> [u8; 18] {
 struct Entry<A> {
     addr: A,
     seeder: bool,
+    /// This peer's `completed` has been counted in the swarm's `downloaded` (it sits in what
+    /// would be padding: the entry stays 32 bytes for IPv4).
+    completed: bool,
     last_seen: u32,
     peer_id: [u8; 20],
 }
+
+// The memory figures in the README depend on these.
+const _: () = assert!(std::mem::size_of::<Entry<[u8; 6]>>() == 32);
+const _: () = assert!(std::mem::size_of::<Entry<[u8; 18]>>() == 44);
 
 /// The peers of one swarm and one address family.
 struct PeerList<A> {
@@ -376,18 +383,19 @@ impl Store {
         sw.last_activity = now;
         let mut outcome = Outcome::Ok;
         let ip = a.addr.ip().to_canonical();
-        let (was, stored) = match ip {
+        let completing = a.event == Event::Completed;
+        let updated = match ip {
             IpAddr::V4(ip4) => {
                 let key = compact4(ip4, a.addr.port());
-                upsert(&mut sw.v4, key, a.peer_id, seeder, now)
+                upsert(&mut sw.v4, key, a.peer_id, seeder, completing, now)
             }
             IpAddr::V6(ip6) => {
                 let key = compact6(ip6, a.addr.port());
-                upsert(sw.v6.get_or_insert_with(Default::default), key, a.peer_id, seeder, now)
+                upsert(sw.v6.get_or_insert_with(Default::default), key, a.peer_id, seeder, completing, now)
             }
         };
-        match (was, stored) {
-            (Some(was_seeder), _) => {
+        match updated {
+            Some((was_seeder, count_completion)) => {
                 if was_seeder != seeder {
                     if seeder {
                         sh.seeders += 1;
@@ -397,28 +405,29 @@ impl Store {
                         sh.leechers += 1;
                     }
                 }
-                if a.event == Event::Completed && !was_seeder {
+                // Counted once per peer, however it became a seeder first (some clients send a
+                // plain announce with left=0 before their `completed`).
+                if count_completion {
                     sw.downloaded = sw.downloaded.saturating_add(1);
                 }
             }
-            (None, Pending::Insert) => {
+            None => {
                 let total = self.peers.load(Ordering::Relaxed);
                 if sw.peers() >= self.max_per_swarm || total >= self.max_total {
                     outcome = Outcome::Full;
                 } else {
-                    insert_peer(sw, a.addr.port(), ip, a.peer_id, seeder, now);
+                    insert_peer(sw, a.addr.port(), ip, a.peer_id, seeder, completing, now);
                     self.peers.fetch_add(1, Ordering::Relaxed);
                     if seeder {
                         sh.seeders += 1
                     } else {
                         sh.leechers += 1
                     }
-                    if a.event == Event::Completed {
+                    if completing {
                         sw.downloaded = sw.downloaded.saturating_add(1);
                     }
                 }
             }
-            (None, Pending::Done) => {}
         }
         select(sw, a, ip, seeder, out);
         let counts = sw.counts();
@@ -535,48 +544,42 @@ impl Store {
     }
 }
 
-enum Pending {
-    Insert,
-    Done,
-}
-
-/// Updates an existing peer (returning whether it was a seeder) or reports that it must be
-/// inserted.
+/// Updates an existing peer; returns whether it was a seeder and whether this announce's
+/// `completed` is to be counted (the first from this peer). `None`: not there, to be inserted.
 fn upsert<A: Compact>(
     list: &mut PeerList<A>,
     key: A,
     peer_id: PeerId,
     seeder: bool,
+    completing: bool,
     now: u32,
-) -> (Option<bool>, Pending) {
-    match list.find(&key) {
-        Some(i) => {
-            let e = &mut list.entries[i];
-            let was = e.seeder;
-            e.last_seen = now;
-            e.peer_id = peer_id.0;
-            if was != seeder {
-                e.seeder = seeder;
-                if seeder {
-                    list.seeders += 1;
-                } else {
-                    list.seeders -= 1;
-                }
-            }
-            (Some(was), Pending::Done)
+) -> Option<(bool, bool)> {
+    let i = list.find(&key)?;
+    let e = &mut list.entries[i];
+    let was = e.seeder;
+    e.last_seen = now;
+    e.peer_id = peer_id.0;
+    let count = completing && !e.completed;
+    e.completed |= completing;
+    if was != seeder {
+        e.seeder = seeder;
+        if seeder {
+            list.seeders += 1;
+        } else {
+            list.seeders -= 1;
         }
-        None => (None, Pending::Insert),
     }
+    Some((was, count))
 }
 
-fn insert_peer(sw: &mut Swarm, port: u16, ip: IpAddr, peer_id: PeerId, seeder: bool, now: u32) {
+fn insert_peer(sw: &mut Swarm, port: u16, ip: IpAddr, peer_id: PeerId, seeder: bool, completed: bool, now: u32) {
     match ip {
         IpAddr::V4(ip4) => {
-            sw.v4.push(Entry { addr: compact4(ip4, port), seeder, last_seen: now, peer_id: peer_id.0 });
+            sw.v4.push(Entry { addr: compact4(ip4, port), seeder, completed, last_seen: now, peer_id: peer_id.0 });
         }
         IpAddr::V6(ip6) => {
             let l = sw.v6.get_or_insert_with(Default::default);
-            l.push(Entry { addr: compact6(ip6, port), seeder, last_seen: now, peer_id: peer_id.0 });
+            l.push(Entry { addr: compact6(ip6, port), seeder, completed, last_seen: now, peer_id: peer_id.0 });
         }
     }
 }
@@ -656,11 +659,17 @@ mod tests {
         assert!(out.is_empty(), "a peer never gets itself back");
         let (c, _) = s.announce(&ann(1, "10.0.0.1:1000", 0, Event::Completed), &mut out);
         assert_eq!(c, SwarmCounts { seeders: 1, leechers: 0, downloaded: 1 });
-        // A repeated `completed` from a seeder is not counted twice.
+        // A repeated `completed` is not counted twice.
         let (c, _) = s.announce(&ann(1, "10.0.0.1:1000", 0, Event::Completed), &mut out);
         assert_eq!(c.downloaded, 1);
+        // A peer that turned seeder by a plain announce still counts its `completed` once.
+        s.announce(&ann(1, "10.0.0.2:1000", 5, Event::Started), &mut out);
+        s.announce(&ann(1, "10.0.0.2:1000", 0, Event::None), &mut out);
+        let (c, _) = s.announce(&ann(1, "10.0.0.2:1000", 0, Event::Completed), &mut out);
+        assert_eq!((c.seeders, c.downloaded), (2, 2));
+        s.announce(&ann(1, "10.0.0.2:1000", 0, Event::Stopped), &mut out);
         let (c, _) = s.announce(&ann(1, "10.0.0.1:1000", 0, Event::Stopped), &mut out);
-        assert_eq!(c, SwarmCounts { seeders: 0, leechers: 0, downloaded: 1 });
+        assert_eq!(c, SwarmCounts { seeders: 0, leechers: 0, downloaded: 2 });
         assert_eq!(s.totals().peers, 0);
         assert_eq!(s.counts(&InfoHash([9; 20])), SwarmCounts::default());
     }
@@ -851,6 +860,7 @@ mod tests {
             fn counts_match_a_model(ops in proptest::collection::vec(op(), 1..200), shards in 1usize..4) {
                 let s = Store::new(shards, 1000, 1000);
                 let mut peers: BTreeMap<(u8, SocketAddr), bool> = BTreeMap::new();
+                let mut counted: std::collections::BTreeSet<(u8, SocketAddr)> = Default::default();
                 let mut downloaded = [0u32; 3];
                 let mut out = Vec::new();
                 for o in &ops {
@@ -859,10 +869,11 @@ mod tests {
                     match o.event {
                         Event::Stopped => {
                             peers.remove(&key);
+                            counted.remove(&key);
                         }
                         _ => {
-                            let was = peers.insert(key, seeder);
-                            if o.event == Event::Completed && was != Some(true) {
+                            peers.insert(key, seeder);
+                            if o.event == Event::Completed && counted.insert(key) {
                                 downloaded[usize::from(o.swarm)] += 1;
                             }
                         }
