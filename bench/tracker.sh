@@ -74,12 +74,20 @@ start_aquatic_http() {
   wait_port "$port"
 }
 
+# bitswarm twice: its default (a worker thread per core for HTTP and for UDP), and one thread
+# each, which on 2 cores shared with the load generator is the faster choice.
+printf '[http]\nthreads = 1\n[udp]\nthreads = 1\n' > "$W/one-thread.toml"
+start_bitswarm "$W/one-thread.toml"; BS1_PID=$BS_PID; BS1_HTTP=$BS_HTTP; BS1_UDP=$BS_UDP
 start_bitswarm ""
 start_opentracker "$W/hashes.hex"
-HTTP_TARGETS=("bitswarm http://$BS_HTTP" "opentracker http://127.0.0.1:$OT_PORT")
-UDP_TARGETS=("bitswarm $BS_UDP" "opentracker 127.0.0.1:$OT_PORT")
-if [ -x "$ANCHORS/aquatic_http" ]; then start_aquatic_http; HTTP_TARGETS+=("aquatic_http http://127.0.0.1:$AQH_PORT"); fi
-if [ -x "$ANCHORS/aquatic_udp" ]; then start_aquatic_udp; UDP_TARGETS+=("aquatic_udp 127.0.0.1:$AQU_PORT"); fi
+HTTP_TARGETS=("bitswarm http://$BS_HTTP $BS_PID" "bitswarm-1-thread http://$BS1_HTTP $BS1_PID" "opentracker http://127.0.0.1:$OT_PORT $OT_PID")
+UDP_TARGETS=("bitswarm $BS_UDP $BS_PID" "bitswarm-1-thread $BS1_UDP $BS1_PID" "opentracker 127.0.0.1:$OT_PORT $OT_PID")
+if [ -x "$ANCHORS/aquatic_http" ]; then start_aquatic_http; HTTP_TARGETS+=("aquatic_http http://127.0.0.1:$AQH_PORT $AQH_PID"); fi
+if [ -x "$ANCHORS/aquatic_udp" ]; then start_aquatic_udp; UDP_TARGETS+=("aquatic_udp 127.0.0.1:$AQU_PORT $AQU_PID"); fi
+# CPU time (user + system, all threads, in clock ticks) a tracker process has used.
+cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
+# Server CPU microseconds per request: ticks used during a run / requests answered in it.
+us_per_req() { awk -v t="$1" -v r="$2" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (r > 0) printf "%.1f", t * 1e6 / hz / (r * d); else print "n/a" }'; }
 
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}'; }
 
@@ -99,15 +107,18 @@ ot_check() {
 ot_check
 for run in $(seq "$RUNS"); do
   for t in "${HTTP_TARGETS[@]}"; do
-    set -- $t; name=$1; url=$2
+    set -- $t; name=$1; url=$2; pid=$3
     for mode in keepalive close; do
       hdr=(); [ $mode = close ] && hdr=(-H "Connection: close")
       out="$RAW/http-$name-$mode-$run.txt"
+      c0=$(cpu_ticks "$pid")
       HASHES="$W/hashes.url" wrk -t1 -c64 -d"${DURATION}s" --latency "${hdr[@]}" -s bench/announce.lua "$url" > "$out" 2>&1 || true
+      c1=$(cpu_ticks "$pid")
       rps=$(awk '/^Requests\/sec/ {print $2}' "$out"); p99=$(awk '$1=="99%" {print $2}' "$out" | to_ms)
+      cpu=$(us_per_req $((c1 - c0)) "${rps:-0}")
       errs=$(awk '/Non-2xx|Socket errors/ {print}' "$out" | tr '\n' ' ')
-      echo "http $name $mode run $run: ${rps:-0} req/s, p99 ${p99:-?} ms ${errs}"
-      echo "$rps" >> "$W/http-$name-$mode.rps"; echo "$p99" >> "$W/http-$name-$mode.p99"
+      echo "http $name $mode run $run: ${rps:-0} req/s, p99 ${p99:-?} ms, server CPU ${cpu} us/request ${errs}"
+      echo "$rps" >> "$W/http-$name-$mode.rps"; echo "$p99" >> "$W/http-$name-$mode.p99"; echo "$cpu" >> "$W/http-$name-$mode.cpu"
     done
   done
 done
@@ -116,18 +127,21 @@ ot_check
 # --- UDP ---
 for run in $(seq "$RUNS"); do
   for t in "${UDP_TARGETS[@]}"; do
-    set -- $t; name=$1; addr=$2
+    set -- $t; name=$1; addr=$2; pid=$3
     out="$RAW/udp-$name-$run.txt"
+    c0=$(cpu_ticks "$pid")
     $LOAD --server "$addr" --threads 2 --sockets 8 --window 8 --duration "$DURATION" > "$out" 2>&1
+    c1=$(cpu_ticks "$pid")
     rps=$(awk '{for(i=1;i<=NF;i++) if ($i=="responses/s:") print $(i+1)}' "$out")
     p99=$(awk '{for(i=1;i<=NF;i++) if ($i=="p99:") print $(i+1)/1000}' "$out")
-    echo "udp $name run $run: $(cat "$out")"
-    echo "$rps" >> "$W/udp-$name.rps"; echo "$p99" >> "$W/udp-$name.p99"
+    cpu=$(us_per_req $((c1 - c0)) "${rps:-0}")
+    echo "udp $name run $run: $(cat "$out")  server CPU: $cpu us/request"
+    echo "$rps" >> "$W/udp-$name.rps"; echo "$p99" >> "$W/udp-$name.p99"; echo "$cpu" >> "$W/udp-$name.cpu"
   done
   if [ -x "$ANCHORS/aquatic_udp_load_test" ]; then
     for t in "${UDP_TARGETS[@]}"; do
       set -- $t; name=$1; addr=$2
-      [ "$name" = opentracker ] && continue
+      [ "$name" = opentracker ] || [ "$name" = bitswarm-1-thread ] && continue
       "$ANCHORS/aquatic_udp_load_test" -p | sed -e "s/^server_address = .*/server_address = \"$addr\"/" \
         -e "s/^duration = .*/duration = $DURATION/" > "$W/aq_load.toml"
       out="$RAW/udp-aqload-$name-$run.txt"
@@ -151,7 +165,7 @@ if [ "${SKIP_MEMORY:-0}" != 1 ]; then
     MEM+=("| $1 | $((before / 1024)) | $((after / 1024)) | $(( (after - before) * 1024 / 1000000 )) |")
   }
   start_bitswarm ""; fill_rss bitswarm "$BS_PID" "$BS_UDP"
-  curl -s "http://$BS_HTTP/stats" | head -9 > "$RAW/mem-bitswarm-stats.json"
+  curl -s "http://$BS_HTTP/stats" > "$RAW/mem-bitswarm-stats.json" || true
   start_opentracker "$W/hashes100k.hex"; fill_rss opentracker "$OT_PID" "127.0.0.1:$OT_PORT"
   if [ -x "$ANCHORS/aquatic_udp" ]; then start_aquatic_udp; fill_rss aquatic_udp "$AQU_PID" "127.0.0.1:$AQU_PORT"; fi
 fi
@@ -163,28 +177,28 @@ REPORT=bench/results/tracker-$DATE.md
 {
   echo "Tracker benchmark, $DATE, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), loopback, medians of $RUNS runs of ${DURATION}s."
   echo
-  echo "| load | tracker | requests/s | p99 latency (ms) | vs opentracker |"
-  echo "| --- | --- | ---: | ---: | ---: |"
+  echo "| load | tracker | requests/s | vs opentracker | p99 latency (ms) | server CPU per request (us) |"
+  echo "| --- | --- | ---: | ---: | ---: | ---: |"
   for mode in keepalive close; do
     ot=$(median < "$W/http-opentracker-$mode.rps")
     for t in "${HTTP_TARGETS[@]}"; do
       set -- $t; name=$1
-      r=$(median < "$W/http-$name-$mode.rps"); p=$(median < "$W/http-$name-$mode.p99")
+      r=$(median < "$W/http-$name-$mode.rps"); p=$(median < "$W/http-$name-$mode.p99"); c=$(median < "$W/http-$name-$mode.cpu")
       label="HTTP announce, wrk -c64, keep-alive"; [ $mode = close ] && label="HTTP announce, wrk -c64, Connection: close"
-      echo "| $label | $name | ${r%.*} | $p | $(ratio "$r" "$ot")x |"
+      echo "| $label | $name | ${r%.*} | $(ratio "$r" "$ot")x | $p | $c |"
     done
   done
   ot=$(median < "$W/udp-opentracker.rps")
   for t in "${UDP_TARGETS[@]}"; do
     set -- $t; name=$1
-    r=$(median < "$W/udp-$name.rps"); p=$(median < "$W/udp-$name.p99")
-    echo "| UDP, udp_load 2x8 sockets, 80% announce | $name | ${r%.*} | $p | $(ratio "$r" "$ot")x |"
+    r=$(median < "$W/udp-$name.rps"); p=$(median < "$W/udp-$name.p99"); c=$(median < "$W/udp-$name.cpu")
+    echo "| UDP, udp_load 2x8 sockets, 80% announce | $name | ${r%.*} | $(ratio "$r" "$ot")x | $p | $c |"
   done
   for t in "${UDP_TARGETS[@]}"; do
     set -- $t; name=$1
     [ -f "$W/aqload-$name.rps" ] || continue
     r=$(median < "$W/aqload-$name.rps")
-    echo "| UDP, aquatic_udp_load_test (1 worker) | $name | ${r%.*} | | |"
+    echo "| UDP, aquatic_udp_load_test (1 worker) | $name | ${r%.*} | | | |"
   done
   if [ ${#MEM[@]} -gt 0 ]; then
     echo

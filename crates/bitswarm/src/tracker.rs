@@ -66,12 +66,9 @@ pub fn run(args: TrackerArgs) -> Result<(), Failure> {
     config.validate().map_err(|e| Failure::usage(e.to_string()))?;
 
     init_logging();
-    let workers = match config.http.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    // The HTTP and UDP servers run on threads of their own; this runtime only waits for a
+    // signal and runs the cleaner.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?;
@@ -91,6 +88,9 @@ fn init_logging() {
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
+    // Handlers first: a signal that comes as soon as the addresses are printed must stop the
+    // tracker cleanly, not kill it with the default disposition.
+    let mut signals = Signals::install().map_err(|e| Failure::failed(format!("cannot handle signals: {e}")))?;
     let tracker = Tracker::start(config).await.map_err(|e| Failure::failed(e.to_string()))?;
     if let Some(a) = tracker.http_addr {
         println!("HTTP tracker listening on {a}");
@@ -106,7 +106,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
         println!("stats: {url} (HTML), {url}stats (JSON), {url}metrics (Prometheus)");
     }
     println!("press Ctrl-C to stop");
-    wait_for_signal().await;
+    signals.wait().await;
     println!("stopping");
     if tokio::time::timeout(Duration::from_secs(5), tracker.shutdown()).await.is_err() {
         tracing::warn!("some connections did not close within 5 s; stopping anyway");
@@ -115,24 +115,32 @@ async fn serve(config: Config) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM (Ctrl-C elsewhere), listened for from the moment of `install`.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     }
 }

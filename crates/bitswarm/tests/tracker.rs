@@ -35,6 +35,7 @@ fn start_tracker(dir: &Path, config: &str) -> Tracker {
     let http = addr(proc.wait_line(T, |l| l.starts_with("HTTP tracker listening on ")));
     let udp = addr(proc.wait_line(T, |l| l.starts_with("UDP tracker listening on ")));
     proc.wait_line(T, |l| l.trim() == format!("udp://{udp}/announce"));
+    proc.wait_line(T, |l| l == "press Ctrl-C to stop");
     assert_ne!(http.port(), 0);
     Tracker { proc, http, udp }
 }
@@ -57,11 +58,15 @@ fn scrape(t: &Tracker, h: InfoHash) -> ScrapeStats {
 
 /// Waits until the tracker's scrape of `h` says exactly `want`.
 fn wait_scrape(t: &Tracker, h: InfoHash, want: ScrapeStats, what: &str) {
-    let mut last = ScrapeStats::default();
-    wait_for(T, &format!("{what}: scrape {want:?} (last seen {last:?})"), || {
-        last = scrape(t, h);
-        (last == want).then_some(())
-    });
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let last = scrape(t, h);
+        if last == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: waited {T:?} for scrape {want:?}, last saw {last:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn stats(complete: u32, incomplete: u32, downloaded: u32) -> ScrapeStats {
@@ -173,18 +178,20 @@ fn wait_file(path: &Path, data: &[u8], what: &str) {
 }
 
 #[test]
-fn tracker_prints_its_addresses_and_stops_on_sigterm() {
-    let dir = tempdir();
-    let mut t = start_tracker(dir.path(), "");
-    let out = t.proc.output();
-    assert!(out.contains(&format!("http://{}/announce", t.http)), "{out}");
-    assert!(out.contains(&format!("http://{}/metrics", t.http)), "{out}");
-    let page = String::from_utf8(http_get(t.http, "/")).unwrap();
-    assert!(page.contains("<h1>bitswarm tracker</h1>"), "{page}");
-    common::signal(t.proc.child.id(), "TERM");
-    let status = t.proc.wait_exit(T);
-    assert!(status.success(), "{status:?}: {}", t.proc.output());
-    assert!(t.proc.output().contains("stopped"));
+fn tracker_prints_its_addresses_and_stops_on_sigint_and_sigterm() {
+    for sig in ["INT", "TERM"] {
+        let dir = tempdir();
+        let mut t = start_tracker(dir.path(), "");
+        let out = t.proc.output();
+        assert!(out.contains(&format!("http://{}/announce", t.http)), "{out}");
+        assert!(out.contains(&format!("http://{}/metrics", t.http)), "{out}");
+        let page = String::from_utf8(http_get(t.http, "/")).unwrap();
+        assert!(page.contains("<h1>bitswarm tracker</h1>"), "{page}");
+        common::signal(t.proc.child.id(), sig);
+        let status = t.proc.wait_exit(T);
+        assert!(status.success(), "SIG{sig}: {status:?}: {}", t.proc.output());
+        assert!(t.proc.output().contains("stopped"));
+    }
 }
 
 #[test]

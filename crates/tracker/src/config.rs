@@ -24,7 +24,8 @@ real_ip_header = ""
 # ... but only on connections from these proxy addresses. Others are served at their own
 # address and the header is ignored.
 trusted_proxies = []
-# Worker threads of the HTTP server (0: one per core).
+# HTTP worker threads, each with its own listening socket (SO_REUSEPORT) and event loop
+# (0: one per core).
 threads = 0
 
 [udp]
@@ -246,6 +247,11 @@ mod tests {
     fn default_toml_is_the_default() {
         assert_eq!(Config::from_toml(DEFAULT_TOML).unwrap(), Config::default());
         assert_eq!(Config::from_toml("").unwrap(), Config::default());
+        let c = Config::default();
+        assert_eq!(c.http.bind.to_string(), "0.0.0.0:6969");
+        assert_eq!(c.udp.bind.to_string(), "0.0.0.0:6969");
+        assert!(c.http.enabled && c.udp.enabled && !c.scrape.full_scrape && !c.http.allow_ip_param);
+        assert_eq!(c.store.peer_timeout, 2 * c.announce.interval);
     }
 
     #[test]

@@ -70,9 +70,16 @@ fn compact6(ip: Ipv6Addr, port: u16) -> [u8; 18] {
 struct Entry<A> {
     addr: A,
     seeder: bool,
+    /// This peer's `completed` has been counted in the swarm's `downloaded` (it sits in what
+    /// would be padding: the entry stays 32 bytes for IPv4).
+    completed: bool,
     last_seen: u32,
     peer_id: [u8; 20],
 }
+
+// The memory figures in the README depend on these.
+const _: () = assert!(std::mem::size_of::<Entry<[u8; 6]>>() == 32);
+const _: () = assert!(std::mem::size_of::<Entry<[u8; 18]>>() == 44);
 
 /// The peers of one swarm and one address family.
 struct PeerList<A> {
@@ -362,9 +369,9 @@ impl Store {
             let counts = match sh.swarms.get_mut(&a.info_hash) {
                 Some(sw) => {
                     sw.last_activity = now;
-                    if let Some(e) = remove_peer(sw, a.addr) {
+                    if let Some(was_seeder) = remove_peer(sw, a.addr) {
                         self.peers.fetch_sub(1, Ordering::Relaxed);
-                        if e.0 { sh.seeders -= 1 } else { sh.leechers -= 1 }
+                        if was_seeder { sh.seeders -= 1 } else { sh.leechers -= 1 }
                     }
                     sw.counts()
                 }
@@ -376,18 +383,19 @@ impl Store {
         sw.last_activity = now;
         let mut outcome = Outcome::Ok;
         let ip = a.addr.ip().to_canonical();
-        let (was, stored) = match ip {
+        let completing = a.event == Event::Completed;
+        let updated = match ip {
             IpAddr::V4(ip4) => {
                 let key = compact4(ip4, a.addr.port());
-                upsert(&mut sw.v4, key, a.peer_id, seeder, now)
+                upsert(&mut sw.v4, key, a.peer_id, seeder, completing, now)
             }
             IpAddr::V6(ip6) => {
                 let key = compact6(ip6, a.addr.port());
-                upsert(sw.v6.get_or_insert_with(Default::default), key, a.peer_id, seeder, now)
+                upsert(sw.v6.get_or_insert_with(Default::default), key, a.peer_id, seeder, completing, now)
             }
         };
-        match (was, stored) {
-            (Some(was_seeder), _) => {
+        match updated {
+            Some((was_seeder, count_completion)) => {
                 if was_seeder != seeder {
                     if seeder {
                         sh.seeders += 1;
@@ -397,28 +405,29 @@ impl Store {
                         sh.leechers += 1;
                     }
                 }
-                if a.event == Event::Completed && !was_seeder {
+                // Counted once per peer, however it became a seeder first (some clients send a
+                // plain announce with left=0 before their `completed`).
+                if count_completion {
                     sw.downloaded = sw.downloaded.saturating_add(1);
                 }
             }
-            (None, Pending::Insert) => {
+            None => {
                 let total = self.peers.load(Ordering::Relaxed);
                 if sw.peers() >= self.max_per_swarm || total >= self.max_total {
                     outcome = Outcome::Full;
                 } else {
-                    insert_peer(sw, a.addr, ip, a.peer_id, seeder, now);
+                    insert_peer(sw, a.addr.port(), ip, a.peer_id, seeder, completing, now);
                     self.peers.fetch_add(1, Ordering::Relaxed);
                     if seeder {
                         sh.seeders += 1
                     } else {
                         sh.leechers += 1
                     }
-                    if a.event == Event::Completed {
+                    if completing {
                         sw.downloaded = sw.downloaded.saturating_add(1);
                     }
                 }
             }
-            (None, Pending::Done) => {}
         }
         select(sw, a, ip, seeder, out);
         let counts = sw.counts();
@@ -535,60 +544,53 @@ impl Store {
     }
 }
 
-enum Pending {
-    Insert,
-    Done,
-}
-
-/// Updates an existing peer (returning whether it was a seeder) or reports that it must be
-/// inserted.
+/// Updates an existing peer; returns whether it was a seeder and whether this announce's
+/// `completed` is to be counted (the first from this peer). `None`: not there, to be inserted.
 fn upsert<A: Compact>(
     list: &mut PeerList<A>,
     key: A,
     peer_id: PeerId,
     seeder: bool,
+    completing: bool,
     now: u32,
-) -> (Option<bool>, Pending) {
-    match list.find(&key) {
-        Some(i) => {
-            let e = &mut list.entries[i];
-            let was = e.seeder;
-            e.last_seen = now;
-            e.peer_id = peer_id.0;
-            if was != seeder {
-                e.seeder = seeder;
-                if seeder {
-                    list.seeders += 1;
-                } else {
-                    list.seeders -= 1;
-                }
-            }
-            (Some(was), Pending::Done)
+) -> Option<(bool, bool)> {
+    let i = list.find(&key)?;
+    let e = &mut list.entries[i];
+    let was = e.seeder;
+    e.last_seen = now;
+    e.peer_id = peer_id.0;
+    let count = completing && !e.completed;
+    e.completed |= completing;
+    if was != seeder {
+        e.seeder = seeder;
+        if seeder {
+            list.seeders += 1;
+        } else {
+            list.seeders -= 1;
         }
-        None => (None, Pending::Insert),
     }
+    Some((was, count))
 }
 
-fn insert_peer(sw: &mut Swarm, _addr: SocketAddr, ip: IpAddr, peer_id: PeerId, seeder: bool, now: u32) {
-    let port = _addr.port();
+fn insert_peer(sw: &mut Swarm, port: u16, ip: IpAddr, peer_id: PeerId, seeder: bool, completed: bool, now: u32) {
     match ip {
         IpAddr::V4(ip4) => {
-            sw.v4.push(Entry { addr: compact4(ip4, port), seeder, last_seen: now, peer_id: peer_id.0 });
+            sw.v4.push(Entry { addr: compact4(ip4, port), seeder, completed, last_seen: now, peer_id: peer_id.0 });
         }
         IpAddr::V6(ip6) => {
             let l = sw.v6.get_or_insert_with(Default::default);
-            l.push(Entry { addr: compact6(ip6, port), seeder, last_seen: now, peer_id: peer_id.0 });
+            l.push(Entry { addr: compact6(ip6, port), seeder, completed, last_seen: now, peer_id: peer_id.0 });
         }
     }
 }
 
 /// Removes a peer; returns whether it was a seeder.
-fn remove_peer(sw: &mut Swarm, addr: SocketAddr) -> Option<(bool,)> {
+fn remove_peer(sw: &mut Swarm, addr: SocketAddr) -> Option<bool> {
     match addr.ip().to_canonical() {
         IpAddr::V4(ip4) => {
             let key = compact4(ip4, addr.port());
             let i = sw.v4.find(&key)?;
-            Some((sw.v4.remove(i).seeder,))
+            Some(sw.v4.remove(i).seeder)
         }
         IpAddr::V6(ip6) => {
             let key = compact6(ip6, addr.port());
@@ -598,7 +600,7 @@ fn remove_peer(sw: &mut Swarm, addr: SocketAddr) -> Option<(bool,)> {
             if l.len() == 0 {
                 sw.v6 = None;
             }
-            Some((e.seeder,))
+            Some(e.seeder)
         }
     }
 }
@@ -657,11 +659,17 @@ mod tests {
         assert!(out.is_empty(), "a peer never gets itself back");
         let (c, _) = s.announce(&ann(1, "10.0.0.1:1000", 0, Event::Completed), &mut out);
         assert_eq!(c, SwarmCounts { seeders: 1, leechers: 0, downloaded: 1 });
-        // A repeated `completed` from a seeder is not counted twice.
+        // A repeated `completed` is not counted twice.
         let (c, _) = s.announce(&ann(1, "10.0.0.1:1000", 0, Event::Completed), &mut out);
         assert_eq!(c.downloaded, 1);
+        // A peer that turned seeder by a plain announce still counts its `completed` once.
+        s.announce(&ann(1, "10.0.0.2:1000", 5, Event::Started), &mut out);
+        s.announce(&ann(1, "10.0.0.2:1000", 0, Event::None), &mut out);
+        let (c, _) = s.announce(&ann(1, "10.0.0.2:1000", 0, Event::Completed), &mut out);
+        assert_eq!((c.seeders, c.downloaded), (2, 2));
+        s.announce(&ann(1, "10.0.0.2:1000", 0, Event::Stopped), &mut out);
         let (c, _) = s.announce(&ann(1, "10.0.0.1:1000", 0, Event::Stopped), &mut out);
-        assert_eq!(c, SwarmCounts { seeders: 0, leechers: 0, downloaded: 1 });
+        assert_eq!(c, SwarmCounts { seeders: 0, leechers: 0, downloaded: 2 });
         assert_eq!(s.totals().peers, 0);
         assert_eq!(s.counts(&InfoHash([9; 20])), SwarmCounts::default());
     }
@@ -769,5 +777,144 @@ mod tests {
         }
         assert_eq!(s.clean_before(1), (2, 1));
         assert_eq!(s.totals(), Totals::default());
+    }
+
+    #[test]
+    fn concurrent_announces_keep_totals_consistent() {
+        let s = std::sync::Arc::new(Store::new(8, 100_000, 1_000_000));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1);
+                    let mut out = Vec::new();
+                    for _ in 0..20_000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let event = [Event::None, Event::Started, Event::Completed, Event::Stopped][(x % 4) as usize];
+                        let a = Announce {
+                            info_hash: InfoHash([(x >> 8) as u8 % 16; 20]),
+                            peer_id: PeerId([t as u8; 20]),
+                            addr: SocketAddr::from(([10, 0, t as u8, (x >> 16) as u8], (x >> 24) as u16 % 8 + 1)),
+                            left: (x >> 40) % 2,
+                            event,
+                            numwant: 10,
+                            families: Families::Both,
+                        };
+                        out.clear();
+                        s.announce(&a, &mut out);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let t = s.totals();
+        let sum = s.all_counts().iter().fold(SwarmCounts::default(), |a, (_, c)| SwarmCounts {
+            seeders: a.seeders + c.seeders,
+            leechers: a.leechers + c.leechers,
+            downloaded: a.downloaded + c.downloaded,
+        });
+        assert_eq!(
+            (t.seeders, t.leechers, t.downloaded),
+            (u64::from(sum.seeders), u64::from(sum.leechers), u64::from(sum.downloaded))
+        );
+        assert_eq!(s.peers.load(Ordering::Relaxed), t.peers);
+        assert!(t.peers > 0);
+    }
+
+    mod model {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        struct Op {
+            swarm: u8,
+            addr: SocketAddr,
+            left: u64,
+            event: Event,
+            numwant: usize,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let addr = prop_oneof![
+                (0u8..4, 1u16..4).prop_map(|(h, p)| SocketAddr::from(([10, 0, 0, h], p))),
+                (0u8..3, 1u16..3)
+                    .prop_map(|(h, p)| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(h)], p))),
+            ];
+            let event =
+                prop_oneof![Just(Event::None), Just(Event::Started), Just(Event::Completed), Just(Event::Stopped)];
+            (0u8..3, addr, prop_oneof![Just(0u64), Just(7u64)], event, 0usize..6)
+                .prop_map(|(swarm, addr, left, event, numwant)| Op { swarm, addr, left, event, numwant })
+        }
+
+        proptest! {
+            /// Any sequence of announces keeps the counts equal to a plain model, never hands a
+            /// peer itself, never hands a seeder a seeder, and respects numwant.
+            #[test]
+            fn counts_match_a_model(ops in proptest::collection::vec(op(), 1..200), shards in 1usize..4) {
+                let s = Store::new(shards, 1000, 1000);
+                let mut peers: BTreeMap<(u8, SocketAddr), bool> = BTreeMap::new();
+                let mut counted: std::collections::BTreeSet<(u8, SocketAddr)> = Default::default();
+                let mut downloaded = [0u32; 3];
+                let mut out = Vec::new();
+                for o in &ops {
+                    let seeder = o.left == 0;
+                    let key = (o.swarm, o.addr);
+                    match o.event {
+                        Event::Stopped => {
+                            peers.remove(&key);
+                            counted.remove(&key);
+                        }
+                        _ => {
+                            peers.insert(key, seeder);
+                            if o.event == Event::Completed && counted.insert(key) {
+                                downloaded[usize::from(o.swarm)] += 1;
+                            }
+                        }
+                    }
+                    out.clear();
+                    let a = Announce {
+                        info_hash: InfoHash([o.swarm; 20]),
+                        peer_id: PeerId([1; 20]),
+                        addr: o.addr,
+                        left: o.left,
+                        event: o.event,
+                        numwant: o.numwant,
+                        families: Families::Both,
+                    };
+                    let (c, outcome) = s.announce(&a, &mut out);
+                    prop_assert_eq!(outcome, Outcome::Ok);
+                    let model = |sw: u8| {
+                        let mine = peers.iter().filter(|((h, _), _)| *h == sw);
+                        let seeders = mine.clone().filter(|(_, s)| **s).count() as u32;
+                        SwarmCounts { seeders, leechers: mine.count() as u32 - seeders, downloaded: downloaded[usize::from(sw)] }
+                    };
+                    prop_assert_eq!(c, model(o.swarm));
+                    prop_assert!(out.len() <= o.numwant);
+                    for p in &out {
+                        prop_assert!(p.addr != o.addr, "got itself back");
+                        let theirs = peers.get(&(o.swarm, p.addr)).copied();
+                        prop_assert!(theirs.is_some(), "a peer that is not in the swarm");
+                        prop_assert!(!(seeder && theirs == Some(true)), "a seeder got a seeder");
+                    }
+                    for sw in 0..3u8 {
+                        prop_assert_eq!(s.counts(&InfoHash([sw; 20])), model(sw));
+                    }
+                    let t = s.totals();
+                    prop_assert_eq!(t.peers, peers.len() as u64);
+                    prop_assert_eq!(t.seeders, peers.values().filter(|s| **s).count() as u64);
+                }
+                // Everything expires, and the totals go to zero with it.
+                let (gone, _) = s.clean_before(u32::MAX);
+                prop_assert_eq!(gone, peers.len() as u64);
+                prop_assert_eq!(s.totals(), Totals::default());
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! The UDP tracker (BEP 15): blocking worker threads sharing one socket, each receiving a
-//! packet, answering it from the store and sending the reply; no allocation per packet.
+//! The UDP tracker (BEP 15): blocking worker threads sharing one socket, each receiving
+//! packets (in batches on Linux), answering them from the store and sending the replies from
+//! reused buffers.
 //!
 //! Connection ids are stateless: a SipHash, keyed with a random secret made at start, of the
 //! client's IP address and a time window. Nothing is stored per client, so a flood of connects
@@ -18,6 +19,9 @@ use bitswarm_tracker_proto::udp::{self as wire, PacketError, Request};
 use crate::Shared;
 use crate::stats::{Metrics, Proto};
 use crate::store::{Announce, Families, Outcome, Selected};
+
+/// The most peers in a reply over IPv6 (see `handle`).
+pub const MAX_V6_PEERS: usize = 67;
 
 /// Stateless connection ids.
 pub struct ConnectionIds {
@@ -148,10 +152,15 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
                 Some(claimed) if shared.config.udp.allow_ip_field => IpAddr::V4(claimed),
                 _ => ip,
             };
-            let numwant = match a.event {
+            let mut numwant = match a.event {
                 bitswarm_tracker_proto::Event::Stopped => 0,
                 _ => a.num_want.unwrap_or(cfg.numwant_default).min(cfg.numwant_max) as usize,
             };
+            if !ip.is_ipv4() {
+                // Keep IPv6 replies within the minimum IPv6 MTU (1280 bytes less 48 of headers)
+                // so they are never fragmented: 20 + 67 * 18 = 1226 bytes.
+                numwant = numwant.min(MAX_V6_PEERS);
+            }
             let ann = Announce {
                 info_hash: a.info_hash,
                 peer_id: a.peer_id,

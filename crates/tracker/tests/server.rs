@@ -392,6 +392,16 @@ fn udp_over_ipv6() {
     c.send(&Request::Announce(udp_announce(cid, 3, 5, 2, 6002, 10, Event::Started)).encode());
     let Response::Announce(r) = c.recv() else { panic!() };
     assert_eq!(r.peers, udp::Peers::V6(vec!["[::1]:6001".parse().unwrap()]));
+    // Replies stay within the minimum IPv6 MTU: at most 67 peers however many are asked for.
+    for port in 7000..7100u16 {
+        c.send(&Request::Announce(udp_announce(cid, 4, 5, 3, port, 10, Event::Started)).encode());
+        c.recv();
+    }
+    let mut big = udp_announce(cid, 5, 5, 4, 6003, 10, Event::Started);
+    big.num_want = Some(100);
+    c.send(&Request::Announce(big).encode());
+    let Response::Announce(r) = c.recv() else { panic!() };
+    assert_eq!(r.peers.len(), bitswarm_tracker::udp::MAX_V6_PEERS);
     stop(rt, t);
 }
 
@@ -421,4 +431,72 @@ fn peers_expire_and_caps_hold() {
     assert!(metrics.contains("bitswarm_tracker_peers_refused_total{protocol=\"http\"} 1"), "{metrics}");
     assert!(metrics.contains("bitswarm_tracker_swarms 0"), "{metrics}");
     stop(rt, t);
+}
+
+#[test]
+fn a_busy_port_is_an_error_not_a_shared_socket() {
+    let (rt, t) = start(config(|c| c.http.threads = 2));
+    let taken = t.http_addr.unwrap();
+    let err = rt.block_on(Tracker::start(config(|c| {
+        c.http.bind = taken;
+        c.http.threads = 2;
+    })));
+    let err = err.err().expect("a second tracker on the same port must fail");
+    assert!(err.to_string().contains("cannot listen on"), "{err}");
+    // Both listeners of the first one serve.
+    for _ in 0..20 {
+        assert!(announce(taken, &req(1, 1, 1, 0, Event::None)).is_ok());
+    }
+    stop(rt, t);
+}
+
+#[test]
+fn stats_page_json_and_metrics_list_swarms() {
+    let (rt, t) = start(config(|_| {}));
+    let a = t.http_addr.unwrap();
+    announce(a, &req(0xab, 1, 1, 0, Event::Started)).unwrap();
+    announce(a, &req(0xab, 2, 2, 5, Event::Started)).unwrap();
+    announce(a, &req(0xcd, 1, 1, 5, Event::Started)).unwrap();
+    let (_, html) = get(a, "/");
+    let html = String::from_utf8(html).unwrap();
+    assert!(html.contains(&format!("<tr><td>{}</td><td>1</td><td>1</td><td>0</td>", "ab".repeat(20))), "{html}");
+    assert!(html.contains("2 swarms, 3 peers (1 seeders, 2 leechers)"), "{html}");
+    let (_, json) = get(a, "/stats");
+    let j: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(j["totals"]["swarms"], 2);
+    assert_eq!(j["totals"]["peers"], 3);
+    assert_eq!(j["requests"]["http_announces"], 3);
+    assert_eq!(j["swarms"][0]["info_hash"], "ab".repeat(20), "busiest first");
+    assert_eq!(j["swarms"][0]["seeders"], 1);
+    let (_, m) = get(a, "/metrics");
+    let m = String::from_utf8(m).unwrap();
+    for line in [
+        "bitswarm_tracker_announces_total{protocol=\"http\"} 3",
+        "bitswarm_tracker_swarms 2",
+        "bitswarm_tracker_seeders 1",
+        "bitswarm_tracker_leechers 2",
+        "# TYPE bitswarm_tracker_peers gauge",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
+    }
+    stop(rt, t);
+
+    // Off by configuration.
+    let (rt, t) = start(config(|c| c.stats.enabled = false));
+    assert!(get(t.http_addr.unwrap(), "/stats").0.contains("404"));
+    stop(rt, t);
+}
+
+#[test]
+fn dropping_the_handle_stops_the_tracker() {
+    let (rt, t) = start(config(|_| {}));
+    let a = t.http_addr.unwrap();
+    assert!(announce(a, &req(1, 1, 1, 0, Event::None)).is_ok());
+    drop(t);
+    let start = Instant::now();
+    while TcpStream::connect(a).is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(10), "still listening after the handle was dropped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(rt);
 }
