@@ -7,6 +7,7 @@
 
 mod bitfield;
 mod extended;
+pub mod mse;
 
 pub use bitfield::Bitfield;
 pub use extended::ExtendedHandshake;
