@@ -150,7 +150,7 @@ fn interop_libtorrent_forcing_rc4_dials_our_seeder() {
         return;
     }
     let mut ours = libtorrent_dials_our_seeder(700, "forced");
-    ours.wait_line(T, |l| l.contains("connected (incoming, MSE, RC4 stream)"));
+    assert_connection(&mut ours, "incoming", "MSE, RC4 stream");
     assert_eq!(failed_handshakes(&mut ours), Vec::<String>::new());
 }
 
@@ -162,7 +162,7 @@ fn interop_default_libtorrent_gets_in_on_its_first_connection() {
     // libtorrent tries MSE first on outgoing connections and offers both methods: we keep the
     // stream plaintext. Nothing was dropped before that connection (lines arrive in order).
     let mut ours = libtorrent_dials_our_seeder(710, "default");
-    ours.wait_line(T, |l| l.contains("connected (incoming, MSE, plaintext stream)"));
+    assert_connection(&mut ours, "incoming", "MSE, plaintext stream");
     assert_eq!(failed_handshakes(&mut ours), Vec::<String>::new());
 }
 
@@ -172,7 +172,7 @@ fn interop_libtorrent_forcing_rc4_seeds_to_our_leecher_requiring_encryption() {
         return;
     }
     let mut ours = our_leecher_dials_libtorrent(720, "forced", "require");
-    ours.wait_line(T, |l| l.contains("connected (outgoing, MSE, RC4 stream)"));
+    assert_connection(&mut ours, "outgoing", "MSE, RC4 stream");
     assert_eq!(failed_handshakes(&mut ours), Vec::<String>::new());
 }
 
@@ -182,7 +182,7 @@ fn interop_our_leecher_preferring_mse_falls_back_to_plaintext_with_libtorrent() 
         return;
     }
     let mut ours = our_leecher_dials_libtorrent(730, "disabled", "prefer");
-    ours.wait_line(T, |l| l.contains("connected (outgoing, plaintext)"));
+    assert_connection(&mut ours, "outgoing", "plaintext");
     let failed = failed_handshakes(&mut ours);
     assert!(!failed.is_empty(), "the MSE attempt failed first:\n{}", ours.output());
 }
@@ -207,5 +207,5 @@ fn interop_our_seeder_requiring_encryption_to_transmission_requiring_it() {
     let (mut ours, _) = our_peer("seed", &s.torrent, &s.src, &args, Some(CONN_LOG));
     tr.wait_line(T, |l| l.contains("State changed from \"Incomplete\" to \"Complete\""));
     assert_same_data(&s.src, &s.dst);
-    ours.wait_line(T, |l| l.contains("connected (outgoing, MSE, RC4 stream)"));
+    assert_connection(&mut ours, "outgoing", "MSE, RC4 stream");
 }

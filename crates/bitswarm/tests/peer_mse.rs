@@ -48,8 +48,8 @@ fn transfer(s: &Setup, seed_enc: &str, leech_enc: &str) -> (Proc, Proc) {
 fn rc4_between_our_peers_when_both_require_it() {
     let s = setup(600);
     let (mut seed, mut leech) = transfer(&s, "require", "require");
-    leech.wait_line(T, |l| l.contains("connected (outgoing, MSE, RC4 stream)"));
-    seed.wait_line(T, |l| l.contains("connected (incoming, MSE, RC4 stream)"));
+    assert_connection(&mut leech, "outgoing", "MSE, RC4 stream");
+    assert_connection(&mut seed, "incoming", "MSE, RC4 stream");
     assert_eq!(failed_handshakes(&mut leech), Vec::<String>::new());
 }
 
@@ -57,8 +57,8 @@ fn rc4_between_our_peers_when_both_require_it() {
 fn prefer_dials_mse_and_a_default_seeder_keeps_the_stream_plaintext() {
     let s = setup(610);
     let (mut seed, mut leech) = transfer(&s, "plaintext", "prefer");
-    leech.wait_line(T, |l| l.contains("connected (outgoing, MSE, plaintext stream)"));
-    seed.wait_line(T, |l| l.contains("connected (incoming, MSE, plaintext stream)"));
+    assert_connection(&mut leech, "outgoing", "MSE, plaintext stream");
+    assert_connection(&mut seed, "incoming", "MSE, plaintext stream");
     assert_eq!(failed_handshakes(&mut leech), Vec::<String>::new());
 }
 
@@ -66,10 +66,10 @@ fn prefer_dials_mse_and_a_default_seeder_keeps_the_stream_plaintext() {
 fn a_default_leecher_dials_plaintext_and_a_requiring_dialer_gets_rc4_from_a_default_seeder() {
     let s = setup(620);
     let (mut seed, _leech) = transfer(&s, "plaintext", "plaintext");
-    seed.wait_line(T, |l| l.contains("connected (incoming, plaintext)"));
+    assert_connection(&mut seed, "incoming", "plaintext");
     let s = setup(630);
     let (mut seed, _leech) = transfer(&s, "plaintext", "require");
-    seed.wait_line(T, |l| l.contains("connected (incoming, MSE, RC4 stream)"));
+    assert_connection(&mut seed, "incoming", "MSE, RC4 stream");
 }
 
 #[test]

@@ -98,6 +98,15 @@ pub fn our_peer(command: &str, torrent: &Path, dir: &Path, extra: &[&str], log: 
     (p, port)
 }
 
+/// Waits for the first connection our peer logged in `direction` (`incoming` or `outgoing`;
+/// see [`CONN_LOG`]) and checks how it started (`plaintext`, `MSE, plaintext stream`, `MSE, RC4
+/// stream`).
+pub fn assert_connection(p: &mut Proc, direction: &str, how: &str) {
+    let prefix = format!("connected ({direction}, ");
+    let line = p.wait_line(Duration::from_secs(120), |l| l.contains(&prefix));
+    assert!(line.ends_with(&format!("{prefix}{how})")), "expected a connection {how}, got: {line}");
+}
+
 /// Lines of our connection log (see [`CONN_LOG`]) that tell of a failed handshake.
 pub fn failed_handshakes(p: &mut Proc) -> Vec<String> {
     p.output();
