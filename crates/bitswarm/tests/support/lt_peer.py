@@ -24,7 +24,8 @@ for a in sys.argv[4:]:
 settings = {
     "listen_interfaces": "127.0.0.1:0", "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
     "enable_natpmp": False, "allow_multiple_connections_per_ip": True, "enable_outgoing_utp": False,
-    "enable_incoming_utp": False, "alert_mask": lt.alert_category.status | lt.alert_category.error,
+    "enable_incoming_utp": False,
+    "alert_mask": lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage,
 }
 if enc == "forced":
     settings.update({"out_enc_policy": int(lt.enc_policy.forced), "in_enc_policy": int(lt.enc_policy.forced),
@@ -50,8 +51,15 @@ while time.time() < deadline:
             h.connect_peer((host, int(port)))
     if s.is_seeding:
         if mode == "leech":
-            print("done", flush=True)
-            sys.exit(0)
+            # Seeding means every piece passed its hash check; the disk threads may still be
+            # writing. The flush is a fence behind those writes: "done" means the files are whole.
+            h.flush_cache()
+            while time.time() < deadline:
+                ses.wait_for_alert(100)
+                if any(isinstance(a, lt.cache_flushed_alert) for a in ses.pop_alerts()):
+                    print("done", flush=True)
+                    sys.exit(0)
+            break
         print("seeding", flush=True)
         while True:
             time.sleep(3600)
