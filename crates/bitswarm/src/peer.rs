@@ -177,7 +177,8 @@ async fn drive(engine: &Engine, mode: Mode, exit_when_done: bool) -> Outcome {
     });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_line = Instant::now();
-    let mut announced_complete = engine.is_complete();
+    // Not `is_complete()`: a download may have completed already, between the start and here.
+    let mut announced_complete = engine.started_complete();
     let outcome = loop {
         tokio::select! {
             _ = tick.tick() => {

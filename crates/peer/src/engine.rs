@@ -594,6 +594,11 @@ impl Engine {
         *self.complete_rx.borrow()
     }
 
+    /// Whether every piece was there at the start (nothing was downloaded).
+    pub fn started_complete(&self) -> bool {
+        self.shared.started_complete
+    }
+
     /// Resolves when every piece is verified and written.
     pub async fn wait_complete(&self) {
         let mut rx = self.complete_rx.clone();
