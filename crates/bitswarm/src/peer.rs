@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use bitswarm_peer::{Config, Engine, Role, Stats};
+use bitswarm_peer::{Config, Engine, Incoming, Outgoing, Role, Stats};
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
@@ -43,9 +43,34 @@ pub struct PeerArgs {
     /// Most connections at once.
     #[arg(long, default_value_t = 60, value_name = "N")]
     pub max_peers: usize,
+    /// Message Stream Encryption (MSE/PE). `plaintext`: dial with the plaintext handshake;
+    /// accept both, and with MSE keep the stream plaintext when the peer offers it (RC4 when it
+    /// offers nothing else). `prefer`: dial with MSE offering RC4 or plaintext (the peer
+    /// chooses), dialing again in plaintext a peer that fails it; accept as `plaintext` does.
+    /// `require`: only MSE with RC4 on the whole stream, both ways.
+    #[arg(long, value_enum, default_value_t = Encryption::Plaintext, value_name = "POLICY")]
+    pub encryption: Encryption,
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encryption {
+    Plaintext,
+    Prefer,
+    Require,
+}
+
+impl Encryption {
+    /// The engine's policies for the connections we dial and those we accept.
+    pub fn policies(self) -> (Outgoing, Incoming) {
+        match self {
+            Encryption::Plaintext => (Outgoing::Plaintext, Incoming::Any),
+            Encryption::Prefer => (Outgoing::Prefer, Incoming::Any),
+            Encryption::Require => (Outgoing::Require, Incoming::Require),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -80,6 +105,7 @@ fn run(a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure> {
     }
     config.max_upload_rate = a.max_upload_rate;
     config.max_peers = a.max_peers.max(1);
+    (config.outgoing_encryption, config.incoming_encryption) = a.encryption.policies();
 
     let checked = Arc::new(AtomicU64::new(0));
     let total = meta.info.total_length;
@@ -151,7 +177,8 @@ async fn drive(engine: &Engine, mode: Mode, exit_when_done: bool) -> Outcome {
     });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_line = Instant::now();
-    let mut announced_complete = engine.is_complete();
+    // Not `is_complete()`: a download may have completed already, between the start and here.
+    let mut announced_complete = engine.started_complete();
     let outcome = loop {
         tokio::select! {
             _ = tick.tick() => {

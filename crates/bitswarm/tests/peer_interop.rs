@@ -2,6 +2,12 @@
 //! transmission leechers; libtorrent and aria2 seeders to our leecher. The peers dial each other
 //! directly on loopback (no tracker), on multi-file torrents with nested folders, an empty file and
 //! pieces that span files. The bytes that arrive are compared with the original.
+//!
+//! Message Stream Encryption: libtorrent forcing RC4 dials our seeder, and seeds to our leecher
+//! that requires encryption; libtorrent with its default policy (MSE first on outgoing
+//! connections) gets in on its first connection; our leecher that prefers MSE falls back to
+//! plaintext with a libtorrent that has encryption off; our seeder requiring encryption dials a
+//! transmission-cli that requires it.
 
 mod common;
 
@@ -110,4 +116,96 @@ fn interop_our_seeder_to_transmission_leecher() {
     // transmission-cli logs this state change once every piece is verified and written.
     tr.wait_line(T, |l| l.contains("State changed from \"Incomplete\" to \"Complete\""));
     assert_same_data(&s.src, &s.dst);
+}
+
+/// Our seeder (logging its connections) dialed by a libtorrent leecher with encryption policy
+/// `enc`; returns the seeder once the data arrived intact.
+fn libtorrent_dials_our_seeder(seed: u64, enc: &str) -> Proc {
+    let s = setup(seed);
+    let (ours, port) = our_peer("seed", &s.torrent, &s.src, &["--no-tracker"], Some(CONN_LOG));
+    let (mut lt, _) = lt_peer_enc("leech", &s.torrent, &s.dst, &[format!("127.0.0.1:{port}")], enc);
+    lt.wait_line(T, |l| l == "done");
+    assert_same_tree(&s.src, &s.dst);
+    ours
+}
+
+/// Our leecher with `--encryption ours_enc` dials a libtorrent seeder with policy `lt_enc`;
+/// returns it once it completed with the data intact.
+fn our_leecher_dials_libtorrent(seed: u64, lt_enc: &str, ours_enc: &str) -> Proc {
+    let s = setup(seed);
+    let (mut lt, lt_port) = lt_peer_enc("seed", &s.torrent, &s.src, &[], lt_enc);
+    lt.wait_line(T, |l| l == "seeding");
+    let peer = format!("127.0.0.1:{lt_port}");
+    let args = ["--no-tracker", "--exit-when-done", "--encryption", ours_enc, "--peer", &peer];
+    let (mut ours, _) = our_peer("join", &s.torrent, &s.dst, &args, Some(CONN_LOG));
+    let status = ours.wait_exit(T);
+    assert!(status.success(), "bitswarm join: {status:?}\n{}\nlibtorrent:\n{}", ours.output(), lt.output());
+    assert_same_tree(&s.src, &s.dst);
+    ours
+}
+
+#[test]
+fn interop_libtorrent_forcing_rc4_dials_our_seeder() {
+    if !require("libtorrent") {
+        return;
+    }
+    let mut ours = libtorrent_dials_our_seeder(700, "forced");
+    assert_connection(&mut ours, "incoming", "MSE, RC4 stream");
+    assert_eq!(failed_handshakes(&mut ours), Vec::<String>::new());
+}
+
+#[test]
+fn interop_default_libtorrent_gets_in_on_its_first_connection() {
+    if !require("libtorrent") {
+        return;
+    }
+    // libtorrent tries MSE first on outgoing connections and offers both methods: we keep the
+    // stream plaintext. Nothing was dropped before that connection (lines arrive in order).
+    let mut ours = libtorrent_dials_our_seeder(710, "default");
+    assert_connection(&mut ours, "incoming", "MSE, plaintext stream");
+    assert_eq!(failed_handshakes(&mut ours), Vec::<String>::new());
+}
+
+#[test]
+fn interop_libtorrent_forcing_rc4_seeds_to_our_leecher_requiring_encryption() {
+    if !require("libtorrent") {
+        return;
+    }
+    let mut ours = our_leecher_dials_libtorrent(720, "forced", "require");
+    assert_connection(&mut ours, "outgoing", "MSE, RC4 stream");
+    assert_eq!(failed_handshakes(&mut ours), Vec::<String>::new());
+}
+
+#[test]
+fn interop_our_leecher_preferring_mse_falls_back_to_plaintext_with_libtorrent() {
+    if !require("libtorrent") {
+        return;
+    }
+    let mut ours = our_leecher_dials_libtorrent(730, "disabled", "prefer");
+    assert_connection(&mut ours, "outgoing", "plaintext");
+    let failed = failed_handshakes(&mut ours);
+    assert!(!failed.is_empty(), "the MSE attempt failed first:\n{}", ours.output());
+}
+
+#[test]
+fn interop_our_seeder_requiring_encryption_to_transmission_requiring_it() {
+    if !require("transmission-cli") {
+        return;
+    }
+    let s = setup(740);
+    let port = free_tcp_port();
+    let mut c = Command::new("transmission-cli");
+    c.args(["-er", "-M", "-p", &port.to_string(), "-g"])
+        .arg(s._t.path().join("transmission-config"))
+        .arg("-w")
+        .arg(&s.dst)
+        .arg(&s.torrent);
+    let mut tr = Proc::spawn("transmission-cli", c);
+    tr.wait_line(T, |l| l.contains("Progress") || l.contains("Port") || l.contains("Transmission"));
+    let peer = format!("127.0.0.1:{port}");
+    let args = ["--no-tracker", "--encryption", "require", "--peer", &peer];
+    let (mut ours, _) = our_peer("seed", &s.torrent, &s.src, &args, Some(CONN_LOG));
+    tr.wait_line(T, |l| l.contains("State changed from \"Incomplete\" to \"Complete\""));
+    assert_same_data(&s.src, &s.dst);
+    assert_connection(&mut ours, "outgoing", "MSE, RC4 stream");
 }

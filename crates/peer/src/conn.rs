@@ -1,12 +1,17 @@
-//! One peer connection: the handshake, then a reader task that drives the protocol (and asks
-//! the picker what to request) and a writer task that batches outgoing messages and serves the
-//! blocks the peer asked for.
+//! One peer connection: the handshake (plaintext, or Message Stream Encryption first), then a
+//! reader task that drives the protocol (and asks the picker what to request) and a writer task
+//! that batches outgoing messages and serves the blocks the peer asked for. When MSE chose RC4,
+//! the reader decrypts in place what it reads and the writer encrypts in place what it gathered;
+//! on a plaintext connection neither does anything more.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bitswarm_wire::mse::{
+    self, Ciphers, Detected, Established, Initiator, Method, MseError, Progress, Rc4, Responder, Secrets, Select,
+};
 use bitswarm_wire::{
     Bitfield, BlockRef, ExtendedHandshake, HANDSHAKE_LEN, Handshake, MAX_REQUEST, Message, WireError, decode, encode,
     max_message_len, piece_header,
@@ -17,7 +22,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
-use crate::engine::Shared;
+use crate::engine::{Incoming, Shared};
 use crate::picker::{BlockOutcome, PeerKey};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,37 +70,61 @@ enum Out {
     Block(BlockRef, u64),
 }
 
-/// Runs a connection to its end. `outgoing`: we dialed.
-pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, outgoing: bool) {
+/// How a connection starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// A peer dialed us: a plaintext handshake or MSE, told apart by the first bytes.
+    Incoming,
+    /// We dialed: the plaintext handshake, or MSE offering these crypto_provide bits.
+    Outgoing { mse: Option<u32> },
+}
+
+/// How a connection ended, for the dialer's fallback from MSE to plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The handshake failed or timed out (the peer is not registered).
+    HandshakeFailed,
+    /// Anything else: it ran and closed, or was not wanted.
+    Other,
+}
+
+/// Runs a connection to its end.
+pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, start: Start) -> Ended {
     let _ = stream.set_nodelay(true);
-    let theirs = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, &mut stream, outgoing)).await {
+    let outgoing = matches!(start, Start::Outgoing { .. });
+    let opened = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, &mut stream, start)).await {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
             debug!("{addr}: handshake: {e}");
-            return;
+            return Ended::HandshakeFailed;
         }
         Err(_) => {
             debug!("{addr}: handshake timed out");
-            return;
+            return Ended::HandshakeFailed;
         }
     };
+    let Opened { theirs, pending, ciphers, how } = opened;
     if theirs.peer_id == shared.config.peer_id {
         debug!("{addr}: that is ourselves");
         if outgoing {
             shared.mark_self(addr);
         }
-        return;
+        return Ended::Other;
     }
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(PeerStats::default());
     let Some(key) = shared.register(addr, theirs.peer_id, ctl_tx, stats.clone()) else {
         debug!("{addr}: already connected, banned, or too many peers");
-        return;
+        return Ended::Other;
     };
-    debug!("{addr}: connected ({})", if outgoing { "outgoing" } else { "incoming" });
+    debug!("{addr}: connected ({}, {how})", if outgoing { "outgoing" } else { "incoming" });
+    let (decrypt, encrypt) = match ciphers {
+        Some(c) => (Some(c.decrypt), Some(c.encrypt)),
+        None => (None, None),
+    };
     let (rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(shared.clone(), wr, out_rx, stats.clone()));
+    let writer = tokio::spawn(write_loop(shared.clone(), wr, out_rx, stats.clone(), encrypt));
     let n = shared.meta.info.piece_count();
     let mut c = Conn {
         shared: shared.clone(),
@@ -112,7 +141,7 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, o
         reqq: DEFAULT_REQQ,
     };
     c.greet(theirs.supports_extensions());
-    let result = c.drive(rd, ctl_rx).await;
+    let result = c.drive(rd, ctl_rx, pending, decrypt).await;
     if let Err(e) = &result {
         debug!("{addr}: closed: {e}");
     }
@@ -120,23 +149,127 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, o
     shared.unregister(key, &c.theirs, &outstanding);
     drop(c);
     writer.abort();
+    Ended::Other
 }
 
-async fn handshake(shared: &Shared, stream: &mut TcpStream, outgoing: bool) -> Result<Handshake, String> {
-    let ours = Handshake::new(shared.meta.info_hash.0, shared.config.peer_id).encode();
-    if outgoing {
-        stream.write_all(&ours).await.map_err(|e| e.to_string())?;
+/// A connection after the handshakes.
+struct Opened {
+    theirs: Handshake,
+    /// The peer's stream past its handshake, received already (decrypted).
+    pending: Vec<u8>,
+    /// RC4 both ways for the rest of the connection, when MSE chose it.
+    ciphers: Option<Ciphers>,
+    /// For the log: plaintext, or MSE and the method it chose.
+    how: &'static str,
+}
+
+async fn handshake(shared: &Shared, stream: &mut TcpStream, start: Start) -> Result<Opened, String> {
+    let info_hash = shared.meta.info_hash.0;
+    let ours = Handshake::new(info_hash, shared.config.peer_id).encode();
+    let io = |e: std::io::Error| e.to_string();
+    let secrets = || Secrets::random().map_err(|e| e.to_string());
+    // The MSE handshake (when there is one) leaves the peer's payload stream: first its
+    // BitTorrent handshake, carried in IA by an initiator.
+    let (mut pending, mut ciphers, how) = match start {
+        Start::Outgoing { mse: None } => {
+            stream.write_all(&ours).await.map_err(io)?;
+            (Vec::new(), None, "plaintext")
+        }
+        Start::Outgoing { mse: Some(provide) } => {
+            let mut out = Vec::new();
+            let mut side = Initiator::new(info_hash, provide, ours.to_vec(), secrets()?, &mut out);
+            let e = exchange(stream, &mut side, out, &[]).await?;
+            (e.received, e.ciphers, mse_name(e.method))
+        }
+        Start::Incoming => {
+            let mut first = [0u8; 20];
+            stream.read_exact(&mut first).await.map_err(io)?;
+            let require = shared.config.incoming_encryption == Incoming::Require;
+            match mse::detect(&first) {
+                Detected::Plaintext if require => return Err("plaintext handshake refused: encryption required".into()),
+                Detected::Plaintext | Detected::NeedMore => (first.to_vec(), None, "plaintext"),
+                Detected::Encrypted => {
+                    let select = if require { Select::RequireRc4 } else { Select::PreferPlaintext };
+                    let mut side = Responder::new(vec![info_hash], select, secrets()?);
+                    let e = exchange(stream, &mut side, Vec::new(), &first).await?;
+                    (e.received, e.ciphers, mse_name(e.method))
+                }
+            }
+        }
+    };
+    if pending.len() < HANDSHAKE_LEN {
+        let at = pending.len();
+        pending.resize(HANDSHAKE_LEN, 0);
+        stream.read_exact(&mut pending[at..]).await.map_err(io)?;
+        if let Some(c) = &mut ciphers {
+            c.decrypt.apply(&mut pending[at..]);
+        }
     }
-    let mut buf = [0u8; HANDSHAKE_LEN];
-    stream.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-    let theirs = Handshake::decode(&buf).map_err(|e| e.to_string())?;
-    if theirs.info_hash != shared.meta.info_hash.0 {
+    let theirs =
+        Handshake::decode(pending[..HANDSHAKE_LEN].try_into().expect("68 bytes")).map_err(|e| e.to_string())?;
+    if theirs.info_hash != info_hash {
         return Err("wrong info-hash".into());
     }
-    if !outgoing {
-        stream.write_all(&ours).await.map_err(|e| e.to_string())?;
+    pending.drain(..HANDSHAKE_LEN);
+    if matches!(start, Start::Incoming) {
+        let mut ours = ours;
+        if let Some(c) = &mut ciphers {
+            c.encrypt.apply(&mut ours);
+        }
+        stream.write_all(&ours).await.map_err(io)?;
     }
-    Ok(theirs)
+    Ok(Opened { theirs, pending, ciphers, how })
+}
+
+fn mse_name(m: Method) -> &'static str {
+    match m {
+        Method::Plaintext => "MSE, plaintext stream",
+        Method::Rc4 => "MSE, RC4 stream",
+    }
+}
+
+/// Either side of the MSE handshake.
+trait MseSide {
+    fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, MseError>;
+}
+
+impl MseSide for Initiator {
+    fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, MseError> {
+        Initiator::receive(self, input, out)
+    }
+}
+
+impl MseSide for Responder {
+    fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, MseError> {
+        Responder::receive(self, input, out)
+    }
+}
+
+/// Runs an MSE handshake over the socket: sends `out` (step 1 for an initiator), feeds the
+/// state machine `first` and then what arrives, and sends what it answers.
+async fn exchange(
+    stream: &mut TcpStream,
+    side: &mut impl MseSide,
+    mut out: Vec<u8>,
+    first: &[u8],
+) -> Result<Established, String> {
+    let mut buf = vec![0u8; 4096];
+    let mut len = first.len();
+    buf[..len].copy_from_slice(first);
+    loop {
+        let progress = side.receive(&buf[..len], &mut out).map_err(|e| format!("MSE: {e}"))?;
+        if !out.is_empty() {
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            out.clear();
+        }
+        if let Progress::Done(e) = progress {
+            return Ok(*e);
+        }
+        len = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if len == 0 {
+            return Err("MSE: the peer closed the connection".into());
+        }
+    }
 }
 
 struct Conn {
@@ -197,14 +330,19 @@ impl Conn {
         }
     }
 
+    /// Reads and handles messages until the connection ends. `pending`: what the peer sent after
+    /// its handshake that was read already; `decrypt`: RC4 for what is read, when MSE chose it.
     async fn drive(
         &mut self,
         mut rd: tokio::net::tcp::OwnedReadHalf,
         mut ctl: mpsc::UnboundedReceiver<Ctl>,
+        pending: Vec<u8>,
+        mut decrypt: Option<Rc4>,
     ) -> Result<(), ConnError> {
         let max = max_message_len(self.theirs.len());
-        let mut buf = vec![0u8; READ_BUFFER.max(max as usize + 4)];
-        let mut filled = 0usize;
+        let mut buf = vec![0u8; READ_BUFFER.max(max as usize + 4).max(pending.len())];
+        buf[..pending.len()].copy_from_slice(&pending);
+        let mut filled = self.consume(&mut buf, pending.len(), max)?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_recv = Instant::now();
         let mut last_keepalive = Instant::now();
@@ -217,15 +355,10 @@ impl Conn {
                         return Err(ConnError::Eof);
                     }
                     last_recv = Instant::now();
-                    filled += n;
-                    let mut at = 0;
-                    while let Some((msg, used)) = decode(&buf[at..filled], max)? {
-                        self.handle(msg)?;
-                        at += used;
+                    if let Some(c) = &mut decrypt {
+                        c.apply(&mut buf[filled..filled + n]);
                     }
-                    buf.copy_within(at..filled, 0);
-                    filled -= at;
-                    self.fill_requests();
+                    filled = self.consume(&mut buf, filled + n, max)?;
                 }
                 c = ctl.recv() => match c {
                     None | Some(Ctl::Close) => return Err(ConnError::Closed),
@@ -245,6 +378,19 @@ impl Conn {
                 _ = shutdown.changed() => return Err(ConnError::Closed),
             }
         }
+    }
+
+    /// Handles the whole messages in `buf[..filled]`, moves the rest to the front, and returns
+    /// its length.
+    fn consume(&mut self, buf: &mut [u8], filled: usize, max: u32) -> Result<usize, ConnError> {
+        let mut at = 0;
+        while let Some((msg, used)) = decode(&buf[at..filled], max)? {
+            self.handle(msg)?;
+            at += used;
+        }
+        buf.copy_within(at..filled, 0);
+        self.fill_requests();
+        Ok(filled - at)
     }
 
     fn control(&mut self, c: Ctl) {
@@ -478,6 +624,7 @@ async fn write_loop(
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Out>,
     stats: Arc<PeerStats>,
+    mut encrypt: Option<Rc4>,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH + MAX_REQUEST as usize + 64);
     while let Some(first) = rx.recv().await {
@@ -519,6 +666,9 @@ async fn write_loop(
             }
         }
         if !buf.is_empty() {
+            if let Some(c) = &mut encrypt {
+                c.apply(&mut buf);
+            }
             if wr.write_all(&buf).await.is_err() {
                 return;
             }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bitswarm_metainfo::Metainfo;
 use bitswarm_storage::PieceState;
+use bitswarm_wire::mse::{CRYPTO_PLAINTEXT, CRYPTO_RC4};
 use bitswarm_wire::{BLOCK_SIZE, Bitfield, BlockRef};
 use sha1::{Digest, Sha1};
 use tokio::net::{TcpListener, TcpStream};
@@ -58,6 +59,36 @@ pub struct Config {
     /// A peer that alone sent this many pieces that failed their hash is banned. (A peer whose
     /// blocks are proven bad once the piece passes is banned at once.)
     pub ban_strikes: u32,
+    /// How connections we dial start.
+    pub outgoing_encryption: Outgoing,
+    /// What incoming connections may use.
+    pub incoming_encryption: Incoming,
+}
+
+/// Message Stream Encryption on the connections we dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outgoing {
+    /// The plaintext BitTorrent handshake.
+    #[default]
+    Plaintext,
+    /// An MSE handshake that offers RC4 and plaintext for the stream (the peer chooses); a peer
+    /// that fails it is dialed again with the plaintext handshake, and the next time with MSE
+    /// again.
+    Prefer,
+    /// An MSE handshake that offers RC4 only; no fallback.
+    Require,
+}
+
+/// Message Stream Encryption on the connections peers make to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Incoming {
+    /// Plaintext handshakes and MSE; with MSE the stream stays plaintext when the peer offers it
+    /// (no RC4 cost on bulk data), RC4 when that is all it offers.
+    #[default]
+    Any,
+    /// MSE with RC4 for the whole stream; plaintext handshakes and plaintext-only offers are
+    /// refused.
+    Require,
 }
 
 impl Config {
@@ -73,6 +104,8 @@ impl Config {
             max_upload_rate: None,
             check_threads: bitswarm_storage::cores(),
             ban_strikes: 2,
+            outgoing_encryption: Outgoing::Plaintext,
+            incoming_encryption: Incoming::Any,
         }
     }
 }
@@ -125,6 +158,8 @@ struct Known {
     next_try: Option<Instant>,
     /// The address is our own listener (seen through a tracker or an alias).
     ourselves: bool,
+    /// With [`Outgoing::Prefer`]: the last MSE handshake failed, dial with the plaintext one.
+    plaintext_next: bool,
 }
 
 pub(crate) struct State {
@@ -559,6 +594,11 @@ impl Engine {
         *self.complete_rx.borrow()
     }
 
+    /// Whether every piece was there at the start (nothing was downloaded).
+    pub fn started_complete(&self) -> bool {
+        self.shared.started_complete
+    }
+
     /// Resolves when every piece is verified and written.
     pub async fn wait_complete(&self) {
         let mut rx = self.complete_rx.clone();
@@ -736,7 +776,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         }
-        tokio::spawn(conn::run(shared.clone(), stream, addr, false));
+        tokio::spawn(conn::run(shared.clone(), stream, addr, conn::Start::Incoming));
     }
 }
 
@@ -771,6 +811,12 @@ async fn dial_loop(shared: Arc<Shared>) {
         };
         for addr in to_dial {
             let shared = shared.clone();
+            let mse = match shared.config.outgoing_encryption {
+                Outgoing::Plaintext => None,
+                Outgoing::Require => Some(CRYPTO_RC4),
+                Outgoing::Prefer if shared.state().known.get(&addr).is_some_and(|k| k.plaintext_next) => None,
+                Outgoing::Prefer => Some(CRYPTO_RC4 | CRYPTO_PLAINTEXT),
+            };
             tokio::spawn(async move {
                 let result = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await;
                 let ok = matches!(result, Ok(Ok(_)));
@@ -789,7 +835,21 @@ async fn dial_loop(shared: Arc<Shared>) {
                     }
                 }
                 match result {
-                    Ok(Ok(stream)) => conn::run(shared, stream, addr, true).await,
+                    Ok(Ok(stream)) => {
+                        let ended = conn::run(shared.clone(), stream, addr, conn::Start::Outgoing { mse }).await;
+                        if shared.config.outgoing_encryption == Outgoing::Prefer
+                            && ended == conn::Ended::HandshakeFailed
+                        {
+                            // Like libtorrent: a peer that fails the MSE handshake is tried
+                            // again at once in plaintext; one that fails that gets MSE next time.
+                            let mut st = shared.state();
+                            let k = st.known.entry(addr).or_default();
+                            k.plaintext_next = mse.is_some();
+                            if mse.is_some() {
+                                k.next_try = Some(Instant::now());
+                            }
+                        }
+                    }
                     Ok(Err(e)) => debug!("dial {addr}: {e}"),
                     Err(_) => debug!("dial {addr}: timed out"),
                 }

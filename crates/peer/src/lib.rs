@@ -15,7 +15,7 @@ mod picker;
 mod rate;
 mod tracker;
 
-pub use engine::{Config, Engine, EngineError, Role, Stats};
+pub use engine::{Config, Engine, EngineError, Incoming, Outgoing, Role, Stats};
 pub use picker::PeerKey;
 pub use tracker::{Announce, Reply, Tiers, announce};
 

@@ -74,26 +74,56 @@ pub fn listening_port(p: &mut Proc) -> u16 {
 
 /// `bitswarm seed` on an ephemeral loopback port; returns it with its port.
 pub fn our_seed(torrent: &Path, dir: &Path, extra: &[&str]) -> (Proc, u16) {
-    let mut c = bitswarm();
-    c.args(["seed", "--port", "0", "--bind", "127.0.0.1", "-d"]).arg(dir).arg(torrent).args(extra);
-    let mut p = Proc::spawn("bitswarm seed", c);
-    let port = listening_port(&mut p);
-    (p, port)
+    our_peer("seed", torrent, dir, extra, None)
 }
 
 /// `bitswarm join` on an ephemeral loopback port.
 pub fn our_join(torrent: &Path, dir: &Path, extra: &[&str]) -> (Proc, u16) {
+    our_peer("join", torrent, dir, extra, None)
+}
+
+/// The log filter that shows how each connection started and why a handshake failed.
+pub const CONN_LOG: &str = "warn,bitswarm_peer::conn=debug";
+
+/// `bitswarm seed` or `join` (`command`) on an ephemeral loopback port, with `BITSWARM_LOG` set
+/// to `log` when given.
+pub fn our_peer(command: &str, torrent: &Path, dir: &Path, extra: &[&str], log: Option<&str>) -> (Proc, u16) {
     let mut c = bitswarm();
-    c.args(["join", "--port", "0", "--bind", "127.0.0.1", "-d"]).arg(dir).arg(torrent).args(extra);
-    let mut p = Proc::spawn("bitswarm join", c);
+    c.args([command, "--port", "0", "--bind", "127.0.0.1", "-d"]).arg(dir).arg(torrent).args(extra);
+    if let Some(filter) = log {
+        c.env("BITSWARM_LOG", filter);
+    }
+    let mut p = Proc::spawn(&format!("bitswarm {command}"), c);
     let port = listening_port(&mut p);
     (p, port)
 }
 
+/// Waits for the first connection our peer logged in `direction` (`incoming` or `outgoing`;
+/// see [`CONN_LOG`]) and checks how it started (`plaintext`, `MSE, plaintext stream`, `MSE, RC4
+/// stream`).
+pub fn assert_connection(p: &mut Proc, direction: &str, how: &str) {
+    let prefix = format!("connected ({direction}, ");
+    let line = p.wait_line(Duration::from_secs(120), |l| l.contains(&prefix));
+    assert!(line.ends_with(&format!("{prefix}{how})")), "expected a connection {how}, got: {line}");
+}
+
+/// Lines of our connection log (see [`CONN_LOG`]) that tell of a failed handshake.
+pub fn failed_handshakes(p: &mut Proc) -> Vec<String> {
+    p.output();
+    p.seen.iter().filter(|l| l.contains(": handshake")).cloned().collect()
+}
+
 /// A libtorrent peer (`lt_peer.py`); returns it with its listening port.
 pub fn lt_peer(mode: &str, torrent: &Path, dir: &Path, peers: &[String]) -> (Proc, u16) {
+    lt_peer_enc(mode, torrent, dir, peers, "default")
+}
+
+/// As [`lt_peer`], with libtorrent's encryption policy `enc`: `default` (libtorrent's own: MSE
+/// tried first on outgoing connections, both accepted), `forced` (MSE with RC4 only, both ways)
+/// or `disabled` (plaintext only, both ways).
+pub fn lt_peer_enc(mode: &str, torrent: &Path, dir: &Path, peers: &[String], enc: &str) -> (Proc, u16) {
     let mut c = Command::new("/usr/bin/python3");
-    c.arg(LT_PEER).arg(mode).arg(torrent).arg(dir).args(peers);
+    c.arg(LT_PEER).arg(mode).arg(torrent).arg(dir).arg(format!("--enc={enc}")).args(peers);
     let mut p = Proc::spawn(&format!("libtorrent {mode}"), c);
     let line = p.wait_line(Duration::from_secs(30), |l| l.starts_with("port "));
     (p, line[5..].trim().parse().unwrap())
