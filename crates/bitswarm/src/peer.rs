@@ -155,13 +155,18 @@ enum Outcome {
 }
 
 async fn drive(engine: &Engine, mode: Mode, exit_when_done: bool) -> Outcome {
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // Both listeners exist for the whole loop, so no signal falls between two iterations.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut sigterm, mut sigint) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
     let term = async {
-        match sigterm.as_mut() {
-            Some(s) => {
-                s.recv().await;
+        match (sigterm.as_mut(), sigint.as_mut()) {
+            (Some(t), Some(i)) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = i.recv() => {}
+                }
             }
-            None => std::future::pending().await,
+            _ => std::future::pending().await,
         }
     };
     tokio::pin!(term);
@@ -203,7 +208,6 @@ async fn drive(engine: &Engine, mode: Mode, exit_when_done: bool) -> Outcome {
                 println!("complete: seeding until stopped (Ctrl-C)");
             }
             m = engine.wait_fatal() => break Outcome::Fatal(m),
-            _ = tokio::signal::ctrl_c() => break Outcome::Stopped,
             _ = &mut term => break Outcome::Stopped,
         }
     };

@@ -29,6 +29,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer silent for this long is dropped (keep-alives come every 2 minutes at most).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);
+/// A peer that accepts none of our data for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request not answered within this time goes to other peers.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Requests we accept queued from one peer (advertised as `reqq`).
@@ -84,7 +86,10 @@ pub enum Start {
 pub enum Ended {
     /// The handshake failed or timed out (the peer is not registered).
     HandshakeFailed,
-    /// Anything else: it ran and closed, or was not wanted.
+    /// We refused it after the handshake: a second connection to the same peer, a banned
+    /// address, or no room.
+    Refused,
+    /// Anything else: it ran and closed.
     Other,
 }
 
@@ -113,9 +118,9 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
     }
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(PeerStats::default());
-    let Some(key) = shared.register(addr, theirs.peer_id, ctl_tx, stats.clone()) else {
+    let Some(key) = shared.register(addr, theirs.peer_id, outgoing, ctl_tx, stats.clone()) else {
         debug!("{addr}: already connected, banned, or too many peers");
-        return Ended::Other;
+        return Ended::Refused;
     };
     debug!("{addr}: connected ({}, {how})", if outgoing { "outgoing" } else { "incoming" });
     let (decrypt, encrypt) = match ciphers {
@@ -124,7 +129,7 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
     };
     let (rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(shared.clone(), wr, out_rx, stats.clone(), encrypt));
+    let writer = tokio::spawn(write_loop(shared.clone(), wr, out_rx, stats.clone(), encrypt)).abort_handle();
     let n = shared.meta.info.piece_count();
     let mut c = Conn {
         shared: shared.clone(),
@@ -139,17 +144,23 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
         requests: Vec::new(),
         queue_target: INITIAL_QUEUE,
         reqq: DEFAULT_REQQ,
+        writer,
     };
     c.greet(theirs.supports_extensions());
     let result = c.drive(rd, ctl_rx, pending, decrypt).await;
     if let Err(e) = &result {
         debug!("{addr}: closed: {e}");
     }
-    let outstanding: Vec<BlockRef> = c.requests.iter().map(|(r, _)| *r).collect();
-    shared.unregister(key, &c.theirs, &outstanding);
-    drop(c);
-    writer.abort();
+    // `Conn`'s drop unregisters it, on this path and on any other (a panic included).
     Ended::Other
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let outstanding: Vec<BlockRef> = self.requests.iter().map(|(r, _)| *r).collect();
+        self.shared.unregister(self.key, &self.theirs, &outstanding);
+        self.writer.abort();
+    }
 }
 
 /// A connection after the handshakes.
@@ -287,6 +298,7 @@ struct Conn {
     queue_target: usize,
     /// How many requests the peer accepts at once.
     reqq: usize,
+    writer: tokio::task::AbortHandle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +315,8 @@ enum ConnError {
     Eof,
     #[error("idle for too long")]
     Idle,
+    #[error("the peer stopped taking our data, or the write failed")]
+    WriterGone,
 }
 
 impl Conn {
@@ -375,7 +389,9 @@ impl Conn {
                     }
                     self.expire_requests(now);
                 }
-                _ = shutdown.changed() => return Err(ConnError::Closed),
+                _ = self.out.closed() => return Err(ConnError::WriterGone),
+                // `wait_for` also sees a stop that came before this connection subscribed.
+                _ = shutdown.wait_for(|stop| *stop) => return Err(ConnError::Closed),
             }
         }
     }
@@ -420,6 +436,9 @@ impl Conn {
                 if let Some(pos) = self.requests.iter().position(|(x, _)| *x == r) {
                     self.requests.swap_remove(pos);
                     self.send(&Message::Cancel(r));
+                    // A no-op when the block arrived; if the piece failed meanwhile and the block
+                    // was asked of us again, it goes back to the picker instead of being lost.
+                    self.shared.state().picker.release(&r);
                 }
             }
             Ctl::Close => {}
@@ -482,12 +501,23 @@ impl Conn {
             }
             Message::Request(r) => self.on_request(r)?,
             Message::Piece { index, begin, data } => self.on_piece(index, begin, data),
-            Message::Cancel(r) => self.stats.cancelled.lock().unwrap_or_else(|p| p.into_inner()).push(r),
+            Message::Cancel(r) => {
+                // Only a request still queued can be cancelled; the list is bounded by the queue.
+                if self.stats.queued.load(Ordering::Acquire) > 0 {
+                    let mut c = self.stats.cancelled.lock().unwrap_or_else(|p| p.into_inner());
+                    if c.len() < OUR_REQQ {
+                        c.push(r);
+                    }
+                }
+            }
             Message::Extended { id: 0, payload } => {
-                if let Ok(h) = ExtendedHandshake::decode(payload)
-                    && let Some(q) = h.reqq
-                {
-                    self.reqq = (q as usize).clamp(1, 4096);
+                if let Ok(h) = ExtendedHandshake::decode(payload) {
+                    if let Some(q) = h.reqq {
+                        self.reqq = (q as usize).clamp(1, 4096);
+                    }
+                    if let Some(port) = h.port {
+                        self.shared.set_listen_port(self.key, port);
+                    }
                 }
             }
             Message::Port(_) | Message::Extended { .. } | Message::Unknown { .. } => {}
@@ -576,9 +606,14 @@ impl Conn {
         if want == 0 || (want < 8 && !self.requests.is_empty()) {
             return;
         }
-        let mine: Vec<BlockRef> = self.requests.iter().map(|(r, _)| *r).collect();
         let new_pieces = self.shared.may_start_pieces();
-        let picked = self.shared.state().picker.pick(&self.theirs, &mine, want, new_pieces);
+        let picked = {
+            let mut st = self.shared.state();
+            // What this peer already has of ours matters only for endgame duplicates.
+            let mine: Vec<BlockRef> =
+                if st.picker.in_endgame() { self.requests.iter().map(|(r, _)| *r).collect() } else { Vec::new() };
+            st.picker.pick(&self.theirs, &mine, want, new_pieces)
+        };
         if picked.is_empty() {
             if self.requests.is_empty() && new_pieces {
                 self.update_interest();
@@ -633,16 +668,18 @@ async fn write_loop(
             match item {
                 Out::Bytes(b) => buf.extend_from_slice(&b),
                 Out::Block(r, generation) => {
-                    stats.queued.fetch_sub(1, Ordering::AcqRel);
-                    if stats.choke_gen.load(Ordering::Acquire) != generation {
-                        continue;
-                    }
-                    {
+                    let last_queued = stats.queued.fetch_sub(1, Ordering::AcqRel) == 1;
+                    let cancelled = {
                         let mut c = stats.cancelled.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(pos) = c.iter().position(|x| *x == r) {
-                            c.swap_remove(pos);
-                            continue;
+                        let hit = c.iter().position(|x| *x == r).map(|pos| c.swap_remove(pos)).is_some();
+                        if last_queued {
+                            // Nothing is queued any more: older cancels match nothing.
+                            c.clear();
                         }
+                        hit
+                    };
+                    if cancelled || stats.choke_gen.load(Ordering::Acquire) != generation {
+                        continue;
                     }
                     let data = match shared.read_block(r).await {
                         Ok(d) => d,
@@ -669,8 +706,14 @@ async fn write_loop(
             if let Some(c) = &mut encrypt {
                 c.apply(&mut buf);
             }
-            if wr.write_all(&buf).await.is_err() {
-                return;
+            // A peer that stops reading for this long is dropped (the reader sees the writer go).
+            match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&buf)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    debug!("peer stopped reading for {WRITE_TIMEOUT:?}");
+                    return;
+                }
             }
             buf.clear();
         }

@@ -25,6 +25,12 @@ use crate::rate::{Limiter, RateMeter};
 use crate::tracker::{self, Tiers};
 use bitswarm_tracker_proto::Event;
 
+/// Peer addresses remembered for dialing.
+const MAX_KNOWN: usize = 2000;
+
+/// How long an address whose connection we refused after the handshake is left alone.
+const REFUSED_BACKOFF: Duration = Duration::from_secs(60);
+
 /// Received data waiting for verification above which no new pieces are started.
 const MAX_PENDING_BYTES: u64 = 24 << 20;
 
@@ -150,6 +156,8 @@ pub(crate) struct PeerEntry {
     pub stats: Arc<PeerStats>,
     pub unchoked: bool,
     pub last_rate_total: u64,
+    /// Where the peer listens, when it said so (BEP 10 `p`): not to be dialed while connected.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -173,6 +181,9 @@ pub(crate) struct State {
     /// For pieces that failed with blocks from several peers: each block's sender and a hash of
     /// what it sent. When the piece passes later, senders of blocks that differ are banned.
     suspects: HashMap<u32, Vec<(IpAddr, usize, [u8; 20])>>,
+    /// The address of every connection key, kept after it disconnects (its blocks may still
+    /// be in partial pieces).
+    sender_ips: HashMap<PeerKey, IpAddr>,
     optimistic: Option<PeerKey>,
 }
 
@@ -190,6 +201,8 @@ pub(crate) struct Shared {
     /// Pieces handed to verification that have not finished (for a clean stop).
     pub pending_disk: AtomicUsize,
     pub disk_idle: tokio::sync::Notify,
+    /// Woken when the last connection is gone (for a clean stop).
+    peers_idle: tokio::sync::Notify,
     pub cache: Mutex<VecDeque<(u32, Arc<Vec<u8>>)>>,
     pub cache_pieces: usize,
     pub shutdown: watch::Sender<bool>,
@@ -216,7 +229,7 @@ impl Shared {
     pub fn fail(&self, message: String) {
         warn!("{message}");
         self.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(message);
-        let _ = self.fatal_tx.send(true);
+        self.fatal_tx.send_replace(true);
     }
 
     /// Registers a connection after its handshake. `None` if we already talk to that peer
@@ -225,26 +238,61 @@ impl Shared {
         &self,
         addr: SocketAddr,
         peer_id: [u8; 20],
+        outgoing: bool,
         ctl: mpsc::UnboundedSender<Ctl>,
         stats: Arc<PeerStats>,
     ) -> Option<PeerKey> {
         let mut st = self.state();
-        if st.banned.contains(&addr.ip()) || st.peers.values().any(|p| p.peer_id == peer_id) {
+        if *self.shutdown.borrow() || st.banned.contains(&addr.ip()) {
             return None;
+        }
+        if let Some((&old, _)) = st.peers.iter().find(|(_, p)| p.peer_id == peer_id) {
+            // Two connections to one peer (both dialed at once): keep the one the peer with
+            // the lower id started, as libtorrent does, so both sides keep the same one.
+            let ours_first = self.config.peer_id < peer_id;
+            if outgoing != ours_first {
+                return None;
+            }
+            if let Some(p) = st.peers.remove(&old) {
+                let _ = p.ctl.send(Ctl::Close);
+            }
         }
         if st.peers.len() >= self.config.max_peers {
             return None;
         }
         st.next_key += 1;
         let key = st.next_key;
-        st.peers.insert(key, PeerEntry { addr, peer_id, ctl, stats, unchoked: false, last_rate_total: 0 });
+        if st.sender_ips.len() >= 4096 {
+            // Forget connections that are gone (their blocks count as from an unknown sender).
+            let live: HashSet<PeerKey> = st.peers.keys().copied().collect();
+            st.sender_ips.retain(|k, _| live.contains(k));
+        }
+        st.sender_ips.insert(key, addr.ip());
+        st.peers
+            .insert(key, PeerEntry { addr, peer_id, ctl, stats, unchoked: false, last_rate_total: 0, listen: None });
         Some(key)
+    }
+
+    /// The peer told us its listening port (BEP 10): it counts as connected there.
+    pub fn set_listen_port(&self, key: PeerKey, port: u16) {
+        if let Some(p) = self.state().peers.get_mut(&key) {
+            p.listen = Some(SocketAddr::new(p.addr.ip(), port));
+        }
+    }
+
+    /// An outgoing connection was refused after its handshake (a duplicate, banned, or no
+    /// room): do not dial that address again soon.
+    pub fn refused(&self, addr: SocketAddr) {
+        self.state().known.entry(addr).or_default().next_try = Some(Instant::now() + REFUSED_BACKOFF);
     }
 
     /// A connection ended: forget it, and what it had.
     pub fn unregister(&self, key: PeerKey, theirs: &Bitfield, outstanding: &[BlockRef]) {
         let mut st = self.state();
         st.peers.remove(&key);
+        if st.peers.is_empty() {
+            self.peers_idle.notify_waiters();
+        }
         st.picker.peer_bitfield(theirs, false);
         for r in outstanding {
             st.picker.release(r);
@@ -295,14 +343,13 @@ impl Shared {
     }
 
     fn piece_done(&self, index: u32, data: &[u8]) {
+        let records = self.state().suspects.remove(&index);
+        // The good data is known now: whoever sent a different block lied.
+        let liars: Vec<IpAddr> =
+            records.iter().flatten().filter(|(_, b, h)| block_hash(data, *b) != *h).map(|(ip, _, _)| *ip).collect();
         let mut st = self.state();
-        if let Some(records) = st.suspects.remove(&index) {
-            // The good data is known now: whoever sent a different block lied.
-            let liars: Vec<IpAddr> =
-                records.iter().filter(|(_, b, h)| block_hash(data, *b) != *h).map(|(ip, _, _)| *ip).collect();
-            for ip in liars {
-                self.ban(&mut st, ip);
-            }
+        for ip in liars {
+            self.ban(&mut st, ip);
         }
         if !st.picker.piece_verified(index) {
             return;
@@ -313,31 +360,35 @@ impl Shared {
         if st.picker.is_complete() {
             info!("download complete: all {} pieces verified", st.picker.piece_count());
             *self.completed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-            let _ = self.complete.send(true);
+            self.complete.send_replace(true);
         }
     }
 
     fn piece_failed(&self, index: u32, data: &[u8], senders: &[PeerKey]) {
         self.hash_failures.fetch_add(1, Ordering::Relaxed);
         self.wasted.fetch_add(data.len() as u64, Ordering::Relaxed);
-        let mut st = self.state();
-        st.picker.piece_failed(index);
-        let ips: Vec<Option<IpAddr>> = senders.iter().map(|k| st.peers.get(k).map(|p| p.addr.ip())).collect();
+        let ips: Vec<Option<IpAddr>> = {
+            let mut st = self.state();
+            st.picker.piece_failed(index);
+            senders.iter().map(|k| st.sender_ips.get(k).copied()).collect()
+        };
         let mut distinct: Vec<IpAddr> = ips.iter().flatten().copied().collect();
         distinct.sort();
         distinct.dedup();
         warn!("piece {index} failed its hash check (sent by {distinct:?})");
-        if let [ip] = distinct[..] {
-            // One sender: it is certainly the one that sent bad data.
-            let s = st.strikes.entry(ip).or_default();
+        if let ([ip], true) = (&distinct[..], ips.iter().all(Option::is_some)) {
+            // Every block came from one address: it certainly sent bad data.
+            let mut st = self.state();
+            let s = st.strikes.entry(*ip).or_default();
             *s += 1;
             if *s >= self.config.ban_strikes {
-                self.ban(&mut st, ip);
+                self.ban(&mut st, *ip);
             }
         } else {
-            let records =
+            // Hash the blocks outside the lock; judged when a good copy arrives.
+            let records: Vec<(IpAddr, usize, [u8; 20])> =
                 ips.iter().enumerate().filter_map(|(b, ip)| ip.map(|ip| (ip, b, block_hash(data, b)))).collect();
-            st.suspects.insert(index, records);
+            self.state().suspects.insert(index, records);
         }
     }
 
@@ -387,9 +438,15 @@ impl Shared {
     pub fn add_peers(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
         let mut st = self.state();
         for a in addrs {
-            if a != self.listen_addr {
-                st.known.entry(a).or_default();
+            if a == self.listen_addr || st.known.contains_key(&a) {
+                continue;
             }
+            if st.known.len() >= MAX_KNOWN {
+                // Make room by forgetting an address that failed; otherwise keep what we have.
+                let Some(dead) = st.known.iter().find(|(_, k)| k.failures > 0).map(|(a, _)| *a) else { break };
+                st.known.remove(&dead);
+            }
+            st.known.insert(a, Known::default());
         }
     }
 
@@ -522,6 +579,7 @@ impl Engine {
                 banned: HashSet::new(),
                 strikes: HashMap::new(),
                 suspects: HashMap::new(),
+                sender_ips: HashMap::new(),
                 optimistic: None,
             }),
             downloaded: AtomicU64::new(0),
@@ -532,6 +590,7 @@ impl Engine {
             verify_tx,
             pending_disk: AtomicUsize::new(0),
             disk_idle: tokio::sync::Notify::new(),
+            peers_idle: tokio::sync::Notify::new(),
             cache: Mutex::new(VecDeque::new()),
             cache_pieces,
             shutdown,
@@ -647,14 +706,27 @@ impl Engine {
     /// Stops: closes every connection and waits for pieces being verified or written, so the
     /// files hold only whole pieces that the next start will find.
     pub async fn shutdown(self) {
-        let _ = self.shared.shutdown.send(true);
+        self.shared.shutdown.send_replace(true);
         for t in &self.tasks {
             t.abort();
         }
-        {
-            let st = self.shared.state();
-            for p in st.peers.values() {
-                let _ = p.ctl.send(Ctl::Close);
+        // Close every connection and wait for them to end (no new ones register once stopping),
+        // so that no piece is handed to the hashing threads after the wait below.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let idle = self.shared.peers_idle.notified();
+            {
+                let st = self.shared.state();
+                if st.peers.is_empty() {
+                    break;
+                }
+                for p in st.peers.values() {
+                    let _ = p.ctl.send(Ctl::Close);
+                }
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                warn!("connections still open after 5 s; stopping anyway");
+                break;
             }
         }
         loop {
@@ -728,7 +800,7 @@ async fn announce_loop(shared: Arc<Shared>, mut tiers: Tiers) {
                     shared.completed_sent.store(true, Ordering::Release);
                 }
                 event = Event::None;
-                reply.interval.clamp(MIN_REANNOUNCE, MAX_REANNOUNCE)
+                reply.interval.max(reply.min_interval.unwrap_or_default()).clamp(MIN_REANNOUNCE, MAX_REANNOUNCE)
             }
             Err(errors) => {
                 for (url, e) in &errors {
@@ -751,7 +823,7 @@ async fn announce_loop(shared: Arc<Shared>, mut tiers: Tiers) {
 }
 
 /// Bounds on the tracker's interval: no hammering, no silence longer than an hour.
-const MIN_REANNOUNCE: Duration = Duration::from_secs(5);
+const MIN_REANNOUNCE: Duration = Duration::from_secs(30);
 const MAX_REANNOUNCE: Duration = Duration::from_secs(3600);
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -788,20 +860,21 @@ async fn dial_loop(shared: Arc<Shared>) {
         let now = Instant::now();
         let to_dial: Vec<SocketAddr> = {
             let mut st = shared.state();
-            let connected: HashSet<SocketAddr> = st.peers.values().map(|p| p.addr).collect();
+            let connected: HashSet<SocketAddr> =
+                st.peers.values().flat_map(|p| [Some(p.addr), p.listen]).flatten().collect();
             let room = shared.config.max_peers.saturating_sub(st.peers.len() + st.connecting.len());
-            let banned = st.banned.clone();
+            let st = &mut *st;
             let picked: Vec<SocketAddr> = st
                 .known
                 .iter()
                 .filter(|(a, k)| {
                     !k.ourselves
                         && !connected.contains(a)
-                        && !banned.contains(&a.ip())
+                        && !st.banned.contains(&a.ip())
+                        && !st.connecting.contains(a)
                         && k.next_try.is_none_or(|t| t <= now)
                 })
                 .map(|(a, _)| *a)
-                .filter(|a| !st.connecting.contains(a))
                 .take(room)
                 .collect();
             for a in &picked {
@@ -837,6 +910,9 @@ async fn dial_loop(shared: Arc<Shared>) {
                 match result {
                     Ok(Ok(stream)) => {
                         let ended = conn::run(shared.clone(), stream, addr, conn::Start::Outgoing { mse }).await;
+                        if ended == conn::Ended::Refused {
+                            shared.refused(addr);
+                        }
                         if shared.config.outgoing_encryption == Outgoing::Prefer
                             && ended == conn::Ended::HandshakeFailed
                         {

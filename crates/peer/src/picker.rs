@@ -59,8 +59,9 @@ pub struct Picker {
 /// Blocks still on their way below which endgame begins.
 const ENDGAME_BLOCKS: usize = 64;
 
-/// Piece buffers kept for reuse.
+/// Piece buffers kept for reuse: at most this many, and this many bytes.
 const FREE_BUFFERS: usize = 16;
+const FREE_BYTES: u64 = 32 << 20;
 
 impl Picker {
     pub fn new(piece_length: u64, total_length: u64, have: Bitfield, seed: u64) -> Picker {
@@ -249,11 +250,10 @@ impl Picker {
             return BlockOutcome::Unwanted;
         }
         let b = (begin / BLOCK_SIZE) as usize;
-        let expected_len = if b < self.block_count(index) { self.block_len(index, b) } else { 0 };
-        let Some(p) = self.partial.get_mut(&index) else { return BlockOutcome::Unwanted };
-        if data.len() as u32 != expected_len {
+        if data.is_empty() || b >= self.block_count(index) || data.len() as u32 != self.block_len(index, b) {
             return BlockOutcome::Unwanted;
         }
+        let Some(p) = self.partial.get_mut(&index) else { return BlockOutcome::Unwanted };
         match p.blocks[b] {
             Block::Received => return BlockOutcome::Unwanted,
             Block::Missing => self.blocks_missing_unrequested -= 1,
@@ -274,7 +274,11 @@ impl Picker {
 
     /// Gives back a piece buffer for reuse.
     pub fn recycle(&mut self, buf: Vec<u8>) {
-        if self.free.len() < FREE_BUFFERS && buf.capacity() as u64 >= self.piece_length {
+        let kept = self.free.len() as u64 * self.piece_length;
+        if self.free.len() < FREE_BUFFERS
+            && kept + self.piece_length <= FREE_BYTES
+            && buf.capacity() as u64 >= self.piece_length
+        {
             self.free.push(buf);
         }
     }
@@ -282,7 +286,11 @@ impl Picker {
     /// The piece's hash matched and its data is on disk. Returns false if it was already had.
     pub fn piece_verified(&mut self, index: u32) -> bool {
         self.in_flight.clear(index as usize);
-        self.have.set(index as usize)
+        let new = self.have.set(index as usize);
+        if self.have.is_full() {
+            self.free = Vec::new(); // nothing more to assemble
+        }
+        new
     }
 
     /// The piece's hash did not match: its blocks are wanted again.
@@ -416,5 +424,8 @@ mod tests {
         assert_eq!(p.block_received(idx, 0, &[0; 10], 1), BlockOutcome::Unwanted, "wrong length");
         assert_eq!(p.block_received(idx, 99 * BLOCK_SIZE, &[0; 10], 1), BlockOutcome::Unwanted, "out of range");
         assert_eq!(p.block_received(9, 0, &[0; 10], 1), BlockOutcome::Unwanted, "no such piece");
+        // An empty block past the piece's end (its expected length would be 0).
+        assert_eq!(p.block_received(idx, 16 * BLOCK_SIZE, &[], 1), BlockOutcome::Unwanted, "empty, out of range");
+        assert_eq!(p.block_received(idx, 0, &[], 1), BlockOutcome::Unwanted, "empty");
     }
 }

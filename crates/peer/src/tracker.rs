@@ -146,7 +146,8 @@ fn http_body(raw: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut at = 0;
     loop {
-        let line_end = body[at..].windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk")? + at;
+        let rest = body.get(at..).ok_or("truncated chunk")?;
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk")? + at;
         let size_text = String::from_utf8_lossy(&body[at..line_end]);
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .map_err(|_| "bad chunk size".to_owned())?;
@@ -154,9 +155,13 @@ fn http_body(raw: &[u8]) -> Result<Vec<u8>, String> {
         if size == 0 {
             return Ok(out);
         }
-        let chunk = body.get(at..at + size).ok_or("truncated chunk")?;
+        let end = at.checked_add(size).ok_or("bad chunk size")?;
+        let chunk = body.get(at..end).ok_or("truncated chunk")?;
+        if out.len() + chunk.len() > MAX_REPLY {
+            return Err("reply too large".into());
+        }
         out.extend_from_slice(chunk);
-        at += size + 2;
+        at = end.checked_add(2).ok_or("bad chunk size")?;
     }
 }
 
@@ -307,6 +312,9 @@ mod tests {
         assert_eq!(http_body(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err(), "HTTP 404 Not Found");
         assert!(http_body(b"HTTP/1.1 200 OK\r\n").is_err());
         assert!(http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
+        // A body cut right after a chunk's data, and sizes that overflow.
+        assert!(http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde").is_err());
+        assert!(http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nde").is_err());
     }
 
     #[test]
