@@ -7,7 +7,7 @@ all pairs are interleaved so that noise spreads evenly. The seeder is started an
 every pair announces to a fresh `bitswarm tracker`, and the leecher's copy is compared with the
 original after each run.
 
-Usage: bench/peer.py [--runs 3] [--size 1G] [--pairs bitswarm>bitswarm,libtorrent>libtorrent]
+Usage: bench/peer.py [--runs 3] [--warmup 1] [--size 1G] [--pairs bitswarm>bitswarm,libtorrent>libtorrent]
 """
 import argparse, filecmp, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 
@@ -163,6 +163,7 @@ def measure(pair, work, data_file):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="discarded rounds of every pair first")
     ap.add_argument("--size", default="1G")
     ap.add_argument("--pairs", default=",".join(PAIRS))
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/tmp/bitswarm-bench"))
@@ -189,11 +190,15 @@ def main():
     work = tempfile.mkdtemp(prefix="bitswarm-peer-bench-", dir=a.dir)
     results = {p: [] for p in pairs}
     try:
-        for run in range(a.runs):
+        # Warm-up rounds first (discarded): the first gigabyte written after other work runs
+        # slower on this kind of machine (page cache and writeback state), whichever program.
+        for run in range(-a.warmup, a.runs):
             for pair in pairs:
                 r = measure(pair, work, data_file)
-                results[pair].append(r)
-                print("run %d %-22s %6.2f s  cpu %6.2f s  rss %7.1f MB" % (run + 1, pair, r[0], r[1], r[2]), flush=True)
+                label = "warm-up" if run < 0 else "run %d" % (run + 1)
+                if run >= 0:
+                    results[pair].append(r)
+                print("%-7s %-22s %6.2f s  cpu %6.2f s  rss %7.1f MB" % (label, pair, r[0], r[1], r[2]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = {p: tuple(statistics.median(x[i] for x in results[p]) for i in range(3)) for p in pairs}

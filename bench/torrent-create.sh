@@ -37,7 +37,11 @@ OUT="$DIR/out.torrent"
 run() { # name piece_log2 path -> hyperfine json
   local label=$1 log=$2 src=$3 json=$4
   local piece=$((1 << log)) kib=$(((1 << log) / 1024))
+  # `torrent verify` of the same data against a torrent made beforehand.
+  local check="$DIR/check-$label.torrent"
+  "$B" torrent create -q --force --no-date --piece-size "$piece" -o "$check" "$src" >/dev/null
   hyperfine -N --runs "$RUNS" --warmup 1 --export-json "$json" --prepare "rm -f $OUT" \
+    -n "bitswarm verify" "$B torrent verify -q $check -d $(dirname "$src")" \
     -n bitswarm "$B torrent create -q --no-date --piece-size $piece -t http://127.0.0.1:1/announce -o $OUT $src" \
     -n "mktorrent -t $CORES" "mktorrent -t $CORES -l $log -a http://127.0.0.1:1/announce -o $OUT $src" \
     -n transmission-create "transmission-create -s $kib -t http://127.0.0.1:1/announce -o $OUT $src" \
@@ -58,7 +62,8 @@ print()
 print("| tool | 1 GiB file: median s | GB/s | vs mktorrent | 20,000 files (%d MB): median s | GB/s | vs mktorrent |" % (size["tree"] // 10**6))
 print("| --- | --- | --- | --- | --- | --- | --- |")
 mk = [c for c in res["file"] if c.startswith("mktorrent")][0]
-for tool in res["file"]:
+order = [t for t in res["file"] if t != "bitswarm verify"] + ["bitswarm verify"]
+for tool in order:
     row = [tool]
     for k in ("file", "tree"):
         t = res[k][tool]

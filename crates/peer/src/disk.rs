@@ -13,6 +13,9 @@ pub struct Disk {
     layout: Layout,
     /// Files opened on first use: read-only until a write needs them writable.
     files: Vec<OnceLock<File>>,
+    /// One writer per file at a time: ext4 serialises buffered writes to a file on its inode
+    /// lock, where a second writer spins in the kernel; here it sleeps instead.
+    write_locks: Vec<Mutex<()>>,
     writable: bool,
     create_lock: Mutex<()>,
 }
@@ -23,7 +26,8 @@ impl Disk {
     pub fn new(info: &Info, dir: &Path, writable: bool) -> Disk {
         let layout = Layout::new(info, dir);
         let files = layout.files.iter().map(|_| OnceLock::new()).collect();
-        Disk { layout, files, writable, create_lock: Mutex::new(()) }
+        let write_locks = layout.files.iter().map(|_| Mutex::new(())).collect();
+        Disk { layout, files, write_locks, writable, create_lock: Mutex::new(()) }
     }
 
     pub fn layout(&self) -> &Layout {
@@ -74,6 +78,7 @@ impl Disk {
                 continue;
             }
             let f = self.file(seg.file)?;
+            let _one_writer = self.write_locks[seg.file].lock().unwrap_or_else(|p| p.into_inner());
             f.write_all_at(chunk, seg.file_offset).map_err(|e| {
                 io::Error::new(e.kind(), format!("{}: {e}", self.layout.files[seg.file].path.display()))
             })?;
