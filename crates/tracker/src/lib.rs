@@ -86,9 +86,9 @@ impl Tracker {
 
         let mut udp_addr = None;
         if cfg.udp.enabled {
-            let sock = bind_udp(cfg.udp.bind)?;
-            udp_addr = Some(sock.local_addr()?);
-            udp_threads = udp::spawn(sock, threads(cfg.udp.threads), shared.clone(), udp_stop.clone())?;
+            let socks = bind_udp(cfg.udp.bind, threads(cfg.udp.threads))?;
+            udp_addr = Some(socks[0].local_addr()?);
+            udp_threads = udp::spawn(socks, shared.clone(), udp_stop.clone())?;
         }
 
         let mut http_addr = None;
@@ -155,19 +155,50 @@ impl Tracker {
     }
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+/// `n` UDP sockets on one address, one per worker thread: SO_REUSEPORT where there is one (the
+/// kernel spreads clients over them, and the workers do not contend for one receive queue),
+/// else clones of one socket. Port 0 is resolved by the first. Connection ids are stateless,
+/// so any socket can answer any client.
+fn bind_udp(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::UdpSocket>> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        // "[::]" serves both families, whatever the system default.
-        let _ = s.set_only_v6(false);
+    let err = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr} (UDP): {e}"));
+    let reuse = cfg!(target_os = "linux") && n > 1;
+    let open = |addr: SocketAddr| -> io::Result<std::net::UdpSocket> {
+        let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            // "[::]" serves both families, whatever the system default.
+            let _ = s.set_only_v6(false);
+        }
+        #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+        if reuse {
+            s.set_reuse_port(true)?;
+        }
+        // A deep receive queue rides out bursts instead of dropping them.
+        let _ = s.set_recv_buffer_size(8 << 20);
+        let _ = s.set_send_buffer_size(8 << 20);
+        s.bind(&addr.into())?;
+        Ok(s.into())
+    };
+    if reuse && addr.port() != 0 {
+        // As for HTTP: a plain bind first makes a port in use an error, not a silent share.
+        drop(std::net::UdpSocket::bind(addr).map_err(err)?);
     }
-    // A deep receive queue rides out bursts instead of dropping them.
-    let _ = s.set_recv_buffer_size(8 << 20);
-    let _ = s.set_send_buffer_size(8 << 20);
-    s.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} (UDP): {e}")))?;
-    Ok(s.into())
+    let first = open(addr).map_err(err)?;
+    if !reuse {
+        let mut socks = vec![first];
+        for _ in 1..n.max(1) {
+            let clone = socks[0].try_clone().map_err(err)?;
+            socks.push(clone);
+        }
+        return Ok(socks);
+    }
+    let bound = first.local_addr().map_err(err)?;
+    let mut socks = vec![first];
+    for _ in 1..n {
+        socks.push(open(bound).map_err(err)?);
+    }
+    Ok(socks)
 }
 
 /// `n` listening sockets on one address: SO_REUSEPORT where there is one (the kernel spreads

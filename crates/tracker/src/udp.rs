@@ -69,15 +69,13 @@ impl ConnectionIds {
 /// Starts `threads` workers on clones of `socket`. They stop once `stop` is set (within the
 /// socket's read timeout).
 pub fn spawn(
-    socket: UdpSocket,
-    threads: usize,
+    sockets: Vec<UdpSocket>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut handles = Vec::new();
-    for i in 0..threads.max(1) {
-        let sock = socket.try_clone()?;
+    for (i, sock) in sockets.into_iter().enumerate() {
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
         let shared = shared.clone();
         let stop = stop.clone();
         handles.push(std::thread::Builder::new().name(format!("udp-{i}")).spawn(move || worker(sock, &shared, &stop))?);
