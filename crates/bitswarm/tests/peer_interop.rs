@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::swarm::*;
@@ -19,23 +18,9 @@ use common::*;
 
 const T: Duration = Duration::from_secs(120);
 
-struct Setup {
-    _t: tempfile::TempDir,
-    torrent: std::path::PathBuf,
-    src: std::path::PathBuf,
-    dst: std::path::PathBuf,
-}
-
-/// A seeded tree under `src/tree` and an empty `dst`; pieces of 16 KiB span the files.
-fn setup(seed: u64) -> Setup {
-    let t = tempdir();
-    let src = t.path().join("src");
-    let dst = t.path().join("dst");
-    std::fs::create_dir_all(&dst).unwrap();
-    make_tree(&src.join("tree"), seed);
-    let torrent = t.path().join("tree.torrent");
-    create_torrent(&src.join("tree"), &torrent, &["--piece-size", "16K", "-t", "http://127.0.0.1:1/announce"]);
-    Setup { _t: t, torrent, src, dst }
+/// The tree of [`TreeSetup`], its torrent announcing to an unreachable tracker.
+fn setup(seed: u64) -> TreeSetup {
+    TreeSetup::new(seed, &["-t", "http://127.0.0.1:1/announce"])
 }
 
 #[test]
@@ -104,14 +89,7 @@ fn interop_our_seeder_to_transmission_leecher() {
     }
     let s = setup(500);
     let port = free_tcp_port();
-    let mut c = Command::new("transmission-cli");
-    c.args(["-et", "-M", "-p", &port.to_string(), "-g"])
-        .arg(s._t.path().join("transmission-config"))
-        .arg("-w")
-        .arg(&s.dst)
-        .arg(&s.torrent);
-    let mut tr = Proc::spawn("transmission-cli", c);
-    tr.wait_line(T, |l| l.contains("Progress") || l.contains("Port") || l.contains("Transmission"));
+    let mut tr = s.transmission_leecher("-et", port);
     let (_seed, _) = our_seed(&s.torrent, &s.src, &["--no-tracker", "--peer", &format!("127.0.0.1:{port}")]);
     // transmission-cli logs this state change once every piece is verified and written.
     tr.wait_line(T, |l| l.contains("State changed from \"Incomplete\" to \"Complete\""));
@@ -194,14 +172,7 @@ fn interop_our_seeder_requiring_encryption_to_transmission_requiring_it() {
     }
     let s = setup(740);
     let port = free_tcp_port();
-    let mut c = Command::new("transmission-cli");
-    c.args(["-er", "-M", "-p", &port.to_string(), "-g"])
-        .arg(s._t.path().join("transmission-config"))
-        .arg("-w")
-        .arg(&s.dst)
-        .arg(&s.torrent);
-    let mut tr = Proc::spawn("transmission-cli", c);
-    tr.wait_line(T, |l| l.contains("Progress") || l.contains("Port") || l.contains("Transmission"));
+    let mut tr = s.transmission_leecher("-er", port);
     let peer = format!("127.0.0.1:{port}");
     let args = ["--no-tracker", "--encryption", "require", "--peer", &peer];
     let (mut ours, _) = our_peer("seed", &s.torrent, &s.src, &args, Some(CONN_LOG));

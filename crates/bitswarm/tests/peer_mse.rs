@@ -12,27 +12,14 @@ use common::*;
 
 const T: Duration = Duration::from_secs(120);
 
-struct Setup {
-    _t: tempfile::TempDir,
-    torrent: std::path::PathBuf,
-    src: std::path::PathBuf,
-    dst: std::path::PathBuf,
-}
-
-fn setup(seed: u64) -> Setup {
-    let t = tempdir();
-    let src = t.path().join("src");
-    let dst = t.path().join("dst");
-    std::fs::create_dir_all(&dst).unwrap();
-    make_tree(&src.join("tree"), seed);
-    let torrent = t.path().join("tree.torrent");
-    create_torrent(&src.join("tree"), &torrent, &["--piece-size", "16K"]);
-    Setup { _t: t, torrent, src, dst }
+/// The tree of [`TreeSetup`], its torrent.
+fn setup(seed: u64) -> TreeSetup {
+    TreeSetup::new(seed, &[])
 }
 
 /// Our leecher with `leech_enc` dials our seeder with `seed_enc`; both log their connections.
 /// Returns the seeder and leecher after the download completed and the data was checked.
-fn transfer(s: &Setup, seed_enc: &str, leech_enc: &str) -> (Proc, Proc) {
+fn transfer(s: &TreeSetup, seed_enc: &str, leech_enc: &str) -> (Proc, Proc) {
     let (seed, port) =
         our_peer("seed", &s.torrent, &s.src, &["--no-tracker", "--encryption", seed_enc], Some(CONN_LOG));
     let peer = format!("127.0.0.1:{port}");

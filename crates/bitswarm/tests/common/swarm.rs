@@ -205,3 +205,44 @@ pub fn transfer_line(p: &mut Proc) -> (u64, u64) {
     let n: Vec<u64> = l.split(' ').filter_map(|w| w.parse().ok()).collect();
     (n[0], n[1])
 }
+
+/// A seeded tree under `src/tree` (see [`make_tree`]), its torrent with 16 KiB pieces (which span
+/// the files), and an empty `dst`, all in a temporary folder.
+pub struct TreeSetup {
+    pub dir: tempfile::TempDir,
+    pub torrent: PathBuf,
+    pub src: PathBuf,
+    pub dst: PathBuf,
+}
+
+impl TreeSetup {
+    /// `create` adds arguments to `torrent create` (trackers, say).
+    pub fn new(seed: u64, create: &[&str]) -> TreeSetup {
+        let dir = tempdir();
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        std::fs::create_dir_all(&dst).unwrap();
+        make_tree(&src.join("tree"), seed);
+        let torrent = dir.path().join("tree.torrent");
+        let mut args = vec!["--piece-size", "16K"];
+        args.extend_from_slice(create);
+        create_torrent(&src.join("tree"), &torrent, &args);
+        TreeSetup { dir, torrent, src, dst }
+    }
+
+    /// transmission-cli downloading into `dst`, listening on `port`, with an encryption flag
+    /// (`-et` tolerated, `-ep` preferred, `-er` required); returned once it has started.
+    pub fn transmission_leecher(&self, encryption: &str, port: u16) -> Proc {
+        let mut c = Command::new("transmission-cli");
+        c.args([encryption, "-M", "-p", &port.to_string(), "-g"])
+            .arg(self.dir.path().join("transmission-config"))
+            .arg("-w")
+            .arg(&self.dst)
+            .arg(&self.torrent);
+        let mut tr = Proc::spawn("transmission-cli", c);
+        tr.wait_line(Duration::from_secs(60), |l| {
+            l.contains("Progress") || l.contains("Port") || l.contains("Transmission")
+        });
+        tr
+    }
+}
