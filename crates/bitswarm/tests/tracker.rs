@@ -17,27 +17,14 @@ use common::{Proc, bitswarm, free_port, random_file, require, run, s, tempdir, w
 
 const T: Duration = Duration::from_secs(60);
 
-struct Tracker {
-    proc: Proc,
-    http: SocketAddr,
-    udp: SocketAddr,
-}
+type Tracker = common::swarm::OurTracker;
 
 /// Starts `bitswarm tracker` on loopback port 0 with a config file, and reads the addresses it
 /// printed.
 fn start_tracker(dir: &Path, config: &str) -> Tracker {
-    let cfg = dir.join("tracker.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let mut cmd = bitswarm();
-    cmd.args(["tracker", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--config", &s(&cfg)]);
-    let mut proc = Proc::spawn("bitswarm tracker", cmd);
-    let addr = |line: String| line.rsplit(' ').next().unwrap().parse::<SocketAddr>().unwrap();
-    let http = addr(proc.wait_line(T, |l| l.starts_with("HTTP tracker listening on ")));
-    let udp = addr(proc.wait_line(T, |l| l.starts_with("UDP tracker listening on ")));
-    proc.wait_line(T, |l| l.trim() == format!("udp://{udp}/announce"));
-    proc.wait_line(T, |l| l == "press Ctrl-C to stop");
-    assert_ne!(http.port(), 0);
-    Tracker { proc, http, udp }
+    let t = Tracker::start(dir, config);
+    assert!(t.proc.seen.iter().any(|l| l.trim() == format!("udp://{}/announce", t.udp)), "{:?}", t.proc.seen);
+    t
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> Vec<u8> {

@@ -159,9 +159,13 @@ impl OurTracker {
         let mut c = bitswarm();
         c.args(["tracker", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--config"]).arg(&cfg);
         let mut proc = Proc::spawn("bitswarm tracker", c);
-        let addr = |l: String| l.rsplit(' ').next().unwrap().parse().unwrap();
-        let http = addr(proc.wait_line(Duration::from_secs(60), |l| l.starts_with("HTTP tracker listening on ")));
-        let udp = addr(proc.wait_line(Duration::from_secs(60), |l| l.starts_with("UDP tracker listening on ")));
+        let addr = |l: String| -> std::net::SocketAddr { l.rsplit(' ').next().unwrap().parse().unwrap() };
+        let t = Duration::from_secs(60);
+        let http = addr(proc.wait_line(t, |l| l.starts_with("HTTP tracker listening on ")));
+        let udp = addr(proc.wait_line(t, |l| l.starts_with("UDP tracker listening on ")));
+        // The last start-up line: everything before it has been printed.
+        proc.wait_line(t, |l| l == "press Ctrl-C to stop");
+        assert_ne!(http.port(), 0);
         OurTracker { proc, http, udp }
     }
 
