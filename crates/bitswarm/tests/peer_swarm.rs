@@ -125,3 +125,21 @@ fn interrupted_leecher_stops_cleanly_and_resumes() {
     assert!(again.wait_exit(T).success(), "{}", again.output());
     assert_same_tree(&src, &dst);
 }
+
+#[test]
+fn the_download_goes_on_while_every_tracker_is_down() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    let dst = t.path().join("dst");
+    random_file(&src.join("data.bin"), 2 << 20, 91);
+    let torrent = t.path().join("data.torrent");
+    // Nothing listens on these: an HTTP tracker refusing connections, a UDP one never answering.
+    let dead_http = format!("http://127.0.0.1:{}/announce", free_tcp_port());
+    let dead_udp = format!("udp://127.0.0.1:{}/announce", free_port());
+    create_torrent(&src.join("data.bin"), &torrent, &["--piece-size", "16K", "-t", &dead_udp, "-t", &dead_http]);
+    let (_seed, port) = our_seed(&torrent, &src, &[]);
+    let (mut leech, _) = our_join(&torrent, &dst, &["--exit-when-done", "--peer", &format!("127.0.0.1:{port}")]);
+    let status = leech.wait_exit(T);
+    assert!(status.success(), "{status:?}\n{}", leech.output());
+    assert_same_tree(&src, &dst);
+}
