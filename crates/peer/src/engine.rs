@@ -671,7 +671,7 @@ impl Engine {
         self.shared.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
     }
 
-    /// A snapshot; call about once a second to keep the rates current.
+    /// A snapshot. Rates are over the last few seconds, whatever the pace of the calls.
     pub fn stats(&self) -> Stats {
         let s = &self.shared;
         let downloaded = s.downloaded.load(Ordering::Relaxed);

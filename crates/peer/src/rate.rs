@@ -34,26 +34,51 @@ impl Limiter {
     }
 }
 
-/// Bytes per second over a sliding window of one-second samples.
+/// Bytes per second over the last few seconds, from running totals sampled at any pace.
 #[derive(Debug, Default, Clone)]
 pub struct RateMeter {
-    samples: std::collections::VecDeque<u64>,
-    last_total: u64,
+    /// (when, running total), oldest first, spanning at most `WINDOW`.
+    samples: std::collections::VecDeque<(Instant, u64)>,
 }
 
 impl RateMeter {
-    pub const WINDOW: usize = 5;
+    pub const WINDOW: Duration = Duration::from_secs(5);
 
-    /// Records the running total once a second; returns the rate over the window.
+    /// Records the running total now; returns the rate over the window.
     pub fn sample(&mut self, total: u64) -> u64 {
-        self.samples.push_back(total.saturating_sub(self.last_total));
-        self.last_total = total;
-        if self.samples.len() > Self::WINDOW {
+        self.sample_at(Instant::now(), total)
+    }
+
+    fn sample_at(&mut self, now: Instant, total: u64) -> u64 {
+        self.samples.push_back((now, total));
+        // Keep one sample at or before the window's start, so the window stays full.
+        while self.samples.len() > 2 && now.duration_since(self.samples[1].0) >= Self::WINDOW {
             self.samples.pop_front();
         }
-        self.rate()
+        let (t0, first) = self.samples[0];
+        let secs = now.duration_since(t0).as_secs_f64();
+        if secs <= 0.0 { 0 } else { (total.saturating_sub(first) as f64 / secs) as u64 }
     }
-    pub fn rate(&self) -> u64 {
-        if self.samples.is_empty() { 0 } else { self.samples.iter().sum::<u64>() / self.samples.len() as u64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_does_not_depend_on_the_sampling_pace() {
+        let t = Instant::now();
+        let (mut fast, mut slow) = (RateMeter::default(), RateMeter::default());
+        // 1 MB/s for 10 s, sampled every 100 ms and every second.
+        let mut last = (0, 0);
+        for i in 0..=100u64 {
+            let now = t + Duration::from_millis(100 * i);
+            last.0 = fast.sample_at(now, i * 100_000);
+            if i % 10 == 0 {
+                last.1 = slow.sample_at(now, i * 100_000);
+            }
+        }
+        assert_eq!(last, (1_000_000, 1_000_000));
+        assert_eq!(RateMeter::default().sample_at(t, 5), 0);
     }
 }
