@@ -40,61 +40,16 @@ impl BuildHasher for Keyed {
 
 /// An address in its compact wire form: 4 or 16 bytes of IP, then the port, big-endian.
 pub trait Compact: Copy + Eq + Hash + AsRef<[u8]> {
-    /// Hands this peer to `sink`.
-    fn emit<S: PeerSink + ?Sized>(&self, peer_id: &[u8; 20], sink: &mut S);
+    fn to_socket_addr(&self) -> SocketAddr;
 }
 impl Compact for [u8; 6] {
-    fn emit<S: PeerSink + ?Sized>(&self, peer_id: &[u8; 20], sink: &mut S) {
-        sink.v4(self, peer_id);
+    fn to_socket_addr(&self) -> SocketAddr {
+        bitswarm_tracker_proto::http::peer_v4(self)
     }
 }
 impl Compact for [u8; 18] {
-    fn emit<S: PeerSink + ?Sized>(&self, peer_id: &[u8; 20], sink: &mut S) {
-        sink.v6(self, peer_id);
-    }
-}
-
-/// Where [`Store::announce`] puts the peers it hands out, in their compact form as stored.
-pub trait PeerSink {
-    /// Whether this sink uses peer ids (when not, they are not read and arrive as zeros).
-    fn wants_peer_ids(&self) -> bool;
-    fn v4(&mut self, addr: &[u8; 6], peer_id: &[u8; 20]);
-    fn v6(&mut self, addr: &[u8; 18], peer_id: &[u8; 20]);
-}
-
-/// Peers as addresses with their ids (for the dictionary form of an HTTP reply).
-impl PeerSink for Vec<Selected> {
-    fn wants_peer_ids(&self) -> bool {
-        true
-    }
-    fn v4(&mut self, addr: &[u8; 6], peer_id: &[u8; 20]) {
-        self.push(Selected { addr: bitswarm_tracker_proto::http::peer_v4(addr), peer_id: PeerId(*peer_id) });
-    }
-    fn v6(&mut self, addr: &[u8; 18], peer_id: &[u8; 20]) {
-        self.push(Selected { addr: bitswarm_tracker_proto::http::peer_v6(addr), peer_id: PeerId(*peer_id) });
-    }
-}
-
-/// Peers appended to a reply as compact bytes (BEP 23 and BEP 7: 6 bytes an IPv4 peer, 18 an
-/// IPv6 one), each family to its own buffer; a family without a buffer is dropped.
-pub struct CompactPeers<'a> {
-    pub v4: Option<&'a mut Vec<u8>>,
-    pub v6: Option<&'a mut Vec<u8>>,
-}
-
-impl PeerSink for CompactPeers<'_> {
-    fn wants_peer_ids(&self) -> bool {
-        false
-    }
-    fn v4(&mut self, addr: &[u8; 6], _: &[u8; 20]) {
-        if let Some(out) = &mut self.v4 {
-            out.extend_from_slice(addr);
-        }
-    }
-    fn v6(&mut self, addr: &[u8; 18], _: &[u8; 20]) {
-        if let Some(out) = &mut self.v6 {
-            out.extend_from_slice(addr);
-        }
+    fn to_socket_addr(&self) -> SocketAddr {
+        bitswarm_tracker_proto::http::peer_v6(self)
     }
 }
 
@@ -111,35 +66,24 @@ fn compact6(ip: Ipv6Addr, port: u16) -> [u8; 18] {
     a
 }
 
-/// What a reply needs of a peer: read for every peer handed out, so kept apart from the rest
-/// (8 bytes for IPv4: a reply of 50 peers reads 7 cache lines, not 25).
 #[derive(Clone, Copy)]
-struct Hot<A> {
+struct Entry<A> {
     addr: A,
     seeder: bool,
     /// This peer's `completed` has been counted in the swarm's `downloaded` (it sits in what
-    /// would be padding).
+    /// would be padding: the entry stays 32 bytes for IPv4).
     completed: bool,
-}
-
-/// The rest of a peer, read when it announces, when it expires, and for replies that carry
-/// peer ids.
-#[derive(Clone, Copy)]
-struct Cold {
     last_seen: u32,
     peer_id: [u8; 20],
 }
 
-// The memory figures in the README depend on these: 32 bytes an IPv4 peer, 44 an IPv6 one.
-const _: () = assert!(std::mem::size_of::<Hot<[u8; 6]>>() == 8);
-const _: () = assert!(std::mem::size_of::<Hot<[u8; 18]>>() == 20);
-const _: () = assert!(std::mem::size_of::<Cold>() == 24);
+// The memory figures in the README depend on these.
+const _: () = assert!(std::mem::size_of::<Entry<[u8; 6]>>() == 32);
+const _: () = assert!(std::mem::size_of::<Entry<[u8; 18]>>() == 44);
 
-/// The peers of one swarm and one address family, as two parallel vectors (`hot[i]` and
-/// `cold[i]` are one peer).
+/// The peers of one swarm and one address family.
 struct PeerList<A> {
-    hot: Vec<Hot<A>>,
-    cold: Vec<Cold>,
+    entries: Vec<Entry<A>>,
     // Boxed on purpose: 8 bytes in every swarm instead of a 32-byte empty map; most swarms
     // never need an index.
     #[allow(clippy::box_collection)]
@@ -149,66 +93,62 @@ struct PeerList<A> {
 
 impl<A: Compact> Default for PeerList<A> {
     fn default() -> Self {
-        PeerList { hot: Vec::new(), cold: Vec::new(), index: None, seeders: 0 }
+        PeerList { entries: Vec::new(), index: None, seeders: 0 }
     }
 }
 
 impl<A: Compact> PeerList<A> {
     fn len(&self) -> usize {
-        self.hot.len()
+        self.entries.len()
     }
     fn leechers(&self) -> u32 {
-        self.hot.len() as u32 - self.seeders
+        self.entries.len() as u32 - self.seeders
     }
 
     fn find(&self, addr: &A) -> Option<usize> {
         match &self.index {
             Some(ix) => ix.get(addr).map(|&i| i as usize),
-            None => self.hot.iter().position(|e| e.addr == *addr),
+            None => self.entries.iter().position(|e| e.addr == *addr),
         }
     }
 
-    fn push(&mut self, hot: Hot<A>, cold: Cold) {
-        let len = self.hot.len();
-        if len == self.hot.capacity() {
+    fn push(&mut self, e: Entry<A>) {
+        let len = self.entries.len();
+        if len == self.entries.capacity() {
             // Grow by a quarter (at least one): a swarm of 10 peers wastes a few slots, not 6.
-            self.hot.reserve_exact((len / 4).max(1));
-            self.cold.reserve_exact((len / 4).max(1));
+            self.entries.reserve_exact((len / 4).max(1));
         }
-        self.seeders += u32::from(hot.seeder);
-        self.hot.push(hot);
-        self.cold.push(cold);
+        self.seeders += u32::from(e.seeder);
+        self.entries.push(e);
         if let Some(ix) = &mut self.index {
-            ix.insert(hot.addr, len as u32);
+            ix.insert(e.addr, len as u32);
         } else if len + 1 > INDEX_FROM {
             self.rebuild_index();
         }
     }
 
-    /// Removes peer `i`; returns whether it was a seeder.
-    fn remove(&mut self, i: usize) -> bool {
-        let e = self.hot.swap_remove(i);
-        self.cold.swap_remove(i);
+    fn remove(&mut self, i: usize) -> Entry<A> {
+        let e = self.entries.swap_remove(i);
         self.seeders -= u32::from(e.seeder);
         if let Some(ix) = &mut self.index {
             ix.remove(&e.addr);
-            if let Some(moved) = self.hot.get(i) {
+            if let Some(moved) = self.entries.get(i) {
                 ix.insert(moved.addr, i as u32);
             }
-            if self.hot.len() < INDEX_FROM / 2 {
+            if self.entries.len() < INDEX_FROM / 2 {
                 self.index = None;
             }
         }
-        e.seeder
+        e
     }
 
     fn rebuild_index(&mut self) {
-        if self.hot.len() <= INDEX_FROM {
+        if self.entries.len() <= INDEX_FROM {
             self.index = None;
             return;
         }
-        let mut ix = HashMap::with_capacity_and_hasher(self.hot.len(), Keyed);
-        for (i, e) in self.hot.iter().enumerate() {
+        let mut ix = HashMap::with_capacity_and_hasher(self.entries.len(), Keyed);
+        for (i, e) in self.entries.iter().enumerate() {
             ix.insert(e.addr, i as u32);
         }
         self.index = Some(Box::new(ix));
@@ -217,65 +157,44 @@ impl<A: Compact> PeerList<A> {
     /// Drops peers last seen before `cutoff`; returns (seeders, leechers) removed.
     fn expire(&mut self, cutoff: u32) -> (u32, u32) {
         let before = (self.seeders, self.leechers());
-        let mut kept = 0;
-        for i in 0..self.hot.len() {
-            if self.cold[i].last_seen >= cutoff {
-                self.hot[kept] = self.hot[i];
-                self.cold[kept] = self.cold[i];
-                kept += 1;
-            }
-        }
-        if kept == self.hot.len() {
+        self.entries.retain(|e| e.last_seen >= cutoff);
+        if self.entries.len() as u32 == before.0 + before.1 {
             return (0, 0);
         }
-        self.hot.truncate(kept);
-        self.cold.truncate(kept);
-        self.seeders = self.hot.iter().filter(|e| e.seeder).count() as u32;
-        if self.hot.capacity() > kept * 2 + 4 {
-            self.hot.shrink_to(kept + kept / 4);
-            self.cold.shrink_to(kept + kept / 4);
+        self.seeders = self.entries.iter().filter(|e| e.seeder).count() as u32;
+        if self.entries.capacity() > self.entries.len() * 2 + 4 {
+            self.entries.shrink_to(self.entries.len() + self.entries.len() / 4);
         }
         self.rebuild_index();
         (before.0 - self.seeders, before.1 - self.leechers())
     }
 
-    /// Hands up to `want` peers to `out`, starting at a random position and wrapping
-    /// around, skipping `me` and, when `only_leechers`, seeders; returns how many. Scans at
-    /// most a bounded number of entries so a seeder's announce to a huge all-seeder swarm
-    /// stays cheap.
-    fn select<S: PeerSink + ?Sized>(
-        &self,
-        me: Option<&A>,
-        only_leechers: bool,
-        want: usize,
-        rand: u64,
-        out: &mut S,
-    ) -> usize {
-        let n = self.hot.len();
+    /// Appends up to `want` peers to `out`, starting at a random position and wrapping
+    /// around, skipping `me` and, when `only_leechers`, seeders. Scans at most a bounded
+    /// number of entries so a seeder's announce to a huge all-seeder swarm stays cheap.
+    fn select(&self, me: Option<&A>, only_leechers: bool, want: usize, rand: u64, out: &mut Vec<Selected>) {
+        let n = self.entries.len();
         if n == 0 || want == 0 || (only_leechers && self.leechers() == 0) {
-            return 0;
+            return;
         }
         let start = (rand % n as u64) as usize;
         let limit = n.min(want.max(1) * 64 + 4096);
-        let ids = out.wants_peer_ids();
         let mut got = 0;
-        for i in (start..n).chain(0..start).take(limit) {
-            let e = &self.hot[i];
+        let (tail, head) = self.entries.split_at(start);
+        for e in head.iter().chain(tail).take(limit) {
             if (only_leechers && e.seeder) || me == Some(&e.addr) {
                 continue;
             }
-            e.addr.emit(if ids { &self.cold[i].peer_id } else { &[0; 20] }, out);
+            out.push(Selected { addr: e.addr.to_socket_addr(), peer_id: PeerId(e.peer_id) });
             got += 1;
             if got == want {
                 break;
             }
         }
-        got
     }
 
     fn bytes(&self) -> usize {
-        self.hot.capacity() * std::mem::size_of::<Hot<A>>()
-            + self.cold.capacity() * std::mem::size_of::<Cold>()
+        self.entries.capacity() * std::mem::size_of::<Entry<A>>()
             + self.index.as_ref().map_or(0, |ix| ix.capacity() * (std::mem::size_of::<(A, u32)>() + 1))
     }
 }
@@ -439,9 +358,9 @@ impl Store {
         self.shards[i].inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records an announce and hands the peers to send back to `out`. Returns the swarm's
+    /// Records an announce and appends the peers to hand back to `out`. Returns the swarm's
     /// counts after the announce.
-    pub fn announce<S: PeerSink + ?Sized>(&self, a: &Announce, out: &mut S) -> (SwarmCounts, Outcome) {
+    pub fn announce(&self, a: &Announce, out: &mut Vec<Selected>) -> (SwarmCounts, Outcome) {
         let now = self.now();
         let seeder = a.left == 0;
         let mut shard = self.shard(&a.info_hash);
@@ -636,9 +555,10 @@ fn upsert<A: Compact>(
     now: u32,
 ) -> Option<(bool, bool)> {
     let i = list.find(&key)?;
-    list.cold[i] = Cold { last_seen: now, peer_id: peer_id.0 };
-    let e = &mut list.hot[i];
+    let e = &mut list.entries[i];
     let was = e.seeder;
+    e.last_seen = now;
+    e.peer_id = peer_id.0;
     let count = completing && !e.completed;
     e.completed |= completing;
     if was != seeder {
@@ -655,14 +575,11 @@ fn upsert<A: Compact>(
 fn insert_peer(sw: &mut Swarm, port: u16, ip: IpAddr, peer_id: PeerId, seeder: bool, completed: bool, now: u32) {
     match ip {
         IpAddr::V4(ip4) => {
-            sw.v4.push(
-                Hot { addr: compact4(ip4, port), seeder, completed },
-                Cold { last_seen: now, peer_id: peer_id.0 },
-            );
+            sw.v4.push(Entry { addr: compact4(ip4, port), seeder, completed, last_seen: now, peer_id: peer_id.0 });
         }
         IpAddr::V6(ip6) => {
             let l = sw.v6.get_or_insert_with(Default::default);
-            l.push(Hot { addr: compact6(ip6, port), seeder, completed }, Cold { last_seen: now, peer_id: peer_id.0 });
+            l.push(Entry { addr: compact6(ip6, port), seeder, completed, last_seen: now, peer_id: peer_id.0 });
         }
     }
 }
@@ -673,44 +590,46 @@ fn remove_peer(sw: &mut Swarm, addr: SocketAddr) -> Option<bool> {
         IpAddr::V4(ip4) => {
             let key = compact4(ip4, addr.port());
             let i = sw.v4.find(&key)?;
-            Some(sw.v4.remove(i))
+            Some(sw.v4.remove(i).seeder)
         }
         IpAddr::V6(ip6) => {
             let key = compact6(ip6, addr.port());
             let l = sw.v6.as_mut()?;
             let i = l.find(&key)?;
-            let was_seeder = l.remove(i);
+            let e = l.remove(i);
             if l.len() == 0 {
                 sw.v6 = None;
             }
-            Some(was_seeder)
+            Some(e.seeder)
         }
     }
 }
 
-fn select<S: PeerSink + ?Sized>(sw: &Swarm, a: &Announce, ip: IpAddr, seeder: bool, out: &mut S) {
+fn select(sw: &Swarm, a: &Announce, ip: IpAddr, seeder: bool, out: &mut Vec<Selected>) {
     let want = a.numwant;
     let r = rand_u64();
     let (me4, me6) = match ip {
         IpAddr::V4(ip4) => (Some(compact4(ip4, a.addr.port())), None),
         IpAddr::V6(ip6) => (None, Some(compact6(ip6, a.addr.port()))),
     };
-    let v4 = |out: &mut S, want: usize| sw.v4.select(me4.as_ref(), seeder, want, r, out);
-    let v6 = |out: &mut S, want: usize| sw.v6.as_ref().map_or(0, |l| l.select(me6.as_ref(), seeder, want, r, out));
+    let before = out.len();
+    let v6 = |out: &mut Vec<Selected>, want: usize| {
+        if let Some(l) = &sw.v6 {
+            l.select(me6.as_ref(), seeder, want, r, out);
+        }
+    };
     match (ip.is_ipv4(), a.families) {
-        (true, Families::Same) => {
-            v4(out, want);
-        }
-        (false, Families::Same) => {
-            v6(out, want);
-        }
+        (true, Families::Same) => sw.v4.select(me4.as_ref(), seeder, want, r, out),
+        (false, Families::Same) => v6(out, want),
         (true, Families::Both) => {
-            let got = v4(out, want);
-            v6(out, want - got);
+            sw.v4.select(me4.as_ref(), seeder, want, r, out);
+            let left = want - (out.len() - before);
+            v6(out, left);
         }
         (false, Families::Both) => {
-            let got = v6(out, want);
-            v4(out, want - got);
+            v6(out, want);
+            let left = want - (out.len() - before);
+            sw.v4.select(me4.as_ref(), seeder, left, r, out);
         }
     }
 }
@@ -852,8 +771,8 @@ mod tests {
             let mut g = sh.inner.lock().unwrap();
             for sw in g.swarms.values_mut() {
                 sw.last_activity = 0;
-                sw.v4.cold.iter_mut().for_each(|e| e.last_seen = 0);
-                sw.v6.iter_mut().for_each(|l| l.cold.iter_mut().for_each(|e| e.last_seen = 0));
+                sw.v4.entries.iter_mut().for_each(|e| e.last_seen = 0);
+                sw.v6.iter_mut().for_each(|l| l.entries.iter_mut().for_each(|e| e.last_seen = 0));
             }
         }
         assert_eq!(s.clean_before(1), (2, 1));

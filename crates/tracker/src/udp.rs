@@ -18,7 +18,7 @@ use bitswarm_tracker_proto::udp::{self as wire, PacketError, Request};
 
 use crate::Shared;
 use crate::stats::{Metrics, Proto};
-use crate::store::{Announce, CompactPeers, Families, Outcome};
+use crate::store::{Announce, Families, Outcome, Selected};
 
 /// The most peers in a reply over IPv6 (see `handle`).
 pub const MAX_V6_PEERS: usize = 67;
@@ -95,11 +95,12 @@ fn worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
 fn simple_worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
     let mut buf = [0u8; 2048];
     let mut out = Vec::with_capacity(2048);
+    let mut peers = Vec::with_capacity(256);
     while !stop.load(Ordering::Relaxed) {
         match sock.recv_from(&mut buf) {
             Ok((n, src)) => {
                 out.clear();
-                handle(shared, &buf[..n], src, &mut out);
+                handle(shared, &buf[..n], src, &mut out, &mut peers);
                 if !out.is_empty()
                     && let Err(e) = sock.send_to(&out, src)
                 {
@@ -114,7 +115,7 @@ fn simple_worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
 }
 
 /// Answers one packet into `out` (left empty when no reply is due).
-pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) {
+pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, peers: &mut Vec<Selected>) {
     let m = shared.metrics.of(Proto::Udp);
     let ip = src.ip().to_canonical();
     let req = match Request::parse(packet) {
@@ -167,22 +168,27 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
                 numwant,
                 families: Families::Same,
             };
-            // The header first with the counts left at zero, the peers straight after it in
-            // their stored compact form, then the counts once the store has given them. The
-            // reply's peer format follows the family the request came over.
-            let head = out.len();
-            wire::write_announce_header(out, a.transaction_id, cfg.interval, 0, 0);
-            let mut sink = if ip.is_ipv4() {
-                CompactPeers { v4: Some(&mut *out), v6: None }
-            } else {
-                CompactPeers { v4: None, v6: Some(&mut *out) }
-            };
-            let (counts, outcome) = shared.store.announce(&ann, &mut sink);
+            peers.clear();
+            let (counts, outcome) = shared.store.announce(&ann, peers);
             if outcome == Outcome::Full {
                 Metrics::inc(&m.peers_refused);
             }
-            out[head + 12..head + 16].copy_from_slice(&counts.leechers.to_be_bytes());
-            out[head + 16..head + 20].copy_from_slice(&counts.seeders.to_be_bytes());
+            wire::write_announce_header(out, a.transaction_id, cfg.interval, counts.leechers, counts.seeders);
+            // The reply's peer format follows the family the request came over.
+            let v4_socket = ip.is_ipv4();
+            for p in peers.iter() {
+                match (p.addr, v4_socket) {
+                    (SocketAddr::V4(a), true) => {
+                        out.extend_from_slice(&a.ip().octets());
+                        out.extend_from_slice(&a.port().to_be_bytes());
+                    }
+                    (SocketAddr::V6(a), false) => {
+                        out.extend_from_slice(&a.ip().octets());
+                        out.extend_from_slice(&a.port().to_be_bytes());
+                    }
+                    _ => {}
+                }
+            }
         }
         Request::Scrape(s) => {
             if !shared.conn_ids.check(s.connection_id, ip) {
@@ -212,7 +218,7 @@ mod batched {
     use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use super::{Shared, handle};
+    use super::{Selected, Shared, handle};
 
     pub const BATCH: usize = 32;
     const BUF: usize = 2048;
@@ -247,6 +253,7 @@ mod batched {
         let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
         let mut send_hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
         let mut send_iovs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
+        let mut peers: Vec<Selected> = Vec::with_capacity(256);
         let addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         while !stop.load(Ordering::Relaxed) {
             iovs.clear();
@@ -281,7 +288,7 @@ mod batched {
                 out.clear();
                 let len = (hdrs[i].msg_len as usize).min(BUF);
                 let Some(src) = to_std(&addrs[i]) else { continue };
-                handle(shared, &bufs[i][..len], src, out);
+                handle(shared, &bufs[i][..len], src, out, &mut peers);
             }
             for i in 0..n {
                 if outs[i].is_empty() {
