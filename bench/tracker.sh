@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Tracker benchmark: bitswarm tracker against opentracker (and aquatic when built), same
 # machine, same run, same load generators.
+#   Cores: every tracker runs on CPU 0 alone (taskset), the load generator on the other CPUs,
+#          so each tracker gets the same core and the ratios compare servers, not how they
+#          share a core with the load generator.
 #   HTTP: wrk -t1 -c64 with announces over 1,000 swarms, keep-alive and Connection: close.
-#   UDP:  crates/tracker/examples/udp_load.rs (2 threads x 8 sockets, 8 in flight each; 80%
-#         announce, 10% scrape, 10% connect over the same 1,000 swarms); aquatic's own
-#         load tester too, against the open trackers (opentracker's whitelist refuses it).
+#   UDP:  crates/tracker/examples/udp_load.rs (a polling thread per load CPU x 16 sockets, 8
+#         in flight each; 80% announce, 10% scrape, 10% connect over the same 1,000 swarms, announces
+#         from 100,000 peers); aquatic's own load tester too, against the open trackers
+#         (opentracker's whitelist refuses it).
 #   Memory: RSS after 1,000,000 peers over 100,000 swarms were announced over UDP.
 # Medians of RUNS runs (default 3). Results: bench/results/tracker-DATE.md (raw output in
 # bench/results/raw/, not committed).
@@ -20,6 +24,12 @@ cargo build --release -q -p bitswarm
 cargo build --release -q -p bitswarm-tracker --example udp_load
 BIN=target/release/bitswarm
 LOAD=target/release/examples/udp_load
+# CPU 0 for the trackers, the rest for the load generators.
+if [ "$(nproc)" -ge 2 ]; then
+  ON_TRACKER=(taskset -c 0); ON_LOAD=(taskset -c "1-$(( $(nproc) - 1 ))"); LOAD_THREADS=$(( $(nproc) - 1 ))
+else
+  echo "one CPU: trackers and load generators share it" >&2; ON_TRACKER=(); ON_LOAD=(); LOAD_THREADS=1
+fi
 W=$(mktemp -d /tmp/bitswarm-bench.XXXXXX)
 chmod 755 "$W"   # opentracker drops to user nobody before it reads its whitelist
 RAW=bench/results/raw
@@ -46,7 +56,7 @@ sed 's/../%&/g' "$W/hashes.hex" > "$W/hashes.url"
 # --- start the trackers ---
 start_bitswarm() { # $1: config file (may be empty)
   local out="$W/bitswarm.$RANDOM.out"
-  "$BIN" tracker --http 127.0.0.1:0 --udp 127.0.0.1:0 ${1:+--config "$1"} > "$out" 2>&1 &
+  "${ON_TRACKER[@]}" "$BIN" tracker --http 127.0.0.1:0 --udp 127.0.0.1:0 ${1:+--config "$1"} > "$out" 2>&1 &
   local pid=$!; PIDS+=($pid)
   for _ in $(seq 100); do grep -q '^UDP tracker listening' "$out" 2>/dev/null && break; sleep 0.1; done
   BS_PID=$pid
@@ -55,33 +65,30 @@ start_bitswarm() { # $1: config file (may be empty)
 }
 start_opentracker() { # $1: whitelist
   local port; port=$(free_port)
-  opentracker -i 127.0.0.1 -p "$port" -P "$port" -w "$1" > "$W/opentracker.$port.out" 2>&1 &
+  "${ON_TRACKER[@]}" opentracker -i 127.0.0.1 -p "$port" -P "$port" -w "$1" > "$W/opentracker.$port.out" 2>&1 &
   OT_PID=$!; PIDS+=($OT_PID); OT_PORT=$port
   wait_port "$port"
 }
 start_aquatic_udp() {
   local port; port=$(free_port)
   "$ANCHORS/aquatic_udp" -p | sed -e "s/^address = .*/address = \"127.0.0.1:$port\"/" \
-    -e 's/^socket_workers = .*/socket_workers = 2/' > "$W/aq_udp.toml"
-  "$ANCHORS/aquatic_udp" -c "$W/aq_udp.toml" > "$W/aq_udp.out" 2>&1 &
+    -e 's/^socket_workers = .*/socket_workers = 1/' > "$W/aq_udp.toml"
+  "${ON_TRACKER[@]}" "$ANCHORS/aquatic_udp" -c "$W/aq_udp.toml" > "$W/aq_udp.out" 2>&1 &
   AQU_PID=$!; PIDS+=($AQU_PID); AQU_PORT=$port; sleep 0.5
 }
 start_aquatic_http() {
   local port; port=$(free_port)
   "$ANCHORS/aquatic_http" -p | sed -e "s/^address = .*/address = \"127.0.0.1:$port\"/" > "$W/aq_http.toml"
-  "$ANCHORS/aquatic_http" -c "$W/aq_http.toml" > "$W/aq_http.out" 2>&1 &
+  "${ON_TRACKER[@]}" "$ANCHORS/aquatic_http" -c "$W/aq_http.toml" > "$W/aq_http.out" 2>&1 &
   AQH_PID=$!; PIDS+=($AQH_PID); AQH_PORT=$port
   wait_port "$port"
 }
 
-# bitswarm twice: its default (a worker thread per core for HTTP and for UDP), and one thread
-# each, which on 2 cores shared with the load generator is the faster choice.
-printf '[http]\nthreads = 1\n[udp]\nthreads = 1\n' > "$W/one-thread.toml"
-start_bitswarm "$W/one-thread.toml"; BS1_PID=$BS_PID; BS1_HTTP=$BS_HTTP; BS1_UDP=$BS_UDP
+# bitswarm with its defaults (a worker thread per core it may use: one here).
 start_bitswarm ""
 start_opentracker "$W/hashes.hex"
-HTTP_TARGETS=("bitswarm http://$BS_HTTP $BS_PID" "bitswarm-1-thread http://$BS1_HTTP $BS1_PID" "opentracker http://127.0.0.1:$OT_PORT $OT_PID")
-UDP_TARGETS=("bitswarm $BS_UDP $BS_PID" "bitswarm-1-thread $BS1_UDP $BS1_PID" "opentracker 127.0.0.1:$OT_PORT $OT_PID")
+HTTP_TARGETS=("bitswarm http://$BS_HTTP $BS_PID" "opentracker http://127.0.0.1:$OT_PORT $OT_PID")
+UDP_TARGETS=("bitswarm $BS_UDP $BS_PID" "opentracker 127.0.0.1:$OT_PORT $OT_PID")
 if [ -x "$ANCHORS/aquatic_http" ]; then start_aquatic_http; HTTP_TARGETS+=("aquatic_http http://127.0.0.1:$AQH_PORT $AQH_PID"); fi
 if [ -x "$ANCHORS/aquatic_udp" ]; then start_aquatic_udp; UDP_TARGETS+=("aquatic_udp 127.0.0.1:$AQU_PORT $AQU_PID"); fi
 # CPU time (user + system, all threads, in clock ticks) a tracker process has used.
@@ -112,7 +119,7 @@ for run in $(seq "$RUNS"); do
       hdr=(); [ $mode = close ] && hdr=(-H "Connection: close")
       out="$RAW/http-$name-$mode-$run.txt"
       c0=$(cpu_ticks "$pid")
-      HASHES="$W/hashes.url" wrk -t1 -c64 -d"${DURATION}s" --latency "${hdr[@]}" -s bench/announce.lua "$url" > "$out" 2>&1 || true
+      HASHES="$W/hashes.url" "${ON_LOAD[@]}" wrk -t1 -c64 -d"${DURATION}s" --latency "${hdr[@]}" -s bench/announce.lua "$url" > "$out" 2>&1 || true
       c1=$(cpu_ticks "$pid")
       rps=$(awk '/^Requests\/sec/ {print $2}' "$out"); p99=$(awk '$1=="99%" {print $2}' "$out" | to_ms)
       cpu=$(us_per_req $((c1 - c0)) "${rps:-0}")
@@ -130,7 +137,7 @@ for run in $(seq "$RUNS"); do
     set -- $t; name=$1; addr=$2; pid=$3
     out="$RAW/udp-$name-$run.txt"
     c0=$(cpu_ticks "$pid")
-    $LOAD --server "$addr" --threads 2 --sockets 8 --window 8 --duration "$DURATION" > "$out" 2>&1
+    "${ON_LOAD[@]}" $LOAD --server "$addr" --threads "$LOAD_THREADS" --sockets 16 --window 8 --duration "$DURATION" > "$out" 2>&1
     c1=$(cpu_ticks "$pid")
     rps=$(awk '{for(i=1;i<=NF;i++) if ($i=="responses/s:") print $(i+1)}' "$out")
     p99=$(awk '{for(i=1;i<=NF;i++) if ($i=="p99:") print $(i+1)/1000}' "$out")
@@ -141,11 +148,11 @@ for run in $(seq "$RUNS"); do
   if [ -x "$ANCHORS/aquatic_udp_load_test" ]; then
     for t in "${UDP_TARGETS[@]}"; do
       set -- $t; name=$1; addr=$2
-      [ "$name" = opentracker ] || [ "$name" = bitswarm-1-thread ] && continue
+      [ "$name" = opentracker ] && continue
       "$ANCHORS/aquatic_udp_load_test" -p | sed -e "s/^server_address = .*/server_address = \"$addr\"/" \
         -e "s/^duration = .*/duration = $DURATION/" > "$W/aq_load.toml"
       out="$RAW/udp-aqload-$name-$run.txt"
-      "$ANCHORS/aquatic_udp_load_test" -c "$W/aq_load.toml" > "$out" 2>&1 || true
+      "${ON_LOAD[@]}" "$ANCHORS/aquatic_udp_load_test" -c "$W/aq_load.toml" > "$out" 2>&1 || true
       rps=$(awk -F': ' '/Average responses per second/ {gsub(/[^0-9.]/,"",$2); print $2}' "$out" | tail -1)
       echo "udp (aquatic load test) $name run $run: ${rps:-?} responses/s"
       echo "$rps" >> "$W/aqload-$name.rps"
@@ -175,7 +182,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 DATE=$(date -u +%Y-%m-%d)
 REPORT=bench/results/tracker-$DATE.md
 {
-  echo "Tracker benchmark, $DATE, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), loopback, medians of $RUNS runs of ${DURATION}s."
+  echo "Tracker benchmark, $DATE, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), loopback, medians of $RUNS runs of ${DURATION}s; each tracker alone on CPU 0, the load generator on the other CPUs."
   echo
   echo "| load | tracker | requests/s | vs opentracker | p99 latency (ms) | server CPU per request (us) |"
   echo "| --- | --- | ---: | ---: | ---: | ---: |"
@@ -192,7 +199,7 @@ REPORT=bench/results/tracker-$DATE.md
   for t in "${UDP_TARGETS[@]}"; do
     set -- $t; name=$1
     r=$(median < "$W/udp-$name.rps"); p=$(median < "$W/udp-$name.p99"); c=$(median < "$W/udp-$name.cpu")
-    echo "| UDP, udp_load 2x8 sockets, 80% announce | $name | ${r%.*} | $(ratio "$r" "$ot")x | $p | $c |"
+    echo "| UDP, udp_load 16 sockets, 80% announce | $name | ${r%.*} | $(ratio "$r" "$ot")x | $p | $c |"
   done
   for t in "${UDP_TARGETS[@]}"; do
     set -- $t; name=$1
