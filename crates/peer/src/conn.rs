@@ -562,7 +562,8 @@ impl Conn {
             self.queue_target = (self.queue_target + 1).min(self.reqq);
         }
         let mut st = self.shared.state();
-        let endgame = st.picker.in_endgame();
+        // Asked of others too (endgame duplicates): they are told to cancel it.
+        let duplicated = st.picker.requesters(index, begin) > 1;
         match st.picker.block_received(index, begin, data, self.key) {
             BlockOutcome::Stored => {}
             BlockOutcome::PieceComplete { data, senders } => {
@@ -574,8 +575,7 @@ impl Conn {
                 self.shared.wasted.fetch_add(len, Ordering::Relaxed);
             }
         }
-        if endgame {
-            // Others may have the same block outstanding: they cancel it.
+        if duplicated {
             for (k, p) in st.peers.iter() {
                 if *k != self.key {
                     let _ = p.ctl.send(Ctl::Cancel(r));
@@ -612,7 +612,7 @@ impl Conn {
             // What this peer already has of ours matters only for endgame duplicates.
             let mine: Vec<BlockRef> =
                 if st.picker.in_endgame() { self.requests.iter().map(|(r, _)| *r).collect() } else { Vec::new() };
-            st.picker.pick(&self.theirs, &mine, want, new_pieces)
+            st.picker.pick(&self.theirs, &mine, want, new_pieces, Instant::now())
         };
         if picked.is_empty() {
             if self.requests.is_empty() && new_pieces {

@@ -1,6 +1,8 @@
 //! Which blocks to request from whom: rarest first with random ties, partly downloaded pieces
 //! first, endgame at the tail. No I/O; the connection tasks call it under the torrent's lock.
 
+use std::time::{Duration, Instant};
+
 use bitswarm_wire::{BLOCK_SIZE, Bitfield, BlockRef};
 
 /// Identifies a connection (not an address: a peer may reconnect).
@@ -9,8 +11,8 @@ pub type PeerKey = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Block {
     Missing,
-    /// Requested from this many peers (more than one only in endgame).
-    Requested(u8),
+    /// Requested from this many peers (more than one only in endgame), first at this time.
+    Requested(u8, Instant),
     Received,
 }
 
@@ -56,8 +58,12 @@ pub struct Picker {
     free: Vec<Vec<u8>>,
 }
 
-/// Blocks still on their way below which endgame begins.
+/// Blocks still on their way below which endgame asks for any of them again.
 const ENDGAME_BLOCKS: usize = 64;
+/// In endgame, a block asked of a peer this long ago is asked of others too, however many
+/// blocks are left: a slow peer's share of the tail moves to faster ones long before its
+/// requests time out.
+pub const LATE_REQUEST: Duration = Duration::from_secs(3);
 
 /// Piece buffers kept for reuse: at most this many, and this many bytes.
 const FREE_BUFFERS: usize = 16;
@@ -135,19 +141,36 @@ impl Picker {
         }
     }
 
-    /// Endgame: every block we lack has been requested from somebody, and few are still on
-    /// their way; then a block may be asked of several peers (the first copy wins, the others
-    /// are cancelled). Starting it earlier would duplicate whole pipelines.
+    /// Endgame: every block we lack has been requested from somebody; then a block may be
+    /// asked of several peers (the first copy wins, the others are cancelled): any block once
+    /// few are left, and before that the ones asked for [`LATE_REQUEST`] or longer. Duplicating
+    /// earlier would duplicate whole pipelines of peers that are merely busy.
     pub fn in_endgame(&self) -> bool {
-        self.blocks_missing_unrequested == 0 && self.blocks_left > 0 && self.blocks_left <= ENDGAME_BLOCKS
+        self.blocks_missing_unrequested == 0 && self.blocks_left > 0
+    }
+
+    /// How many peers the block at (`index`, `begin`) is asked of right now.
+    pub fn requesters(&self, index: u32, begin: u32) -> u8 {
+        match self.partial.get(&index).and_then(|p| p.blocks.get((begin / BLOCK_SIZE) as usize)) {
+            Some(Block::Requested(n, _)) => *n,
+            _ => 0,
+        }
     }
 
     /// Up to `want` blocks to request from a peer that has `theirs`, excluding blocks already
     /// requested from it (`mine`). Partial pieces first, then new pieces rarest first; in
-    /// endgame, blocks already requested from others.
+    /// endgame, blocks already requested from others (those asked of the fewest peers, and
+    /// longest ago, first).
     /// `new_pieces`: whether new pieces may be started (false while too much received data
-    /// waits for verification).
-    pub fn pick(&mut self, theirs: &Bitfield, mine: &[BlockRef], want: usize, new_pieces: bool) -> Vec<BlockRef> {
+    /// waits for verification). `now`: the time, for request ages.
+    pub fn pick(
+        &mut self,
+        theirs: &Bitfield,
+        mine: &[BlockRef],
+        want: usize,
+        new_pieces: bool,
+        now: Instant,
+    ) -> Vec<BlockRef> {
         let mut out = Vec::new();
         if want == 0 {
             return out;
@@ -161,7 +184,7 @@ impl Picker {
             .collect();
         partials.sort_unstable_by_key(|&(i, left)| (left, i));
         for (index, _) in partials {
-            self.take_blocks(index, want, &mut out);
+            self.take_blocks(index, want, now, &mut out);
             if out.len() >= want {
                 return out;
             }
@@ -185,28 +208,33 @@ impl Picker {
             data.resize(size, 0);
             self.partial
                 .insert(index, Partial { blocks: vec![Block::Missing; n], received: 0, data, senders: vec![0; n] });
-            self.take_blocks(index, want, &mut out);
+            self.take_blocks(index, want, now, &mut out);
         }
-        // 3. Endgame: everything is requested; ask this peer too for what it has and we still lack.
+        // 3. Endgame: everything is requested; ask this peer too for what it has and we still
+        // lack, once few blocks are left or for blocks that are late.
         if out.len() < want && self.in_endgame() {
-            let mut dup: Vec<(u32, usize)> = Vec::new();
+            let any = self.blocks_left <= ENDGAME_BLOCKS;
+            let mut dup: Vec<(u8, Instant, u32, usize)> = Vec::new();
             for (&index, p) in &self.partial {
                 if !theirs.get(index as usize) {
                     continue;
                 }
                 for (b, st) in p.blocks.iter().enumerate() {
-                    if let Block::Requested(n) = st {
+                    if let Block::Requested(n, since) = st {
+                        if *n >= 3 || !(any || now.saturating_duration_since(*since) >= LATE_REQUEST) {
+                            continue;
+                        }
                         let r = BlockRef { index, begin: b as u32 * BLOCK_SIZE, length: self.block_len(index, b) };
-                        if *n < 3 && !mine.contains(&r) && !out.contains(&r) {
-                            dup.push((index, b));
+                        if !mine.contains(&r) && !out.contains(&r) {
+                            dup.push((*n, *since, index, b));
                         }
                     }
                 }
             }
             dup.sort_unstable();
-            for (index, b) in dup.into_iter().take(want - out.len()) {
+            for (_, _, index, b) in dup.into_iter().take(want - out.len()) {
                 let p = self.partial.get_mut(&index).expect("listed above");
-                if let Block::Requested(n) = &mut p.blocks[b] {
+                if let Block::Requested(n, _) = &mut p.blocks[b] {
                     *n += 1;
                 }
                 out.push(BlockRef { index, begin: b as u32 * BLOCK_SIZE, length: self.block_len(index, b) });
@@ -215,7 +243,7 @@ impl Picker {
         out
     }
 
-    fn take_blocks(&mut self, index: u32, want: usize, out: &mut Vec<BlockRef>) {
+    fn take_blocks(&mut self, index: u32, want: usize, now: Instant, out: &mut Vec<BlockRef>) {
         let lens: Vec<u32> = (0..self.block_count(index)).map(|b| self.block_len(index, b)).collect();
         let p = self.partial.get_mut(&index).expect("partial exists");
         for (b, st) in p.blocks.iter_mut().enumerate() {
@@ -223,7 +251,7 @@ impl Picker {
                 break;
             }
             if *st == Block::Missing {
-                *st = Block::Requested(1);
+                *st = Block::Requested(1, now);
                 self.blocks_missing_unrequested -= 1;
                 out.push(BlockRef { index, begin: b as u32 * BLOCK_SIZE, length: lens[b] });
             }
@@ -234,7 +262,7 @@ impl Picker {
     pub fn release(&mut self, r: &BlockRef) {
         let Some(p) = self.partial.get_mut(&r.index) else { return };
         let b = (r.begin / BLOCK_SIZE) as usize;
-        if let Some(Block::Requested(n)) = p.blocks.get_mut(b) {
+        if let Some(Block::Requested(n, _)) = p.blocks.get_mut(b) {
             if *n > 1 {
                 *n -= 1;
             } else {
@@ -257,7 +285,7 @@ impl Picker {
         match p.blocks[b] {
             Block::Received => return BlockOutcome::Unwanted,
             Block::Missing => self.blocks_missing_unrequested -= 1,
-            Block::Requested(_) => {}
+            Block::Requested(..) => {}
         }
         p.blocks[b] = Block::Received;
         p.received += 1;
@@ -312,6 +340,10 @@ mod tests {
 
     const PL: u64 = 4 * BLOCK_SIZE as u64;
 
+    fn pick(p: &mut Picker, theirs: &Bitfield, mine: &[BlockRef], want: usize, new: bool) -> Vec<BlockRef> {
+        p.pick(theirs, mine, want, new, Instant::now())
+    }
+
     fn picker(pieces: usize) -> Picker {
         Picker::new(PL, PL * pieces as u64 - 1000, Bitfield::new(pieces), 42)
     }
@@ -326,12 +358,12 @@ mod tests {
         p.peer_bitfield(&all, true);
         p.peer_bitfield(&only1, true);
         // Piece 1 is most common (3), the others have 2: a rarer one is chosen first.
-        let r = p.pick(&all, &[], 2, true);
+        let r = pick(&mut p, &all, &[], 2, true);
         assert_eq!(r.len(), 2);
         assert_ne!(r[0].index, 1);
         assert_eq!((r[0].begin, r[1].begin), (0, BLOCK_SIZE));
         // The next pick finishes that partial piece before starting another.
-        let r2 = p.pick(&all, &r, 3, true);
+        let r2 = pick(&mut p, &all, &r, 3, true);
         assert_eq!(r2.iter().filter(|b| b.index == r[0].index).count(), 2);
         assert_ne!(r2[2].index, r[0].index);
     }
@@ -342,7 +374,7 @@ mod tests {
         let all = Bitfield::full(2);
         let mut got = Vec::new();
         loop {
-            let r = p.pick(&all, &got, 100, true);
+            let r = pick(&mut p, &all, &got, 100, true);
             if r.is_empty() {
                 break;
             }
@@ -370,7 +402,7 @@ mod tests {
         assert!(p.piece_verified(0));
         p.piece_failed(1);
         assert!(!p.is_complete());
-        let again = p.pick(&all, &[], 100, true);
+        let again = pick(&mut p, &all, &[], 100, true);
         assert_eq!(again.len(), 4, "a failed piece is fetched again");
         assert!(again.iter().all(|b| b.index == 1));
     }
@@ -379,14 +411,17 @@ mod tests {
     fn endgame_duplicates_and_release() {
         let mut p = picker(1);
         let all = Bitfield::full(1);
-        let a = p.pick(&all, &[], 100, true);
+        let a = pick(&mut p, &all, &[], 100, true);
         assert_eq!(a.len(), 4);
         assert!(p.in_endgame());
-        // Another peer gets the same blocks in endgame, never twice the same from one peer.
-        let b = p.pick(&all, &[], 100, true);
+        // Another peer gets the same blocks in endgame, never twice the same from one peer,
+        // and no block is asked of more than three.
+        let b = pick(&mut p, &all, &[], 100, true);
         assert_eq!(b, a);
-        let c = p.pick(&all, &b, 100, true);
-        assert!(c.iter().all(|x| !b.contains(x)));
+        assert!(pick(&mut p, &all, &b, 100, true).is_empty());
+        let c = pick(&mut p, &all, &[], 100, true);
+        assert_eq!(c, a);
+        assert!(pick(&mut p, &all, &[], 100, true).is_empty(), "three copies at most");
         // Released by one peer: still requested from the other, so not missing.
         for r in &a {
             p.release(r);
@@ -399,17 +434,40 @@ mod tests {
             p.release(r);
         }
         assert!(!p.in_endgame());
-        assert_eq!(p.pick(&all, &[], 100, true).len(), 4);
+        assert_eq!(pick(&mut p, &all, &[], 100, true).len(), 4);
+    }
+
+    #[test]
+    fn a_slow_peers_tail_goes_to_others_once_late_however_long() {
+        // 40 pieces of 4 blocks, all asked of one (slow) peer: 160 blocks on their way.
+        let mut p = picker(40);
+        let all = Bitfield::full(40);
+        let t0 = Instant::now();
+        let slow = p.pick(&all, &[], 1000, true, t0);
+        assert_eq!(slow.len(), 160);
+        assert!(p.in_endgame());
+        // Too many left to duplicate them all, and none late yet.
+        assert!(p.pick(&all, &[], 100, true, t0 + Duration::from_secs(1)).is_empty());
+        // Late: another peer is asked for them, up to what it wants.
+        let late = t0 + LATE_REQUEST;
+        let fast = p.pick(&all, &[], 100, true, late);
+        assert_eq!(fast.len(), 100);
+        assert!(fast.iter().all(|r| slow.contains(r)));
+        assert_eq!(p.requesters(fast[0].index, fast[0].begin), 2);
+        // The next peer gets the blocks asked of one peer only before any third copy.
+        let third = p.pick(&all, &[], 100, true, late);
+        assert_eq!(third.len(), 100);
+        assert_eq!(third.iter().filter(|r| !fast.contains(r)).count(), 60);
     }
 
     #[test]
     fn no_new_pieces_under_backpressure() {
         let mut p = picker(3);
         let all = Bitfield::full(3);
-        let a = p.pick(&all, &[], 2, true);
+        let a = pick(&mut p, &all, &[], 2, true);
         assert_eq!(a.len(), 2);
         // Only the rest of the started piece, nothing new.
-        let b = p.pick(&all, &a, 10, false);
+        let b = pick(&mut p, &all, &a, 10, false);
         assert_eq!(b.len(), 2);
         assert!(b.iter().all(|x| x.index == a[0].index));
     }
@@ -418,7 +476,7 @@ mod tests {
     fn rejects_bad_blocks() {
         let mut p = picker(2);
         assert_eq!(p.block_received(0, 0, &[0; 10], 1), BlockOutcome::Unwanted, "not requested piece");
-        p.pick(&Bitfield::full(2), &[], 1, true);
+        pick(&mut p, &Bitfield::full(2), &[], 1, true);
         let idx = (0..2).find(|&i| p.partial.contains_key(&i)).unwrap();
         assert_eq!(p.block_received(idx, 5, &[0; 10], 1), BlockOutcome::Unwanted, "unaligned");
         assert_eq!(p.block_received(idx, 0, &[0; 10], 1), BlockOutcome::Unwanted, "wrong length");
