@@ -66,6 +66,28 @@ fn corrupt_peer_is_banned_and_the_download_completes() {
 }
 
 #[test]
+fn a_peer_stalling_with_a_long_pipeline_does_not_hold_up_the_end() {
+    let t = tempdir();
+    let (src, dst, torrent) = setup(t.path(), 8 << 20);
+    // It answers its first 200 requests at once (so our pipeline to it grows long), then none.
+    let mut c = Command::new("python3");
+    c.arg(BAD_PEER).args(["127.0.0.2", "512", "--stall-after", "200"]).arg(src.join("data.bin")).arg("16384");
+    let mut staller = Proc::spawn("stalling peer", c);
+    let staller_port: u16 = staller.wait_line(T, |l| l.starts_with("port "))[5..].parse().unwrap();
+    let (_seed, port) = our_seed(&torrent, &src, &["--max-upload-rate", "2M"]);
+    let (mut leech, _) = our_join(
+        &torrent,
+        &dst,
+        &["--exit-when-done", "--peer", &format!("127.0.0.2:{staller_port}"), "--peer", &format!("127.0.0.1:{port}")],
+    );
+    // The seeder alone needs about 3 s. What the staller holds is asked of the seeder once it
+    // has waited 3 s (endgame), not when the requests time out after 20 s.
+    let status = leech.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}\n{}", leech.output());
+    assert_same_tree(&src, &dst);
+}
+
+#[test]
 fn seeder_killed_and_restarted_the_download_completes() {
     let t = tempdir();
     let (src, dst, torrent) = setup(t.path(), 4 << 20);

@@ -1,8 +1,16 @@
-"""A peer that lies, for the ban test: it claims every piece and answers each request with random
-bytes. Usage: bad_peer.py HOST PIECES. Prints "port N" once listening; serves until killed."""
+"""A peer that misbehaves, for the tests: it claims every piece and
+- by default lies, answering each request with random bytes (the ban test);
+- with --stall-after N FILE PIECE_LENGTH answers the first N requests with the true bytes of
+  FILE (a single-file torrent's data), then keeps the connection open and answers nothing more
+  (the slow-tail test).
+Usage: bad_peer.py HOST PIECES [--stall-after N FILE PIECE_LENGTH]. Prints "port N" once
+listening; serves until killed."""
 import os, socket, struct, sys, threading
 
 host, pieces = sys.argv[1], int(sys.argv[2])
+stall_after = None
+if len(sys.argv) > 3 and sys.argv[3] == "--stall-after":
+    stall_after, data_file, piece_length = int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
 ls = socket.socket()
 ls.bind((host, 0))
 ls.listen(16)
@@ -25,6 +33,8 @@ def serve(c):
         for i in range(pieces):
             bf[i // 8] |= 0x80 >> (i % 8)
         c.sendall(struct.pack(">IB", len(bf) + 1, 5) + bytes(bf) + struct.pack(">IB", 1, 1))
+        answered = 0
+        f = open(data_file, "rb") if stall_after is not None else None
         while True:
             (n,) = struct.unpack(">I", recv_exact(c, 4))
             if n == 0:
@@ -32,7 +42,15 @@ def serve(c):
             body = recv_exact(c, n)
             if body[0] == 6:
                 index, begin, length = struct.unpack(">III", body[1:13])
-                c.sendall(struct.pack(">IBII", 9 + length, 7, index, begin) + os.urandom(length))
+                if f is None:
+                    block = os.urandom(length)
+                elif answered < stall_after:
+                    f.seek(index * piece_length + begin)
+                    block = f.read(length)
+                else:
+                    continue  # stalled: the request stays unanswered
+                answered += 1
+                c.sendall(struct.pack(">IBII", 9 + length, 7, index, begin) + block)
     except (EOFError, OSError):
         pass
     finally:
