@@ -1,7 +1,8 @@
 #![no_main]
 //! A peer's byte stream: decoding a sequence of messages never panics, consumes what it reports,
-//! and every decoded message re-encodes to the bytes it came from. Bitfields and extension
-//! handshakes are parsed too.
+//! and every decoded message re-encodes to the bytes it came from. Bitfields, extension
+//! handshakes and BEP 9 metadata messages are parsed too.
+use bitswarm_wire::metadata::MetadataMessage;
 use bitswarm_wire::{Bitfield, ExtendedHandshake, Message, decode, encode, max_message_len};
 use libfuzzer_sys::fuzz_target;
 
@@ -19,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
             }
             Message::Extended { id: 0, payload } => {
                 let _ = ExtendedHandshake::decode(payload);
+            }
+            Message::Extended { payload, .. } => {
+                let _ = MetadataMessage::decode(payload);
             }
             _ => {}
         }

@@ -1,5 +1,6 @@
 //! Our peer against real clients, data both ways: our seeder to libtorrent, aria2 and
-//! transmission leechers; libtorrent and aria2 seeders to our leecher. The peers dial each other
+//! transmission leechers (libtorrent also from a magnet link alone, taking the info dictionary
+//! from our seeder); libtorrent and aria2 seeders to our leecher. The peers dial each other
 //! directly on loopback (no tracker), on multi-file torrents with nested folders, an empty file and
 //! pieces that span files. The bytes that arrive are compared with the original.
 //!
@@ -31,6 +32,23 @@ fn interop_our_seeder_to_libtorrent_leecher() {
     let s = setup(100);
     let (_seed, port) = our_seed(&s.torrent, &s.src, &["--no-tracker"]);
     let (mut lt, _) = lt_peer("leech", &s.torrent, &s.dst, &[format!("127.0.0.1:{port}")]);
+    lt.wait_line(T, |l| l == "done");
+    assert_same_tree(&s.src, &s.dst);
+}
+
+#[test]
+fn interop_libtorrent_with_only_a_magnet_link_downloads_from_our_seeder() {
+    if !require("libtorrent") {
+        return;
+    }
+    let s = setup(107);
+    let (_seed, port) = our_seed(&s.torrent, &s.src, &["--no-tracker"]);
+    let out = bitswarm().args(["torrent", "magnet"]).arg(&s.torrent).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(magnet.starts_with("magnet:?xt=urn:btih:"), "{magnet}");
+    // libtorrent gets the info dictionary from our seeder (BEP 9), then the data.
+    let (mut lt, _) = lt_peer("leech", std::path::Path::new(&magnet), &s.dst, &[format!("127.0.0.1:{port}")]);
     lt.wait_line(T, |l| l == "done");
     assert_same_tree(&s.src, &s.dst);
 }

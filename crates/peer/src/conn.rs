@@ -14,7 +14,9 @@ use bitswarm_wire::mse::{
 };
 use bitswarm_wire::{
     Bitfield, BlockRef, ExtendedHandshake, HANDSHAKE_LEN, Handshake, MAX_REQUEST, Message, WireError, decode, encode,
-    max_message_len, piece_header,
+    max_message_len,
+    metadata::{METADATA_PIECE, MetadataMessage, UT_METADATA, metadata_piece},
+    piece_header,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,6 +40,8 @@ pub const OUR_REQQ: usize = 1024;
 /// Assumed `reqq` of a peer that does not say (libtorrent's default).
 const DEFAULT_REQQ: usize = 250;
 const INITIAL_QUEUE: usize = 32;
+/// Our message id for `ut_metadata` (BEP 9), as told in our extension handshake.
+const OUR_UT_METADATA: u8 = 3;
 const READ_BUFFER: usize = 1 << 20;
 /// The writer sends what it has gathered once this much is waiting.
 const WRITE_BATCH: usize = 256 << 10;
@@ -144,6 +148,8 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
         requests: Vec::new(),
         queue_target: INITIAL_QUEUE,
         reqq: DEFAULT_REQQ,
+        their_ut_metadata: None,
+        metadata_sent: 0,
         writer,
     };
     c.greet(theirs.supports_extensions());
@@ -298,6 +304,10 @@ struct Conn {
     queue_target: usize,
     /// How many requests the peer accepts at once.
     reqq: usize,
+    /// The peer's message id for `ut_metadata`, when it has the extension.
+    their_ut_metadata: Option<u8>,
+    /// Metadata pieces sent to this peer (bounded: a peer needs each once).
+    metadata_sent: usize,
     writer: tokio::task::AbortHandle,
 }
 
@@ -335,10 +345,11 @@ impl Conn {
         }
         if extensions {
             let h = ExtendedHandshake {
-                extensions: Vec::new(),
+                extensions: vec![(UT_METADATA.into(), OUR_UT_METADATA)],
                 client: Some(concat!("bitswarm ", env!("CARGO_PKG_VERSION")).into()),
                 port: Some(self.shared.listen_addr.port()),
                 reqq: Some(OUR_REQQ as u32),
+                metadata_size: u32::try_from(self.shared.meta.info_bytes.len()).ok(),
             };
             self.send(&Message::Extended { id: 0, payload: &h.encode() });
         }
@@ -518,11 +529,36 @@ impl Conn {
                     if let Some(port) = h.port {
                         self.shared.set_listen_port(self.key, port);
                     }
+                    self.their_ut_metadata =
+                        h.extensions.iter().find(|(k, _)| k == UT_METADATA).map(|(_, id)| *id).filter(|&id| id != 0);
                 }
             }
+            Message::Extended { id: OUR_UT_METADATA, payload } => self.on_metadata(payload),
             Message::Port(_) | Message::Extended { .. } | Message::Unknown { .. } => {}
         }
         Ok(())
+    }
+
+    /// A BEP 9 message: a peer that came with a magnet link asks for the info dictionary.
+    fn on_metadata(&mut self, payload: &[u8]) {
+        let Some(their_id) = self.their_ut_metadata else { return };
+        let info = &self.shared.meta.info_bytes;
+        match MetadataMessage::decode(payload) {
+            Ok(MetadataMessage::Request { piece }) => {
+                let limit = 2 * info.len().div_ceil(METADATA_PIECE);
+                let reply = match metadata_piece(info, piece) {
+                    Some(data) if self.metadata_sent < limit => {
+                        self.metadata_sent += 1;
+                        MetadataMessage::Data { piece, total_size: info.len() as u32, data }
+                    }
+                    _ => MetadataMessage::Reject { piece },
+                };
+                self.send(&Message::Extended { id: their_id, payload: &reply.encode() });
+            }
+            // We never ask (we start from a .torrent file): answers are not ours to use.
+            Ok(_) => {}
+            Err(e) => debug!("{}: {e}", self.addr),
+        }
     }
 
     fn on_request(&mut self, r: BlockRef) -> Result<(), ConnError> {

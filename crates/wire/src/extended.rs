@@ -13,6 +13,8 @@ pub struct ExtendedHandshake {
     pub port: Option<u16>,
     /// `reqq`: how many outstanding requests the sender accepts.
     pub reqq: Option<u32>,
+    /// `metadata_size`: bytes in the torrent's info dictionary (BEP 9), when the sender has it.
+    pub metadata_size: Option<u32>,
 }
 
 impl ExtendedHandshake {
@@ -26,6 +28,9 @@ impl ExtendedHandshake {
             e.str(k).int(i64::from(*v));
         }
         e.end();
+        if let Some(n) = self.metadata_size {
+            e.str("metadata_size").int(i64::from(n));
+        }
         if let Some(p) = self.port {
             e.str("p").int(i64::from(p));
         }
@@ -56,6 +61,7 @@ impl ExtendedHandshake {
         h.client = d.get(b"v").and_then(Value::as_str).map(str::to_owned);
         h.port = d.get(b"p").and_then(Value::as_int).and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0);
         h.reqq = d.get(b"reqq").and_then(Value::as_int).and_then(|q| u32::try_from(q).ok());
+        h.metadata_size = d.get(b"metadata_size").and_then(Value::as_int).and_then(|n| u32::try_from(n).ok());
         Ok(h)
     }
 }

@@ -83,12 +83,14 @@ fn extended_handshake() {
         client: Some("bitswarm 0.1".into()),
         port: Some(6881),
         reqq: Some(500),
+        metadata_size: Some(31_337),
     };
     assert_eq!(ExtendedHandshake::decode(&h.encode()).unwrap(), h);
     // libtorrent-style handshake with fields we ignore
     let lt = b"d12:complete_agoi-1e1:md11:lt_donthavei7e10:share_modei8e11:upload_onlyi3e12:ut_holepunchi4e11:ut_metadatai2e6:ut_pexi1ee13:metadata_sizei1234e4:reqqi500e11:upload_onlyi1e1:v18:libtorrent/2.0.8.06:yourip4:\x7f\0\0\x01e";
     let h = ExtendedHandshake::decode(lt).unwrap();
     assert_eq!(h.reqq, Some(500));
+    assert_eq!(h.metadata_size, Some(1234));
     assert_eq!(h.client.as_deref(), Some("libtorrent/2.0.8.0"));
     assert!(h.extensions.contains(&("ut_pex".into(), 1)));
     assert!(ExtendedHandshake::decode(b"i1e").is_err());

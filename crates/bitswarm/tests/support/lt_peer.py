@@ -4,7 +4,8 @@
                                           its data checked; runs until killed
   lt_peer.py leech TORRENT DIR [PEER]...  downloads into DIR, dialing each PEER (host:port); prints
                                           "port N", then "done" and exits 0 once it seeds; exits 1
-                                          after 120 s
+                                          after 120 s. TORRENT may be a magnet link: the info
+                                          dictionary then comes from the peers (BEP 9)
 An optional --enc=POLICY after DIR sets Message Stream Encryption: "default" (libtorrent's own:
 outgoing connections try MSE first, then plaintext; both accepted), "forced" (MSE with RC4 only,
 both ways) or "disabled" (plaintext only, both ways).
@@ -36,7 +37,12 @@ elif enc != "default":
     sys.exit("unknown --enc=%s" % enc)
 ses = lt.session(settings)
 print("port %d" % ses.listen_port(), flush=True)
-h = ses.add_torrent({"ti": lt.torrent_info(torrent), "save_path": folder})
+if torrent.startswith("magnet:"):
+    atp = lt.parse_magnet_uri(torrent)
+    atp.save_path = folder
+    h = ses.add_torrent(atp)
+else:
+    h = ses.add_torrent({"ti": lt.torrent_info(torrent), "save_path": folder})
 deadline = time.time() + float(__import__("os").environ.get("LT_PEER_TIMEOUT", "120"))
 announced = False
 while time.time() < deadline:
