@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use bitswarm_peer::{Config, Engine, Incoming, Outgoing, Role, Stats};
+use bitswarm_metainfo::{Magnet, Metainfo};
+use bitswarm_peer::{Config, Engine, Incoming, MetadataQuery, Outgoing, Role, Stats, fetch_metadata};
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
@@ -20,7 +21,8 @@ pub const EXIT_INTERRUPTED: u8 = 3;
 
 #[derive(Args, Clone)]
 pub struct PeerArgs {
-    /// The .torrent file.
+    /// The .torrent file; for `join`, a magnet link also does (quote it in the shell): the
+    /// torrent's metadata is then fetched from peers first (BEP 9).
     pub torrent: PathBuf,
     /// The folder that holds (or will hold) the torrent's content.
     #[arg(short = 'd', long = "dir", default_value = ".")]
@@ -90,16 +92,38 @@ pub fn join(a: JoinArgs) -> Result<(), Failure> {
     run(a.peer, Role::Join, a.exit_when_done)
 }
 
-fn run(a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure> {
-    let meta = Arc::new(crate::torrent::load(&a.torrent)?);
+fn run(mut a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure> {
     let mode = Mode::detect(a.quiet);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(bitswarm_storage::cores())
         .enable_all()
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?;
+    let mut peers = a.peers.clone();
+    let meta = match a.torrent.to_str().filter(|t| t.starts_with("magnet:")) {
+        Some(link) if role == Role::Seed => {
+            return Err(Failure::usage(format!("{link}: seed needs the .torrent file, not a magnet link")));
+        }
+        Some(link) => {
+            let magnet = Magnet::parse(link).map_err(|e| Failure::usage(format!("{link}: {e}")))?;
+            if a.port == 0 {
+                // Trackers are told our port while the metadata is fetched: pick it now.
+                let l = std::net::TcpListener::bind((a.bind, 0))
+                    .map_err(|e| Failure::failed(format!("cannot listen on {}: {e}", a.bind)))?;
+                a.port = l.local_addr().map_err(|e| Failure::failed(e.to_string()))?.port();
+            }
+            for p in &magnet.peers {
+                match p.parse::<SocketAddr>() {
+                    Ok(addr) => peers.push(addr),
+                    Err(_) => eprintln!("x.pe={p}: not an IP:PORT address; skipped"),
+                }
+            }
+            Arc::new(rt.block_on(metadata(&magnet, &peers, &a, mode))?)
+        }
+        None => Arc::new(crate::torrent::load(&a.torrent)?),
+    };
     let mut config = Config::new(SocketAddr::new(a.bind, a.port));
-    config.peers = a.peers.clone();
+    config.peers = peers;
     if !a.no_tracker {
         config.trackers = meta.trackers();
     }
@@ -144,6 +168,44 @@ fn run(a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure> {
         }),
         Outcome::Fatal(m) => Err(Failure::failed(m)),
     }
+}
+
+/// The metadata of a magnet link, from peers; SIGINT or SIGTERM stop the wait.
+async fn metadata(magnet: &Magnet, peers: &[SocketAddr], a: &PeerArgs, mode: Mode) -> Result<Metainfo, Failure> {
+    let q = MetadataQuery {
+        info_hash: magnet.info_hash,
+        peer_id: bitswarm_peer::new_peer_id(),
+        port: a.port,
+        peers: peers.to_vec(),
+        trackers: if a.no_tracker { Vec::new() } else { magnet.trackers.clone() },
+    };
+    let say = |m: &str| {
+        if mode != Mode::Quiet {
+            eprintln!("metadata: {m}");
+        }
+    };
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut sigterm, mut sigint) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
+    let stop = async {
+        match (sigterm.as_mut(), sigint.as_mut()) {
+            (Some(t), Some(i)) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = i.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    let (info, from) = tokio::select! {
+        r = fetch_metadata(&q, say) => r.map_err(Failure::usage)?,
+        _ = stop => {
+            return Err(Failure { code: EXIT_INTERRUPTED, message: "stopped before any peer gave the torrent's metadata".into() });
+        }
+    };
+    println!("metadata: {} bytes from {from}", info.len());
+    Metainfo::from_info_bytes(&info, &magnet.trackers)
+        .map_err(|e| Failure::failed(format!("metadata from {from}: {e}")))
 }
 
 enum Outcome {

@@ -1,6 +1,7 @@
 //! Our peer against real clients, data both ways: our seeder to libtorrent, aria2 and
 //! transmission leechers (libtorrent also from a magnet link alone, taking the info dictionary
-//! from our seeder); libtorrent and aria2 seeders to our leecher. The peers dial each other
+//! from our seeder); libtorrent and aria2 seeders to our leecher (ours also starting from a
+//! magnet link, the info dictionary from libtorrent). The peers dial each other
 //! directly on loopback (no tracker), on multi-file torrents with nested folders, an empty file and
 //! pieces that span files. The bytes that arrive are compared with the original.
 //!
@@ -18,6 +19,15 @@ use common::swarm::*;
 use common::*;
 
 const T: Duration = Duration::from_secs(120);
+
+/// The magnet link of a .torrent file, from `bitswarm torrent magnet`.
+fn magnet_of(torrent: &std::path::Path) -> String {
+    let out = bitswarm().args(["torrent", "magnet"]).arg(torrent).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(magnet.starts_with("magnet:?xt=urn:btih:"), "{magnet}");
+    magnet
+}
 
 /// The tree of [`TreeSetup`], its torrent announcing to an unreachable tracker.
 fn setup(seed: u64) -> TreeSetup {
@@ -43,10 +53,7 @@ fn interop_libtorrent_with_only_a_magnet_link_downloads_from_our_seeder() {
     }
     let s = setup(107);
     let (_seed, port) = our_seed(&s.torrent, &s.src, &["--no-tracker"]);
-    let out = bitswarm().args(["torrent", "magnet"]).arg(&s.torrent).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(magnet.starts_with("magnet:?xt=urn:btih:"), "{magnet}");
+    let magnet = magnet_of(&s.torrent);
     // libtorrent gets the info dictionary from our seeder (BEP 9), then the data.
     let (mut lt, _) = lt_peer("leech", std::path::Path::new(&magnet), &s.dst, &[format!("127.0.0.1:{port}")]);
     lt.wait_line(T, |l| l == "done");
@@ -65,6 +72,28 @@ fn interop_libtorrent_seeder_to_our_leecher() {
         our_join(&s.torrent, &s.dst, &["--no-tracker", "--exit-when-done", "--peer", &format!("127.0.0.1:{lt_port}")]);
     let status = ours.wait_exit(T);
     assert!(status.success(), "bitswarm join: {status:?}\n{}", ours.output());
+    assert_same_tree(&s.src, &s.dst);
+}
+
+#[test]
+fn interop_our_leecher_starts_from_a_magnet_link_with_a_libtorrent_seeder() {
+    if !require("libtorrent") {
+        return;
+    }
+    let s = setup(201);
+    let (mut lt, lt_port) = lt_peer("seed", &s.torrent, &s.src, &[]);
+    lt.wait_line(T, |l| l == "seeding");
+    let magnet = magnet_of(&s.torrent);
+    // The link's tracker is unreachable: the info dictionary comes from libtorrent (BEP 9).
+    let (mut ours, _) = our_join(
+        std::path::Path::new(&magnet),
+        &s.dst,
+        &["--exit-when-done", "--peer", &format!("127.0.0.1:{lt_port}")],
+    );
+    let status = ours.wait_exit(T);
+    let out = ours.output();
+    assert!(status.success(), "bitswarm join: {status:?}\n{out}");
+    assert!(out.contains(&format!("bytes from 127.0.0.1:{lt_port}")), "{out}");
     assert_same_tree(&s.src, &s.dst);
 }
 

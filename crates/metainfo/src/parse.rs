@@ -84,6 +84,25 @@ fn check_component(c: &str, name: &str) -> Result<(), MetainfoError> {
 }
 
 impl Metainfo {
+    /// The torrent of an info dictionary that came from peers (a magnet link's download, BEP 9),
+    /// with `trackers` (the link's `tr`, each its own tier). The bytes are kept as they are, so
+    /// the info-hash is theirs; they are validated as a file's would be.
+    pub fn from_info_bytes(info: &[u8], trackers: &[String]) -> Result<Metainfo, MetainfoError> {
+        let mut e = bitswarm_bencode::Encoder::new();
+        e.begin_dict();
+        if let Some(first) = trackers.first() {
+            e.str("announce").str(first);
+            e.str("announce-list").begin_list();
+            for t in trackers {
+                e.begin_list().str(t).end();
+            }
+            e.end();
+        }
+        e.str("info").raw(info);
+        e.end();
+        Metainfo::parse(&e.finish())
+    }
+
     /// Parses and validates a .torrent file's bytes.
     pub fn parse(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
         let root = bitswarm_bencode::decode(bytes)?;

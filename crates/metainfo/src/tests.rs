@@ -247,3 +247,17 @@ proptest! {
         let _ = Magnet::parse(&s);
     }
 }
+
+#[test]
+fn from_info_bytes_keeps_the_hash_and_takes_the_trackers() {
+    let (bytes, hash) = single(100_000, 32768).build();
+    let m = Metainfo::parse(&bytes).unwrap();
+    assert_eq!(m.info_hash, hash);
+    let trackers = vec!["udp://t.example:6969/announce".to_string(), "http://u.example/announce".to_string()];
+    let again = Metainfo::from_info_bytes(&m.info_bytes, &trackers).unwrap();
+    assert_eq!(again.info_hash, m.info_hash);
+    assert_eq!(again.info, m.info);
+    assert_eq!(again.trackers(), vec![vec![trackers[0].clone()], vec![trackers[1].clone()]]);
+    assert!(Metainfo::from_info_bytes(b"d4:name1:xe", &[]).is_err(), "an incomplete info dictionary is refused");
+    assert!(Metainfo::from_info_bytes(b"i1e", &[]).is_err());
+}

@@ -11,11 +11,13 @@ mod choker;
 mod conn;
 mod disk;
 mod engine;
+mod metadata;
 mod picker;
 mod rate;
 mod tracker;
 
 pub use engine::{Config, Engine, EngineError, Incoming, Outgoing, Role, Stats};
+pub use metadata::{MetadataQuery, fetch_metadata};
 pub use picker::PeerKey;
 pub use tracker::{Announce, Reply, Tiers, announce};
 

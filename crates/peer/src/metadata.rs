@@ -1,0 +1,244 @@
+//! A download that starts from a magnet link: the torrent's info dictionary is asked of peers
+//! (BEP 9, `ut_metadata`) before anything else. Peers come from the link (`x.pe`), from the
+//! user (`--peer`) and from the link's trackers; several are asked at once, and the first whose
+//! bytes hash to the info-hash wins. Each attempt is bounded in time and size; a peer that
+//! refuses, lies or stalls only costs its own attempt.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bitswarm_metainfo::InfoHash;
+use bitswarm_tracker_proto::Event;
+use bitswarm_wire::metadata::{MAX_METADATA, METADATA_PIECE, MetadataMessage, UT_METADATA};
+use bitswarm_wire::{ExtendedHandshake, HANDSHAKE_LEN, Handshake, Message, decode, encode};
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use crate::tracker::{Announce, announce};
+
+/// Our message id for `ut_metadata` on these connections.
+const OUR_ID: u8 = 3;
+/// One peer's whole attempt: connect, handshakes, every piece.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Peers asked at once.
+const PARALLEL: usize = 8;
+/// Pause between rounds when no peer had the metadata.
+const RETRY_EVERY: Duration = Duration::from_secs(5);
+/// The largest message accepted while fetching (a bitfield of 8 million pieces, or a piece of
+/// metadata with its header).
+const MAX_MESSAGE: u32 = 1 << 20;
+
+/// Where to look for the info dictionary of `info_hash`.
+pub struct MetadataQuery {
+    pub info_hash: InfoHash,
+    pub peer_id: [u8; 20],
+    /// Our listening port, told to trackers and peers.
+    pub port: u16,
+    pub peers: Vec<SocketAddr>,
+    pub trackers: Vec<String>,
+}
+
+/// Fetches the info dictionary; returns its bytes and the peer that gave them. Tries again
+/// every few seconds while nobody has it (`progress` hears of each round); fails at once when
+/// there is nowhere to look.
+pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Result<(Vec<u8>, SocketAddr), String> {
+    if q.peers.is_empty() && q.trackers.is_empty() {
+        return Err("the magnet link names no tracker and no peer: give one with --peer IP:PORT".into());
+    }
+    let mut tried_without_luck: HashSet<SocketAddr> = HashSet::new();
+    loop {
+        let mut candidates = q.peers.clone();
+        for url in &q.trackers {
+            let a = Announce {
+                info_hash: q.info_hash,
+                peer_id: q.peer_id,
+                port: q.port,
+                uploaded: 0,
+                downloaded: 0,
+                left: 1,
+                event: Event::None,
+                numwant: 50,
+            };
+            match announce(url, &a).await {
+                Ok(r) => candidates.extend(r.peers),
+                Err(e) => progress(&format!("tracker {url}: {e}")),
+            }
+        }
+        // Peers that failed before go last, not never: they may have the metadata by now.
+        let mut seen = HashSet::new();
+        candidates.retain(|a| seen.insert(*a));
+        candidates.sort_by_key(|a| tried_without_luck.contains(a));
+        progress(&format!("asking {} peers for the torrent's metadata", candidates.len()));
+        let mut set = JoinSet::new();
+        let mut next = candidates.into_iter();
+        let mut spawn = |set: &mut JoinSet<_>| {
+            next.next().map(|addr| {
+                let (ih, id, port) = (q.info_hash, q.peer_id, q.port);
+                set.spawn(async move {
+                    let r = tokio::time::timeout(ATTEMPT_TIMEOUT, from_peer(addr, ih, id, port)).await;
+                    (addr, r.unwrap_or_else(|_| Err(format!("no metadata within {ATTEMPT_TIMEOUT:?}"))))
+                })
+            })
+        };
+        for _ in 0..PARALLEL {
+            spawn(&mut set);
+        }
+        while let Some(done) = set.join_next().await {
+            let Ok((addr, result)) = done else { continue };
+            match result {
+                Ok(info) => return Ok((info, addr)),
+                Err(e) => {
+                    progress(&format!("{addr}: {e}"));
+                    tried_without_luck.insert(addr);
+                    spawn(&mut set);
+                }
+            }
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
+}
+
+/// One peer: the handshakes, then every piece of the metadata, checked against the info-hash.
+async fn from_peer(addr: SocketAddr, info_hash: InfoHash, peer_id: [u8; 20], port: u16) -> Result<Vec<u8>, String> {
+    let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = s.set_nodelay(true);
+    s.write_all(&Handshake::new(info_hash.0, peer_id).encode()).await.map_err(|e| format!("write: {e}"))?;
+    let mut hs = [0u8; HANDSHAKE_LEN];
+    s.read_exact(&mut hs).await.map_err(|e| format!("handshake: {e}"))?;
+    let theirs = Handshake::decode(&hs).map_err(|e| format!("handshake: {e}"))?;
+    if theirs.info_hash != info_hash.0 {
+        return Err("handshake for another torrent".into());
+    }
+    if !theirs.supports_extensions() {
+        return Err("no extension protocol (BEP 10), so no metadata exchange".into());
+    }
+    let ours = ExtendedHandshake {
+        extensions: vec![(UT_METADATA.into(), OUR_ID)],
+        client: Some(concat!("bitswarm ", env!("CARGO_PKG_VERSION")).into()),
+        port: Some(port),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    encode(&Message::Extended { id: 0, payload: &ours.encode() }, &mut out);
+    s.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
+
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // Set by their extension handshake: their id for ut_metadata, the size, the pieces.
+    let mut fetch: Option<(u8, Vec<u8>, Vec<bool>)> = None;
+    loop {
+        while let Some((msg, used)) = decode(&buf, MAX_MESSAGE).map_err(|e| e.to_string())? {
+            match msg {
+                Message::Extended { id: 0, payload } if fetch.is_none() => {
+                    let h = ExtendedHandshake::decode(payload).map_err(|e| e.to_string())?;
+                    let their_id = h
+                        .extensions
+                        .iter()
+                        .find(|(k, id)| k == UT_METADATA && *id != 0)
+                        .map(|(_, id)| *id)
+                        .ok_or("the peer does not offer ut_metadata")?;
+                    let size = h.metadata_size.ok_or("the peer does not say the metadata's size")?;
+                    if size == 0 || size > MAX_METADATA {
+                        return Err(format!("metadata_size {size} is out of range"));
+                    }
+                    let pieces = (size as usize).div_ceil(METADATA_PIECE);
+                    let mut req = Vec::new();
+                    for piece in 0..pieces as u32 {
+                        let m = MetadataMessage::Request { piece }.encode();
+                        encode(&Message::Extended { id: their_id, payload: &m }, &mut req);
+                    }
+                    s.write_all(&req).await.map_err(|e| format!("write: {e}"))?;
+                    fetch = Some((their_id, vec![0; size as usize], vec![false; pieces]));
+                }
+                Message::Extended { id: OUR_ID, payload } => {
+                    if let Some((_, info, got)) = fetch.as_mut()
+                        && let Some(done) = take_piece(payload, info, got, info_hash)?
+                    {
+                        return Ok(done);
+                    }
+                }
+                _ => {}
+            }
+            buf.drain(..used);
+        }
+        let mut chunk = [0u8; 32 * 1024];
+        let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("closed the connection".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Stores one `ut_metadata` answer; returns the whole dictionary once every piece is in and it
+/// hashes to the info-hash.
+fn take_piece(
+    payload: &[u8],
+    info: &mut Vec<u8>,
+    got: &mut [bool],
+    info_hash: InfoHash,
+) -> Result<Option<Vec<u8>>, String> {
+    match MetadataMessage::decode(payload).map_err(|e| e.to_string())? {
+        MetadataMessage::Data { piece, total_size, data } => {
+            let start = piece as usize * METADATA_PIECE;
+            let want = info.len().saturating_sub(start).min(METADATA_PIECE);
+            if total_size as usize != info.len() || piece as usize >= got.len() || data.len() != want {
+                return Err(format!("metadata piece {piece} does not fit what the peer announced"));
+            }
+            info[start..start + want].copy_from_slice(data);
+            got[piece as usize] = true;
+            if !got.iter().all(|&g| g) {
+                return Ok(None);
+            }
+            if InfoHash(Sha1::digest(&info[..]).into()) != info_hash {
+                return Err("the metadata does not hash to the info-hash".into());
+            }
+            Ok(Some(std::mem::take(info)))
+        }
+        MetadataMessage::Reject { piece } => Err(format!("refused metadata piece {piece}")),
+        // We have nothing to give yet.
+        MetadataMessage::Request { .. } => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(piece: u32, total: usize, bytes: &[u8]) -> Vec<u8> {
+        MetadataMessage::Data { piece, total_size: total as u32, data: bytes }.encode()
+    }
+
+    #[test]
+    fn pieces_are_checked_and_the_whole_is_hashed() {
+        let dict: Vec<u8> = (0..METADATA_PIECE + 100).map(|i| i as u8).collect();
+        let hash = InfoHash(Sha1::digest(&dict).into());
+        let fresh = || (vec![0u8; dict.len()], vec![false; 2]);
+
+        let (mut info, mut got) = fresh();
+        let (a, b) = dict.split_at(METADATA_PIECE);
+        assert_eq!(take_piece(&data(1, dict.len(), b), &mut info, &mut got, hash), Ok(None));
+        assert_eq!(take_piece(&data(0, dict.len(), a), &mut info, &mut got, hash), Ok(Some(dict.clone())));
+
+        let (mut info, mut got) = fresh();
+        assert!(take_piece(&data(0, dict.len() + 1, a), &mut info, &mut got, hash).is_err(), "other total size");
+        assert!(take_piece(&data(1, dict.len(), a), &mut info, &mut got, hash).is_err(), "wrong piece length");
+        assert!(take_piece(&data(2, dict.len(), b), &mut info, &mut got, hash).is_err(), "no such piece");
+        let reject = MetadataMessage::Reject { piece: 0 }.encode();
+        assert!(take_piece(&reject, &mut info, &mut got, hash).is_err());
+        assert!(take_piece(b"junk", &mut info, &mut got, hash).is_err());
+
+        let (mut info, mut got) = fresh();
+        let mut wrong = a.to_vec();
+        wrong[0] ^= 1;
+        assert_eq!(take_piece(&data(0, dict.len(), &wrong), &mut info, &mut got, hash), Ok(None));
+        let e = take_piece(&data(1, dict.len(), b), &mut info, &mut got, hash).unwrap_err();
+        assert!(e.contains("does not hash"), "{e}");
+    }
+}
