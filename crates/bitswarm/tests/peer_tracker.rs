@@ -1,6 +1,7 @@
 //! Our peers finding each other through our tracker: a swarm of one seeder and five leechers in
 //! which the leechers trade pieces among themselves, and the announce events (started, completed,
-//! stopped) arriving at the tracker over HTTP and UDP, checked by scrape.
+//! stopped) arriving at the tracker over HTTP and UDP, checked by scrape; a leecher that has only
+//! a magnet link finding the seeder through the tracker and the metadata from the seeder.
 
 mod common;
 
@@ -77,4 +78,26 @@ fn announce_events_reach_the_tracker_over_udp_and_http() {
         tracker.wait_scrape(&hash, (0, 0, 1), &format!("{url}: seeder stopped"));
         assert_same_tree(&src, &dst);
     }
+}
+
+#[test]
+fn a_magnet_link_finds_our_seeder_through_our_udp_tracker() {
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let src = t.path().join("seed");
+    random_file(&src.join("data.bin"), 3 << 20, 11);
+    let torrent = t.path().join("data.torrent");
+    create_torrent(&src.join("data.bin"), &torrent, &["--piece-size", "32K", "-t", &tracker.udp_url()]);
+    let (_seed, _) = our_seed(&torrent, &src, &[]);
+    let out = bitswarm().args(["torrent", "magnet"]).arg(&torrent).output().unwrap();
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // No --peer: the tracker named in the link gives the seeder, the seeder the metadata (BEP 9).
+    let dst = t.path().join("leech");
+    std::fs::create_dir_all(&dst).unwrap();
+    let (mut leech, _) = our_join(std::path::Path::new(&magnet), &dst, &["--exit-when-done"]);
+    let status = leech.wait_exit(T);
+    let out = leech.output();
+    assert!(status.success(), "{status:?}\n{out}");
+    assert!(out.contains("metadata: ") && out.contains(" bytes from 127.0.0.1:"), "{out}");
+    assert_same_tree(&src, &dst);
 }
