@@ -42,17 +42,29 @@ pub struct MetadataQuery {
     pub trackers: Vec<String>,
 }
 
-/// Fetches the info dictionary; returns its bytes and the peer that gave them. Tries again
-/// every few seconds while nobody has it (`progress` hears of each round); fails at once when
-/// there is nowhere to look.
+/// What the helpers of one round report.
+enum Found {
+    Peer(SocketAddr),
+    TrackerFailed(String, String),
+    TrackerDone,
+}
+
+/// Fetches the info dictionary; returns its bytes and the peer that gave them. Peers given
+/// directly are asked at once, those of trackers as the announces come back. Tries again every
+/// few seconds while nobody has it (`progress` hears of each failure); fails at once when there
+/// is nowhere to look.
 pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Result<(Vec<u8>, SocketAddr), String> {
     if q.peers.is_empty() && q.trackers.is_empty() {
         return Err("the magnet link names no tracker and no peer: give one with --peer IP:PORT".into());
     }
-    let mut tried_without_luck: HashSet<SocketAddr> = HashSet::new();
     loop {
-        let mut candidates = q.peers.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for p in &q.peers {
+            let _ = tx.send(Found::Peer(*p));
+        }
+        let mut trackers_pending = q.trackers.len();
         for url in &q.trackers {
+            let (tx, url) = (tx.clone(), url.clone());
             let a = Announce {
                 info_hash: q.info_hash,
                 peer_id: q.peer_id,
@@ -63,41 +75,54 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
                 event: Event::None,
                 numwant: 50,
             };
-            match announce(url, &a).await {
-                Ok(r) => candidates.extend(r.peers),
-                Err(e) => progress(&format!("tracker {url}: {e}")),
-            }
+            tokio::spawn(async move {
+                match announce(&url, &a).await {
+                    Ok(r) => r.peers.into_iter().for_each(|p| drop(tx.send(Found::Peer(p)))),
+                    Err(e) => drop(tx.send(Found::TrackerFailed(url, e))),
+                }
+                let _ = tx.send(Found::TrackerDone);
+            });
         }
-        // Peers that failed before go last, not never: they may have the metadata by now.
+        drop(tx);
         let mut seen = HashSet::new();
-        candidates.retain(|a| seen.insert(*a));
-        candidates.sort_by_key(|a| tried_without_luck.contains(a));
-        progress(&format!("asking {} peers for the torrent's metadata", candidates.len()));
+        let mut queue = std::collections::VecDeque::new();
         let mut set = JoinSet::new();
-        let mut next = candidates.into_iter();
-        let mut spawn = |set: &mut JoinSet<_>| {
-            next.next().map(|addr| {
+        loop {
+            while set.len() < PARALLEL
+                && let Some(addr) = queue.pop_front()
+            {
                 let (ih, id, port) = (q.info_hash, q.peer_id, q.port);
                 set.spawn(async move {
                     let r = tokio::time::timeout(ATTEMPT_TIMEOUT, from_peer(addr, ih, id, port)).await;
                     (addr, r.unwrap_or_else(|_| Err(format!("no metadata within {ATTEMPT_TIMEOUT:?}"))))
-                })
-            })
-        };
-        for _ in 0..PARALLEL {
-            spawn(&mut set);
-        }
-        while let Some(done) = set.join_next().await {
-            let Ok((addr, result)) = done else { continue };
-            match result {
-                Ok(info) => return Ok((info, addr)),
-                Err(e) => {
-                    progress(&format!("{addr}: {e}"));
-                    tried_without_luck.insert(addr);
-                    spawn(&mut set);
+                });
+            }
+            if set.is_empty() && queue.is_empty() && trackers_pending == 0 {
+                break;
+            }
+            tokio::select! {
+                Some(found) = rx.recv() => match found {
+                    Found::Peer(a) => {
+                        if seen.insert(a) {
+                            queue.push_back(a);
+                        }
+                    }
+                    Found::TrackerFailed(url, e) => progress(&format!("tracker {url}: {e}")),
+                    Found::TrackerDone => trackers_pending -= 1,
+                },
+                Some(done) = set.join_next(), if !set.is_empty() => {
+                    if let Ok((addr, result)) = done {
+                        match result {
+                            Ok(info) => return Ok((info, addr)),
+                            Err(e) => progress(&format!("{addr}: {e}")),
+                        }
+                    }
                 }
+                // A tracker task that ended without saying so, and nothing else to wait for.
+                else => break,
             }
         }
+        progress(&format!("no peer gave the metadata (asked {}); trying again in {RETRY_EVERY:?}", seen.len()));
         tokio::time::sleep(RETRY_EVERY).await;
     }
 }
