@@ -204,8 +204,13 @@ async fn metadata(magnet: &Magnet, peers: &[SocketAddr], a: &PeerArgs, mode: Mod
         }
     };
     println!("metadata: {} bytes from {from}", info.len());
-    Metainfo::from_info_bytes(&info, &magnet.trackers)
-        .map_err(|e| Failure::failed(format!("metadata from {from}: {e}")))
+    let meta = Metainfo::from_info_bytes(&info, &magnet.trackers)
+        .map_err(|e| Failure::failed(format!("metadata from {from}: {e}")))?;
+    if meta.info_hash != magnet.info_hash {
+        // The bytes hashed right; parsed, they must still be that dictionary and nothing else.
+        return Err(Failure::failed(format!("metadata from {from} is not one info dictionary")));
+    }
+    Ok(meta)
 }
 
 enum Outcome {

@@ -306,7 +306,7 @@ struct Conn {
     reqq: usize,
     /// The peer's message id for `ut_metadata`, when it has the extension.
     their_ut_metadata: Option<u8>,
-    /// Metadata pieces sent to this peer (bounded: a peer needs each once).
+    /// Metadata requests answered for this peer (bounded: a peer needs each piece once).
     metadata_sent: usize,
     writer: tokio::task::AbortHandle,
 }
@@ -529,8 +529,10 @@ impl Conn {
                     if let Some(port) = h.port {
                         self.shared.set_listen_port(self.key, port);
                     }
-                    self.their_ut_metadata =
-                        h.extensions.iter().find(|(k, _)| k == UT_METADATA).map(|(_, id)| *id).filter(|&id| id != 0);
+                    // A later handshake changes only what it names (BEP 10); id 0 turns it off.
+                    if let Some((_, id)) = h.extensions.iter().find(|(k, _)| k == UT_METADATA) {
+                        self.their_ut_metadata = Some(*id).filter(|&id| id != 0);
+                    }
                 }
             }
             Message::Extended { id: OUR_UT_METADATA, payload } => self.on_metadata(payload),
@@ -545,13 +547,15 @@ impl Conn {
         let info = &self.shared.meta.info_bytes;
         match MetadataMessage::decode(payload) {
             Ok(MetadataMessage::Request { piece }) => {
-                let limit = 2 * info.len().div_ceil(METADATA_PIECE);
+                // A peer needs each piece once: past twice that, requests go unanswered (so a
+                // flood of them queues nothing).
+                self.metadata_sent += 1;
+                if self.metadata_sent > 2 * info.len().div_ceil(METADATA_PIECE) + 2 {
+                    return;
+                }
                 let reply = match metadata_piece(info, piece) {
-                    Some(data) if self.metadata_sent < limit => {
-                        self.metadata_sent += 1;
-                        MetadataMessage::Data { piece, total_size: info.len() as u32, data }
-                    }
-                    _ => MetadataMessage::Reject { piece },
+                    Some(data) => MetadataMessage::Data { piece, total_size: info.len() as u32, data },
+                    None => MetadataMessage::Reject { piece },
                 };
                 self.send(&Message::Extended { id: their_id, payload: &reply.encode() });
             }

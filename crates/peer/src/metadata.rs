@@ -28,6 +28,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const PARALLEL: usize = 8;
 /// Pause between rounds when no peer had the metadata.
 const RETRY_EVERY: Duration = Duration::from_secs(5);
+/// Trackers are asked for peers at most this often (the peers they gave are asked again each
+/// round).
+const TRACKER_EVERY: Duration = Duration::from_secs(60);
 /// The largest message accepted while fetching (a bitfield of 8 million pieces, or a piece of
 /// metadata with its header).
 const MAX_MESSAGE: u32 = 1 << 20;
@@ -57,13 +60,22 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
     if q.peers.is_empty() && q.trackers.is_empty() {
         return Err("the magnet link names no tracker and no peer: give one with --peer IP:PORT".into());
     }
+    let mut learned: Vec<SocketAddr> = Vec::new();
+    let mut last_announce: Option<tokio::time::Instant> = None;
     loop {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for p in &q.peers {
+        for p in q.peers.iter().chain(&learned) {
             let _ = tx.send(Found::Peer(*p));
         }
-        let mut trackers_pending = q.trackers.len();
-        for url in &q.trackers {
+        let announce_now = last_announce.is_none_or(|t| t.elapsed() >= TRACKER_EVERY);
+        let trackers: &[String] = if announce_now { &q.trackers } else { &[] };
+        if announce_now {
+            last_announce = Some(tokio::time::Instant::now());
+        }
+        let mut trackers_pending = trackers.len();
+        // Owned by this round: dropped (and aborted) with it.
+        let mut announces = JoinSet::new();
+        for url in trackers {
             let (tx, url) = (tx.clone(), url.clone());
             let a = Announce {
                 info_hash: q.info_hash,
@@ -75,7 +87,7 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
                 event: Event::None,
                 numwant: 50,
             };
-            tokio::spawn(async move {
+            announces.spawn(async move {
                 match announce(&url, &a).await {
                     Ok(r) => r.peers.into_iter().for_each(|p| drop(tx.send(Found::Peer(p)))),
                     Err(e) => drop(tx.send(Found::TrackerFailed(url, e))),
@@ -105,6 +117,9 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
                     Found::Peer(a) => {
                         if seen.insert(a) {
                             queue.push_back(a);
+                            if !q.peers.contains(&a) && !learned.contains(&a) {
+                                learned.push(a);
+                            }
                         }
                     }
                     Found::TrackerFailed(url, e) => progress(&format!("tracker {url}: {e}")),
@@ -211,9 +226,12 @@ fn take_piece(
 ) -> Result<Option<Vec<u8>>, String> {
     match MetadataMessage::decode(payload).map_err(|e| e.to_string())? {
         MetadataMessage::Data { piece, total_size, data } => {
+            if total_size as usize != info.len() || piece as usize >= got.len() {
+                return Err(format!("metadata piece {piece} does not fit what the peer announced"));
+            }
             let start = piece as usize * METADATA_PIECE;
             let want = info.len().saturating_sub(start).min(METADATA_PIECE);
-            if total_size as usize != info.len() || piece as usize >= got.len() || data.len() != want {
+            if data.len() != want {
                 return Err(format!("metadata piece {piece} does not fit what the peer announced"));
             }
             info[start..start + want].copy_from_slice(data);
