@@ -104,6 +104,12 @@ fn run(mut a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure>
         Some(link) if role == Role::Seed => {
             return Err(Failure::usage(format!("{link}: seed needs the .torrent file, not a magnet link")));
         }
+        Some(_) if a.encryption == Encryption::Require => {
+            // The metadata is fetched over plaintext connections only, which `require` forbids.
+            return Err(Failure::usage(
+                "--encryption require cannot start from a magnet link yet (the metadata is fetched in plaintext): use the .torrent file",
+            ));
+        }
         Some(link) => {
             let magnet = Magnet::parse(link).map_err(|e| Failure::usage(format!("{link}: {e}")))?;
             if a.port == 0 {
