@@ -1,6 +1,6 @@
 //! Our peer against real clients, data both ways: our seeder to libtorrent, aria2 and
-//! transmission leechers (libtorrent also from a magnet link alone, taking the info dictionary
-//! from our seeder); libtorrent and aria2 seeders to our leecher (ours also starting from a
+//! transmission leechers (each also from a magnet link alone, taking the info dictionary from
+//! our seeder); libtorrent and aria2 seeders to our leecher (ours also starting from a
 //! magnet link, the info dictionary from libtorrent). The peers dial each other
 //! directly on loopback (no tracker), on multi-file torrents with nested folders, an empty file and
 //! pieces that span files. The bytes that arrive are compared with the original.
@@ -111,6 +111,44 @@ fn interop_our_seeder_to_aria2_leecher() {
     let status = aria.wait_exit(T);
     assert!(status.success(), "aria2c: {status:?}\n{}", aria.output());
     assert_same_tree(&s.src, &s.dst);
+}
+
+#[test]
+fn interop_aria2_with_only_a_magnet_link_downloads_from_our_seeder() {
+    if !require("aria2c") {
+        return;
+    }
+    let s = setup(301);
+    let port = free_tcp_port();
+    let magnet = magnet_of(&s.torrent);
+    let mut aria = aria2(false, std::path::Path::new(&magnet), &s.dst, port);
+    aria.wait_line(T, |l| l.contains("[#") || l.contains("Download Progress") || l.contains("METADATA"));
+    // Our seeder dials aria2, which takes the info dictionary from it (BEP 9), then the data.
+    let (_seed, _) = our_seed(&s.torrent, &s.src, &["--no-tracker", "--peer", &format!("127.0.0.1:{port}")]);
+    let status = aria.wait_exit(T);
+    assert!(status.success(), "aria2c: {status:?}\n{}", aria.output());
+    assert_same_tree(&s.src, &s.dst);
+}
+
+#[test]
+fn interop_transmission_with_only_a_magnet_link_downloads_from_our_seeder() {
+    if !require("transmission-cli") {
+        return;
+    }
+    let s = setup(302);
+    let port = free_tcp_port();
+    let mut c = std::process::Command::new("transmission-cli");
+    c.args(["-et", "-M", "-p", &port.to_string(), "-g"])
+        .arg(s.dir.path().join("transmission-config"))
+        .arg("-w")
+        .arg(&s.dst)
+        .arg(magnet_of(&s.torrent));
+    let mut tr = Proc::spawn("transmission-cli", c);
+    tr.wait_line(T, |l| l.contains("Progress") || l.contains("Port") || l.contains("Transmission"));
+    // Our seeder dials transmission, which takes the info dictionary from it (BEP 9), then the data.
+    let (_seed, _) = our_seed(&s.torrent, &s.src, &["--no-tracker", "--peer", &format!("127.0.0.1:{port}")]);
+    tr.wait_line(T, |l| l.contains("State changed from \"Incomplete\" to \"Complete\""));
+    assert_same_data(&s.src, &s.dst);
 }
 
 #[test]
