@@ -56,7 +56,21 @@ pub struct Picker {
     blocks_left: usize,
     /// Piece buffers to reuse: no zeroing, no allocator churn.
     free: Vec<Vec<u8>>,
+    /// Pieces with an entry in `partial` (cheaper to test than the map).
+    started: Bitfield,
+    /// The pieces we lacked at the last rebuild, rarest first (availability, then the random
+    /// tiebreak). Rebuilt when availability has changed, at most once per [`ORDER_REFRESH`], so
+    /// starting a piece costs no scan of every piece (which, with tens of thousands of pieces,
+    /// took most of a download's CPU).
+    order: Vec<u32>,
+    /// Entries of `order` before this one are had, being verified or started.
+    order_skip: usize,
+    order_stale: bool,
+    order_built: Option<Instant>,
 }
+
+/// How often the rarest-first order may be rebuilt while peers' pieces change.
+const ORDER_REFRESH: Duration = Duration::from_secs(1);
 
 /// Blocks still on their way below which endgame asks for any of them again.
 const ENDGAME_BLOCKS: usize = 64;
@@ -91,6 +105,11 @@ impl Picker {
             blocks_missing_unrequested: 0,
             blocks_left: 0,
             free: Vec::new(),
+            started: Bitfield::new(n),
+            order: Vec::new(),
+            order_skip: 0,
+            order_stale: true,
+            order_built: None,
             have,
         };
         p.blocks_missing_unrequested = (0..n).filter(|&i| !p.have.get(i)).map(|i| p.block_count(i as u32)).sum();
@@ -134,11 +153,30 @@ impl Picker {
             let a = &mut self.availability[i];
             *a = if add { *a + 1 } else { a.saturating_sub(1) };
         }
+        self.order_stale = true;
     }
     pub fn peer_have(&mut self, index: u32) {
         if let Some(a) = self.availability.get_mut(index as usize) {
             *a += 1;
+            self.order_stale = true;
         }
+    }
+
+    /// Rebuilds the rarest-first order when it is missing, or stale and old enough.
+    fn refresh_order(&mut self, now: Instant) {
+        let due = match self.order_built {
+            None => true,
+            Some(t) => self.order_stale && now.saturating_duration_since(t) >= ORDER_REFRESH,
+        };
+        if !due {
+            return;
+        }
+        let mut order: Vec<u32> = (0..self.piece_count()).filter(|&i| !self.have.get(i)).map(|i| i as u32).collect();
+        order.sort_unstable_by_key(|&i| (self.availability[i as usize], self.tiebreak[i as usize]));
+        self.order = order;
+        self.order_skip = 0;
+        self.order_stale = false;
+        self.order_built = Some(now);
     }
 
     /// Endgame: every block we lack has been requested from somebody; then a block may be
@@ -190,25 +228,34 @@ impl Picker {
             }
         }
         // 2. New pieces, rarest first with random ties.
-        while new_pieces && out.len() < want {
-            let best = (0..self.piece_count())
-                .filter(|&i| {
-                    theirs.get(i)
-                        && !self.have.get(i)
-                        && !self.in_flight.get(i)
-                        && !self.partial.contains_key(&(i as u32))
-                })
-                .min_by_key(|&i| (self.availability[i], self.tiebreak[i]));
-            let Some(index) = best else { break };
-            let index = index as u32;
-            let n = self.block_count(index);
-            let size = self.piece_size(index) as usize;
-            // Every byte is overwritten by a block before the piece completes.
-            let mut data = self.free.pop().unwrap_or_default();
-            data.resize(size, 0);
-            self.partial
-                .insert(index, Partial { blocks: vec![Block::Missing; n], received: 0, data, senders: vec![0; n] });
-            self.take_blocks(index, want, now, &mut out);
+        if new_pieces && out.len() < want {
+            self.refresh_order(now);
+            let mut at = self.order_skip;
+            let mut closed_so_far = true;
+            while out.len() < want && at < self.order.len() {
+                let i = self.order[at] as usize;
+                at += 1;
+                if self.have.get(i) || self.in_flight.get(i) || self.started.get(i) {
+                    if closed_so_far {
+                        self.order_skip = at;
+                    }
+                    continue;
+                }
+                closed_so_far = false;
+                if !theirs.get(i) {
+                    continue;
+                }
+                let index = i as u32;
+                let n = self.block_count(index);
+                let size = self.piece_size(index) as usize;
+                // Every byte is overwritten by a block before the piece completes.
+                let mut data = self.free.pop().unwrap_or_default();
+                data.resize(size, 0);
+                self.partial
+                    .insert(index, Partial { blocks: vec![Block::Missing; n], received: 0, data, senders: vec![0; n] });
+                self.started.set(i);
+                self.take_blocks(index, want, now, &mut out);
+            }
         }
         // 3. Endgame: everything is requested; ask this peer too for what it has and we still
         // lack, once few blocks are left or for blocks that are late.
@@ -296,6 +343,7 @@ impl Picker {
             return BlockOutcome::Stored;
         }
         let p = self.partial.remove(&index).expect("present");
+        self.started.clear(index as usize);
         self.in_flight.set(index as usize);
         BlockOutcome::PieceComplete { data: p.data, senders: p.senders }
     }
@@ -324,6 +372,8 @@ impl Picker {
     /// The piece's hash did not match: its blocks are wanted again.
     pub fn piece_failed(&mut self, index: u32) {
         self.in_flight.clear(index as usize);
+        // Wanted again: the order's skipped prefix may hold it.
+        self.order_skip = 0;
         self.blocks_missing_unrequested += self.block_count(index);
         self.blocks_left += self.block_count(index);
     }
@@ -458,6 +508,32 @@ mod tests {
         let third = p.pick(&all, &[], 100, true, late);
         assert_eq!(third.len(), 100);
         assert_eq!(third.iter().filter(|r| !fast.contains(r)).count(), 60);
+    }
+
+    #[test]
+    fn rarest_first_order_follows_availability_at_most_once_a_second() {
+        let mut p = picker(3);
+        let all = Bitfield::full(3);
+        p.peer_bitfield(&all, true);
+        for _ in 0..3 {
+            p.peer_have(0);
+            p.peer_have(1);
+        }
+        let t0 = Instant::now();
+        // Piece 2 is the rarest (1 peer against 4).
+        assert_eq!(p.pick(&all, &[], 1, true, t0)[0].index, 2);
+        // Piece 0 becomes the rarest (4 against 13 and 10)...
+        for _ in 0..9 {
+            p.peer_have(1);
+            p.peer_have(2);
+        }
+        // ...which the order learns only once a second has passed.
+        p.pick(&all, &[], 1, true, t0 + ORDER_REFRESH / 2);
+        assert_eq!(p.order_built, Some(t0));
+        let later = p.pick(&all, &[], 4, true, t0 + ORDER_REFRESH);
+        assert_eq!(p.order_built, Some(t0 + ORDER_REFRESH));
+        // The rest of the started piece 2 first, then the now rarest piece 0.
+        assert_eq!(later.iter().map(|b| b.index).collect::<Vec<_>>(), vec![2, 2, 0, 0]);
     }
 
     #[test]
