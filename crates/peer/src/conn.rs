@@ -596,14 +596,17 @@ impl Conn {
         self.stats.downloaded.fetch_add(len, Ordering::Relaxed);
         self.shared.downloaded.fetch_add(len, Ordering::Relaxed);
         let r = BlockRef { index, begin, length: data.len() as u32 };
-        if let Some(pos) = self.requests.iter().position(|(x, _)| *x == r) {
+        let ours = self.requests.iter().position(|(x, _)| *x == r);
+        if let Some(pos) = ours {
             self.requests.swap_remove(pos);
             // Slow start: every answered request widens the pipeline, up to what the peer takes.
             self.queue_target = (self.queue_target + 1).min(self.reqq);
         }
         let mut st = self.shared.state();
-        // Asked of others too (endgame duplicates): they are told to cancel it.
-        let duplicated = st.picker.requesters(index, begin) > 1;
+        // Asked of others too (endgame duplicates, or asked again after our request to this
+        // peer timed out): they are told to cancel it.
+        let asked = st.picker.requesters(index, begin);
+        let duplicated = asked > 1 || (asked == 1 && ours.is_none());
         match st.picker.block_received(index, begin, data, self.key) {
             BlockOutcome::Stored => {}
             BlockOutcome::PieceComplete { data, senders } => {
