@@ -104,12 +104,6 @@ fn run(mut a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure>
         Some(link) if role == Role::Seed => {
             return Err(Failure::usage(format!("{link}: seed needs the .torrent file, not a magnet link")));
         }
-        Some(_) if a.encryption == Encryption::Require => {
-            // The metadata is fetched over plaintext connections only, which `require` forbids.
-            return Err(Failure::usage(
-                "--encryption require cannot start from a magnet link yet (the metadata is fetched in plaintext): use the .torrent file",
-            ));
-        }
         Some(link) => {
             let magnet = Magnet::parse(link).map_err(|e| Failure::usage(format!("{link}: {e}")))?;
             if a.port == 0 {
@@ -184,6 +178,7 @@ async fn metadata(magnet: &Magnet, peers: &[SocketAddr], a: &PeerArgs, mode: Mod
         port: a.port,
         peers: peers.to_vec(),
         trackers: if a.no_tracker { Vec::new() } else { magnet.trackers.clone() },
+        encryption: a.encryption.policies().0,
     };
     let say = |m: &str| {
         if mode != Mode::Quiet {

@@ -98,6 +98,28 @@ fn interop_our_leecher_starts_from_a_magnet_link_with_a_libtorrent_seeder() {
 }
 
 #[test]
+fn interop_our_leecher_requiring_encryption_takes_the_metadata_from_libtorrent_forcing_rc4() {
+    if !require("libtorrent") {
+        return;
+    }
+    let s = setup(202);
+    let (mut lt, lt_port) = lt_peer_enc("seed", &s.torrent, &s.src, &[], "forced");
+    lt.wait_line(T, |l| l == "seeding");
+    let magnet = magnet_of(&s.torrent);
+    // libtorrent takes only RC4 connections: the metadata fetch must dial with MSE too.
+    let (mut ours, _) = our_join(
+        std::path::Path::new(&magnet),
+        &s.dst,
+        &["--exit-when-done", "--encryption", "require", "--peer", &format!("127.0.0.1:{lt_port}")],
+    );
+    let status = ours.wait_exit(T);
+    let out = ours.output();
+    assert!(status.success(), "bitswarm join: {status:?}\n{out}");
+    assert!(out.contains(&format!("bytes from 127.0.0.1:{lt_port}")), "{out}");
+    assert_same_tree(&s.src, &s.dst);
+}
+
+#[test]
 fn interop_our_seeder_to_aria2_leecher() {
     if !require("aria2c") {
         return;

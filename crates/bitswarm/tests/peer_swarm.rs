@@ -170,9 +170,8 @@ fn the_download_goes_on_while_every_tracker_is_down() {
 fn bad_magnet_arguments_get_clear_errors() {
     let t = tempdir();
     let hash = "0123456789abcdef0123456789abcdef01234567";
-    let cases: [(&str, String, &str); 5] = [
+    let cases: [(&str, String, &str); 4] = [
         ("join", format!("magnet:?xt=urn:btih:{hash}"), "names no tracker and no peer"),
-        ("join", format!("magnet:?xt=urn:btih:{hash}&x.pe=127.0.0.1:1"), "--encryption require cannot start"),
         ("join", "magnet:?dn=x".into(), "no BitTorrent info-hash"),
         ("join", "magnet:?xt=urn:btih:zz".into(), "an info-hash is 40 hex digits"),
         ("seed", format!("magnet:?xt=urn:btih:{hash}"), "seed needs the .torrent file"),
@@ -180,9 +179,6 @@ fn bad_magnet_arguments_get_clear_errors() {
     for (cmd, link, want) in cases {
         let mut c = bitswarm();
         c.args([cmd, "--port", "0", "--bind", "127.0.0.1", "-d"]).arg(t.path()).arg(&link);
-        if want.starts_with("--encryption") {
-            c.args(["--encryption", "require"]);
-        }
         let (st, out, err) = run(c, Duration::from_secs(30));
         assert_eq!(st.code(), Some(2), "{cmd} {link}: {out}{err}");
         assert!(err.contains(want), "{cmd} {link}: {err}");

@@ -170,19 +170,31 @@ impl Drop for Conn {
 }
 
 /// A connection after the handshakes.
-struct Opened {
-    theirs: Handshake,
+pub(crate) struct Opened {
+    pub theirs: Handshake,
     /// The peer's stream past its handshake, received already (decrypted).
-    pending: Vec<u8>,
+    pub pending: Vec<u8>,
     /// RC4 both ways for the rest of the connection, when MSE chose it.
-    ciphers: Option<Ciphers>,
+    pub ciphers: Option<Ciphers>,
     /// For the log: plaintext, or MSE and the method it chose.
-    how: &'static str,
+    pub how: &'static str,
 }
 
 async fn handshake(shared: &Shared, stream: &mut TcpStream, start: Start) -> Result<Opened, String> {
-    let info_hash = shared.meta.info_hash.0;
-    let ours = Handshake::new(info_hash, shared.config.peer_id).encode();
+    let require = shared.config.incoming_encryption == Incoming::Require;
+    handshake_with(shared.meta.info_hash.0, shared.config.peer_id, require, stream, start).await
+}
+
+/// The BitTorrent handshake for `info_hash`, inside MSE when `start` says so or the peer
+/// dialed with it; an incoming plaintext handshake is refused when `require_incoming`.
+pub(crate) async fn handshake_with(
+    info_hash: [u8; 20],
+    peer_id: [u8; 20],
+    require_incoming: bool,
+    stream: &mut TcpStream,
+    start: Start,
+) -> Result<Opened, String> {
+    let ours = Handshake::new(info_hash, peer_id).encode();
     let io = |e: std::io::Error| e.to_string();
     let secrets = || Secrets::random().map_err(|e| e.to_string());
     // The MSE handshake (when there is one) leaves the peer's payload stream: first its
@@ -201,7 +213,7 @@ async fn handshake(shared: &Shared, stream: &mut TcpStream, start: Start) -> Res
         Start::Incoming => {
             let mut first = [0u8; 20];
             stream.read_exact(&mut first).await.map_err(io)?;
-            let require = shared.config.incoming_encryption == Incoming::Require;
+            let require = require_incoming;
             match mse::detect(&first) {
                 Detected::Plaintext if require => return Err("plaintext handshake refused: encryption required".into()),
                 Detected::Plaintext | Detected::NeedMore => (first.to_vec(), None, "plaintext"),

@@ -11,12 +11,15 @@ use std::time::Duration;
 use bitswarm_metainfo::InfoHash;
 use bitswarm_tracker_proto::Event;
 use bitswarm_wire::metadata::{MAX_METADATA, METADATA_PIECE, MetadataMessage, UT_METADATA};
-use bitswarm_wire::{ExtendedHandshake, HANDSHAKE_LEN, Handshake, Message, decode, encode};
+use bitswarm_wire::mse::CRYPTO_RC4;
+use bitswarm_wire::{ExtendedHandshake, Message, decode, encode};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use crate::Outgoing;
+use crate::conn::Start;
 use crate::tracker::{Announce, announce};
 
 /// Our message id for `ut_metadata` on these connections.
@@ -43,6 +46,9 @@ pub struct MetadataQuery {
     pub port: u16,
     pub peers: Vec<SocketAddr>,
     pub trackers: Vec<String>,
+    /// How to dial: `Require` uses Message Stream Encryption with RC4; `Prefer` and
+    /// `Plaintext` dial in plaintext (which `Prefer` accepts).
+    pub encryption: Outgoing,
 }
 
 /// What the helpers of one round report.
@@ -103,9 +109,10 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
             while set.len() < PARALLEL
                 && let Some(addr) = queue.pop_front()
             {
+                let mse = (q.encryption == Outgoing::Require).then_some(CRYPTO_RC4);
                 let (ih, id, port) = (q.info_hash, q.peer_id, q.port);
                 set.spawn(async move {
-                    let r = tokio::time::timeout(ATTEMPT_TIMEOUT, from_peer(addr, ih, id, port)).await;
+                    let r = tokio::time::timeout(ATTEMPT_TIMEOUT, from_peer(addr, ih, id, port, mse)).await;
                     (addr, r.unwrap_or_else(|_| Err(format!("no metadata within {ATTEMPT_TIMEOUT:?}"))))
                 });
             }
@@ -143,22 +150,26 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
 }
 
 /// One peer: the handshakes, then every piece of the metadata, checked against the info-hash.
-async fn from_peer(addr: SocketAddr, info_hash: InfoHash, peer_id: [u8; 20], port: u16) -> Result<Vec<u8>, String> {
+async fn from_peer(
+    addr: SocketAddr,
+    info_hash: InfoHash,
+    peer_id: [u8; 20],
+    port: u16,
+    mse: Option<u32>,
+) -> Result<Vec<u8>, String> {
     let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| format!("connect: {e}"))?;
     let _ = s.set_nodelay(true);
-    s.write_all(&Handshake::new(info_hash.0, peer_id).encode()).await.map_err(|e| format!("write: {e}"))?;
-    let mut hs = [0u8; HANDSHAKE_LEN];
-    s.read_exact(&mut hs).await.map_err(|e| format!("handshake: {e}"))?;
-    let theirs = Handshake::decode(&hs).map_err(|e| format!("handshake: {e}"))?;
-    if theirs.info_hash != info_hash.0 {
-        return Err("handshake for another torrent".into());
-    }
-    if !theirs.supports_extensions() {
+    let opened = crate::conn::handshake_with(info_hash.0, peer_id, false, &mut s, Start::Outgoing { mse })
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    if !opened.theirs.supports_extensions() {
         return Err("no extension protocol (BEP 10), so no metadata exchange".into());
     }
+    // Both directions go through RC4 when MSE chose it.
+    let mut ciphers = opened.ciphers;
     let ours = ExtendedHandshake {
         extensions: vec![(UT_METADATA.into(), OUR_ID)],
         client: Some(concat!("bitswarm ", env!("CARGO_PKG_VERSION")).into()),
@@ -167,9 +178,12 @@ async fn from_peer(addr: SocketAddr, info_hash: InfoHash, peer_id: [u8; 20], por
     };
     let mut out = Vec::new();
     encode(&Message::Extended { id: 0, payload: &ours.encode() }, &mut out);
+    if let Some(c) = &mut ciphers {
+        c.encrypt.apply(&mut out);
+    }
     s.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
 
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut buf: Vec<u8> = opened.pending;
     // Set by their extension handshake: their id for ut_metadata, the size, the pieces.
     let mut fetch: Option<(u8, Vec<u8>, Vec<bool>)> = None;
     loop {
@@ -193,6 +207,9 @@ async fn from_peer(addr: SocketAddr, info_hash: InfoHash, peer_id: [u8; 20], por
                         let m = MetadataMessage::Request { piece }.encode();
                         encode(&Message::Extended { id: their_id, payload: &m }, &mut req);
                     }
+                    if let Some(c) = &mut ciphers {
+                        c.encrypt.apply(&mut req);
+                    }
                     s.write_all(&req).await.map_err(|e| format!("write: {e}"))?;
                     fetch = Some((their_id, vec![0; size as usize], vec![false; pieces]));
                 }
@@ -211,6 +228,9 @@ async fn from_peer(addr: SocketAddr, info_hash: InfoHash, peer_id: [u8; 20], por
         let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("closed the connection".into());
+        }
+        if let Some(c) = &mut ciphers {
+            c.decrypt.apply(&mut chunk[..n]);
         }
         buf.extend_from_slice(&chunk[..n]);
     }
