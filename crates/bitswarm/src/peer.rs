@@ -185,19 +185,7 @@ async fn metadata(magnet: &Magnet, peers: &[SocketAddr], a: &PeerArgs, mode: Mod
             eprintln!("metadata: {m}");
         }
     };
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut sigterm, mut sigint) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
-    let stop = async {
-        match (sigterm.as_mut(), sigint.as_mut()) {
-            (Some(t), Some(i)) => {
-                tokio::select! {
-                    _ = t.recv() => {}
-                    _ = i.recv() => {}
-                }
-            }
-            _ => std::future::pending().await,
-        }
-    };
+    let stop = stop_signal();
     let (info, from) = tokio::select! {
         r = fetch_metadata(&q, say) => r.map_err(Failure::usage)?,
         _ = stop => {
@@ -214,6 +202,24 @@ async fn metadata(magnet: &Magnet, peers: &[SocketAddr], a: &PeerArgs, mode: Mod
     Ok(meta)
 }
 
+/// Resolves on SIGINT or SIGTERM. Both listeners are registered before it returns, so no signal
+/// from then on is missed; without them (no signal support) it never resolves.
+fn stop_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (sigterm, sigint) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
+    async move {
+        match (sigterm, sigint) {
+            (Some(mut t), Some(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = i.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
+}
+
 enum Outcome {
     /// Complete, and told to exit when done.
     Done,
@@ -224,19 +230,7 @@ enum Outcome {
 
 async fn drive(engine: &Engine, mode: Mode, exit_when_done: bool) -> Outcome {
     // Both listeners exist for the whole loop, so no signal falls between two iterations.
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut sigterm, mut sigint) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
-    let term = async {
-        match (sigterm.as_mut(), sigint.as_mut()) {
-            (Some(t), Some(i)) => {
-                tokio::select! {
-                    _ = t.recv() => {}
-                    _ = i.recv() => {}
-                }
-            }
-            _ => std::future::pending().await,
-        }
-    };
+    let term = stop_signal();
     tokio::pin!(term);
     let started = Instant::now();
     let bar = (mode == Mode::Bar).then(|| {
