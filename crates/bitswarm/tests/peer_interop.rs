@@ -75,26 +75,31 @@ fn interop_libtorrent_seeder_to_our_leecher() {
     assert_same_tree(&s.src, &s.dst);
 }
 
+/// A libtorrent seeder with encryption policy `lt_enc`, and our leecher given only the magnet
+/// link, `--peer` to it and `extra`: the info dictionary comes from libtorrent (BEP 9; the
+/// link's tracker is unreachable), then the data.
+fn our_magnet_join_from_libtorrent(seed: u64, lt_enc: &str, extra: &[&str]) {
+    let s = setup(seed);
+    let (mut lt, lt_port) = lt_peer_enc("seed", &s.torrent, &s.src, &[], lt_enc);
+    lt.wait_line(T, |l| l == "seeding");
+    let magnet = magnet_of(&s.torrent);
+    let peer = format!("127.0.0.1:{lt_port}");
+    let mut args = vec!["--exit-when-done", "--peer", &peer];
+    args.extend_from_slice(extra);
+    let (mut ours, _) = our_join(std::path::Path::new(&magnet), &s.dst, &args);
+    let status = ours.wait_exit(T);
+    let out = ours.output();
+    assert!(status.success(), "bitswarm join: {status:?}\n{out}");
+    assert!(out.contains(&format!("bytes from {peer}")), "{out}");
+    assert_same_tree(&s.src, &s.dst);
+}
+
 #[test]
 fn interop_our_leecher_starts_from_a_magnet_link_with_a_libtorrent_seeder() {
     if !require("libtorrent") {
         return;
     }
-    let s = setup(201);
-    let (mut lt, lt_port) = lt_peer("seed", &s.torrent, &s.src, &[]);
-    lt.wait_line(T, |l| l == "seeding");
-    let magnet = magnet_of(&s.torrent);
-    // The link's tracker is unreachable: the info dictionary comes from libtorrent (BEP 9).
-    let (mut ours, _) = our_join(
-        std::path::Path::new(&magnet),
-        &s.dst,
-        &["--exit-when-done", "--peer", &format!("127.0.0.1:{lt_port}")],
-    );
-    let status = ours.wait_exit(T);
-    let out = ours.output();
-    assert!(status.success(), "bitswarm join: {status:?}\n{out}");
-    assert!(out.contains(&format!("bytes from 127.0.0.1:{lt_port}")), "{out}");
-    assert_same_tree(&s.src, &s.dst);
+    our_magnet_join_from_libtorrent(201, "default", &[]);
 }
 
 #[test]
@@ -102,20 +107,19 @@ fn interop_our_leecher_requiring_encryption_takes_the_metadata_from_libtorrent_f
     if !require("libtorrent") {
         return;
     }
-    let s = setup(202);
-    let (mut lt, lt_port) = lt_peer_enc("seed", &s.torrent, &s.src, &[], "forced");
-    lt.wait_line(T, |l| l == "seeding");
-    let magnet = magnet_of(&s.torrent);
     // libtorrent takes only RC4 connections: the metadata fetch must dial with MSE too.
-    let (mut ours, _) = our_join(
-        std::path::Path::new(&magnet),
-        &s.dst,
-        &["--exit-when-done", "--encryption", "require", "--peer", &format!("127.0.0.1:{lt_port}")],
-    );
-    let status = ours.wait_exit(T);
-    let out = ours.output();
-    assert!(status.success(), "bitswarm join: {status:?}\n{out}");
-    assert!(out.contains(&format!("bytes from 127.0.0.1:{lt_port}")), "{out}");
+    our_magnet_join_from_libtorrent(202, "forced", &["--encryption", "require"]);
+}
+
+/// aria2 leeching `what` (the torrent file or a magnet link) into the tree's `dst`; once it
+/// prints a line containing one of `ready`, our seeder dials it. The data must arrive whole.
+fn aria2_leeches_from_our_seeder(s: &TreeSetup, what: &std::path::Path, ready: &[&str]) {
+    let port = free_tcp_port();
+    let mut aria = aria2(false, what, &s.dst, port);
+    aria.wait_line(T, |l| ready.iter().any(|r| l.contains(r)));
+    let (_seed, _) = our_seed(&s.torrent, &s.src, &["--no-tracker", "--peer", &format!("127.0.0.1:{port}")]);
+    let status = aria.wait_exit(T);
+    assert!(status.success(), "aria2c: {status:?}\n{}", aria.output());
     assert_same_tree(&s.src, &s.dst);
 }
 
@@ -125,14 +129,8 @@ fn interop_our_seeder_to_aria2_leecher() {
         return;
     }
     let s = setup(300);
-    let port = free_tcp_port();
-    let mut aria = aria2(false, &s.torrent, &s.dst, port);
-    aria.wait_line(T, |l| l.contains("Seeding is over") || l.contains("[#") || l.contains("Download Progress"));
     // Our seeder dials aria2, which takes incoming connections for the torrent.
-    let (_seed, _) = our_seed(&s.torrent, &s.src, &["--no-tracker", "--peer", &format!("127.0.0.1:{port}")]);
-    let status = aria.wait_exit(T);
-    assert!(status.success(), "aria2c: {status:?}\n{}", aria.output());
-    assert_same_tree(&s.src, &s.dst);
+    aria2_leeches_from_our_seeder(&s, &s.torrent, &["Seeding is over", "[#", "Download Progress"]);
 }
 
 #[test]
@@ -141,15 +139,9 @@ fn interop_aria2_with_only_a_magnet_link_downloads_from_our_seeder() {
         return;
     }
     let s = setup(301);
-    let port = free_tcp_port();
     let magnet = magnet_of(&s.torrent);
-    let mut aria = aria2(false, std::path::Path::new(&magnet), &s.dst, port);
-    aria.wait_line(T, |l| l.contains("[#") || l.contains("Download Progress") || l.contains("METADATA"));
     // Our seeder dials aria2, which takes the info dictionary from it (BEP 9), then the data.
-    let (_seed, _) = our_seed(&s.torrent, &s.src, &["--no-tracker", "--peer", &format!("127.0.0.1:{port}")]);
-    let status = aria.wait_exit(T);
-    assert!(status.success(), "aria2c: {status:?}\n{}", aria.output());
-    assert_same_tree(&s.src, &s.dst);
+    aria2_leeches_from_our_seeder(&s, std::path::Path::new(&magnet), &["[#", "Download Progress", "METADATA"]);
 }
 
 #[test]
@@ -159,14 +151,8 @@ fn interop_transmission_with_only_a_magnet_link_downloads_from_our_seeder() {
     }
     let s = setup(302);
     let port = free_tcp_port();
-    let mut c = std::process::Command::new("transmission-cli");
-    c.args(["-et", "-M", "-p", &port.to_string(), "-g"])
-        .arg(s.dir.path().join("transmission-config"))
-        .arg("-w")
-        .arg(&s.dst)
-        .arg(magnet_of(&s.torrent));
-    let mut tr = Proc::spawn("transmission-cli", c);
-    tr.wait_line(T, |l| l.contains("Progress") || l.contains("Port") || l.contains("Transmission"));
+    let magnet = magnet_of(&s.torrent);
+    let mut tr = s.transmission_leecher_of(magnet.as_ref(), "-et", port);
     // Our seeder dials transmission, which takes the info dictionary from it (BEP 9), then the data.
     let (_seed, _) = our_seed(&s.torrent, &s.src, &["--no-tracker", "--peer", &format!("127.0.0.1:{port}")]);
     tr.wait_line(T, |l| l.contains("State changed from \"Incomplete\" to \"Complete\""));

@@ -237,12 +237,17 @@ impl TreeSetup {
     /// transmission-cli downloading into `dst`, listening on `port`, with an encryption flag
     /// (`-et` tolerated, `-ep` preferred, `-er` required); returned once it has started.
     pub fn transmission_leecher(&self, encryption: &str, port: u16) -> Proc {
+        self.transmission_leecher_of(self.torrent.as_os_str(), encryption, port)
+    }
+
+    /// As [`TreeSetup::transmission_leecher`], given `what`: the torrent file or a magnet link.
+    pub fn transmission_leecher_of(&self, what: &std::ffi::OsStr, encryption: &str, port: u16) -> Proc {
         let mut c = Command::new("transmission-cli");
         c.args([encryption, "-M", "-p", &port.to_string(), "-g"])
             .arg(self.dir.path().join("transmission-config"))
             .arg("-w")
             .arg(&self.dst)
-            .arg(&self.torrent);
+            .arg(what);
         let mut tr = Proc::spawn("transmission-cli", c);
         tr.wait_line(Duration::from_secs(60), |l| {
             l.contains("Progress") || l.contains("Port") || l.contains("Transmission")
