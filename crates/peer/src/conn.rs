@@ -358,7 +358,7 @@ impl Conn {
         if extensions {
             let h = ExtendedHandshake {
                 extensions: vec![(UT_METADATA.into(), OUR_UT_METADATA)],
-                client: Some(concat!("bitswarm ", env!("CARGO_PKG_VERSION")).into()),
+                client: Some(crate::CLIENT.into()),
                 port: Some(self.shared.listen_addr.port()),
                 reqq: Some(OUR_REQQ as u32),
                 metadata_size: u32::try_from(self.shared.meta.info_bytes.len()).ok(),

@@ -21,6 +21,9 @@ pub use metadata::{MetadataQuery, fetch_metadata};
 pub use picker::PeerKey;
 pub use tracker::{Announce, Reply, Tiers, announce};
 
+/// How we name ourselves in the extension handshake (`v`).
+pub(crate) const CLIENT: &str = concat!("bitswarm ", env!("CARGO_PKG_VERSION"));
+
 /// A new random peer id: `-BW0100-` and 12 random bytes (Azureus style).
 pub fn new_peer_id() -> [u8; 20] {
     let mut id = *b"-BW0100-000000000000";

@@ -172,7 +172,7 @@ async fn from_peer(
     let mut ciphers = opened.ciphers;
     let ours = ExtendedHandshake {
         extensions: vec![(UT_METADATA.into(), OUR_ID)],
-        client: Some(concat!("bitswarm ", env!("CARGO_PKG_VERSION")).into()),
+        client: Some(crate::CLIENT.into()),
         port: Some(port),
         ..Default::default()
     };
