@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bitswarm_tracker_proto::http::{
-    self as wire, AnnounceResponse, Peer, PeerForm, ScrapeResponse, ScrapeStats, encode_failure,
+    self as wire, AnnounceResponse, PeerForm, ScrapeResponse, ScrapeStats, encode_failure,
 };
 use bitswarm_tracker_proto::{Event, InfoHash};
 
@@ -94,8 +94,8 @@ impl Shared {
             numwant,
             families: Families::Both,
         };
-        let mut selected = Vec::with_capacity(numwant);
-        let (counts, outcome) = self.store.announce(&ann, &mut selected);
+        let mut peers = Vec::with_capacity(numwant);
+        let (counts, outcome) = self.store.announce(&ann, &mut peers);
         if outcome == Outcome::Full {
             Metrics::inc(&m.peers_refused);
         }
@@ -105,7 +105,7 @@ impl Shared {
             complete: counts.seeders,
             incomplete: counts.leechers,
             downloaded: Some(counts.downloaded),
-            peers: selected.into_iter().map(|s| Peer { addr: s.addr, peer_id: Some(s.peer_id) }).collect(),
+            peers,
             warning_message: None,
             tracker_id: None,
         }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
+use bitswarm_tracker_proto::http::Peer;
 use bitswarm_tracker_proto::{Event, InfoHash, PeerId};
 
 /// Swarms with more peers of one family than this get a hash index; below it a linear scan of
@@ -39,17 +40,18 @@ impl BuildHasher for Keyed {
 }
 
 /// An address in its compact wire form: 4 or 16 bytes of IP, then the port, big-endian.
-pub trait Compact: Copy + Eq + Hash + AsRef<[u8]> {
-    fn to_socket_addr(&self) -> SocketAddr;
+pub trait Compact: Copy + Eq + Hash {
+    /// Hands this address and `peer_id` to `out`.
+    fn give(&self, peer_id: &[u8; 20], out: &mut impl PeerSink);
 }
 impl Compact for [u8; 6] {
-    fn to_socket_addr(&self) -> SocketAddr {
-        bitswarm_tracker_proto::http::peer_v4(self)
+    fn give(&self, peer_id: &[u8; 20], out: &mut impl PeerSink) {
+        out.v4(self, peer_id)
     }
 }
 impl Compact for [u8; 18] {
-    fn to_socket_addr(&self) -> SocketAddr {
-        bitswarm_tracker_proto::http::peer_v6(self)
+    fn give(&self, peer_id: &[u8; 20], out: &mut impl PeerSink) {
+        out.v6(self, peer_id)
     }
 }
 
@@ -169,28 +171,32 @@ impl<A: Compact> PeerList<A> {
         (before.0 - self.seeders, before.1 - self.leechers())
     }
 
-    /// Appends up to `want` peers to `out`, starting at a random position and wrapping
-    /// around, skipping `me` and, when `only_leechers`, seeders. Scans at most a bounded
-    /// number of entries so a seeder's announce to a huge all-seeder swarm stays cheap.
-    fn select(&self, me: Option<&A>, only_leechers: bool, want: usize, rand: u64, out: &mut Vec<Selected>) {
+    /// Hands up to `want` peers to `out`, starting at a random position and wrapping around,
+    /// skipping `me` and, when `only_leechers`, seeders; returns how many. Scans at most a
+    /// bounded number of entries so a seeder's announce to a huge all-seeder swarm stays cheap.
+    fn select(&self, me: Option<&A>, only_leechers: bool, want: usize, rand: u64, out: &mut impl PeerSink) -> usize {
         let n = self.entries.len();
         if n == 0 || want == 0 || (only_leechers && self.leechers() == 0) {
-            return;
+            return 0;
         }
         let start = (rand % n as u64) as usize;
-        let limit = n.min(want.max(1) * 64 + 4096);
+        let mut limit = n.min(want.max(1) * 64 + 4096);
         let mut got = 0;
         let (tail, head) = self.entries.split_at(start);
-        for e in head.iter().chain(tail).take(limit) {
-            if (only_leechers && e.seeder) || me == Some(&e.addr) {
-                continue;
+        for part in [head, tail] {
+            for e in part.iter().take(limit) {
+                if (only_leechers && e.seeder) || me == Some(&e.addr) {
+                    continue;
+                }
+                e.addr.give(&e.peer_id, out);
+                got += 1;
+                if got == want {
+                    return got;
+                }
             }
-            out.push(Selected { addr: e.addr.to_socket_addr(), peer_id: PeerId(e.peer_id) });
-            got += 1;
-            if got == want {
-                break;
-            }
+            limit -= part.len().min(limit);
         }
+        got
     }
 
     fn bytes(&self) -> usize {
@@ -233,11 +239,32 @@ pub struct SwarmCounts {
     pub downloaded: u32,
 }
 
-/// A peer handed out in a reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Selected {
-    pub addr: SocketAddr,
-    pub peer_id: PeerId,
+/// Where [`Store::announce`] puts the peers it picks for a reply: each peer's address in
+/// compact form (4 or 16 bytes of IP, then the port, big-endian) and its peer id.
+pub trait PeerSink {
+    fn v4(&mut self, addr: &[u8; 6], peer_id: &[u8; 20]);
+    fn v6(&mut self, addr: &[u8; 18], peer_id: &[u8; 20]);
+}
+
+/// Peers with their ids, for replies in any form.
+impl PeerSink for Vec<Peer> {
+    fn v4(&mut self, addr: &[u8; 6], peer_id: &[u8; 20]) {
+        self.push(Peer { addr: bitswarm_tracker_proto::http::peer_v4(addr), peer_id: Some(PeerId(*peer_id)) });
+    }
+    fn v6(&mut self, addr: &[u8; 18], peer_id: &[u8; 20]) {
+        self.push(Peer { addr: bitswarm_tracker_proto::http::peer_v6(addr), peer_id: Some(PeerId(*peer_id)) });
+    }
+}
+
+/// The compact addresses appended to a reply being written (a UDP announce reply's peer list:
+/// used with [`Families::Same`], so every address has the announcer's family).
+impl PeerSink for Vec<u8> {
+    fn v4(&mut self, addr: &[u8; 6], _: &[u8; 20]) {
+        self.extend_from_slice(addr);
+    }
+    fn v6(&mut self, addr: &[u8; 18], _: &[u8; 20]) {
+        self.extend_from_slice(addr);
+    }
 }
 
 /// Which families of peers a reply can carry.
@@ -360,7 +387,7 @@ impl Store {
 
     /// Records an announce and appends the peers to hand back to `out`. Returns the swarm's
     /// counts after the announce.
-    pub fn announce(&self, a: &Announce, out: &mut Vec<Selected>) -> (SwarmCounts, Outcome) {
+    pub fn announce(&self, a: &Announce, out: &mut impl PeerSink) -> (SwarmCounts, Outcome) {
         let now = self.now();
         let seeder = a.left == 0;
         let mut shard = self.shard(&a.info_hash);
@@ -605,31 +632,28 @@ fn remove_peer(sw: &mut Swarm, addr: SocketAddr) -> Option<bool> {
     }
 }
 
-fn select(sw: &Swarm, a: &Announce, ip: IpAddr, seeder: bool, out: &mut Vec<Selected>) {
+fn select(sw: &Swarm, a: &Announce, ip: IpAddr, seeder: bool, out: &mut impl PeerSink) {
     let want = a.numwant;
     let r = rand_u64();
     let (me4, me6) = match ip {
         IpAddr::V4(ip4) => (Some(compact4(ip4, a.addr.port())), None),
         IpAddr::V6(ip6) => (None, Some(compact6(ip6, a.addr.port()))),
     };
-    let before = out.len();
-    let v6 = |out: &mut Vec<Selected>, want: usize| {
-        if let Some(l) = &sw.v6 {
-            l.select(me6.as_ref(), seeder, want, r, out);
-        }
-    };
+    let v6 = |out: &mut _, want: usize| sw.v6.as_ref().map_or(0, |l| l.select(me6.as_ref(), seeder, want, r, out));
     match (ip.is_ipv4(), a.families) {
-        (true, Families::Same) => sw.v4.select(me4.as_ref(), seeder, want, r, out),
-        (false, Families::Same) => v6(out, want),
-        (true, Families::Both) => {
+        (true, Families::Same) => {
             sw.v4.select(me4.as_ref(), seeder, want, r, out);
-            let left = want - (out.len() - before);
-            v6(out, left);
+        }
+        (false, Families::Same) => {
+            v6(out, want);
+        }
+        (true, Families::Both) => {
+            let got = sw.v4.select(me4.as_ref(), seeder, want, r, out);
+            v6(out, want - got);
         }
         (false, Families::Both) => {
-            v6(out, want);
-            let left = want - (out.len() - before);
-            sw.v4.select(me4.as_ref(), seeder, left, r, out);
+            let got = v6(out, want);
+            sw.v4.select(me4.as_ref(), seeder, want - got, r, out);
         }
     }
 }
@@ -653,7 +677,7 @@ mod tests {
     #[test]
     fn counts_follow_events() {
         let s = Store::new(4, 1000, 1000);
-        let mut out = Vec::new();
+        let mut out: Vec<Peer> = Vec::new();
         let (c, _) = s.announce(&ann(1, "10.0.0.1:1000", 5, Event::Started), &mut out);
         assert_eq!(c, SwarmCounts { seeders: 0, leechers: 1, downloaded: 0 });
         assert!(out.is_empty(), "a peer never gets itself back");
@@ -677,7 +701,7 @@ mod tests {
     #[test]
     fn peers_are_keyed_by_address_and_port() {
         let s = Store::new(4, 1000, 1000);
-        let mut out = Vec::new();
+        let mut out: Vec<Peer> = Vec::new();
         s.announce(&ann(1, "10.0.0.1:1000", 5, Event::Started), &mut out);
         // Same peer id from another address: a different peer, not an overwrite.
         let mut other = ann(1, "10.0.0.2:1000", 5, Event::Started);
@@ -696,7 +720,7 @@ mod tests {
     #[test]
     fn seeders_get_only_leechers_and_families_mix() {
         let s = Store::new(4, 1000, 1000);
-        let mut out = Vec::new();
+        let mut out: Vec<Peer> = Vec::new();
         s.announce(&ann(1, "10.0.0.1:1", 0, Event::Started), &mut out);
         s.announce(&ann(1, "10.0.0.2:1", 0, Event::Started), &mut out);
         s.announce(&ann(1, "[2001:db8::1]:1", 7, Event::Started), &mut out);
@@ -718,7 +742,7 @@ mod tests {
     #[test]
     fn numwant_and_index_on_big_swarms() {
         let s = Store::new(4, 100_000, 1_000_000);
-        let mut out = Vec::new();
+        let mut out: Vec<Peer> = Vec::new();
         for i in 0..1000u32 {
             let a = format!("10.0.{}.{}:{}", i / 256, i % 256, 1000 + i);
             s.announce(&ann(2, &a, 1, Event::Started), &mut out);
@@ -749,7 +773,7 @@ mod tests {
     #[test]
     fn caps_refuse_new_peers() {
         let s = Store::new(4, 2, 3);
-        let mut out = Vec::new();
+        let mut out: Vec<Peer> = Vec::new();
         assert_eq!(s.announce(&ann(1, "10.0.0.1:1", 1, Event::Started), &mut out).1, Outcome::Ok);
         assert_eq!(s.announce(&ann(1, "10.0.0.2:1", 1, Event::Started), &mut out).1, Outcome::Ok);
         assert_eq!(s.announce(&ann(1, "10.0.0.3:1", 1, Event::Started), &mut out).1, Outcome::Full);
@@ -763,7 +787,7 @@ mod tests {
     #[test]
     fn cleaner_expires_peers_and_empty_swarms() {
         let s = Store::new(4, 1000, 1000);
-        let mut out = Vec::new();
+        let mut out: Vec<Peer> = Vec::new();
         s.announce(&ann(1, "10.0.0.1:1", 1, Event::Started), &mut out);
         s.announce(&ann(1, "[::1]:1", 0, Event::Started), &mut out);
         assert_eq!(s.clean(10), (0, 0));
@@ -787,7 +811,7 @@ mod tests {
                 let s = s.clone();
                 std::thread::spawn(move || {
                     let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1);
-                    let mut out = Vec::new();
+                    let mut out: Vec<Peer> = Vec::new();
                     for _ in 0..20_000 {
                         x ^= x << 13;
                         x ^= x >> 7;
@@ -862,7 +886,7 @@ mod tests {
                 let mut peers: BTreeMap<(u8, SocketAddr), bool> = BTreeMap::new();
                 let mut counted: std::collections::BTreeSet<(u8, SocketAddr)> = Default::default();
                 let mut downloaded = [0u32; 3];
-                let mut out = Vec::new();
+                let mut out: Vec<Peer> = Vec::new();
                 for o in &ops {
                     let seeder = o.left == 0;
                     let key = (o.swarm, o.addr);

@@ -18,7 +18,7 @@ use bitswarm_tracker_proto::udp::{self as wire, PacketError, Request};
 
 use crate::Shared;
 use crate::stats::{Metrics, Proto};
-use crate::store::{Announce, Families, Outcome, Selected};
+use crate::store::{Announce, Families, Outcome};
 
 /// The most peers in a reply over IPv6 (see `handle`).
 pub const MAX_V6_PEERS: usize = 67;
@@ -95,7 +95,7 @@ fn worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
 fn simple_worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
     let mut buf = [0u8; 2048];
     let mut out = Vec::with_capacity(2048);
-    let mut peers = Vec::with_capacity(256);
+    let mut peers = Vec::with_capacity(2048);
     while !stop.load(Ordering::Relaxed) {
         match sock.recv_from(&mut buf) {
             Ok((n, src)) => {
@@ -114,8 +114,9 @@ fn simple_worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
     }
 }
 
-/// Answers one packet into `out` (left empty when no reply is due).
-pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, peers: &mut Vec<Selected>) {
+/// Answers one packet into `out` (left empty when no reply is due); `peers` is scratch space
+/// for an announce's compact peer list.
+pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, peers: &mut Vec<u8>) {
     let m = shared.metrics.of(Proto::Udp);
     let ip = src.ip().to_canonical();
     let req = match Request::parse(packet) {
@@ -154,7 +155,11 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
                 bitswarm_tracker_proto::Event::Stopped => 0,
                 _ => a.num_want.unwrap_or(cfg.numwant_default).min(cfg.numwant_max) as usize,
             };
-            if !ip.is_ipv4() {
+            if peer_ip.is_ipv4() != ip.is_ipv4() {
+                // A claimed IPv4 address over IPv6: the reply's format (the family the request
+                // came over) cannot carry the IPv4 peers the store would pick.
+                numwant = 0;
+            } else if !ip.is_ipv4() {
                 // Keep IPv6 replies within the minimum IPv6 MTU (1280 bytes less 48 of headers)
                 // so they are never fragmented: 20 + 67 * 18 = 1226 bytes.
                 numwant = numwant.min(MAX_V6_PEERS);
@@ -174,21 +179,7 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
                 Metrics::inc(&m.peers_refused);
             }
             wire::write_announce_header(out, a.transaction_id, cfg.interval, counts.leechers, counts.seeders);
-            // The reply's peer format follows the family the request came over.
-            let v4_socket = ip.is_ipv4();
-            for p in peers.iter() {
-                match (p.addr, v4_socket) {
-                    (SocketAddr::V4(a), true) => {
-                        out.extend_from_slice(&a.ip().octets());
-                        out.extend_from_slice(&a.port().to_be_bytes());
-                    }
-                    (SocketAddr::V6(a), false) => {
-                        out.extend_from_slice(&a.ip().octets());
-                        out.extend_from_slice(&a.port().to_be_bytes());
-                    }
-                    _ => {}
-                }
-            }
+            out.extend_from_slice(peers);
         }
         Request::Scrape(s) => {
             if !shared.conn_ids.check(s.connection_id, ip) {
@@ -218,7 +209,7 @@ mod batched {
     use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use super::{Selected, Shared, handle};
+    use super::{Shared, handle};
 
     pub const BATCH: usize = 32;
     const BUF: usize = 2048;
@@ -253,7 +244,7 @@ mod batched {
         let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
         let mut send_hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
         let mut send_iovs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
-        let mut peers: Vec<Selected> = Vec::with_capacity(256);
+        let mut peers: Vec<u8> = Vec::with_capacity(BUF);
         let addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         while !stop.load(Ordering::Relaxed) {
             iovs.clear();

@@ -406,6 +406,29 @@ fn udp_over_ipv6() {
 }
 
 #[test]
+fn udp_claimed_ipv4_over_ipv6_is_stored_but_its_peers_are_not_sent_as_ipv6() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        panic!("IPv6 loopback is not available on this machine");
+    }
+    let (rt, t) = start(config(|c| {
+        c.udp.bind = "[::1]:0".parse().unwrap();
+        c.udp.allow_ip_field = true;
+    }));
+    let c = UdpClient::new(t.udp_addr.unwrap());
+    let cid = c.connect_id(1);
+    for (tid, id, ip) in [(2, 1, "10.0.0.1"), (3, 2, "10.0.0.2")] {
+        let mut a = udp_announce(cid, tid, 6, id, 6001, 10, Event::Started);
+        a.ip = Some(ip.parse().unwrap());
+        c.send(&Request::Announce(a).encode());
+        let Response::Announce(r) = c.recv() else { panic!() };
+        // The IPv6 reply's 18-byte format cannot carry the IPv4 peers.
+        assert_eq!((r.transaction_id, r.peers.len()), (tid, 0));
+    }
+    assert_eq!(t.counts(&InfoHash([6; 20])).leechers, 2);
+    stop(rt, t);
+}
+
+#[test]
 fn peers_expire_and_caps_hold() {
     let (rt, t) = start(config(|c| {
         c.store.peer_timeout = 1;
