@@ -5,9 +5,11 @@ paired with each. For each pair: the leecher's wall time from its start to its e
 included), its CPU time (user + system) and its peak RSS, medians over RUNS runs; the runs of
 all pairs are interleaved so that noise spreads evenly. The seeder is started and ready first;
 every pair announces to a fresh `bitswarm tracker`, and the leecher's copy is compared with the
-original after each run.
+original after each run. Just before each leecher starts, memory is written and freed so that
+every leecher's page cache starts alike (see prefault_memory; --no-prefault leaves it out).
 
 Usage: bench/peer.py [--runs 3] [--warmup 1] [--size 1G] [--pairs bitswarm>bitswarm,libtorrent>libtorrent]
+       [--no-prefault]
 """
 import argparse, filecmp, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 
@@ -125,7 +127,19 @@ PAIRS = ["bitswarm>bitswarm", "libtorrent>libtorrent", "aria2>aria2", "rqbit>rqb
          "bitswarm>rqbit", "rqbit>bitswarm"]
 
 
-def measure(pair, work, data_file):
+def prefault_memory(work, size):
+    """Writes and deletes a file a quarter larger than the transfer, so that the leecher's page
+    cache comes from memory this machine has just used. This VM hands freed memory back to its
+    host (virtio-balloon free page reporting: "Free page reporting enabled" in dmesg), and the
+    first write into such memory costs about 1.7 s per GiB here, whichever program writes; without
+    this step that cost lands on whichever leecher runs after the pages were reported."""
+    warm = os.path.join(work, "prefault.bin")
+    n = size + size // 4
+    subprocess.run(["dd", "if=/dev/zero", "of=" + warm, "bs=1M", "count=%d" % max(1, n >> 20), "status=none"], check=True)
+    os.unlink(warm)
+
+
+def measure(pair, work, data_file, prefault):
     seeder, leecher = pair.split(">")
     tracker = Proc([BIN, "tracker", "--http", "127.0.0.1:0", "--udp", "off"])
     try:
@@ -141,6 +155,8 @@ def measure(pair, work, data_file):
             # GNU time is the leecher's parent: a fork of this Python process would count
             # Python's own pages in the child's peak RSS.
             timing = os.path.join(work, "time.txt")
+            if prefault:
+                prefault_memory(work, os.path.getsize(data_file))
             p = subprocess.Popen(["/usr/bin/time", "-o", timing, "-f", "%e %U %S %M"] + LEECH[leecher](torrent, out, port),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
             try:
@@ -167,6 +183,8 @@ def main():
     ap.add_argument("--size", default="1G")
     ap.add_argument("--pairs", default=",".join(PAIRS))
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/tmp/bitswarm-bench"))
+    ap.add_argument("--no-prefault", action="store_true",
+                    help="do not touch fresh memory before each leecher (see prefault_memory)")
     a = ap.parse_args()
     size = int(a.size[:-1]) << {"K": 10, "M": 20, "G": 30}[a.size[-1]] if a.size[-1] in "KMG" else int(a.size)
     pairs = a.pairs.split(",")
@@ -194,7 +212,7 @@ def main():
         # slower on this kind of machine (page cache and writeback state), whichever program.
         for run in range(-a.warmup, a.runs):
             for pair in pairs:
-                r = measure(pair, work, data_file)
+                r = measure(pair, work, data_file, not a.no_prefault)
                 label = "warm-up" if run < 0 else "run %d" % (run + 1)
                 if run >= 0:
                     results[pair].append(r)
