@@ -45,11 +45,13 @@ pub trait Compact: Copy + Eq + Hash {
     fn give(&self, peer_id: &[u8; 20], out: &mut impl PeerSink);
 }
 impl Compact for [u8; 6] {
+    #[inline]
     fn give(&self, peer_id: &[u8; 20], out: &mut impl PeerSink) {
         out.v4(self, peer_id)
     }
 }
 impl Compact for [u8; 18] {
+    #[inline]
     fn give(&self, peer_id: &[u8; 20], out: &mut impl PeerSink) {
         out.v6(self, peer_id)
     }
@@ -259,9 +261,11 @@ impl PeerSink for Vec<Peer> {
 /// The compact addresses appended to a reply being written (a UDP announce reply's peer list:
 /// used with [`Families::Same`], so every address has the announcer's family).
 impl PeerSink for Vec<u8> {
+    #[inline]
     fn v4(&mut self, addr: &[u8; 6], _: &[u8; 20]) {
         self.extend_from_slice(addr);
     }
+    #[inline]
     fn v6(&mut self, addr: &[u8; 18], _: &[u8; 20]) {
         self.extend_from_slice(addr);
     }
