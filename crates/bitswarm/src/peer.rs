@@ -102,7 +102,9 @@ fn run(mut a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure>
     let mut peers = a.peers.clone();
     let meta = match a.torrent.to_str().filter(|t| t.starts_with("magnet:")) {
         Some(link) if role == Role::Seed => {
-            return Err(Failure::usage(format!("{link}: seed needs the .torrent file, not a magnet link")));
+            let saved = Magnet::parse(link).ok().and_then(|m| saved_metadata(&m)).filter(|p| p.is_file());
+            let hint = saved.map(|p| format!(" (an earlier download saved it as {})", p.display())).unwrap_or_default();
+            return Err(Failure::usage(format!("{link}: seed needs the .torrent file, not a magnet link{hint}")));
         }
         Some(link) => {
             let magnet = Magnet::parse(link).map_err(|e| Failure::usage(format!("{link}: {e}")))?;
@@ -118,7 +120,17 @@ fn run(mut a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure>
                     Err(_) => eprintln!("x.pe={p}: not an IP:PORT address; skipped"),
                 }
             }
-            Arc::new(rt.block_on(metadata(&magnet, &peers, &a, mode))?)
+            let saved = saved_metadata(&magnet);
+            match saved.as_deref().and_then(|p| load_saved(p, &magnet)) {
+                Some(meta) => Arc::new(meta),
+                None => {
+                    let meta = rt.block_on(metadata(&magnet, &peers, &a, mode))?;
+                    if let Some(p) = &saved {
+                        save_metadata(p, &meta, &magnet);
+                    }
+                    Arc::new(meta)
+                }
+            }
         }
         None => Arc::new(crate::torrent::load(&a.torrent)?),
     };
@@ -167,6 +179,66 @@ fn run(mut a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure>
             ),
         }),
         Outcome::Fatal(m) => Err(Failure::failed(m)),
+    }
+}
+
+/// Where a magnet link's metadata is kept once fetched, so that the download resumes (and the
+/// data can be seeded) without asking peers for it again: `$XDG_CACHE_HOME/bitswarm/metadata/
+/// <info-hash>.torrent`, or under `~/.cache`. None without either variable.
+fn saved_metadata(magnet: &Magnet) -> Option<PathBuf> {
+    let var = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let cache = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
+    Some(cache.join("bitswarm").join("metadata").join(format!("{}.torrent", magnet.info_hash)))
+}
+
+/// The metadata an earlier run saved at `path`, with the link's trackers; None (after saying
+/// why, unless there is simply no such file) when it is missing, unreadable or not the link's.
+fn load_saved(path: &std::path::Path, magnet: &Magnet) -> Option<Metainfo> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            eprintln!("{}: {e}; fetching the metadata from peers", path.display());
+            return None;
+        }
+    };
+    match Metainfo::parse(&bytes).and_then(|m| Metainfo::from_info_bytes(&m.info_bytes, &magnet.trackers)) {
+        Ok(m) if m.info_hash == magnet.info_hash => {
+            println!("metadata: from {} (saved by an earlier run)", path.display());
+            Some(m)
+        }
+        Ok(m) => {
+            eprintln!(
+                "{}: holds torrent {}, not {}; fetching the metadata from peers",
+                path.display(),
+                m.info_hash,
+                magnet.info_hash
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("{}: {e}; fetching the metadata from peers", path.display());
+            None
+        }
+    }
+}
+
+/// Saves fetched metadata as a .torrent (with the link's trackers) at `path`, written whole
+/// under another name first and then renamed. A failure is reported, not fatal.
+fn save_metadata(path: &std::path::Path, meta: &Metainfo, magnet: &Magnet) {
+    let bytes = Metainfo::torrent_file_of(&meta.info_bytes, &magnet.trackers);
+    let tmp = path.with_extension(format!("torrent.{}.tmp", std::process::id()));
+    let r = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&tmp, &bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    match r {
+        Ok(()) => println!("metadata: saved to {}", path.display()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            eprintln!("{}: cannot save the metadata: {e}", path.display());
+        }
     }
 }
 
@@ -247,6 +319,10 @@ async fn drive(engine: &Engine, mode: Mode, exit_when_done: bool) -> Outcome {
     // Not `is_complete()`: a download may have completed already, between the start and here.
     let mut announced_complete = engine.started_complete();
     let outcome = loop {
+        // `join --exit-when-done` of data that was complete on disk from the start is done too.
+        if exit_when_done && announced_complete {
+            break Outcome::Done;
+        }
         tokio::select! {
             _ = tick.tick() => {
                 let s = engine.stats();

@@ -184,3 +184,55 @@ fn bad_magnet_arguments_get_clear_errors() {
         assert!(err.contains(want), "{cmd} {link}: {err}");
     }
 }
+
+#[test]
+fn a_magnet_download_resumes_and_seeds_with_the_metadata_it_saved() {
+    let t = tempdir();
+    let (src, dst, torrent) = setup(t.path(), 1 << 20);
+    let (mut seed, port) = our_seed(&torrent, &src, &[]);
+    let out = bitswarm().args(["torrent", "magnet"]).arg(&torrent).output().unwrap();
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let hash = magnet.split("btih:").nth(1).unwrap()[..40].to_owned();
+    let cache = t.path().join("cache");
+    let saved = cache.join("bitswarm/metadata").join(format!("{hash}.torrent"));
+    let join = |peer: u16| {
+        let mut c = bitswarm();
+        c.env("XDG_CACHE_HOME", &cache).args(["join", "--exit-when-done", "--port", "0", "--bind", "127.0.0.1"]);
+        c.args(["--peer", &format!("127.0.0.1:{peer}"), "-d"]).arg(&dst).arg(&magnet);
+        let (st, out, err) = run(c, T);
+        assert!(st.success(), "{st:?}\n{out}{err}");
+        (out, err)
+    };
+
+    // First run: the metadata comes from the seeder and is saved as a .torrent.
+    let (out, _) = join(port);
+    assert!(out.contains(" bytes from 127.0.0.1:") && out.contains("metadata: saved to "), "{out}");
+    assert_same_tree(&src, &dst);
+    let m = bitswarm().args(["torrent", "show"]).arg(&saved).output().unwrap();
+    assert!(m.status.success() && String::from_utf8_lossy(&m.stdout).contains(&hash), "{m:?}");
+
+    // A damaged copy is reported and replaced by a fresh fetch.
+    std::fs::write(&saved, b"d4:infoi1ee").unwrap();
+    let (out, err) = join(port);
+    assert!(
+        err.contains(&format!("{}: ", saved.display())) && err.contains("fetching the metadata from peers"),
+        "{err}"
+    );
+    assert!(out.contains(" bytes from 127.0.0.1:") && out.contains("metadata: saved to "), "{out}");
+
+    // With the seeder gone, no peer can give the metadata: the saved copy does, and the data
+    // on disk is complete.
+    seed.kill();
+    let (out, _) = join(free_tcp_port());
+    assert!(out.contains("(saved by an earlier run)") && !out.contains(" bytes from "), "{out}");
+    assert!(out.contains("complete: all "), "{out}");
+
+    // `seed` with the link points at the saved .torrent, which seeds.
+    let mut c = bitswarm();
+    c.env("XDG_CACHE_HOME", &cache).args(["seed", "--port", "0", "-d"]).arg(&dst).arg(&magnet);
+    let (st, _, err) = run(c, T);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("an earlier download saved it as {}", saved.display())), "{err}");
+    let (mut again, _) = our_seed(&saved, &dst, &[]);
+    assert_eq!(have_at_start(&mut again), 64);
+}

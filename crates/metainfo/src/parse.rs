@@ -88,6 +88,12 @@ impl Metainfo {
     /// with `trackers` (the link's `tr`, each its own tier). The bytes are kept as they are, so
     /// the info-hash is theirs; they are validated as a file's would be.
     pub fn from_info_bytes(info: &[u8], trackers: &[String]) -> Result<Metainfo, MetainfoError> {
+        Metainfo::parse(&Metainfo::torrent_file_of(info, trackers))
+    }
+
+    /// The bytes of a .torrent file made of an info dictionary's bytes (kept as they are) and
+    /// `trackers`, each its own tier. Not validated: see [`Metainfo::from_info_bytes`].
+    pub fn torrent_file_of(info: &[u8], trackers: &[String]) -> Vec<u8> {
         let mut e = bitswarm_bencode::Encoder::new();
         e.begin_dict();
         if let Some(first) = trackers.first() {
@@ -100,7 +106,7 @@ impl Metainfo {
         }
         e.str("info").raw(info);
         e.end();
-        Metainfo::parse(&e.finish())
+        e.finish()
     }
 
     /// Parses and validates a .torrent file's bytes.

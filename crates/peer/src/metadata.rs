@@ -70,9 +70,10 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
     let mut last_announce: Option<tokio::time::Instant> = None;
     loop {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for p in q.peers.iter().chain(&learned) {
-            let _ = tx.send(Found::Peer(*p));
-        }
+        // Peers given directly, and those trackers gave in earlier rounds, are queued at once:
+        // the loop below ends when nothing is queued, running or pending.
+        let mut seen: HashSet<SocketAddr> = q.peers.iter().chain(&learned).copied().collect();
+        let mut queue: std::collections::VecDeque<SocketAddr> = seen.iter().copied().collect();
         let announce_now = last_announce.is_none_or(|t| t.elapsed() >= TRACKER_EVERY);
         let trackers: &[String] = if announce_now { &q.trackers } else { &[] };
         if announce_now {
@@ -102,8 +103,6 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
             });
         }
         drop(tx);
-        let mut seen = HashSet::new();
-        let mut queue = std::collections::VecDeque::new();
         let mut set = JoinSet::new();
         loop {
             while set.len() < PARALLEL

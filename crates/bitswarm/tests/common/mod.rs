@@ -13,8 +13,18 @@ use std::time::{Duration, Instant};
 
 /// The `bitswarm` binary built for these tests.
 pub fn bitswarm() -> Command {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let mut c = Command::new(env!("CARGO_BIN_EXE_bitswarm"));
     c.env("NO_COLOR", "1");
+    // A cache of its own (made only when used): metadata that one run of a magnet link saved
+    // never stands in for the fetch another test checks. A test that wants runs to share one
+    // sets XDG_CACHE_HOME again.
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    c.env(
+        "XDG_CACHE_HOME",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cache-{}-{n}-{t}", std::process::id())),
+    );
     c
 }
 
