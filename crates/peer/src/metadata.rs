@@ -72,8 +72,9 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         // Peers given directly, and those trackers gave in earlier rounds, are queued at once:
         // the loop below ends when nothing is queued, running or pending.
-        let mut seen: HashSet<SocketAddr> = q.peers.iter().chain(&learned).copied().collect();
-        let mut queue: std::collections::VecDeque<SocketAddr> = seen.iter().copied().collect();
+        let mut seen = HashSet::new();
+        let mut queue: std::collections::VecDeque<SocketAddr> =
+            q.peers.iter().chain(&learned).copied().filter(|p| seen.insert(*p)).collect();
         let announce_now = last_announce.is_none_or(|t| t.elapsed() >= TRACKER_EVERY);
         let trackers: &[String] = if announce_now { &q.trackers } else { &[] };
         if announce_now {
