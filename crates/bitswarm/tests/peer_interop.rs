@@ -111,6 +111,17 @@ fn interop_our_leecher_requiring_encryption_takes_the_metadata_from_libtorrent_f
     our_magnet_join_from_libtorrent(202, "forced", &["--encryption", "require"]);
 }
 
+#[test]
+fn interop_our_leecher_preferring_encryption_takes_the_metadata_from_libtorrent_either_way() {
+    if !require("libtorrent") {
+        return;
+    }
+    // `prefer` dials with MSE, so a libtorrent that takes only RC4 gives the metadata...
+    our_magnet_join_from_libtorrent(203, "forced", &["--encryption", "prefer"]);
+    // ...and falls back to the plaintext handshake with one that refuses MSE.
+    our_magnet_join_from_libtorrent(204, "disabled", &["--encryption", "prefer"]);
+}
+
 /// aria2 leeching `what` (the torrent file or a magnet link) into the tree's `dst`; once it
 /// prints a line containing one of `ready`, our seeder dials it. The data must arrive whole.
 fn aria2_leeches_from_our_seeder(s: &TreeSetup, what: &std::path::Path, ready: &[&str]) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bitswarm_metainfo::InfoHash;
 use bitswarm_tracker_proto::Event;
 use bitswarm_wire::metadata::{MAX_METADATA, METADATA_PIECE, MetadataMessage, UT_METADATA};
-use bitswarm_wire::mse::CRYPTO_RC4;
+use bitswarm_wire::mse::{CRYPTO_PLAINTEXT, CRYPTO_RC4};
 use bitswarm_wire::{ExtendedHandshake, Message, decode, encode};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -109,7 +109,13 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
             while set.len() < PARALLEL
                 && let Some(addr) = queue.pop_front()
             {
-                let mse = (q.encryption == Outgoing::Require).then_some(CRYPTO_RC4);
+                // As the engine dials: `prefer` offers MSE (RC4 or plaintext, the peer picks)
+                // and tries the plaintext handshake when the peer fails that.
+                let mse: &'static [Option<u32>] = match q.encryption {
+                    Outgoing::Plaintext => &[None],
+                    Outgoing::Prefer => &[Some(CRYPTO_RC4 | CRYPTO_PLAINTEXT), None],
+                    Outgoing::Require => &[Some(CRYPTO_RC4)],
+                };
                 let (ih, id, port) = (q.info_hash, q.peer_id, q.port);
                 set.spawn(async move {
                     let r = tokio::time::timeout(ATTEMPT_TIMEOUT, from_peer(addr, ih, id, port, mse)).await;
@@ -155,16 +161,29 @@ async fn from_peer(
     info_hash: InfoHash,
     peer_id: [u8; 20],
     port: u16,
-    mse: Option<u32>,
+    offers: &[Option<u32>],
 ) -> Result<Vec<u8>, String> {
-    let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = s.set_nodelay(true);
-    let opened = crate::conn::handshake_with(info_hash.0, peer_id, false, &mut s, Start::Outgoing { mse })
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
+    // Each MSE offer in turn (None: the plaintext handshake), over a new connection each.
+    let mut failed = Vec::new();
+    let mut open = None;
+    for &mse in offers {
+        let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = s.set_nodelay(true);
+        match crate::conn::handshake_with(info_hash.0, peer_id, false, &mut s, Start::Outgoing { mse }).await {
+            Ok(opened) => {
+                open = Some((s, opened));
+                break;
+            }
+            Err(e) if mse.is_some() => failed.push(format!("MSE handshake: {e}")),
+            Err(e) => failed.push(format!("handshake: {e}")),
+        }
+    }
+    let Some((mut s, opened)) = open else {
+        return Err(failed.join("; "));
+    };
     if !opened.theirs.supports_extensions() {
         return Err("no extension protocol (BEP 10), so no metadata exchange".into());
     }
