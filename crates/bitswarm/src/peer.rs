@@ -184,9 +184,10 @@ fn run(mut a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure>
 
 /// Where a magnet link's metadata is kept once fetched, so that the download resumes (and the
 /// data can be seeded) without asking peers for it again: `$XDG_CACHE_HOME/bitswarm/metadata/
-/// <info-hash>.torrent`, or under `~/.cache`. None without either variable.
+/// <info-hash>.torrent`, or under `~/.cache`. None without either variable (as an absolute path).
 fn saved_metadata(magnet: &Magnet) -> Option<PathBuf> {
-    let var = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    // Relative values are ignored, as the XDG base directory specification says.
+    let var = |k| std::env::var_os(k).map(PathBuf::from).filter(|p| p.is_absolute());
     let cache = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
     Some(cache.join("bitswarm").join("metadata").join(format!("{}.torrent", magnet.info_hash)))
 }

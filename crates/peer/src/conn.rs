@@ -27,7 +27,7 @@ use tracing::{debug, trace};
 use crate::engine::{Incoming, Shared};
 use crate::picker::{BlockOutcome, PeerKey};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer silent for this long is dropped (keep-alives come every 2 minutes at most).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);

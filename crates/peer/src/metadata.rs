@@ -46,8 +46,9 @@ pub struct MetadataQuery {
     pub port: u16,
     pub peers: Vec<SocketAddr>,
     pub trackers: Vec<String>,
-    /// How to dial: `Require` uses Message Stream Encryption with RC4; `Prefer` and
-    /// `Plaintext` dial in plaintext (which `Prefer` accepts).
+    /// How to dial, as the engine does: `Plaintext` with the plaintext handshake, `Prefer` with
+    /// MSE offering RC4 or plaintext and then the plaintext handshake for a peer that fails it,
+    /// `Require` with MSE and RC4 only.
     pub encryption: Outgoing,
 }
 
@@ -167,18 +168,28 @@ async fn from_peer(
     let mut failed = Vec::new();
     let mut open = None;
     for &mse in offers {
-        let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| format!("connect: {e}"))?;
+        let mut s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                failed.push(format!("connect: {e}"));
+                break;
+            }
+            Err(_) => {
+                failed.push("connect timed out".into());
+                break;
+            }
+        };
         let _ = s.set_nodelay(true);
-        match crate::conn::handshake_with(info_hash.0, peer_id, false, &mut s, Start::Outgoing { mse }).await {
-            Ok(opened) => {
+        let start = Start::Outgoing { mse };
+        let shake = crate::conn::handshake_with(info_hash.0, peer_id, false, &mut s, start);
+        let what = if mse.is_some() { "MSE handshake" } else { "handshake" };
+        match tokio::time::timeout(crate::conn::HANDSHAKE_TIMEOUT, shake).await {
+            Ok(Ok(opened)) => {
                 open = Some((s, opened));
                 break;
             }
-            Err(e) if mse.is_some() => failed.push(format!("MSE handshake: {e}")),
-            Err(e) => failed.push(format!("handshake: {e}")),
+            Ok(Err(e)) => failed.push(format!("{what}: {e}")),
+            Err(_) => failed.push(format!("{what}: timed out")),
         }
     }
     let Some((mut s, opened)) = open else {

@@ -22,6 +22,9 @@ use crate::store::{Announce, Families, Outcome};
 
 /// The most peers in a reply over IPv6 (see `handle`).
 pub const MAX_V6_PEERS: usize = 67;
+/// The most peers in a reply over IPv4, whatever `announce.numwant_max` says: 20 + 200 * 6 =
+/// 1220 bytes, within an Ethernet frame (opentracker's limit too).
+pub const MAX_V4_PEERS: usize = 200;
 
 /// Stateless connection ids.
 pub struct ConnectionIds {
@@ -163,6 +166,8 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
                 // Keep IPv6 replies within the minimum IPv6 MTU (1280 bytes less 48 of headers)
                 // so they are never fragmented: 20 + 67 * 18 = 1226 bytes.
                 numwant = numwant.min(MAX_V6_PEERS);
+            } else {
+                numwant = numwant.min(MAX_V4_PEERS);
             }
             let ann = Announce {
                 info_hash: a.info_hash,

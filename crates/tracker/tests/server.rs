@@ -406,6 +406,23 @@ fn udp_over_ipv6() {
 }
 
 #[test]
+fn udp_ipv4_replies_stay_within_one_frame_whatever_numwant_max_says() {
+    let (rt, t) = start(config(|c| c.announce.numwant_max = 1000));
+    let c = UdpClient::new(t.udp_addr.unwrap());
+    let cid = c.connect_id(1);
+    for port in 7000..7250u16 {
+        c.send(&Request::Announce(udp_announce(cid, 2, 4, 3, port, 10, Event::Started)).encode());
+        c.recv();
+    }
+    let mut big = udp_announce(cid, 3, 4, 4, 6003, 10, Event::Started);
+    big.num_want = Some(1000);
+    c.send(&Request::Announce(big).encode());
+    let Response::Announce(r) = c.recv() else { panic!() };
+    assert_eq!(r.peers.len(), bitswarm_tracker::udp::MAX_V4_PEERS);
+    stop(rt, t);
+}
+
+#[test]
 fn udp_claimed_ipv4_over_ipv6_is_stored_but_its_peers_are_not_sent_as_ipv6() {
     if UdpSocket::bind("[::1]:0").is_err() {
         panic!("IPv6 loopback is not available on this machine");
