@@ -393,16 +393,21 @@ fn udp_over_ipv6() {
     let Response::Announce(r) = c.recv() else { panic!() };
     assert_eq!(r.peers, udp::Peers::V6(vec!["[::1]:6001".parse().unwrap()]));
     // Replies stay within the minimum IPv6 MTU: at most 67 peers however many are asked for.
-    for port in 7000..7100u16 {
-        c.send(&Request::Announce(udp_announce(cid, 4, 5, 3, port, 10, Event::Started)).encode());
+    assert_eq!(peers_given_to_a_big_ask(&c, cid, 5, 100), bitswarm_tracker::udp::MAX_V6_PEERS);
+    stop(rt, t);
+}
+
+/// Announces `want + 1` peers to swarm `h`, then one more asking for `want`: the peers it got.
+fn peers_given_to_a_big_ask(c: &UdpClient, cid: u64, h: u8, want: u16) -> usize {
+    for port in 7000..=7000 + want {
+        c.send(&Request::Announce(udp_announce(cid, 4, h, 3, port, 10, Event::Started)).encode());
         c.recv();
     }
-    let mut big = udp_announce(cid, 5, 5, 4, 6003, 10, Event::Started);
-    big.num_want = Some(100);
+    let mut big = udp_announce(cid, 5, h, 4, 6003, 10, Event::Started);
+    big.num_want = Some(want.into());
     c.send(&Request::Announce(big).encode());
     let Response::Announce(r) = c.recv() else { panic!() };
-    assert_eq!(r.peers.len(), bitswarm_tracker::udp::MAX_V6_PEERS);
-    stop(rt, t);
+    r.peers.len()
 }
 
 #[test]
@@ -410,15 +415,7 @@ fn udp_ipv4_replies_stay_within_one_frame_whatever_numwant_max_says() {
     let (rt, t) = start(config(|c| c.announce.numwant_max = 1000));
     let c = UdpClient::new(t.udp_addr.unwrap());
     let cid = c.connect_id(1);
-    for port in 7000..7250u16 {
-        c.send(&Request::Announce(udp_announce(cid, 2, 4, 3, port, 10, Event::Started)).encode());
-        c.recv();
-    }
-    let mut big = udp_announce(cid, 3, 4, 4, 6003, 10, Event::Started);
-    big.num_want = Some(1000);
-    c.send(&Request::Announce(big).encode());
-    let Response::Announce(r) = c.recv() else { panic!() };
-    assert_eq!(r.peers.len(), bitswarm_tracker::udp::MAX_V4_PEERS);
+    assert_eq!(peers_given_to_a_big_ask(&c, cid, 4, 1000), bitswarm_tracker::udp::MAX_V4_PEERS);
     stop(rt, t);
 }
 
