@@ -85,6 +85,18 @@ pub enum Outgoing {
     Require,
 }
 
+impl Outgoing {
+    /// The handshakes to dial with, in order: the MSE crypto offered (`None`: the plaintext
+    /// handshake), then, for `Prefer`, the plaintext handshake for a peer that failed it.
+    pub(crate) fn offers(self) -> &'static [Option<u32>] {
+        match self {
+            Outgoing::Plaintext => &[None],
+            Outgoing::Prefer => &[Some(CRYPTO_RC4 | CRYPTO_PLAINTEXT), None],
+            Outgoing::Require => &[Some(CRYPTO_RC4)],
+        }
+    }
+}
+
 /// Message Stream Encryption on the connections peers make to us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Incoming {
@@ -884,12 +896,10 @@ async fn dial_loop(shared: Arc<Shared>) {
         };
         for addr in to_dial {
             let shared = shared.clone();
-            let mse = match shared.config.outgoing_encryption {
-                Outgoing::Plaintext => None,
-                Outgoing::Require => Some(CRYPTO_RC4),
-                Outgoing::Prefer if shared.state().known.get(&addr).is_some_and(|k| k.plaintext_next) => None,
-                Outgoing::Prefer => Some(CRYPTO_RC4 | CRYPTO_PLAINTEXT),
-            };
+            // The fallback is the next dial's (`plaintext_next`), not this one's.
+            let offers = shared.config.outgoing_encryption.offers();
+            let fall_back = shared.state().known.get(&addr).is_some_and(|k| k.plaintext_next);
+            let mse = if fall_back { *offers.last().unwrap_or(&None) } else { offers[0] };
             tokio::spawn(async move {
                 let result = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await;
                 let ok = matches!(result, Ok(Ok(_)));

@@ -11,7 +11,6 @@ use std::time::Duration;
 use bitswarm_metainfo::InfoHash;
 use bitswarm_tracker_proto::Event;
 use bitswarm_wire::metadata::{MAX_METADATA, METADATA_PIECE, MetadataMessage, UT_METADATA};
-use bitswarm_wire::mse::{CRYPTO_PLAINTEXT, CRYPTO_RC4};
 use bitswarm_wire::{ExtendedHandshake, Message, decode, encode};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -110,13 +109,8 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
             while set.len() < PARALLEL
                 && let Some(addr) = queue.pop_front()
             {
-                // As the engine dials: `prefer` offers MSE (RC4 or plaintext, the peer picks)
-                // and tries the plaintext handshake when the peer fails that.
-                let mse: &'static [Option<u32>] = match q.encryption {
-                    Outgoing::Plaintext => &[None],
-                    Outgoing::Prefer => &[Some(CRYPTO_RC4 | CRYPTO_PLAINTEXT), None],
-                    Outgoing::Require => &[Some(CRYPTO_RC4)],
-                };
+                // As the engine dials, the fallback of `prefer` within the same attempt.
+                let mse = q.encryption.offers();
                 let (ih, id, port) = (q.info_hash, q.peer_id, q.port);
                 set.spawn(async move {
                     let r = tokio::time::timeout(ATTEMPT_TIMEOUT, from_peer(addr, ih, id, port, mse)).await;
