@@ -24,6 +24,15 @@ fn setup(t: &Path, len: usize) -> (std::path::PathBuf, std::path::PathBuf, std::
     (src, dst, torrent)
 }
 
+/// `support/bad_peer.py` on 127.0.0.2 with `args` after the address; returns it and its port.
+fn bad_peer(name: &str, args: &[&std::ffi::OsStr]) -> (Proc, u16) {
+    let mut c = Command::new("python3");
+    c.arg(BAD_PEER).arg("127.0.0.2").args(args);
+    let mut p = Proc::spawn(name, c);
+    let port = p.wait_line(T, |l| l.starts_with("port "))[5..].parse().unwrap();
+    (p, port)
+}
+
 /// Parses `have K of N pieces` (printed at start) into K.
 fn have_at_start(p: &mut Proc) -> usize {
     let l = p.wait_line(T, |l| l.starts_with("have ") && l.ends_with(" pieces"));
@@ -46,10 +55,7 @@ fn corrupt_peer_is_banned_and_the_download_completes() {
     let (src, dst, torrent) = setup(t.path(), 4 << 20);
     // The liar listens on 127.0.0.2 (loopback too), so banning its address spares the honest
     // seeder on 127.0.0.1.
-    let mut c = Command::new("python3");
-    c.arg(BAD_PEER).arg("127.0.0.2").arg("256");
-    let mut liar = Proc::spawn("bad peer", c);
-    let liar_port: u16 = liar.wait_line(T, |l| l.starts_with("port "))[5..].parse().unwrap();
+    let (_liar, liar_port) = bad_peer("bad peer", &["256".as_ref()]);
     let (_seed, port) = our_seed(&torrent, &src, &["--max-upload-rate", "1M"]);
     let (mut leech, _) = our_join(
         &torrent,
@@ -70,10 +76,9 @@ fn a_peer_stalling_with_a_long_pipeline_does_not_hold_up_the_end() {
     let t = tempdir();
     let (src, dst, torrent) = setup(t.path(), 8 << 20);
     // It answers its first 200 requests at once (so our pipeline to it grows long), then none.
-    let mut c = Command::new("python3");
-    c.arg(BAD_PEER).args(["127.0.0.2", "512", "--stall-after", "200"]).arg(src.join("data.bin")).arg("16384");
-    let mut staller = Proc::spawn("stalling peer", c);
-    let staller_port: u16 = staller.wait_line(T, |l| l.starts_with("port "))[5..].parse().unwrap();
+    let data = src.join("data.bin");
+    let args = ["512".as_ref(), "--stall-after".as_ref(), "200".as_ref(), data.as_os_str(), "16384".as_ref()];
+    let (_staller, staller_port) = bad_peer("stalling peer", &args);
     let (_seed, port) = our_seed(&torrent, &src, &["--max-upload-rate", "2M"]);
     let (mut leech, _) = our_join(
         &torrent,
