@@ -1,10 +1,13 @@
 //! Our peers finding each other through our tracker: a swarm of one seeder and five leechers in
 //! which the leechers trade pieces among themselves, and the announce events (started, completed,
 //! stopped) arriving at the tracker over HTTP and UDP, checked by scrape; a leecher that has only
-//! a magnet link finding the seeder through the tracker and the metadata from the seeder.
+//! a magnet link finding the seeder through the tracker and the metadata from the seeder; an
+//! `https://` tracker (ours behind a TLS proxy).
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use common::swarm::*;
@@ -100,4 +103,110 @@ fn a_magnet_link_finds_our_seeder_through_our_udp_tracker() {
     assert!(status.success(), "{status:?}\n{out}");
     assert!(out.contains("metadata: ") && out.contains(" bytes from 127.0.0.1:"), "{out}");
     assert_same_tree(&src, &dst);
+}
+
+const TLS_PROXY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tls_proxy.py");
+
+/// Runs `openssl ARGS` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let mut c = Command::new("openssl");
+    c.current_dir(dir).args(args);
+    let (status, _, err) = run(c, Duration::from_secs(60));
+    assert!(status.success(), "openssl {args:?}: {err}");
+}
+
+/// Makes in `dir` a certificate authority `CA.pem` and, when `server` is given, a server
+/// certificate `SERVER.pem` (key `SERVER.key`) that it signed for 127.0.0.1 and localhost.
+fn make_certs(dir: &Path, ca: &str, server: Option<&str>) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    let subject = format!("/CN={ca}");
+    openssl(
+        dir,
+        &[&["req", "-x509"], &ec[..], &["-keyout", &ca_key, "-out", &ca_pem, "-days", "2", "-subj", &subject]].concat(),
+    );
+    let Some(server) = server else { return };
+    let (pem, key, csr) = (format!("{server}.pem"), format!("{server}.key"), format!("{server}.csr"));
+    openssl(dir, &[&["req"], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]].concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &pem,
+            "-extfile",
+            "server.ext",
+        ],
+    );
+}
+
+/// `bitswarm COMMAND` (seed or join) trusting only the certificates in `ca`.
+fn peer_trusting(command: &str, ca: &Path, torrent: &Path, dir: &Path, extra: &[&str]) -> Proc {
+    let mut c = bitswarm();
+    c.args([command, "--port", "0", "--bind", "127.0.0.1", "-d"]).arg(dir).arg(torrent).args(extra);
+    c.env("SSL_CERT_FILE", ca).env_remove("SSL_CERT_DIR");
+    Proc::spawn(&format!("bitswarm {command}"), c)
+}
+
+/// An `https://` tracker: ours behind a TLS proxy (OpenSSL) with a certificate for 127.0.0.1
+/// from a test CA. A seeder and a leecher that trust the CA announce through it (every event
+/// arrives, counted by scrape) and the leecher finds the seeder there; a peer that trusts
+/// another CA refuses the certificate and says why.
+#[test]
+fn announces_go_through_an_https_tracker() {
+    if !require("openssl") {
+        return;
+    }
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    make_certs(t.path(), "test-ca", Some("server"));
+    make_certs(t.path(), "other-ca", None);
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(TLS_PROXY).arg(t.path().join("server.pem")).arg(t.path().join("server.key")).arg(tracker.http.to_string());
+    let mut proxy = Proc::spawn("tls proxy", c);
+    let port = proxy.wait_line(T, |l| l.starts_with("port ")).trim_start_matches("port ").trim().to_owned();
+    let url = format!("https://127.0.0.1:{port}/announce");
+
+    let src = t.path().join("seed");
+    random_file(&src.join("data.bin"), 1 << 20, 12);
+    let torrent = t.path().join("data.torrent");
+    let hash = create_torrent(&src.join("data.bin"), &torrent, &["--piece-size", "16K", "-t", &url]);
+    let ca = t.path().join("test-ca.pem");
+    let mut seed = peer_trusting("seed", &ca, &torrent, &src, &[]);
+    tracker.wait_scrape(&hash, (1, 0, 0), "seeder started over https");
+    let dst = t.path().join("leech");
+    let mut leech = peer_trusting("join", &ca, &torrent, &dst, &[]);
+    leech.wait_line(T, |l| l.starts_with("complete: "));
+    tracker.wait_scrape(&hash, (2, 0, 1), "leecher completed over https");
+    assert_same_tree(&src, &dst);
+    leech.interrupt();
+    assert!(leech.wait_exit(T).success(), "{}", leech.output());
+    tracker.wait_scrape(&hash, (1, 0, 1), "leecher stopped over https");
+
+    let other = t.path().join("other");
+    let mut refused = peer_trusting("join", &t.path().join("other-ca.pem"), &torrent, &other, &[]);
+    let line = refused.wait_line(T, |l| l.contains(&format!("tracker {url}: ")));
+    assert!(line.contains("certificate"), "{line}");
+    proxy.wait_line(T, |l| l.starts_with("handshake failed: "));
+    refused.interrupt();
+    refused.wait_exit(T);
+    tracker.wait_scrape(&hash, (1, 0, 1), "the refusing peer never announced");
+    seed.interrupt();
+    assert!(seed.wait_exit(T).success(), "{}", seed.output());
+    tracker.wait_scrape(&hash, (0, 0, 1), "seeder stopped over https");
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bitswarm_metainfo::InfoHash;
 use bitswarm_tracker_proto::{Event, PeerId, http, udp};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 /// Replies larger than this are refused (a real announce reply is a few kilobytes).
@@ -44,12 +44,10 @@ pub struct Reply {
 pub async fn announce(url: &str, a: &Announce) -> Result<Reply, String> {
     if url.starts_with("udp://") {
         announce_udp(url, a).await
-    } else if url.starts_with("http://") {
+    } else if url.starts_with("http://") || url.starts_with("https://") {
         tokio::time::timeout(HTTP_TIMEOUT, announce_http(url, a))
             .await
             .map_err(|_| format!("no reply within {HTTP_TIMEOUT:?}"))?
-    } else if url.starts_with("https://") {
-        Err("https trackers are not supported (no TLS in bitswarm); use http:// or udp://".into())
     } else {
         Err("unknown tracker URL scheme".into())
     }
@@ -98,21 +96,27 @@ fn proto_request(a: &Announce) -> http::AnnounceRequest {
 
 async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
     let full = http::announce_url(url, &proto_request(a));
-    let (host, port, path) = split_url(&full, 80)?;
+    let tls = full.starts_with("https://");
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port, path) = split_url(&full, default_port)?;
     let addrs = resolve(&host, port).await?;
-    let mut stream = TcpStream::connect(&addrs[..]).await.map_err(|e| format!("cannot connect: {e}"))?;
+    let stream = TcpStream::connect(&addrs[..]).await.map_err(|e| format!("cannot connect: {e}"))?;
     let path = if path.is_empty() { "/".to_owned() } else { path };
-    let host_header = if port == 80 { host.clone() } else { format!("{host}:{port}") };
+    let host_header = match (port == default_port, host.contains(':')) {
+        (true, false) => host.clone(),
+        (true, true) => format!("[{host}]"),
+        (false, false) => format!("{host}:{port}"),
+        (false, true) => format!("[{host}]:{port}"),
+    };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bitswarm/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
     );
-    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    (&mut stream).take(MAX_REPLY as u64 + 1).read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
-    if raw.len() > MAX_REPLY {
-        return Err("reply too large".into());
-    }
+    let raw = if tls {
+        exchange(tls::connect(&host, stream).await?, &request).await?
+    } else {
+        exchange(stream, &request).await?
+    };
     let body = http_body(&raw)?;
     let r = http::AnnounceResponse::decode(&body).map_err(|e| e.to_string())?;
     Ok(Reply {
@@ -123,6 +127,66 @@ async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
         leechers: r.incomplete,
         warning: r.warning_message,
     })
+}
+
+/// Sends `request` and reads the reply until the server closes the connection.
+async fn exchange(mut stream: impl AsyncRead + AsyncWrite + Unpin, request: &str) -> Result<Vec<u8>, String> {
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    match (&mut stream).take(MAX_REPLY as u64 + 1).read_to_end(&mut raw).await {
+        Ok(_) => {}
+        // Many HTTPS servers close the TCP connection without TLS's close_notify. The reply is
+        // still checked: a cut-off body fails the chunk or bencode parsing that follows.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    if raw.len() > MAX_REPLY {
+        return Err("reply too large".into());
+    }
+    Ok(raw)
+}
+
+/// HTTPS: rustls (with ring) and the system's trusted certificates, as curl finds them
+/// (`SSL_CERT_FILE` and `SSL_CERT_DIR` name others).
+mod tls {
+    use std::sync::{Arc, OnceLock};
+
+    use tokio::net::TcpStream;
+    use tokio_rustls::client::TlsStream;
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
+
+    /// Made once: reading the system's certificates takes milliseconds.
+    fn config() -> Result<Arc<ClientConfig>, String> {
+        static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+        CONFIG
+            .get_or_init(|| {
+                let found = rustls_native_certs::load_native_certs();
+                let mut roots = RootCertStore::empty();
+                let (added, _unusable) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    let why = found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
+                    return Err(format!(
+                        "no trusted CA certificates found{why}: install ca-certificates, or point SSL_CERT_FILE at a PEM file"
+                    ));
+                }
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let config = ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Ok(Arc::new(config))
+            })
+            .clone()
+    }
+
+    /// The TLS handshake with `host` (a name or an IP address) over `tcp`, the server's
+    /// certificate checked against the trusted ones and `host`.
+    pub async fn connect(host: &str, tcp: TcpStream) -> Result<TlsStream<TcpStream>, String> {
+        let name =
+            ServerName::try_from(host.to_owned()).map_err(|_| format!("{host:?} is not a valid TLS server name"))?;
+        tokio_rustls::TlsConnector::from(config()?).connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))
+    }
 }
 
 /// The body of an HTTP/1.x response with status 200 (plain, or chunked).

@@ -28,7 +28,7 @@ pub fn bitswarm() -> Command {
     c
 }
 
-pub const INSTALL: &str = "apt-get install -y aria2 transmission-cli python3-libtorrent opentracker mktorrent";
+pub const INSTALL: &str = "apt-get install -y aria2 transmission-cli python3-libtorrent opentracker mktorrent openssl";
 
 /// True when the interop tests are skipped on purpose (`BITSWARM_SKIP_INTEROP=1`).
 pub fn skip_interop() -> bool {
