@@ -1,8 +1,10 @@
 #![no_main]
 //! A peer's byte stream: decoding a sequence of messages never panics, consumes what it reports,
 //! and every decoded message re-encodes to the bytes it came from. Bitfields, extension
-//! handshakes and BEP 9 metadata messages are parsed too.
+//! handshakes, BEP 9 metadata messages and BEP 11 peer exchange messages are parsed too (a
+//! peer exchange message that parses re-encodes to one that parses the same).
 use bitswarm_wire::metadata::MetadataMessage;
+use bitswarm_wire::pex::PexMessage;
 use bitswarm_wire::{Bitfield, ExtendedHandshake, Message, decode, encode, max_message_len};
 use libfuzzer_sys::fuzz_target;
 
@@ -23,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
             }
             Message::Extended { payload, .. } => {
                 let _ = MetadataMessage::decode(payload);
+                if let Ok(m) = PexMessage::decode(payload) {
+                    assert_eq!(PexMessage::decode(&m.encode()).as_ref(), Ok(&m));
+                }
             }
             _ => {}
         }

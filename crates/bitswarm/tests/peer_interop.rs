@@ -10,6 +10,9 @@
 //! connections) gets in on its first connection; our leecher that prefers MSE falls back to
 //! plaintext with a libtorrent that has encryption off; our seeder requiring encryption dials a
 //! transmission-cli that requires it.
+//!
+//! Peer exchange (BEP 11): libtorrent tells our leecher of a peer it never heard of otherwise,
+//! and our seeder tells libtorrent of one.
 
 mod common;
 
@@ -283,4 +286,58 @@ fn interop_our_seeder_requiring_encryption_to_transmission_requiring_it() {
     tr.wait_line(T, |l| l.contains("State changed from \"Incomplete\" to \"Complete\""));
     assert_same_data(&s.src, &s.dst);
     assert_connection(&mut ours, "outgoing", "MSE, RC4 stream");
+}
+
+/// A 4 MiB file and its torrent (32 KiB pieces, no tracker) in a fresh folder; returns the
+/// folder, the file's folder and the torrent.
+fn pex_setup(seed: u64) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let t = tempdir();
+    let src = t.path().join("src");
+    random_file(&src.join("data.bin"), 4 << 20, seed);
+    let torrent = t.path().join("data.torrent");
+    create_torrent(&src.join("data.bin"), &torrent, &["--piece-size", "32K"]);
+    (t, src, torrent)
+}
+
+#[test]
+fn interop_libtorrent_tells_our_leecher_of_a_peer() {
+    if !require("libtorrent") {
+        return;
+    }
+    let (t, src, torrent) = pex_setup(800);
+    // Our seeder S, slow enough that the libtorrent leecher H is still there when ours joins.
+    let (mut seeder, s_port) =
+        our_peer("seed", &torrent, &src, &["--no-tracker", "--max-upload-rate", "512K"], Some(CONN_LOG));
+    let (_lt, h_port) = lt_peer("leech", &torrent, &t.path().join("lt"), &[format!("127.0.0.1:{s_port}")]);
+    seeder.wait_line(T, |l| l.contains("connected (incoming"));
+    // Ours knows only H; H's peer exchange message names S.
+    let peer = format!("127.0.0.1:{h_port}");
+    let args = ["--no-tracker", "--exit-when-done", "--peer", &peer];
+    let dst = t.path().join("dst");
+    let (mut ours, _) = our_peer("join", &torrent, &dst, &args, Some(CONN_LOG));
+    ours.wait_line(T, |l| l.contains(&format!("127.0.0.1:{h_port}: peer exchange: ")));
+    ours.wait_line(T, |l| l.contains(&format!("127.0.0.1:{s_port}: connected (outgoing")));
+    let status = ours.wait_exit(T);
+    assert!(status.success(), "bitswarm join: {status:?}\n{}", ours.output());
+    assert_same_tree(&src, &dst);
+}
+
+#[test]
+fn interop_our_seeder_tells_libtorrent_of_a_peer() {
+    if !require("libtorrent") {
+        return;
+    }
+    let (t, src, torrent) = pex_setup(810);
+    // Two seeders of ours: H, and X that dialed H (and tells it where it listens).
+    let slow = ["--no-tracker", "--max-upload-rate", "512K"];
+    let (_h, h_port) = our_peer("seed", &torrent, &src, &slow, None);
+    let peer = format!("127.0.0.1:{h_port}");
+    let (mut x, _) = our_peer("seed", &torrent, &src, &[&slow[..], &["--peer", &peer]].concat(), Some(CONN_LOG));
+    x.wait_line(T, |l| l.contains(&format!("127.0.0.1:{h_port}: connected (outgoing")));
+    // libtorrent knows only H; it can reach X only through H's peer exchange message.
+    let dst = t.path().join("dst");
+    let (mut lt, _) = lt_peer("leech", &torrent, &dst, &[peer]);
+    x.wait_line(T, |l| l.contains("connected (incoming"));
+    lt.wait_line(T, |l| l == "done");
+    assert_same_tree(&src, &dst);
 }

@@ -1,5 +1,6 @@
 //! Our peers under trouble: a peer that sends corrupt data, a seeder that dies and comes back,
 //! a leecher killed or interrupted and started again. Peers dial each other directly on loopback.
+//! And what our seeder offers in its extension handshake (peer exchange only on public torrents).
 
 mod common;
 
@@ -240,4 +241,47 @@ fn a_magnet_download_resumes_and_seeds_with_the_metadata_it_saved() {
     assert!(err.contains(&format!("an earlier download saved it as {}", saved.display())), "{err}");
     let (mut again, _) = our_seed(&saved, &dst, &[]);
     assert_eq!(have_at_start(&mut again), 64);
+}
+
+/// The extension names our seeder offers in its BEP 10 handshake to a peer that dials it.
+fn extensions_offered(private: bool) -> Vec<String> {
+    use std::io::{Read, Write};
+    let t = tempdir();
+    let src = t.path().join("src");
+    random_file(&src.join("data.bin"), 64 << 10, 21);
+    let torrent = t.path().join("data.torrent");
+    let extra: &[&str] = if private { &["--private"] } else { &[] };
+    let hash = create_torrent(&src.join("data.bin"), &torrent, extra);
+    let (_seed, port) = our_seed(&torrent, &src, &["--no-tracker"]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let info_hash = bitswarm_metainfo::InfoHash::parse(&hash).unwrap().0;
+    s.write_all(&bitswarm_wire::Handshake::new(info_hash, *b"-XX0000-extensions00").encode()).unwrap();
+    let mut buf = vec![0u8; bitswarm_wire::HANDSHAKE_LEN];
+    s.read_exact(&mut buf).unwrap();
+    buf.clear();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "the seeder closed the connection before its extension handshake");
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        while let Some((msg, used)) = bitswarm_wire::decode(&buf[at..], 1 << 20).unwrap() {
+            if let bitswarm_wire::Message::Extended { id: 0, payload } = msg {
+                let h = bitswarm_wire::ExtendedHandshake::decode(payload).unwrap();
+                return h.extensions.into_iter().map(|(name, _)| name).collect();
+            }
+            at += used;
+        }
+        buf.drain(..at);
+    }
+}
+
+#[test]
+fn peer_exchange_is_offered_except_on_private_torrents() {
+    let public = extensions_offered(false);
+    assert!(public.iter().any(|e| e == "ut_pex") && public.iter().any(|e| e == "ut_metadata"), "{public:?}");
+    // BEP 27: a private torrent's peers come from its tracker only.
+    let private = extensions_offered(true);
+    assert!(!private.iter().any(|e| e == "ut_pex") && private.iter().any(|e| e == "ut_metadata"), "{private:?}");
 }

@@ -4,6 +4,7 @@
 //! the reader decrypts in place what it reads and the writer encrypts in place what it gathered;
 //! on a plaintext connection neither does anything more.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use bitswarm_wire::{
     Bitfield, BlockRef, ExtendedHandshake, HANDSHAKE_LEN, Handshake, MAX_REQUEST, Message, WireError, decode, encode,
     max_message_len,
     metadata::{METADATA_PIECE, MetadataMessage, UT_METADATA, metadata_piece},
+    pex::{MAX_PEX_PEERS, PexMessage, UT_PEX},
     piece_header,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,6 +44,13 @@ const DEFAULT_REQQ: usize = 250;
 const INITIAL_QUEUE: usize = 32;
 /// Our message id for `ut_metadata` (BEP 9), as told in our extension handshake.
 const OUR_UT_METADATA: u8 = 3;
+/// Our message id for `ut_pex` (BEP 11).
+const OUR_UT_PEX: u8 = 1;
+/// How often we tell a peer of the peers we joined and left (BEP 11: at most once a minute;
+/// libtorrent drops a peer that sends more often).
+const PEX_EVERY: Duration = Duration::from_secs(60);
+/// Peer exchange messages closer together than this are ignored.
+const PEX_MIN_GAP: Duration = Duration::from_secs(20);
 const READ_BUFFER: usize = 1 << 20;
 /// The writer sends what it has gathered once this much is waiting.
 const WRITE_BATCH: usize = 256 << 10;
@@ -150,6 +159,10 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
         reqq: DEFAULT_REQQ,
         their_ut_metadata: None,
         metadata_sent: 0,
+        their_ut_pex: None,
+        pex_told: HashSet::new(),
+        pex_sent_at: None,
+        pex_heard_at: None,
         writer,
     };
     c.greet(theirs.supports_extensions());
@@ -320,6 +333,12 @@ struct Conn {
     their_ut_metadata: Option<u8>,
     /// Metadata requests answered for this peer (bounded: a peer needs each piece once).
     metadata_sent: usize,
+    /// Peer exchange (BEP 11): the peer's message id, the addresses we told it of (and not
+    /// dropped since), when we last sent, when it last sent. Never on private torrents.
+    their_ut_pex: Option<u8>,
+    pex_told: HashSet<SocketAddr>,
+    pex_sent_at: Option<Instant>,
+    pex_heard_at: Option<Instant>,
     writer: tokio::task::AbortHandle,
 }
 
@@ -356,8 +375,13 @@ impl Conn {
             self.send(&Message::Bitfield(have.as_bytes()));
         }
         if extensions {
+            let mut extensions = vec![(UT_METADATA.into(), OUR_UT_METADATA)];
+            // BEP 27: peers of a private torrent come from its tracker only.
+            if !self.shared.meta.info.private {
+                extensions.push((UT_PEX.into(), OUR_UT_PEX));
+            }
             let h = ExtendedHandshake {
-                extensions: vec![(UT_METADATA.into(), OUR_UT_METADATA)],
+                extensions,
                 client: Some(crate::CLIENT.into()),
                 port: Some(self.shared.listen_addr.port()),
                 reqq: Some(OUR_REQQ as u32),
@@ -411,6 +435,7 @@ impl Conn {
                         self.send(&Message::KeepAlive);
                     }
                     self.expire_requests(now);
+                    self.send_pex(now);
                 }
                 _ = self.out.closed() => return Err(ConnError::WriterGone),
                 // `wait_for` also sees a stop that came before this connection subscribed.
@@ -545,12 +570,65 @@ impl Conn {
                     if let Some((_, id)) = h.extensions.iter().find(|(k, _)| k == UT_METADATA) {
                         self.their_ut_metadata = Some(*id).filter(|&id| id != 0);
                     }
+                    if let Some((_, id)) = h.extensions.iter().find(|(k, _)| k == UT_PEX) {
+                        self.their_ut_pex = Some(*id).filter(|&id| id != 0 && !self.shared.meta.info.private);
+                    }
                 }
             }
             Message::Extended { id: OUR_UT_METADATA, payload } => self.on_metadata(payload),
+            Message::Extended { id: OUR_UT_PEX, payload } => self.on_pex(payload),
             Message::Port(_) | Message::Extended { .. } | Message::Unknown { .. } => {}
         }
         Ok(())
+    }
+
+    /// A BEP 11 message: peers to dial. Up to [`MAX_PEX_PEERS`] of a message are taken, from a
+    /// peer that sends no more than one message per [`PEX_MIN_GAP`]; dropped peers are not
+    /// forgotten (another peer may still know them).
+    fn on_pex(&mut self, payload: &[u8]) {
+        if self.shared.meta.info.private {
+            return;
+        }
+        let now = Instant::now();
+        if self.pex_heard_at.is_some_and(|t| now.duration_since(t) < PEX_MIN_GAP) {
+            debug!("{}: peer exchange message too soon; ignored", self.addr);
+            return;
+        }
+        self.pex_heard_at = Some(now);
+        match PexMessage::decode(payload) {
+            Ok(m) => {
+                let usable = |a: &SocketAddr| a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast();
+                let peers: Vec<SocketAddr> =
+                    m.added.iter().map(|(a, _)| *a).filter(usable).take(MAX_PEX_PEERS).collect();
+                debug!("{}: peer exchange: {} added, {} dropped", self.addr, peers.len(), m.dropped.len());
+                self.shared.add_peers(peers);
+            }
+            Err(e) => debug!("{}: {e}", self.addr),
+        }
+    }
+
+    /// Every [`PEX_EVERY`] (the first time as soon as there is something to tell): the peers we
+    /// are connected to that this peer has not heard of from us, and those we left.
+    fn send_pex(&mut self, now: Instant) {
+        let Some(their_id) = self.their_ut_pex else { return };
+        if self.pex_sent_at.is_some_and(|t| now.duration_since(t) < PEX_EVERY) {
+            return;
+        }
+        let current: HashSet<SocketAddr> = self.shared.pex_peers(self.key).into_iter().collect();
+        let mut m = PexMessage::default();
+        for a in current.iter().filter(|a| !self.pex_told.contains(a) && **a != self.addr).take(MAX_PEX_PEERS) {
+            m.added.push((*a, 0));
+        }
+        m.dropped = self.pex_told.iter().filter(|a| !current.contains(a)).take(MAX_PEX_PEERS).copied().collect();
+        if m.added.is_empty() && m.dropped.is_empty() {
+            return;
+        }
+        for a in &m.dropped {
+            self.pex_told.remove(a);
+        }
+        self.pex_told.extend(m.added.iter().map(|(a, _)| *a));
+        self.pex_sent_at = Some(now);
+        self.send(&Message::Extended { id: their_id, payload: &m.encode() });
     }
 
     /// A BEP 9 message: a peer that came with a magnet link asks for the info dictionary.

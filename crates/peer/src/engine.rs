@@ -170,6 +170,8 @@ pub(crate) struct PeerEntry {
     pub last_rate_total: u64,
     /// Where the peer listens, when it said so (BEP 10 `p`): not to be dialed while connected.
     pub listen: Option<SocketAddr>,
+    /// We dialed it (so `addr` is where it listens).
+    pub outgoing: bool,
 }
 
 #[derive(Default)]
@@ -280,8 +282,10 @@ impl Shared {
             st.sender_ips.retain(|k, _| live.contains(k));
         }
         st.sender_ips.insert(key, addr.ip());
-        st.peers
-            .insert(key, PeerEntry { addr, peer_id, ctl, stats, unchoked: false, last_rate_total: 0, listen: None });
+        st.peers.insert(
+            key,
+            PeerEntry { addr, peer_id, ctl, stats, unchoked: false, last_rate_total: 0, listen: None, outgoing },
+        );
         Some(key)
     }
 
@@ -290,6 +294,17 @@ impl Shared {
         if let Some(p) = self.state().peers.get_mut(&key) {
             p.listen = Some(SocketAddr::new(p.addr.ip(), port));
         }
+    }
+
+    /// Where the connected peers other than `except` listen, as far as we know (for peer
+    /// exchange): the address we dialed, or the port an incoming peer told us.
+    pub fn pex_peers(&self, except: PeerKey) -> Vec<SocketAddr> {
+        let st = self.state();
+        st.peers
+            .iter()
+            .filter(|(k, _)| **k != except)
+            .filter_map(|(_, p)| if p.outgoing { Some(p.addr) } else { p.listen })
+            .collect()
     }
 
     /// An outgoing connection was refused after its handshake (a duplicate, banned, or no
