@@ -288,12 +288,12 @@ fn interop_our_seeder_requiring_encryption_to_transmission_requiring_it() {
     assert_connection(&mut ours, "outgoing", "MSE, RC4 stream");
 }
 
-/// A 4 MiB file and its torrent (32 KiB pieces, no tracker) in a fresh folder; returns the
-/// folder, the file's folder and the torrent.
-fn pex_setup(seed: u64) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+/// A file of `len` bytes and its torrent (32 KiB pieces, no tracker) in a fresh folder; returns
+/// the folder, the file's folder and the torrent.
+fn pex_setup(seed: u64, len: usize) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let t = tempdir();
     let src = t.path().join("src");
-    random_file(&src.join("data.bin"), 4 << 20, seed);
+    random_file(&src.join("data.bin"), len, seed);
     let torrent = t.path().join("data.torrent");
     create_torrent(&src.join("data.bin"), &torrent, &["--piece-size", "32K"]);
     (t, src, torrent)
@@ -304,10 +304,12 @@ fn interop_libtorrent_tells_our_leecher_of_a_peer() {
     if !require("libtorrent") {
         return;
     }
-    let (t, src, torrent) = pex_setup(800);
-    // Our seeder S, slow enough that the libtorrent leecher H is still there when ours joins.
+    let (t, src, torrent) = pex_setup(800, 2 << 20);
+    // Our seeder S, slow enough that the libtorrent leecher H is still there when ours joins
+    // (H needs 16 s at least; once it has everything it closes its connection to S, and with
+    // one peer left it sends no peer exchange).
     let (mut seeder, s_port) =
-        our_peer("seed", &torrent, &src, &["--no-tracker", "--max-upload-rate", "512K"], Some(CONN_LOG));
+        our_peer("seed", &torrent, &src, &["--no-tracker", "--max-upload-rate", "128K"], Some(CONN_LOG));
     let (_lt, h_port) = lt_peer("leech", &torrent, &t.path().join("lt"), &[format!("127.0.0.1:{s_port}")]);
     seeder.wait_line(T, |l| l.contains("connected (incoming"));
     // Ours knows only H; H's peer exchange message names S.
@@ -327,7 +329,7 @@ fn interop_our_seeder_tells_libtorrent_of_a_peer() {
     if !require("libtorrent") {
         return;
     }
-    let (t, src, torrent) = pex_setup(810);
+    let (t, src, torrent) = pex_setup(810, 4 << 20);
     // Two seeders of ours: H, and X that dialed H (and tells it where it listens).
     let slow = ["--no-tracker", "--max-upload-rate", "512K"];
     let (_h, h_port) = our_peer("seed", &torrent, &src, &slow, None);

@@ -5,7 +5,7 @@
 //! on a plaintext connection neither does anything more.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,6 +51,10 @@ const OUR_UT_PEX: u8 = 1;
 const PEX_EVERY: Duration = Duration::from_secs(60);
 /// Peer exchange messages closer together than this are ignored.
 const PEX_MIN_GAP: Duration = Duration::from_secs(20);
+/// How often we look for something new to tell (the peer list is under the engine's lock).
+const PEX_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Larger peer exchange messages are ignored (50 added and 50 dropped IPv6 peers take 2 KiB).
+const MAX_PEX_MESSAGE: usize = 64 << 10;
 const READ_BUFFER: usize = 1 << 20;
 /// The writer sends what it has gathered once this much is waiting.
 const WRITE_BATCH: usize = 256 << 10;
@@ -162,6 +166,7 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
         their_ut_pex: None,
         pex_told: HashSet::new(),
         pex_sent_at: None,
+        pex_checked_at: None,
         pex_heard_at: None,
         writer,
     };
@@ -338,6 +343,7 @@ struct Conn {
     their_ut_pex: Option<u8>,
     pex_told: HashSet<SocketAddr>,
     pex_sent_at: Option<Instant>,
+    pex_checked_at: Option<Instant>,
     pex_heard_at: Option<Instant>,
     writer: tokio::task::AbortHandle,
 }
@@ -583,10 +589,12 @@ impl Conn {
     }
 
     /// A BEP 11 message: peers to dial. Up to [`MAX_PEX_PEERS`] of a message are taken, from a
-    /// peer that sends no more than one message per [`PEX_MIN_GAP`]; dropped peers are not
-    /// forgotten (another peer may still know them).
+    /// peer that sends no more than one message per [`PEX_MIN_GAP`]; addresses on a local
+    /// network (loopback, private, link-local) only from a peer that is on one itself, as
+    /// libtorrent does, so a remote peer cannot make us dial into our own network. Dropped
+    /// peers are not forgotten (another peer may still know them).
     fn on_pex(&mut self, payload: &[u8]) {
-        if self.shared.meta.info.private {
+        if self.shared.meta.info.private || payload.len() > MAX_PEX_MESSAGE {
             return;
         }
         let now = Instant::now();
@@ -597,7 +605,15 @@ impl Conn {
         self.pex_heard_at = Some(now);
         match PexMessage::decode(payload) {
             Ok(m) => {
-                let usable = |a: &SocketAddr| a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast();
+                let from_local = is_local(self.addr.ip());
+                let usable = |a: &SocketAddr| {
+                    let ip = a.ip().to_canonical();
+                    a.port() != 0
+                        && !ip.is_unspecified()
+                        && !ip.is_multicast()
+                        && ip != IpAddr::V4(Ipv4Addr::BROADCAST)
+                        && (from_local || !is_local(ip))
+                };
                 let peers: Vec<SocketAddr> =
                     m.added.iter().map(|(a, _)| *a).filter(usable).take(MAX_PEX_PEERS).collect();
                 debug!("{}: peer exchange: {} added, {} dropped", self.addr, peers.len(), m.dropped.len());
@@ -611,9 +627,12 @@ impl Conn {
     /// are connected to that this peer has not heard of from us, and those we left.
     fn send_pex(&mut self, now: Instant) {
         let Some(their_id) = self.their_ut_pex else { return };
-        if self.pex_sent_at.is_some_and(|t| now.duration_since(t) < PEX_EVERY) {
+        if self.pex_sent_at.is_some_and(|t| now.duration_since(t) < PEX_EVERY)
+            || self.pex_checked_at.is_some_and(|t| now.duration_since(t) < PEX_CHECK_EVERY)
+        {
             return;
         }
+        self.pex_checked_at = Some(now);
         let current: HashSet<SocketAddr> = self.shared.pex_peers(self.key).into_iter().collect();
         let mut m = PexMessage::default();
         for a in current.iter().filter(|a| !self.pex_told.contains(a) && **a != self.addr).take(MAX_PEX_PEERS) {
@@ -849,6 +868,47 @@ async fn write_loop(
                 }
             }
             buf.clear();
+        }
+    }
+}
+/// An address on this machine or a local network: loopback, private (RFC 1918, IPv6 unique
+/// local), link-local, or shared (carrier-grade NAT).
+fn is_local(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(a) => {
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || (a.octets()[0] == 100 && a.octets()[1] & 0xc0 == 64)
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback() || (a.segments()[0] & 0xfe00) == 0xfc00 || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_addresses() {
+        for local in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.0.1",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:192.168.0.1",
+        ] {
+            assert!(is_local(local.parse().unwrap()), "{local}");
+        }
+        for global in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {
+            assert!(!is_local(global.parse().unwrap()), "{global}");
         }
     }
 }

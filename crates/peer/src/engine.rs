@@ -304,6 +304,7 @@ impl Shared {
             .iter()
             .filter(|(k, _)| **k != except)
             .filter_map(|(_, p)| if p.outgoing { Some(p.addr) } else { p.listen })
+            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
             .collect()
     }
 

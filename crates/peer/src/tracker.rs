@@ -102,12 +102,7 @@ async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
     let addrs = resolve(&host, port).await?;
     let stream = TcpStream::connect(&addrs[..]).await.map_err(|e| format!("cannot connect: {e}"))?;
     let path = if path.is_empty() { "/".to_owned() } else { path };
-    let host_header = match (port == default_port, host.contains(':')) {
-        (true, false) => host.clone(),
-        (true, true) => format!("[{host}]"),
-        (false, false) => format!("{host}:{port}"),
-        (false, true) => format!("[{host}]:{port}"),
-    };
+    let host_header = host_header(&host, port, default_port);
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bitswarm/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
@@ -129,9 +124,22 @@ async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
     })
 }
 
+/// The `Host` header's value: the port only when it is not the scheme's, an IPv6 address in
+/// brackets.
+fn host_header(host: &str, port: u16, default_port: u16) -> String {
+    match (port == default_port, host.contains(':')) {
+        (true, false) => host.to_owned(),
+        (true, true) => format!("[{host}]"),
+        (false, false) => format!("{host}:{port}"),
+        (false, true) => format!("[{host}]:{port}"),
+    }
+}
+
 /// Sends `request` and reads the reply until the server closes the connection.
 async fn exchange(mut stream: impl AsyncRead + AsyncWrite + Unpin, request: &str) -> Result<Vec<u8>, String> {
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    // TLS may hold back the last record until flushed.
+    stream.flush().await.map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     match (&mut stream).take(MAX_REPLY as u64 + 1).read_to_end(&mut raw).await {
         Ok(_) => {}
@@ -155,29 +163,29 @@ mod tls {
     use tokio_rustls::client::TlsStream;
     use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
 
-    /// Made once: reading the system's certificates takes milliseconds.
+    /// Made once it works (reading the system's certificates takes milliseconds); a failure
+    /// is tried again next time, so certificates installed meanwhile are found.
     fn config() -> Result<Arc<ClientConfig>, String> {
-        static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
-        CONFIG
-            .get_or_init(|| {
-                let found = rustls_native_certs::load_native_certs();
-                let mut roots = RootCertStore::empty();
-                let (added, _unusable) = roots.add_parsable_certificates(found.certs);
-                if added == 0 {
-                    let why = found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
-                    return Err(format!(
-                        "no trusted CA certificates found{why}: install ca-certificates, or point SSL_CERT_FILE at a PEM file"
-                    ));
-                }
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let config = ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| e.to_string())?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                Ok(Arc::new(config))
-            })
-            .clone()
+        static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+        if let Some(c) = CONFIG.get() {
+            return Ok(c.clone());
+        }
+        let found = rustls_native_certs::load_native_certs();
+        let mut roots = RootCertStore::empty();
+        let (added, _unusable) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            let why = found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
+            return Err(format!(
+                "no trusted CA certificates found{why}: install ca-certificates, or point SSL_CERT_FILE at a PEM file"
+            ));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
     }
 
     /// The TLS handshake with `host` (a name or an IP address) over `tcp`, the server's
@@ -364,6 +372,14 @@ mod tests {
         assert_eq!(split_url("udp://[::1]:6969/announce", 80).unwrap(), ("::1".into(), 6969, "/announce".into()));
         assert!(split_url("http://:80/", 80).is_err());
         assert!(split_url("http://h:x/", 80).is_err());
+    }
+
+    #[test]
+    fn host_headers() {
+        assert_eq!(host_header("tracker.example", 443, 443), "tracker.example");
+        assert_eq!(host_header("tracker.example", 6969, 80), "tracker.example:6969");
+        assert_eq!(host_header("::1", 80, 80), "[::1]");
+        assert_eq!(host_header("2001:db8::1", 6969, 443), "[2001:db8::1]:6969");
     }
 
     #[test]

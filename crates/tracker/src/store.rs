@@ -103,9 +103,14 @@ struct PeerList<A> {
 /// announce (its header and its key-value bucket) to big swarms.
 struct Index(Box<[u64]>);
 
+/// The fewest slots an index has (a power of two: the mask depends on it).
+const MIN_SLOTS: usize = (2 * INDEX_FROM).next_power_of_two();
+
 impl Index {
     fn for_len(len: usize) -> Index {
-        Index(vec![0; (len * 2).next_power_of_two().max(2 * INDEX_FROM)].into_boxed_slice())
+        let slots = (len * 2).next_power_of_two().max(MIN_SLOTS);
+        debug_assert!(slots.is_power_of_two());
+        Index(vec![0; slots].into_boxed_slice())
     }
 
     fn hash<A: Compact>(addr: &A) -> u32 {
@@ -220,13 +225,17 @@ impl<A: Compact> PeerList<A> {
     fn remove(&mut self, i: usize) -> Entry<A> {
         if let Some(ix) = &mut self.index {
             let last = self.entries.len() - 1;
-            if let Some(slot) = ix.slot(&self.entries[i].addr, &self.entries) {
+            let removed = ix.slot(&self.entries[i].addr, &self.entries);
+            debug_assert!(removed.is_some(), "every entry is in the index");
+            if let Some(slot) = removed {
                 ix.remove(slot);
             }
-            if i != last
-                && let Some(slot) = ix.slot(&self.entries[last].addr, &self.entries)
-            {
-                ix.set_position(slot, i);
+            if i != last {
+                let moved = ix.slot(&self.entries[last].addr, &self.entries);
+                debug_assert!(moved.is_some(), "every entry is in the index");
+                if let Some(slot) = moved {
+                    ix.set_position(slot, i);
+                }
             }
         }
         let e = self.entries.swap_remove(i);
@@ -235,7 +244,7 @@ impl<A: Compact> PeerList<A> {
             let len = self.entries.len();
             if len < INDEX_FROM / 2 {
                 self.index = None;
-            } else if len * 8 < ix.0.len() && ix.0.len() > 2 * INDEX_FROM {
+            } else if len * 8 < ix.0.len() && ix.0.len() > MIN_SLOTS {
                 self.rebuild_index();
             }
         }
@@ -963,13 +972,16 @@ mod tests {
         proptest! {
             /// Through growth past INDEX_FROM, removals (swap-removes, backward shifts),
             /// shrinking and dropping the index, every peer in the list is found at its own
-            /// position and no other address is found.
+            /// position and no other address is found. The first half of the operations adds
+            /// mostly, the second half removes mostly, so the list grows and empties again.
             #[test]
-            fn finds_exactly_the_peers_present(ops in proptest::collection::vec((any::<bool>(), 0u16..400), 1..3000)) {
+            fn finds_exactly_the_peers_present(ops in proptest::collection::vec((0u8..10, 0u16..400), 1..4000)) {
                 let mut list: PeerList<[u8; 6]> = PeerList::default();
                 let mut model: BTreeSet<u16> = BTreeSet::new();
                 let addr = |k: u16| compact4(Ipv4Addr::new(10, 0, (k >> 8) as u8, k as u8), 6881);
-                for (add, k) in ops {
+                let half = ops.len() / 2;
+                for (n, (r, k)) in ops.into_iter().enumerate() {
+                    let add = if n < half { r < 8 } else { r < 2 };
                     let a = addr(k);
                     match (add, list.find(&a)) {
                         (true, None) => list.push(entry(a)),
@@ -998,6 +1010,36 @@ mod tests {
                     prop_assert_eq!(list.find(&e.addr), Some(i));
                 }
             }
+        }
+
+        /// The index is made past INDEX_FROM peers, grows, shrinks as the list empties, and goes
+        /// below INDEX_FROM / 2; every peer is found throughout.
+        #[test]
+        fn the_index_grows_shrinks_and_goes() {
+            let mut list: PeerList<[u8; 6]> = PeerList::default();
+            let addr = |k: u16| compact4(Ipv4Addr::new(10, 1, (k >> 8) as u8, k as u8), 1);
+            let check = |list: &PeerList<[u8; 6]>| {
+                for (i, e) in list.entries.iter().enumerate() {
+                    assert_eq!(list.find(&e.addr), Some(i));
+                }
+            };
+            for k in 0..1000 {
+                list.push(entry(addr(k)));
+            }
+            check(&list);
+            let grown = list.index.as_ref().map(|ix| ix.0.len()).unwrap();
+            assert!(grown >= 2000, "{grown} slots for 1000 peers");
+            let mut shrunk = false;
+            for k in (0..1000).rev() {
+                let i = list.find(&addr(k)).unwrap();
+                list.remove(i);
+                shrunk |= list.index.as_ref().is_some_and(|ix| ix.0.len() < grown);
+                if k % 50 == 0 {
+                    check(&list);
+                }
+            }
+            assert!(shrunk, "the index shrank as peers left");
+            assert!(list.index.is_none() && list.entries.is_empty());
         }
     }
 

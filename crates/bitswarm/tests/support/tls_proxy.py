@@ -2,8 +2,8 @@
 (OpenSSL, through Python's ssl module). It closes connections without TLS's close_notify, as many
 servers do.
 Usage: tls_proxy.py CERT KEY HOST:PORT. Listens on 127.0.0.1 (an ephemeral port), prints
-"port N", then for each connection prints "handshake failed: WHY" or forwards its bytes to
-HOST:PORT and back; serves until killed."""
+"port N", then for each connection prints "handshake failed: WHY", or reads one request (up to
+the end of its headers), passes it to HOST:PORT and the whole reply back; serves until killed."""
 import socket, ssl, sys, threading
 
 cert, key, target = sys.argv[1:4]
@@ -15,21 +15,6 @@ ls.bind(("127.0.0.1", 0))
 ls.listen(64)
 print("port %d" % ls.getsockname()[1], flush=True)
 
-def pump(a, b):
-    try:
-        while True:
-            d = a.recv(65536)
-            if not d:
-                break
-            b.sendall(d)
-    except OSError:
-        pass
-    for s in (a, b):
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
 def serve(raw):
     raw.settimeout(30)
     try:
@@ -38,9 +23,29 @@ def serve(raw):
         print("handshake failed: %s" % e, flush=True)
         raw.close()
         return
-    u = socket.create_connection((host, int(port)), timeout=30)
-    threading.Thread(target=pump, args=(u, c), daemon=True).start()
-    pump(c, u)
+    try:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            d = c.recv(65536)
+            if not d:
+                return
+            request += d
+        with socket.create_connection((host, int(port)), timeout=30) as u:
+            u.sendall(request)
+            while True:
+                d = u.recv(65536)
+                if not d:
+                    break
+                c.sendall(d)
+    except OSError as e:
+        print("proxy error: %s" % e, flush=True)
+    finally:
+        # No close_notify: shut the TCP connection under TLS.
+        try:
+            c.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        c.close()
 
 while True:
     c, _ = ls.accept()
