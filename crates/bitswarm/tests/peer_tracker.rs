@@ -2,7 +2,7 @@
 //! which the leechers trade pieces among themselves, and the announce events (started, completed,
 //! stopped) arriving at the tracker over HTTP and UDP, checked by scrape; a leecher that has only
 //! a magnet link finding the seeder through the tracker and the metadata from the seeder; an
-//! `https://` tracker (ours behind a TLS proxy).
+//! `https://` tracker (ours behind a TLS proxy); a tracker URL that redirects.
 
 mod common;
 
@@ -208,4 +208,48 @@ fn announces_go_through_an_https_tracker() {
     seed.interrupt();
     assert!(seed.wait_exit(T).success(), "{}", seed.output());
     tracker.wait_scrape(&hash, (0, 0, 1), "seeder stopped over https");
+}
+
+const REDIRECT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/redirect.py");
+
+/// `support/redirect.py`: every GET gets `status` and `Location: BASE + path`; returns it and
+/// its port.
+fn redirect_server(status: u16, base: &str) -> (Proc, u16) {
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(REDIRECT).arg(status.to_string()).arg(base);
+    let mut p = Proc::spawn("redirect server", c);
+    let port = p.wait_line(T, |l| l.starts_with("port ")).trim_start_matches("port ").trim().parse().unwrap();
+    (p, port)
+}
+
+/// A tracker URL that answers with a redirect to our tracker: announces follow it (every event
+/// counted by scrape, the leecher finds the seeder). One that redirects to itself ends with an
+/// error after a bounded number of hops.
+#[test]
+fn announces_follow_redirects() {
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let (_moved, port) = redirect_server(307, &format!("http://{}", tracker.http));
+    let src = t.path().join("seed");
+    random_file(&src.join("data.bin"), 256 << 10, 13);
+    let torrent = t.path().join("data.torrent");
+    let url = format!("http://127.0.0.1:{port}/announce");
+    let hash = create_torrent(&src.join("data.bin"), &torrent, &["--piece-size", "16K", "-t", &url]);
+    let (mut seed, _) = our_seed(&torrent, &src, &[]);
+    tracker.wait_scrape(&hash, (1, 0, 0), "seeder started through a redirect");
+    let dst = t.path().join("leech");
+    let (mut leech, _) = our_join(&torrent, &dst, &["--exit-when-done"]);
+    assert!(leech.wait_exit(T).success(), "{}", leech.output());
+    assert_same_tree(&src, &dst);
+    tracker.wait_scrape(&hash, (1, 0, 1), "leecher completed and stopped through a redirect");
+    seed.interrupt();
+    assert!(seed.wait_exit(T).success(), "{}", seed.output());
+    tracker.wait_scrape(&hash, (0, 0, 1), "seeder stopped through a redirect");
+
+    let (_looping, port) = redirect_server(302, "");
+    let url = format!("http://127.0.0.1:{port}/announce");
+    let torrent = t.path().join("loop.torrent");
+    create_torrent(&src.join("data.bin"), &torrent, &["--piece-size", "32K", "-t", &url]);
+    let (mut seed, _) = our_seed(&torrent, &src, &[]);
+    seed.wait_line(T, |l| l.contains(&format!("tracker {url}: more than 5 redirects")));
 }

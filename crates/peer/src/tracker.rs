@@ -95,24 +95,20 @@ fn proto_request(a: &Announce) -> http::AnnounceRequest {
 }
 
 async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
-    let full = http::announce_url(url, &proto_request(a));
-    let tls = full.starts_with("https://");
-    let default_port = if tls { 443 } else { 80 };
-    let (host, port, path) = split_url(&full, default_port)?;
-    let addrs = resolve(&host, port).await?;
-    let stream = TcpStream::connect(&addrs[..]).await.map_err(|e| format!("cannot connect: {e}"))?;
-    let path = if path.is_empty() { "/".to_owned() } else { path };
-    let host_header = host_header(&host, port, default_port);
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bitswarm/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    let raw = if tls {
-        exchange(tls::connect(&host, stream).await?, &request).await?
-    } else {
-        exchange(stream, &request).await?
+    let mut target = http::announce_url(url, &proto_request(a));
+    let mut hops = 0;
+    let body = loop {
+        match http_reply(&http_get(&target).await?)? {
+            HttpReply::Body(body) => break body,
+            HttpReply::Redirect(location) => {
+                hops += 1;
+                if hops > MAX_REDIRECTS {
+                    return Err(format!("more than {MAX_REDIRECTS} redirects"));
+                }
+                target = redirect_target(&target, &location)?;
+            }
+        }
     };
-    let body = http_body(&raw)?;
     let r = http::AnnounceResponse::decode(&body).map_err(|e| e.to_string())?;
     Ok(Reply {
         interval: Duration::from_secs(u64::from(r.interval)),
@@ -122,6 +118,36 @@ async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
         leechers: r.incomplete,
         warning: r.warning_message,
     })
+}
+
+/// Where a redirect from `from` to `location` (an absolute http(s) URL, or a path on the same
+/// server) leads.
+fn redirect_target(from: &str, location: &str) -> Result<String, String> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        Ok(location.to_owned())
+    } else if location.starts_with('/') && !location.starts_with("//") {
+        let scheme_end = from.find("://").ok_or("no scheme")? + 3;
+        let origin_end = from[scheme_end..].find(['/', '?']).map_or(from.len(), |i| scheme_end + i);
+        Ok(format!("{}{location}", &from[..origin_end]))
+    } else {
+        Err(format!("redirected to {location:?}: not an http(s) URL"))
+    }
+}
+
+/// One GET of `full` (an http or https URL); the raw reply.
+async fn http_get(full: &str) -> Result<Vec<u8>, String> {
+    let tls = full.starts_with("https://");
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port, path) = split_url(full, default_port)?;
+    let addrs = resolve(&host, port).await?;
+    let stream = TcpStream::connect(&addrs[..]).await.map_err(|e| format!("cannot connect: {e}"))?;
+    let path = if path.is_empty() { "/".to_owned() } else { path };
+    let host_header = host_header(&host, port, default_port);
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bitswarm/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    if tls { exchange(tls::connect(&host, stream).await?, &request).await } else { exchange(stream, &request).await }
 }
 
 /// The `Host` header's value: the port only when it is not the scheme's, an IPv6 address in
@@ -197,13 +223,36 @@ mod tls {
     }
 }
 
-/// The body of an HTTP/1.x response with status 200 (plain, or chunked).
-fn http_body(raw: &[u8]) -> Result<Vec<u8>, String> {
+/// An HTTP reply as the tracker client takes it.
+#[derive(Debug, PartialEq, Eq)]
+enum HttpReply {
+    /// Status 200: the body (plain or de-chunked).
+    Body(Vec<u8>),
+    /// Status 301, 302, 303, 307 or 308: the `Location`.
+    Redirect(String),
+}
+
+/// Redirects followed per announce (libtorrent follows up to 5 as well).
+const MAX_REDIRECTS: usize = 5;
+
+/// Parses an HTTP/1.x reply; other statuses are errors.
+fn http_reply(raw: &[u8]) -> Result<HttpReply, String> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("truncated HTTP reply")?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or("");
     let code = status.split(' ').nth(1).unwrap_or("");
+    let header = |name: &str| {
+        head.split("\r\n").skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    if matches!(code, "301" | "302" | "303" | "307" | "308")
+        && let Some(location) = header("location")
+    {
+        return Ok(HttpReply::Redirect(location));
+    }
     if code != "200" {
         return Err(format!("HTTP {}", status.split_once(' ').map_or(status, |x| x.1)));
     }
@@ -213,7 +262,7 @@ fn http_body(raw: &[u8]) -> Result<Vec<u8>, String> {
     });
     let body = &raw[end + 4..];
     if !chunked {
-        return Ok(body.to_vec());
+        return Ok(HttpReply::Body(body.to_vec()));
     }
     let mut out = Vec::new();
     let mut at = 0;
@@ -225,7 +274,7 @@ fn http_body(raw: &[u8]) -> Result<Vec<u8>, String> {
             .map_err(|_| "bad chunk size".to_owned())?;
         at = line_end + 2;
         if size == 0 {
-            return Ok(out);
+            return Ok(HttpReply::Body(out));
         }
         let end = at.checked_add(size).ok_or("bad chunk size")?;
         let chunk = body.get(at..end).ok_or("truncated chunk")?;
@@ -384,6 +433,10 @@ mod tests {
 
     #[test]
     fn http_bodies() {
+        let http_body = |raw: &[u8]| match http_reply(raw)? {
+            HttpReply::Body(b) => Ok(b),
+            HttpReply::Redirect(to) => Err(format!("redirect to {to}")),
+        };
         assert_eq!(http_body(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nde").unwrap(), b"de");
         assert_eq!(
             http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n1\r\nx\r\n0\r\n\r\n").unwrap(),
@@ -395,6 +448,22 @@ mod tests {
         // A body cut right after a chunk's data, and sizes that overflow.
         assert!(http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde").is_err());
         assert!(http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nde").is_err());
+    }
+
+    #[test]
+    fn redirects() {
+        assert_eq!(
+            http_reply(b"HTTP/1.1 301 Moved Permanently\r\nlocation:  https://t.example/a?x=1 \r\n\r\n").unwrap(),
+            HttpReply::Redirect("https://t.example/a?x=1".into())
+        );
+        // A redirect status without a Location is an error like any other.
+        assert_eq!(http_reply(b"HTTP/1.1 302 Found\r\n\r\n").unwrap_err(), "HTTP 302 Found");
+        assert_eq!(redirect_target("http://a:1/announce?x=1", "/b?y=2").unwrap(), "http://a:1/b?y=2");
+        assert_eq!(redirect_target("https://a?x=1", "/b").unwrap(), "https://a/b");
+        assert_eq!(redirect_target("http://a/x", "https://b/y").unwrap(), "https://b/y");
+        assert!(redirect_target("http://a/x", "udp://b:1").is_err());
+        assert!(redirect_target("http://a/x", "//b/y").is_err());
+        assert!(redirect_target("http://a/x", "y").is_err());
     }
 
     #[test]
