@@ -4,7 +4,7 @@
 //! the reader decrypts in place what it reads and the writer encrypts in place what it gathered;
 //! on a plaintext connection neither does anything more.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,7 @@ use bitswarm_wire::{
     Bitfield, BlockRef, ExtendedHandshake, HANDSHAKE_LEN, Handshake, MAX_REQUEST, Message, WireError, decode, encode,
     max_message_len,
     metadata::{METADATA_PIECE, MetadataMessage, UT_METADATA, metadata_piece},
-    pex::{MAX_PEX_PEERS, PexMessage, UT_PEX},
+    pex::{self, MAX_PEX_PEERS, PexMessage, UT_PEX},
     piece_header,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -82,6 +82,8 @@ pub struct PeerStats {
     pub cancelled: Mutex<Vec<BlockRef>>,
     /// Requests from the peer queued for the writer and not yet served.
     pub queued: AtomicU64,
+    /// The peer has every piece (told to others in peer exchange).
+    pub seed: AtomicBool,
 }
 
 enum Out {
@@ -534,6 +536,7 @@ impl Conn {
                     return Err(ConnError::Protocol(format!("have {i}: no such piece")));
                 }
                 if self.theirs.set(i as usize) {
+                    self.stats.seed.store(self.theirs.is_full(), Ordering::Relaxed);
                     let mut st = self.shared.state();
                     st.picker.peer_have(i);
                     if !self.am_interested && !st.picker.have().get(i as usize) {
@@ -551,6 +554,7 @@ impl Conn {
                 st.picker.peer_bitfield(&b, true);
                 drop(st);
                 self.theirs = b;
+                self.stats.seed.store(self.theirs.is_full(), Ordering::Relaxed);
                 self.update_interest();
             }
             Message::Request(r) => self.on_request(r)?,
@@ -605,17 +609,8 @@ impl Conn {
         self.pex_heard_at = Some(now);
         match PexMessage::decode(payload) {
             Ok(m) => {
-                let from_local = is_local(self.addr.ip());
-                let usable = |a: &SocketAddr| {
-                    let ip = a.ip().to_canonical();
-                    a.port() != 0
-                        && !ip.is_unspecified()
-                        && !ip.is_multicast()
-                        && ip != IpAddr::V4(Ipv4Addr::BROADCAST)
-                        && (from_local || !is_local(ip))
-                };
-                let peers: Vec<SocketAddr> =
-                    m.added.iter().map(|(a, _)| *a).filter(usable).take(MAX_PEX_PEERS).collect();
+                let seeding = self.shared.state().picker.have().is_full();
+                let peers = pex_to_dial(&m.added, self.addr.ip(), seeding);
                 debug!("{}: peer exchange: {} added, {} dropped", self.addr, peers.len(), m.dropped.len());
                 self.shared.add_peers(peers);
             }
@@ -633,12 +628,13 @@ impl Conn {
             return;
         }
         self.pex_checked_at = Some(now);
-        let current: HashSet<SocketAddr> = self.shared.pex_peers(self.key).into_iter().collect();
+        let current: HashMap<SocketAddr, u8> = self.shared.pex_peers(self.key).into_iter().collect();
         let mut m = PexMessage::default();
-        for a in current.iter().filter(|a| !self.pex_told.contains(a) && **a != self.addr).take(MAX_PEX_PEERS) {
-            m.added.push((*a, 0));
+        for (a, f) in current.iter().filter(|(a, _)| !self.pex_told.contains(a) && **a != self.addr).take(MAX_PEX_PEERS)
+        {
+            m.added.push((*a, *f));
         }
-        m.dropped = self.pex_told.iter().filter(|a| !current.contains(a)).take(MAX_PEX_PEERS).copied().collect();
+        m.dropped = self.pex_told.iter().filter(|a| !current.contains_key(a)).take(MAX_PEX_PEERS).copied().collect();
         if m.added.is_empty() && m.dropped.is_empty() {
             return;
         }
@@ -871,6 +867,23 @@ async fn write_loop(
         }
     }
 }
+/// Which peers of a peer exchange message from `from` to dial: at most [`MAX_PEX_PEERS`], with a
+/// port, not multicast or broadcast, on a local network only when `from` is on one itself, and
+/// no seeds when `seeding` (a seed has no use for another).
+fn pex_to_dial(added: &[(SocketAddr, u8)], from: IpAddr, seeding: bool) -> Vec<SocketAddr> {
+    let from_local = is_local(from);
+    let usable = |a: &SocketAddr, f: u8| {
+        let ip = a.ip().to_canonical();
+        a.port() != 0
+            && !ip.is_unspecified()
+            && !ip.is_multicast()
+            && ip != IpAddr::V4(Ipv4Addr::BROADCAST)
+            && (from_local || !is_local(ip))
+            && !(seeding && f & pex::flags::SEED != 0)
+    };
+    added.iter().filter(|(a, f)| usable(a, *f)).map(|(a, _)| *a).take(MAX_PEX_PEERS).collect()
+}
+
 /// An address on this machine or a local network: loopback, private (RFC 1918, IPv6 unique
 /// local), link-local, or shared (carrier-grade NAT).
 fn is_local(ip: IpAddr) -> bool {
@@ -910,5 +923,25 @@ mod tests {
         for global in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {
             assert!(!is_local(global.parse().unwrap()), "{global}");
         }
+    }
+
+    #[test]
+    fn which_exchanged_peers_are_dialed() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let added = [
+            (a("8.8.8.8:6881"), 0),
+            (a("9.9.9.9:6881"), pex::flags::SEED),
+            (a("192.168.1.5:6881"), 0),
+            (a("8.8.4.4:0"), 0),
+            (a("224.0.0.1:6881"), 0),
+            (a("255.255.255.255:6881"), 0),
+        ];
+        let remote: IpAddr = "1.2.3.4".parse().unwrap();
+        let local: IpAddr = "192.168.1.2".parse().unwrap();
+        assert_eq!(pex_to_dial(&added, remote, false), [a("8.8.8.8:6881"), a("9.9.9.9:6881")]);
+        assert_eq!(pex_to_dial(&added, remote, true), [a("8.8.8.8:6881")]);
+        assert_eq!(pex_to_dial(&added, local, false), [a("8.8.8.8:6881"), a("9.9.9.9:6881"), a("192.168.1.5:6881")]);
+        let many: Vec<(SocketAddr, u8)> = (0..200).map(|i| (SocketAddr::from(([8, 8, 0, i as u8], 1)), 0)).collect();
+        assert_eq!(pex_to_dial(&many, remote, false).len(), MAX_PEX_PEERS);
     }
 }

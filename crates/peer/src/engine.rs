@@ -297,14 +297,21 @@ impl Shared {
     }
 
     /// Where the connected peers other than `except` listen, as far as we know (for peer
-    /// exchange): the address we dialed, or the port an incoming peer told us.
-    pub fn pex_peers(&self, except: PeerKey) -> Vec<SocketAddr> {
+    /// exchange): the address we dialed, or the port an incoming peer told us; with the BEP 11
+    /// flags we know (seed).
+    pub fn pex_peers(&self, except: PeerKey) -> Vec<(SocketAddr, u8)> {
         let st = self.state();
         st.peers
             .iter()
             .filter(|(k, _)| **k != except)
-            .filter_map(|(_, p)| if p.outgoing { Some(p.addr) } else { p.listen })
-            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+            .filter_map(|(_, p)| {
+                let a = if p.outgoing { p.addr } else { p.listen? };
+                let seed = p.stats.seed.load(Ordering::Relaxed);
+                Some((
+                    SocketAddr::new(a.ip().to_canonical(), a.port()),
+                    if seed { bitswarm_wire::pex::flags::SEED } else { 0 },
+                ))
+            })
             .collect()
     }
 
