@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bitswarm_tracker::config::AccessMode;
 use bitswarm_tracker::{Config, DEFAULT_TOML, Tracker};
 use clap::Args;
 
@@ -91,7 +92,11 @@ async fn serve(config: Config) -> Result<(), Failure> {
     // Handlers first: a signal that comes as soon as the addresses are printed must stop the
     // tracker cleanly, not kill it with the default disposition.
     let mut signals = Signals::install().map_err(|e| Failure::failed(format!("cannot handle signals: {e}")))?;
-    let tracker = Tracker::start(config).await.map_err(|e| Failure::failed(e.to_string()))?;
+    // Bad input (an access list that cannot be read) is a usage error; a port in use is not.
+    let tracker = Tracker::start(config).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => Failure::usage(e.to_string()),
+        _ => Failure::failed(e.to_string()),
+    })?;
     if let Some(a) = tracker.http_addr {
         println!("HTTP tracker listening on {a}");
     }
@@ -105,8 +110,26 @@ async fn serve(config: Config) -> Result<(), Failure> {
     if let Some(url) = tracker.stats_url() {
         println!("stats: {url} (HTML), {url}stats (JSON), {url}metrics (Prometheus)");
     }
+    let access = &tracker.shared().access;
+    match access.mode() {
+        AccessMode::Off => {}
+        mode => println!(
+            "access: {} the {} info-hashes in {} (SIGHUP reads it again)",
+            if mode == AccessMode::Allow { "serving only" } else { "refusing" },
+            access.len(),
+            access.path().display()
+        ),
+    }
     println!("press Ctrl-C to stop");
-    signals.wait().await;
+    while let Signal::Reload = signals.next().await {
+        match tracker.reload_access() {
+            Ok(n) if access.mode() != AccessMode::Off => {
+                println!("access list read again: {n} info-hashes")
+            }
+            Ok(_) => println!("no access list to read again (access.mode is off)"),
+            Err(e) => tracing::warn!("{e}; the list in force stays"),
+        }
+    }
     println!("stopping");
     if tokio::time::timeout(Duration::from_secs(5), tracker.shutdown()).await.is_err() {
         tracing::warn!("some connections did not close within 5 s; stopping anyway");
@@ -115,12 +138,21 @@ async fn serve(config: Config) -> Result<(), Failure> {
     Ok(())
 }
 
-/// SIGINT and SIGTERM (Ctrl-C elsewhere), listened for from the moment of `install`.
+/// What a signal asks for.
+enum Signal {
+    Stop,
+    /// SIGHUP: read the access list again.
+    Reload,
+}
+
+/// SIGINT and SIGTERM (Ctrl-C elsewhere), and SIGHUP, listened for from the moment of `install`.
 struct Signals {
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -128,19 +160,27 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+            Ok(Signals {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+                hup: signal(SignalKind::hangup())?,
+            })
         }
         #[cfg(not(unix))]
         Ok(Signals {})
     }
 
-    async fn wait(&mut self) {
+    async fn next(&mut self) -> Signal {
         #[cfg(unix)]
         tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! `bitswarm tracker` as a user runs it: started as a subprocess on port 0 (its printed bound
 //! addresses parsed), then used by real BitTorrent programs: aria2 seeds, libtorrent and
 //! transmission-cli download through the HTTP tracker, libtorrent through a `udp://` URL.
-//! Scrape counts are checked after each event, and a peer that stops announcing expires.
+//! Scrape counts are checked after each event, and a peer that stops announcing expires. An
+//! access list (allow mode) refuses other torrents over HTTP and UDP and is read again on SIGHUP.
 
 mod common;
 
@@ -205,6 +206,14 @@ fn tracker_config_is_checked() {
     assert_eq!(st.code(), Some(2));
     assert!(err.contains("nothing to serve"), "{err}");
 
+    // An access list that is not there.
+    std::fs::write(&cfg, "[access]\nmode = \"deny\"\nlist = \"/nonexistent/deny.txt\"\n").unwrap();
+    let mut c = bitswarm();
+    c.args(["tracker", "--config", &s(&cfg), "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"]);
+    let (st, _, err) = run(c, T);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(err.contains("access list /nonexistent/deny.txt: No such file"), "{err}");
+
     let mut c = bitswarm();
     c.args(["tracker", "--http", "nonsense"]);
     let (st, _, err) = run(c, T);
@@ -296,4 +305,55 @@ fn interop_udp_tracker_libtorrent_downloads_from_transmission() {
     assert!(count("bitswarm_tracker_connects_total{protocol=\"udp\"}") >= 2, "{metrics}");
     assert!(count("bitswarm_tracker_announces_total{protocol=\"udp\"}") >= 3, "{metrics}");
     assert_eq!(count("bitswarm_tracker_announces_total{protocol=\"http\"}"), 0, "{metrics}");
+}
+
+/// The `failure reason` of an HTTP announce of `h` from a made-up peer.
+fn announce_failure(t: &Tracker, h: InfoHash) -> Option<String> {
+    let req = http::AnnounceRequest::new(h, bitswarm_tracker_proto::PeerId([7; 20]), 6881, 0);
+    let body = http_get(t.http, &http::announce_url("/announce", &req));
+    let v = bitswarm_bencode::decode(&body).unwrap();
+    v.get(b"failure reason").and_then(|r| r.as_str()).map(str::to_owned)
+}
+
+#[test]
+fn access_list_refuses_other_torrents_and_is_read_again_on_sighup() {
+    let t = tempdir();
+    let (a_dir, b_dir) = (t.path().join("a"), t.path().join("b"));
+    let list = t.path().join("allowed.txt");
+    // The tracker's ports come first: the torrents name them.
+    let cfg = format!("[access]\nmode = \"allow\"\nlist = \"{}\"\n", s(&list));
+    std::fs::write(&list, "# nothing yet\n").unwrap();
+    let mut tr = start_tracker(t.path(), &cfg);
+    tr.proc.wait_line(T, |l| l.starts_with("access: serving only the 0 info-hashes in "));
+    let (a_torrent, _, a) = make_torrent(&a_dir, &format!("http://{}/announce", tr.http), 64 << 10, 31);
+    let (b_torrent, _, b) = make_torrent(&b_dir, &format!("udp://{}/announce", tr.udp), 64 << 10, 32);
+    std::fs::write(&list, format!("{}  # torrent a\n", a.to_hex())).unwrap();
+    common::signal(tr.proc.child.id(), "HUP");
+    tr.proc.wait_line(T, |l| l == "access list read again: 1 info-hashes");
+
+    // a is served over HTTP; b is refused over HTTP and UDP (our seeder logs the UDP error).
+    let seed = |torrent: &Path, dir: &Path| {
+        let mut c = bitswarm();
+        c.args(["seed", "--port", "0", "--bind", "127.0.0.1", "-d"]).arg(dir.join("seed")).arg(torrent);
+        Proc::spawn("bitswarm seed", c)
+    };
+    let _seed_a = seed(&a_torrent, &a_dir);
+    wait_scrape(&tr, a, stats(1, 0, 0), "seeder of a allowed");
+    let mut seed_b = seed(&b_torrent, &b_dir);
+    seed_b.wait_line(T, |l| l.contains("this tracker does not serve that info_hash"));
+    assert_eq!(announce_failure(&tr, b).as_deref(), Some("this tracker does not serve that info_hash"));
+    assert_eq!(scrape(&tr, b), stats(0, 0, 0));
+
+    // b added and the list read again: the seeder of b gets in on its next try.
+    std::fs::write(&list, format!("{}\n{}\n", a.to_hex(), b.to_hex())).unwrap();
+    common::signal(tr.proc.child.id(), "HUP");
+    tr.proc.wait_line(T, |l| l == "access list read again: 2 info-hashes");
+    wait_scrape(&tr, b, stats(1, 0, 0), "seeder of b allowed after SIGHUP");
+
+    // A list that does not parse is reported and the one in force stays.
+    std::fs::write(&list, "not an info-hash\n").unwrap();
+    common::signal(tr.proc.child.id(), "HUP");
+    let line = tr.proc.wait_line(T, |l| l.contains("the list in force stays"));
+    assert!(line.contains("line 1"), "{line}");
+    assert_eq!(announce_failure(&tr, b), None);
 }

@@ -70,6 +70,15 @@ shards = 256
 enabled = true
 # The most swarms listed on / and /stats (the busiest first); totals always cover all of them.
 max_swarms_listed = 1000
+
+[access]
+# Which info-hashes are served: "off" (all of them), "allow" (only those in `list`: a tracker
+# of one's own torrents) or "deny" (all but those in `list`). Others get a failure reason.
+mode = "off"
+# A file of info-hashes (40 hex digits or 32 base32 characters), one a line; '#' starts a
+# comment. `bitswarm tracker` reads it again on SIGHUP (a list that does not parse is reported
+# and the old one stays).
+list = ""
 "#;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -81,6 +90,7 @@ pub struct Config {
     pub scrape: ScrapeConfig,
     pub store: StoreConfig,
     pub stats: StatsConfig,
+    pub access: AccessConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -128,6 +138,23 @@ pub struct StoreConfig {
     pub max_peers_per_swarm: u32,
     pub max_peers_total: u64,
     pub shards: usize,
+}
+
+/// Which info-hashes are served (see [`crate::access`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessMode {
+    #[default]
+    Off,
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    pub mode: AccessMode,
+    pub list: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -235,6 +262,9 @@ impl Config {
         if !self.http.enabled && !self.udp.enabled {
             return bad("both HTTP and UDP are off: nothing to serve");
         }
+        if self.access.mode != AccessMode::Off && self.access.list.as_os_str().is_empty() {
+            return bad("access.mode \"allow\" or \"deny\" needs access.list, a file of info-hashes");
+        }
         Ok(())
     }
 }
@@ -269,5 +299,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.http.trusted_proxies.len(), 2);
         assert_eq!(c.store.peer_timeout, 2);
+        let e = Config::from_toml("[access]\nmode = \"allow\"\n").unwrap_err().to_string();
+        assert!(e.contains("needs access.list"), "{e}");
+        let e = Config::from_toml("[access]\nmode = \"sometimes\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `sometimes`"), "{e}");
+        let c = Config::from_toml("[access]\nmode = \"deny\"\nlist = \"/etc/bitswarm/deny.txt\"\n").unwrap();
+        assert_eq!(c.access.mode, AccessMode::Deny);
     }
 }

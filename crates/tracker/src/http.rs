@@ -78,6 +78,10 @@ impl Shared {
             Some(claimed) if self.config.http.allow_ip_param => claimed.to_canonical(),
             _ => ip,
         };
+        if !self.access.allows(&req.info_hash) {
+            Metrics::inc(&m.errors);
+            return encode_failure(crate::access::NOT_ALLOWED);
+        }
         Metrics::inc(&m.announces);
         let cfg = &self.config.announce;
         let numwant = if req.event == Event::Stopped {
@@ -130,9 +134,18 @@ impl Shared {
                 Metrics::inc(&m.errors);
                 return encode_failure("full scrape is disabled: name the info_hash values to scrape");
             }
-            self.store.all_counts().into_iter().map(|(h, c)| stats(h, c)).collect()
+            self.store
+                .all_counts()
+                .into_iter()
+                .filter(|(h, _)| self.access.allows(h))
+                .map(|(h, c)| stats(h, c))
+                .collect()
         } else {
-            req.info_hashes.iter().map(|h| stats(*h, self.store.counts(h))).collect()
+            // A swarm the access list shuts out (after a reload) is reported empty.
+            req.info_hashes
+                .iter()
+                .map(|h| stats(*h, if self.access.allows(h) { self.store.counts(h) } else { Default::default() }))
+                .collect()
         };
         Metrics::inc(&m.scrapes);
         ScrapeResponse { files }.encode()

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod config;
 pub mod http;
 pub mod stats;
@@ -36,16 +37,19 @@ pub struct Shared {
     pub store: Store,
     pub metrics: Metrics,
     pub conn_ids: udp::ConnectionIds,
+    pub access: access::Access,
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Shared {
-        Shared {
+    /// Fails when the configured access list cannot be read.
+    pub fn new(config: Config) -> Result<Shared, String> {
+        Ok(Shared {
             store: Store::new(config.store.shards, config.store.max_peers_per_swarm, config.store.max_peers_total),
             conn_ids: udp::ConnectionIds::new(config.udp.connection_id_valid, config.udp.connection_id_grace),
             metrics: Metrics::default(),
+            access: access::Access::load(&config.access)?,
             config,
-        }
+        })
     }
 }
 
@@ -77,7 +81,7 @@ impl Tracker {
     /// handle.
     pub async fn start(config: Config) -> io::Result<Handle> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(Shared::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
         let cfg = &shared.config;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let udp_stop = Arc::new(AtomicBool::new(false));
@@ -263,6 +267,11 @@ impl Handle {
             return None;
         }
         self.http_addr.map(|a| format!("http://{}/", url_host(a)))
+    }
+    /// Reads the access list again (see [`access::Access::reload`]); returns how many
+    /// info-hashes it holds.
+    pub fn reload_access(&self) -> Result<usize, String> {
+        self.shared.access.reload()
     }
     /// A swarm's counts right now.
     pub fn counts(&self, info_hash: &InfoHash) -> SwarmCounts {

@@ -148,6 +148,11 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
                 Metrics::inc(&m.bad_connection_ids);
                 return;
             }
+            if !shared.access.allows(&a.info_hash) {
+                Metrics::inc(&m.errors);
+                wire::write_error(out, a.transaction_id, crate::access::NOT_ALLOWED);
+                return;
+            }
             Metrics::inc(&m.announces);
             let cfg = &shared.config.announce;
             let peer_ip = match a.ip {
@@ -195,7 +200,7 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
             out.extend_from_slice(&wire::ACTION_SCRAPE.to_be_bytes());
             out.extend_from_slice(&s.transaction_id.to_be_bytes());
             for h in &s.info_hashes {
-                let c = shared.store.counts(h);
+                let c = if shared.access.allows(h) { shared.store.counts(h) } else { Default::default() };
                 out.extend_from_slice(&c.seeders.to_be_bytes());
                 out.extend_from_slice(&c.downloaded.to_be_bytes());
                 out.extend_from_slice(&c.leechers.to_be_bytes());
