@@ -37,7 +37,11 @@ impl InfoHash {
             }
             32 => {
                 let upper = s.to_ascii_uppercase();
+                // Padding ("=") would decode to fewer than 20 bytes.
                 let v = data_encoding::BASE32.decode(upper.as_bytes()).map_err(|_| err())?;
+                if v.len() != out.len() {
+                    return Err(err());
+                }
                 out.copy_from_slice(&v);
             }
             _ => return Err(err()),

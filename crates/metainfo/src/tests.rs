@@ -205,6 +205,12 @@ fn magnet_parse_and_build() {
     assert_eq!(Magnet::parse("http://x"), Err(MagnetError::NotMagnet));
     assert_eq!(Magnet::parse("magnet:?dn=x"), Err(MagnetError::NoInfoHash));
     assert!(matches!(Magnet::parse("magnet:?xt=urn:btih:1234"), Err(MagnetError::BadInfoHash(_))));
+    // 32 base32 characters with padding decode to fewer than 20 bytes: an error, not a panic.
+    for padded in ["AAAAAAAAAAAAAAAAAAAAAAAAAAAA====", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="] {
+        assert!(InfoHash::parse(padded).is_err(), "{padded}");
+        let link = format!("magnet:?xt=urn:btih:{padded}");
+        assert!(matches!(Magnet::parse(&link), Err(MagnetError::BadInfoHash(_))), "{link}");
+    }
     assert_eq!(Magnet::parse("magnet:?xt=urn:btmh:1220abcd"), Err(MagnetError::V2Only));
     assert!(matches!(Magnet::parse("magnet:?xt=urn:btih:%FF%FE"), Err(MagnetError::BadEncoding(_))));
 }
