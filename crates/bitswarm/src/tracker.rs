@@ -65,6 +65,8 @@ pub fn run(args: TrackerArgs) -> Result<(), Failure> {
         None => {}
     }
     config.validate().map_err(|e| Failure::usage(e.to_string()))?;
+    // An access list that cannot be read is bad input, found before anything starts.
+    bitswarm_tracker::access::Access::load(&config.access).map_err(Failure::usage)?;
 
     init_logging();
     // The HTTP and UDP servers run on threads of their own; this runtime only waits for a
@@ -92,11 +94,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
     // Handlers first: a signal that comes as soon as the addresses are printed must stop the
     // tracker cleanly, not kill it with the default disposition.
     let mut signals = Signals::install().map_err(|e| Failure::failed(format!("cannot handle signals: {e}")))?;
-    // Bad input (an access list that cannot be read) is a usage error; a port in use is not.
-    let tracker = Tracker::start(config).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::InvalidInput => Failure::usage(e.to_string()),
-        _ => Failure::failed(e.to_string()),
-    })?;
+    let tracker = Tracker::start(config).await.map_err(|e| Failure::failed(e.to_string()))?;
     if let Some(a) = tracker.http_addr {
         println!("HTTP tracker listening on {a}");
     }
@@ -122,19 +120,25 @@ async fn serve(config: Config) -> Result<(), Failure> {
     }
     println!("press Ctrl-C to stop");
     while let Signal::Reload = signals.next().await {
-        match tracker.reload_access() {
-            Ok(n) if access.mode() != AccessMode::Off => {
-                println!("access list read again: {n} info-hashes")
+        // SIGHUP also comes when the terminal closes: a failed write to it is no reason to stop.
+        use std::io::Write as _;
+        let mut out = std::io::stdout();
+        let _ = match tracker.reload_access() {
+            Ok(n) if access.mode() != AccessMode::Off => writeln!(out, "access list read again: {n} info-hashes"),
+            Ok(_) => writeln!(out, "no access list to read again (access.mode is off)"),
+            Err(e) => {
+                tracing::warn!("{e}; the list in force stays");
+                Ok(())
             }
-            Ok(_) => println!("no access list to read again (access.mode is off)"),
-            Err(e) => tracing::warn!("{e}; the list in force stays"),
-        }
+        };
     }
-    println!("stopping");
+    // After SIGHUP the terminal may be gone: writes to it may fail, the stop goes on.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "stopping");
     if tokio::time::timeout(Duration::from_secs(5), tracker.shutdown()).await.is_err() {
         tracing::warn!("some connections did not close within 5 s; stopping anyway");
     }
-    println!("stopped");
+    let _ = writeln!(std::io::stdout(), "stopped");
     Ok(())
 }
 

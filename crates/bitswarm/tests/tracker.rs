@@ -325,8 +325,16 @@ fn access_list_refuses_other_torrents_and_is_read_again_on_sighup() {
     std::fs::write(&list, "# nothing yet\n").unwrap();
     let mut tr = start_tracker(t.path(), &cfg);
     tr.proc.wait_line(T, |l| l.starts_with("access: serving only the 0 info-hashes in "));
-    let (a_torrent, _, a) = make_torrent(&a_dir, &format!("http://{}/announce", tr.http), 64 << 10, 31);
-    let (b_torrent, _, b) = make_torrent(&b_dir, &format!("udp://{}/announce", tr.udp), 64 << 10, 32);
+    // Torrents made by bitswarm itself: this test needs no other program.
+    let torrent = |dir: &Path, url: &str, seed: u64| {
+        let file = dir.join("seed").join("payload.bin");
+        random_file(&file, 64 << 10, seed);
+        let torrent = dir.join("payload.torrent");
+        let hash = common::swarm::create_torrent(&file, &torrent, &["-t", url]);
+        (torrent, InfoHash::parse(&hash).unwrap())
+    };
+    let (a_torrent, a) = torrent(&a_dir, &format!("http://{}/announce", tr.http), 31);
+    let (b_torrent, b) = torrent(&b_dir, &format!("udp://{}/announce", tr.udp), 32);
     std::fs::write(&list, format!("{}  # torrent a\n", a.to_hex())).unwrap();
     common::signal(tr.proc.child.id(), "HUP");
     tr.proc.wait_line(T, |l| l == "access list read again: 1 info-hashes");
@@ -349,6 +357,15 @@ fn access_list_refuses_other_torrents_and_is_read_again_on_sighup() {
     common::signal(tr.proc.child.id(), "HUP");
     tr.proc.wait_line(T, |l| l == "access list read again: 2 info-hashes");
     wait_scrape(&tr, b, stats(1, 0, 0), "seeder of b allowed after SIGHUP");
+
+    // A list without a: its swarm goes at once (peers and all), and a is refused.
+    std::fs::write(&list, format!("{}\n", b.to_hex())).unwrap();
+    common::signal(tr.proc.child.id(), "HUP");
+    tr.proc.wait_line(T, |l| l == "access list read again: 1 info-hashes");
+    assert_eq!(scrape(&tr, a), stats(0, 0, 0));
+    assert_eq!(announce_failure(&tr, a).as_deref(), Some("this tracker does not serve that info_hash"));
+    let page = String::from_utf8(http_get(tr.http, "/stats")).unwrap();
+    assert!(!page.contains(&a.to_hex()) && page.contains(&b.to_hex()), "{page}");
 
     // A list that does not parse is reported and the one in force stays.
     std::fs::write(&list, "not an info-hash\n").unwrap();

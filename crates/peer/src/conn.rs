@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
 use crate::engine::{Incoming, Shared};
+use crate::is_local;
 use crate::picker::{BlockOutcome, PeerKey};
 
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -884,46 +885,9 @@ fn pex_to_dial(added: &[(SocketAddr, u8)], from: IpAddr, seeding: bool) -> Vec<S
     added.iter().filter(|(a, f)| usable(a, *f)).map(|(a, _)| *a).take(MAX_PEX_PEERS).collect()
 }
 
-/// An address on this machine or a local network: loopback, private (RFC 1918, IPv6 unique
-/// local), link-local, or shared (carrier-grade NAT).
-fn is_local(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(a) => {
-            a.is_loopback()
-                || a.is_private()
-                || a.is_link_local()
-                || (a.octets()[0] == 100 && a.octets()[1] & 0xc0 == 64)
-        }
-        IpAddr::V6(a) => {
-            a.is_loopback() || (a.segments()[0] & 0xfe00) == 0xfc00 || (a.segments()[0] & 0xffc0) == 0xfe80
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_addresses() {
-        for local in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.0.1",
-            "100.64.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:192.168.0.1",
-        ] {
-            assert!(is_local(local.parse().unwrap()), "{local}");
-        }
-        for global in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {
-            assert!(!is_local(global.parse().unwrap()), "{global}");
-        }
-    }
 
     #[test]
     fn which_exchanged_peers_are_dialed() {

@@ -97,8 +97,13 @@ fn proto_request(a: &Announce) -> http::AnnounceRequest {
 async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
     let mut target = http::announce_url(url, &proto_request(a));
     let mut hops = 0;
+    // Set by the first request: whether the tracker is on this machine or a local network. A
+    // tracker that is not may not redirect us into one (as libtorrent's SSRF mitigation).
+    let mut local_ok = None;
     let body = loop {
-        match http_reply(&http_get(&target).await?)? {
+        let (raw, local) = http_get(&target, local_ok.unwrap_or(true)).await?;
+        local_ok.get_or_insert(local);
+        match http_reply(&raw)? {
             HttpReply::Body(body) => break body,
             HttpReply::Redirect(location) => {
                 hops += 1;
@@ -121,10 +126,16 @@ async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
 }
 
 /// Where a redirect from `from` to `location` (an absolute http(s) URL, or a path on the same
-/// server) leads.
+/// server) leads. From https, only to https: the announce (and any key in it) would otherwise
+/// travel in clear.
 fn redirect_target(from: &str, location: &str) -> Result<String, String> {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        Ok(location.to_owned())
+    let scheme = |u: &str| u.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if let Some(to) = scheme(location).filter(|s| s == "http" || s == "https") {
+        if scheme(from).as_deref() == Some("https") && to == "http" {
+            return Err(format!("refused a redirect from https to {location:?} (plain http)"));
+        }
+        let rest = location.split_once("://").map_or("", |x| x.1);
+        Ok(format!("{to}://{rest}"))
     } else if location.starts_with('/') && !location.starts_with("//") {
         let scheme_end = from.find("://").ok_or("no scheme")? + 3;
         let origin_end = from[scheme_end..].find(['/', '?']).map_or(from.len(), |i| scheme_end + i);
@@ -134,12 +145,22 @@ fn redirect_target(from: &str, location: &str) -> Result<String, String> {
     }
 }
 
-/// One GET of `full` (an http or https URL); the raw reply.
-async fn http_get(full: &str) -> Result<Vec<u8>, String> {
+/// One GET of `full` (an http or https URL): the raw reply, and whether the server is on a
+/// local network (see [`crate::is_local`]); such a server is refused unless `local_ok`.
+async fn http_get(full: &str, local_ok: bool) -> Result<(Vec<u8>, bool), String> {
+    // What goes into the request line must not end it early or add header lines.
+    if let Some(c) = full.chars().find(|c| c.is_ascii_control() || *c == ' ') {
+        return Err(format!("the URL {full:?} holds {c:?}"));
+    }
+    let full = full.split('#').next().unwrap_or(full);
     let tls = full.starts_with("https://");
     let default_port = if tls { 443 } else { 80 };
     let (host, port, path) = split_url(full, default_port)?;
     let addrs = resolve(&host, port).await?;
+    let local = addrs.iter().any(|a| crate::is_local(a.ip()));
+    if local && !local_ok {
+        return Err(format!("refused a redirect from a public tracker to {host}, on a local network"));
+    }
     let stream = TcpStream::connect(&addrs[..]).await.map_err(|e| format!("cannot connect: {e}"))?;
     let path = if path.is_empty() { "/".to_owned() } else { path };
     let host_header = host_header(&host, port, default_port);
@@ -147,7 +168,12 @@ async fn http_get(full: &str) -> Result<Vec<u8>, String> {
         "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bitswarm/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
     );
-    if tls { exchange(tls::connect(&host, stream).await?, &request).await } else { exchange(stream, &request).await }
+    let raw = if tls {
+        exchange(tls::connect(&host, stream).await?, &request).await?
+    } else {
+        exchange(stream, &request).await?
+    };
+    Ok((raw, local))
 }
 
 /// The `Host` header's value: the port only when it is not the scheme's, an IPv6 address in
@@ -461,6 +487,8 @@ mod tests {
         assert_eq!(redirect_target("http://a:1/announce?x=1", "/b?y=2").unwrap(), "http://a:1/b?y=2");
         assert_eq!(redirect_target("https://a?x=1", "/b").unwrap(), "https://a/b");
         assert_eq!(redirect_target("http://a/x", "https://b/y").unwrap(), "https://b/y");
+        assert_eq!(redirect_target("http://a/x", "HTTPS://b/y").unwrap(), "https://b/y");
+        assert!(redirect_target("https://a/x", "http://b/y").unwrap_err().contains("from https"));
         assert!(redirect_target("http://a/x", "udp://b:1").is_err());
         assert!(redirect_target("http://a/x", "//b/y").is_err());
         assert!(redirect_target("http://a/x", "y").is_err());

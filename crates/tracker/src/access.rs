@@ -4,8 +4,10 @@
 //! starts a comment. It can be read again while the tracker runs ([`Access::reload`], on SIGHUP
 //! in `bitswarm tracker`); a list that does not parse leaves the old one in force.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bitswarm_tracker_proto::InfoHash;
@@ -19,12 +21,24 @@ pub struct Access {
     mode: AccessMode,
     path: PathBuf,
     list: RwLock<Arc<HashSet<InfoHash>>>,
+    /// Changes whenever `list` does, unique across all `Access` values: each thread keeps the
+    /// list it last saw with its generation, so an announce reads one shared word (never
+    /// written between reloads) instead of taking the lock.
+    generation: AtomicU64,
+}
+
+/// The source of generations.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The list this thread last used, and its generation.
+    static SEEN: RefCell<(u64, Arc<HashSet<InfoHash>>)> = RefCell::default();
 }
 
 /// Parses an access list; an error names the line and what is wrong with it.
 pub fn parse_list(text: &str) -> Result<HashSet<InfoHash>, String> {
     let mut set = HashSet::new();
-    for (n, line) in text.lines().enumerate() {
+    for (n, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
         let entry = line.split('#').next().unwrap_or("").trim();
         if entry.is_empty() {
             continue;
@@ -40,7 +54,12 @@ pub fn parse_list(text: &str) -> Result<HashSet<InfoHash>, String> {
 impl Access {
     /// Reads the list the configuration names (none when the mode is `off`).
     pub fn load(cfg: &AccessConfig) -> Result<Access, String> {
-        let access = Access { mode: cfg.mode, path: cfg.list.clone(), list: RwLock::default() };
+        let access = Access {
+            mode: cfg.mode,
+            path: cfg.list.clone(),
+            list: RwLock::default(),
+            generation: AtomicU64::new(GENERATIONS.fetch_add(1, Ordering::Relaxed)),
+        };
         if cfg.mode != AccessMode::Off {
             access.reload()?;
         }
@@ -57,7 +76,9 @@ impl Access {
             std::fs::read_to_string(&self.path).map_err(|e| format!("access list {}: {e}", self.path.display()))?;
         let set = parse_list(&text).map_err(|e| format!("access list {}: {e}", self.path.display()))?;
         let n = set.len();
-        *self.list.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        let old = std::mem::replace(&mut *self.list.write().unwrap_or_else(|p| p.into_inner()), Arc::new(set));
+        self.generation.store(GENERATIONS.fetch_add(1, Ordering::Relaxed), Ordering::Release);
+        drop(old);
         Ok(n)
     }
 
@@ -81,11 +102,22 @@ impl Access {
 
     /// Whether announces for `h` are served.
     pub fn allows(&self, h: &InfoHash) -> bool {
-        match self.mode {
-            AccessMode::Off => true,
-            AccessMode::Allow => self.list.read().unwrap_or_else(|p| p.into_inner()).contains(h),
-            AccessMode::Deny => !self.list.read().unwrap_or_else(|p| p.into_inner()).contains(h),
-        }
+        let listed = match self.mode {
+            AccessMode::Off => return true,
+            _ => self.listed(h),
+        };
+        listed == (self.mode == AccessMode::Allow)
+    }
+
+    fn listed(&self, h: &InfoHash) -> bool {
+        let generation = self.generation.load(Ordering::Acquire);
+        SEEN.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            if seen.0 != generation {
+                *seen = (generation, self.list.read().unwrap_or_else(|p| p.into_inner()).clone());
+            }
+            seen.1.contains(h)
+        })
     }
 }
 
@@ -101,6 +133,8 @@ mod tests {
         .unwrap();
         assert_eq!(set.len(), 2);
         assert!(set.contains(&InfoHash::parse("0123456789abcdef0123456789abcdef01234567").unwrap()));
+        let bom = format!("\u{feff}{}\n", "01".repeat(20));
+        assert_eq!(parse_list(&bom).unwrap().len(), 1);
         let e = parse_list("0123456789abcdef0123456789abcdef01234567\nnot-a-hash\n").unwrap_err();
         assert!(e.starts_with("line 2: \"not-a-hash\""), "{e}");
     }
@@ -118,6 +152,8 @@ mod tests {
         let off = Access::load(&AccessConfig { mode: AccessMode::Off, list: PathBuf::new() }).unwrap();
         assert!(allow.allows(&a) && !allow.allows(&b));
         assert!(!deny.allows(&a) && deny.allows(&b));
+        // Two lists used by one thread in turn: each answers from its own.
+        assert!(allow.allows(&a) && !deny.allows(&a) && allow.allows(&a));
         assert!(off.allows(&a) && off.allows(&b));
         std::fs::write(&path, format!("{}\n{}\n", a.to_hex(), b.to_hex())).unwrap();
         assert_eq!(allow.reload(), Ok(2));

@@ -268,10 +268,15 @@ impl Handle {
         }
         self.http_addr.map(|a| format!("http://{}/", url_host(a)))
     }
-    /// Reads the access list again (see [`access::Access::reload`]); returns how many
-    /// info-hashes it holds.
+    /// Reads the access list again (see [`access::Access::reload`]) and drops the swarms it
+    /// shuts out, with their peers; returns how many info-hashes it holds.
     pub fn reload_access(&self) -> Result<usize, String> {
-        self.shared.access.reload()
+        let n = self.shared.access.reload()?;
+        let (peers, swarms) = self.shared.store.retain_swarms(|h| self.shared.access.allows(h));
+        if swarms > 0 {
+            tracing::info!("access list: dropped {swarms} swarms ({peers} peers) it no longer allows");
+        }
+        Ok(n)
     }
     /// A swarm's counts right now.
     pub fn counts(&self, info_hash: &InfoHash) -> SwarmCounts {

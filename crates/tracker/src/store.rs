@@ -630,6 +630,30 @@ impl Store {
         (peers, swarms)
     }
 
+    /// Drops the swarms `keep` says no to, with their peers; returns (peers, swarms) dropped.
+    pub fn retain_swarms(&self, keep: impl Fn(&InfoHash) -> bool) -> (u64, u64) {
+        let (mut peers, mut swarms) = (0u64, 0u64);
+        for s in self.shards.iter() {
+            let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let sh = &mut *g;
+            let (mut ds, mut dl) = (0u64, 0u64);
+            sh.swarms.retain(|h, sw| {
+                let kept = keep(h);
+                if !kept {
+                    ds += u64::from(sw.seeders());
+                    dl += u64::from(sw.leechers());
+                    swarms += 1;
+                }
+                kept
+            });
+            sh.seeders -= ds;
+            sh.leechers -= dl;
+            peers += ds + dl;
+        }
+        self.peers.fetch_sub(peers, Ordering::Relaxed);
+        (peers, swarms)
+    }
+
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for s in self.shards.iter() {
@@ -877,6 +901,20 @@ mod tests {
             s.announce(&ann(2, &a, 0, Event::Completed), &mut out);
         }
         assert_eq!(s.counts(&InfoHash([2; 20])), SwarmCounts { seeders: 500, leechers: 0, downloaded: 500 });
+    }
+
+    #[test]
+    fn swarms_can_be_dropped_with_their_peers() {
+        let s = Store::new(4, 1000, 1000);
+        let mut out: Vec<Peer> = Vec::new();
+        s.announce(&ann(1, "10.0.0.1:1", 0, Event::Started), &mut out);
+        s.announce(&ann(1, "10.0.0.2:1", 1, Event::Started), &mut out);
+        s.announce(&ann(2, "10.0.0.1:1", 1, Event::Started), &mut out);
+        assert_eq!(s.retain_swarms(|h| *h != InfoHash([1; 20])), (2, 1));
+        assert_eq!(s.counts(&InfoHash([1; 20])), SwarmCounts::default());
+        assert_eq!(s.totals(), Totals { swarms: 1, seeders: 0, leechers: 1, peers: 1, downloaded: 0 });
+        // Room for new peers again: the global count went down too.
+        assert_eq!(s.peers.load(Ordering::Relaxed), 1);
     }
 
     #[test]
