@@ -868,6 +868,7 @@ async fn write_loop(
         }
     }
 }
+
 /// Which peers of a peer exchange message from `from` to dial: at most [`MAX_PEX_PEERS`], with a
 /// port, not multicast or broadcast, on a local network only when `from` is on one itself, and
 /// no seeds when `seeding` (a seed has no use for another).

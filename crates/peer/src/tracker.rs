@@ -336,7 +336,9 @@ async fn announce_udp(url: &str, a: &Announce) -> Result<Reply, String> {
         uploaded: a.uploaded,
         event: a.event,
         ip: None,
-        key: crate::random_u64() as u32,
+        // The same key on every announce of a session (BEP 15: it lets the tracker know us after
+        // an address change): the random tail of our peer id.
+        key: u32::from_le_bytes([a.peer_id[16], a.peer_id[17], a.peer_id[18], a.peer_id[19]]),
         num_want: Some(a.numwant),
         port: a.port,
         // BEP 41: the URL's path and query, for trackers that route by it.
