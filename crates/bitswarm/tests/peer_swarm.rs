@@ -1,6 +1,8 @@
 //! Our peers under trouble: a peer that sends corrupt data, a seeder that dies and comes back,
 //! a leecher killed or interrupted and started again. Peers dial each other directly on loopback.
-//! And what our seeder offers in its extension handshake (peer exchange only on public torrents).
+//! And what our seeder offers in its extension handshake (peer exchange only on public torrents),
+//! and how it speaks the fast extension (BEP 6) to a peer that offers it, and not to one that does
+//! not.
 
 mod common;
 
@@ -284,4 +286,70 @@ fn peer_exchange_is_offered_except_on_private_torrents() {
     // BEP 27: a private torrent's peers come from its tracker only.
     let private = extensions_offered(true);
     assert!(!private.iter().any(|e| e == "ut_pex") && private.iter().any(|e| e == "ut_metadata"), "{private:?}");
+}
+
+/// Dials our seeder of a 64 KiB torrent (16 KiB pieces) with a handshake that offers the fast
+/// extension or not, sends `then` after its own handshake, and returns the messages it sent
+/// until it has sent `until` of them (each re-encoded, as bytes).
+fn talk_to_our_seeder(fast: bool, then: &[bitswarm_wire::Message<'_>], until: usize) -> Vec<Vec<u8>> {
+    use std::io::{Read, Write};
+    let t = tempdir();
+    let src = t.path().join("src");
+    random_file(&src.join("data.bin"), 64 << 10, 22);
+    let torrent = t.path().join("data.torrent");
+    let hash = create_torrent(&src.join("data.bin"), &torrent, &["--piece-size", "16K"]);
+    let (_seed, port) = our_seed(&torrent, &src, &["--no-tracker"]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let info_hash = bitswarm_metainfo::InfoHash::parse(&hash).unwrap().0;
+    let mut ours = bitswarm_wire::Handshake::new(info_hash, *b"-XX0000-fastfastfast");
+    if !fast {
+        ours.reserved[7] = 0;
+    }
+    s.write_all(&ours.encode()).unwrap();
+    let mut buf = vec![0u8; bitswarm_wire::HANDSHAKE_LEN];
+    s.read_exact(&mut buf).unwrap();
+    let mut out = Vec::new();
+    for m in then {
+        bitswarm_wire::encode(m, &mut out);
+    }
+    s.write_all(&out).unwrap();
+    buf.clear();
+    let mut got = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "the seeder closed the connection after {got:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        while let Some((msg, used)) = bitswarm_wire::decode(&buf[at..], 1 << 20).unwrap() {
+            let mut again = Vec::new();
+            bitswarm_wire::encode(&msg, &mut again);
+            got.push(again);
+            if got.len() == until {
+                return got;
+            }
+            at += used;
+        }
+        buf.drain(..at);
+    }
+}
+
+#[test]
+fn the_fast_extension_is_spoken_to_peers_that_offer_it() {
+    use bitswarm_wire::{BlockRef, Message};
+    let encoded = |m: Message<'_>| {
+        let mut v = Vec::new();
+        bitswarm_wire::encode(&m, &mut v);
+        v
+    };
+    let block = BlockRef { index: 1, begin: 0, length: 16 << 10 };
+    // Offering it: "have all" first, and a request while choked is rejected.
+    let got = talk_to_our_seeder(true, &[Message::Request(block)], 3);
+    assert_eq!(got[0], encoded(Message::HaveAll), "{got:?}");
+    assert!(got[1..].contains(&encoded(Message::Reject(block))), "{got:?}");
+    // Not offering it: a bitfield first, and no reject.
+    let got = talk_to_our_seeder(false, &[Message::Request(block)], 2);
+    assert_eq!(got[0], encoded(Message::Bitfield(&[0xf0])), "{got:?}");
+    assert!(!got.contains(&encoded(Message::Reject(block))), "{got:?}");
 }

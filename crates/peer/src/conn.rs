@@ -149,7 +149,9 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
     };
     let (rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(shared.clone(), wr, out_rx, stats.clone(), encrypt)).abort_handle();
+    // BEP 6 when both sides offer it (we always do).
+    let fast = theirs.supports_fast();
+    let writer = tokio::spawn(write_loop(shared.clone(), wr, out_rx, stats.clone(), encrypt, fast)).abort_handle();
     let n = shared.meta.info.piece_count();
     let mut c = Conn {
         shared: shared.clone(),
@@ -166,6 +168,7 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
         reqq: DEFAULT_REQQ,
         their_ut_metadata: None,
         metadata_sent: 0,
+        fast,
         their_ut_pex: None,
         pex_told: HashSet::new(),
         pex_sent_at: None,
@@ -341,6 +344,9 @@ struct Conn {
     their_ut_metadata: Option<u8>,
     /// Metadata requests answered for this peer (bounded: a peer needs each piece once).
     metadata_sent: usize,
+    /// Both sides speak the fast extension (BEP 6): pieces in `have all`/`have none`, and every
+    /// request we do not serve is answered with a `reject`.
+    fast: bool,
     /// Peer exchange (BEP 11): the peer's message id, the addresses we told it of (and not
     /// dropped since), when we last sent, when it last sent. Never on private torrents.
     their_ut_pex: Option<u8>,
@@ -380,7 +386,11 @@ impl Conn {
     /// What we say right after the handshake: extensions, and the pieces we have.
     fn greet(&mut self, extensions: bool) {
         let have = self.shared.state().picker.have().clone();
-        if have.count() > 0 {
+        if self.fast && have.is_full() {
+            self.send(&Message::HaveAll);
+        } else if self.fast && have.count() == 0 {
+            self.send(&Message::HaveNone);
+        } else if have.count() > 0 {
             self.send(&Message::Bitfield(have.as_bytes()));
         }
         if extensions {
@@ -550,13 +560,7 @@ impl Conn {
                 // BEP 3 wants one bitfield, first. aria2 sends more later; like libtorrent, a
                 // later one replaces what we knew.
                 let b = Bitfield::from_bytes(bits, self.theirs.len())?;
-                let mut st = self.shared.state();
-                st.picker.peer_bitfield(&self.theirs, false);
-                st.picker.peer_bitfield(&b, true);
-                drop(st);
-                self.theirs = b;
-                self.stats.seed.store(self.theirs.is_full(), Ordering::Relaxed);
-                self.update_interest();
+                self.replace_bitfield(b);
             }
             Message::Request(r) => self.on_request(r)?,
             Message::Piece { index, begin, data } => self.on_piece(index, begin, data),
@@ -588,9 +592,41 @@ impl Conn {
             }
             Message::Extended { id: OUR_UT_METADATA, payload } => self.on_metadata(payload),
             Message::Extended { id: OUR_UT_PEX, payload } => self.on_pex(payload),
+            Message::HaveAll | Message::HaveNone => {
+                let n = self.theirs.len();
+                let b = if matches!(msg, Message::HaveAll) { Bitfield::full(n) } else { Bitfield::new(n) };
+                self.replace_bitfield(b);
+            }
+            Message::Reject(r) => {
+                // BEP 6: a request of ours that will not be served: ask again, here or elsewhere.
+                if let Some(pos) = self.requests.iter().position(|(x, _)| *x == r) {
+                    self.requests.swap_remove(pos);
+                    self.shared.state().picker.release(&r);
+                }
+            }
+            // Suggestions and pieces allowed while choked: we pick and wait for unchoke as usual.
+            Message::Suggest(_) | Message::AllowedFast(_) => {}
             Message::Port(_) | Message::Extended { .. } | Message::Unknown { .. } => {}
         }
         Ok(())
+    }
+
+    /// What the peer has, all at once (a bitfield, or BEP 6's have all or have none).
+    fn replace_bitfield(&mut self, b: Bitfield) {
+        let mut st = self.shared.state();
+        st.picker.peer_bitfield(&self.theirs, false);
+        st.picker.peer_bitfield(&b, true);
+        drop(st);
+        self.theirs = b;
+        self.stats.seed.store(self.theirs.is_full(), Ordering::Relaxed);
+        self.update_interest();
+    }
+
+    /// A request we will not serve: BEP 6 wants a `reject`; without it the request is dropped.
+    fn refuse(&mut self, r: BlockRef) {
+        if self.fast {
+            self.send(&Message::Reject(r));
+        }
     }
 
     /// A BEP 11 message: peers to dial. Up to [`MAX_PEX_PEERS`] of a message are taken, from a
@@ -672,12 +708,13 @@ impl Conn {
     }
 
     fn on_request(&mut self, r: BlockRef) -> Result<(), ConnError> {
-        if self.am_choking {
-            return Ok(()); // BEP 3: requests from a choked peer are dropped.
-        }
         let pieces = self.theirs.len();
         if r.index as usize >= pieces || r.length == 0 || r.length > MAX_REQUEST {
             return Err(ConnError::Protocol(format!("bad request {r:?}")));
+        }
+        if self.am_choking {
+            self.refuse(r); // BEP 3: requests from a choked peer are dropped.
+            return Ok(());
         }
         let st = self.shared.state();
         let size = st.picker.piece_size(r.index);
@@ -685,11 +722,14 @@ impl Conn {
             return Err(ConnError::Protocol(format!("request {r:?} runs past the piece")));
         }
         if !st.picker.have().get(r.index as usize) {
-            return Ok(()); // We do not have it (yet): ignore.
+            drop(st);
+            self.refuse(r); // We do not have it (yet).
+            return Ok(());
         }
         drop(st);
         if self.stats.queued.load(Ordering::Acquire) >= OUR_REQQ as u64 {
             debug!("{}: more than {OUR_REQQ} requests queued; ignoring {r:?}", self.addr);
+            self.refuse(r);
             return Ok(());
         }
         self.stats.queued.fetch_add(1, Ordering::AcqRel);
@@ -809,6 +849,7 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Out>,
     stats: Arc<PeerStats>,
     mut encrypt: Option<Rc4>,
+    fast: bool,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH + MAX_REQUEST as usize + 64);
     while let Some(first) = rx.recv().await {
@@ -828,6 +869,10 @@ async fn write_loop(
                         hit
                     };
                     if cancelled || stats.choke_gen.load(Ordering::Acquire) != generation {
+                        // BEP 6: a cancelled request, or one a choke ended, is answered.
+                        if fast {
+                            encode(&Message::Reject(r), &mut buf);
+                        }
                         continue;
                     }
                     let data = match shared.read_block(r).await {

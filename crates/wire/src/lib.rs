@@ -34,6 +34,12 @@ pub mod id {
     pub const PIECE: u8 = 7;
     pub const CANCEL: u8 = 8;
     pub const PORT: u8 = 9;
+    /// BEP 6, the fast extension.
+    pub const SUGGEST: u8 = 13;
+    pub const HAVE_ALL: u8 = 14;
+    pub const HAVE_NONE: u8 = 15;
+    pub const REJECT: u8 = 16;
+    pub const ALLOWED_FAST: u8 = 17;
     pub const EXTENDED: u8 = 20;
 }
 
@@ -62,14 +68,19 @@ pub struct Handshake {
 }
 
 impl Handshake {
-    /// Our handshake: the reserved bits advertise the extension protocol (BEP 10).
+    /// Our handshake: the reserved bits advertise the extension protocol (BEP 10) and the fast
+    /// extension (BEP 6).
     pub fn new(info_hash: [u8; 20], peer_id: [u8; 20]) -> Self {
         let mut reserved = [0u8; 8];
         reserved[5] |= 0x10;
+        reserved[7] |= 0x04;
         Handshake { reserved, info_hash, peer_id }
     }
     pub fn supports_extensions(&self) -> bool {
         self.reserved[5] & 0x10 != 0
+    }
+    pub fn supports_fast(&self) -> bool {
+        self.reserved[7] & 0x04 != 0
     }
     pub fn encode(&self) -> [u8; HANDSHAKE_LEN] {
         let mut b = [0u8; HANDSHAKE_LEN];
@@ -120,6 +131,15 @@ pub enum Message<'a> {
     },
     Cancel(BlockRef),
     Port(u16),
+    /// BEP 6: "you may want this piece".
+    Suggest(u32),
+    /// BEP 6: in place of a bitfield, every piece or none.
+    HaveAll,
+    HaveNone,
+    /// BEP 6: this request will not be served.
+    Reject(BlockRef),
+    /// BEP 6: this piece may be requested while choked.
+    AllowedFast(u32),
     Extended {
         id: u8,
         payload: &'a [u8],
@@ -167,11 +187,19 @@ pub fn decode(buf: &[u8], max_len: u32) -> Result<Option<(Message<'_>, usize)>, 
         id::NOT_INTERESTED => want(0).map(|_| Message::NotInterested)?,
         id::HAVE => want(4).map(|_| Message::Have(be32(body)))?,
         id::BITFIELD => Message::Bitfield(body),
-        id::REQUEST | id::CANCEL => {
+        id::REQUEST | id::CANCEL | id::REJECT => {
             want(12)?;
             let b = BlockRef { index: be32(body), begin: be32(&body[4..]), length: be32(&body[8..]) };
-            if id == id::REQUEST { Message::Request(b) } else { Message::Cancel(b) }
+            match id {
+                id::REQUEST => Message::Request(b),
+                id::CANCEL => Message::Cancel(b),
+                _ => Message::Reject(b),
+            }
         }
+        id::SUGGEST => want(4).map(|_| Message::Suggest(be32(body)))?,
+        id::ALLOWED_FAST => want(4).map(|_| Message::AllowedFast(be32(body)))?,
+        id::HAVE_ALL => want(0).map(|_| Message::HaveAll)?,
+        id::HAVE_NONE => want(0).map(|_| Message::HaveNone)?,
         id::PIECE => {
             if body.len() < 8 {
                 return Err(WireError::BadLength { id, len });
@@ -219,16 +247,28 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
         Message::Unchoke => header(out, 0, id::UNCHOKE),
         Message::Interested => header(out, 0, id::INTERESTED),
         Message::NotInterested => header(out, 0, id::NOT_INTERESTED),
-        Message::Have(i) => {
-            header(out, 4, id::HAVE);
+        Message::Have(i) | Message::Suggest(i) | Message::AllowedFast(i) => {
+            let id = match msg {
+                Message::Have(_) => id::HAVE,
+                Message::Suggest(_) => id::SUGGEST,
+                _ => id::ALLOWED_FAST,
+            };
+            header(out, 4, id);
             out.extend_from_slice(&i.to_be_bytes());
         }
+        Message::HaveAll => header(out, 0, id::HAVE_ALL),
+        Message::HaveNone => header(out, 0, id::HAVE_NONE),
         Message::Bitfield(b) => {
             header(out, b.len(), id::BITFIELD);
             out.extend_from_slice(b);
         }
-        Message::Request(b) | Message::Cancel(b) => {
-            header(out, 12, if matches!(msg, Message::Request(_)) { id::REQUEST } else { id::CANCEL });
+        Message::Request(b) | Message::Cancel(b) | Message::Reject(b) => {
+            let id = match msg {
+                Message::Request(_) => id::REQUEST,
+                Message::Cancel(_) => id::CANCEL,
+                _ => id::REJECT,
+            };
+            header(out, 12, id);
             out.extend_from_slice(&b.index.to_be_bytes());
             out.extend_from_slice(&b.begin.to_be_bytes());
             out.extend_from_slice(&b.length.to_be_bytes());

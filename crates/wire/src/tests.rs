@@ -4,8 +4,10 @@ use proptest::prelude::*;
 #[test]
 fn handshake_round_trip() {
     let h = Handshake::new([1; 20], [2; 20]);
-    assert!(h.supports_extensions());
+    assert!(h.supports_extensions() && h.supports_fast());
     let b = h.encode();
+    // BEP 10's bit (0x10 in byte 5) and BEP 6's (0x04 in byte 7) of the reserved bytes.
+    assert_eq!(&b[20..28], &[0, 0, 0, 0, 0, 0x10, 0, 0x04]);
     assert_eq!(b[0], 19);
     assert_eq!(&b[1..20], PROTOCOL);
     assert_eq!(Handshake::decode(&b).unwrap(), h);
@@ -30,6 +32,11 @@ fn messages_round_trip() {
         Message::Piece { index: 1, begin: 2, data: &data },
         Message::Cancel(block),
         Message::Port(6881),
+        Message::Suggest(5),
+        Message::HaveAll,
+        Message::HaveNone,
+        Message::Reject(block),
+        Message::AllowedFast(6),
         Message::Extended { id: 0, payload: b"de" },
         Message::Unknown { id: 99, payload: b"xyz" },
     ];
@@ -59,6 +66,12 @@ fn refuses_bad_lengths_and_oversized_messages() {
     assert_eq!(decode(&[0, 0, 1, 0], 100), Err(WireError::TooLong { len: 256, max: 100 }));
     assert!(matches!(decode(&[0xff, 0xff, 0xff, 0xff], max_message_len(10)), Err(WireError::TooLong { .. })));
     assert_eq!(decode(&[0, 0, 0, 1, 20], 100), Err(WireError::BadLength { id: 20, len: 1 }));
+    // BEP 6: have all/none carry nothing, reject is a request's 12 bytes.
+    assert_eq!(decode(&[0, 0, 0, 2, 14, 0], 100), Err(WireError::BadLength { id: 14, len: 2 }));
+    assert_eq!(decode(&[0, 0, 0, 5, 16, 0, 0, 0, 1], 100), Err(WireError::BadLength { id: 16, len: 5 }));
+    // BEP 6's messages as libtorrent sends them.
+    assert_eq!(decode(&[0, 0, 0, 1, 14], 100), Ok(Some((Message::HaveAll, 5))));
+    assert_eq!(decode(&[0, 0, 0, 5, 17, 0, 0, 0, 9], 100), Ok(Some((Message::AllowedFast(9), 9))));
 }
 
 #[test]
