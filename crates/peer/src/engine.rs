@@ -544,6 +544,8 @@ pub struct Engine {
     shared: Arc<Shared>,
     meters: Mutex<(RateMeter, RateMeter)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The announce loop: at a stop it may finish the announce it is making (see `shutdown`).
+    announce_task: Option<tokio::task::JoinHandle<()>>,
     complete_rx: watch::Receiver<bool>,
     fatal_rx: watch::Receiver<bool>,
 }
@@ -649,18 +651,18 @@ impl Engine {
                 .spawn(move || hash_worker(weak, rx))
                 .map_err(|e| EngineError::Disk(format!("cannot start a hashing thread: {e}")))?;
         }
-        let mut tasks = vec![
+        let tasks = vec![
             tokio::spawn(accept_loop(shared.clone(), listener)),
             tokio::spawn(dial_loop(shared.clone())),
             tokio::spawn(choke_loop(shared.clone())),
         ];
-        if !config.trackers.is_empty() {
-            tasks.push(tokio::spawn(announce_loop(shared.clone(), Tiers::new(config.trackers.clone()))));
-        }
+        let announce_task = (!config.trackers.is_empty())
+            .then(|| tokio::spawn(announce_loop(shared.clone(), Tiers::new(config.trackers.clone()))));
         Ok(Engine {
             shared,
             meters: Mutex::new((RateMeter::default(), RateMeter::default())),
             tasks,
+            announce_task,
             complete_rx,
             fatal_rx,
         })
@@ -740,7 +742,7 @@ impl Engine {
 
     /// Stops: closes every connection and waits for pieces being verified or written, so the
     /// files hold only whole pieces that the next start will find.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.shared.shutdown.send_replace(true);
         for t in &self.tasks {
             t.abort();
@@ -773,6 +775,13 @@ impl Engine {
         }
         // Tell the tracker we are gone, briefly: a tracker that does not answer must not hold
         // up the stop.
+        // An announce the loop is making (`completed`, say) ends first: cut off, it could still
+        // reach the tracker after our `stopped` and bring us back to life there.
+        if let Some(mut t) = self.announce_task.take()
+            && tokio::time::timeout(STOPPED_TIMEOUT, &mut t).await.is_err()
+        {
+            t.abort();
+        }
         let url = self.shared.tracker.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(url) = url {
             // A download that completed just before the stop still counts as one.
@@ -818,6 +827,7 @@ async fn announce_loop(shared: Arc<Shared>, mut tiers: Tiers) {
     let mut event = Event::Started;
     let mut failures: u32 = 0;
     let mut complete = shared.complete.subscribe();
+    let mut stop = shared.shutdown.subscribe();
     let mut completed_sent = shared.started_complete;
     loop {
         let a = shared.announce_state(event);
@@ -853,6 +863,8 @@ async fn announce_loop(shared: Arc<Shared>, mut tiers: Tiers) {
             _ = complete.wait_for(|c| *c), if !completed_sent && event == Event::None => {
                 event = Event::Completed;
             }
+            // The stop sends the last events itself.
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

@@ -195,11 +195,15 @@ impl OurTracker {
 
     /// Waits until the scrape says exactly `want` = (complete, incomplete, downloaded).
     pub fn wait_scrape(&self, info_hash: &str, want: (u32, u32, u32), what: &str) {
-        let mut last = (0, 0, 0);
-        wait_for(Duration::from_secs(60), &format!("{what}: scrape {want:?}"), || {
-            last = self.scrape(info_hash);
-            (last == want).then_some(())
-        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let last = self.scrape(info_hash);
+            if last == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: waited 60 s for scrape {want:?}, last saw {last:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
