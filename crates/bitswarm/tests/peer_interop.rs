@@ -16,6 +16,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::swarm::*;
@@ -318,11 +319,20 @@ fn interop_libtorrent_tells_our_leecher_of_a_peer() {
     let dst = t.path().join("dst");
     let (mut ours, _) = our_peer("join", &torrent, &dst, &args, Some(CONN_LOG));
     ours.wait_line(T, |l| l.contains(&format!("127.0.0.1:{h_port}: peer exchange: ")));
-    ours.wait_line(T, |l| l.contains(&format!("127.0.0.1:{s_port}: connected (outgoing")));
+    // H tells both of ours of each other: ours dials S, or S dials ours first (S dials nobody
+    // it was not told of). Either way one of ours acted on libtorrent's message.
+    wait_for(T, "a connection between S and ours made from H's peer exchange", || {
+        ours.printed(|l| l.contains(&format!("127.0.0.1:{s_port}: connected (outgoing")))
+            .or_else(|| seeder.printed(|l| l.contains("connected (outgoing")))
+    });
     let status = ours.wait_exit(T);
     assert!(status.success(), "bitswarm join: {status:?}\n{}", ours.output());
     assert_same_tree(&src, &dst);
 }
+
+/// A peer that only listens (`support/bad_peer.py`): it claims every piece, never dials, and
+/// prints the client prefix of each peer that dials it.
+const LISTENER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/bad_peer.py");
 
 #[test]
 fn interop_our_seeder_tells_libtorrent_of_a_peer() {
@@ -330,16 +340,20 @@ fn interop_our_seeder_tells_libtorrent_of_a_peer() {
         return;
     }
     let (t, src, torrent) = pex_setup(810, 4 << 20);
-    // Two seeders of ours: H, and X that dialed H (and tells it where it listens).
-    let slow = ["--no-tracker", "--max-upload-rate", "512K"];
-    let (_h, h_port) = our_peer("seed", &torrent, &src, &slow, None);
-    let peer = format!("127.0.0.1:{h_port}");
-    let (mut x, _) = our_peer("seed", &torrent, &src, &[&slow[..], &["--peer", &peer]].concat(), Some(CONN_LOG));
-    x.wait_line(T, |l| l.contains(&format!("127.0.0.1:{h_port}: connected (outgoing")));
-    // libtorrent knows only H; it can reach X only through H's peer exchange message.
+    // P only listens, so the one way libtorrent can reach it is an address from our seeder H,
+    // which dialed P (and so knows where P listens).
+    let mut c = Command::new("python3");
+    c.arg(LISTENER).arg("127.0.0.2").arg("128");
+    let mut p = Proc::spawn("listening peer", c);
+    let p_port: u16 = p.wait_line(T, |l| l.starts_with("port "))[5..].parse().unwrap();
+    let p_addr = format!("127.0.0.2:{p_port}");
+    let args = ["--no-tracker", "--max-upload-rate", "512K", "--peer", &p_addr];
+    let (_h, h_port) = our_peer("seed", &torrent, &src, &args, None);
+    p.wait_line(T, |l| l.starts_with("handshake from -BW"));
+    // libtorrent knows only H; H's peer exchange message names P.
     let dst = t.path().join("dst");
-    let (mut lt, _) = lt_peer("leech", &torrent, &dst, &[peer]);
-    x.wait_line(T, |l| l.contains("connected (incoming"));
+    let (mut lt, _) = lt_peer("leech", &torrent, &dst, &[format!("127.0.0.1:{h_port}")]);
+    p.wait_line(T, |l| l.starts_with("handshake from -LT"));
     lt.wait_line(T, |l| l == "done");
     assert_same_tree(&src, &dst);
 }

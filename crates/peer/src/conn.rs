@@ -54,6 +54,10 @@ const PEX_EVERY: Duration = Duration::from_secs(60);
 const PEX_MIN_GAP: Duration = Duration::from_secs(20);
 /// How often we look for something new to tell (the peer list is under the engine's lock).
 const PEX_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Requests we may refuse (BEP 6 `reject`) between two unchokes before the peer is dropped: a
+/// peer asks for no more than the queue we advertised (`reqq`) before it sees our choke, twice
+/// covers a choke in the middle; more is a peer making us queue rejects it may never read.
+const MAX_REJECTS: usize = 2 * OUR_REQQ;
 /// Larger peer exchange messages are ignored (50 added and 50 dropped IPv6 peers take 2 KiB).
 const MAX_PEX_MESSAGE: usize = 64 << 10;
 const READ_BUFFER: usize = 1 << 20;
@@ -169,6 +173,8 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
         their_ut_metadata: None,
         metadata_sent: 0,
         fast,
+        rejects: 0,
+        have_all_none: 0,
         their_ut_pex: None,
         pex_told: HashSet::new(),
         pex_sent_at: None,
@@ -347,6 +353,10 @@ struct Conn {
     /// Both sides speak the fast extension (BEP 6): pieces in `have all`/`have none`, and every
     /// request we do not serve is answered with a `reject`.
     fast: bool,
+    /// Requests refused since we last unchoked the peer (see [`MAX_REJECTS`]).
+    rejects: usize,
+    /// `have all`/`have none` messages received (one is expected; a few are tolerated).
+    have_all_none: u32,
     /// Peer exchange (BEP 11): the peer's message id, the addresses we told it of (and not
     /// dropped since), when we last sent, when it last sent. Never on private torrents.
     their_ut_pex: Option<u8>,
@@ -496,6 +506,7 @@ impl Conn {
             Ctl::Unchoke => {
                 if self.am_choking {
                     self.am_choking = false;
+                    self.rejects = 0;
                     self.send(&Message::Unchoke);
                 }
             }
@@ -530,6 +541,7 @@ impl Conn {
                 self.stats.peer_interested.store(true, Ordering::Relaxed);
                 if self.am_choking && self.shared.try_unchoke(self.key) {
                     self.am_choking = false;
+                    self.rejects = 0;
                     self.send(&Message::Unchoke);
                 }
             }
@@ -593,6 +605,12 @@ impl Conn {
             Message::Extended { id: OUR_UT_METADATA, payload } => self.on_metadata(payload),
             Message::Extended { id: OUR_UT_PEX, payload } => self.on_pex(payload),
             Message::HaveAll | Message::HaveNone => {
+                // BEP 6: only with the extension, once, first. A few more are tolerated; a
+                // stream of them (each costs a pass over every piece) ends the connection.
+                self.have_all_none += 1;
+                if !self.fast || self.have_all_none > 4 {
+                    return Err(ConnError::Protocol(format!("unexpected {msg:?}")));
+                }
                 let n = self.theirs.len();
                 let b = if matches!(msg, Message::HaveAll) { Bitfield::full(n) } else { Bitfield::new(n) };
                 self.replace_bitfield(b);
@@ -623,10 +641,16 @@ impl Conn {
     }
 
     /// A request we will not serve: BEP 6 wants a `reject`; without it the request is dropped.
-    fn refuse(&mut self, r: BlockRef) {
+    /// A peer that keeps asking (see [`MAX_REJECTS`]) is dropped.
+    fn refuse(&mut self, r: BlockRef) -> Result<(), ConnError> {
         if self.fast {
+            self.rejects += 1;
+            if self.rejects > MAX_REJECTS {
+                return Err(ConnError::Protocol(format!("{MAX_REJECTS} requests refused since the last unchoke")));
+            }
             self.send(&Message::Reject(r));
         }
+        Ok(())
     }
 
     /// A BEP 11 message: peers to dial. Up to [`MAX_PEX_PEERS`] of a message are taken, from a
@@ -713,8 +737,7 @@ impl Conn {
             return Err(ConnError::Protocol(format!("bad request {r:?}")));
         }
         if self.am_choking {
-            self.refuse(r); // BEP 3: requests from a choked peer are dropped.
-            return Ok(());
+            return self.refuse(r); // BEP 3: requests from a choked peer are dropped.
         }
         let st = self.shared.state();
         let size = st.picker.piece_size(r.index);
@@ -723,14 +746,12 @@ impl Conn {
         }
         if !st.picker.have().get(r.index as usize) {
             drop(st);
-            self.refuse(r); // We do not have it (yet).
-            return Ok(());
+            return self.refuse(r); // We do not have it (yet).
         }
         drop(st);
         if self.stats.queued.load(Ordering::Acquire) >= OUR_REQQ as u64 {
             debug!("{}: more than {OUR_REQQ} requests queued; ignoring {r:?}", self.addr);
-            self.refuse(r);
-            return Ok(());
+            return self.refuse(r);
         }
         self.stats.queued.fetch_add(1, Ordering::AcqRel);
         let _ = self.out.send(Out::Block(r, self.stats.choke_gen.load(Ordering::Acquire)));

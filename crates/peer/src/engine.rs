@@ -830,6 +830,9 @@ async fn announce_loop(shared: Arc<Shared>, mut tiers: Tiers) {
     let mut stop = shared.shutdown.subscribe();
     let mut completed_sent = shared.started_complete;
     loop {
+        if *stop.borrow() {
+            return;
+        }
         let a = shared.announce_state(event);
         let wait = match tiers.announce(&a).await {
             Ok((url, reply)) => {
@@ -857,14 +860,15 @@ async fn announce_loop(shared: Arc<Shared>, mut tiers: Tiers) {
             }
         };
         tokio::select! {
+            biased;
+            // The stop sends the last events itself.
+            _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(wait) => {}
             // Wakes at once when the download completes; a pending (failed) event waits out
             // its backoff instead.
             _ = complete.wait_for(|c| *c), if !completed_sent && event == Event::None => {
                 event = Event::Completed;
             }
-            // The stop sends the last events itself.
-            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

@@ -201,6 +201,10 @@ async fn from_peer(
         ..Default::default()
     };
     let mut out = Vec::new();
+    // BEP 6: with the fast extension on both sides, the first message says what we have.
+    if opened.theirs.supports_fast() {
+        encode(&Message::HaveNone, &mut out);
+    }
     encode(&Message::Extended { id: 0, payload: &ours.encode() }, &mut out);
     if let Some(c) = &mut ciphers {
         c.encrypt.apply(&mut out);

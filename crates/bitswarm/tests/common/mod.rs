@@ -116,6 +116,14 @@ impl Proc {
     }
 
     /// Everything printed so far.
+    /// A line printed so far that satisfies `pred`, without waiting.
+    pub fn printed(&mut self, pred: impl Fn(&str) -> bool) -> Option<String> {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.iter().find(|l| pred(l)).cloned()
+    }
+
     pub fn output(&mut self) -> String {
         while let Ok(l) = self.lines.try_recv() {
             self.seen.push(l);

@@ -4,7 +4,8 @@
   FILE (a single-file torrent's data), then keeps the connection open and answers nothing more
   (the slow-tail test).
 Usage: bad_peer.py HOST PIECES [--stall-after N FILE PIECE_LENGTH]. Prints "port N" once
-listening; serves until killed."""
+listening, and "handshake from ID" (the first 8 bytes of each dialer's peer id, its client
+prefix); serves until killed. It never dials anyone."""
 import os, socket, struct, sys, threading
 
 host, pieces = sys.argv[1], int(sys.argv[2])
@@ -28,6 +29,7 @@ def recv_exact(c, n):
 def serve(c):
     try:
         hs = recv_exact(c, 68)
+        print("handshake from %s" % hs[48:56].decode("latin-1"), flush=True)
         c.sendall(b"\x13BitTorrent protocol" + b"\0" * 8 + hs[28:48] + b"-XX0000-liarliarliar")
         bf = bytearray((pieces + 7) // 8)
         for i in range(pieces):
