@@ -265,27 +265,20 @@ const MAX_REDIRECTS: usize = 5;
 fn http_reply(raw: &[u8]) -> Result<HttpReply, String> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("truncated HTTP reply")?;
     let head = String::from_utf8_lossy(&raw[..end]);
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or("");
+    let status = head.split("\r\n").next().unwrap_or("");
     let code = status.split(' ').nth(1).unwrap_or("");
-    let header = |name: &str| {
-        head.split("\r\n").skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
-    };
+    // The header lines, as (name, value); the name as written, the value trimmed.
+    let mut headers = head.split("\r\n").skip(1).filter_map(|l| l.split_once(':')).map(|(k, v)| (k, v.trim()));
     if matches!(code, "301" | "302" | "303" | "307" | "308")
-        && let Some(location) = header("location")
+        && let Some((_, location)) = headers.clone().find(|(k, _)| k.trim().eq_ignore_ascii_case("location"))
     {
-        return Ok(HttpReply::Redirect(location));
+        return Ok(HttpReply::Redirect(location.to_owned()));
     }
     if code != "200" {
         return Err(format!("HTTP {}", status.split_once(' ').map_or(status, |x| x.1)));
     }
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
+    let chunked =
+        headers.any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
     let body = &raw[end + 4..];
     if !chunked {
         return Ok(HttpReply::Body(body.to_vec()));
