@@ -237,42 +237,39 @@ pub fn piece_header(index: u32, begin: u32, len: u32) -> [u8; 13] {
 
 /// Appends the encoding of `msg` to `out`.
 pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
-    let header = |out: &mut Vec<u8>, len: usize, id: u8| {
+    fn header(out: &mut Vec<u8>, len: usize, id: u8) {
         out.extend_from_slice(&(len as u32 + 1).to_be_bytes());
         out.push(id);
-    };
+    }
+    // The messages that carry one piece index, and those that carry one block.
+    fn with_index(out: &mut Vec<u8>, id: u8, i: u32) {
+        header(out, 4, id);
+        out.extend_from_slice(&i.to_be_bytes());
+    }
+    fn with_block(out: &mut Vec<u8>, id: u8, b: &BlockRef) {
+        header(out, 12, id);
+        out.extend_from_slice(&b.index.to_be_bytes());
+        out.extend_from_slice(&b.begin.to_be_bytes());
+        out.extend_from_slice(&b.length.to_be_bytes());
+    }
     match msg {
         Message::KeepAlive => out.extend_from_slice(&[0, 0, 0, 0]),
         Message::Choke => header(out, 0, id::CHOKE),
         Message::Unchoke => header(out, 0, id::UNCHOKE),
         Message::Interested => header(out, 0, id::INTERESTED),
         Message::NotInterested => header(out, 0, id::NOT_INTERESTED),
-        Message::Have(i) | Message::Suggest(i) | Message::AllowedFast(i) => {
-            let id = match msg {
-                Message::Have(_) => id::HAVE,
-                Message::Suggest(_) => id::SUGGEST,
-                _ => id::ALLOWED_FAST,
-            };
-            header(out, 4, id);
-            out.extend_from_slice(&i.to_be_bytes());
-        }
+        Message::Have(i) => with_index(out, id::HAVE, *i),
+        Message::Suggest(i) => with_index(out, id::SUGGEST, *i),
+        Message::AllowedFast(i) => with_index(out, id::ALLOWED_FAST, *i),
         Message::HaveAll => header(out, 0, id::HAVE_ALL),
         Message::HaveNone => header(out, 0, id::HAVE_NONE),
         Message::Bitfield(b) => {
             header(out, b.len(), id::BITFIELD);
             out.extend_from_slice(b);
         }
-        Message::Request(b) | Message::Cancel(b) | Message::Reject(b) => {
-            let id = match msg {
-                Message::Request(_) => id::REQUEST,
-                Message::Cancel(_) => id::CANCEL,
-                _ => id::REJECT,
-            };
-            header(out, 12, id);
-            out.extend_from_slice(&b.index.to_be_bytes());
-            out.extend_from_slice(&b.begin.to_be_bytes());
-            out.extend_from_slice(&b.length.to_be_bytes());
-        }
+        Message::Request(b) => with_block(out, id::REQUEST, b),
+        Message::Cancel(b) => with_block(out, id::CANCEL, b),
+        Message::Reject(b) => with_block(out, id::REJECT, b),
         Message::Piece { index, begin, data } => {
             out.extend_from_slice(&piece_header(*index, *begin, data.len() as u32));
             out.extend_from_slice(data);
