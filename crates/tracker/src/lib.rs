@@ -13,6 +13,7 @@
 //! ```
 
 pub mod access;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod stats;

@@ -12,7 +12,7 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bitswarm_tracker_proto::udp::{self as wire, PacketError, Request};
 
@@ -29,7 +29,7 @@ pub const MAX_V4_PEERS: usize = 200;
 /// Stateless connection ids.
 pub struct ConnectionIds {
     secret: std::collections::hash_map::RandomState,
-    started: Instant,
+    started: crate::clock::Clock,
     window: u64,
     /// How many windows back an id is still accepted.
     windows_back: u64,
@@ -41,12 +41,12 @@ impl ConnectionIds {
     pub fn new(valid: u64, grace: u64) -> Self {
         let window = valid.clamp(1, 30);
         let windows_back = (valid + grace).div_ceil(window);
-        ConnectionIds { secret: Default::default(), started: Instant::now(), window, windows_back }
+        ConnectionIds { secret: Default::default(), started: crate::clock::Clock::start(), window, windows_back }
     }
 
     fn epoch(&self) -> u64 {
         // Start at a large epoch so that subtracting windows never underflows.
-        self.started.elapsed().as_secs() / self.window + 1_000_000
+        self.started.secs() / self.window + 1_000_000
     }
 
     fn hash(&self, ip: IpAddr, epoch: u64) -> u64 {
