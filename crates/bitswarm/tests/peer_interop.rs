@@ -79,6 +79,36 @@ fn interop_libtorrent_seeder_to_our_leecher() {
     assert_same_tree(&s.src, &s.dst);
 }
 
+/// Once our leecher has every piece, it and the libtorrent seeder have nothing to exchange: the
+/// connection ends as redundant (either side may close it first), and our peer, seeding now,
+/// does not dial that seeder again. It used to redial it every 2 s for as long as it ran, and
+/// libtorrent closed each connection at once. An absence can only be watched for a while: 8 s,
+/// four of the old redials.
+#[test]
+fn interop_our_finished_leecher_leaves_a_libtorrent_seeder_alone() {
+    if !require("libtorrent") {
+        return;
+    }
+    let s = setup(205);
+    let (mut lt, lt_port) = lt_peer("seed", &s.torrent, &s.src, &[]);
+    lt.wait_line(T, |l| l == "seeding");
+    let peer = format!("127.0.0.1:{lt_port}");
+    let (mut ours, _) = our_peer("join", &s.torrent, &s.dst, &["--no-tracker", "--peer", &peer], Some(CONN_LOG));
+    ours.wait_line(T, |l| l.contains("download complete"));
+    let closed = ours.wait_line(T, |l| l.contains(&format!("{peer}: closed: ")));
+    assert!(
+        closed.contains("both sides have every piece") || closed.contains("peer closed the connection"),
+        "{closed}"
+    );
+    let watch_until = std::time::Instant::now() + Duration::from_secs(8);
+    while std::time::Instant::now() < watch_until {
+        let dials = ours.output().lines().filter(|l| l.contains(&format!("{peer}: connected (outgoing"))).count();
+        assert_eq!(dials, 1, "our seeder dialed the libtorrent seeder again:\n{}", ours.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_same_tree(&s.src, &s.dst);
+}
+
 /// A libtorrent seeder with encryption policy `lt_enc`, and our leecher given only the magnet
 /// link, `--peer` to it and `extra`: the info dictionary comes from libtorrent (BEP 9; the
 /// link's tracker is unreachable), then the data.
@@ -330,8 +360,9 @@ fn interop_libtorrent_tells_our_leecher_of_a_peer() {
     assert_same_tree(&src, &dst);
 }
 
-/// A peer that only listens (`support/bad_peer.py`): it claims every piece, never dials, and
-/// prints the client prefix of each peer that dials it.
+/// A peer that only listens (`support/bad_peer.py` with `--choked`): it claims the first PIECES
+/// pieces (its second argument) but keeps every peer choked, never dials, and prints the client
+/// prefix of each peer that dials it.
 const LISTENER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/bad_peer.py");
 
 #[test]
@@ -341,9 +372,11 @@ fn interop_our_seeder_tells_libtorrent_of_a_peer() {
     }
     let (t, src, torrent) = pex_setup(810, 4 << 20);
     // P only listens, so the one way libtorrent can reach it is an address from our seeder H,
-    // which dialed P (and so knows where P listens).
+    // which dialed P (and so knows where P listens). P claims all but the last of the 128
+    // pieces (a seed would have nothing to exchange with H, which closes such connections), and
+    // serves nothing: libtorrent gets the data from H alone.
     let mut c = Command::new("python3");
-    c.arg(LISTENER).arg("127.0.0.2").arg("128");
+    c.arg(LISTENER).arg("127.0.0.2").arg("127").arg("--choked");
     let mut p = Proc::spawn("listening peer", c);
     let p_port: u16 = p.wait_line(T, |l| l.starts_with("port "))[5..].parse().unwrap();
     let p_addr = format!("127.0.0.2:{p_port}");

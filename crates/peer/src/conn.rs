@@ -113,8 +113,8 @@ pub enum Ended {
     /// We refused it after the handshake: a second connection to the same peer, a banned
     /// address, or no room.
     Refused,
-    /// Anything else: it ran and closed.
-    Other,
+    /// It ran and closed (or was ourselves); `seed`: the peer had every piece.
+    Closed { seed: bool },
 }
 
 /// Runs a connection to its end.
@@ -138,7 +138,7 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
         if outgoing {
             shared.mark_self(addr);
         }
-        return Ended::Other;
+        return Ended::Closed { seed: false };
     }
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(PeerStats::default());
@@ -188,7 +188,7 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
         debug!("{addr}: closed: {e}");
     }
     // `Conn`'s drop unregisters it, on this path and on any other (a panic included).
-    Ended::Other
+    Ended::Closed { seed: c.theirs.is_full() }
 }
 
 impl Drop for Conn {
@@ -383,6 +383,8 @@ enum ConnError {
     Idle,
     #[error("the peer stopped taking our data, or the write failed")]
     WriterGone,
+    #[error("both sides have every piece")]
+    Redundant,
 }
 
 impl Conn {
@@ -452,7 +454,7 @@ impl Conn {
                 }
                 c = ctl.recv() => match c {
                     None | Some(Ctl::Close) => return Err(ConnError::Closed),
-                    Some(c) => self.control(c),
+                    Some(c) => self.control(c)?,
                 },
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -486,10 +488,11 @@ impl Conn {
         Ok(filled - at)
     }
 
-    fn control(&mut self, c: Ctl) {
+    fn control(&mut self, c: Ctl) -> Result<(), ConnError> {
         match c {
             Ctl::Have(i) => {
                 self.send(&Message::Have(i));
+                self.check_redundant()?;
                 if self.am_interested {
                     self.update_interest();
                 }
@@ -521,6 +524,17 @@ impl Conn {
             }
             Ctl::Close => {}
         }
+        Ok(())
+    }
+
+    /// Like libtorrent's `close_redundant_connections`: once both sides have every piece there
+    /// is nothing left to exchange, and the connection would only hold a slot on each side (and,
+    /// for the side that dialed, be dialed again whenever the other closes it).
+    fn check_redundant(&self) -> Result<(), ConnError> {
+        if self.theirs.is_full() && self.shared.state().picker.is_complete() {
+            return Err(ConnError::Redundant);
+        }
+        Ok(())
     }
 
     fn handle(&mut self, msg: Message<'_>) -> Result<(), ConnError> {
@@ -560,12 +574,15 @@ impl Conn {
                 }
                 if self.theirs.set(i as usize) {
                     self.stats.seed.store(self.theirs.is_full(), Ordering::Relaxed);
-                    let mut st = self.shared.state();
-                    st.picker.peer_have(i);
-                    if !self.am_interested && !st.picker.have().get(i as usize) {
-                        drop(st);
+                    let wanted = {
+                        let mut st = self.shared.state();
+                        st.picker.peer_have(i);
+                        !st.picker.have().get(i as usize)
+                    };
+                    if !self.am_interested && wanted {
                         self.set_interested(true);
                     }
+                    self.check_redundant()?;
                 }
             }
             Message::Bitfield(bits) => {
@@ -573,6 +590,7 @@ impl Conn {
                 // later one replaces what we knew.
                 let b = Bitfield::from_bytes(bits, self.theirs.len())?;
                 self.replace_bitfield(b);
+                self.check_redundant()?;
             }
             Message::Request(r) => self.on_request(r)?,
             Message::Piece { index, begin, data } => self.on_piece(index, begin, data),
@@ -614,6 +632,7 @@ impl Conn {
                 let n = self.theirs.len();
                 let b = if matches!(msg, Message::HaveAll) { Bitfield::full(n) } else { Bitfield::new(n) };
                 self.replace_bitfield(b);
+                self.check_redundant()?;
             }
             Message::Reject(r) => {
                 // BEP 6: a request of ours that will not be served: ask again, here or elsewhere.

@@ -182,6 +182,8 @@ struct Known {
     ourselves: bool,
     /// With [`Outgoing::Prefer`]: the last MSE handshake failed, dial with the plaintext one.
     plaintext_next: bool,
+    /// It had every piece when our last connection to it ended: not dialed while we seed.
+    seed: bool,
 }
 
 pub(crate) struct State {
@@ -313,12 +315,6 @@ impl Shared {
                 ))
             })
             .collect()
-    }
-
-    /// An outgoing connection was refused after its handshake (a duplicate, banned, or no
-    /// room): do not dial that address again soon.
-    pub fn refused(&self, addr: SocketAddr) {
-        self.state().known.entry(addr).or_default().next_try = Some(Instant::now() + REFUSED_BACKOFF);
     }
 
     /// A connection ended: forget it, and what it had.
@@ -903,6 +899,25 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
+/// A connection that lasted this long was a working one: if it drops, dial again soon.
+const STABLE_CONNECTION: Duration = Duration::from_secs(60);
+/// The longest wait before dialing again a peer whose connections keep ending early.
+const MAX_REDIAL_WAIT: Duration = Duration::from_secs(300);
+
+/// How long to wait before dialing a peer again after a connection to it that lasted `lasted`
+/// ended: 2 s after a stable one; after one that ended early (the peer closes on us: it is
+/// full, or it has nothing for us; or the handshake failed), twice as long as the time before,
+/// up to five minutes. A peer that closed every connection at once used to be dialed every 2 s
+/// for as long as we ran.
+fn redial_after(k: &mut Known, lasted: Duration) -> Duration {
+    if lasted >= STABLE_CONNECTION {
+        k.failures = 0;
+        return Duration::from_secs(2);
+    }
+    k.failures = k.failures.saturating_add(1);
+    (Duration::from_secs(2) * (1u32 << k.failures.min(8))).min(MAX_REDIAL_WAIT)
+}
+
 /// Dials known peers while there is room, with exponential backoff for those that fail.
 async fn dial_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -914,12 +929,15 @@ async fn dial_loop(shared: Arc<Shared>) {
             let connected: HashSet<SocketAddr> =
                 st.peers.values().flat_map(|p| [Some(p.addr), p.listen]).flatten().collect();
             let room = shared.config.max_peers.saturating_sub(st.peers.len() + st.connecting.len());
+            let seeding = st.picker.is_complete();
             let st = &mut *st;
             let picked: Vec<SocketAddr> = st
                 .known
                 .iter()
                 .filter(|(a, k)| {
-                    !k.ourselves
+                    // Ourselves, or a seed while we seed: nothing to exchange.
+                    let pointless = k.ourselves || (seeding && k.seed);
+                    !pointless
                         && !connected.contains(a)
                         && !st.banned.contains(&a.ip())
                         && !st.connecting.contains(a)
@@ -947,8 +965,7 @@ async fn dial_loop(shared: Arc<Shared>) {
                     st.connecting.remove(&addr);
                     let k = st.known.entry(addr).or_default();
                     if ok {
-                        k.failures = 0;
-                        // Reconnect soon if the connection drops later.
+                        // Not again while it runs; when it ends, see below.
                         k.next_try = Some(Instant::now() + Duration::from_secs(2));
                     } else {
                         k.failures += 1;
@@ -958,20 +975,28 @@ async fn dial_loop(shared: Arc<Shared>) {
                 }
                 match result {
                     Ok(Ok(stream)) => {
+                        let started = Instant::now();
                         let ended = conn::run(shared.clone(), stream, addr, conn::Start::Outgoing { mse }).await;
-                        if ended == conn::Ended::Refused {
-                            shared.refused(addr);
-                        }
-                        if shared.config.outgoing_encryption == Outgoing::Prefer
-                            && ended == conn::Ended::HandshakeFailed
-                        {
-                            // Like libtorrent: a peer that fails the MSE handshake is tried
-                            // again at once in plaintext; one that fails that gets MSE next time.
-                            let mut st = shared.state();
-                            let k = st.known.entry(addr).or_default();
-                            k.plaintext_next = mse.is_some();
-                            if mse.is_some() {
-                                k.next_try = Some(Instant::now());
+                        let now = Instant::now();
+                        let mut st = shared.state();
+                        let k = st.known.entry(addr).or_default();
+                        match ended {
+                            conn::Ended::Closed { seed } => {
+                                k.seed = seed;
+                                k.next_try = Some(now + redial_after(k, started.elapsed()));
+                            }
+                            conn::Ended::Refused => k.next_try = Some(now + REFUSED_BACKOFF),
+                            conn::Ended::HandshakeFailed => {
+                                k.next_try = Some(now + redial_after(k, Duration::ZERO));
+                                if shared.config.outgoing_encryption == Outgoing::Prefer {
+                                    // Like libtorrent: a peer that fails the MSE handshake is
+                                    // tried again at once in plaintext; one that fails that gets
+                                    // MSE next time.
+                                    k.plaintext_next = mse.is_some();
+                                    if mse.is_some() {
+                                        k.next_try = Some(now);
+                                    }
+                                }
                             }
                         }
                     }
@@ -1017,5 +1042,21 @@ async fn choke_loop(shared: Arc<Shared>) {
                 let _ = p.ctl.send(if want { Ctl::Unchoke } else { Ctl::Choke });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redials_back_off_while_connections_end_early() {
+        let mut k = Known::default();
+        let early = Duration::from_secs(1);
+        let waits: Vec<u64> = (0..10).map(|_| redial_after(&mut k, early).as_secs()).collect();
+        assert_eq!(waits, [4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        // A connection that worked for a while resets it.
+        assert_eq!(redial_after(&mut k, STABLE_CONNECTION), Duration::from_secs(2));
+        assert_eq!(redial_after(&mut k, early), Duration::from_secs(4));
     }
 }

@@ -115,7 +115,6 @@ impl Proc {
         }
     }
 
-    /// Everything printed so far.
     /// A line printed so far that satisfies `pred`, without waiting.
     pub fn printed(&mut self, pred: impl Fn(&str) -> bool) -> Option<String> {
         while let Ok(l) = self.lines.try_recv() {
@@ -124,6 +123,7 @@ impl Proc {
         self.seen.iter().find(|l| pred(l)).cloned()
     }
 
+    /// Everything printed so far.
     pub fn output(&mut self) -> String {
         while let Ok(l) = self.lines.try_recv() {
             self.seen.push(l);

@@ -1,17 +1,21 @@
-"""A peer that misbehaves, for the tests: it claims every piece and
+"""A peer that misbehaves, for the tests: it claims the first PIECES pieces (all of them, when
+PIECES is the torrent's count) and
 - by default lies, answering each request with random bytes (the ban test);
 - with --stall-after N FILE PIECE_LENGTH answers the first N requests with the true bytes of
   FILE (a single-file torrent's data), then keeps the connection open and answers nothing more
   (the slow-tail test).
-Usage: bad_peer.py HOST PIECES [--stall-after N FILE PIECE_LENGTH]. Prints "port N" once
+- with --choked keeps every peer choked and answers nothing (a peer that only listens).
+Usage: bad_peer.py HOST PIECES [--choked] [--stall-after N FILE PIECE_LENGTH]. Prints "port N" once
 listening, and "handshake from ID" (the first 8 bytes of each dialer's peer id, its client
 prefix); serves until killed. It never dials anyone."""
 import os, socket, struct, sys, threading
 
-host, pieces = sys.argv[1], int(sys.argv[2])
+args = [a for a in sys.argv[1:] if a != "--choked"]
+choked = len(args) < len(sys.argv) - 1
+host, pieces = args[0], int(args[1])
 stall_after = None
-if len(sys.argv) > 3 and sys.argv[3] == "--stall-after":
-    stall_after, data_file, piece_length = int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+if len(args) > 2 and args[2] == "--stall-after":
+    stall_after, data_file, piece_length = int(args[3]), args[4], int(args[5])
 ls = socket.socket()
 ls.bind((host, 0))
 ls.listen(16)
@@ -34,7 +38,7 @@ def serve(c):
         bf = bytearray((pieces + 7) // 8)
         for i in range(pieces):
             bf[i // 8] |= 0x80 >> (i % 8)
-        c.sendall(struct.pack(">IB", len(bf) + 1, 5) + bytes(bf) + struct.pack(">IB", 1, 1))
+        c.sendall(struct.pack(">IB", len(bf) + 1, 5) + bytes(bf) + (b"" if choked else struct.pack(">IB", 1, 1)))
         answered = 0
         f = open(data_file, "rb") if stall_after is not None else None
         while True:
@@ -42,7 +46,7 @@ def serve(c):
             if n == 0:
                 continue
             body = recv_exact(c, n)
-            if body[0] == 6:
+            if body[0] == 6 and not choked:
                 index, begin, length = struct.unpack(">III", body[1:13])
                 if f is None:
                     block = os.urandom(length)
