@@ -155,7 +155,7 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     // BEP 6 when both sides offer it (we always do).
     let fast = theirs.supports_fast();
-    let writer = tokio::spawn(write_loop(shared.clone(), wr, out_rx, stats.clone(), encrypt, fast)).abort_handle();
+    let writer = Some(tokio::spawn(write_loop(shared.clone(), wr, out_rx, stats.clone(), encrypt, fast)));
     let n = shared.meta.info.piece_count();
     let mut c = Conn {
         shared: shared.clone(),
@@ -187,15 +187,31 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
     if let Err(e) = &result {
         debug!("{addr}: closed: {e}");
     }
+    let seed = c.theirs.is_full();
+    if matches!(result, Err(ConnError::Redundant)) {
+        // Let the writer send what is queued first (our last `have`, or the greeting that says
+        // we have every piece), so the peer learns that we seed too; for a second at most.
+        let writer = c.writer.take();
+        drop(std::mem::replace(&mut c.out, mpsc::unbounded_channel().0));
+        drop(c);
+        if let Some(w) = writer {
+            let abort = w.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(1), w).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
     // `Conn`'s drop unregisters it, on this path and on any other (a panic included).
-    Ended::Closed { seed: c.theirs.is_full() }
+    Ended::Closed { seed }
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         let outstanding: Vec<BlockRef> = self.requests.iter().map(|(r, _)| *r).collect();
         self.shared.unregister(self.key, &self.theirs, &outstanding);
-        self.writer.abort();
+        if let Some(w) = &self.writer {
+            w.abort();
+        }
     }
 }
 
@@ -364,7 +380,8 @@ struct Conn {
     pex_sent_at: Option<Instant>,
     pex_checked_at: Option<Instant>,
     pex_heard_at: Option<Instant>,
-    writer: tokio::task::AbortHandle,
+    /// The writer task; taken out only to let it finish before a redundant connection closes.
+    writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]

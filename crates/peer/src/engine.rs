@@ -182,8 +182,11 @@ struct Known {
     ourselves: bool,
     /// With [`Outgoing::Prefer`]: the last MSE handshake failed, dial with the plaintext one.
     plaintext_next: bool,
-    /// It had every piece when our last connection to it ended: not dialed while we seed.
-    seed: bool,
+    /// Connections to it that ended early in a row (see [`redial_after`]).
+    early_closes: u32,
+    /// When our last connection to it ended with it having every piece: not dialed while we
+    /// seed, for [`SEED_MEMORY`] (the address may later be a leecher's).
+    seed_at: Option<Instant>,
 }
 
 pub(crate) struct State {
@@ -903,6 +906,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 const STABLE_CONNECTION: Duration = Duration::from_secs(60);
 /// The longest wait before dialing again a peer whose connections keep ending early.
 const MAX_REDIAL_WAIT: Duration = Duration::from_secs(300);
+/// How long a seeding peer leaves alone an address it found seeding.
+const SEED_MEMORY: Duration = Duration::from_secs(30 * 60);
 
 /// How long to wait before dialing a peer again after a connection to it that lasted `lasted`
 /// ended: 2 s after a stable one; after one that ended early (the peer closes on us: it is
@@ -911,11 +916,11 @@ const MAX_REDIAL_WAIT: Duration = Duration::from_secs(300);
 /// for as long as we ran.
 fn redial_after(k: &mut Known, lasted: Duration) -> Duration {
     if lasted >= STABLE_CONNECTION {
-        k.failures = 0;
+        k.early_closes = 0;
         return Duration::from_secs(2);
     }
-    k.failures = k.failures.saturating_add(1);
-    (Duration::from_secs(2) * (1u32 << k.failures.min(8))).min(MAX_REDIAL_WAIT)
+    k.early_closes = k.early_closes.saturating_add(1);
+    (Duration::from_secs(2) * (1u32 << k.early_closes.min(8))).min(MAX_REDIAL_WAIT)
 }
 
 /// Dials known peers while there is room, with exponential backoff for those that fail.
@@ -936,7 +941,8 @@ async fn dial_loop(shared: Arc<Shared>) {
                 .iter()
                 .filter(|(a, k)| {
                     // Ourselves, or a seed while we seed: nothing to exchange.
-                    let pointless = k.ourselves || (seeding && k.seed);
+                    let pointless =
+                        k.ourselves || (seeding && k.seed_at.is_some_and(|t| now.duration_since(t) < SEED_MEMORY));
                     !pointless
                         && !connected.contains(a)
                         && !st.banned.contains(&a.ip())
@@ -965,6 +971,7 @@ async fn dial_loop(shared: Arc<Shared>) {
                     st.connecting.remove(&addr);
                     let k = st.known.entry(addr).or_default();
                     if ok {
+                        k.failures = 0;
                         // Not again while it runs; when it ends, see below.
                         k.next_try = Some(Instant::now() + Duration::from_secs(2));
                     } else {
@@ -982,7 +989,7 @@ async fn dial_loop(shared: Arc<Shared>) {
                         let k = st.known.entry(addr).or_default();
                         match ended {
                             conn::Ended::Closed { seed } => {
-                                k.seed = seed;
+                                k.seed_at = seed.then_some(now);
                                 k.next_try = Some(now + redial_after(k, started.elapsed()));
                             }
                             conn::Ended::Refused => k.next_try = Some(now + REFUSED_BACKOFF),

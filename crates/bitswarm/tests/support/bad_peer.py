@@ -1,5 +1,6 @@
-"""A peer that misbehaves, for the tests: it claims the first PIECES pieces (all of them, when
-PIECES is the torrent's count) and
+"""A peer that misbehaves, for the tests: it claims the first PIECES pieces, in a bitfield of
+PIECES bits rounded up to whole bytes (so PIECES must be the torrent's piece count, or fewer in
+the same last byte: 127 of 128), and
 - by default lies, answering each request with random bytes (the ban test);
 - with --stall-after N FILE PIECE_LENGTH answers the first N requests with the true bytes of
   FILE (a single-file torrent's data), then keeps the connection open and answers nothing more
