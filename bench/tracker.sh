@@ -10,7 +10,8 @@
 #         from 100,000 peers); aquatic's own load tester too, against the open trackers
 #         (opentracker's whitelist refuses it).
 #   Memory: RSS after 1,000,000 peers over 100,000 swarms were announced over UDP.
-# Medians of RUNS runs (default 3). Results: bench/results/tracker-DATE.md (raw output in
+# Medians of RUNS runs (default 3), and each run's own ratio to opentracker (its trackers are
+# measured seconds apart). Results: bench/results/tracker-DATE.md (raw output in
 # bench/results/raw/, not committed).
 # Usage: bench/tracker.sh [RUNS]        Env: DURATION (s, default 6), SKIP_MEMORY=1.
 set -euo pipefail
@@ -206,6 +207,23 @@ REPORT=bench/results/tracker-$DATE.md
     [ -f "$W/aqload-$name.rps" ] || continue
     r=$(median < "$W/aqload-$name.rps")
     echo "| UDP, aquatic_udp_load_test (1 worker) | $name | ${r%.*} | | | |"
+  done
+  # Each run measures every tracker within seconds of the others, so a run's own ratio shares
+  # the machine's state of the moment; their median and range say more than medians divided.
+  echo
+  echo "Each run's own ratio to opentracker (median, and range over the $RUNS runs):"
+  per_run() { # label, file, opentracker's file
+    local r; r=$(paste "$2" "$3" | awk '$2 > 0 {printf "%.2f\n", $1 / $2}')
+    [ -n "$r" ] && echo "- $1: $(echo "$r" | median | xargs printf "%.2f")x ($(echo "$r" | sort -g | head -1)x to $(echo "$r" | sort -g | tail -1)x)"
+  }
+  for t in "${HTTP_TARGETS[@]}"; do
+    set -- $t; [ "$1" = opentracker ] && continue
+    per_run "$1, HTTP keep-alive" "$W/http-$1-keepalive.rps" "$W/http-opentracker-keepalive.rps"
+    per_run "$1, HTTP close" "$W/http-$1-close.rps" "$W/http-opentracker-close.rps"
+  done
+  for t in "${UDP_TARGETS[@]}"; do
+    set -- $t; [ "$1" = opentracker ] && continue
+    per_run "$1, UDP" "$W/udp-$1.rps" "$W/udp-opentracker.rps"
   done
   if [ ${#MEM[@]} -gt 0 ]; then
     echo
