@@ -323,15 +323,18 @@ fn prefetch<T>(items: &[T]) {
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let bytes = std::mem::size_of_val(items);
+        if bytes == 0 {
+            return;
+        }
         let p = items.as_ptr().cast::<i8>();
         // Every 64-byte line from the first byte to the last.
         let mut off = 0;
         while off < bytes + 63 {
-            // SAFETY: a prefetch never faults and reads nothing; the address stays within (one
-            // line past at most) `items`, computed with wrapping arithmetic.
+            // SAFETY: a prefetch never faults and reads nothing; the address stays within
+            // `items` (the offset is capped at its last byte).
             #[allow(unused_unsafe)]
             unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off.min(bytes.saturating_sub(1))))
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off.min(bytes - 1)))
             };
             off += 64;
         }
