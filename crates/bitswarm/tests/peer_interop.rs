@@ -64,16 +64,21 @@ fn interop_libtorrent_with_only_a_magnet_link_downloads_from_our_seeder() {
     assert_same_tree(&s.src, &s.dst);
 }
 
+/// libtorrent seeding the tree's `src`, once its data is checked; and where it listens.
+fn libtorrent_seeder(s: &TreeSetup) -> (Proc, String) {
+    let (mut lt, port) = lt_peer("seed", &s.torrent, &s.src, &[]);
+    lt.wait_line(T, |l| l == "seeding");
+    (lt, format!("127.0.0.1:{port}"))
+}
+
 #[test]
 fn interop_libtorrent_seeder_to_our_leecher() {
     if !require("libtorrent") {
         return;
     }
     let s = setup(200);
-    let (mut lt, lt_port) = lt_peer("seed", &s.torrent, &s.src, &[]);
-    lt.wait_line(T, |l| l == "seeding");
-    let (mut ours, _) =
-        our_join(&s.torrent, &s.dst, &["--no-tracker", "--exit-when-done", "--peer", &format!("127.0.0.1:{lt_port}")]);
+    let (_lt, peer) = libtorrent_seeder(&s);
+    let (mut ours, _) = our_join(&s.torrent, &s.dst, &["--no-tracker", "--exit-when-done", "--peer", &peer]);
     let status = ours.wait_exit(T);
     assert!(status.success(), "bitswarm join: {status:?}\n{}", ours.output());
     assert_same_tree(&s.src, &s.dst);
@@ -90,9 +95,7 @@ fn interop_our_finished_leecher_leaves_a_libtorrent_seeder_alone() {
         return;
     }
     let s = setup(205);
-    let (mut lt, lt_port) = lt_peer("seed", &s.torrent, &s.src, &[]);
-    lt.wait_line(T, |l| l == "seeding");
-    let peer = format!("127.0.0.1:{lt_port}");
+    let (_lt, peer) = libtorrent_seeder(&s);
     let (mut ours, _) = our_peer("join", &s.torrent, &s.dst, &["--no-tracker", "--peer", &peer], Some(CONN_LOG));
     ours.wait_line(T, |l| l.contains("download complete"));
     let closed = ours.wait_line(T, |l| l.contains(&format!("{peer}: closed: ")));
