@@ -9,11 +9,13 @@
 #         in flight each; 80% announce, 10% scrape, 10% connect over the same 1,000 swarms, announces
 #         from 100,000 peers); aquatic's own load tester too, against the open trackers
 #         (opentracker's whitelist refuses it).
+#         Before the UDP runs every tracker is restarted and given the same 1,000,000 peers.
 #   Memory: RSS after 1,000,000 peers over 100,000 swarms were announced over UDP.
 # Medians of RUNS runs (default 3), and each run's own ratio to opentracker (its trackers are
 # measured seconds apart). Results: bench/results/tracker-DATE.md (raw output in
 # bench/results/raw/, not committed).
-# Usage: bench/tracker.sh [RUNS]        Env: DURATION (s, default 6), SKIP_MEMORY=1.
+# Usage: bench/tracker.sh [RUNS]   Env: DURATION (s, default 6), FILL_PEERS (default 1000000),
+#                                       SKIP_MEMORY=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -133,6 +135,20 @@ done
 ot_check
 
 # --- UDP ---
+# Every tracker starts the UDP runs from the same store: a fresh process holding the same
+# 1,000,000 peers over the 1,000 swarms (FILL_PEERS), as a busy public tracker would. Without
+# this, each would hold what its own HTTP runs left: random peers in proportion to its HTTP speed.
+FILL_PEERS=${FILL_PEERS:-1000000}
+kill "$BS_PID" "$OT_PID" 2>/dev/null || true
+start_bitswarm ""
+start_opentracker "$W/hashes.hex"
+ot_check
+UDP_TARGETS=("bitswarm $BS_UDP $BS_PID" "opentracker 127.0.0.1:$OT_PORT $OT_PID")
+if [ -x "$ANCHORS/aquatic_udp" ]; then UDP_TARGETS+=("aquatic_udp 127.0.0.1:$AQU_PORT $AQU_PID"); fi
+for t in "${UDP_TARGETS[@]}"; do
+  set -- $t
+  echo "udp $1: $("${ON_LOAD[@]}" $LOAD --server "$2" --sockets 8 --swarms 1000 --fill "$FILL_PEERS")"
+done
 for run in $(seq "$RUNS"); do
   for t in "${UDP_TARGETS[@]}"; do
     set -- $t; name=$1; addr=$2; pid=$3
@@ -167,7 +183,7 @@ if [ "${SKIP_MEMORY:-0}" != 1 ]; then
   $LOAD --swarms 100000 --print-hashes > "$W/hashes100k.hex"
   fill_rss() { # name pid addr
     local before after; before=$(rss_kib "$2")
-    $LOAD --server "$3" --sockets 8 --fill 1000000 > "$RAW/mem-$1.txt" 2>&1
+    $LOAD --server "$3" --sockets 8 --swarms 100000 --fill 1000000 > "$RAW/mem-$1.txt" 2>&1
     after=$(rss_kib "$2")
     echo "memory $1: RSS $before KiB before, $after KiB after 1,000,000 peers ($(cat "$RAW/mem-$1.txt"))"
     MEM+=("| $1 | $((before / 1024)) | $((after / 1024)) | $(( (after - before) * 1024 / 1000000 )) |")

@@ -11,8 +11,9 @@
 //! as on a real tracker. Prints responses per second and latency percentiles; when a socket
 //! hears nothing for 200 ms its window is re-sent and counted as lost.
 //!
-//! `--fill PEERS` instead announces PEERS distinct peers (10 per swarm over PEERS/10 swarms,
-//! each announced once, `event=started`) and exits: the memory benchmark.
+//! `--fill PEERS` instead announces PEERS distinct peers spread evenly over the `--swarms`
+//! swarms (each announced once, `event=started`, 30% of them seeders) and exits: the memory
+//! benchmark, and the store every tracker holds before the UDP throughput runs.
 //!
 //! Usage: udp_load --server 127.0.0.1:6969 [--threads 2] [--sockets 8] [--window 8]
 //!        [--duration 6] [--swarms 1000] [--peers 100000] [--print-hashes]
@@ -383,8 +384,10 @@ fn run_thread(a: &Args, t: usize, start: Instant, deadline: Instant, totals: &To
     latencies
 }
 
-/// Announces `peers` distinct peers, 10 per swarm, each once.
+/// Announces `peers` distinct peers, spread evenly over the swarms, each once.
 async fn fill(a: Arc<Args>, peers: u64) {
+    let per_swarm = peers.div_ceil(u64::from(a.swarms.max(1)));
+    assert!(per_swarm <= 50_000, "--fill puts {per_swarm} peers in a swarm; at most 50,000 fit (one port each)");
     let sockets = a.sockets.max(1);
     let per_socket = peers.div_ceil(sockets as u64);
     let mut tasks = Vec::new();
@@ -403,7 +406,7 @@ async fn fill(a: Arc<Args>, peers: u64) {
             while next < last || !inflight.is_empty() {
                 while next < last && inflight.len() < 32 {
                     inflight.insert(next as u32, next);
-                    sock.send(&fill_request(cid, next).encode()).await.unwrap();
+                    sock.send(&fill_request(cid, next, per_swarm).encode()).await.unwrap();
                     next += 1;
                 }
                 match tokio::time::timeout(Duration::from_millis(300), sock.recv(&mut buf)).await {
@@ -415,7 +418,7 @@ async fn fill(a: Arc<Args>, peers: u64) {
                     }
                     _ => {
                         for &p in inflight.values() {
-                            sock.send(&fill_request(cid, p).encode()).await.unwrap();
+                            sock.send(&fill_request(cid, p, per_swarm).encode()).await.unwrap();
                         }
                     }
                 }
@@ -427,23 +430,24 @@ async fn fill(a: Arc<Args>, peers: u64) {
     }
 }
 
-/// Peer `p`: swarm p / 10, a distinct (address, port) per peer in it.
-fn fill_request(cid: u64, p: u64) -> Request {
+/// Peer `p`: swarm p / per_swarm, a distinct port per peer in it.
+fn fill_request(cid: u64, p: u64, per_swarm: u64) -> Request {
+    let k = p % per_swarm;
     let mut id = [b'-'; 20];
     id[..8].copy_from_slice(&p.to_le_bytes());
     Request::Announce(AnnounceRequest {
         connection_id: cid,
         transaction_id: p as u32,
-        info_hash: hash((p / 10) as u32),
+        info_hash: hash((p / per_swarm) as u32),
         peer_id: PeerId(id),
         downloaded: 0,
-        left: if p % 10 < 3 { 0 } else { 1000 },
+        left: if k % 10 < 3 { 0 } else { 1000 },
         uploaded: 0,
         event: Event::Started,
         ip: None,
         key: 0,
         num_want: Some(0),
-        port: 10_000 + (p % 10) as u16,
+        port: 10_000 + k as u16,
         url_data: Vec::new(),
     })
 }
@@ -454,7 +458,7 @@ fn main() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let t = Instant::now();
         rt.block_on(fill(a.clone(), peers));
-        println!("filled {peers} peers over {} swarms in {:.1} s", peers.div_ceil(10), t.elapsed().as_secs_f64());
+        println!("filled {peers} peers over {} swarms in {:.1} s", a.swarms, t.elapsed().as_secs_f64());
         return;
     }
     let totals = Arc::new(Totals::default());
