@@ -249,6 +249,9 @@ impl Config {
         if !self.store.shards.is_power_of_two() || self.store.shards > 65536 {
             return bad("store.shards must be a power of two up to 65536");
         }
+        if self.store.max_peers_per_swarm as usize > crate::store::MAX_LIST {
+            return bad(&format!("store.max_peers_per_swarm must be at most {}", crate::store::MAX_LIST));
+        }
         if self.udp.connection_id_valid == 0 {
             return bad("udp.connection_id_valid must be at least 1");
         }

@@ -19,7 +19,7 @@ use bitswarm_tracker_proto::{Event, InfoHash};
 
 use crate::Shared;
 use crate::stats::{self, Metrics, Proto};
-use crate::store::{Announce, Families, Outcome};
+use crate::store::{Announce, Families, Outcome, ReplyPeers};
 
 pub fn router(shared: Arc<Shared>) -> Router {
     let mut r = Router::new().route("/announce", get(announce)).route("/scrape", get(scrape));
@@ -98,7 +98,11 @@ impl Shared {
             numwant,
             families: Families::Both,
         };
-        let mut peers = Vec::with_capacity(numwant);
+        let form = PeerForm::of(&req);
+        let mut peers = ReplyPeers {
+            peers: Vec::with_capacity(numwant),
+            with_ids: matches!(form, PeerForm::Dictionary { peer_id: true }),
+        };
         let (counts, outcome) = self.store.announce(&ann, &mut peers);
         if outcome == Outcome::Full {
             Metrics::inc(&m.peers_refused);
@@ -109,11 +113,11 @@ impl Shared {
             complete: counts.seeders,
             incomplete: counts.leechers,
             downloaded: Some(counts.downloaded),
-            peers,
+            peers: peers.peers,
             warning_message: None,
             tracker_id: None,
         }
-        .encode(PeerForm::of(&req))
+        .encode(form)
     }
 
     /// Answers a scrape query; returns the bencoded body.

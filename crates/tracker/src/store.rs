@@ -3,9 +3,11 @@
 //! * Sharded: the info-hash picks one of `shards` mutexes, so announces on different swarms
 //!   almost never wait for each other; nothing global is locked on the announce path (one
 //!   atomic counter changes only when a peer is added or removed).
-//! * Compact: a peer is 32 bytes (IPv4) or 44 bytes (IPv6) in a dense vector per swarm and
-//!   family, grown in steps of a quarter; swarms of more than [`INDEX_FROM`] peers add a hash
-//!   index from address to position. A swarm with no IPv6 peer pays 8 bytes for the family.
+//! * Compact: a peer is 32 bytes (IPv4) or 44 bytes (IPv6) in dense vectors per swarm and
+//!   family, grown in steps of a quarter: 12 (or 24) bytes that announces read and write
+//!   (address, flags, last announce), and apart from them its 20-byte peer id, which only
+//!   dictionary replies read. Swarms of more than [`INDEX_FROM`] peers add a hash index from
+//!   address to position (4 bytes a slot). A swarm with no IPv6 peer pays 8 bytes for the family.
 //! * Peers are keyed by the address the tracker saw (or a configured proxy header named) and
 //!   the port they announced: a peer id alone can overwrite nobody.
 //! * Counts are exact: seeders and leechers are maintained on every change, per swarm and per
@@ -69,41 +71,77 @@ fn compact6(ip: Ipv6Addr, port: u16) -> [u8; 18] {
     a
 }
 
+/// A peer as announces read and write it: 12 bytes for IPv4, 24 for IPv6. Its peer id lives
+/// apart (in [`PeerList::ids`]), read only by replies that carry ids, so a reply's peer
+/// selection and a re-announce touch 12 bytes a peer, not 32.
 #[derive(Clone, Copy)]
 struct Entry<A> {
     addr: A,
-    seeder: bool,
-    /// This peer's `completed` has been counted in the swarm's `downloaded` (it sits in what
-    /// would be padding: the entry stays 32 bytes for IPv4).
-    completed: bool,
+    /// [`SEEDER`], [`COMPLETED`], and in the bits above them [`id_tag`] of the peer id stored.
+    flags: u16,
     last_seen: u32,
-    peer_id: [u8; 20],
 }
 
-// The memory figures in the README depend on these.
-const _: () = assert!(std::mem::size_of::<Entry<[u8; 6]>>() == 32);
-const _: () = assert!(std::mem::size_of::<Entry<[u8; 18]>>() == 44);
+/// The peer has the whole torrent.
+const SEEDER: u16 = 1;
+/// The peer's `completed` has been counted in the swarm's `downloaded`.
+const COMPLETED: u16 = 2;
+/// Where the peer id's tag starts in [`Entry::flags`].
+const TAG_SHIFT: u32 = 2;
+
+/// 14 bits of a peer id: a re-announce whose id has the stored tag leaves the id alone (it
+/// writes it only when the tag differs or the client says `started`), so a re-announce does not
+/// touch the id's cache line. A client that changes its id without `started` (1 in 16,384 of
+/// those have the same tag) keeps its old id in dictionary replies until its next `started`.
+fn id_tag(id: &[u8; 20]) -> u16 {
+    let word = |i: usize| u64::from_le_bytes(id[i..i + 8].try_into().unwrap_or_default());
+    let x = word(0) ^ word(8).rotate_left(21) ^ u64::from(u32::from_le_bytes([id[16], id[17], id[18], id[19]])) << 40;
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - (16 - TAG_SHIFT))) as u16
+}
+
+impl<A> Entry<A> {
+    fn new(addr: A, seeder: bool, completed: bool, now: u32, id: &[u8; 20]) -> Self {
+        let flags = (u16::from(seeder) * SEEDER) | (u16::from(completed) * COMPLETED) | (id_tag(id) << TAG_SHIFT);
+        Entry { addr, flags, last_seen: now }
+    }
+    fn seeder(&self) -> bool {
+        self.flags & SEEDER != 0
+    }
+}
+
+// The memory figures in the README depend on these (with the peer id's 20 bytes: 32 and 44).
+const _: () = assert!(std::mem::size_of::<Entry<[u8; 6]>>() == 12);
+const _: () = assert!(std::mem::size_of::<Entry<[u8; 18]>>() == 24);
 
 /// The peers of one swarm and one address family.
 struct PeerList<A> {
     entries: Vec<Entry<A>>,
+    /// The peer ids, at the same positions as `entries`.
+    ids: Vec<[u8; 20]>,
     /// Only for swarms of more than [`INDEX_FROM`] peers; most swarms never need one.
     index: Option<Index>,
     seeders: u32,
 }
 
+/// The most peers of one family a swarm can hold (positions in an [`Index`] slot have 20 bits).
+pub const MAX_LIST: usize = (1 << 20) - 2;
+
 /// An open-addressing index from a peer's address to its position in `entries`.
 ///
-/// A slot is 0 (empty) or `hash << 32 | (position + 1)`, where `hash` is 32 bits of the keyed
-/// SipHash of the address (so a client cannot aim collisions); a lookup starts at
-/// `hash & mask` and probes linearly. The table is kept at most half full and deletions shift
-/// later slots back (no tombstones). A lookup reads one slot's cache line and then the entry,
-/// which the announce touches anyway: a general hash map added two more cache misses per
-/// announce (its header and its key-value bucket) to big swarms.
-struct Index(Box<[u64]>);
+/// A slot is 0 (empty) or `tag << 20 | (position + 1)`, where the home slot and the 12-bit tag
+/// are bits of the keyed SipHash of the address (so a client cannot aim collisions); a lookup
+/// starts at the home slot, probes linearly, and reads an entry only when the tag matches. The
+/// table is kept at most half full and deletions shift later slots back (no tombstones). A
+/// lookup reads one slot's cache line and then the entry, which the announce touches anyway: a
+/// general hash map added two more cache misses per announce (its header and its key-value
+/// bucket) to big swarms. At 4 bytes a slot, the index of a big swarm is smaller than its
+/// entries, and both stay in cache longer.
+struct Index(Box<[u32]>);
 
 /// The fewest slots an index has (a power of two: the mask depends on it).
 const MIN_SLOTS: usize = (2 * INDEX_FROM).next_power_of_two();
+const POSITION_BITS: u32 = 20;
+const POSITION_MASK: u32 = (1 << POSITION_BITS) - 1;
 
 impl Index {
     fn for_len(len: usize) -> Index {
@@ -112,8 +150,10 @@ impl Index {
         Index(vec![0; slots].into_boxed_slice())
     }
 
-    fn hash<A: Compact>(addr: &A) -> u32 {
-        (Keyed.hash_one(addr) >> 32) as u32
+    /// The home slot (low bits) and the tag (the top 12 bits) of `addr`.
+    fn hash<A: Compact>(&self, addr: &A) -> (usize, u32) {
+        let h = Keyed.hash_one(addr);
+        (h as usize & self.mask(), (h >> (64 - (32 - POSITION_BITS))) as u32)
     }
 
     fn mask(&self) -> usize {
@@ -127,44 +167,44 @@ impl Index {
 
     /// The position a slot points at.
     fn position(&self, slot: usize) -> usize {
-        (self.0[slot] as u32 - 1) as usize
+        ((self.0[slot] & POSITION_MASK) - 1) as usize
     }
 
     /// The slot of `addr`, if it is in `entries`.
     fn slot<A: Compact>(&self, addr: &A, entries: &[Entry<A>]) -> Option<usize> {
-        let h = Self::hash(addr);
+        let (mut i, tag) = self.hash(addr);
         let mask = self.mask();
-        let mut i = h as usize & mask;
         loop {
             let s = self.0[i];
             if s == 0 {
                 return None;
             }
-            if (s >> 32) as u32 == h && entries.get(self.position(i)).is_some_and(|e| e.addr == *addr) {
+            if s >> POSITION_BITS == tag && entries.get(self.position(i)).is_some_and(|e| e.addr == *addr) {
                 return Some(i);
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// Adds `addr` (not yet in the index) at `position`; the caller keeps the table within
-    /// [`Index::fits`].
+    /// Adds `addr` (not yet in the index) at `position` (below [`MAX_LIST`]); the caller keeps
+    /// the table within [`Index::fits`].
     fn insert<A: Compact>(&mut self, addr: &A, position: usize) {
-        let h = Self::hash(addr);
+        debug_assert!(position < MAX_LIST);
+        let (mut i, tag) = self.hash(addr);
         let mask = self.mask();
-        let mut i = h as usize & mask;
         while self.0[i] != 0 {
             i = (i + 1) & mask;
         }
-        self.0[i] = u64::from(h) << 32 | (position as u64 + 1);
+        self.0[i] = tag << POSITION_BITS | (position as u32 + 1);
     }
 
     fn set_position(&mut self, slot: usize, position: usize) {
-        self.0[slot] = self.0[slot] & !u64::from(u32::MAX) | (position as u64 + 1);
+        self.0[slot] = self.0[slot] & !POSITION_MASK | (position as u32 + 1);
     }
 
-    /// Empties `slot`, moving back the slots after it that would no longer be found.
-    fn remove(&mut self, slot: usize) {
+    /// Empties `slot`, moving back the slots after it that would no longer be found (a slot's
+    /// home comes from hashing its entry's address again: removals are rare next to lookups).
+    fn remove<A: Compact>(&mut self, slot: usize, entries: &[Entry<A>]) {
         let mask = self.mask();
         let mut hole = slot;
         let mut j = slot;
@@ -174,7 +214,8 @@ impl Index {
             if s == 0 {
                 break;
             }
-            let home = (s >> 32) as usize & mask;
+            let Some(e) = entries.get(self.position(j)) else { break };
+            let (home, _) = self.hash(&e.addr);
             // The slot at j may fill the hole unless its home lies after the hole (cyclically).
             if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
                 self.0[hole] = s;
@@ -187,7 +228,7 @@ impl Index {
 
 impl<A: Compact> Default for PeerList<A> {
     fn default() -> Self {
-        PeerList { entries: Vec::new(), index: None, seeders: 0 }
+        PeerList { entries: Vec::new(), ids: Vec::new(), index: None, seeders: 0 }
     }
 }
 
@@ -206,14 +247,18 @@ impl<A: Compact> PeerList<A> {
         }
     }
 
-    fn push(&mut self, e: Entry<A>) {
+    /// Adds a peer (not in the list yet); the store keeps a list below [`MAX_LIST`].
+    fn push(&mut self, e: Entry<A>, id: &[u8; 20]) {
         let len = self.entries.len();
         if len == self.entries.capacity() {
             // Grow by a quarter (at least one): a swarm of 10 peers wastes a few slots, not 6.
-            self.entries.reserve_exact((len / 4).max(1));
+            let more = (len / 4).max(1);
+            self.entries.reserve_exact(more);
+            self.ids.reserve_exact(more);
         }
-        self.seeders += u32::from(e.seeder);
+        self.seeders += u32::from(e.seeder());
         self.entries.push(e);
+        self.ids.push(*id);
         match &mut self.index {
             Some(ix) if ix.fits(len + 1) => ix.insert(&e.addr, len),
             _ if len + 1 > INDEX_FROM => self.rebuild_index(),
@@ -227,7 +272,7 @@ impl<A: Compact> PeerList<A> {
             let removed = ix.slot(&self.entries[i].addr, &self.entries);
             debug_assert!(removed.is_some(), "every entry is in the index");
             if let Some(slot) = removed {
-                ix.remove(slot);
+                ix.remove(slot, &self.entries);
             }
             if i != last {
                 let moved = ix.slot(&self.entries[last].addr, &self.entries);
@@ -238,7 +283,8 @@ impl<A: Compact> PeerList<A> {
             }
         }
         let e = self.entries.swap_remove(i);
-        self.seeders -= u32::from(e.seeder);
+        self.ids.swap_remove(i);
+        self.seeders -= u32::from(e.seeder());
         if let Some(ix) = &self.index {
             let len = self.entries.len();
             if len < INDEX_FROM / 2 {
@@ -265,13 +311,23 @@ impl<A: Compact> PeerList<A> {
     /// Drops peers last seen before `cutoff`; returns (seeders, leechers) removed.
     fn expire(&mut self, cutoff: u32) -> (u32, u32) {
         let before = (self.seeders, self.leechers());
-        self.entries.retain(|e| e.last_seen >= cutoff);
-        if self.entries.len() as u32 == before.0 + before.1 {
+        let mut kept = 0;
+        for i in 0..self.entries.len() {
+            if self.entries[i].last_seen >= cutoff {
+                self.entries[kept] = self.entries[i];
+                self.ids[kept] = self.ids[i];
+                kept += 1;
+            }
+        }
+        if kept == self.entries.len() {
             return (0, 0);
         }
-        self.seeders = self.entries.iter().filter(|e| e.seeder).count() as u32;
-        if self.entries.capacity() > self.entries.len() * 2 + 4 {
-            self.entries.shrink_to(self.entries.len() + self.entries.len() / 4);
+        self.entries.truncate(kept);
+        self.ids.truncate(kept);
+        self.seeders = self.entries.iter().filter(|e| e.seeder()).count() as u32;
+        if self.entries.capacity() > kept * 2 + 4 {
+            self.entries.shrink_to(kept + kept / 4);
+            self.ids.shrink_to(kept + kept / 4);
         }
         self.rebuild_index();
         (before.0 - self.seeders, before.1 - self.leechers())
@@ -288,31 +344,44 @@ impl<A: Compact> PeerList<A> {
         let start = (rand % n as u64) as usize;
         let mut limit = n.min(want.max(1) * 64 + 4096);
         let mut got = 0;
-        let (tail, head) = self.entries.split_at(start);
+        let with_ids = out.wants_ids();
         // The loop below reads about `want` entries from `start` on: ask for all their cache
         // lines at once, so the misses overlap instead of coming one line at a time.
-        prefetch(&head[..want.min(head.len())]);
-        prefetch(&tail[..want.saturating_sub(head.len()).min(tail.len())]);
-        for part in [head, tail] {
-            for e in part.iter().take(limit) {
-                if (only_leechers && e.seeder) || me == Some(&e.addr) {
+        prefetch_from(&self.entries, start, want);
+        if with_ids {
+            prefetch_from(&self.ids, start, want);
+        }
+        const NO_ID: [u8; 20] = [0; 20];
+        for range in [start..n, 0..start] {
+            let (first, len) = (range.start, range.len());
+            for (k, e) in self.entries[range].iter().take(limit).enumerate() {
+                if (only_leechers && e.seeder()) || me == Some(&e.addr) {
                     continue;
                 }
-                e.addr.give(&e.peer_id, out);
+                let id = if with_ids { &self.ids[first + k] } else { &NO_ID };
+                e.addr.give(id, out);
                 got += 1;
                 if got == want {
                     return got;
                 }
             }
-            limit -= part.len().min(limit);
+            limit -= len.min(limit);
         }
         got
     }
 
     fn bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<Entry<A>>()
-            + self.index.as_ref().map_or(0, |ix| ix.0.len() * std::mem::size_of::<u64>())
+            + self.ids.capacity() * 20
+            + self.index.as_ref().map_or(0, |ix| ix.0.len() * std::mem::size_of::<u32>())
     }
+}
+
+/// Prefetches the `want` items of `v` from `start` on, wrapping around to its beginning.
+fn prefetch_from<T>(v: &[T], start: usize, want: usize) {
+    let (tail, head) = v.split_at(start);
+    prefetch(&head[..want.min(head.len())]);
+    prefetch(&tail[..want.saturating_sub(head.len()).min(tail.len())]);
 }
 
 /// Hints the CPU to start loading the cache lines `items` spans (no effect on any result; a
@@ -380,12 +449,18 @@ pub struct SwarmCounts {
 /// Where [`Store::announce`] puts the peers it picks for a reply: each peer's address in
 /// compact form (4 or 16 bytes of IP, then the port, big-endian) and its peer id.
 pub trait PeerSink {
+    /// Whether the sink uses the peer ids: reading them costs the store a cache line more per
+    /// few peers, so sinks that ignore them say so (and get zeros).
+    fn wants_ids(&self) -> bool;
     fn v4(&mut self, addr: &[u8; 6], peer_id: &[u8; 20]);
     fn v6(&mut self, addr: &[u8; 18], peer_id: &[u8; 20]);
 }
 
 /// Peers with their ids, for replies in any form.
 impl PeerSink for Vec<Peer> {
+    fn wants_ids(&self) -> bool {
+        true
+    }
     fn v4(&mut self, addr: &[u8; 6], peer_id: &[u8; 20]) {
         self.push(Peer { addr: bitswarm_tracker_proto::http::peer_v4(addr), peer_id: Some(PeerId(*peer_id)) });
     }
@@ -394,9 +469,33 @@ impl PeerSink for Vec<Peer> {
     }
 }
 
+/// Peers for an HTTP reply, with their ids only when `with_ids` (a dictionary reply that
+/// carries them).
+pub struct ReplyPeers {
+    pub peers: Vec<Peer>,
+    pub with_ids: bool,
+}
+
+impl PeerSink for ReplyPeers {
+    fn wants_ids(&self) -> bool {
+        self.with_ids
+    }
+    fn v4(&mut self, addr: &[u8; 6], peer_id: &[u8; 20]) {
+        let peer_id = self.with_ids.then_some(PeerId(*peer_id));
+        self.peers.push(Peer { addr: bitswarm_tracker_proto::http::peer_v4(addr), peer_id });
+    }
+    fn v6(&mut self, addr: &[u8; 18], peer_id: &[u8; 20]) {
+        let peer_id = self.with_ids.then_some(PeerId(*peer_id));
+        self.peers.push(Peer { addr: bitswarm_tracker_proto::http::peer_v6(addr), peer_id });
+    }
+}
+
 /// The compact addresses appended to a reply being written (a UDP announce reply's peer list:
 /// used with [`Families::Same`], so every address has the announcer's family).
 impl PeerSink for Vec<u8> {
+    fn wants_ids(&self) -> bool {
+        false
+    }
     #[inline]
     fn v4(&mut self, addr: &[u8; 6], _: &[u8; 20]) {
         self.extend_from_slice(addr);
@@ -503,7 +602,8 @@ impl Store {
             mask: shards - 1,
             started: crate::clock::Clock::start(),
             peers: AtomicU64::new(0),
-            max_per_swarm: max_per_swarm as usize,
+            // A list's positions have 20 bits (config validation says so first).
+            max_per_swarm: (max_per_swarm as usize).min(MAX_LIST),
             max_total,
         }
     }
@@ -554,11 +654,11 @@ impl Store {
         let updated = match ip {
             IpAddr::V4(ip4) => {
                 let key = compact4(ip4, a.addr.port());
-                upsert(&mut sw.v4, key, a.peer_id, seeder, completing, now)
+                upsert(&mut sw.v4, key, a, seeder, now)
             }
             IpAddr::V6(ip6) => {
                 let key = compact6(ip6, a.addr.port());
-                upsert(sw.v6.get_or_insert_with(Default::default), key, a.peer_id, seeder, completing, now)
+                upsert(sw.v6.get_or_insert_with(Default::default), key, a, seeder, now)
             }
         };
         match updated {
@@ -737,23 +837,23 @@ impl Store {
 
 /// Updates an existing peer; returns whether it was a seeder and whether this announce's
 /// `completed` is to be counted (the first from this peer). `None`: not there, to be inserted.
-fn upsert<A: Compact>(
-    list: &mut PeerList<A>,
-    key: A,
-    peer_id: PeerId,
-    seeder: bool,
-    completing: bool,
-    now: u32,
-) -> Option<(bool, bool)> {
+fn upsert<A: Compact>(list: &mut PeerList<A>, key: A, a: &Announce, seeder: bool, now: u32) -> Option<(bool, bool)> {
     let i = list.find(&key)?;
     let e = &mut list.entries[i];
-    let was = e.seeder;
+    let was = e.seeder();
     e.last_seen = now;
-    e.peer_id = peer_id.0;
-    let count = completing && !e.completed;
-    e.completed |= completing;
+    let tag = id_tag(&a.peer_id.0);
+    if e.flags >> TAG_SHIFT != tag || a.event == Event::Started {
+        e.flags = e.flags & (SEEDER | COMPLETED) | tag << TAG_SHIFT;
+        list.ids[i] = a.peer_id.0;
+    }
+    let completing = a.event == Event::Completed;
+    let count = completing && e.flags & COMPLETED == 0;
+    if completing {
+        e.flags |= COMPLETED;
+    }
     if was != seeder {
-        e.seeder = seeder;
+        e.flags ^= SEEDER;
         if seeder {
             list.seeders += 1;
         } else {
@@ -766,11 +866,11 @@ fn upsert<A: Compact>(
 fn insert_peer(sw: &mut Swarm, port: u16, ip: IpAddr, peer_id: PeerId, seeder: bool, completed: bool, now: u32) {
     match ip {
         IpAddr::V4(ip4) => {
-            sw.v4.push(Entry { addr: compact4(ip4, port), seeder, completed, last_seen: now, peer_id: peer_id.0 });
+            sw.v4.push(Entry::new(compact4(ip4, port), seeder, completed, now, &peer_id.0), &peer_id.0);
         }
         IpAddr::V6(ip6) => {
             let l = sw.v6.get_or_insert_with(Default::default);
-            l.push(Entry { addr: compact6(ip6, port), seeder, completed, last_seen: now, peer_id: peer_id.0 });
+            l.push(Entry::new(compact6(ip6, port), seeder, completed, now, &peer_id.0), &peer_id.0);
         }
     }
 }
@@ -781,7 +881,7 @@ fn remove_peer(sw: &mut Swarm, addr: SocketAddr) -> Option<bool> {
         IpAddr::V4(ip4) => {
             let key = compact4(ip4, addr.port());
             let i = sw.v4.find(&key)?;
-            Some(sw.v4.remove(i).seeder)
+            Some(sw.v4.remove(i).seeder())
         }
         IpAddr::V6(ip6) => {
             let key = compact6(ip6, addr.port());
@@ -791,7 +891,7 @@ fn remove_peer(sw: &mut Swarm, addr: SocketAddr) -> Option<bool> {
             if l.len() == 0 {
                 sw.v6 = None;
             }
-            Some(e.seeder)
+            Some(e.seeder())
         }
     }
 }
@@ -879,6 +979,51 @@ mod tests {
         stop.peer_id = PeerId([14; 20]);
         s.announce(&stop, &mut out);
         assert_eq!(s.counts(&InfoHash([1; 20])).leechers, 1);
+    }
+
+    #[test]
+    fn a_new_peer_id_replaces_the_old_one() {
+        let s = Store::new(4, 1000, 1000);
+        let ids_seen = |s: &Store| {
+            let mut out: Vec<Peer> = Vec::new();
+            s.announce(&ann(1, "10.9.9.9:9", 5, Event::None), &mut out);
+            out.iter().filter(|p| p.addr.port() == 1000).map(|p| p.peer_id.unwrap().0[0]).collect::<Vec<_>>()
+        };
+        let mut a = ann(1, "10.0.0.1:1000", 5, Event::Started);
+        a.peer_id = PeerId([1; 20]);
+        s.announce(&a, &mut Vec::<Peer>::new());
+        assert_eq!(ids_seen(&s), [1]);
+        // A re-announce with another id (another tag): the id follows.
+        a.event = Event::None;
+        a.peer_id = PeerId([2; 20]);
+        assert_ne!(id_tag(&[1; 20]), id_tag(&[2; 20]));
+        s.announce(&a, &mut Vec::<Peer>::new());
+        assert_eq!(ids_seen(&s), [2]);
+        // `started` always writes the id, whatever its tag.
+        a.event = Event::Started;
+        a.peer_id = PeerId([3; 20]);
+        s.announce(&a, &mut Vec::<Peer>::new());
+        assert_eq!(ids_seen(&s), [3]);
+        // Seeder and completed flags survive id changes, and the id survives flag changes.
+        a.event = Event::Completed;
+        a.left = 0;
+        s.announce(&a, &mut Vec::<Peer>::new());
+        assert_eq!(s.counts(&InfoHash([1; 20])), SwarmCounts { seeders: 1, leechers: 1, downloaded: 1 });
+        assert_eq!(ids_seen(&s), [3]);
+        a.event = Event::Started;
+        a.peer_id = PeerId([4; 20]);
+        s.announce(&a, &mut Vec::<Peer>::new());
+        a.event = Event::Completed;
+        s.announce(&a, &mut Vec::<Peer>::new());
+        assert_eq!(
+            s.counts(&InfoHash([1; 20])),
+            SwarmCounts { seeders: 1, leechers: 1, downloaded: 1 },
+            "counted once"
+        );
+        // A reply without ids reads none.
+        let mut reply = ReplyPeers { peers: Vec::new(), with_ids: false };
+        s.announce(&ann(1, "10.9.9.8:9", 5, Event::None), &mut reply);
+        assert!(!reply.peers.is_empty() && reply.peers.iter().all(|p| p.peer_id.is_none()));
     }
 
     #[test]
@@ -1035,7 +1180,7 @@ mod tests {
         use super::*;
 
         fn entry(addr: [u8; 6]) -> Entry<[u8; 6]> {
-            Entry { addr, seeder: addr[5] & 1 == 0, completed: false, last_seen: 0, peer_id: [0; 20] }
+            Entry::new(addr, addr[5] & 1 == 0, false, 0, &[0; 20])
         }
 
         proptest! {
@@ -1053,7 +1198,7 @@ mod tests {
                     let add = if n < half { r < 8 } else { r < 2 };
                     let a = addr(k);
                     match (add, list.find(&a)) {
-                        (true, None) => list.push(entry(a)),
+                        (true, None) => list.push(entry(a), &[k as u8; 20]),
                         (false, Some(i)) => {
                             prop_assert_eq!(list.remove(i).addr, a);
                         }
@@ -1071,9 +1216,11 @@ mod tests {
                         prop_assert_eq!(found.is_some(), model.contains(&k));
                         if let Some(i) = found {
                             prop_assert_eq!(list.entries[i].addr, addr(k));
+                            prop_assert_eq!(list.ids[i], [k as u8; 20], "the id moved with its entry");
                         }
                     }
-                    prop_assert_eq!(list.seeders as usize, list.entries.iter().filter(|e| e.seeder).count());
+                    prop_assert_eq!(list.seeders as usize, list.entries.iter().filter(|e| e.seeder()).count());
+                    prop_assert_eq!(list.ids.len(), list.entries.len());
                 }
                 for (i, e) in list.entries.iter().enumerate() {
                     prop_assert_eq!(list.find(&e.addr), Some(i));
@@ -1093,7 +1240,7 @@ mod tests {
                 }
             };
             for k in 0..1000 {
-                list.push(entry(addr(k)));
+                list.push(entry(addr(k)), &[0; 20]);
             }
             check(&list);
             let grown = list.index.as_ref().map(|ix| ix.0.len()).unwrap();
