@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod clock;
+mod columns;
 pub mod config;
 pub mod http;
 pub mod stats;

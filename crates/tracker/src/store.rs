@@ -3,10 +3,10 @@
 //! * Sharded: the info-hash picks one of `shards` mutexes, so announces on different swarms
 //!   almost never wait for each other; nothing global is locked on the announce path (one
 //!   atomic counter changes only when a peer is added or removed).
-//! * Compact: a peer is 32 bytes (IPv4) or 44 bytes (IPv6) in dense vectors per swarm and
-//!   family, grown in steps of a quarter: 12 (or 24) bytes that announces read and write
-//!   (address, flags, last announce), and apart from them its 20-byte peer id, which only
-//!   dictionary replies read. Swarms of more than [`INDEX_FROM`] peers add a hash index from
+//! * Compact: a peer is 32 bytes (IPv4) or 44 bytes (IPv6) in one allocation per swarm and
+//!   family ([`Columns`]), grown in steps of a quarter: 12 (or 24) bytes that announces read
+//!   and write (address, flags, last announce), and apart from them its 20-byte peer id, which
+//!   only dictionary replies read. Swarms of more than [`INDEX_FROM`] peers add a hash index from
 //!   address to position (4 bytes a slot). A swarm with no IPv6 peer pays 8 bytes for the family.
 //! * Peers are keyed by the address the tracker saw (or a configured proxy header named) and
 //!   the port they announced: a peer id alone can overwrite nobody.
@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use bitswarm_tracker_proto::http::Peer;
+
+use crate::columns::Columns;
 use bitswarm_tracker_proto::{Event, InfoHash, PeerId};
 
 /// Swarms with more peers of one family than this get a hash index; below it a linear scan of
@@ -115,9 +117,8 @@ const _: () = assert!(std::mem::size_of::<Entry<[u8; 18]>>() == 24);
 
 /// The peers of one swarm and one address family.
 struct PeerList<A> {
-    entries: Vec<Entry<A>>,
-    /// The peer ids, at the same positions as `entries`.
-    ids: Vec<[u8; 20]>,
+    /// The entries, and the peer ids at the same positions, in one allocation.
+    peers: Columns<Entry<A>>,
     /// Only for swarms of more than [`INDEX_FROM`] peers; most swarms never need one.
     index: Option<Index>,
     seeders: u32,
@@ -228,37 +229,30 @@ impl Index {
 
 impl<A: Compact> Default for PeerList<A> {
     fn default() -> Self {
-        PeerList { entries: Vec::new(), ids: Vec::new(), index: None, seeders: 0 }
+        PeerList { peers: Columns::default(), index: None, seeders: 0 }
     }
 }
 
 impl<A: Compact> PeerList<A> {
     fn len(&self) -> usize {
-        self.entries.len()
+        self.peers.len()
     }
     fn leechers(&self) -> u32 {
-        self.entries.len() as u32 - self.seeders
+        self.len() as u32 - self.seeders
     }
 
     fn find(&self, addr: &A) -> Option<usize> {
         match &self.index {
-            Some(ix) => ix.slot(addr, &self.entries).map(|s| ix.position(s)),
-            None => self.entries.iter().position(|e| e.addr == *addr),
+            Some(ix) => ix.slot(addr, self.peers.entries()).map(|s| ix.position(s)),
+            None => self.peers.entries().iter().position(|e| e.addr == *addr),
         }
     }
 
     /// Adds a peer (not in the list yet); the store keeps a list below [`MAX_LIST`].
     fn push(&mut self, e: Entry<A>, id: &[u8; 20]) {
-        let len = self.entries.len();
-        if len == self.entries.capacity() {
-            // Grow by a quarter (at least one): a swarm of 10 peers wastes a few slots, not 6.
-            let more = (len / 4).max(1);
-            self.entries.reserve_exact(more);
-            self.ids.reserve_exact(more);
-        }
+        let len = self.len();
         self.seeders += u32::from(e.seeder());
-        self.entries.push(e);
-        self.ids.push(*id);
+        self.peers.push(e, id);
         match &mut self.index {
             Some(ix) if ix.fits(len + 1) => ix.insert(&e.addr, len),
             _ if len + 1 > INDEX_FROM => self.rebuild_index(),
@@ -268,25 +262,24 @@ impl<A: Compact> PeerList<A> {
 
     fn remove(&mut self, i: usize) -> Entry<A> {
         if let Some(ix) = &mut self.index {
-            let last = self.entries.len() - 1;
-            let removed = ix.slot(&self.entries[i].addr, &self.entries);
+            let last = self.peers.len() - 1;
+            let removed = ix.slot(&self.peers.entries()[i].addr, self.peers.entries());
             debug_assert!(removed.is_some(), "every entry is in the index");
             if let Some(slot) = removed {
-                ix.remove(slot, &self.entries);
+                ix.remove(slot, self.peers.entries());
             }
             if i != last {
-                let moved = ix.slot(&self.entries[last].addr, &self.entries);
+                let moved = ix.slot(&self.peers.entries()[last].addr, self.peers.entries());
                 debug_assert!(moved.is_some(), "every entry is in the index");
                 if let Some(slot) = moved {
                     ix.set_position(slot, i);
                 }
             }
         }
-        let e = self.entries.swap_remove(i);
-        self.ids.swap_remove(i);
+        let e = self.peers.swap_remove(i);
         self.seeders -= u32::from(e.seeder());
         if let Some(ix) = &self.index {
-            let len = self.entries.len();
+            let len = self.len();
             if len < INDEX_FROM / 2 {
                 self.index = None;
             } else if len * 8 < ix.0.len() && ix.0.len() > MIN_SLOTS {
@@ -297,12 +290,12 @@ impl<A: Compact> PeerList<A> {
     }
 
     fn rebuild_index(&mut self) {
-        if self.entries.len() <= INDEX_FROM {
+        if self.len() <= INDEX_FROM {
             self.index = None;
             return;
         }
-        let mut ix = Index::for_len(self.entries.len());
-        for (i, e) in self.entries.iter().enumerate() {
+        let mut ix = Index::for_len(self.len());
+        for (i, e) in self.peers.entries().iter().enumerate() {
             ix.insert(&e.addr, i);
         }
         self.index = Some(ix);
@@ -311,23 +304,15 @@ impl<A: Compact> PeerList<A> {
     /// Drops peers last seen before `cutoff`; returns (seeders, leechers) removed.
     fn expire(&mut self, cutoff: u32) -> (u32, u32) {
         let before = (self.seeders, self.leechers());
-        let mut kept = 0;
-        for i in 0..self.entries.len() {
-            if self.entries[i].last_seen >= cutoff {
-                self.entries[kept] = self.entries[i];
-                self.ids[kept] = self.ids[i];
-                kept += 1;
-            }
-        }
-        if kept == self.entries.len() {
+        let len = self.len();
+        self.peers.retain(|e| e.last_seen >= cutoff);
+        let kept = self.len();
+        if kept == len {
             return (0, 0);
         }
-        self.entries.truncate(kept);
-        self.ids.truncate(kept);
-        self.seeders = self.entries.iter().filter(|e| e.seeder()).count() as u32;
-        if self.entries.capacity() > kept * 2 + 4 {
-            self.entries.shrink_to(kept + kept / 4);
-            self.ids.shrink_to(kept + kept / 4);
+        self.seeders = self.peers.entries().iter().filter(|e| e.seeder()).count() as u32;
+        if self.peers.capacity() > kept * 2 + 4 {
+            self.peers.shrink_to(kept + kept / 4);
         }
         self.rebuild_index();
         (before.0 - self.seeders, before.1 - self.leechers())
@@ -337,7 +322,7 @@ impl<A: Compact> PeerList<A> {
     /// skipping `me` and, when `only_leechers`, seeders; returns how many. Scans at most a
     /// bounded number of entries so a seeder's announce to a huge all-seeder swarm stays cheap.
     fn select(&self, me: Option<&A>, only_leechers: bool, want: usize, rand: u64, out: &mut impl PeerSink) -> usize {
-        let n = self.entries.len();
+        let n = self.len();
         if n == 0 || want == 0 || (only_leechers && self.leechers() == 0) {
             return 0;
         }
@@ -347,18 +332,18 @@ impl<A: Compact> PeerList<A> {
         let with_ids = out.wants_ids();
         // The loop below reads about `want` entries from `start` on: ask for all their cache
         // lines at once, so the misses overlap instead of coming one line at a time.
-        prefetch_from(&self.entries, start, want);
+        prefetch_from(self.peers.entries(), start, want);
         if with_ids {
-            prefetch_from(&self.ids, start, want);
+            prefetch_from(self.peers.ids(), start, want);
         }
         const NO_ID: [u8; 20] = [0; 20];
         for range in [start..n, 0..start] {
             let (first, len) = (range.start, range.len());
-            for (k, e) in self.entries[range].iter().take(limit).enumerate() {
+            for (k, e) in self.peers.entries()[range].iter().take(limit).enumerate() {
                 if (only_leechers && e.seeder()) || me == Some(&e.addr) {
                     continue;
                 }
-                let id = if with_ids { &self.ids[first + k] } else { &NO_ID };
+                let id = if with_ids { &self.peers.ids()[first + k] } else { &NO_ID };
                 e.addr.give(id, out);
                 got += 1;
                 if got == want {
@@ -371,8 +356,7 @@ impl<A: Compact> PeerList<A> {
     }
 
     fn bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry<A>>()
-            + self.ids.capacity() * 20
+        self.peers.capacity() * (std::mem::size_of::<Entry<A>>() + 20)
             + self.index.as_ref().map_or(0, |ix| ix.0.len() * std::mem::size_of::<u32>())
     }
 }
@@ -839,13 +823,14 @@ impl Store {
 /// `completed` is to be counted (the first from this peer). `None`: not there, to be inserted.
 fn upsert<A: Compact>(list: &mut PeerList<A>, key: A, a: &Announce, seeder: bool, now: u32) -> Option<(bool, bool)> {
     let i = list.find(&key)?;
-    let e = &mut list.entries[i];
+    let (entries, ids) = list.peers.both_mut();
+    let e = &mut entries[i];
     let was = e.seeder();
     e.last_seen = now;
     let tag = id_tag(&a.peer_id.0);
     if e.flags >> TAG_SHIFT != tag || a.event == Event::Started {
         e.flags = e.flags & (SEEDER | COMPLETED) | tag << TAG_SHIFT;
-        list.ids[i] = a.peer_id.0;
+        ids[i] = a.peer_id.0;
     }
     let completing = a.event == Event::Completed;
     let count = completing && e.flags & COMPLETED == 0;
@@ -1118,8 +1103,8 @@ mod tests {
             let mut g = sh.inner.lock().unwrap();
             for sw in g.swarms.values_mut() {
                 sw.last_activity = 0;
-                sw.v4.entries.iter_mut().for_each(|e| e.last_seen = 0);
-                sw.v6.iter_mut().for_each(|l| l.entries.iter_mut().for_each(|e| e.last_seen = 0));
+                sw.v4.peers.entries_mut().iter_mut().for_each(|e| e.last_seen = 0);
+                sw.v6.iter_mut().for_each(|l| l.peers.entries_mut().iter_mut().for_each(|e| e.last_seen = 0));
             }
         }
         assert_eq!(s.clean_before(1), (2, 1));
@@ -1215,14 +1200,14 @@ mod tests {
                         let found = list.find(&addr(k));
                         prop_assert_eq!(found.is_some(), model.contains(&k));
                         if let Some(i) = found {
-                            prop_assert_eq!(list.entries[i].addr, addr(k));
-                            prop_assert_eq!(list.ids[i], [k as u8; 20], "the id moved with its entry");
+                            prop_assert_eq!(list.peers.entries()[i].addr, addr(k));
+                            prop_assert_eq!(list.peers.ids()[i], [k as u8; 20], "the id moved with its entry");
                         }
                     }
-                    prop_assert_eq!(list.seeders as usize, list.entries.iter().filter(|e| e.seeder()).count());
-                    prop_assert_eq!(list.ids.len(), list.entries.len());
+                    prop_assert_eq!(list.seeders as usize, list.peers.entries().iter().filter(|e| e.seeder()).count());
+                    prop_assert_eq!(list.peers.ids().len(), list.len());
                 }
-                for (i, e) in list.entries.iter().enumerate() {
+                for (i, e) in list.peers.entries().iter().enumerate() {
                     prop_assert_eq!(list.find(&e.addr), Some(i));
                 }
             }
@@ -1235,7 +1220,7 @@ mod tests {
             let mut list: PeerList<[u8; 6]> = PeerList::default();
             let addr = |k: u16| compact4(Ipv4Addr::new(10, 1, (k >> 8) as u8, k as u8), 1);
             let check = |list: &PeerList<[u8; 6]>| {
-                for (i, e) in list.entries.iter().enumerate() {
+                for (i, e) in list.peers.entries().iter().enumerate() {
                     assert_eq!(list.find(&e.addr), Some(i));
                 }
             };
@@ -1255,7 +1240,7 @@ mod tests {
                 }
             }
             assert!(shrunk, "the index shrank as peers left");
-            assert!(list.index.is_none() && list.entries.is_empty());
+            assert!(list.index.is_none() && list.peers.entries().is_empty());
         }
     }
 
