@@ -59,7 +59,8 @@ full_scrape = false
 peer_timeout = 3600
 # How often the background cleaner looks for such peers.
 cleaner_interval = 60
-# Caps: an announce that would add a peer beyond them is answered, but the peer is not stored.
+# Caps: an announce that would add a peer beyond them is answered, but the peer is not stored
+# (a swarm holds at most 1048574 peers of each address family).
 max_peers_per_swarm = 100000
 max_peers_total = 20000000
 # Lock shards of the swarm table (a power of two): announces on different swarms rarely meet.
@@ -294,6 +295,9 @@ mod tests {
         let e = Config::from_toml("[nope]\n").unwrap_err().to_string();
         assert!(e.contains("unknown field `nope`"), "{e}");
         assert!(Config::from_toml("[store]\nshards = 3\n").is_err());
+        let cap = crate::store::MAX_LIST;
+        assert!(Config::from_toml(&format!("[store]\nmax_peers_per_swarm = {cap}\n")).is_ok());
+        assert!(Config::from_toml(&format!("[store]\nmax_peers_per_swarm = {}\n", cap + 1)).is_err());
         assert!(Config::from_toml("[announce]\ninterval = 10\nmin_interval = 20\n").is_err());
         assert!(Config::from_toml("[http]\nreal_ip_header = \"X-Real-IP\"\n").is_err());
         let c = Config::from_toml(

@@ -97,7 +97,8 @@ const TAG_SHIFT: u32 = 2;
 /// those have the same tag) keeps its old id in dictionary replies until its next `started`.
 fn id_tag(id: &[u8; 20]) -> u16 {
     let word = |i: usize| u64::from_le_bytes(id[i..i + 8].try_into().unwrap_or_default());
-    let x = word(0) ^ word(8).rotate_left(21) ^ u64::from(u32::from_le_bytes([id[16], id[17], id[18], id[19]])) << 40;
+    let last = u64::from(u32::from_le_bytes([id[16], id[17], id[18], id[19]]));
+    let x = word(0) ^ word(8).rotate_left(21) ^ last.rotate_left(42);
     (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - (16 - TAG_SHIFT))) as u16
 }
 
@@ -1009,6 +1010,85 @@ mod tests {
         let mut reply = ReplyPeers { peers: Vec::new(), with_ids: false };
         s.announce(&ann(1, "10.9.9.8:9", 5, Event::None), &mut reply);
         assert!(!reply.peers.is_empty() && reply.peers.iter().all(|p| p.peer_id.is_none()));
+    }
+
+    #[test]
+    fn every_byte_of_a_peer_id_moves_its_tag() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut same = [0u32; 20];
+        for _ in 0..64 {
+            let mut id = [0u8; 20];
+            for b in id.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            for (b, same) in same.iter_mut().enumerate() {
+                let mut other = id;
+                other[b] ^= 0x5a;
+                *same += u32::from(id_tag(&id) == id_tag(&other));
+            }
+        }
+        // 14 bits: about 1 in 16,384 changes keeps the tag; a byte left out of it keeps all 64.
+        assert!(same.iter().all(|&n| n <= 1), "ids whose tag a change of byte b kept: {same:?}");
+    }
+
+    /// Through stops (swap-removes in an indexed swarm), id changes without `started`, and a
+    /// partial expiry, every peer a dictionary reply hands out carries its own latest id.
+    #[test]
+    fn peer_ids_stay_with_their_peers() {
+        let s = Store::new(4, 1000, 1000);
+        let h = InfoHash([7; 20]);
+        let id_of = |port: u16, generation: u8| {
+            let mut id = [generation; 20];
+            id[..2].copy_from_slice(&port.to_be_bytes());
+            PeerId(id)
+        };
+        let peer = |port: u16, generation: u8, event: Event| {
+            let mut a = ann(7, &format!("10.0.{}.{}:{port}", port >> 8, port & 255), 5, event);
+            a.peer_id = id_of(port, generation);
+            a
+        };
+        let mut live: HashMap<u16, u8> = HashMap::new();
+        for port in 1..=200u16 {
+            s.announce(&peer(port, 1, Event::Started), &mut Vec::<Peer>::new());
+            live.insert(port, 1);
+        }
+        for port in (3..=200u16).step_by(3) {
+            s.announce(&peer(port, 1, Event::Stopped), &mut Vec::<Peer>::new());
+            live.remove(&port);
+        }
+        for port in (1..=200u16).step_by(7) {
+            if live.contains_key(&port) {
+                s.announce(&peer(port, 2, Event::None), &mut Vec::<Peer>::new());
+                live.insert(port, 2);
+            }
+        }
+        for sh in s.shards.iter() {
+            for sw in sh.inner.lock().unwrap().swarms.values_mut() {
+                for e in sw.v4.peers.entries_mut() {
+                    e.last_seen = if u16::from_be_bytes([e.addr[4], e.addr[5]]) % 5 == 0 { 0 } else { 100 };
+                }
+            }
+        }
+        s.clean_before(50);
+        live.retain(|port, _| port % 5 != 0);
+        assert_eq!(s.counts(&h), SwarmCounts { seeders: 0, leechers: live.len() as u32, downloaded: 0 });
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..40 {
+            let mut asker = ann(7, "10.9.9.9:9", 0, Event::None);
+            asker.numwant = 30;
+            let mut out: Vec<Peer> = Vec::new();
+            s.announce(&asker, &mut out);
+            assert_eq!(out.len(), 30);
+            for p in out {
+                let port = p.addr.port();
+                assert_eq!(p.peer_id, Some(id_of(port, live[&port])), "peer {}", p.addr);
+                seen.insert(port);
+            }
+        }
+        assert!(seen.len() > live.len() / 2, "replies start at random positions");
     }
 
     #[test]
