@@ -1338,6 +1338,7 @@ mod tests {
             left: u64,
             event: Event,
             numwant: usize,
+            id: u8,
         }
 
         fn op() -> impl Strategy<Value = Op> {
@@ -1348,17 +1349,22 @@ mod tests {
             ];
             let event =
                 prop_oneof![Just(Event::None), Just(Event::Started), Just(Event::Completed), Just(Event::Stopped)];
-            (0u8..3, addr, prop_oneof![Just(0u64), Just(7u64)], event, 0usize..6)
-                .prop_map(|(swarm, addr, left, event, numwant)| Op { swarm, addr, left, event, numwant })
+            (0u8..3, addr, prop_oneof![Just(0u64), Just(7u64)], event, 0usize..6, 1u8..4)
+                .prop_map(|(swarm, addr, left, event, numwant, id)| Op { swarm, addr, left, event, numwant, id })
         }
 
         proptest! {
             /// Any sequence of announces keeps the counts equal to a plain model, never hands a
-            /// peer itself, never hands a seeder a seeder, and respects numwant.
+            /// peer itself, never hands a seeder a seeder, respects numwant, and hands each peer
+            /// out with the id it announced last.
             #[test]
             fn counts_match_a_model(ops in proptest::collection::vec(op(), 1..200), shards in 1usize..4) {
                 let s = Store::new(shards, 1000, 1000);
+                // The ids' tags differ, so every re-announce stores its id.
+                prop_assert!(id_tag(&[1; 20]) != id_tag(&[2; 20]) && id_tag(&[2; 20]) != id_tag(&[3; 20]));
+                prop_assert!(id_tag(&[1; 20]) != id_tag(&[3; 20]));
                 let mut peers: BTreeMap<(u8, SocketAddr), bool> = BTreeMap::new();
+                let mut ids: BTreeMap<(u8, SocketAddr), u8> = BTreeMap::new();
                 let mut counted: std::collections::BTreeSet<(u8, SocketAddr)> = Default::default();
                 let mut downloaded = [0u32; 3];
                 let mut out: Vec<Peer> = Vec::new();
@@ -1368,10 +1374,12 @@ mod tests {
                     match o.event {
                         Event::Stopped => {
                             peers.remove(&key);
+                            ids.remove(&key);
                             counted.remove(&key);
                         }
                         _ => {
                             peers.insert(key, seeder);
+                            ids.insert(key, o.id);
                             if o.event == Event::Completed && counted.insert(key) {
                                 downloaded[usize::from(o.swarm)] += 1;
                             }
@@ -1380,7 +1388,7 @@ mod tests {
                     out.clear();
                     let a = Announce {
                         info_hash: InfoHash([o.swarm; 20]),
-                        peer_id: PeerId([1; 20]),
+                        peer_id: PeerId([o.id; 20]),
                         addr: o.addr,
                         left: o.left,
                         event: o.event,
@@ -1401,6 +1409,7 @@ mod tests {
                         let theirs = peers.get(&(o.swarm, p.addr)).copied();
                         prop_assert!(theirs.is_some(), "a peer that is not in the swarm");
                         prop_assert!(!(seeder && theirs == Some(true)), "a seeder got a seeder");
+                        prop_assert_eq!(p.peer_id, ids.get(&(o.swarm, p.addr)).map(|&i| PeerId([i; 20])));
                     }
                     for sw in 0..3u8 {
                         prop_assert_eq!(s.counts(&InfoHash([sw; 20])), model(sw));
