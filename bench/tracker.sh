@@ -9,7 +9,8 @@
 #         in flight each; 80% announce, 10% scrape, 10% connect over the same 1,000 swarms, announces
 #         from 100,000 peers); aquatic's own load tester too, against the open trackers
 #         (opentracker's whitelist refuses it).
-#         Before the UDP runs every tracker is restarted and given the same 1,000,000 peers.
+#         Before the UDP runs bitswarm and opentracker are restarted (aquatic_udp has served
+#         nothing yet) and every tracker is given the same 1,000,000 peers.
 #   Memory: RSS after 1,000,000 peers over 100,000 swarms were announced over UDP.
 # Medians of RUNS runs (default 3), and each run's own ratio to opentracker (its trackers are
 # measured seconds apart). Results: bench/results/tracker-DATE.md (raw output in
@@ -135,8 +136,9 @@ done
 ot_check
 
 # --- UDP ---
-# Every tracker starts the UDP runs from the same store: a fresh process holding the same
-# 1,000,000 peers over the 1,000 swarms (FILL_PEERS), as a busy public tracker would. Without
+# Every tracker starts the UDP runs from the same store: a fresh process (aquatic_udp has served
+# nothing yet) holding the same 1,000,000 peers over the 1,000 swarms (FILL_PEERS), as a busy
+# public tracker would. Without
 # this, each would hold what its own HTTP runs left: random peers in proportion to its HTTP speed.
 FILL_PEERS=${FILL_PEERS:-1000000}
 kill "$BS_PID" "$OT_PID" 2>/dev/null || true
