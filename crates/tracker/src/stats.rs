@@ -1,8 +1,9 @@
 //! Counters, the stats page (HTML and JSON) and the Prometheus text exposition (hand-written:
 //! a handful of counters does not need a metrics framework).
 
+use std::cell::Cell;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::store::{Store, SwarmInfo, Totals};
 
@@ -30,19 +31,53 @@ pub struct ProtoCounters {
     pub peers_refused: AtomicU64,
 }
 
-#[derive(Default)]
+/// Request counters striped by thread: each thread adds to a stripe of its own (picked once,
+/// round-robin), so worker threads on many cores do not pass one cache line back and forth on
+/// every request; readers add the stripes up.
 pub struct Metrics {
-    pub by_proto: [ProtoCounters; 2],
+    stripes: Box<[[ProtoCounters; 2]]>,
     pub peers_expired: AtomicU64,
     pub swarms_expired: AtomicU64,
 }
 
+/// Stripes of request counters (threads beyond this many share them).
+const STRIPES: usize = 16;
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            stripes: (0..STRIPES).map(|_| Default::default()).collect(),
+            peers_expired: AtomicU64::new(0),
+            swarms_expired: AtomicU64::new(0),
+        }
+    }
+}
+
+/// This thread's stripe.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+        }
+        s.get()
+    })
+}
+
 impl Metrics {
+    /// The calling thread's counters of protocol `p`, to add to with [`Metrics::inc`].
     pub fn of(&self, p: Proto) -> &ProtoCounters {
-        &self.by_proto[p as usize]
+        &self.stripes[stripe()][p as usize]
     }
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+    /// One counter of protocol `p`, summed over every thread.
+    pub fn total(&self, p: Proto, counter: impl Fn(&ProtoCounters) -> &AtomicU64) -> u64 {
+        self.stripes.iter().map(|s| get(counter(&s[p as usize]))).sum()
     }
 }
 
@@ -54,22 +89,20 @@ fn get(c: &AtomicU64) -> u64 {
 pub fn prometheus(store: &Store, m: &Metrics) -> String {
     let t = store.totals();
     let mut s = String::with_capacity(2048);
-    let mut family = |name: &str, kind: &str, help: &str, f: &dyn Fn(&ProtoCounters) -> u64| {
+    let mut family = |name: &str, kind: &str, help: &str, f: &dyn Fn(&ProtoCounters) -> &AtomicU64| {
         let _ = writeln!(s, "# HELP bitswarm_tracker_{name} {help}\n# TYPE bitswarm_tracker_{name} {kind}");
         for (p, label) in PROTOS {
-            let _ = writeln!(s, "bitswarm_tracker_{name}{{protocol=\"{label}\"}} {}", f(m.of(p)));
+            let _ = writeln!(s, "bitswarm_tracker_{name}{{protocol=\"{label}\"}} {}", m.total(p, f));
         }
     };
-    family("announces_total", "counter", "Announces answered.", &|c| get(&c.announces));
-    family("scrapes_total", "counter", "Scrapes answered.", &|c| get(&c.scrapes));
-    family("connects_total", "counter", "UDP connect requests answered.", &|c| get(&c.connects));
-    family("errors_total", "counter", "Requests refused as malformed or not allowed.", &|c| get(&c.errors));
+    family("announces_total", "counter", "Announces answered.", &|c| &c.announces);
+    family("scrapes_total", "counter", "Scrapes answered.", &|c| &c.scrapes);
+    family("connects_total", "counter", "UDP connect requests answered.", &|c| &c.connects);
+    family("errors_total", "counter", "Requests refused as malformed or not allowed.", &|c| &c.errors);
     family("bad_connection_ids_total", "counter", "UDP requests dropped for a bad connection id.", &|c| {
-        get(&c.bad_connection_ids)
+        &c.bad_connection_ids
     });
-    family("peers_refused_total", "counter", "New peers not stored because a cap was reached.", &|c| {
-        get(&c.peers_refused)
-    });
+    family("peers_refused_total", "counter", "New peers not stored because a cap was reached.", &|c| &c.peers_refused);
     let mut gauge = |name: &str, kind: &str, help: &str, v: u64| {
         let _ = writeln!(
             s,
@@ -108,15 +141,15 @@ struct Requests {
 }
 
 fn requests(m: &Metrics) -> Requests {
-    let (h, u) = (m.of(Proto::Http), m.of(Proto::Udp));
+    let (h, u) = (Proto::Http, Proto::Udp);
     Requests {
-        http_announces: get(&h.announces),
-        http_scrapes: get(&h.scrapes),
-        http_errors: get(&h.errors),
-        udp_connects: get(&u.connects),
-        udp_announces: get(&u.announces),
-        udp_scrapes: get(&u.scrapes),
-        udp_errors: get(&u.errors),
+        http_announces: m.total(h, |c| &c.announces),
+        http_scrapes: m.total(h, |c| &c.scrapes),
+        http_errors: m.total(h, |c| &c.errors),
+        udp_connects: m.total(u, |c| &c.connects),
+        udp_announces: m.total(u, |c| &c.announces),
+        udp_scrapes: m.total(u, |c| &c.scrapes),
+        udp_errors: m.total(u, |c| &c.errors),
     }
 }
 
@@ -194,4 +227,35 @@ pub fn html(store: &Store, m: &Metrics, limit: usize) -> String {
         t.seeders, t.leechers, t.downloaded
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_many_threads_add_up() {
+        let m = Metrics::default();
+        std::thread::scope(|s| {
+            for _ in 0..20 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        Metrics::inc(&m.of(Proto::Udp).announces);
+                    }
+                    Metrics::inc(&m.of(Proto::Http).errors);
+                });
+            }
+        });
+        assert_eq!(m.total(Proto::Udp, |c| &c.announces), 20_000);
+        assert_eq!(m.total(Proto::Http, |c| &c.errors), 20);
+        assert_eq!(m.total(Proto::Http, |c| &c.announces), 0);
+        let used = m.stripes.iter().filter(|s| get(&s[Proto::Udp as usize].announces) > 0).count();
+        assert!(used > 1, "threads count on stripes of their own");
+        assert!(requests(&m).udp_announces == 20_000 && prometheus_counts_ok(&m));
+    }
+
+    fn prometheus_counts_ok(m: &Metrics) -> bool {
+        let store = Store::new(1, 10, 10);
+        prometheus(&store, m).contains("bitswarm_tracker_announces_total{protocol=\"udp\"} 20000")
+    }
 }

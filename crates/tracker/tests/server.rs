@@ -374,8 +374,8 @@ fn udp_bad_connection_ids_and_junk_get_no_reply_and_hurt_nothing() {
         other => panic!("{other:?}"),
     }
     assert_eq!(t.totals().peers, 0);
-    let m = &t.shared().metrics.by_proto[1];
-    assert_eq!(m.bad_connection_ids.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let m = &t.shared().metrics;
+    assert_eq!(m.total(bitswarm_tracker::stats::Proto::Udp, |c| &c.bad_connection_ids), 2);
     stop(rt, t);
 }
 
