@@ -1,8 +1,9 @@
 //! `bitswarm tracker` as a user runs it: started as a subprocess on port 0 (its printed bound
 //! addresses parsed), then used by real BitTorrent programs: aria2 seeds, libtorrent and
 //! transmission-cli download through the HTTP tracker, libtorrent through a `udp://` URL.
-//! Scrape counts are checked after each event, and a peer that stops announcing expires. An
-//! access list (allow mode) refuses other torrents over HTTP and UDP and is read again on SIGHUP.
+//! Scrape counts are checked after each event, and a peer that stops announcing expires. A
+//! libtorrent partial seed's `paused` announces are answered over UDP. An access list (allow
+//! mode) refuses other torrents over HTTP and UDP and is read again on SIGHUP.
 
 mod common;
 
@@ -305,6 +306,81 @@ fn interop_udp_tracker_libtorrent_downloads_from_transmission() {
     assert!(count("bitswarm_tracker_connects_total{protocol=\"udp\"}") >= 2, "{metrics}");
     assert!(count("bitswarm_tracker_announces_total{protocol=\"udp\"}") >= 3, "{metrics}");
     assert_eq!(count("bitswarm_tracker_announces_total{protocol=\"http\"}"), 0, "{metrics}");
+}
+
+/// A libtorrent partial seed (BEP 21): it wants only the first file of TORRENT, fetches it from
+/// the peer SEEDER, then announces again at once (its announces now carry `paused`). Prints
+/// `finished`, then each announce's event (`announce EVENT`) and the tracker's answer (`reply N`
+/// or `tracker: MESSAGE`).
+const LT_PARTIAL_SCRIPT: &str = r#"
+import sys, time
+import libtorrent as lt
+torrent, save, seeder = sys.argv[1], sys.argv[2], sys.argv[3]
+ses = lt.session({
+    'listen_interfaces': '127.0.0.1:0', 'enable_dht': False, 'enable_lsd': False,
+    'enable_upnp': False, 'enable_natpmp': False, 'allow_multiple_connections_per_ip': True,
+    'enable_outgoing_utp': False, 'enable_incoming_utp': False,
+    'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification,
+})
+ti = lt.torrent_info(torrent)
+h = ses.add_torrent({'ti': ti, 'save_path': save, 'file_priorities': [1] + [0] * (ti.num_files() - 1)})
+host, port = seeder.rsplit(':', 1)
+h.connect_peer((host, int(port)))
+finished = False
+deadline = time.time() + 90
+while time.time() < deadline:
+    for a in ses.pop_alerts():
+        if isinstance(a, (lt.tracker_error_alert, lt.tracker_warning_alert)):
+            print('tracker:', a.message(), flush=True)
+        elif isinstance(a, lt.tracker_reply_alert):
+            print('reply %d' % a.num_peers, flush=True)
+        elif isinstance(a, lt.tracker_announce_alert):
+            print('announce %s' % a.event, flush=True)
+    s = h.status()
+    if not finished and s.is_finished and not s.is_seeding:
+        finished = True
+        print('finished', flush=True)
+        h.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
+    time.sleep(0.05)
+"#;
+
+/// libtorrent's partial seeds (BEP 21: the files they want are complete, others are not) send
+/// `paused` with every announce, 4 over UDP: the tracker answers it as a regular announce and
+/// counts the peer as incomplete.
+#[test]
+fn interop_udp_tracker_answers_a_libtorrent_partial_seed() {
+    if !require("libtorrent") || !require("mktorrent") {
+        return;
+    }
+    let dir = tempdir();
+    let t = start_tracker(dir.path(), "");
+    let src = dir.path().join("seed");
+    let wanted = random_file(&src.join("multi").join("a.bin"), 1 << 20, 21);
+    random_file(&src.join("multi").join("b.bin"), 1 << 20, 22);
+    let torrent = dir.path().join("multi.torrent");
+    let mut c = Command::new("mktorrent");
+    c.args(["-a", &format!("udp://{}/announce", t.udp), "-l", "15", "-o", &s(&torrent), &s(&src.join("multi"))]);
+    let (st, out, err) = run(c, T);
+    assert!(st.success(), "mktorrent: {out}{err}");
+    let h = Metainfo::parse(&std::fs::read(&torrent).unwrap()).unwrap().info_hash;
+
+    let (mut seeder, port) = common::swarm::lt_peer("seed", &torrent, &src, &[]);
+    seeder.wait_line(T, |l| l == "seeding");
+    wait_scrape(&t, h, stats(1, 0, 0), "the libtorrent seeder announced over UDP");
+
+    let script = dir.path().join("lt_partial.py");
+    std::fs::write(&script, LT_PARTIAL_SCRIPT).unwrap();
+    let save = dir.path().join("partial");
+    let mut c = Command::new("/usr/bin/python3");
+    c.args([s(&script), s(&torrent), s(&save), format!("127.0.0.1:{port}")]);
+    let mut partial = Proc::spawn("libtorrent partial seed", c);
+    partial.wait_line(T, |l| l == "finished");
+    wait_file(&save.join("multi").join("a.bin"), &wanted, "libtorrent's wanted file");
+    partial.wait_line(T, |l| l == "announce paused");
+    let answer = partial.wait_line(T, |l| l.starts_with("reply ") || l.starts_with("tracker:"));
+    assert!(answer.starts_with("reply "), "the tracker refused libtorrent's paused announce: {answer}");
+    assert!(partial.printed(|l| l.starts_with("tracker:")).is_none(), "{}", partial.output());
+    wait_scrape(&t, h, stats(1, 1, 0), "the partial seed counts as incomplete");
 }
 
 /// The `failure reason` of an HTTP announce of `h` from a made-up peer.

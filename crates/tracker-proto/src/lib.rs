@@ -62,9 +62,12 @@ impl Event {
             Event::Stopped => 3,
         }
     }
+    /// The event a BEP 15 number stands for. 4 is libtorrent's "paused" (BEP 21: a partial
+    /// seed sends it on every announce), a regular announce as far as a swarm is concerned, as
+    /// `event=paused` over HTTP.
     pub fn from_udp(v: u32) -> Option<Event> {
         Some(match v {
-            0 => Event::None,
+            0 | 4 => Event::None,
             1 => Event::Completed,
             2 => Event::Started,
             3 => Event::Stopped,

@@ -55,6 +55,8 @@ fn announce_errors_are_specific() {
     assert_eq!(q(&base("&port=99999999999999999999999")), Err(QueryError::BadNumber("port")));
     assert_eq!(q(&base("&port=1&uploaded=1.5")), Err(QueryError::BadNumber("uploaded")));
     assert!(matches!(q(&base("&port=1&event=bogus")), Err(QueryError::BadEvent(e)) if e == "bogus"));
+    // BEP 21's partial seeds: a regular announce.
+    assert_eq!(q(&base("&port=1&event=paused")).unwrap().event, Event::None);
     assert_eq!(
         q("info_hash=abc&peer_id=01234567890123456789&port=1&left=0"),
         Err(QueryError::BadLength { param: "info_hash", len: 3 })
@@ -247,6 +249,11 @@ fn udp_announce_layout() {
     let mut bad = p.clone();
     bad[83] = 9;
     assert_eq!(Request::parse(&bad), Err(PacketError::BadEvent(9)));
+    // libtorrent's partial seeds announce "paused" (4, BEP 21): a regular announce.
+    let mut paused = p.clone();
+    paused[83] = 4;
+    let Request::Announce(a) = Request::parse(&paused).unwrap() else { panic!() };
+    assert_eq!(a.event, Event::None);
     let mut bad = p.clone();
     bad[96] = 0;
     bad[97] = 0;
