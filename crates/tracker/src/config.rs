@@ -27,6 +27,9 @@ trusted_proxies = []
 # HTTP worker threads, each with its own listening socket (SO_REUSEPORT) and event loop
 # (0: one per core).
 threads = 0
+# Seconds a connection may take to send a request's headers, waiting between keep-alive
+# requests included; then it is closed (idle and stalled connections do not pile up).
+header_timeout = 15
 
 [udp]
 # Serve the UDP tracker protocol (BEP 15). "[::]:6969" serves IPv6 and IPv4.
@@ -103,6 +106,7 @@ pub struct HttpConfig {
     pub real_ip_header: String,
     pub trusted_proxies: Vec<IpAddr>,
     pub threads: usize,
+    pub header_timeout: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -174,6 +178,7 @@ impl Default for HttpConfig {
             real_ip_header: String::new(),
             trusted_proxies: Vec::new(),
             threads: 0,
+            header_timeout: 15,
         }
     }
 }
@@ -252,6 +257,9 @@ impl Config {
         }
         if self.store.max_peers_per_swarm as usize > crate::store::MAX_LIST {
             return bad(&format!("store.max_peers_per_swarm must be at most {}", crate::store::MAX_LIST));
+        }
+        if self.http.header_timeout == 0 {
+            return bad("http.header_timeout must be at least 1");
         }
         if self.udp.connection_id_valid == 0 {
             return bad("udp.connection_id_valid must be at least 1");

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -27,6 +28,60 @@ pub fn router(shared: Arc<Shared>) -> Router {
         r = r.route("/", get(stats_html)).route("/stats", get(stats_json)).route("/metrics", get(metrics));
     }
     r.fallback(not_found).with_state(shared)
+}
+
+/// Serves HTTP/1.1 on `listener` until `stop` turns true, then lets open connections finish
+/// what they are answering (at most a few seconds).
+///
+/// Each connection gets `header_timeout` to send a request's headers, the wait between
+/// keep-alive requests included, and is closed after it: connections that send nothing, or
+/// trickle a header byte by byte, do not pile up and eat file descriptors (`axum::serve` sets no
+/// timer, so hyper's header timeout never ran).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tower_service::Service as _;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    tracing::debug!("HTTP accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().call(req)
+        });
+        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let mut stop = stop.clone();
+        conns.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let stopping = tokio::select! {
+                _ = conn.as_mut() => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopping {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        });
+    }
+    // Connections answering a request finish it; idle ones close at once.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while conns.join_next().await.is_some() {} }).await;
 }
 
 fn reply(body: Vec<u8>) -> Response {

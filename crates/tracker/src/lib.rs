@@ -113,8 +113,9 @@ impl Tracker {
             // keep-alive announce on 2 cores), and the kernel spreads connections over the
             // listeners (SO_REUSEPORT).
             for (i, l) in listeners.into_iter().enumerate() {
-                let app = http::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
-                let mut rx = stop_rx.clone();
+                let router = http::router(shared.clone());
+                let header_timeout = Duration::from_secs(cfg.http.header_timeout);
+                let rx = stop_rx.clone();
                 http_threads.push(std::thread::Builder::new().name(format!("http-{i}")).spawn(move || {
                     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(rt) => rt,
@@ -125,12 +126,7 @@ impl Tracker {
                             Ok(l) => l,
                             Err(e) => return tracing::error!("HTTP worker {i}: {e}"),
                         };
-                        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                            let _ = rx.wait_for(|s| *s).await;
-                        });
-                        if let Err(e) = serve.await {
-                            tracing::error!("HTTP server: {e}");
-                        }
+                        http::serve(listener, router, header_timeout, rx).await;
                     });
                 })?);
             }

@@ -180,6 +180,52 @@ fn http_keep_alive_and_peer_forms() {
     stop(rt, t);
 }
 
+/// Reads until the server closes the connection (or the 10 s read timeout); returns what came
+/// and how long the close took from `since`.
+fn until_closed(s: &mut TcpStream, since: Instant) -> (Vec<u8>, Duration) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, since.elapsed()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, since.elapsed()),
+            Err(e) => panic!("the connection stayed open {:?}: {e}", since.elapsed()),
+        }
+    }
+}
+
+/// A connection that sends nothing, one that trickles a header and never ends it, and an idle
+/// keep-alive connection are all closed after `http.header_timeout`; a request in time is served.
+#[test]
+fn http_connections_that_send_no_request_are_closed() {
+    let (rt, t) = start(config(|c| c.http.header_timeout = 1));
+    let a = t.http_addr.unwrap();
+    let open = |_| {
+        let s = TcpStream::connect(a).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    let start = Instant::now();
+    let mut silent = open(());
+    let mut trickle = open(());
+    trickle.write_all(b"GET /announce?info_hash=").unwrap();
+    let mut idle = connect(a);
+    let r = req(5, 1, 3000, 5, Event::Started);
+    let (st, _, _) = get_on(&mut idle, &format!("/announce?{}", http::announce_query(&r)), "");
+    assert_eq!(st, "HTTP/1.1 200 OK");
+    let idle_since = Instant::now();
+    let (got, took) = until_closed(&mut silent, start);
+    assert!(got.is_empty() && took >= Duration::from_millis(900) && took < Duration::from_secs(5), "{took:?}");
+    let (_, took) = until_closed(&mut trickle, start);
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "{took:?}");
+    let (got, took) = until_closed(idle.get_mut(), idle_since);
+    assert!(got.is_empty() && took < Duration::from_secs(5), "{took:?}: {}", String::from_utf8_lossy(&got));
+    // A fresh connection is served as ever.
+    assert_eq!(announce(a, &req(5, 2, 3001, 5, Event::Started)).unwrap().peers.len(), 1);
+    stop(rt, t);
+}
+
 #[test]
 fn http_ipv6_peers_in_peers6() {
     let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
