@@ -28,7 +28,7 @@ trusted_proxies = []
 # (0: one per core).
 threads = 0
 # Seconds a connection may take to send a request's headers, waiting between keep-alive
-# requests included; then it is closed (idle and stalled connections do not pile up).
+# requests included (1 to 3600); then it is closed (idle and stalled connections do not pile up).
 header_timeout = 15
 
 [udp]
@@ -258,8 +258,8 @@ impl Config {
         if self.store.max_peers_per_swarm as usize > crate::store::MAX_LIST {
             return bad(&format!("store.max_peers_per_swarm must be at most {}", crate::store::MAX_LIST));
         }
-        if self.http.header_timeout == 0 {
-            return bad("http.header_timeout must be at least 1");
+        if self.http.header_timeout == 0 || self.http.header_timeout > 3600 {
+            return bad("http.header_timeout must be 1 to 3600 seconds");
         }
         if self.udp.connection_id_valid == 0 {
             return bad("udp.connection_id_valid must be at least 1");
@@ -303,6 +303,9 @@ mod tests {
         let e = Config::from_toml("[nope]\n").unwrap_err().to_string();
         assert!(e.contains("unknown field `nope`"), "{e}");
         assert!(Config::from_toml("[store]\nshards = 3\n").is_err());
+        assert!(Config::from_toml("[http]\nheader_timeout = 0\n").is_err());
+        assert!(Config::from_toml("[http]\nheader_timeout = 3601\n").is_err());
+        assert_eq!(Config::from_toml("[http]\nheader_timeout = 3600\n").unwrap().http.header_timeout, 3600);
         let cap = crate::store::MAX_LIST;
         assert!(Config::from_toml(&format!("[store]\nmax_peers_per_swarm = {cap}\n")).is_ok());
         assert!(Config::from_toml(&format!("[store]\nmax_peers_per_swarm = {}\n", cap + 1)).is_err());

@@ -47,13 +47,25 @@ pub async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
     let mut conns = tokio::task::JoinSet::new();
+    let mut warned: Option<std::time::Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
+                // That one connection went away before it was accepted.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionRefused
+                ) => continue,
                 Err(e) => {
-                    // Out of file descriptors, say: wait a little rather than spin.
-                    tracing::debug!("HTTP accept: {e}");
+                    // Out of file descriptors, say: say so (once a minute at most) and wait a
+                    // little rather than spin.
+                    if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
+                        tracing::warn!("HTTP accept: {e}");
+                        warned = Some(std::time::Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -80,6 +92,8 @@ pub async fn serve(
             }
         });
     }
+    // No new connections from here on (the kernel would otherwise queue them on this socket).
+    drop(listener);
     // Connections answering a request finish it; idle ones close at once.
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while conns.join_next().await.is_some() {} }).await;
 }
