@@ -64,16 +64,21 @@ fn stats(complete: u32, incomplete: u32, downloaded: u32) -> ScrapeStats {
 
 /// A random file and a torrent for it made with mktorrent, announcing to `url`.
 fn make_torrent(dir: &Path, url: &str, len: usize, seed: u64) -> (std::path::PathBuf, Vec<u8>, InfoHash) {
-    let data_dir = dir.join("seed");
-    let file = data_dir.join("payload.bin");
+    let file = dir.join("seed").join("payload.bin");
     let data = random_file(&file, len, seed);
     let torrent = dir.join("payload.torrent");
+    let h = mktorrent(url, &file, &torrent);
+    (torrent, data, h)
+}
+
+/// Makes `torrent` of `content` (a file or a folder) with mktorrent, announcing to `url`;
+/// returns its info-hash.
+fn mktorrent(url: &str, content: &Path, torrent: &Path) -> InfoHash {
     let mut c = Command::new("mktorrent");
-    c.args(["-a", url, "-l", "15", "-o", &s(&torrent), &s(&file)]);
+    c.args(["-a", url, "-l", "15", "-o", &s(torrent), &s(content)]);
     let (st, out, err) = run(c, T);
     assert!(st.success(), "mktorrent: {out}{err}");
-    let meta = Metainfo::parse(&std::fs::read(&torrent).unwrap()).unwrap();
-    (torrent, data, meta.info_hash)
+    Metainfo::parse(&std::fs::read(torrent).unwrap()).unwrap().info_hash
 }
 
 fn aria2_seeder(torrent: &Path, data_dir: &Path, port: u16) -> Proc {
@@ -358,11 +363,7 @@ fn interop_udp_tracker_answers_a_libtorrent_partial_seed() {
     let wanted = random_file(&src.join("multi").join("a.bin"), 1 << 20, 21);
     random_file(&src.join("multi").join("b.bin"), 1 << 20, 22);
     let torrent = dir.path().join("multi.torrent");
-    let mut c = Command::new("mktorrent");
-    c.args(["-a", &format!("udp://{}/announce", t.udp), "-l", "15", "-o", &s(&torrent), &s(&src.join("multi"))]);
-    let (st, out, err) = run(c, T);
-    assert!(st.success(), "mktorrent: {out}{err}");
-    let h = Metainfo::parse(&std::fs::read(&torrent).unwrap()).unwrap().info_hash;
+    let h = mktorrent(&format!("udp://{}/announce", t.udp), &src.join("multi"), &torrent);
 
     let (mut seeder, port) = common::swarm::lt_peer("seed", &torrent, &src, &[]);
     seeder.wait_line(T, |l| l == "seeding");
