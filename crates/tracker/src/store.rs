@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use bitswarm_tracker_proto::http::Peer;
+use bitswarm_tracker_proto::{Event, InfoHash, PeerId};
 
 use crate::columns::Columns;
-use bitswarm_tracker_proto::{Event, InfoHash, PeerId};
 
 /// Swarms with more peers of one family than this get a hash index; below it a linear scan of
 /// the dense vector is as fast and costs no memory.
@@ -74,8 +74,8 @@ fn compact6(ip: Ipv6Addr, port: u16) -> [u8; 18] {
 }
 
 /// A peer as announces read and write it: 12 bytes for IPv4, 24 for IPv6. Its peer id lives
-/// apart (in [`PeerList::ids`]), read only by replies that carry ids, so a reply's peer
-/// selection and a re-announce touch 12 bytes a peer, not 32.
+/// apart (the second column of [`PeerList::peers`]), read only by replies that carry ids, so a
+/// reply's peer selection and a re-announce touch 12 bytes a peer, not 32.
 #[derive(Clone, Copy)]
 struct Entry<A> {
     addr: A,
@@ -441,7 +441,8 @@ pub trait PeerSink {
     fn v6(&mut self, addr: &[u8; 18], peer_id: &[u8; 20]);
 }
 
-/// Peers with their ids, for replies in any form.
+/// Peers with their ids (the tests' sink; replies use [`ReplyPeers`]).
+#[cfg(test)]
 impl PeerSink for Vec<Peer> {
     fn wants_ids(&self) -> bool {
         true
