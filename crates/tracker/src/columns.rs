@@ -74,8 +74,7 @@ impl<E: Copy> Columns<E> {
 
     #[cfg(test)]
     pub fn entries_mut(&mut self) -> &mut [E] {
-        // SAFETY: as in `entries`, and `&mut self` makes the borrow unique.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<E>(), self.len()) }
+        self.both_mut().0
     }
 
     pub fn ids(&self) -> &[Id] {
