@@ -30,6 +30,9 @@ threads = 0
 # Seconds a connection may take to send a request's headers, waiting between keep-alive
 # requests included (1 to 3600); then it is closed (idle and stalled connections do not pile up).
 header_timeout = 15
+# Seconds a client may go without taking any bytes of a reply it asked for (1 to 3600); then
+# the connection is closed (a client that never reads cannot hold it open).
+write_timeout = 15
 
 [udp]
 # Serve the UDP tracker protocol (BEP 15). "[::]:6969" serves IPv6 and IPv4.
@@ -107,6 +110,7 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<IpAddr>,
     pub threads: usize,
     pub header_timeout: u64,
+    pub write_timeout: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -179,6 +183,7 @@ impl Default for HttpConfig {
             trusted_proxies: Vec::new(),
             threads: 0,
             header_timeout: 15,
+            write_timeout: 15,
         }
     }
 }
@@ -261,6 +266,9 @@ impl Config {
         if self.http.header_timeout == 0 || self.http.header_timeout > 3600 {
             return bad("http.header_timeout must be 1 to 3600 seconds");
         }
+        if self.http.write_timeout == 0 || self.http.write_timeout > 3600 {
+            return bad("http.write_timeout must be 1 to 3600 seconds");
+        }
         if self.udp.connection_id_valid == 0 {
             return bad("udp.connection_id_valid must be at least 1");
         }
@@ -306,6 +314,9 @@ mod tests {
         assert!(Config::from_toml("[http]\nheader_timeout = 0\n").is_err());
         assert!(Config::from_toml("[http]\nheader_timeout = 3601\n").is_err());
         assert_eq!(Config::from_toml("[http]\nheader_timeout = 3600\n").unwrap().http.header_timeout, 3600);
+        assert!(Config::from_toml("[http]\nwrite_timeout = 0\n").is_err());
+        assert!(Config::from_toml("[http]\nwrite_timeout = 3601\n").is_err());
+        assert_eq!(Config::from_toml("[http]\nwrite_timeout = 7\n").unwrap().http.write_timeout, 7);
         let cap = crate::store::MAX_LIST;
         assert!(Config::from_toml(&format!("[store]\nmax_peers_per_swarm = {cap}\n")).is_ok());
         assert!(Config::from_toml(&format!("[store]\nmax_peers_per_swarm = {}\n", cap + 1)).is_err());

@@ -3,8 +3,12 @@
 //! Every tracker reply is status 200 with a bencoded body, errors included (`failure reason`):
 //! that is what clients parse. Keep-alive is hyper's default.
 
+use std::future::Future as _;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +21,7 @@ use bitswarm_tracker_proto::http::{
     self as wire, AnnounceResponse, PeerForm, ScrapeResponse, ScrapeStats, encode_failure,
 };
 use bitswarm_tracker_proto::{Event, InfoHash};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::Shared;
 use crate::stats::{self, Metrics, Proto};
@@ -33,19 +38,20 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// Serves HTTP/1.1 on `listener` until `stop` turns true, then lets open connections finish
 /// what they are answering (at most a few seconds).
 ///
-/// Each connection gets `header_timeout` to send a request's headers, the wait between
-/// keep-alive requests included, and is closed after it: connections that send nothing, or
-/// trickle a header byte by byte, do not pile up and eat file descriptors (`axum::serve` sets no
-/// timer, so hyper's header timeout never ran).
+/// A connection is closed when it has sent no request headers for `timeouts.header` (the
+/// wait between keep-alive requests included), or taken no bytes of its replies for
+/// `timeouts.write`: connections that send nothing, trickle a header byte by byte or never read
+/// do not pile up and eat file descriptors (`axum::serve` sets no timer, so hyper's header
+/// timeout never ran, and has no write timeout).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use tower_service::Service as _;
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeouts.header);
     let mut conns = tokio::task::JoinSet::new();
     let mut warned: Option<std::time::Instant> = None;
     loop {
@@ -78,6 +84,7 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo(peer));
             router.clone().call(req)
         });
+        let stream = WriteDeadline { io: stream, limit: timeouts.write, stalled: None };
         let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let mut stop = stop.clone();
         conns.spawn(async move {
@@ -96,6 +103,76 @@ pub async fn serve(
     drop(listener);
     // Connections answering a request finish it; idle ones close at once.
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while conns.join_next().await.is_some() {} }).await;
+}
+
+/// How long an HTTP connection may stall; see [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub header: Duration,
+    pub write: Duration,
+}
+
+/// A stream whose writes fail with `TimedOut` once the peer has taken no bytes for `limit`.
+/// The timer exists only while a write waits, so a reply the socket takes at once (every
+/// announce) costs nothing more.
+struct WriteDeadline<S> {
+    io: S,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn guard<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took no reply bytes for {} s", limit.as_secs()),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.guard(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.guard(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.guard(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.guard(cx, polled)
+    }
 }
 
 fn reply(body: Vec<u8>) -> Response {

@@ -114,7 +114,10 @@ impl Tracker {
             // listeners (SO_REUSEPORT).
             for (i, l) in listeners.into_iter().enumerate() {
                 let router = http::router(shared.clone());
-                let header_timeout = Duration::from_secs(cfg.http.header_timeout);
+                let timeouts = http::Timeouts {
+                    header: Duration::from_secs(cfg.http.header_timeout),
+                    write: Duration::from_secs(cfg.http.write_timeout),
+                };
                 let rx = stop_rx.clone();
                 http_threads.push(std::thread::Builder::new().name(format!("http-{i}")).spawn(move || {
                     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -126,7 +129,7 @@ impl Tracker {
                             Ok(l) => l,
                             Err(e) => return tracing::error!("HTTP worker {i}: {e}"),
                         };
-                        http::serve(listener, router, header_timeout, rx).await;
+                        http::serve(listener, router, timeouts, rx).await;
                     });
                 })?);
             }

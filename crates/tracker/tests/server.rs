@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use bitswarm_tracker::store::{Announce, Families};
 use bitswarm_tracker::{Config, Handle, SwarmCounts, Tracker};
 use bitswarm_tracker_proto::http::{self, AnnounceRequest, AnnounceResponse, ResponseError, ScrapeResponse};
 use bitswarm_tracker_proto::udp::{self, Family, Request, Response};
@@ -223,6 +224,53 @@ fn http_connections_that_send_no_request_are_closed() {
     assert!(got.is_empty() && took < Duration::from_secs(5), "{took:?}: {}", String::from_utf8_lossy(&got));
     // A fresh connection is served as ever.
     assert_eq!(announce(a, &req(5, 2, 3001, 5, Event::Started)).unwrap().peers.len(), 1);
+    stop(rt, t);
+}
+
+/// A client that asks and never reads what it asked for is dropped after `http.write_timeout`,
+/// instead of holding its connection and the replies queued for it for ever.
+#[test]
+fn http_clients_that_never_read_are_closed() {
+    let (rt, t) = start(config(|c| {
+        c.http.write_timeout = 1;
+        c.http.header_timeout = 3600;
+        c.stats.max_swarms_listed = 100_000;
+    }));
+    // 20,000 swarms make each /stats reply megabytes: a few fill the socket buffers.
+    for i in 0..20_000u32 {
+        let mut h = [0u8; 20];
+        h[..4].copy_from_slice(&i.to_be_bytes());
+        let a = Announce {
+            info_hash: InfoHash(h),
+            peer_id: PeerId([1; 20]),
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            left: 1,
+            event: Event::Started,
+            numwant: 0,
+            families: Families::Same,
+        };
+        t.shared().store.announce(&a, &mut Vec::<u8>::new());
+    }
+    let a = t.http_addr.unwrap();
+    let one = get(a, "/stats").1.len();
+    assert!(one > 1_000_000, "{one}");
+    let asks = 64;
+    let mut s = TcpStream::connect(a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&b"GET /stats HTTP/1.1\r\nHost: t\r\n\r\n".repeat(asks)).unwrap();
+    // Not reading, for longer than the write timeout (a test of a timeout has to let it pass).
+    std::thread::sleep(Duration::from_secs(3));
+    let reading = Instant::now();
+    let (got, took) = until_closed(&mut s, reading);
+    assert!(
+        got.len() < asks * one / 2,
+        "the tracker wrote {} of {} bytes: it kept the connection",
+        got.len(),
+        asks * one
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The tracker serves on.
+    assert_eq!(announce(a, &req(5, 2, 3001, 5, Event::Started)).unwrap().peers.len(), 0);
     stop(rt, t);
 }
 
