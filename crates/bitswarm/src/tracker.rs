@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bitswarm_tracker::config::AccessMode;
-use bitswarm_tracker::{Config, DEFAULT_TOML, Tracker};
+use bitswarm_tracker::{Config, DEFAULT_TOML, Shared, Tracker};
 use clap::Args;
 
 use crate::Failure;
@@ -66,7 +66,7 @@ pub fn run(args: TrackerArgs) -> Result<(), Failure> {
     }
     config.validate().map_err(|e| Failure::usage(e.to_string()))?;
     // An access list that cannot be read is bad input, found before anything starts.
-    bitswarm_tracker::access::Access::load(&config.access).map_err(Failure::usage)?;
+    let shared = Shared::new(config).map_err(Failure::usage)?;
 
     init_logging();
     // The HTTP and UDP servers run on threads of their own; this runtime only waits for a
@@ -75,7 +75,7 @@ pub fn run(args: TrackerArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(serve(config))
+    rt.block_on(serve(shared))
 }
 
 fn init_logging() {
@@ -90,11 +90,11 @@ fn init_logging() {
         .try_init();
 }
 
-async fn serve(config: Config) -> Result<(), Failure> {
+async fn serve(shared: Shared) -> Result<(), Failure> {
     // Handlers first: a signal that comes as soon as the addresses are printed must stop the
     // tracker cleanly, not kill it with the default disposition.
     let mut signals = Signals::install().map_err(|e| Failure::failed(format!("cannot handle signals: {e}")))?;
-    let tracker = Tracker::start(config).await.map_err(|e| Failure::failed(e.to_string()))?;
+    let tracker = Tracker::start_with(shared).await.map_err(|e| Failure::failed(e.to_string()))?;
     if let Some(a) = tracker.http_addr {
         println!("HTTP tracker listening on {a}");
     }

@@ -83,7 +83,14 @@ impl Tracker {
     /// handle.
     pub async fn start(config: Config) -> io::Result<Handle> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let shared = Arc::new(Shared::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
+        Tracker::start_with(Shared::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?).await
+    }
+
+    /// [`Tracker::start`] with the store and access list already made (a caller that wants to
+    /// tell a bad access list from a failed bind reads it once, with [`Shared::new`]).
+    pub async fn start_with(shared: Shared) -> io::Result<Handle> {
+        shared.config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let shared = Arc::new(shared);
         let cfg = &shared.config;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let udp_stop = Arc::new(AtomicBool::new(false));
