@@ -29,8 +29,7 @@ fn shared() -> Shared {
     c.http.trusted_proxies = vec![PROXY.parse::<SocketAddr>().unwrap().ip()];
     c.udp.allow_ip_field = true;
     c.scrape.full_scrape = true;
-    c.validate().expect("the fuzz configuration is valid");
-    Shared::new(c).expect("no access list to read")
+    Shared::new(c).expect("the fuzz configuration is valid")
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -64,8 +64,8 @@ pub fn run(args: TrackerArgs) -> Result<(), Failure> {
         Some(Bind::At(a)) => (config.udp.enabled, config.udp.bind) = (true, a),
         None => {}
     }
-    config.validate().map_err(|e| Failure::usage(e.to_string()))?;
-    // An access list that cannot be read is bad input, found before anything starts.
+    // A bad setting or an access list that cannot be read is bad input, found before anything
+    // starts.
     let shared = Shared::new(config).map_err(Failure::usage)?;
 
     init_logging();
