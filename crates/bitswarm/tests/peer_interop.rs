@@ -66,8 +66,7 @@ fn interop_libtorrent_with_only_a_magnet_link_downloads_from_our_seeder() {
 
 /// libtorrent seeding the tree's `src`, once its data is checked; and where it listens.
 fn libtorrent_seeder(s: &TreeSetup) -> (Proc, String) {
-    let (mut lt, port) = lt_peer("seed", &s.torrent, &s.src, &[]);
-    lt.wait_line(T, |l| l == "seeding");
+    let (lt, port) = lt_seeder(&s.torrent, &s.src, "default", T);
     (lt, format!("127.0.0.1:{port}"))
 }
 
@@ -117,8 +116,7 @@ fn interop_our_finished_leecher_leaves_a_libtorrent_seeder_alone() {
 /// link's tracker is unreachable), then the data.
 fn our_magnet_join_from_libtorrent(seed: u64, lt_enc: &str, extra: &[&str]) {
     let s = setup(seed);
-    let (mut lt, lt_port) = lt_peer_enc("seed", &s.torrent, &s.src, &[], lt_enc);
-    lt.wait_line(T, |l| l == "seeding");
+    let (_lt, lt_port) = lt_seeder(&s.torrent, &s.src, lt_enc, T);
     let magnet = magnet_of(&s.torrent);
     let peer = format!("127.0.0.1:{lt_port}");
     let mut args = vec!["--exit-when-done", "--peer", &peer];
@@ -252,8 +250,7 @@ fn libtorrent_dials_our_seeder(seed: u64, enc: &str) -> Proc {
 /// returns it once it completed with the data intact.
 fn our_leecher_dials_libtorrent(seed: u64, lt_enc: &str, ours_enc: &str) -> Proc {
     let s = setup(seed);
-    let (mut lt, lt_port) = lt_peer_enc("seed", &s.torrent, &s.src, &[], lt_enc);
-    lt.wait_line(T, |l| l == "seeding");
+    let (mut lt, lt_port) = lt_seeder(&s.torrent, &s.src, lt_enc, T);
     let peer = format!("127.0.0.1:{lt_port}");
     let args = ["--no-tracker", "--exit-when-done", "--encryption", ours_enc, "--peer", &peer];
     let (mut ours, _) = our_peer("join", &s.torrent, &s.dst, &args, Some(CONN_LOG));

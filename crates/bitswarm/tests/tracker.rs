@@ -365,8 +365,7 @@ fn interop_udp_tracker_answers_a_libtorrent_partial_seed() {
     let torrent = dir.path().join("multi.torrent");
     let h = mktorrent(&format!("udp://{}/announce", t.udp), &src.join("multi"), &torrent);
 
-    let (mut seeder, port) = common::swarm::lt_peer("seed", &torrent, &src, &[]);
-    seeder.wait_line(T, |l| l == "seeding");
+    let (_seeder, port) = common::swarm::lt_seeder(&torrent, &src, "default", T);
     wait_scrape(&t, h, stats(1, 0, 0), "the libtorrent seeder announced over UDP");
 
     let script = dir.path().join("lt_partial.py");

@@ -202,14 +202,9 @@ fn until_closed(s: &mut TcpStream, since: Instant) -> (Vec<u8>, Duration) {
 fn http_connections_that_send_no_request_are_closed() {
     let (rt, t) = start(config(|c| c.http.header_timeout = 1));
     let a = t.http_addr.unwrap();
-    let open = |_| {
-        let s = TcpStream::connect(a).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s
-    };
     let start = Instant::now();
-    let mut silent = open(());
-    let mut trickle = open(());
+    let mut silent = connect(a).into_inner();
+    let mut trickle = connect(a).into_inner();
     trickle.write_all(b"GET /announce?info_hash=").unwrap();
     let mut idle = connect(a);
     let r = req(5, 1, 3000, 5, Event::Started);
@@ -255,8 +250,7 @@ fn http_clients_that_never_read_are_closed() {
     let one = get(a, "/stats").1.len();
     assert!(one > 1_000_000, "{one}");
     let asks = 64;
-    let mut s = TcpStream::connect(a).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = connect(a).into_inner();
     s.write_all(&b"GET /stats HTTP/1.1\r\nHost: t\r\n\r\n".repeat(asks)).unwrap();
     // Not reading, for longer than the write timeout (a test of a timeout has to let it pass).
     std::thread::sleep(Duration::from_secs(3));

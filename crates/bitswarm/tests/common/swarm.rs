@@ -129,6 +129,14 @@ pub fn lt_peer_enc(mode: &str, torrent: &Path, dir: &Path, peers: &[String], enc
     (p, line[5..].trim().parse().unwrap())
 }
 
+/// A libtorrent seeder of `dir` with encryption policy `enc` (see [`lt_peer_enc`]), returned
+/// with its listening port once it has checked the data and seeds (within `within`).
+pub fn lt_seeder(torrent: &Path, dir: &Path, enc: &str, within: Duration) -> (Proc, u16) {
+    let (mut p, port) = lt_peer_enc("seed", torrent, dir, &[], enc);
+    p.wait_line(within, |l| l == "seeding");
+    (p, port)
+}
+
 /// aria2c seeding `dir` on `port`, or leeching into it and exiting when done.
 pub fn aria2(seed: bool, torrent: &Path, dir: &Path, port: u16) -> Proc {
     let mut c = Command::new("aria2c");
