@@ -162,10 +162,16 @@ pub struct OurTracker {
 
 impl OurTracker {
     pub fn start(dir: &Path, config: &str) -> OurTracker {
+        OurTracker::start_on(dir, config, "127.0.0.1")
+    }
+
+    /// [`OurTracker::start`] with HTTP and UDP on `host` (an IP address; IPv6 in brackets).
+    pub fn start_on(dir: &Path, config: &str, host: &str) -> OurTracker {
         let cfg = dir.join("tracker.toml");
         std::fs::write(&cfg, config).unwrap();
         let mut c = bitswarm();
-        c.args(["tracker", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--config"]).arg(&cfg);
+        let bind = format!("{host}:0");
+        c.args(["tracker", "--http", &bind, "--udp", &bind, "--config"]).arg(&cfg);
         let mut proc = Proc::spawn("bitswarm tracker", c);
         let addr = |l: String| -> std::net::SocketAddr { l.rsplit(' ').next().unwrap().parse().unwrap() };
         let t = Duration::from_secs(60);
