@@ -75,6 +75,9 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if !matches!(cli.command, Command::Torrent(_)) {
+        raise_open_files_limit();
+    }
     let result = match cli.command {
         Command::Torrent(c) => torrent::run(c),
         Command::Seed(a) => peer::seed(a),
@@ -90,3 +93,30 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Raises the soft limit on open files to the hard one for the commands that serve: the
+/// tracker holds a socket per HTTP client (kept alive between announces), a peer one per
+/// connection and per open file, and the usual soft limit (1024) is far below what the system
+/// allows (systemd's hard limit is 524288). Where it cannot be raised, the old one stays: a
+/// tracker at its limit still serves, refusing connections for a moment (logged).
+#[cfg(unix)]
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    // An unlimited hard limit: Linux still refuses more than fs.nr_open (1048576 by default).
+    let want = if lim.rlim_max == libc::RLIM_INFINITY { 1 << 20 } else { lim.rlim_max };
+    if lim.rlim_cur >= want {
+        return;
+    }
+    let raised = libc::rlimit { rlim_cur: want, rlim_max: lim.rlim_max };
+    // SAFETY: setrlimit only reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        tracing::debug!("open files limit stays {}: {}", lim.rlim_cur, std::io::Error::last_os_error());
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_files_limit() {}

@@ -4,7 +4,8 @@
 //! Scrape counts are checked after each event, and a peer that stops announcing expires. A
 //! libtorrent partial seed's `paused` announces are answered over UDP. A tracker bound to `[::1]`
 //! only serves aria2 and libtorrent over both protocols (BEP 7). An access list (allow
-//! mode) refuses other torrents over HTTP and UDP and is read again on SIGHUP.
+//! mode) refuses other torrents over HTTP and UDP and is read again on SIGHUP. The tracker raises
+//! its open-files limit, and out of file descriptors it serves on.
 
 mod common;
 
@@ -440,6 +441,47 @@ fn interop_ipv6_tracker_over_http_and_udp() {
     wait_scrape(&t, h, stats(2, 0, 1), "libtorrent completed over IPv6 UDP");
     std::fs::write(&stop, b"").unwrap();
     wait_scrape(&t, h, stats(1, 0, 1), "libtorrent stopped over IPv6 UDP");
+}
+
+/// `bitswarm tracker` started with a low soft limit on open files (1024 is usual) raises it to
+/// the hard limit. With both limits low, a tracker whose file descriptors are all taken by idle
+/// HTTP clients says so, answers UDP meanwhile, and serves HTTP again once they have gone.
+#[cfg(target_os = "linux")]
+#[test]
+fn tracker_raises_its_open_files_limit_and_survives_running_out() {
+    use bitswarm_tracker_proto::udp;
+    let limits = |pid: u32| -> (u64, u64) {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = text.lines().find(|l| l.starts_with("Max open files")).unwrap();
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| if w == "unlimited" { Some(u64::MAX) } else { w.parse().ok() })
+            .collect();
+        (v[0], v[1])
+    };
+    let (_, hard) = limits(std::process::id());
+    assert!(hard > 200, "this test needs a hard limit on open files above 200 (it is {hard})");
+    let dir = tempdir();
+    let t = Tracker::start_in_shell(dir.path(), "", "ulimit -Sn 100");
+    let want = if hard == u64::MAX { 1 << 20 } else { hard };
+    assert_eq!(limits(t.proc.child.id()), (want, hard), "the soft limit was not raised");
+    drop(t);
+
+    // Both limits at 64: a hundred idle clients take every descriptor (they are not closed by
+    // the header timeout within the test).
+    let mut t = Tracker::start_in_shell(dir.path(), "[http]\nheader_timeout = 300\n", "ulimit -n 64");
+    let idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(t.http).unwrap()).collect();
+    t.proc.wait_line(T, |l| l.contains("HTTP accept: Too many open files"));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.send_to(&udp::Request::Connect { transaction_id: 7 }.encode(), t.udp).unwrap();
+    let mut buf = [0; 64];
+    let n = sock.recv(&mut buf).expect("a UDP reply while HTTP is out of descriptors");
+    let reply = udp::Response::parse(&buf[..n], udp::Family::V4).unwrap();
+    assert!(matches!(reply, udp::Response::Connect { transaction_id: 7, .. }), "{reply:?}");
+    drop(idle);
+    assert_eq!(scrape(&t, InfoHash([1; 20])), stats(0, 0, 0));
+    assert!(t.proc.child.try_wait().unwrap().is_none(), "the tracker ended");
 }
 
 /// The `failure reason` of an HTTP announce of `h` from a made-up peer.

@@ -167,11 +167,27 @@ impl OurTracker {
 
     /// [`OurTracker::start`] with HTTP and UDP on `host` (an IP address; IPv6 in brackets).
     pub fn start_on(dir: &Path, config: &str, host: &str) -> OurTracker {
+        OurTracker::spawn(dir, config, host, None)
+    }
+
+    /// [`OurTracker::start`] from a shell that runs `prelude` first (`ulimit -Sn 100`, say);
+    /// the shell then execs the tracker, so the process is the tracker itself.
+    pub fn start_in_shell(dir: &Path, config: &str, prelude: &str) -> OurTracker {
+        OurTracker::spawn(dir, config, "127.0.0.1", Some(prelude))
+    }
+
+    fn spawn(dir: &Path, config: &str, host: &str, prelude: Option<&str>) -> OurTracker {
         let cfg = dir.join("tracker.toml");
         std::fs::write(&cfg, config).unwrap();
         let mut c = bitswarm();
         let bind = format!("{host}:0");
         c.args(["tracker", "--http", &bind, "--udp", &bind, "--config"]).arg(&cfg);
+        if let Some(prelude) = prelude {
+            let mut sh = Command::new("sh");
+            sh.arg("-c").arg(format!("{prelude} && exec \"$0\" \"$@\"")).arg(c.get_program()).args(c.get_args());
+            sh.envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))));
+            c = sh;
+        }
         let mut proc = Proc::spawn("bitswarm tracker", c);
         let addr = |l: String| -> std::net::SocketAddr { l.rsplit(' ').next().unwrap().parse().unwrap() };
         let t = Duration::from_secs(60);
