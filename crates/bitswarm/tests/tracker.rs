@@ -1,7 +1,8 @@
 //! `bitswarm tracker` as a user runs it: started as a subprocess on port 0 (its printed bound
 //! addresses parsed), then used by real BitTorrent programs: aria2 seeds, libtorrent and
 //! transmission-cli download through the HTTP tracker, libtorrent through a `udp://` URL.
-//! Scrape counts are checked after each event, and a peer that stops announcing expires. A
+//! Scrape counts are checked after each event, and a peer that stops announcing expires;
+//! libtorrent (HTTP and UDP) and transmission-show (HTTP) scrape the same counts. A
 //! libtorrent partial seed's `paused` announces are answered over UDP. A tracker bound to `[::1]`
 //! only serves aria2 and libtorrent over both protocols (BEP 7). An access list (allow
 //! mode) refuses other torrents over HTTP and UDP and is read again on SIGHUP. The tracker raises
@@ -16,6 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bitswarm_metainfo::{InfoHash, Metainfo};
+use bitswarm_tracker_proto::Event;
 use bitswarm_tracker_proto::http::{self, ScrapeResponse, ScrapeStats};
 use common::{Proc, bitswarm, free_port, random_file, require, run, s, tempdir, wait_for};
 
@@ -482,6 +484,79 @@ fn tracker_raises_its_open_files_limit_and_survives_running_out() {
     drop(idle);
     assert_eq!(scrape(&t, InfoHash([1; 20])), stats(0, 0, 0));
     assert!(t.proc.child.try_wait().unwrap().is_none(), "the tracker ended");
+}
+
+/// Scrapes each TORRENT's first tracker with libtorrent and prints `scrape URL C I D` (complete,
+/// incomplete, downloaded as libtorrent parsed them) or `failed URL MESSAGE`. The torrents are
+/// added paused: libtorrent never announces, so it is not counted itself. Its SSRF mitigation is
+/// off: it refuses any HTTP tracker path but /announce on localhost.
+const LT_SCRAPE_SCRIPT: &str = r#"
+import sys, time
+import libtorrent as lt
+ses = lt.session({
+    'listen_interfaces': '127.0.0.1:0', 'enable_dht': False, 'enable_lsd': False,
+    'enable_upnp': False, 'enable_natpmp': False, 'ssrf_mitigation': False,
+    'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification,
+})
+for path in sys.argv[2:]:
+    h = ses.add_torrent({'ti': lt.torrent_info(path), 'save_path': sys.argv[1], 'flags': lt.torrent_flags.paused})
+    h.scrape_tracker(0)
+    deadline, done = time.time() + 30, False
+    while not done and time.time() < deadline:
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.scrape_reply_alert):
+                ep = h.trackers()[0]['endpoints'][0]['info_hashes'][0]
+                print('scrape', a.tracker_url(), a.complete, a.incomplete, ep['scrape_downloaded'], flush=True)
+                done = True
+            elif isinstance(a, lt.scrape_failed_alert):
+                print('failed', a.tracker_url(), a.error_message(), flush=True)
+                done = True
+        time.sleep(0.05)
+    ses.remove_torrent(h)
+"#;
+
+/// Real clients' scrape parsers read our replies: libtorrent over HTTP and UDP, and
+/// transmission-show over HTTP (it has no UDP scrape), all see the counts the tracker holds.
+#[test]
+fn interop_libtorrent_and_transmission_scrape_the_counts() {
+    if !require("libtorrent") || !require("transmission-cli") || !require("mktorrent") {
+        return;
+    }
+    let dir = tempdir();
+    let t = start_tracker(dir.path(), "");
+    let (http_torrent, _, h) = make_torrent(dir.path(), &t.http_url(), 100_000, 41);
+    let udp_torrent = dir.path().join("udp.torrent");
+    assert_eq!(mktorrent(&t.udp_url(), &dir.path().join("seed").join("payload.bin"), &udp_torrent), h);
+    // Three leechers, and two peers that completed: 2 seeders, 3 leechers, 2 downloads.
+    for (id, left, event) in [(1, 5, Event::Started), (2, 5, Event::Started), (3, 5, Event::None)]
+        .into_iter()
+        .chain([(4, 0, Event::Completed), (5, 0, Event::Completed)])
+    {
+        let mut req =
+            http::AnnounceRequest::new(h, bitswarm_tracker_proto::PeerId([id; 20]), 6000 + u16::from(id), left);
+        req.event = event;
+        let body = http_get(t.http, &http::announce_url("/announce", &req));
+        assert!(http::AnnounceResponse::decode(&body).is_ok(), "{}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(scrape(&t, h), stats(2, 3, 2));
+
+    let script = dir.path().join("lt_scrape.py");
+    std::fs::write(&script, LT_SCRAPE_SCRIPT).unwrap();
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(&script).arg(dir.path().join("none")).args([&http_torrent, &udp_torrent]);
+    let (st, out, err) = run(c, T);
+    assert!(st.success(), "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [format!("scrape {} 2 3 2", t.http_url()), format!("scrape {} 2 3 2", t.udp_url())],
+        "{err}"
+    );
+
+    let mut c = Command::new("transmission-show");
+    c.arg("--scrape").arg(&http_torrent);
+    let (st, out, err) = run(c, T);
+    assert!(st.success(), "{out}{err}");
+    assert!(out.contains("... 2 seeders, 3 leechers"), "{out}{err}");
 }
 
 /// The `failure reason` of an HTTP announce of `h` from a made-up peer.
