@@ -3,7 +3,12 @@
 # machine, same run, same load generators.
 #   Cores: every tracker runs on CPU 0 alone (taskset), the load generator on the other CPUs,
 #          so each tracker gets the same core and the ratios compare servers, not how they
-#          share a core with the load generator.
+#          share a core with the load generator. TRACKER_CPUS and LOAD_CPUS (taskset lists)
+#          choose others: on a bigger machine TRACKER_CPUS=0-1 LOAD_CPUS=2-7 gives every
+#          tracker the same two cores. bitswarm runs a worker per core it may use; opentracker
+#          is given as many UDP workers (listen.udp.workers; it serves HTTP on one thread
+#          whatever it has) and aquatic as many socket workers; wrk gets a thread and 64
+#          connections per load CPU, aquatic's load tester a worker per load CPU.
 #   HTTP: wrk -t1 -c64 with announces over 1,000 swarms, keep-alive and Connection: close.
 #   UDP:  crates/tracker/examples/udp_load.rs (a polling thread per load CPU x 16 sockets, 8
 #         in flight each; 80% announce, 10% scrape, 10% connect over the same 1,000 swarms, announces
@@ -16,7 +21,8 @@
 # measured seconds apart). Results: bench/results/tracker-DATE.md (raw output in
 # bench/results/raw/, not committed).
 # Usage: bench/tracker.sh [RUNS]   Env: DURATION (s, default 6), FILL_PEERS (default 1000000),
-#                                       SKIP_MEMORY=1.
+#                                       SKIP_MEMORY=1, TRACKER_CPUS (default 0), LOAD_CPUS
+#                                       (default the others).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -28,12 +34,17 @@ cargo build --release -q -p bitswarm
 cargo build --release -q -p bitswarm-tracker --example udp_load
 BIN=target/release/bitswarm
 LOAD=target/release/examples/udp_load
-# CPU 0 for the trackers, the rest for the load generators.
+# CPU 0 for the trackers, the rest for the load generators (unless told otherwise).
 if [ "$(nproc)" -ge 2 ]; then
-  ON_TRACKER=(taskset -c 0); ON_LOAD=(taskset -c "1-$(( $(nproc) - 1 ))"); LOAD_THREADS=$(( $(nproc) - 1 ))
+  TRACKER_CPUS=${TRACKER_CPUS:-0}; LOAD_CPUS=${LOAD_CPUS:-1-$(( $(nproc) - 1 ))}
+  ON_TRACKER=(taskset -c "$TRACKER_CPUS"); ON_LOAD=(taskset -c "$LOAD_CPUS")
+  TRACKER_N=$("${ON_TRACKER[@]}" nproc); LOAD_THREADS=$("${ON_LOAD[@]}" nproc)
+  CORES="each tracker on CPU $TRACKER_CPUS, the load generators on CPU $LOAD_CPUS"
 else
-  echo "one CPU: trackers and load generators share it" >&2; ON_TRACKER=(); ON_LOAD=(); LOAD_THREADS=1
+  echo "one CPU: trackers and load generators share it" >&2; ON_TRACKER=(); ON_LOAD=(); LOAD_THREADS=1; TRACKER_N=1
+  CORES="trackers and load generators sharing the one CPU"
 fi
+WRK_CONNS=$(( 64 * LOAD_THREADS ))
 W=$(mktemp -d /tmp/bitswarm-bench.XXXXXX)
 chmod 755 "$W"   # opentracker drops to user nobody before it reads its whitelist
 RAW=bench/results/raw
@@ -68,21 +79,25 @@ start_bitswarm() { # $1: config file (may be empty)
   BS_UDP=$(awk '/^UDP tracker listening/ {print $NF}' "$out")
 }
 start_opentracker() { # $1: whitelist
-  local port; port=$(free_port)
-  "${ON_TRACKER[@]}" opentracker -i 127.0.0.1 -p "$port" -P "$port" -w "$1" > "$W/opentracker.$port.out" 2>&1 &
+  local port conf=(); port=$(free_port)
+  if [ "$TRACKER_N" -gt 1 ]; then # before the addresses: it applies to the sockets bound after it
+    echo "listen.udp.workers $TRACKER_N" > "$W/opentracker.conf"; conf=(-f "$W/opentracker.conf")
+  fi
+  "${ON_TRACKER[@]}" opentracker "${conf[@]}" -i 127.0.0.1 -p "$port" -P "$port" -w "$1" > "$W/opentracker.$port.out" 2>&1 &
   OT_PID=$!; PIDS+=($OT_PID); OT_PORT=$port
   wait_port "$port"
 }
 start_aquatic_udp() {
   local port; port=$(free_port)
   "$ANCHORS/aquatic_udp" -p | sed -e "s/^address = .*/address = \"127.0.0.1:$port\"/" \
-    -e 's/^socket_workers = .*/socket_workers = 1/' > "$W/aq_udp.toml"
+    -e "s/^socket_workers = .*/socket_workers = $TRACKER_N/" > "$W/aq_udp.toml"
   "${ON_TRACKER[@]}" "$ANCHORS/aquatic_udp" -c "$W/aq_udp.toml" > "$W/aq_udp.out" 2>&1 &
   AQU_PID=$!; PIDS+=($AQU_PID); AQU_PORT=$port; sleep 0.5
 }
 start_aquatic_http() {
   local port; port=$(free_port)
-  "$ANCHORS/aquatic_http" -p | sed -e "s/^address = .*/address = \"127.0.0.1:$port\"/" > "$W/aq_http.toml"
+  "$ANCHORS/aquatic_http" -p | sed -e "s/^address = .*/address = \"127.0.0.1:$port\"/" \
+    -e "s/^socket_workers = .*/socket_workers = $TRACKER_N/" > "$W/aq_http.toml"
   "${ON_TRACKER[@]}" "$ANCHORS/aquatic_http" -c "$W/aq_http.toml" > "$W/aq_http.out" 2>&1 &
   AQH_PID=$!; PIDS+=($AQH_PID); AQH_PORT=$port
   wait_port "$port"
@@ -123,7 +138,7 @@ for run in $(seq "$RUNS"); do
       hdr=(); [ $mode = close ] && hdr=(-H "Connection: close")
       out="$RAW/http-$name-$mode-$run.txt"
       c0=$(cpu_ticks "$pid")
-      HASHES="$W/hashes.url" "${ON_LOAD[@]}" wrk -t1 -c64 -d"${DURATION}s" --latency "${hdr[@]}" -s bench/announce.lua "$url" > "$out" 2>&1 || true
+      HASHES="$W/hashes.url" "${ON_LOAD[@]}" wrk -t"$LOAD_THREADS" -c"$WRK_CONNS" -d"${DURATION}s" --latency "${hdr[@]}" -s bench/announce.lua "$url" > "$out" 2>&1 || true
       c1=$(cpu_ticks "$pid")
       rps=$(awk '/^Requests\/sec/ {print $2}' "$out"); p99=$(awk '$1=="99%" {print $2}' "$out" | to_ms)
       cpu=$(us_per_req $((c1 - c0)) "${rps:-0}")
@@ -169,7 +184,7 @@ for run in $(seq "$RUNS"); do
       set -- $t; name=$1; addr=$2
       [ "$name" = opentracker ] && continue
       "$ANCHORS/aquatic_udp_load_test" -p | sed -e "s/^server_address = .*/server_address = \"$addr\"/" \
-        -e "s/^duration = .*/duration = $DURATION/" > "$W/aq_load.toml"
+        -e "s/^duration = .*/duration = $DURATION/" -e "s/^workers = .*/workers = $LOAD_THREADS/" > "$W/aq_load.toml"
       out="$RAW/udp-aqload-$name-$run.txt"
       "${ON_LOAD[@]}" "$ANCHORS/aquatic_udp_load_test" -c "$W/aq_load.toml" > "$out" 2>&1 || true
       rps=$(awk -F': ' '/Average responses per second/ {gsub(/[^0-9.]/,"",$2); print $2}' "$out" | tail -1)
@@ -201,7 +216,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 DATE=$(date -u +%Y-%m-%d)
 REPORT=bench/results/tracker-$DATE.md
 {
-  echo "Tracker benchmark, $DATE, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), loopback, medians of $RUNS runs of ${DURATION}s; each tracker alone on CPU 0, the load generator on the other CPUs."
+  echo "Tracker benchmark, $DATE, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), loopback, medians of $RUNS runs of ${DURATION}s; $CORES."
   echo
   echo "| load | tracker | requests/s | vs opentracker | p99 latency (ms) | server CPU per request (us) |"
   echo "| --- | --- | ---: | ---: | ---: | ---: |"
@@ -210,7 +225,7 @@ REPORT=bench/results/tracker-$DATE.md
     for t in "${HTTP_TARGETS[@]}"; do
       set -- $t; name=$1
       r=$(median < "$W/http-$name-$mode.rps"); p=$(median < "$W/http-$name-$mode.p99"); c=$(median < "$W/http-$name-$mode.cpu")
-      label="HTTP announce, wrk -c64, keep-alive"; [ $mode = close ] && label="HTTP announce, wrk -c64, Connection: close"
+      label="HTTP announce, wrk -c$WRK_CONNS, keep-alive"; [ $mode = close ] && label="HTTP announce, wrk -c$WRK_CONNS, Connection: close"
       echo "| $label | $name | ${r%.*} | $(ratio "$r" "$ot")x | $p | $c |"
     done
   done
@@ -218,13 +233,13 @@ REPORT=bench/results/tracker-$DATE.md
   for t in "${UDP_TARGETS[@]}"; do
     set -- $t; name=$1
     r=$(median < "$W/udp-$name.rps"); p=$(median < "$W/udp-$name.p99"); c=$(median < "$W/udp-$name.cpu")
-    echo "| UDP, udp_load 16 sockets, 80% announce | $name | ${r%.*} | $(ratio "$r" "$ot")x | $p | $c |"
+    echo "| UDP, udp_load 16 sockets$([ "$LOAD_THREADS" -gt 1 ] && echo " x $LOAD_THREADS threads"), 80% announce | $name | ${r%.*} | $(ratio "$r" "$ot")x | $p | $c |"
   done
   for t in "${UDP_TARGETS[@]}"; do
     set -- $t; name=$1
     [ -f "$W/aqload-$name.rps" ] || continue
     r=$(median < "$W/aqload-$name.rps")
-    echo "| UDP, aquatic_udp_load_test (1 worker) | $name | ${r%.*} | | | |"
+    echo "| UDP, aquatic_udp_load_test ($LOAD_THREADS worker$([ "$LOAD_THREADS" -gt 1 ] && echo s)) | $name | ${r%.*} | | | |"
   done
   # Each run measures every tracker within seconds of the others, so a run's own ratio shares
   # the machine's state of the moment; their median and range say more than medians divided.
