@@ -6,7 +6,8 @@
 //! libtorrent partial seed's `paused` announces are answered over UDP. A tracker bound to `[::1]`
 //! only serves aria2 and libtorrent over both protocols (BEP 7). An access list (allow
 //! mode) refuses other torrents over HTTP and UDP and is read again on SIGHUP. The tracker raises
-//! its open-files limit, and out of file descriptors it serves on.
+//! its open-files limit, and out of file descriptors it serves on. Prometheus's own parser
+//! reads `/metrics`.
 
 mod common;
 
@@ -557,6 +558,76 @@ fn interop_libtorrent_and_transmission_scrape_the_counts() {
     let (st, out, err) = run(c, T);
     assert!(st.success(), "{out}{err}");
     assert!(out.contains("... 2 seeders, 3 leechers"), "{out}{err}");
+}
+
+/// Prints each sample of the Prometheus text on stdin as `NAME{LABELS} VALUE`, parsed by the
+/// Prometheus project's own Python client (which refuses malformed text).
+const PROM_SCRIPT: &str = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for f in text_string_to_metric_families(sys.stdin.read()):
+    for s in f.samples:
+        labels = ','.join('%s="%s"' % kv for kv in sorted(s.labels.items()))
+        print('%s{%s} %s %s' % (s.name, labels, f.type, int(s.value)))
+"#;
+
+/// `/metrics` as Prometheus reads it: the reference parser takes the whole page, and the counts
+/// it reads are those of the requests made (UDP-only counters have only a `udp` series).
+#[test]
+fn metrics_parse_with_the_prometheus_client() {
+    if !require("prometheus_client") {
+        return;
+    }
+    let dir = tempdir();
+    let t = start_tracker(dir.path(), "");
+    let h = InfoHash([3; 20]);
+    for id in 1..=3u8 {
+        let req = http::AnnounceRequest::new(h, bitswarm_tracker_proto::PeerId([id; 20]), 7000 + u16::from(id), 5);
+        http_get(t.http, &http::announce_url("/announce", &req));
+    }
+    assert_eq!(scrape(&t, h), stats(0, 3, 0));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.send_to(&bitswarm_tracker_proto::udp::Request::Connect { transaction_id: 1 }.encode(), t.udp).unwrap();
+    sock.recv(&mut [0; 64]).expect("a UDP connect reply");
+    // A scrape with a connection id the tracker never gave: no reply, but counted.
+    let bad_scrape: Vec<u8> = [&12345u64.to_be_bytes()[..], &2u32.to_be_bytes(), &9u32.to_be_bytes(), &h.0].concat();
+    sock.send_to(&bad_scrape, t.udp).unwrap();
+    // The bad packet is counted once the tracker has read it: wait for it.
+    let metrics = wait_for(T, "the bad connection id counted", || {
+        let m = String::from_utf8(http_get(t.http, "/metrics")).unwrap();
+        m.contains("bitswarm_tracker_bad_connection_ids_total{protocol=\"udp\"} 1").then_some(m)
+    });
+
+    let script = dir.path().join("prom.py");
+    std::fs::write(&script, PROM_SCRIPT).unwrap();
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(&script).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    c.stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let parsed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused /metrics: {}\n{metrics}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: Vec<&str> = parsed.lines().collect();
+    for want in [
+        r#"bitswarm_tracker_announces_total{protocol="http"} counter 3"#,
+        r#"bitswarm_tracker_announces_total{protocol="udp"} counter 0"#,
+        r#"bitswarm_tracker_scrapes_total{protocol="http"} counter 1"#,
+        r#"bitswarm_tracker_connects_total{protocol="udp"} counter 1"#,
+        r#"bitswarm_tracker_bad_connection_ids_total{protocol="udp"} counter 1"#,
+        r#"bitswarm_tracker_swarms{} gauge 1"#,
+        r#"bitswarm_tracker_leechers{} gauge 3"#,
+        r#"bitswarm_tracker_peers{} gauge 3"#,
+    ] {
+        assert!(samples.contains(&want), "{want} not among what Prometheus read:\n{parsed}");
+    }
+    assert!(!parsed.contains(r#"connects_total{protocol="http"}"#), "{parsed}");
+    assert!(!parsed.contains(r#"bad_connection_ids_total{protocol="http"}"#), "{parsed}");
 }
 
 /// The `failure reason` of an HTTP announce of `h` from a made-up peer.

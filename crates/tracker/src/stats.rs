@@ -89,20 +89,22 @@ fn get(c: &AtomicU64) -> u64 {
 pub fn prometheus(store: &Store, m: &Metrics) -> String {
     let t = store.totals();
     let mut s = String::with_capacity(2048);
-    let mut family = |name: &str, kind: &str, help: &str, f: &dyn Fn(&ProtoCounters) -> &AtomicU64| {
-        let _ = writeln!(s, "# HELP bitswarm_tracker_{name} {help}\n# TYPE bitswarm_tracker_{name} {kind}");
-        for (p, label) in PROTOS {
+    // A series per protocol the counter can move for (connection ids are UDP's alone).
+    let mut family = |name: &str, help: &str, protos: &[(Proto, &str)], f: &dyn Fn(&ProtoCounters) -> &AtomicU64| {
+        let _ = writeln!(s, "# HELP bitswarm_tracker_{name} {help}\n# TYPE bitswarm_tracker_{name} counter");
+        for &(p, label) in protos {
             let _ = writeln!(s, "bitswarm_tracker_{name}{{protocol=\"{label}\"}} {}", m.total(p, f));
         }
     };
-    family("announces_total", "counter", "Announces answered.", &|c| &c.announces);
-    family("scrapes_total", "counter", "Scrapes answered.", &|c| &c.scrapes);
-    family("connects_total", "counter", "UDP connect requests answered.", &|c| &c.connects);
-    family("errors_total", "counter", "Requests refused as malformed or not allowed.", &|c| &c.errors);
-    family("bad_connection_ids_total", "counter", "UDP requests dropped for a bad connection id.", &|c| {
+    let udp = &[(Proto::Udp, "udp")];
+    family("announces_total", "Announces answered.", &PROTOS, &|c| &c.announces);
+    family("scrapes_total", "Scrapes answered.", &PROTOS, &|c| &c.scrapes);
+    family("connects_total", "UDP connect requests answered.", udp, &|c| &c.connects);
+    family("errors_total", "Requests refused as malformed or not allowed.", &PROTOS, &|c| &c.errors);
+    family("bad_connection_ids_total", "UDP requests dropped for a bad connection id.", udp, &|c| {
         &c.bad_connection_ids
     });
-    family("peers_refused_total", "counter", "New peers not stored because a cap was reached.", &|c| &c.peers_refused);
+    family("peers_refused_total", "New peers not stored because a cap was reached.", &PROTOS, &|c| &c.peers_refused);
     let mut gauge = |name: &str, kind: &str, help: &str, v: u64| {
         let _ = writeln!(
             s,

@@ -28,7 +28,7 @@ pub fn bitswarm() -> Command {
     c
 }
 
-pub const INSTALL: &str = "apt-get install -y aria2 transmission-cli python3-libtorrent opentracker mktorrent openssl";
+pub const INSTALL: &str = "apt-get install -y aria2 transmission-cli python3-libtorrent opentracker mktorrent openssl python3-prometheus-client";
 
 /// True when the interop tests are skipped on purpose (`BITSWARM_SKIP_INTEROP=1`).
 pub fn skip_interop() -> bool {
@@ -42,9 +42,10 @@ pub fn require(program: &str) -> bool {
         eprintln!("skipping: BITSWARM_SKIP_INTEROP=1");
         return false;
     }
-    let found = if program == "libtorrent" {
+    // Python modules (Debian's python3-libtorrent, python3-prometheus-client) are imported.
+    let found = if matches!(program, "libtorrent" | "prometheus_client") {
         Command::new("/usr/bin/python3")
-            .args(["-c", "import libtorrent"])
+            .args(["-c", &format!("import {program}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
