@@ -20,6 +20,7 @@ use std::time::Duration;
 use bitswarm_metainfo::{InfoHash, Metainfo};
 use bitswarm_tracker_proto::Event;
 use bitswarm_tracker_proto::http::{self, ScrapeResponse, ScrapeStats};
+use bitswarm_tracker_proto::udp;
 use common::{Proc, bitswarm, free_port, random_file, require, run, s, tempdir, wait_for};
 
 const T: Duration = Duration::from_secs(60);
@@ -174,6 +175,25 @@ fn transmission(dir: &Path, torrent: &Path, save: &Path, port: u16) -> Proc {
     let mut c = Command::new("transmission-cli");
     c.args(["-g", &s(&cfg), "-w", &s(save), "-p", &port.to_string(), &s(torrent)]);
     Proc::spawn("transmission-cli", c)
+}
+
+/// The body of an HTTP announce of `h` from made-up peer `id` (its port 6000 + `id`).
+fn announce_as(t: &Tracker, h: InfoHash, id: u8, left: u64, event: Event) -> Vec<u8> {
+    let mut req = http::AnnounceRequest::new(h, bitswarm_tracker_proto::PeerId([id; 20]), 6000 + u16::from(id), left);
+    req.event = event;
+    http_get(t.http, &http::announce_url("/announce", &req))
+}
+
+/// A UDP socket that has sent the tracker a connect request (transaction id `tid`), with the
+/// reply it read.
+fn udp_connect(t: &Tracker, tid: u32) -> (std::net::UdpSocket, udp::Response) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.send_to(&udp::Request::Connect { transaction_id: tid }.encode(), t.udp).unwrap();
+    let mut buf = [0; 64];
+    let n = sock.recv(&mut buf).expect("a reply to a UDP connect");
+    let reply = udp::Response::parse(&buf[..n], udp::Family::V4).unwrap();
+    (sock, reply)
 }
 
 /// Waits until `path` holds exactly `data`.
@@ -452,7 +472,6 @@ fn interop_ipv6_tracker_over_http_and_udp() {
 #[cfg(target_os = "linux")]
 #[test]
 fn tracker_raises_its_open_files_limit_and_survives_running_out() {
-    use bitswarm_tracker_proto::udp;
     let limits = |pid: u32| -> (u64, u64) {
         let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
         let line = text.lines().find(|l| l.starts_with("Max open files")).unwrap();
@@ -475,12 +494,7 @@ fn tracker_raises_its_open_files_limit_and_survives_running_out() {
     let mut t = Tracker::start_in_shell(dir.path(), "[http]\nheader_timeout = 300\n", "ulimit -n 64");
     let idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(t.http).unwrap()).collect();
     t.proc.wait_line(T, |l| l.contains("HTTP accept: Too many open files"));
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    sock.send_to(&udp::Request::Connect { transaction_id: 7 }.encode(), t.udp).unwrap();
-    let mut buf = [0; 64];
-    let n = sock.recv(&mut buf).expect("a UDP reply while HTTP is out of descriptors");
-    let reply = udp::Response::parse(&buf[..n], udp::Family::V4).unwrap();
+    let (_, reply) = udp_connect(&t, 7);
     assert!(matches!(reply, udp::Response::Connect { transaction_id: 7, .. }), "{reply:?}");
     drop(idle);
     assert_eq!(scrape(&t, InfoHash([1; 20])), stats(0, 0, 0));
@@ -533,10 +547,7 @@ fn interop_libtorrent_and_transmission_scrape_the_counts() {
         .into_iter()
         .chain([(4, 0, Event::Completed), (5, 0, Event::Completed)])
     {
-        let mut req =
-            http::AnnounceRequest::new(h, bitswarm_tracker_proto::PeerId([id; 20]), 6000 + u16::from(id), left);
-        req.event = event;
-        let body = http_get(t.http, &http::announce_url("/announce", &req));
+        let body = announce_as(&t, h, id, left, event);
         assert!(http::AnnounceResponse::decode(&body).is_ok(), "{}", String::from_utf8_lossy(&body));
     }
     assert_eq!(scrape(&t, h), stats(2, 3, 2));
@@ -560,7 +571,7 @@ fn interop_libtorrent_and_transmission_scrape_the_counts() {
     assert!(out.contains("... 2 seeders, 3 leechers"), "{out}{err}");
 }
 
-/// Prints each sample of the Prometheus text on stdin as `NAME{LABELS} VALUE`, parsed by the
+/// Prints each sample of the Prometheus text on stdin as `NAME{LABELS} TYPE VALUE`, parsed by the
 /// Prometheus project's own Python client (which refuses malformed text).
 const PROM_SCRIPT: &str = r#"
 import sys
@@ -581,15 +592,11 @@ fn metrics_parse_with_the_prometheus_client() {
     let dir = tempdir();
     let t = start_tracker(dir.path(), "");
     let h = InfoHash([3; 20]);
-    for id in 1..=3u8 {
-        let req = http::AnnounceRequest::new(h, bitswarm_tracker_proto::PeerId([id; 20]), 7000 + u16::from(id), 5);
-        http_get(t.http, &http::announce_url("/announce", &req));
+    for id in 1..=3 {
+        announce_as(&t, h, id, 5, Event::Started);
     }
     assert_eq!(scrape(&t, h), stats(0, 3, 0));
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    sock.send_to(&bitswarm_tracker_proto::udp::Request::Connect { transaction_id: 1 }.encode(), t.udp).unwrap();
-    sock.recv(&mut [0; 64]).expect("a UDP connect reply");
+    let (sock, _) = udp_connect(&t, 1);
     // A scrape with a connection id the tracker never gave: no reply, but counted.
     let bad_scrape: Vec<u8> = [&12345u64.to_be_bytes()[..], &2u32.to_be_bytes(), &9u32.to_be_bytes(), &h.0].concat();
     sock.send_to(&bad_scrape, t.udp).unwrap();
@@ -632,8 +639,7 @@ fn metrics_parse_with_the_prometheus_client() {
 
 /// The `failure reason` of an HTTP announce of `h` from a made-up peer.
 fn announce_failure(t: &Tracker, h: InfoHash) -> Option<String> {
-    let req = http::AnnounceRequest::new(h, bitswarm_tracker_proto::PeerId([7; 20]), 6881, 0);
-    let body = http_get(t.http, &http::announce_url("/announce", &req));
+    let body = announce_as(t, h, 7, 0, Event::None);
     let v = bitswarm_bencode::decode(&body).unwrap();
     v.get(b"failure reason").and_then(|r| r.as_str()).map(str::to_owned)
 }
