@@ -432,21 +432,27 @@ fn interop_ipv6_tracker_over_http_and_udp() {
     let t = Tracker::start_on(dir.path(), FAST, "[::1]");
     assert!(t.http.is_ipv6() && t.udp.is_ipv6(), "{:?}", t.proc.seen);
 
-    // HTTP: aria2 seeds; libtorrent is sent aria2's IPv6 address and dials it.
+    // A libtorrent leecher on [::1] is sent the seeder's address, dials it and downloads; it
+    // completes, then stops, and the counts follow.
+    let leech = |dir: &Path, torrent: &Path, data: &[u8], h: InfoHash, seed_port: u16, what: &str| {
+        let stop = dir.join("stop-libtorrent");
+        let mut lt = libtorrent_on("[::1]", dir, torrent, &dir.join("lt"), free_port(), &stop);
+        lt.wait_line(T, |l| l == format!("peer ::1:{seed_port}"));
+        lt.wait_line(T, |l| l == "finished");
+        wait_file(&dir.join("lt").join("payload.bin"), data, what);
+        wait_scrape(&t, h, stats(2, 0, 1), &format!("{what}: completed"));
+        std::fs::write(&stop, b"").unwrap();
+        lt.wait_line(T, |l| l == "removed");
+        wait_scrape(&t, h, stats(1, 0, 1), &format!("{what}: stopped"));
+    };
+
+    // HTTP: aria2 seeds; libtorrent finds it in `peers6`.
     let http_dir = dir.path().join("http");
     let (torrent, data, h) = make_torrent(&http_dir, &t.http_url(), 2 << 20, 31);
     let aria2_port = free_port();
     let _aria2 = aria2_seeder(&torrent, &http_dir.join("seed"), aria2_port);
     wait_scrape(&t, h, stats(1, 0, 0), "aria2 seeding over IPv6");
-    let stop = http_dir.join("stop-libtorrent");
-    let mut lt = libtorrent_on("[::1]", &http_dir, &torrent, &http_dir.join("lt"), free_port(), &stop);
-    lt.wait_line(T, |l| l == format!("peer ::1:{aria2_port}"));
-    lt.wait_line(T, |l| l == "finished");
-    wait_file(&http_dir.join("lt").join("payload.bin"), &data, "libtorrent over IPv6 HTTP");
-    wait_scrape(&t, h, stats(2, 0, 1), "libtorrent completed over IPv6 HTTP");
-    std::fs::write(&stop, b"").unwrap();
-    lt.wait_line(T, |l| l == "removed");
-    wait_scrape(&t, h, stats(1, 0, 1), "libtorrent stopped over IPv6 HTTP");
+    leech(&http_dir, &torrent, &data, h, aria2_port, "libtorrent over IPv6 HTTP");
 
     // UDP: a libtorrent seeder and a libtorrent leecher meet through the UDP tracker.
     let udp_dir = dir.path().join("udp");
@@ -456,14 +462,7 @@ fn interop_ipv6_tracker_over_http_and_udp() {
     let mut seeder = libtorrent_on("[::1]", &udp_dir, &torrent, &udp_dir.join("seed"), seed_port, &never);
     seeder.wait_line(T, |l| l == "finished");
     wait_scrape(&t, h, stats(1, 0, 0), "libtorrent seeding over IPv6 UDP");
-    let stop = udp_dir.join("stop-libtorrent");
-    let mut lt = libtorrent_on("[::1]", &udp_dir, &torrent, &udp_dir.join("lt"), free_port(), &stop);
-    lt.wait_line(T, |l| l == format!("peer ::1:{seed_port}"));
-    lt.wait_line(T, |l| l == "finished");
-    wait_file(&udp_dir.join("lt").join("payload.bin"), &data, "libtorrent over IPv6 UDP");
-    wait_scrape(&t, h, stats(2, 0, 1), "libtorrent completed over IPv6 UDP");
-    std::fs::write(&stop, b"").unwrap();
-    wait_scrape(&t, h, stats(1, 0, 1), "libtorrent stopped over IPv6 UDP");
+    leech(&udp_dir, &torrent, &data, h, seed_port, "libtorrent over IPv6 UDP");
 }
 
 /// `bitswarm tracker` started with a low soft limit on open files (1024 is usual) raises it to
