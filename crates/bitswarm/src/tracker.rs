@@ -68,7 +68,6 @@ pub fn run(args: TrackerArgs) -> Result<(), Failure> {
     // starts.
     let shared = Shared::new(config).map_err(Failure::usage)?;
 
-    init_logging();
     // The HTTP and UDP servers run on threads of their own; this runtime only waits for a
     // signal and runs the cleaner.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -76,18 +75,6 @@ pub fn run(args: TrackerArgs) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?;
     rt.block_on(serve(shared))
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("BITSWARM_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
-        .try_init();
 }
 
 async fn serve(shared: Shared) -> Result<(), Failure> {
