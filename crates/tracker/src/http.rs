@@ -175,6 +175,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     }
 }
 
+/// The client address in a proxy's header value: the last entry (X-Forwarded-For lists every
+/// hop, and the last one is what our proxy saw), as `IP`, `IPv4:port`, `[IPv6]` or
+/// `[IPv6]:port`.
+fn forwarded_ip(value: &str) -> Option<IpAddr> {
+    let last = value.rsplit(',').next()?.trim();
+    if let Ok(ip) = last.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = last.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    last.strip_prefix('[')?.strip_suffix(']')?.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
 fn reply(body: Vec<u8>) -> Response {
     let mut r = Response::new(Body::from(body));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -193,14 +207,15 @@ impl Shared {
         if cfg.real_ip_header.is_empty() || !cfg.trusted_proxies.iter().any(|p| p.to_canonical() == ip) {
             return Ok(ip);
         }
+        // The last line of the header: a client can send the header itself, and proxies such
+        // as HAProxy add theirs as a new line after it (nginx appends to the one line).
         let v = headers
-            .get(cfg.real_ip_header.as_str())
-            .and_then(|v| v.to_str().ok())
+            .get_all(cfg.real_ip_header.as_str())
+            .iter()
+            .next_back()
             .ok_or("the proxy did not pass the client address")?;
-        // X-Forwarded-For lists every hop; the last one is what our proxy saw.
-        let last = v.rsplit(',').next().unwrap_or("").trim();
-        let last = last.trim_start_matches('[').split(']').next().unwrap_or(last);
-        last.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| "the proxy passed an invalid client address")
+        let v = v.to_str().map_err(|_| "the proxy passed an invalid client address")?;
+        forwarded_ip(v).map(|ip| ip.to_canonical()).ok_or("the proxy passed an invalid client address")
     }
 
     /// Answers an announce query; returns the bencoded body.
@@ -328,4 +343,23 @@ async fn stats_json(State(s): State<Arc<Shared>>) -> Response {
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let body = stats::prometheus(&s.store, &s.metrics);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_ip;
+
+    #[test]
+    fn forwarded_ip_forms() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().ok();
+        assert_eq!(forwarded_ip("203.0.113.7"), ip("203.0.113.7"));
+        assert_eq!(forwarded_ip("203.0.113.7, 198.51.100.1"), ip("198.51.100.1"));
+        assert_eq!(forwarded_ip("10.0.0.1,198.51.100.9:4444"), ip("198.51.100.9"));
+        assert_eq!(forwarded_ip("2001:db8::1"), ip("2001:db8::1"));
+        assert_eq!(forwarded_ip("1.2.3.4, [2001:db8::1]"), ip("2001:db8::1"));
+        assert_eq!(forwarded_ip("[2001:db8::1]:4444"), ip("2001:db8::1"));
+        for bad in ["", "unknown", "198.51.100.1, ", "[198.51.100.1]", "[2001:db8::1", "1.2.3.4:port", "_hidden"] {
+            assert_eq!(forwarded_ip(bad), None, "{bad:?}");
+        }
+    }
 }

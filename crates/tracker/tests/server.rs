@@ -306,6 +306,19 @@ fn http_client_address_from_trusted_proxy_only_and_ip_param_ignored() {
         vec!["198.51.100.1:4001".parse().unwrap()],
         "the last X-Forwarded-For entry, not the ip parameter"
     );
+    // A client's own header line comes first and the proxy adds its line after it (HAProxy):
+    // the last line counts, so a client cannot pose as another address. An IPv4 entry may
+    // carry the client's port.
+    announce_with(
+        a,
+        &req(5, 3, 4003, 5, Event::Started),
+        "X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-For: 198.51.100.3\r\n",
+    );
+    announce_with(a, &req(5, 4, 4004, 5, Event::Started), "X-Forwarded-For: 10.1.1.1, 198.51.100.4:5555\r\n");
+    let r5 = announce_with(a, &req(5, 5, 4005, 5, Event::Started), "X-Forwarded-For: 198.51.100.5\r\n");
+    let mut got = r5.peers.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>();
+    got.sort();
+    assert_eq!(got, ["198.51.100.1:4001", "198.51.100.2:4002", "198.51.100.3:4003", "198.51.100.4:4004"]);
     // From the trusted proxy without the header: a failure, not the proxy's own address.
     let (_, _, body) = get_on(&mut connect(a), &q, "");
     assert!(matches!(AnnounceResponse::decode(&body), Err(ResponseError::Failure(m)) if m.contains("proxy")));
