@@ -7,7 +7,7 @@
 //! only serves aria2 and libtorrent over both protocols (BEP 7). An access list (allow
 //! mode) refuses other torrents over HTTP and UDP and is read again on SIGHUP. The tracker raises
 //! its open-files limit, and out of file descriptors it serves on. Prometheus's own parser
-//! reads `/metrics`.
+//! reads `/metrics`. With one protocol turned off it serves and prints only the other.
 
 mod common;
 
@@ -184,12 +184,12 @@ fn announce_as(t: &Tracker, h: InfoHash, id: u8, left: u64, event: Event) -> Vec
     http_get(t.http, &http::announce_url("/announce", &req))
 }
 
-/// A UDP socket that has sent the tracker a connect request (transaction id `tid`), with the
-/// reply it read.
-fn udp_connect(t: &Tracker, tid: u32) -> (std::net::UdpSocket, udp::Response) {
+/// A UDP socket that has sent the tracker at `addr` a connect request (transaction id `tid`),
+/// with the reply it read.
+fn udp_connect(addr: SocketAddr, tid: u32) -> (std::net::UdpSocket, udp::Response) {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    sock.send_to(&udp::Request::Connect { transaction_id: tid }.encode(), t.udp).unwrap();
+    sock.send_to(&udp::Request::Connect { transaction_id: tid }.encode(), addr).unwrap();
     let mut buf = [0; 64];
     let n = sock.recv(&mut buf).expect("a reply to a UDP connect");
     let reply = udp::Response::parse(&buf[..n], udp::Family::V4).unwrap();
@@ -221,6 +221,30 @@ fn tracker_prints_its_addresses_and_stops_on_sigint_and_sigterm() {
 }
 
 #[test]
+fn tracker_serves_one_protocol_when_the_other_is_off() {
+    for (http, udp, shown, absent) in [("127.0.0.1:0", "off", "HTTP", "UDP"), ("off", "127.0.0.1:0", "UDP", "HTTP")] {
+        let mut c = bitswarm();
+        c.args(["tracker", "--http", http, "--udp", udp]);
+        let mut p = Proc::spawn("bitswarm tracker", c);
+        let line = p.wait_line(T, |l| l.starts_with(&format!("{shown} tracker listening on ")));
+        let addr: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
+        p.wait_line(T, |l| l == "press Ctrl-C to stop");
+        // It answers on the one it serves.
+        if shown == "HTTP" {
+            let body = http_get(addr, &format!("/scrape?{}", http::scrape_query(&[InfoHash([1; 20])])));
+            assert_eq!(ScrapeResponse::decode(&body).unwrap().files.len(), 1);
+        } else {
+            assert!(matches!(udp_connect(addr, 5).1, udp::Response::Connect { transaction_id: 5, .. }));
+        }
+        let out = p.output();
+        assert!(!out.contains(&format!("{absent} tracker listening")), "{out}");
+        assert!(!out.contains(if absent == "UDP" { "udp://" } else { "http://" }), "{out}");
+        common::signal(p.child.id(), "TERM");
+        assert!(p.wait_exit(T).success(), "{}", p.output());
+    }
+}
+
+#[test]
 fn tracker_config_is_checked() {
     let dir = tempdir();
     let cfg = dir.path().join("bad.toml");
@@ -235,7 +259,7 @@ fn tracker_config_is_checked() {
     c.args(["tracker", "--print-config"]);
     let (st, out, _) = run(c, T);
     assert!(st.success());
-    assert!(out.contains("[store]\n") && out.contains("peer_timeout = 3600"), "{out}");
+    assert!(out.contains("[store]\n") && out.contains("peer_timeout = 0"), "{out}");
     // What it prints is a valid config file.
     std::fs::write(&cfg, &out).unwrap();
     let mut c = bitswarm();
@@ -251,6 +275,14 @@ fn tracker_config_is_checked() {
     let (st, _, err) = run(c, T);
     assert_eq!(st.code(), Some(2), "{err}");
     assert!(err.contains("access list /nonexistent/deny.txt: No such file"), "{err}");
+
+    // A raised interval with a hand-set timeout that would drop peers between announces.
+    std::fs::write(&cfg, "[announce]\ninterval = 7200\n[store]\npeer_timeout = 3600\n").unwrap();
+    let mut c = bitswarm();
+    c.args(["tracker", "--config", &s(&cfg), "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"]);
+    let (st, _, err) = run(c, T);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(err.contains("store.peer_timeout (3600 s) must exceed announce.interval (7200 s)"), "{err}");
 
     let mut c = bitswarm();
     c.args(["tracker", "--http", "nonsense"]);
@@ -493,7 +525,7 @@ fn tracker_raises_its_open_files_limit_and_survives_running_out() {
     let mut t = Tracker::start_in_shell(dir.path(), "[http]\nheader_timeout = 300\n", "ulimit -n 64");
     let idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(t.http).unwrap()).collect();
     t.proc.wait_line(T, |l| l.contains("HTTP accept: Too many open files"));
-    let (_, reply) = udp_connect(&t, 7);
+    let (_, reply) = udp_connect(t.udp, 7);
     assert!(matches!(reply, udp::Response::Connect { transaction_id: 7, .. }), "{reply:?}");
     drop(idle);
     assert_eq!(scrape(&t, InfoHash([1; 20])), stats(0, 0, 0));
@@ -595,7 +627,7 @@ fn metrics_parse_with_the_prometheus_client() {
         announce_as(&t, h, id, 5, Event::Started);
     }
     assert_eq!(scrape(&t, h), stats(0, 3, 0));
-    let (sock, _) = udp_connect(&t, 1);
+    let (sock, _) = udp_connect(t.udp, 1);
     // A scrape with a connection id the tracker never gave: no reply, but counted.
     let bad_scrape: Vec<u8> = [&12345u64.to_be_bytes()[..], &2u32.to_be_bytes(), &9u32.to_be_bytes(), &h.0].concat();
     sock.send_to(&bad_scrape, t.udp).unwrap();

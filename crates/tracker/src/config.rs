@@ -60,9 +60,11 @@ numwant_max = 100
 full_scrape = false
 
 [store]
-# A peer that has not announced for this long is dropped (about 2 x interval); a swarm with no
-# peers left and no activity for as long goes with it.
-peer_timeout = 3600
+# A peer that has not announced for this many seconds is dropped; a swarm with no peers left
+# and no activity for as long goes with it. 0: twice announce.interval (3600 with the default
+# interval). Set by hand, it must exceed announce.interval, or peers that announce on time
+# would be dropped between their announces.
+peer_timeout = 0
 # How often the background cleaner looks for such peers.
 cleaner_interval = 60
 # Caps: an announce that would add a peer beyond them is answered, but the peer is not stored
@@ -210,7 +212,7 @@ impl Default for AnnounceConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            peer_timeout: 3600,
+            peer_timeout: 0,
             cleaner_interval: 60,
             max_peers_per_swarm: 100_000,
             max_peers_total: 20_000_000,
@@ -242,6 +244,15 @@ impl Config {
         Ok(c)
     }
 
+    /// Seconds after its last announce that a peer is dropped: `store.peer_timeout`, or twice
+    /// `announce.interval` when that is 0.
+    pub fn peer_timeout(&self) -> u32 {
+        match self.store.peer_timeout {
+            0 => self.announce.interval.saturating_mul(2),
+            t => t,
+        }
+    }
+
     /// Checks the values that TOML types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
@@ -254,8 +265,15 @@ impl Config {
         if self.announce.numwant_max == 0 || self.announce.numwant_default > self.announce.numwant_max {
             return bad("announce.numwant_max must be at least 1 and at least announce.numwant_default");
         }
-        if self.store.peer_timeout == 0 || self.store.cleaner_interval == 0 {
-            return bad("store.peer_timeout and store.cleaner_interval must be at least 1");
+        if self.store.cleaner_interval == 0 {
+            return bad("store.cleaner_interval must be at least 1");
+        }
+        if self.store.peer_timeout != 0 && self.store.peer_timeout <= self.announce.interval {
+            return bad(&format!(
+                "store.peer_timeout ({} s) must exceed announce.interval ({} s), or peers that announce on \
+                 time are dropped between their announces; 0 makes it twice the interval",
+                self.store.peer_timeout, self.announce.interval
+            ));
         }
         if !self.store.shards.is_power_of_two() || self.store.shards > 65536 {
             return bad("store.shards must be a power of two up to 65536");
@@ -301,7 +319,8 @@ mod tests {
         assert_eq!(c.http.bind.to_string(), "0.0.0.0:6969");
         assert_eq!(c.udp.bind.to_string(), "0.0.0.0:6969");
         assert!(c.http.enabled && c.udp.enabled && !c.scrape.full_scrape && !c.http.allow_ip_param);
-        assert_eq!(c.store.peer_timeout, 2 * c.announce.interval);
+        assert_eq!(c.peer_timeout(), 2 * c.announce.interval);
+        assert_eq!(c.peer_timeout(), 3600);
     }
 
     #[test]
@@ -323,11 +342,18 @@ mod tests {
         assert!(Config::from_toml("[announce]\ninterval = 10\nmin_interval = 20\n").is_err());
         assert!(Config::from_toml("[http]\nreal_ip_header = \"X-Real-IP\"\n").is_err());
         let c = Config::from_toml(
-            "[http]\nreal_ip_header = \"X-Real-IP\"\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n[store]\npeer_timeout = 2\n",
+            "[http]\nreal_ip_header = \"X-Real-IP\"\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n[store]\npeer_timeout = 2000\n",
         )
         .unwrap();
         assert_eq!(c.http.trusted_proxies.len(), 2);
-        assert_eq!(c.store.peer_timeout, 2);
+        assert_eq!(c.peer_timeout(), 2000);
+        // The timeout follows the interval unless set, and a set one must exceed it.
+        assert_eq!(Config::from_toml("[announce]\ninterval = 7200\n").unwrap().peer_timeout(), 14400);
+        let e =
+            Config::from_toml("[announce]\ninterval = 7200\n[store]\npeer_timeout = 3600\n").unwrap_err().to_string();
+        assert!(e.contains("store.peer_timeout (3600 s) must exceed announce.interval (7200 s)"), "{e}");
+        assert!(Config::from_toml("[store]\npeer_timeout = 1800\n").is_err());
+        assert!(Config::from_toml("[store]\ncleaner_interval = 0\n").is_err());
         let e = Config::from_toml("[access]\nmode = \"allow\"\n").unwrap_err().to_string();
         assert!(e.contains("needs access.list"), "{e}");
         let e = Config::from_toml("[access]\nmode = \"sometimes\"\n").unwrap_err().to_string();

@@ -153,7 +153,7 @@ impl Tracker {
                     _ = tick.tick() => {}
                     _ = rx.wait_for(|s| *s) => break,
                 }
-                let (peers, swarms) = sh.store.clean(sh.config.store.peer_timeout);
+                let (peers, swarms) = sh.store.clean(sh.config.peer_timeout());
                 sh.metrics.peers_expired.fetch_add(peers, Ordering::Relaxed);
                 sh.metrics.swarms_expired.fetch_add(swarms, Ordering::Relaxed);
                 if peers + swarms > 0 {

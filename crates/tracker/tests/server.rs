@@ -546,7 +546,8 @@ fn udp_claimed_ipv4_over_ipv6_is_stored_but_its_peers_are_not_sent_as_ipv6() {
 #[test]
 fn peers_expire_and_caps_hold() {
     let (rt, t) = start(config(|c| {
-        c.store.peer_timeout = 1;
+        (c.announce.interval, c.announce.min_interval) = (1, 1);
+        c.store.peer_timeout = 2;
         c.store.cleaner_interval = 1;
         c.store.max_peers_per_swarm = 2;
     }));
