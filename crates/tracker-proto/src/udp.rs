@@ -43,6 +43,9 @@ pub enum PacketError {
     TooManyHashes,
     #[error("body length {0} does not fit the packet type")]
     BadLength(usize),
+    /// Seen by a server whose receive buffer the datagram overflowed, not by [`Request::parse`].
+    #[error("packet too long: more than {0} bytes")]
+    TooLong(usize),
 }
 
 impl PacketError {

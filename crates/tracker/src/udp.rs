@@ -96,14 +96,19 @@ fn worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
 /// One packet per system call each way.
 #[cfg_attr(target_os = "linux", allow(dead_code))]
 fn simple_worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
-    let mut buf = [0u8; 2048];
-    let mut out = Vec::with_capacity(2048);
-    let mut peers = Vec::with_capacity(2048);
+    // One byte more than a packet may have, to tell a longer one.
+    let mut buf = [0u8; MAX_PACKET + 1];
+    let mut out = Vec::with_capacity(MAX_PACKET);
+    let mut peers = Vec::with_capacity(MAX_PACKET);
     while !stop.load(Ordering::Relaxed) {
         match sock.recv_from(&mut buf) {
             Ok((n, src)) => {
                 out.clear();
-                handle(shared, &buf[..n], src, &mut out, &mut peers);
+                if n > MAX_PACKET {
+                    handle_too_long(shared, &buf[..MAX_PACKET], src, &mut out);
+                } else {
+                    handle(shared, &buf[..n], src, &mut out, &mut peers);
+                }
                 if !out.is_empty()
                     && let Err(e) = sock.send_to(&out, src)
                 {
@@ -124,19 +129,7 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
     let ip = src.ip().to_canonical();
     let req = match Request::parse(packet) {
         Ok(r) => r,
-        Err(e) => {
-            Metrics::inc(&m.errors);
-            // Explain only to a client that proved its address with a valid connection id;
-            // junk and spoofed packets get nothing.
-            if packet.len() >= 16 {
-                let cid = u64::from_be_bytes(packet[..8].try_into().unwrap_or_default());
-                if !matches!(e, PacketError::BadProtocolId) && shared.conn_ids.check(cid, ip) {
-                    let tid = PacketError::transaction_id_of(packet).unwrap_or(0);
-                    wire::write_error(out, tid, &e.to_string());
-                }
-            }
-            return;
-        }
+        Err(e) => return refuse(shared, packet, ip, &e, out),
     };
     match req {
         Request::Connect { transaction_id } => {
@@ -209,6 +202,29 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
     }
 }
 
+/// The most bytes of a packet read: a scrape of the most info-hashes takes 1,496, an announce
+/// 98 plus its BEP 41 options. A longer datagram gets [`PacketError::TooLong`].
+pub const MAX_PACKET: usize = 2048;
+
+/// Counts a packet that could not be read and explains why into `out`, but only to a client
+/// that proved its address with a valid connection id: junk and spoofed packets get nothing.
+/// `packet` may be the first [`MAX_PACKET`] bytes of a longer one.
+fn refuse(shared: &Shared, packet: &[u8], ip: IpAddr, e: &PacketError, out: &mut Vec<u8>) {
+    Metrics::inc(&shared.metrics.of(Proto::Udp).errors);
+    if packet.len() >= 16 {
+        let cid = u64::from_be_bytes(packet[..8].try_into().unwrap_or_default());
+        if !matches!(e, PacketError::BadProtocolId) && shared.conn_ids.check(cid, ip) {
+            let tid = PacketError::transaction_id_of(packet).unwrap_or(0);
+            wire::write_error(out, tid, &e.to_string());
+        }
+    }
+}
+
+/// Answers a datagram longer than [`MAX_PACKET`], of which `head` is the start.
+fn handle_too_long(shared: &Shared, head: &[u8], src: SocketAddr, out: &mut Vec<u8>) {
+    refuse(shared, head, src.ip().to_canonical(), &PacketError::TooLong(MAX_PACKET), out);
+}
+
 /// Linux: up to [`batched::BATCH`] packets per system call each way (`recvmmsg` returning as
 /// soon as one packet is there, `sendmmsg` for the replies). Under load this halves the cost
 /// per packet; idle, it waits like `recv_from`.
@@ -219,10 +235,9 @@ mod batched {
     use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use super::{Shared, handle};
+    use super::{MAX_PACKET as BUF, Shared, handle, handle_too_long};
 
     pub const BATCH: usize = 32;
-    const BUF: usize = 2048;
 
     fn to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
         match i32::from(ss.ss_family) {
@@ -289,7 +304,11 @@ mod batched {
                 out.clear();
                 let len = (hdrs[i].msg_len as usize).min(BUF);
                 let Some(src) = to_std(&addrs[i]) else { continue };
-                handle(shared, &bufs[i][..len], src, out, &mut peers);
+                if hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    handle_too_long(shared, &bufs[i][..len], src, out);
+                } else {
+                    handle(shared, &bufs[i][..len], src, out, &mut peers);
+                }
             }
             for i in 0..n {
                 if outs[i].is_empty() {

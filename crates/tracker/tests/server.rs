@@ -435,6 +435,13 @@ fn udp_connect_announce_scrape() {
     );
     let Response::Scrape(s) = c.recv() else { panic!() };
     assert_eq!(s.transaction_id, 11);
+    // Longer than any request may be (140 hashes, 2,816 bytes): said so, not misread.
+    let long = udp::ScrapeRequest { connection_id: cid, transaction_id: 13, info_hashes: vec![InfoHash([9; 20]); 140] };
+    c.send(&Request::Scrape(long).encode());
+    assert_eq!(
+        c.recv(),
+        Response::Error { transaction_id: 13, message: "packet too long: more than 2048 bytes".into() }
+    );
     assert_eq!(s.stats, vec![udp::ScrapeStats { seeders: 2, completed: 1, leechers: 0 }, udp::ScrapeStats::default()]);
     // Both protocols share the swarm.
     assert_eq!(t.counts(&InfoHash([9; 20])), SwarmCounts { seeders: 2, leechers: 0, downloaded: 1 });
