@@ -10,6 +10,9 @@
 #          whatever it has) and aquatic as many socket workers; wrk gets a thread and 64
 #          connections per load CPU, aquatic's load tester a worker per load CPU.
 #   HTTP: wrk -t1 -c64 with announces over 1,000 swarms, keep-alive and Connection: close.
+#         Close mode also runs against crates/tracker/examples/close_floor.rs, a server that
+#         only accepts, reads, writes a canned reply and closes: the most any tracker could
+#         show in that row here.
 #   UDP:  crates/tracker/examples/udp_load.rs (a polling thread per load CPU x 16 sockets, 8
 #         in flight each; 80% announce, 10% scrape, 10% connect over the same 1,000 swarms, announces
 #         from 100,000 peers); aquatic's own load tester too, against the open trackers
@@ -31,12 +34,12 @@ ANCHORS=${ANCHORS:-$HOME/.cache/bitswarm-anchors/bin}
 for p in wrk opentracker; do command -v $p >/dev/null || { echo "missing $p: apt-get install -y wrk opentracker" >&2; exit 1; }; done
 
 cargo build --release -q -p bitswarm
-cargo build --release -q -p bitswarm-tracker --example udp_load
+cargo build --release -q -p bitswarm-tracker --example udp_load --example close_floor
 BIN=target/release/bitswarm
 LOAD=target/release/examples/udp_load
 # CPU 0 for the trackers, the rest for the load generators (unless told otherwise).
 if [ "$(nproc)" -ge 2 ]; then
-  TRACKER_CPUS=${TRACKER_CPUS:-0}; LOAD_CPUS=${LOAD_CPUS:-1-$(( $(nproc) - 1 ))}
+  last=$(( $(nproc) - 1 )); TRACKER_CPUS=${TRACKER_CPUS:-0}; LOAD_CPUS=${LOAD_CPUS:-$([ $last -eq 1 ] && echo 1 || echo 1-$last)}
   ON_TRACKER=(taskset -c "$TRACKER_CPUS"); ON_LOAD=(taskset -c "$LOAD_CPUS")
   TRACKER_N=$("${ON_TRACKER[@]}" nproc); LOAD_THREADS=$("${ON_LOAD[@]}" nproc)
   CORES="each tracker on CPU $TRACKER_CPUS, the load generators on CPU $LOAD_CPUS"
@@ -103,12 +106,20 @@ start_aquatic_http() {
   wait_port "$port"
 }
 
+# The floor of the close-mode rows: accept, read, canned reply, close (no tracker; see
+# crates/tracker/examples/close_floor.rs), on the trackers' cores with a thread per core.
+"${ON_TRACKER[@]}" target/release/examples/close_floor "$TRACKER_N" > "$W/floor.out" &
+FLOOR_PID=$!; PIDS+=($FLOOR_PID)
+for _ in $(seq 100); do grep -q '^listening on' "$W/floor.out" 2>/dev/null && break; sleep 0.1; done
+FLOOR_ADDR=$(awk '/^listening on/ {print $NF}' "$W/floor.out")
+
 # bitswarm with its defaults (a worker thread per core it may use: one here).
 start_bitswarm ""
 start_opentracker "$W/hashes.hex"
 HTTP_TARGETS=("bitswarm http://$BS_HTTP $BS_PID" "opentracker http://127.0.0.1:$OT_PORT $OT_PID")
 UDP_TARGETS=("bitswarm $BS_UDP $BS_PID" "opentracker 127.0.0.1:$OT_PORT $OT_PID")
 if [ -x "$ANCHORS/aquatic_http" ]; then start_aquatic_http; HTTP_TARGETS+=("aquatic_http http://127.0.0.1:$AQH_PORT $AQH_PID"); fi
+HTTP_TARGETS+=("floor http://$FLOOR_ADDR $FLOOR_PID")
 if [ -x "$ANCHORS/aquatic_udp" ]; then start_aquatic_udp; UDP_TARGETS+=("aquatic_udp 127.0.0.1:$AQU_PORT $AQU_PID"); fi
 # CPU time (user + system, all threads, in clock ticks) a tracker process has used.
 cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
@@ -135,6 +146,7 @@ for run in $(seq "$RUNS"); do
   for t in "${HTTP_TARGETS[@]}"; do
     set -- $t; name=$1; url=$2; pid=$3
     for mode in keepalive close; do
+      [ "$name" = floor ] && [ $mode = keepalive ] && continue # it closes every connection
       hdr=(); [ $mode = close ] && hdr=(-H "Connection: close")
       out="$RAW/http-$name-$mode-$run.txt"
       c0=$(cpu_ticks "$pid")
@@ -224,8 +236,10 @@ REPORT=bench/results/tracker-$DATE.md
     ot=$(median < "$W/http-opentracker-$mode.rps")
     for t in "${HTTP_TARGETS[@]}"; do
       set -- $t; name=$1
+      [ -f "$W/http-$name-$mode.rps" ] || continue
       r=$(median < "$W/http-$name-$mode.rps"); p=$(median < "$W/http-$name-$mode.p99"); c=$(median < "$W/http-$name-$mode.cpu")
       label="HTTP announce, wrk -c$WRK_CONNS, keep-alive"; [ $mode = close ] && label="HTTP announce, wrk -c$WRK_CONNS, Connection: close"
+      [ "$name" = floor ] && name="floor: no tracker, only accept, read, canned reply, close"
       echo "| $label | $name | ${r%.*} | $(ratio "$r" "$ot")x | $p | $c |"
     done
   done
@@ -251,7 +265,7 @@ REPORT=bench/results/tracker-$DATE.md
   }
   for t in "${HTTP_TARGETS[@]}"; do
     set -- $t; [ "$1" = opentracker ] && continue
-    per_run "$1, HTTP keep-alive" "$W/http-$1-keepalive.rps" "$W/http-opentracker-keepalive.rps"
+    [ "$1" = floor ] || per_run "$1, HTTP keep-alive" "$W/http-$1-keepalive.rps" "$W/http-opentracker-keepalive.rps"
     per_run "$1, HTTP close" "$W/http-$1-close.rps" "$W/http-opentracker-close.rps"
   done
   for t in "${UDP_TARGETS[@]}"; do
