@@ -24,6 +24,7 @@ use bitswarm_tracker_proto::{Event, InfoHash};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::Shared;
+use crate::raw_target::EscapeTargets;
 use crate::stats::{self, Metrics, Proto};
 use crate::store::{Announce, Families, Outcome, ReplyPeers};
 
@@ -84,7 +85,7 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo(peer));
             router.clone().call(req)
         });
-        let stream = WriteDeadline { io: stream, limit: timeouts.write, stalled: None };
+        let stream = WriteDeadline { io: EscapeTargets::new(stream), limit: timeouts.write, stalled: None };
         let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let mut stop = stop.clone();
         conns.spawn(async move {

@@ -17,6 +17,7 @@ pub mod clock;
 mod columns;
 pub mod config;
 pub mod http;
+mod raw_target;
 pub mod stats;
 pub mod store;
 pub mod udp;

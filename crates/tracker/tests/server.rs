@@ -32,7 +32,15 @@ fn stop(rt: tokio::runtime::Runtime, h: Handle) {
 
 /// One GET over an open connection; returns (status line, headers, body).
 fn get_on(s: &mut BufReader<TcpStream>, path: &str, extra: &str) -> (String, String, Vec<u8>) {
-    write!(s.get_mut(), "GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n").unwrap();
+    get_raw(s, path.as_bytes(), extra)
+}
+
+/// [`get_on`] with a target of any bytes.
+fn get_raw(s: &mut BufReader<TcpStream>, path: &[u8], extra: &str) -> (String, String, Vec<u8>) {
+    let mut request = b"GET ".to_vec();
+    request.extend_from_slice(path);
+    request.extend_from_slice(format!(" HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes());
+    s.get_mut().write_all(&request).unwrap();
     let mut status = String::new();
     s.read_line(&mut status).unwrap();
     let mut headers = String::new();
@@ -110,6 +118,36 @@ fn http_announce_events_and_scrape_counts() {
     assert_eq!(scrape(a, h), http::ScrapeStats { complete: 0, downloaded: 2, incomplete: 0 });
     // Unknown hashes give zeros.
     assert_eq!(scrape(a, InfoHash([77; 20])), http::ScrapeStats::default());
+    stop(rt, t);
+}
+
+/// Raw bytes in a target (not percent-encoded) are read as the bytes they are, on every request
+/// of a kept-alive connection; the HTTP parser alone would answer an empty 400 (and opentracker
+/// answers a 400 page).
+#[test]
+fn http_raw_bytes_in_the_query_are_read_like_escapes() {
+    let (rt, t) = start(config(|_| {}));
+    let a = t.http_addr.unwrap();
+    let hash: Vec<u8> = (0x80..0x94).collect();
+    let mut s = connect(a);
+    for (id, raw_id) in [(b'A', b"\"<>{}|\\^`#[]\x01\x7f\xff-RW-1"), (b'B', b"\"<>{}|\\^`#[]\x01\x7f\xff-RW-2")] {
+        let mut target = b"/announce?info_hash=".to_vec();
+        target.extend_from_slice(&hash);
+        target.extend_from_slice(b"&peer_id=");
+        target.extend_from_slice(raw_id);
+        target.extend_from_slice(
+            format!("&port={}&uploaded=0&downloaded=0&left=0&compact=1", 7000 + u16::from(id)).as_bytes(),
+        );
+        let (st, _, body) = get_raw(&mut s, &target, "");
+        assert_eq!(st, "HTTP/1.1 200 OK");
+        AnnounceResponse::decode(&body).expect("an announce reply");
+    }
+    assert_eq!(scrape(a, InfoHash(hash.clone().try_into().unwrap())).complete, 2);
+    // A wrong one is told what is wrong, bencoded.
+    let (st, _, body) = get_raw(&mut s, b"/announce?info_hash=\xff\xfe\xfd&peer_id=x", "");
+    assert_eq!(st, "HTTP/1.1 200 OK");
+    let Err(ResponseError::Failure(msg)) = AnnounceResponse::decode(&body) else { panic!("{body:?}") };
+    assert!(msg.contains("info_hash must be exactly 20 bytes"), "{msg}");
     stop(rt, t);
 }
 
