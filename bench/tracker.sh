@@ -112,6 +112,7 @@ start_aquatic_http() {
 FLOOR_PID=$!; PIDS+=($FLOOR_PID)
 for _ in $(seq 100); do grep -q '^listening on' "$W/floor.out" 2>/dev/null && break; sleep 0.1; done
 FLOOR_ADDR=$(awk '/^listening on/ {print $NF}' "$W/floor.out")
+[ -n "$FLOOR_ADDR" ] || { echo "close_floor did not start: $(cat "$W/floor.out")" >&2; exit 1; }
 
 # bitswarm with its defaults (a worker thread per core it may use: one here).
 start_bitswarm ""

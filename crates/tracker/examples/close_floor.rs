@@ -1,7 +1,8 @@
 //! The floor of the tracker benchmark's `Connection: close` rows: a server that does nothing but
 //! accept a connection, read once, write a canned announce reply (50 compact peers, about the
 //! size of a real one) and close it. No HTTP parsing, no store, no event loop: only the kernel's
-//! work per connection. What the load generator reaches against it is the most any tracker can
+//! work per connection (it reads once: a request split over several reads would be cut short,
+//! and wrk writes each in one). What the load generator reaches against it is the most any tracker can
 //! show in that row on the same machine, and its CPU per connection is the least any can spend.
 //!
 //! `cargo run --release -p bitswarm-tracker --example close_floor [THREADS]` prints

@@ -19,7 +19,8 @@ bind = "0.0.0.0:6969"
 # tracker sees, so nobody can register someone else's address).
 allow_ip_param = false
 # Behind a reverse proxy: take the client address from this header (for example
-# "X-Forwarded-For", whose last entry is used, or "X-Real-IP") ...
+# "X-Forwarded-For", whose last entry is used, or "X-Real-IP"; RFC 7239's "Forwarded" is not
+# read) ...
 real_ip_header = ""
 # ... but only on connections from these proxy addresses. Others are served at their own
 # address and the header is ignored.
@@ -62,8 +63,8 @@ full_scrape = false
 [store]
 # A peer that has not announced for this many seconds is dropped; a swarm with no peers left
 # and no activity for as long goes with it. 0: twice announce.interval (3600 with the default
-# interval). Set by hand, it must exceed announce.interval, or peers that announce on time
-# would be dropped between their announces.
+# interval). Set by hand, it must exceed announce.interval, with a margin for clients that
+# announce late, or peers would be dropped between their announces.
 peer_timeout = 0
 # How often the background cleaner looks for such peers.
 cleaner_interval = 60

@@ -1,9 +1,17 @@
 //! Lenient request targets: a client that puts raw bytes in its announce URL (an `info_hash`
 //! of 20 unescaped bytes, a `"` in a key) is answered, peers or a bencoded failure reason, not
 //! refused with an empty `400 Bad Request` by the HTTP parser, which accepts only the
-//! characters a URI may hold (opentracker refuses them too, with a 400 page). [`EscapeTargets`] sits between the socket and hyper and percent-encodes such bytes in
-//! the target of every request line; the query parser decodes them back, so the tracker sees
-//! the bytes the client sent. Only a raw space cannot be told from the end of the target.
+//! characters a URI may hold (opentracker refuses them too, with a 400 page).
+//!
+//! [`EscapeTargets`] sits between the socket and hyper and percent-encodes such bytes in the
+//! target of a connection's first request line; the query parser decodes them back, so the
+//! tracker sees the bytes the client sent. Bytes the URL syntax itself uses (`%`, `&`, a space,
+//! line ends) cannot be told apart and still make the request wrong. Only the first request is
+//! touched: what follows it may be a body (a `POST`, a `GET` with `Content-Length`), and
+//! rewriting a body would change its length under the framing hyper reads, letting bytes of it
+//! be taken for a request of their own. A later request on a kept-alive connection must be
+//! percent-encoded, as every client does. hyper's size limits apply to the escaped line (up to
+//! three times the raw one; the default limit is about 400 KB).
 
 use std::io;
 use std::pin::Pin;
@@ -11,20 +19,15 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Where the byte stream of a connection is: requests are GETs without bodies, so the next
-/// request starts after the empty line that ends the headers.
+/// Where a connection's byte stream is, up to the end of its first request line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    /// Before a request line (blank lines between requests are skipped, as parsers do).
+    /// Before the request line (blank lines are skipped, as parsers do).
     LineStart,
     Method,
     Target,
-    /// The HTTP version and the end of the request line.
-    Version,
-    /// In the header lines; `empty` while the current line has no bytes but `\r`.
-    Headers {
-        empty: bool,
-    },
+    /// Past the first request's target: nothing more is changed.
+    Done,
 }
 
 impl State {
@@ -37,18 +40,10 @@ impl State {
             State::Method if b == b' ' => (State::Target, false),
             State::Method => (State::Method, false),
             State::Target => match b {
-                b' ' | b'\r' => (State::Version, false),
-                b'\n' => (State::Headers { empty: true }, false),
+                b' ' | b'\r' | b'\n' => (State::Done, false),
                 _ => (State::Target, !uri_byte(b)),
             },
-            State::Version if b == b'\n' => (State::Headers { empty: true }, false),
-            State::Version => (State::Version, false),
-            State::Headers { empty } => match b {
-                b'\n' if empty => (State::LineStart, false),
-                b'\n' => (State::Headers { empty: true }, false),
-                b'\r' => (State::Headers { empty }, false),
-                _ => (State::Headers { empty: false }, false),
-            },
+            State::Done => (State::Done, false),
         }
     }
 }
@@ -103,13 +98,14 @@ impl<S> EscapeTargets<S> {
 
     /// Runs the state machine over `bytes`; returns where the first byte to escape is, with the
     /// state before it, or `None` with the state after them all. The same steps as
-    /// [`State::step`], a stretch at a time: this runs on every request.
+    /// [`State::step`], a stretch at a time.
     fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
         let n = bytes.len();
         let mut i = 0;
         let mut state = self.state;
         while i < n {
             state = match state {
+                State::Done => break,
                 State::LineStart => match bytes[i] {
                     b'\r' | b'\n' => {
                         i += 1;
@@ -132,7 +128,7 @@ impl<S> EscapeTargets<S> {
                     {
                         i += 16;
                     }
-                    while i < n && URI_BYTE[usize::from(bytes[i])] {
+                    while i < n && uri_byte(bytes[i]) {
                         i += 1;
                     }
                     if i == n {
@@ -145,36 +141,6 @@ impl<S> EscapeTargets<S> {
                     }
                     i += 1;
                     next
-                }
-                State::Version => match bytes[i..].iter().position(|&b| b == b'\n') {
-                    Some(at) => {
-                        i += at + 1;
-                        State::Headers { empty: true }
-                    }
-                    None => break,
-                },
-                State::Headers { empty } => {
-                    let rest = &bytes[i..];
-                    let (line, next) = match rest.iter().position(|&b| b == b'\n') {
-                        Some(at) => (&rest[..at], Some(at)),
-                        None => (rest, None),
-                    };
-                    let empty = empty && line.iter().all(|&b| b == b'\r');
-                    match next {
-                        // The empty line that ends a request's headers.
-                        Some(at) if empty => {
-                            i += at + 1;
-                            State::LineStart
-                        }
-                        Some(at) => {
-                            i += at + 1;
-                            State::Headers { empty: true }
-                        }
-                        None => {
-                            state = State::Headers { empty };
-                            break;
-                        }
-                    }
                 }
             };
         }
@@ -202,7 +168,8 @@ impl<S> EscapeTargets<S> {
         buf.put_slice(&self.pending[self.at..self.at + n]);
         self.at += n;
         if self.at == self.pending.len() {
-            self.pending.clear();
+            // Once per connection at most: give the memory back.
+            self.pending = Vec::new();
             self.at = 0;
         }
     }
@@ -214,6 +181,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for EscapeTargets<S> {
         if this.at < this.pending.len() {
             this.drain_pending(buf);
             return Poll::Ready(Ok(()));
+        }
+        if this.state == State::Done {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
@@ -292,14 +262,14 @@ mod tests {
     }
 
     #[test]
-    fn raw_bytes_in_targets_are_escaped_and_nothing_else_changes() {
-        let input: &[u8] = b"GET /announce?info_hash=\x01\xff\"<>{|}#^`\\[]&a=%41 HTTP/1.1\r\nHost: t\r\n\
-            User-Agent: \xc3\xa9 \"x\"\r\n\r\n\r\nGET /scrape?info_hash=abc HTTP/1.1\r\nX: y\r\n\r\n\
+    fn raw_bytes_in_the_first_target_are_escaped_and_nothing_else_changes() {
+        let input: &[u8] = b"\r\nGET /announce?info_hash=\x01\xff\"<>{|}#^`\\[]&a=%41+b HTTP/1.1\r\nHost: t\r\n\
+            User-Agent: \xc3\xa9 \"x\"\r\nContent-Length: 9\r\n\r\n a \x00\xff\r\n\
             GET /x?\x7f\x00 HTTP/1.0\r\n\r\n";
         let want: &[u8] =
-            b"GET /announce?info_hash=%01%FF%22%3C%3E%7B%7C%7D%23%5E%60%5C%5B%5D&a=%41 HTTP/1.1\r\nHost: t\r\n\
-            User-Agent: \xc3\xa9 \"x\"\r\n\r\n\r\nGET /scrape?info_hash=abc HTTP/1.1\r\nX: y\r\n\r\n\
-            GET /x?%7F%00 HTTP/1.0\r\n\r\n";
+            b"\r\nGET /announce?info_hash=%01%FF%22%3C%3E%7B%7C%7D%23%5E%60%5C%5B%5D&a=%41+b HTTP/1.1\r\nHost: t\r\n\
+            User-Agent: \xc3\xa9 \"x\"\r\nContent-Length: 9\r\n\r\n a \x00\xff\r\n\
+            GET /x?\x7f\x00 HTTP/1.0\r\n\r\n";
         for chunk in [1, 2, 3, 7, 16, input.len()] {
             for cap in [1, 2, 5, 64, 4096] {
                 assert_eq!(through(input, chunk, cap), want, "reads of {chunk} into {cap}");
@@ -331,6 +301,7 @@ mod tests {
                 proptest::prop_oneof![
                     proptest::strategy::Just(b"GET ".to_vec()),
                     proptest::strategy::Just(b" HTTP/1.1\r\n".to_vec()),
+                    proptest::strategy::Just(b"0123456789abcdef0123456789".to_vec()),
                     proptest::strategy::Just(b"\r\n".to_vec()),
                     proptest::strategy::Just(b"\n".to_vec()),
                     proptest::strategy::Just(b"\r".to_vec()),

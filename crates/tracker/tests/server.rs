@@ -121,33 +121,55 @@ fn http_announce_events_and_scrape_counts() {
     stop(rt, t);
 }
 
-/// Raw bytes in a target (not percent-encoded) are read as the bytes they are, on every request
-/// of a kept-alive connection; the HTTP parser alone would answer an empty 400 (and opentracker
-/// answers a 400 page).
+/// Raw bytes in a connection's first target (not percent-encoded) are read as the bytes they
+/// are; the HTTP parser alone would answer an empty 400 (and opentracker answers a 400 page).
+/// Nothing after the first request line is changed, so a body cannot be made into a request.
 #[test]
 fn http_raw_bytes_in_the_query_are_read_like_escapes() {
     let (rt, t) = start(config(|_| {}));
     let a = t.http_addr.unwrap();
     let hash: Vec<u8> = (0x80..0x94).collect();
-    let mut s = connect(a);
-    for (id, raw_id) in [(b'A', b"\"<>{}|\\^`#[]\x01\x7f\xff-RW-1"), (b'B', b"\"<>{}|\\^`#[]\x01\x7f\xff-RW-2")] {
+    let target = |raw_id: &[u8], port: u16| {
         let mut target = b"/announce?info_hash=".to_vec();
         target.extend_from_slice(&hash);
         target.extend_from_slice(b"&peer_id=");
         target.extend_from_slice(raw_id);
-        target.extend_from_slice(
-            format!("&port={}&uploaded=0&downloaded=0&left=0&compact=1", 7000 + u16::from(id)).as_bytes(),
-        );
-        let (st, _, body) = get_raw(&mut s, &target, "");
+        target.extend_from_slice(format!("&port={port}&uploaded=0&downloaded=0&left=0&compact=1").as_bytes());
+        target
+    };
+    for (raw_id, port) in [(b"\"<>{}|\\^`#[]\x01\x7f\xff-RW-1", 7001), (b"\"<>{}|\\^`#[]\x01\x7f\xff-RW-2", 7002)] {
+        let (st, _, body) = get_raw(&mut connect(a), &target(raw_id, port), "");
         assert_eq!(st, "HTTP/1.1 200 OK");
         AnnounceResponse::decode(&body).expect("an announce reply");
     }
     assert_eq!(scrape(a, InfoHash(hash.clone().try_into().unwrap())).complete, 2);
     // A wrong one is told what is wrong, bencoded.
+    let mut s = connect(a);
     let (st, _, body) = get_raw(&mut s, b"/announce?info_hash=\xff\xfe\xfd&peer_id=x", "");
     assert_eq!(st, "HTTP/1.1 200 OK");
     let Err(ResponseError::Failure(msg)) = AnnounceResponse::decode(&body) else { panic!("{body:?}") };
     assert!(msg.contains("info_hash must be exactly 20 bytes"), "{msg}");
+    // Later requests on the connection are the parser's alone.
+    let (st, _, _) = get_raw(&mut s, &target(b"\xff\xff\xff\xff\xff-RW-3--------", 7003), "");
+    assert_eq!(st, "HTTP/1.1 400 Bad Request");
+
+    // A body holding raw bytes and a request of its own: read as the body it is, not escaped
+    // into something longer whose tail would be served as a second announce.
+    // Escaping its NULs would lengthen it by twice their number: as much as the announce and
+    // part of the blank lines before it, which a parser skips.
+    let inner = format!("GET /announce?{} HTTP/1.1\r\n\r\n", http::announce_query(&req(44, 1, 1, 0, Event::Started)));
+    let mut smuggled = b"X /".to_vec();
+    smuggled.extend_from_slice(&vec![0u8; inner.len() / 2 + 10]);
+    smuggled.extend_from_slice(b" H\n\n");
+    smuggled.extend_from_slice(&b"\r\n".repeat(40));
+    smuggled.extend_from_slice(inner.as_bytes());
+    let mut s = connect(a);
+    let scrape_44 = format!("/scrape?{}", http::scrape_query(&[InfoHash([44; 20])]));
+    let head = format!("GET {scrape_44} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", smuggled.len());
+    s.get_mut().write_all(&[head.as_bytes(), &smuggled].concat()).unwrap();
+    let (st, _, _) = get_on(&mut s, &scrape_44, "");
+    assert_eq!(st, "HTTP/1.1 200 OK");
+    assert_eq!(scrape(a, InfoHash([44; 20])), http::ScrapeStats::default(), "the announce in the body was not served");
     stop(rt, t);
 }
 
