@@ -10,8 +10,8 @@
 //! touched: what follows it may be a body (a `POST`, a `GET` with `Content-Length`), and
 //! rewriting a body would change its length under the framing hyper reads, letting bytes of it
 //! be taken for a request of their own. A later request on a kept-alive connection must be
-//! percent-encoded, as every client does. hyper's size limits apply to the escaped line (up to
-//! three times the raw one; the default limit is about 400 KB).
+//! percent-encoded, as every client does. hyper's limits apply to the escaped line, which can be
+//! three times as long as the raw one (a target is at most 64 KiB).
 
 use std::io;
 use std::pin::Pin;
