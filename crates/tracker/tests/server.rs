@@ -401,6 +401,23 @@ fn announce_with(a: SocketAddr, r: &AnnounceRequest, header: &str) -> AnnounceRe
     AnnounceResponse::decode(&body).unwrap()
 }
 
+/// One scrape of several swarms: each is listed once, an unknown one with zeros.
+#[test]
+fn http_scrape_of_several_swarms() {
+    let (rt, t) = start(config(|_| {}));
+    let a = t.http_addr.unwrap();
+    announce(a, &req(14, 1, 1, 0, Event::Started)).unwrap();
+    announce(a, &req(14, 2, 2, 5, Event::Started)).unwrap();
+    announce(a, &req(15, 1, 1, 5, Event::Started)).unwrap();
+    let hashes = [InfoHash([14; 20]), InfoHash([15; 20]), InfoHash([16; 20]), InfoHash([14; 20])];
+    let (_, body) = get(a, &format!("/scrape?{}", http::scrape_query(&hashes)));
+    let s = ScrapeResponse::decode(&body).unwrap();
+    assert_eq!(s.files.len(), 3, "{s:?}");
+    let counts = |h: u8| s.get(&InfoHash([h; 20])).map(|c| (c.complete, c.incomplete, c.downloaded));
+    assert_eq!((counts(14), counts(15), counts(16)), (Some((1, 1, 0)), Some((0, 1, 0)), Some((0, 0, 0))));
+    stop(rt, t);
+}
+
 #[test]
 fn full_scrape_when_configured() {
     let (rt, t) = start(config(|c| c.scrape.full_scrape = true));
@@ -585,6 +602,41 @@ fn udp_ipv4_replies_stay_within_one_frame_whatever_numwant_max_says() {
     let cid = c.connect_id(1);
     assert_eq!(peers_given_to_a_big_ask(&c, cid, 4, 1000), bitswarm_tracker::udp::MAX_V4_PEERS);
     stop(rt, t);
+}
+
+/// The `ip` an announce claims is where the peer is stored only when the configuration says
+/// so (HTTP `allow_ip_param`, UDP `allow_ip_field`); otherwise the sender's address is.
+#[test]
+fn claimed_addresses_are_honoured_only_when_configured() {
+    for honour in [false, true] {
+        let (rt, t) = start(config(|c| {
+            c.http.allow_ip_param = honour;
+            c.udp.allow_ip_field = honour;
+        }));
+        let (stored_http, stored_udp) =
+            if honour { ("10.1.2.3:4001", "10.4.5.6:5001") } else { ("127.0.0.1:4001", "127.0.0.1:5001") };
+        let a = t.http_addr.unwrap();
+        let mut r = req(12, 1, 4001, 5, Event::Started);
+        r.ip = Some("10.1.2.3".parse().unwrap());
+        announce(a, &r).unwrap();
+        let got = announce(a, &req(12, 2, 4002, 5, Event::Started)).unwrap();
+        assert_eq!(
+            got.peers.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>(),
+            [stored_http],
+            "HTTP, honour {honour}"
+        );
+
+        let c = UdpClient::new(t.udp_addr.unwrap());
+        let cid = c.connect_id(1);
+        let mut claimed = udp_announce(cid, 2, 13, 1, 5001, 5, Event::Started);
+        claimed.ip = Some("10.4.5.6".parse().unwrap());
+        c.send(&Request::Announce(claimed).encode());
+        c.recv();
+        c.send(&Request::Announce(udp_announce(cid, 3, 13, 2, 5002, 5, Event::Started)).encode());
+        let Response::Announce(r) = c.recv() else { panic!() };
+        assert_eq!(r.peers, udp::Peers::V4(vec![stored_udp.parse().unwrap()]), "UDP, honour {honour}");
+        stop(rt, t);
+    }
 }
 
 #[test]
