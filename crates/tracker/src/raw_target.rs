@@ -73,8 +73,8 @@ fn plain_word(x: u64) -> bool {
     (less | more | zero(x ^ (ONES * u64::from(b'<'))) | zero(x ^ (ONES * u64::from(b'>')))) == 0
 }
 
-/// A stream whose reads come with raw bytes in request targets percent-encoded (see the
-/// module's text); writes pass through.
+/// A stream whose reads come with the raw bytes of its first request target percent-encoded
+/// (see the module's text); everything after that target, and every write, passes through.
 pub struct EscapeTargets<S> {
     io: S,
     state: State,
