@@ -124,22 +124,24 @@ impl Tracker {
                 header: Duration::from_secs(cfg.http.header_timeout),
                 write: Duration::from_secs(cfg.http.write_timeout),
             };
-            for (i, l) in listeners.into_iter().enumerate() {
+            // Every worker's runtime and listener are made before any serves: a worker that
+            // started serving first could take the last descriptors (a client per descriptor)
+            // and leave the next unable to make its runtime, for good.
+            let workers = match listeners.into_iter().map(http_worker).collect::<io::Result<Vec<_>>>() {
+                Ok(w) => w,
+                Err(e) => {
+                    udp_stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            for (i, (rt, listener)) in workers.into_iter().enumerate() {
                 let router = http::router(shared.clone());
                 let rx = stop_rx.clone();
-                http_threads.push(std::thread::Builder::new().name(format!("http-{i}")).spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => rt,
-                        Err(e) => return tracing::error!("HTTP worker {i}: cannot start a runtime: {e}"),
-                    };
-                    rt.block_on(async move {
-                        let listener = match tokio::net::TcpListener::from_std(l) {
-                            Ok(l) => l,
-                            Err(e) => return tracing::error!("HTTP worker {i}: {e}"),
-                        };
-                        http::serve(listener, router, timeouts, rx).await;
-                    });
-                })?);
+                http_threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("http-{i}"))
+                        .spawn(move || rt.block_on(http::serve(listener, router, timeouts, rx)))?,
+                );
             }
         }
 
@@ -166,6 +168,19 @@ impl Tracker {
         udp_threads.extend(http_threads);
         Ok(Handle { http_addr, udp_addr, shared, stop, udp_stop, tasks, threads: udp_threads })
     }
+}
+
+/// An HTTP worker's runtime (one thread) and its listener, made ready to serve.
+fn http_worker(l: std::net::TcpListener) -> io::Result<(tokio::runtime::Runtime, tokio::net::TcpListener)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start an HTTP worker: {e}")))?;
+    let listener = {
+        let _in = rt.enter();
+        tokio::net::TcpListener::from_std(l)?
+    };
+    Ok((rt, listener))
 }
 
 /// `n` UDP sockets on one address, one per worker thread: SO_REUSEPORT where there is one (the
