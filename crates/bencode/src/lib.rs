@@ -46,6 +46,8 @@ pub enum ErrorKind {
     TooDeep,
     #[error("trailing data after the value")]
     TrailingData,
+    #[error("more than {0} values (integers, strings, lists and dictionaries)")]
+    TooManyValues(usize),
 }
 
 /// A decoded value borrowing from the input buffer.
@@ -134,6 +136,67 @@ pub fn decode(input: &[u8]) -> Result<Value<'_>, Error> {
         return Err(Error { offset: end, kind: ErrorKind::TrailingData });
     }
     Ok(v)
+}
+
+/// [`decode`] for input that may be hostile and large (a .torrent file): a first pass counts the
+/// values without allocating anything, and input holding more than `max_values` of them is
+/// refused before a tree is built. A tree costs about 40 bytes a value, so this bounds memory
+/// (libtorrent's `max_decode_tokens` does the same).
+pub fn decode_limited(input: &[u8], max_values: usize) -> Result<Value<'_>, Error> {
+    count_values(input, max_values)?;
+    decode(input)
+}
+
+/// Walks the first value of `input` far enough to count its values, stopping at the first one
+/// past `max`. Only the structure is checked here (lengths, nesting); [`decode`] checks the rest.
+fn count_values(input: &[u8], max: usize) -> Result<usize, Error> {
+    let mut pos = 0usize;
+    let mut depth = 0usize;
+    let mut count = 0usize;
+    let eof = |offset| Error { offset, kind: ErrorKind::Eof };
+    loop {
+        let b = *input.get(pos).ok_or(eof(pos))?;
+        if b == b'e' && depth > 0 {
+            depth -= 1;
+            pos += 1;
+        } else {
+            count += 1;
+            if count > max {
+                return Err(Error { offset: pos, kind: ErrorKind::TooManyValues(max) });
+            }
+            match b {
+                b'i' => {
+                    let end = input[pos..].iter().position(|&c| c == b'e').ok_or(eof(input.len()))?;
+                    pos += end + 1;
+                }
+                b'0'..=b'9' => {
+                    let colon = input[pos..].iter().take(21).position(|&c| c == b':');
+                    let len = colon.and_then(|c| {
+                        std::str::from_utf8(&input[pos..pos + c]).ok()?.parse::<usize>().ok().map(|l| (c, l))
+                    });
+                    let Some((c, len)) = len else {
+                        return Err(Error { offset: pos, kind: ErrorKind::BadLength });
+                    };
+                    pos = pos
+                        .checked_add(c + 1 + len)
+                        .filter(|&p| p <= input.len())
+                        .ok_or(Error { offset: pos, kind: ErrorKind::LengthPastEnd })?;
+                }
+                b'l' | b'd' => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(Error { offset: pos, kind: ErrorKind::TooDeep });
+                    }
+                    pos += 1;
+                    continue;
+                }
+                other => return Err(Error { offset: pos, kind: ErrorKind::UnexpectedByte(other as char) }),
+            }
+        }
+        if depth == 0 {
+            return Ok(count);
+        }
+    }
 }
 
 /// Decodes one value at the start of the buffer and returns it with the offset just past it.

@@ -130,7 +130,57 @@ fn write(t: &Tree, e: &mut Encoder) {
     }
 }
 
+/// Values in a tree, dictionary keys included (they are strings).
+fn values(t: &Tree) -> usize {
+    match t {
+        Tree::Int(_) | Tree::Bytes(_) => 1,
+        Tree::List(l) => 1 + l.iter().map(values).sum::<usize>(),
+        Tree::Dict(d) => 1 + d.values().map(|x| 1 + values(x)).sum::<usize>(),
+    }
+}
+
+#[test]
+fn limited_decoding_counts_values_before_building() {
+    // A dictionary, two keys, an integer, a list and a string: six values.
+    assert_eq!(decode_limited(b"d1:ai1e1:bl1:xee", 6).unwrap().get(b"a"), Some(&Value::Int(1)));
+    let e = decode_limited(b"d1:ai1e1:bl1:xee", 5).unwrap_err();
+    assert_eq!(e, Error { offset: 11, kind: ErrorKind::TooManyValues(5) });
+    assert_eq!(e.to_string(), "more than 5 values (integers, strings, lists and dictionaries) at byte 11");
+    // A million values: refused at the limit without building anything.
+    let mut big = b"l".to_vec();
+    big.extend(std::iter::repeat_n(&b"i0e"[..], 1_000_000).flatten());
+    big.push(b'e');
+    assert!(matches!(decode_limited(&big, 1000).unwrap_err().kind, ErrorKind::TooManyValues(1000)));
+    assert!(decode_limited(&big, 1_000_001).is_ok());
+    // What the count cannot judge is left to the decoder, which names it.
+    assert_eq!(kind_limited(b"d1:a"), ErrorKind::Eof);
+    assert_eq!(kind_limited(b"5:ab"), ErrorKind::LengthPastEnd);
+    assert_eq!(kind_limited(b"i01e"), ErrorKind::BadInteger);
+    assert_eq!(kind_limited(b"x"), ErrorKind::UnexpectedByte('x'));
+    let deep = [vec![b'l'; MAX_DEPTH + 1], vec![b'e'; MAX_DEPTH + 1]].concat();
+    assert_eq!(kind_limited(&deep), ErrorKind::TooDeep);
+}
+
+fn kind_limited(input: &[u8]) -> ErrorKind {
+    decode_limited(input, usize::MAX).unwrap_err().kind
+}
+
 proptest! {
+    #[test]
+    fn limited_decoding_agrees_with_decoding(t in tree()) {
+        let mut e = Encoder::new();
+        write(&t, &mut e);
+        let bytes = e.finish();
+        let n = values(&t);
+        prop_assert_eq!(decode_limited(&bytes, n).unwrap(), decode(&bytes).unwrap());
+        prop_assert!(matches!(decode_limited(&bytes, n - 1).unwrap_err().kind, ErrorKind::TooManyValues(_)));
+    }
+
+    #[test]
+    fn limited_decoding_never_panics(data in proptest::collection::vec(any::<u8>(), 0..256), max in 0usize..64) {
+        let _ = decode_limited(&data, max);
+    }
+
     #[test]
     fn round_trip(t in tree()) {
         let mut e = Encoder::new();

@@ -12,7 +12,7 @@ mod parse;
 pub use build::{TorrentBuilder, auto_piece_length};
 pub use hash::{HashParseError, InfoHash};
 pub use magnet::{Magnet, MagnetError};
-pub use parse::MetainfoError;
+pub use parse::{MAX_COMPONENT, MAX_PATH, MAX_PIECES, MAX_VALUES, MetainfoError};
 
 /// A parsed, validated .torrent file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +124,8 @@ pub fn unsafe_component(c: &str) -> Option<&'static str> {
         Some("a path component containing a slash")
     } else if c.contains('\0') {
         Some("a path component containing a NUL byte")
+    } else if c.len() > parse::MAX_COMPONENT {
+        Some("a path component longer than 255 bytes (the file system's limit)")
     } else {
         None
     }

@@ -7,6 +7,18 @@ use crate::{FileEntry, Info, InfoHash, Metainfo, unsafe_component};
 pub const MAX_PIECE_LENGTH: u64 = 512 << 20;
 /// Total size limit: offsets must fit comfortably in an i64 (a file system limit in practice).
 const MAX_TOTAL: u64 = i64::MAX as u64;
+/// Bencoded values (integers, strings, lists, dictionaries) a .torrent file may hold: counted
+/// before anything is built, so a hostile file cannot make the parser allocate without bound
+/// (libtorrent's `max_decode_tokens`). About 500,000 files; a parsed value costs about 40 bytes.
+pub const MAX_VALUES: usize = 3_000_000;
+/// Pieces a torrent may have (libtorrent's `max_pieces`): 40 MiB of piece hashes.
+pub const MAX_PIECES: usize = 0x20_0000;
+/// Longest path component, in bytes: what Linux, macOS and Windows file systems allow.
+pub const MAX_COMPONENT: usize = 255;
+/// Longest relative path of a file (its folders and name, the torrent's name first for a
+/// multi-file torrent), in bytes: longer ones cannot be opened on Linux (PATH_MAX) even before
+/// the download folder is put in front.
+pub const MAX_PATH: usize = 4095;
 
 /// Why a .torrent file was refused: the field concerned and the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,7 +91,7 @@ fn non_negative(v: i64, name: &str) -> Result<u64, MetainfoError> {
 fn check_component(c: &str, name: &str) -> Result<(), MetainfoError> {
     match unsafe_component(c) {
         None => Ok(()),
-        Some(problem) => Err(field(name, format!("unsafe path: {problem} ({c:?})"))),
+        Some(problem) => Err(field(name, format!("unsafe path: {problem} ({:?})", shorten(c)))),
     }
 }
 
@@ -111,7 +123,7 @@ impl Metainfo {
 
     /// Parses and validates a .torrent file's bytes.
     pub fn parse(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
-        let root = bitswarm_bencode::decode(bytes)?;
+        let root = bitswarm_bencode::decode_limited(bytes, MAX_VALUES)?;
         let Value::Dict(root) = &root else {
             return Err(wrong_type("the file", "a dictionary", &root));
         };
@@ -207,6 +219,12 @@ pub(crate) fn parse_info(d: &Dict<'_>) -> Result<(Info, bool), MetainfoError> {
             format!("length {} is not a multiple of 20 (one SHA-1 per piece)", pieces_raw.len()),
         ));
     }
+    if pieces_raw.len() / 20 > MAX_PIECES {
+        return Err(field(
+            "info.pieces",
+            format!("{} pieces, more than the {MAX_PIECES} allowed", pieces_raw.len() / 20),
+        ));
+    }
     let pieces: Vec<[u8; 20]> = pieces_raw.chunks_exact(20).map(|c| c.try_into().expect("chunks of 20")).collect();
 
     let mut files = Vec::new();
@@ -249,12 +267,7 @@ pub(crate) fn parse_info(d: &Dict<'_>) -> Result<(Info, bool), MetainfoError> {
     }
     let total_length = offset;
     if multi_file {
-        let mut seen = std::collections::HashSet::new();
-        for (i, f) in files.iter().enumerate() {
-            if !f.padding && !seen.insert(f.path.as_slice()) {
-                return Err(field(format!("info.files[{i}].path"), format!("{:?} appears twice", f.path_string())));
-            }
-        }
+        check_paths(&name, &files)?;
     }
     if total_length == 0 {
         return Err(field("info", "the torrent holds no data (total size 0)"));
@@ -286,6 +299,67 @@ pub(crate) fn parse_info(d: &Dict<'_>) -> Result<(Info, bool), MetainfoError> {
         source: get_text(d, "source", "info.source")?,
     };
     Ok((info, hybrid))
+}
+
+/// The files of a multi-file torrent can all exist at once under `name`: no path is too long
+/// for the file system, none appears twice, and none is a file where another one needs a folder
+/// (`a` and `a/b`). Padding files are never created and are left out.
+fn check_paths(name: &str, files: &[FileEntry]) -> Result<(), MetainfoError> {
+    let at = |i: usize| format!("info.files[{i}].path");
+    let mut order: Vec<usize> = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        if f.padding {
+            continue;
+        }
+        let len = name.len() + f.path.iter().map(|c| 1 + c.len()).sum::<usize>();
+        if len > MAX_PATH {
+            return Err(field(
+                at(i),
+                format!(
+                    "{} is {len} bytes long with the torrent's name ({} components); \
+                     the file system takes at most {MAX_PATH}",
+                    shorten(&f.path_string()),
+                    f.path.len()
+                ),
+            ));
+        }
+        order.push(i);
+    }
+    // Sorted by components, a path comes right before the paths it is a folder of.
+    order.sort_unstable_by(|&a, &b| files[a].path.cmp(&files[b].path));
+    for w in order.windows(2) {
+        let (a, b) = (&files[w[0]], &files[w[1]]);
+        if a.path == b.path {
+            let (first, second) = (w[0].min(w[1]), w[0].max(w[1]));
+            return Err(field(
+                at(second),
+                format!("{:?} appears twice (also info.files[{first}])", shorten(&a.path_string())),
+            ));
+        }
+        if b.path.starts_with(&a.path) {
+            return Err(field(
+                at(w[1]),
+                format!(
+                    "{:?} needs {:?} to be a folder, but info.files[{}] is a file by that name",
+                    shorten(&b.path_string()),
+                    shorten(&a.path_string()),
+                    w[0]
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A path for an error message: whole when short, else its start and end.
+fn shorten(p: &str) -> String {
+    const KEEP: usize = 60;
+    if p.len() <= 2 * KEEP + 3 {
+        return p.to_owned();
+    }
+    let head = p.char_indices().take_while(|(i, _)| *i < KEEP).last().map_or(0, |(i, c)| i + c.len_utf8());
+    let tail = p.char_indices().rev().take_while(|(i, _)| p.len() - i <= KEEP).last().map_or(p.len(), |(i, _)| i);
+    format!("{}…{}", &p[..head], &p[tail..])
 }
 
 fn file_path(f: &Dict<'_>, fname: &str) -> Result<Vec<String>, MetainfoError> {

@@ -129,6 +129,82 @@ fn multi_with_path(path: &[&[u8]]) -> Vec<u8> {
     e.finish()
 }
 
+fn multi_with_paths(paths: &[&[&str]]) -> Vec<u8> {
+    let mut e = bitswarm_bencode::Encoder::new();
+    e.begin_dict().str("info").begin_dict();
+    e.str("files").begin_list();
+    for p in paths {
+        e.begin_dict().str("length").int(5).str("path").begin_list();
+        for c in *p {
+            e.str(c);
+        }
+        e.end().end();
+    }
+    e.end();
+    let pieces = (5 * paths.len() as u64).div_ceil(16384) as usize;
+    e.str("name").str("root").str("piece length").int(16384).str("pieces").bytes(&vec![0; 20 * pieces]);
+    e.end().end();
+    e.finish()
+}
+
+#[test]
+fn refuses_files_that_cannot_exist_together() {
+    assert!(Metainfo::parse(&multi_with_paths(&[&["a", "b"], &["a", "c"], &["ab"]])).is_ok());
+    assert_eq!(
+        err(&multi_with_paths(&[&["x"], &["a"], &["a", "b"]])),
+        "info.files[2].path: \"a/b\" needs \"a\" to be a folder, but info.files[1] is a file by that name"
+    );
+    // The file may come after the files under it, and deeper down.
+    assert_eq!(
+        err(&multi_with_paths(&[&["a", "b", "c"], &["a", "b"]])),
+        "info.files[0].path: \"a/b/c\" needs \"a/b\" to be a folder, but info.files[1] is a file by that name"
+    );
+    assert_eq!(
+        err(&multi_with_paths(&[&["a", "b"], &["c"], &["a", "b"]])),
+        "info.files[2].path: \"a/b\" appears twice (also info.files[0])"
+    );
+}
+
+#[test]
+fn refuses_paths_too_long_for_the_file_system() {
+    let deep: Vec<&str> = vec!["d"; 3000];
+    let e = err(&multi_with_paths(&[&deep]));
+    assert!(e.starts_with("info.files[0].path: d/d/d/"), "{e}");
+    assert!(
+        e.ends_with("is 6004 bytes long with the torrent's name (3000 components); the file system takes at most 4095"),
+        "{e}"
+    );
+    let long = "n".repeat(300);
+    let e = err(&multi_with_paths(&[&["ok"], &[&long]]));
+    assert!(e.starts_with("info.files[1].path: unsafe path: a path component longer than 255 bytes"), "{e}");
+    assert!(e.contains("nnnn…nnnn"), "{e}");
+    let (good, _) = single(100_000, 32768).build();
+    let long_name = format!("4:name300:{long}");
+    let e = err(&patch(&good, b"4:name8:file.bin", long_name.as_bytes()));
+    assert!(e.starts_with("info.name: unsafe path: a path component longer than 255 bytes"), "{e}");
+    let name_255 = format!("4:name255:{}", "n".repeat(255));
+    assert!(Metainfo::parse(&patch(&good, b"4:name8:file.bin", name_255.as_bytes())).is_ok());
+}
+
+#[test]
+fn refuses_torrents_past_the_load_limits() {
+    // A million files: refused while counting, before a tree is built.
+    let mut t = b"d4:infod5:filesl".to_vec();
+    for _ in 0..1_000_000 {
+        t.extend_from_slice(b"d6:lengthi1e4:pathl1:xee");
+    }
+    t.extend_from_slice(b"e4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee");
+    let e = err(&t);
+    assert!(e.starts_with("not bencode: more than 3000000 values"), "{e}");
+    // More pieces than libtorrent loads.
+    let n = MAX_PIECES + 1;
+    let mut t = format!("d4:infod6:lengthi{}e4:name1:x12:piece lengthi16384e6:pieces{}:", n as u64 * 16384, n * 20)
+        .into_bytes();
+    t.resize(t.len() + n * 20, b'a');
+    t.extend_from_slice(b"ee");
+    assert_eq!(err(&t), "info.pieces: 2097153 pieces, more than the 2097152 allowed");
+}
+
 #[test]
 fn refuses_unsafe_file_paths() {
     assert!(Metainfo::parse(&multi_with_path(&[b"ok", b"fine"])).is_ok());
