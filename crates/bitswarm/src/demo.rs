@@ -6,10 +6,10 @@ use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bitswarm_peer::{Config, Engine, Role, Stats};
+use bitswarm_peer::{Check, Config, Engine, Role, Stats};
 use clap::Args;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 
@@ -72,7 +72,7 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
         if let Some(t) = _temp {
             let _ = t.keep();
         }
-        println!("kept {}", root.display());
+        outln!("kept {}", root.display());
     }
     result
 }
@@ -92,13 +92,13 @@ fn demo(a: &DemoArgs, root: &Path, mode: Mode) -> Result<(), Failure> {
         .block_on(bitswarm_tracker::Tracker::start(tconf))
         .map_err(|e| Failure::failed(format!("cannot start the tracker: {e}")))?;
     let announce = tracker.http_announce_url().ok_or_else(|| Failure::failed("the tracker has no HTTP address"))?;
-    println!("tracker: {announce} (stats at {})", tracker.stats_url().unwrap_or_default());
+    outln!("tracker: {announce} (stats at {})", tracker.stats_url().unwrap_or_default());
 
     // 2. Random data for the first seeder; the others share it through hard links.
     let seed0 = root.join("seed1");
     let data = seed0.join("demo.bin");
     write_random(&data, a.size, mode)?;
-    println!("data: {} of random bytes in {}", HumanBytes(a.size), data.display());
+    outln!("data: {} of random bytes in {}", HumanBytes(a.size), data.display());
 
     // 3. The torrent, made as `torrent create` makes it.
     let spec = Spec {
@@ -115,7 +115,7 @@ fn demo(a: &DemoArgs, root: &Path, mode: Mode) -> Result<(), Failure> {
     let torrent_path = root.join("demo.torrent");
     torrent::write_output(&torrent_path, &built.bytes, true)?;
     let meta = Arc::new(built.meta);
-    println!(
+    outln!(
         "torrent: {} ({}, {} pieces of {})",
         torrent_path.display(),
         meta.info_hash,
@@ -143,7 +143,7 @@ fn demo(a: &DemoArgs, root: &Path, mode: Mode) -> Result<(), Failure> {
         peers.push(start_peer(&rt, &meta, format!("leech {i}"), Role::Join, dir, &announce, multi.as_ref())?);
     }
     for p in &peers {
-        println!("{}: listening on {}", p.name, p.engine.listen_addr());
+        outln!("{}: listening on {}", p.name, p.engine.listen_addr());
     }
 
     // 5. Until every leecher has every piece.
@@ -173,7 +173,7 @@ fn demo(a: &DemoArgs, root: &Path, mode: Mode) -> Result<(), Failure> {
                 .filter(|(p, _)| p.role == Role::Join)
                 .map(|(p, s)| format!("{} {:.0}%", p.name, s.have as f64 * 100.0 / s.total as f64))
                 .collect();
-            eprintln!("{}", parts.join(", "));
+            errln!("{}", parts.join(", "));
         }
         if peers.iter().filter(|p| p.role == Role::Join).all(|p| p.done_after.is_some()) {
             break Ok(());
@@ -208,8 +208,8 @@ fn demo(a: &DemoArgs, root: &Path, mode: Mode) -> Result<(), Failure> {
     }
 
     // 7. The table.
-    println!();
-    println!("{:<9} {:>8} {:>12} {:>12} {:>12}", "peer", "time", "throughput", "downloaded", "uploaded");
+    outln!();
+    outln!("{:<9} {:>8} {:>12} {:>12} {:>12}", "peer", "time", "throughput", "downloaded", "uploaded");
     for ((name, role, _, done), s) in infos.iter().zip(&finals) {
         let (time, rate) = match (role, done) {
             (Role::Join, Some(d)) => (
@@ -219,18 +219,18 @@ fn demo(a: &DemoArgs, root: &Path, mode: Mode) -> Result<(), Failure> {
             _ => ("-".into(), "-".into()),
         };
         let (down, up) = (HumanBytes(s.downloaded).to_string(), HumanBytes(s.uploaded).to_string());
-        println!("{name:<9} {time:>8} {rate:>12} {down:>12} {up:>12}");
+        outln!("{name:<9} {time:>8} {rate:>12} {down:>12} {up:>12}");
     }
     let leech_down: u64 = infos.iter().zip(&finals).filter(|(i, _)| i.1 == Role::Join).map(|(_, s)| s.downloaded).sum();
     let leech_up: u64 = infos.iter().zip(&finals).filter(|(i, _)| i.1 == Role::Join).map(|(_, s)| s.uploaded).sum();
-    println!();
-    println!(
+    outln!();
+    outln!(
         "all {} leechers have every byte, verified against the original, in {:.2} s",
         a.leechers,
         elapsed.as_secs_f64()
     );
     let share = if leech_down == 0 { 0.0 } else { leech_up as f64 * 100.0 / leech_down as f64 };
-    println!(
+    outln!(
         "leechers sent each other {} ({share:.0}% of what they downloaded); the seeders sent the rest",
         HumanBytes(leech_up)
     );
@@ -249,10 +249,14 @@ fn start_peer(
     announce: &str,
     multi: Option<&MultiProgress>,
 ) -> Result<Peer, Failure> {
-    let mut config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    // Each peer on an address of its own (all of 127/8 is this machine), as peers on different
+    // hosts are: a peer takes one connection from an address.
+    static NEXT_HOST: AtomicU32 = AtomicU32::new(2);
+    let [_, a, b, c] = NEXT_HOST.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+    let mut config = Config::new(SocketAddr::from(([127, a, b, c], 0)));
     config.trackers = vec![vec![announce.to_owned()]];
     let engine = rt
-        .block_on(Engine::start(meta.clone(), dir.clone(), role, config, Arc::new(AtomicU64::new(0))))
+        .block_on(Engine::start(meta.clone(), dir.clone(), role, config, Arc::new(Check::default())))
         .map_err(|e| Failure::failed(format!("{name}: {e}")))?;
     let bar = multi.map(|m| {
         let b = m.add(ProgressBar::new(meta.info.total_length));
@@ -294,7 +298,7 @@ fn write_random(path: &Path, len: u64, mode: Mode) -> Result<(), Failure> {
         }
     }
     if show {
-        eprintln!();
+        errln!();
     }
     f.flush().map_err(fail)
 }

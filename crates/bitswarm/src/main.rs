@@ -1,6 +1,9 @@
 //! The `bitswarm` command: a thin layer of argument parsing and progress display over the
 //! library crates.
 
+#[macro_use]
+mod out;
+
 mod demo;
 mod peer;
 mod progress;
@@ -23,6 +26,10 @@ pub const EXIT_USAGE: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The largest .torrent file to read (K, M, G suffixes accepted); a larger one is refused.
+    #[arg(long, global = true, value_name = "BYTES", value_parser = units::parse_positive,
+          default_value_t = torrent::DEFAULT_MAX_TORRENT_SIZE, hide_default_value = true)]
+    max_torrent_size: u64,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +82,7 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    torrent::MAX_TORRENT_SIZE.store(cli.max_torrent_size, std::sync::atomic::Ordering::Relaxed);
     if !matches!(cli.command, Command::Torrent(_)) {
         raise_open_files_limit();
     }
@@ -85,10 +93,13 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Tracker(a) => tracker::run(a),
     };
+    // Output that could not be written is a failure of its own (a closed pipe is not: the
+    // reader went away on purpose).
+    let result = result.and_then(|()| out::error().map_or(Ok(()), |e| Err(Failure::failed(e))));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("bitswarm: {}", f.message);
+            errln!("bitswarm: {}", f.message);
             ExitCode::from(f.code)
         }
     }

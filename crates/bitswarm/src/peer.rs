@@ -2,12 +2,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bitswarm_metainfo::{Magnet, Metainfo};
-use bitswarm_peer::{Config, Engine, Incoming, MetadataQuery, Outgoing, Role, Stats, fetch_metadata};
+use bitswarm_peer::{
+    Check, Config, Engine, EngineError, Incoming, MetadataQuery, Outgoing, Role, Stats, fetch_metadata,
+};
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
@@ -43,8 +46,11 @@ pub struct PeerArgs {
     #[arg(long, value_name = "RATE", value_parser = crate::units::parse_positive)]
     pub max_upload_rate: Option<u64>,
     /// Most connections at once.
-    #[arg(long, default_value_t = 60, value_name = "N")]
-    pub max_peers: usize,
+    #[arg(long, default_value_t = 60, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_peers: u32,
+    /// Most connections to and from one IP address; 0 for no limit.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub max_peers_per_ip: u32,
     /// Message Stream Encryption (MSE/PE). `plaintext`: dial with the plaintext handshake;
     /// accept both, and with MSE keep the stream plaintext when the peer offers it (RC4 when it
     /// offers nothing else). `prefer`: dial with MSE offering RC4 or plaintext (the peer
@@ -117,7 +123,7 @@ fn run(mut a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure>
             for p in &magnet.peers {
                 match p.parse::<SocketAddr>() {
                     Ok(addr) => peers.push(addr),
-                    Err(_) => eprintln!("x.pe={p}: not an IP:PORT address; skipped"),
+                    Err(_) => errln!("x.pe={p}: not an IP:PORT address; skipped"),
                 }
             }
             let saved = saved_metadata(&magnet);
@@ -140,34 +146,66 @@ fn run(mut a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure>
         config.trackers = meta.trackers();
     }
     config.max_upload_rate = a.max_upload_rate;
-    config.max_peers = a.max_peers.max(1);
+    config.max_peers = a.max_peers as usize;
+    config.max_peers_per_ip = a.max_peers_per_ip as usize;
     (config.outgoing_encryption, config.incoming_encryption) = a.encryption.policies();
 
-    let checked = Arc::new(AtomicU64::new(0));
+    // A stop during the check ends it (within one batch of pieces) and the command as a stop
+    // after it would: the listeners are in place before the check starts.
+    let mut term = {
+        let _in = rt.enter();
+        Box::pin(stop_signal())
+    };
+    let check = Arc::new(Check::default());
     let total = meta.info.total_length;
-    let engine = progress::track_bytes(mode, "checking", total, &checked, || {
-        rt.block_on(Engine::start(meta.clone(), a.dir.clone(), role, config, checked.clone()))
-    })
-    .map_err(|e| match e {
-        bitswarm_peer::EngineError::Incomplete(m) => Failure::failed(m),
-        e => Failure::failed(e.to_string()),
-    })?;
-    println!("{}: {} ({})", meta.info.name, meta.info_hash, HumanBytes(total));
+    let started = progress::track_bytes(mode, "checking", total, &check.done, || {
+        rt.block_on(async {
+            let start = Engine::start(meta.clone(), a.dir.clone(), role, config, check.clone());
+            tokio::pin!(start);
+            tokio::select! {
+                r = &mut start => r,
+                () = &mut term => {
+                    check.stop.store(true, Ordering::Release);
+                    // The check may have ended just before: then the engine stops at once.
+                    match start.await {
+                        Ok(engine) => {
+                            engine.shutdown().await;
+                            Err(EngineError::Stopped)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        })
+    });
+    let engine = match started {
+        Ok(e) => e,
+        Err(EngineError::Stopped) if role == Role::Seed => return Ok(()),
+        Err(EngineError::Stopped) => {
+            return Err(Failure {
+                code: EXIT_INTERRUPTED,
+                message: "stopped during the check of the data on disk; run the same command again to resume".into(),
+            });
+        }
+        Err(EngineError::Incomplete(m)) => return Err(Failure::failed(m)),
+        Err(e) => return Err(Failure::failed(e.to_string())),
+    };
+    outln!("{}: {} ({})", meta.info.name, meta.info_hash, HumanBytes(total));
     let s = engine.stats();
-    println!("have {} of {} pieces", s.pieces_have, s.pieces);
-    println!("listening on {}", engine.listen_addr());
+    outln!("have {} of {} pieces", s.pieces_have, s.pieces);
+    outln!("listening on {}", engine.listen_addr());
     let _ = std::io::Write::flush(&mut std::io::stdout());
 
-    let outcome = rt.block_on(drive(&engine, mode, exit_when_done));
+    let outcome = rt.block_on(drive(&engine, mode, exit_when_done, term));
     let stats = engine.stats();
     rt.block_on(engine.shutdown());
     if mode != Mode::Quiet {
-        eprintln!("{}", summary(&stats));
+        errln!("{}", summary(&stats));
     }
-    println!("transfer: downloaded {} bytes, uploaded {} bytes", stats.downloaded, stats.uploaded);
+    outln!("transfer: downloaded {} bytes, uploaded {} bytes", stats.downloaded, stats.uploaded);
     match outcome {
         Outcome::Done => {
-            println!("complete: all {} pieces verified", stats.pieces);
+            outln!("complete: all {} pieces verified", stats.pieces);
             Ok(())
         }
         Outcome::Stopped if stats.complete || role == Role::Seed => Ok(()),
@@ -195,21 +233,21 @@ fn saved_metadata(magnet: &Magnet) -> Option<PathBuf> {
 /// The metadata an earlier run saved at `path`, with the link's trackers; None (after saying
 /// why, unless there is simply no such file) when it is missing, unreadable or not the link's.
 fn load_saved(path: &std::path::Path, magnet: &Magnet) -> Option<Metainfo> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::torrent::read_torrent_file(path).map_err(|f| f.message) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(_) if !path.exists() => return None,
         Err(e) => {
-            eprintln!("{}: {e}; fetching the metadata from peers", path.display());
+            errln!("{e}; fetching the metadata from peers");
             return None;
         }
     };
     match Metainfo::parse(&bytes).and_then(|m| Metainfo::from_info_bytes(&m.info_bytes, &magnet.trackers)) {
         Ok(m) if m.info_hash == magnet.info_hash => {
-            println!("metadata: from {} (saved by an earlier run)", path.display());
+            outln!("metadata: from {} (saved by an earlier run)", path.display());
             Some(m)
         }
         Ok(m) => {
-            eprintln!(
+            errln!(
                 "{}: holds torrent {}, not {}; fetching the metadata from peers",
                 path.display(),
                 m.info_hash,
@@ -218,7 +256,7 @@ fn load_saved(path: &std::path::Path, magnet: &Magnet) -> Option<Metainfo> {
             None
         }
         Err(e) => {
-            eprintln!("{}: {e}; fetching the metadata from peers", path.display());
+            errln!("{}: {e}; fetching the metadata from peers", path.display());
             None
         }
     }
@@ -235,10 +273,10 @@ fn save_metadata(path: &std::path::Path, meta: &Metainfo, magnet: &Magnet) {
         .and_then(|()| std::fs::write(&tmp, &bytes))
         .and_then(|()| std::fs::rename(&tmp, path));
     match r {
-        Ok(()) => println!("metadata: saved to {}", path.display()),
+        Ok(()) => outln!("metadata: saved to {}", path.display()),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            eprintln!("{}: cannot save the metadata: {e}", path.display());
+            errln!("{}: cannot save the metadata: {e}", path.display());
         }
     }
 }
@@ -249,13 +287,14 @@ async fn metadata(magnet: &Magnet, peers: &[SocketAddr], a: &PeerArgs, mode: Mod
         info_hash: magnet.info_hash,
         peer_id: bitswarm_peer::new_peer_id(),
         port: a.port,
+        local: a.bind,
         peers: peers.to_vec(),
         trackers: if a.no_tracker { Vec::new() } else { magnet.trackers.clone() },
         encryption: a.encryption.policies().0,
     };
     let say = |m: &str| {
         if mode != Mode::Quiet {
-            eprintln!("metadata: {m}");
+            errln!("metadata: {m}");
         }
     };
     let stop = stop_signal();
@@ -265,7 +304,7 @@ async fn metadata(magnet: &Magnet, peers: &[SocketAddr], a: &PeerArgs, mode: Mod
             return Err(Failure { code: EXIT_INTERRUPTED, message: "stopped before any peer gave the torrent's metadata".into() });
         }
     };
-    println!("metadata: {} bytes from {from}", info.len());
+    outln!("metadata: {} bytes from {from}", info.len());
     let meta = Metainfo::from_info_bytes(&info, &magnet.trackers)
         .map_err(|e| Failure::failed(format!("metadata from {from}: {e}")))?;
     if meta.info_hash != magnet.info_hash {
@@ -275,20 +314,27 @@ async fn metadata(magnet: &Magnet, peers: &[SocketAddr], a: &PeerArgs, mode: Mod
     Ok(meta)
 }
 
-/// Resolves on SIGINT or SIGTERM. Both listeners are registered before it returns, so no signal
-/// from then on is missed; without them (no signal support) it never resolves.
+/// Resolves on SIGINT or SIGTERM, or once stdout is closed (a closed pipe ends a Unix tool).
+/// Both listeners are registered before it returns, so no signal from then on is missed;
+/// without them (no signal support) only stdout ends it.
 fn stop_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let (sigterm, sigint) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
     async move {
-        match (sigterm, sigint) {
-            (Some(mut t), Some(mut i)) => {
-                tokio::select! {
-                    _ = t.recv() => {}
-                    _ = i.recv() => {}
+        let signals = async {
+            match (sigterm, sigint) {
+                (Some(mut t), Some(mut i)) => {
+                    tokio::select! {
+                        _ = t.recv() => {}
+                        _ = i.recv() => {}
+                    }
                 }
+                _ => std::future::pending().await,
             }
-            _ => std::future::pending().await,
+        };
+        tokio::select! {
+            () = signals => {}
+            () = crate::out::closed() => {}
         }
     }
 }
@@ -301,10 +347,14 @@ enum Outcome {
     Fatal(String),
 }
 
-async fn drive(engine: &Engine, mode: Mode, exit_when_done: bool) -> Outcome {
-    // Both listeners exist for the whole loop, so no signal falls between two iterations.
-    let term = stop_signal();
-    tokio::pin!(term);
+/// `term`: resolves on a stop (SIGINT, SIGTERM, stdout closed); its listeners exist for the
+/// whole loop, so no signal falls between two iterations.
+async fn drive(
+    engine: &Engine,
+    mode: Mode,
+    exit_when_done: bool,
+    mut term: Pin<Box<impl Future<Output = ()>>>,
+) -> Outcome {
     let started = Instant::now();
     let bar = (mode == Mode::Bar).then(|| {
         let b = ProgressBar::new(engine.metainfo().info.total_length);
@@ -332,19 +382,19 @@ async fn drive(engine: &Engine, mode: Mode, exit_when_done: bool) -> Outcome {
                     b.set_message(status(&s));
                 } else if mode == Mode::Lines && last_line.elapsed() >= progress::LINE_INTERVAL {
                     last_line = Instant::now();
-                    eprintln!("{:.1}% {} of {} {}", pct(&s), HumanBytes(s.have), HumanBytes(s.total), status(&s));
+                    errln!("{:.1}% {} of {} {}", pct(&s), HumanBytes(s.have), HumanBytes(s.total), status(&s));
                 }
             }
             _ = engine.wait_complete(), if !announced_complete => {
                 announced_complete = true;
                 if mode != Mode::Quiet {
                     let secs = started.elapsed().as_secs_f64();
-                    eprintln!("download complete in {secs:.1} s");
+                    errln!("download complete in {secs:.1} s");
                 }
                 if exit_when_done {
                     break Outcome::Done;
                 }
-                println!("complete: seeding until stopped (Ctrl-C)");
+                outln!("complete: seeding until stopped (Ctrl-C)");
             }
             m = engine.wait_fatal() => break Outcome::Fatal(m),
             _ = &mut term => break Outcome::Stopped,

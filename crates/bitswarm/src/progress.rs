@@ -56,7 +56,7 @@ pub fn track_bytes<T>(mode: Mode, label: &str, total: u64, done: &AtomicU64, wor
                     b.set_position(d);
                 } else if mode == Mode::Lines && last_line.elapsed() >= LINE_INTERVAL {
                     last_line = Instant::now();
-                    eprintln!("{label}: {}", fraction(d, total, started.elapsed()));
+                    errln!("{label}: {}", fraction(d, total, started.elapsed()));
                 }
             }
             if let Some(b) = bar {
@@ -70,7 +70,7 @@ pub fn track_bytes<T>(mode: Mode, label: &str, total: u64, done: &AtomicU64, wor
     });
     if mode != Mode::Quiet {
         let d = done.load(Ordering::Relaxed).min(total);
-        eprintln!("{label}: {}", fraction(d, total, started.elapsed()));
+        errln!("{label}: {}", fraction(d, total, started.elapsed()));
     }
     result
 }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use bitswarm_metainfo::{Metainfo, TorrentBuilder, auto_piece_length};
 use bitswarm_storage::{Layout, PieceState, cores, hash_pieces, verify_pieces, walk};
@@ -100,7 +100,7 @@ pub fn run(cmd: TorrentCommand) -> Result<(), Failure> {
         TorrentCommand::Verify(a) => verify(a),
         TorrentCommand::Magnet(a) => {
             let m = load(&a.file)?;
-            println!("{}", m.magnet());
+            outln!("{}", m.magnet());
             Ok(())
         }
     }
@@ -114,10 +114,39 @@ fn parse_piece_size(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
-/// Reads and parses a .torrent file; errors name the file.
+/// The largest .torrent file read unless `--max-torrent-size` says otherwise: room for the most
+/// pieces a torrent may have (2,097,152, 40 MiB of hashes) and its files.
+pub const DEFAULT_MAX_TORRENT_SIZE: u64 = 64 << 20;
+
+/// `--max-torrent-size`, set once by `main`.
+pub static MAX_TORRENT_SIZE: AtomicU64 = AtomicU64::new(DEFAULT_MAX_TORRENT_SIZE);
+
+/// Reads and parses a .torrent file; errors name the file. At most `--max-torrent-size` bytes
+/// are read (a file that never ends, such as /dev/zero or a FIFO, is refused at the cap), and
+/// parsing is bounded too (see `Metainfo::parse`).
 pub fn load(path: &Path) -> Result<Metainfo, Failure> {
-    let bytes = std::fs::read(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    let bytes = read_torrent_file(path)?;
     Metainfo::parse(&bytes).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
+}
+
+/// The bytes of a .torrent file, refused past the cap.
+pub fn read_torrent_file(path: &Path) -> Result<Vec<u8>, Failure> {
+    use std::io::Read;
+    let max = MAX_TORRENT_SIZE.load(std::sync::atomic::Ordering::Relaxed);
+    let fail = |e: std::io::Error| Failure::usage(format!("{}: {e}", path.display()));
+    let f = std::fs::File::open(path).map_err(fail)?;
+    let hint = f.metadata().map_or(0, |m| m.len()).min(max) as usize;
+    let mut bytes = Vec::with_capacity(hint + 1);
+    f.take(max + 1).read_to_end(&mut bytes).map_err(fail)?;
+    if bytes.len() as u64 > max {
+        return Err(Failure::usage(format!(
+            "{}: more than {} ({max} bytes), the most a .torrent file may be here; \
+             --max-torrent-size raises the limit",
+            path.display(),
+            HumanBytes(max)
+        )));
+    }
+    Ok(bytes)
 }
 
 fn check_tracker_url(u: &str) -> Result<(), Failure> {
@@ -169,9 +198,9 @@ fn create(a: CreateArgs) -> Result<(), Failure> {
     let out = out_for(&built.meta.info.name);
     write_output(&out, &built.bytes, a.force)?;
     let m = &built.meta;
-    println!("info-hash: {}", m.info_hash);
-    println!("magnet: {}", m.magnet());
-    println!(
+    outln!("info-hash: {}", m.info_hash);
+    outln!("magnet: {}", m.magnet());
+    outln!(
         "wrote {}: {} in {} file(s), {} pieces of {}",
         out.display(),
         HumanBytes(m.info.total_length),
@@ -297,43 +326,43 @@ fn show(a: ShowArgs) -> Result<(), Failure> {
             "magnet": m.magnet().to_string(),
             "files": files,
         });
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
         return Ok(());
     }
-    println!("name:         {}", i.name);
-    println!("info-hash:    {}", m.info_hash);
-    println!("size:         {} ({} bytes)", HumanBytes(i.total_length), i.total_length);
-    println!("pieces:       {} of {}", i.piece_count(), HumanBytes(i.piece_length));
-    println!("private:      {}", if i.private { "yes" } else { "no" });
+    outln!("name:         {}", i.name);
+    outln!("info-hash:    {}", m.info_hash);
+    outln!("size:         {} ({} bytes)", HumanBytes(i.total_length), i.total_length);
+    outln!("pieces:       {} of {}", i.piece_count(), HumanBytes(i.piece_length));
+    outln!("private:      {}", if i.private { "yes" } else { "no" });
     if m.hybrid {
-        println!("format:       hybrid v1/v2 (used as v1)");
+        outln!("format:       hybrid v1/v2 (used as v1)");
     }
     if let Some(d) = m.creation_date {
-        println!("created:      {} (unix time {d})", format_date(d));
+        outln!("created:      {} (unix time {d})", format_date(d));
     }
     if let Some(c) = &m.created_by {
-        println!("created by:   {c}");
+        outln!("created by:   {c}");
     }
     if let Some(c) = &m.comment {
-        println!("comment:      {c}");
+        outln!("comment:      {c}");
     }
     if let Some(s) = &i.source {
-        println!("source:       {s}");
+        outln!("source:       {s}");
     }
     let tiers = m.trackers();
     if tiers.is_empty() {
-        println!("trackers:     none");
+        outln!("trackers:     none");
     }
     for (n, tier) in tiers.iter().enumerate() {
-        println!("tier {n}:       {}", tier.join(" "));
+        outln!("tier {n}:       {}", tier.join(" "));
     }
     for u in &m.url_list {
-        println!("web seed:     {u}");
+        outln!("web seed:     {u}");
     }
-    println!("files:        {}", i.files.len());
+    outln!("files:        {}", i.files.len());
     for f in &i.files {
         let pad = if f.padding { " (padding)" } else { "" };
-        println!("  {:>12}  {}{pad}", f.length, f.path_string());
+        outln!("  {:>12}  {}{pad}", f.length, f.path_string());
     }
     Ok(())
 }
@@ -360,13 +389,24 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
     let done = AtomicU64::new(0);
     let threads = a.threads.unwrap_or_else(cores);
     let states = progress::track_bytes(Mode::detect(a.quiet), "checking", m.info.total_length, &done, || {
-        verify_pieces(&layout, &m.info.pieces, threads, &done)
+        verify_pieces(&layout, &m.info.pieces, threads, &done, &AtomicBool::new(false))
     });
     let count = |s| states.iter().filter(|&&x| x == s).count();
     let (good, missing, bad) = (count(PieceState::Good), count(PieceState::Missing), count(PieceState::Bad));
-    println!("pieces: {good} good, {missing} missing, {bad} bad (of {})", states.len());
-    if good == states.len() {
-        println!("all data is present and correct");
+    outln!("pieces: {good} good, {missing} missing, {bad} bad (of {})", states.len());
+    // Files longer than the torrent says hold bytes that no piece covers.
+    let too_long: Vec<(&Path, u64, u64)> = layout
+        .files
+        .iter()
+        .filter(|f| !f.padding)
+        .filter_map(|f| Some((f.path.as_path(), std::fs::metadata(&f.path).ok()?.len(), f.length)))
+        .filter(|(_, len, want)| len > want)
+        .collect();
+    for (path, len, want) in &too_long {
+        outln!("  {}: {len} bytes, {} more than the torrent's {want}", path.display(), len - want);
+    }
+    if good == states.len() && too_long.is_empty() {
+        outln!("all data is present and correct");
         return Ok(());
     }
     // Name the files that hold missing or bad pieces.
@@ -377,13 +417,20 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
         let broken = (first..=last).filter(|&p| states[p] != PieceState::Good).count();
         if broken > 0 {
             if shown == 10 {
-                println!("  …");
+                outln!("  …");
                 break;
             }
             let what = if !f.path.exists() { "missing" } else { "incomplete or damaged" };
-            println!("  {}: {what} ({broken} of {} pieces not good)", f.path.display(), last - first + 1);
+            outln!("  {}: {what} ({broken} of {} pieces not good)", f.path.display(), last - first + 1);
             shown += 1;
         }
+    }
+    if good == states.len() {
+        return Err(Failure::failed(format!(
+            "{}: every piece is good, but {} file(s) are longer than the torrent says",
+            a.file.display(),
+            too_long.len()
+        )));
     }
     Err(Failure::failed(format!("{}: {} of {} pieces are not good", a.file.display(), missing + bad, states.len())))
 }

@@ -83,29 +83,29 @@ async fn serve(shared: Shared) -> Result<(), Failure> {
     let mut signals = Signals::install().map_err(|e| Failure::failed(format!("cannot handle signals: {e}")))?;
     let tracker = Tracker::start_with(shared).await.map_err(|e| Failure::failed(e.to_string()))?;
     if let Some(a) = tracker.http_addr {
-        println!("HTTP tracker listening on {a}");
+        outln!("HTTP tracker listening on {a}");
     }
     if let Some(a) = tracker.udp_addr {
-        println!("UDP tracker listening on {a}");
+        outln!("UDP tracker listening on {a}");
     }
-    println!("announce URLs (put them in your torrents; use this machine's public address for other hosts):");
+    outln!("announce URLs (put them in your torrents; use this machine's public address for other hosts):");
     for url in [tracker.http_announce_url(), tracker.udp_announce_url()].into_iter().flatten() {
-        println!("  {url}");
+        outln!("  {url}");
     }
     if let Some(url) = tracker.stats_url() {
-        println!("stats: {url} (HTML), {url}stats (JSON), {url}metrics (Prometheus)");
+        outln!("stats: {url} (HTML), {url}stats (JSON), {url}metrics (Prometheus)");
     }
     let access = &tracker.shared().access;
     match access.mode() {
         AccessMode::Off => {}
-        mode => println!(
+        mode => outln!(
             "access: {} the {} info-hashes in {} (SIGHUP reads it again)",
             if mode == AccessMode::Allow { "serving only" } else { "refusing" },
             access.len(),
             access.path().display()
         ),
     }
-    println!("press Ctrl-C to stop");
+    outln!("press Ctrl-C to stop");
     while let Signal::Reload = signals.next().await {
         // SIGHUP also comes when the terminal closes: a failed write to it is no reason to stop.
         use std::io::Write as _;

@@ -26,13 +26,14 @@ fn one_seeder_five_leechers_trade_through_our_tracker() {
     let hash = create_torrent(&src.join("data.bin"), &torrent, &["--piece-size", "16K", "-t", &tracker.http_url()]);
 
     // The seeder alone could send 1 MiB/s: five leechers (30 MiB in all) finish in time only
-    // by trading among themselves.
-    let (mut seed, _) = our_seed(&torrent, &src, &["--max-upload-rate", "1M"]);
+    // by trading among themselves. Each peer on an address of its own, as on different hosts,
+    // with the default limit of one connection per address.
+    let (mut seed, _) = our_peer_on("127.0.0.2", "seed", &torrent, &src, &["--max-upload-rate", "1M"], None);
     let mut leechers: Vec<Proc> = (0..5)
         .map(|i| {
             let dst = t.path().join(format!("leech{i}"));
             std::fs::create_dir_all(&dst).unwrap();
-            our_join(&torrent, &dst, &["--exit-when-done"]).0
+            our_peer_on(&format!("127.0.0.{}", 3 + i), "join", &torrent, &dst, &["--exit-when-done"], None).0
         })
         .collect();
     let mut uploaded_by_leechers = 0;

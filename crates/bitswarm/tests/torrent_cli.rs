@@ -175,6 +175,9 @@ fn bad_torrents_get_one_line_errors() {
         ("nul", b"d4:infod5:filesld6:lengthi5e4:pathl3:a\0beee4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee".to_vec(), "NUL"),
         ("v2-only", b"d4:infod9:file treede12:meta versioni2e4:name1:x12:piece lengthi16384eee".to_vec(), "v2-only torrent"),
         ("empty-file", Vec::new(), "unexpected end of data"),
+        ("file-and-folder", b"d4:infod5:filesld6:lengthi5e4:pathl1:aeed6:lengthi5e4:pathl1:a1:beee4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee".to_vec(), "info.files[1].path: \"a/b\" needs \"a\" to be a folder"),
+        ("deep-path", [&b"d4:infod5:filesld6:lengthi5e4:pathl"[..], &b"1:d".repeat(3000), b"eee4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee"].concat(), "(3000 components); the file system takes at most 4095"),
+        ("long-name", [&b"d4:infod6:lengthi5e4:name300:"[..], &[b'n'; 300], b"12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee"].concat(), "info.name: unsafe path: a path component longer than 255 bytes"),
     ];
     for (name, bytes, want) in cases {
         let p = t.path().join(format!("{name}.torrent"));

@@ -26,7 +26,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
-use crate::engine::{Incoming, Shared};
+use crate::engine::{HandshakeGuard, Incoming, Shared};
 use crate::is_local;
 use crate::picker::{BlockOutcome, PeerKey};
 
@@ -89,6 +89,8 @@ pub struct PeerStats {
     pub queued: AtomicU64,
     /// The peer has every piece (told to others in peer exchange).
     pub seed: AtomicBool,
+    /// When a block last went either way (for the engine's choice of useless connections).
+    pub last_payload: crate::Stamp,
 }
 
 enum Out {
@@ -97,11 +99,18 @@ enum Out {
 }
 
 /// How a connection starts.
-#[derive(Debug, Clone, Copy)]
 pub enum Start {
-    /// A peer dialed us: a plaintext handshake or MSE, told apart by the first bytes.
-    Incoming,
+    /// A peer dialed us: a plaintext handshake or MSE, told apart by the first bytes. The guard
+    /// counts it among the handshakes in progress until the handshake is over.
+    Incoming(HandshakeGuard),
     /// We dialed: the plaintext handshake, or MSE offering these crypto_provide bits.
+    Outgoing { mse: Option<u32> },
+}
+
+/// How the handshake of a connection starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Begin {
+    Incoming,
     Outgoing { mse: Option<u32> },
 }
 
@@ -121,6 +130,10 @@ pub enum Ended {
 pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, start: Start) -> Ended {
     let _ = stream.set_nodelay(true);
     let outgoing = matches!(start, Start::Outgoing { .. });
+    let (start, guard) = match start {
+        Start::Incoming(g) => (Begin::Incoming, Some(g)),
+        Start::Outgoing { mse } => (Begin::Outgoing { mse }, None),
+    };
     let opened = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, &mut stream, start)).await {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
@@ -132,6 +145,7 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
             return Ended::HandshakeFailed;
         }
     };
+    drop(guard);
     let Opened { theirs, pending, ciphers, how } = opened;
     if theirs.peer_id == shared.config.peer_id {
         debug!("{addr}: that is ourselves");
@@ -226,7 +240,7 @@ pub(crate) struct Opened {
     pub how: &'static str,
 }
 
-async fn handshake(shared: &Shared, stream: &mut TcpStream, start: Start) -> Result<Opened, String> {
+async fn handshake(shared: &Shared, stream: &mut TcpStream, start: Begin) -> Result<Opened, String> {
     let require = shared.config.incoming_encryption == Incoming::Require;
     handshake_with(shared.meta.info_hash.0, shared.config.peer_id, require, stream, start).await
 }
@@ -238,7 +252,7 @@ pub(crate) async fn handshake_with(
     peer_id: [u8; 20],
     require_incoming: bool,
     stream: &mut TcpStream,
-    start: Start,
+    start: Begin,
 ) -> Result<Opened, String> {
     let ours = Handshake::new(info_hash, peer_id).encode();
     let io = |e: std::io::Error| e.to_string();
@@ -246,17 +260,17 @@ pub(crate) async fn handshake_with(
     // The MSE handshake (when there is one) leaves the peer's payload stream: first its
     // BitTorrent handshake, carried in IA by an initiator.
     let (mut pending, mut ciphers, how) = match start {
-        Start::Outgoing { mse: None } => {
+        Begin::Outgoing { mse: None } => {
             stream.write_all(&ours).await.map_err(io)?;
             (Vec::new(), None, "plaintext")
         }
-        Start::Outgoing { mse: Some(provide) } => {
+        Begin::Outgoing { mse: Some(provide) } => {
             let mut out = Vec::new();
             let mut side = Initiator::new(info_hash, provide, ours.to_vec(), secrets()?, &mut out);
             let e = exchange(stream, &mut side, out, &[]).await?;
             (e.received, e.ciphers, mse_name(e.method))
         }
-        Start::Incoming => {
+        Begin::Incoming => {
             let mut first = [0u8; 20];
             stream.read_exact(&mut first).await.map_err(io)?;
             let require = require_incoming;
@@ -286,7 +300,7 @@ pub(crate) async fn handshake_with(
         return Err("wrong info-hash".into());
     }
     pending.drain(..HANDSHAKE_LEN);
-    if matches!(start, Start::Incoming) {
+    if matches!(start, Begin::Incoming) {
         let mut ours = ours;
         if let Some(c) = &mut ciphers {
             c.encrypt.apply(&mut ours);
@@ -797,6 +811,7 @@ impl Conn {
     fn on_piece(&mut self, index: u32, begin: u32, data: &[u8]) {
         let len = data.len() as u64;
         self.stats.downloaded.fetch_add(len, Ordering::Relaxed);
+        self.stats.last_payload.set(Instant::now());
         self.shared.downloaded.fetch_add(len, Ordering::Relaxed);
         let r = BlockRef { index, begin, length: data.len() as u32 };
         let ours = self.requests.iter().position(|(x, _)| *x == r);
@@ -946,6 +961,7 @@ async fn write_loop(
                     buf.extend_from_slice(&piece_header(r.index, r.begin, r.length));
                     buf.extend_from_slice(&data[b..e]);
                     stats.uploaded.fetch_add(u64::from(r.length), Ordering::Relaxed);
+                    stats.last_payload.set(Instant::now());
                     shared.uploaded.fetch_add(u64::from(r.length), Ordering::Relaxed);
                 }
             }

@@ -54,16 +54,34 @@ impl Disk {
             return Ok(f);
         }
         let path = &self.layout.files[i].path;
+        let named = |p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
         let f = if self.writable {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
+                std::fs::create_dir_all(parent).map_err(|e| named(parent, e))?;
             }
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
         } else {
             File::open(path)
         }
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        .map_err(|e| named(path, e))?;
         Ok(self.files[i].get_or_init(|| f))
+    }
+
+    /// Cuts every file that is longer than the torrent says down to its length, so a finished
+    /// download holds exactly the torrent's bytes (a file that was there before may have had
+    /// more).
+    pub fn trim_files(&self) -> io::Result<()> {
+        for (i, lf) in self.layout.files.iter().enumerate() {
+            if lf.padding {
+                continue;
+            }
+            let f = self.file(i)?;
+            let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", lf.path.display()));
+            if f.metadata().map_err(named)?.len() > lf.length {
+                f.set_len(lf.length).map_err(named)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes a whole verified piece.

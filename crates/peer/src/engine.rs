@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,21 @@ const REFUSED_BACKOFF: Duration = Duration::from_secs(60);
 /// Received data waiting for verification above which no new pieces are started.
 const MAX_PENDING_BYTES: u64 = 24 << 20;
 
+/// Incoming connections in their handshake at once (each lasts 10 s at most): more are closed
+/// as they come, so a flood of connections that never finish their handshake costs nothing.
+const MAX_HANDSHAKES: usize = 32;
+
+/// A peer that has sent nothing and taken nothing for this long (and been connected as long),
+/// and is not waiting for its turn to be unchoked, is useless: when every slot is taken it
+/// makes room for a newcomer (libtorrent's peer turnover does the same).
+const USELESS_AFTER: Duration = Duration::from_secs(30);
+
+/// Rechoke rounds (10 s each) between two connections closed to make room for dialing.
+const TURNOVER_EVERY: u32 = 6;
+
+/// How long an address whose connection we closed as useless is left alone.
+const USELESS_BACKOFF: Duration = Duration::from_secs(300);
+
 /// Whether we start with the data or fetch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -56,6 +71,9 @@ pub struct Config {
     pub numwant: u32,
     /// Connections per torrent.
     pub max_peers: usize,
+    /// Connections to and from one IP address; 0 for no limit. One by default, as libtorrent
+    /// does: a client runs one connection per torrent, and one address cannot take every slot.
+    pub max_peers_per_ip: usize,
     /// Regular unchoke slots (one optimistic slot comes on top).
     pub upload_slots: usize,
     /// Upload cap in bytes per second.
@@ -118,6 +136,7 @@ impl Config {
             trackers: Vec::new(),
             numwant: 50,
             max_peers: 60,
+            max_peers_per_ip: 1,
             upload_slots: 4,
             max_upload_rate: None,
             check_threads: bitswarm_storage::cores(),
@@ -136,6 +155,16 @@ pub enum EngineError {
     Incomplete(String),
     #[error("{0}")]
     Disk(String),
+    #[error("stopped during the check of the data on disk")]
+    Stopped,
+}
+
+/// The check of the data already on disk when a torrent starts: how far it has come (bytes),
+/// and a switch that stops it.
+#[derive(Debug, Default)]
+pub struct Check {
+    pub done: AtomicU64,
+    pub stop: AtomicBool,
 }
 
 /// A snapshot for progress displays.
@@ -172,6 +201,19 @@ pub(crate) struct PeerEntry {
     pub listen: Option<SocketAddr>,
     /// We dialed it (so `addr` is where it listens).
     pub outgoing: bool,
+    pub connected_at: Instant,
+}
+
+impl PeerEntry {
+    /// Whether the connection has been useless for [`USELESS_AFTER`]: no payload either way,
+    /// and the peer is not an interested one waiting for us to unchoke it.
+    fn useless(&self, now: Instant) -> bool {
+        let s = &self.stats;
+        let waiting = s.peer_interested.load(Ordering::Relaxed) && !self.unchoked;
+        !waiting
+            && now.duration_since(self.connected_at) >= USELESS_AFTER
+            && s.last_payload.get().is_none_or(|t| now.duration_since(t) >= USELESS_AFTER)
+    }
 }
 
 #[derive(Default)]
@@ -194,6 +236,8 @@ pub(crate) struct State {
     pub peers: HashMap<PeerKey, PeerEntry>,
     next_key: PeerKey,
     connecting: HashSet<SocketAddr>,
+    /// Incoming connections in their handshake, by address.
+    handshaking: HashMap<IpAddr, usize>,
     known: HashMap<SocketAddr, Known>,
     banned: HashSet<IpAddr>,
     strikes: HashMap<IpAddr, u32>,
@@ -265,7 +309,12 @@ impl Shared {
         if *self.shutdown.borrow() || st.banned.contains(&addr.ip()) {
             return None;
         }
-        if let Some((&old, _)) = st.peers.iter().find(|(_, p)| p.peer_id == peer_id) {
+        if let Some((&old, p)) = st.peers.iter().find(|(_, p)| p.peer_id == peer_id) {
+            if p.addr.ip() != addr.ip() {
+                // Another address claims a connected peer's id: peer ids are public (trackers
+                // hand them out), so the established connection stays and the newcomer goes.
+                return None;
+            }
             // Two connections to one peer (both dialed at once): keep the one the peer with
             // the lower id started, as libtorrent does, so both sides keep the same one.
             let ours_first = self.config.peer_id < peer_id;
@@ -276,7 +325,7 @@ impl Shared {
                 let _ = p.ctl.send(Ctl::Close);
             }
         }
-        if st.peers.len() >= self.config.max_peers {
+        if !self.room_for(&mut st, addr.ip(), Instant::now()) {
             return None;
         }
         st.next_key += 1;
@@ -289,9 +338,77 @@ impl Shared {
         st.sender_ips.insert(key, addr.ip());
         st.peers.insert(
             key,
-            PeerEntry { addr, peer_id, ctl, stats, unchoked: false, last_rate_total: 0, listen: None, outgoing },
+            PeerEntry {
+                addr,
+                peer_id,
+                ctl,
+                stats,
+                unchoked: false,
+                last_rate_total: 0,
+                listen: None,
+                outgoing,
+                connected_at: Instant::now(),
+            },
         );
         Some(key)
+    }
+
+    /// Connections to `ip` that the per-address limit still allows.
+    fn ip_allows(&self, st: &State, ip: IpAddr) -> bool {
+        let limit = self.config.max_peers_per_ip;
+        limit == 0 || st.peers.values().filter(|p| p.addr.ip() == ip).count() < limit
+    }
+
+    /// Whether a connection from or to `ip` may join: the address is under its limit, and a
+    /// slot is free, or made free by closing the connection that has been useless longest.
+    fn room_for(&self, st: &mut State, ip: IpAddr, now: Instant) -> bool {
+        if !self.ip_allows(st, ip) {
+            return false;
+        }
+        if st.peers.len() < self.config.max_peers {
+            return true;
+        }
+        let Some(victim) = useless_peer(st, now) else { return false };
+        self.close_useless(st, victim);
+        true
+    }
+
+    /// Closes a useless connection to make room, and leaves its address alone for a while.
+    fn close_useless(&self, st: &mut State, key: PeerKey) {
+        let Some(p) = st.peers.remove(&key) else { return };
+        debug!("{}: closed after {USELESS_AFTER:?} without use, to make room", p.addr);
+        let _ = p.ctl.send(Ctl::Close);
+        for a in [Some(p.addr).filter(|_| p.outgoing), p.listen].into_iter().flatten() {
+            if let Some(k) = st.known.get_mut(&a) {
+                k.next_try = Some(Instant::now() + USELESS_BACKOFF);
+            }
+        }
+    }
+
+    /// An incoming connection may start its handshake: not from a banned address, one at its
+    /// limit, or while every slot is taken by connections that are of use; and no more
+    /// handshakes at once than [`MAX_HANDSHAKES`] (from one address, than it may connect). The
+    /// guard counts it until dropped.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<HandshakeGuard> {
+        let mut st = self.state();
+        let limit = match self.config.max_peers_per_ip {
+            0 => MAX_HANDSHAKES,
+            n => n.min(MAX_HANDSHAKES),
+        };
+        let now = Instant::now();
+        let pending = st.handshaking.get(&ip).copied().unwrap_or(0);
+        let in_handshakes: usize = st.handshaking.values().sum();
+        let full = st.peers.len() >= self.config.max_peers && useless_peer(&st, now).is_none();
+        if st.banned.contains(&ip)
+            || !self.ip_allows(&st, ip)
+            || full
+            || pending >= limit
+            || in_handshakes >= MAX_HANDSHAKES
+        {
+            return None;
+        }
+        *st.handshaking.entry(ip).or_default() += 1;
+        Some(HandshakeGuard { shared: self.clone(), ip })
     }
 
     /// The peer told us its listening port (BEP 10): it counts as connected there.
@@ -376,6 +493,17 @@ impl Shared {
         }
     }
 
+    /// The download completed: files are cut to the torrent's lengths, then everyone is told.
+    fn completed(&self) {
+        if let Err(e) = self.disk.trim_files() {
+            self.fail(format!("cannot finish the files: {e}"));
+            return;
+        }
+        info!("download complete: all {} pieces verified", self.meta.info.piece_count());
+        *self.completed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.complete.send_replace(true);
+    }
+
     fn piece_done(&self, index: u32, data: &[u8]) {
         let records = self.state().suspects.remove(&index);
         // The good data is known now: whoever sent a different block lied.
@@ -392,9 +520,8 @@ impl Shared {
             let _ = p.ctl.send(Ctl::Have(index));
         }
         if st.picker.is_complete() {
-            info!("download complete: all {} pieces verified", st.picker.piece_count());
-            *self.completed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-            self.complete.send_replace(true);
+            drop(st);
+            self.completed();
         }
     }
 
@@ -490,6 +617,33 @@ impl Shared {
     }
 }
 
+/// The connection that has been useless longest, if any is (see [`PeerEntry::useless`]).
+fn useless_peer(st: &State, now: Instant) -> Option<PeerKey> {
+    st.peers
+        .iter()
+        .filter(|(_, p)| p.useless(now))
+        .min_by_key(|(_, p)| p.stats.last_payload.get().unwrap_or(p.connected_at))
+        .map(|(k, _)| *k)
+}
+
+/// Counts an incoming connection in its handshake (see [`Shared::admit`]) until dropped.
+pub(crate) struct HandshakeGuard {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        let mut st = self.shared.state();
+        if let Some(n) = st.handshaking.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                st.handshaking.remove(&self.ip);
+            }
+        }
+    }
+}
+
 struct VerifyJob {
     index: u32,
     data: Vec<u8>,
@@ -557,7 +711,7 @@ impl Engine {
         dir: PathBuf,
         role: Role,
         config: Config,
-        checked: Arc<AtomicU64>,
+        check: Arc<Check>,
     ) -> Result<Engine, EngineError> {
         let started_at = Instant::now();
         let disk = Arc::new(Disk::new(&meta.info, &dir, role == Role::Join));
@@ -565,8 +719,15 @@ impl Engine {
             let disk = disk.clone();
             let meta = meta.clone();
             let threads = config.check_threads;
+            let check = check.clone();
             tokio::task::spawn_blocking(move || {
-                let states = bitswarm_storage::verify_pieces(disk.layout(), &meta.info.pieces, threads, &checked);
+                let states = bitswarm_storage::verify_pieces(
+                    disk.layout(),
+                    &meta.info.pieces,
+                    threads,
+                    &check.done,
+                    &check.stop,
+                );
                 let mut have = Bitfield::new(states.len());
                 for (i, s) in states.iter().enumerate() {
                     if *s == PieceState::Good {
@@ -578,6 +739,9 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Disk(e.to_string()))?
         };
+        if check.stop.load(Ordering::Acquire) {
+            return Err(EngineError::Stopped);
+        }
         if role == Role::Seed && !have.is_full() {
             return Err(EngineError::Incomplete(format!(
                 "{}: {} of {} pieces are missing or damaged; `bitswarm join` downloads the rest",
@@ -588,10 +752,17 @@ impl Engine {
         }
         if role == Role::Join {
             let d = disk.clone();
-            tokio::task::spawn_blocking(move || d.create_all())
-                .await
-                .map_err(|e| EngineError::Disk(e.to_string()))?
-                .map_err(|e| EngineError::Disk(format!("cannot create the files: {e}")))?;
+            let complete = have.is_full();
+            tokio::task::spawn_blocking(move || {
+                d.create_all().map_err(|e| format!("cannot create the files: {e}"))?;
+                if complete {
+                    d.trim_files().map_err(|e| format!("cannot finish the files: {e}"))?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| EngineError::Disk(e.to_string()))?
+            .map_err(EngineError::Disk)?;
         }
 
         let listener = bind(config.listen).map_err(|e| EngineError::Listen(config.listen, e))?;
@@ -611,6 +782,7 @@ impl Engine {
                 peers: HashMap::new(),
                 next_key: 0,
                 connecting: HashSet::new(),
+                handshaking: HashMap::new(),
                 known: HashMap::new(),
                 banned: HashSet::new(),
                 strikes: HashMap::new(),
@@ -816,6 +988,7 @@ impl Shared {
             left: self.meta.info.total_length - have,
             event,
             numwant: self.config.numwant,
+            local: self.config.listen.ip(),
         }
     }
 }
@@ -892,13 +1065,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        {
-            let st = shared.state();
-            if st.banned.contains(&addr.ip()) || st.peers.len() >= shared.config.max_peers {
-                continue;
-            }
-        }
-        tokio::spawn(conn::run(shared.clone(), stream, addr, conn::Start::Incoming));
+        let Some(guard) = shared.admit(addr.ip()) else { continue };
+        tokio::spawn(conn::run(shared.clone(), stream, addr, conn::Start::Incoming(guard)));
     }
 }
 
@@ -934,24 +1102,34 @@ async fn dial_loop(shared: Arc<Shared>) {
             let connected: HashSet<SocketAddr> =
                 st.peers.values().flat_map(|p| [Some(p.addr), p.listen]).flatten().collect();
             let room = shared.config.max_peers.saturating_sub(st.peers.len() + st.connecting.len());
+            let per_ip = shared.config.max_peers_per_ip;
+            // Connections and dials per address, against the per-address limit.
+            let mut at_ip: HashMap<IpAddr, usize> = HashMap::new();
+            for ip in st.peers.values().map(|p| p.addr.ip()).chain(st.connecting.iter().map(|a| a.ip())) {
+                *at_ip.entry(ip).or_default() += 1;
+            }
             let seeding = st.picker.is_complete();
             let st = &mut *st;
-            let picked: Vec<SocketAddr> = st
-                .known
-                .iter()
-                .filter(|(a, k)| {
-                    // Ourselves, or a seed while we seed: nothing to exchange.
-                    let pointless =
-                        k.ourselves || (seeding && k.seed_at.is_some_and(|t| now.duration_since(t) < SEED_MEMORY));
-                    !pointless
-                        && !connected.contains(a)
-                        && !st.banned.contains(&a.ip())
-                        && !st.connecting.contains(a)
-                        && k.next_try.is_none_or(|t| t <= now)
-                })
-                .map(|(a, _)| *a)
-                .take(room)
-                .collect();
+            let mut picked: Vec<SocketAddr> = Vec::new();
+            for (a, k) in &st.known {
+                if picked.len() >= room {
+                    break;
+                }
+                // Ourselves, or a seed while we seed: nothing to exchange.
+                let pointless =
+                    k.ourselves || (seeding && k.seed_at.is_some_and(|t| now.duration_since(t) < SEED_MEMORY));
+                let n = at_ip.entry(a.ip()).or_default();
+                if !pointless
+                    && (per_ip == 0 || *n < per_ip)
+                    && !connected.contains(a)
+                    && !st.banned.contains(&a.ip())
+                    && !st.connecting.contains(a)
+                    && k.next_try.is_none_or(|t| t <= now)
+                {
+                    *n += 1;
+                    picked.push(*a);
+                }
+            }
             for a in &picked {
                 st.connecting.insert(*a);
             }
@@ -964,7 +1142,8 @@ async fn dial_loop(shared: Arc<Shared>) {
             let fall_back = shared.state().known.get(&addr).is_some_and(|k| k.plaintext_next);
             let mse = if fall_back { *offers.last().unwrap_or(&None) } else { offers[0] };
             tokio::spawn(async move {
-                let result = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await;
+                let result =
+                    tokio::time::timeout(Duration::from_secs(10), connect_from(shared.config.listen.ip(), addr)).await;
                 let ok = matches!(result, Ok(Ok(_)));
                 {
                     let mut st = shared.state();
@@ -990,7 +1169,8 @@ async fn dial_loop(shared: Arc<Shared>) {
                         match ended {
                             conn::Ended::Closed { seed } => {
                                 k.seed_at = seed.then_some(now);
-                                k.next_try = Some(now + redial_after(k, started.elapsed()));
+                                // Not sooner than a wait set while it ran (closed as useless).
+                                k.next_try = k.next_try.max(Some(now + redial_after(k, started.elapsed())));
                             }
                             conn::Ended::Refused => k.next_try = Some(now + REFUSED_BACKOFF),
                             conn::Ended::HandshakeFailed => {
@@ -1015,6 +1195,17 @@ async fn dial_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Dials `to` from `local` (the address we listen on), so that peers see one address of ours
+/// whichever way a connection goes; from any address when we listen on all of them.
+pub(crate) async fn connect_from(local: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    if local.is_unspecified() || local.is_ipv4() != to.is_ipv4() {
+        return TcpStream::connect(to).await;
+    }
+    let socket = if to.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(to).await
+}
+
 /// Every 10 s: unchoke the fastest interested peers plus one optimistic, choke the rest.
 async fn choke_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(choker::RECHOKE_EVERY);
@@ -1037,6 +1228,21 @@ async fn choke_loop(shared: Arc<Shared>) {
                 Candidate { key: *k, interested: p.stats.peer_interested.load(Ordering::Relaxed), rate }
             })
             .collect();
+        // Peer turnover: with every slot taken while addresses wait to be dialed, the connection
+        // that has been useless longest makes room (one a minute).
+        let now = Instant::now();
+        if round.is_multiple_of(TURNOVER_EVERY)
+            && st.peers.len() >= shared.config.max_peers
+            && st.known.iter().any(|(a, k)| {
+                k.next_try.is_none_or(|t| t <= now) && !k.ourselves && !st.banned.contains(&a.ip()) && {
+                    let connected = st.peers.values().any(|p| p.addr == *a || p.listen == Some(*a));
+                    !connected && shared.ip_allows(&st, a.ip())
+                }
+            })
+            && let Some(victim) = useless_peer(&st, now)
+        {
+            shared.close_useless(&mut st, victim);
+        }
         let rotate = round.is_multiple_of(choker::OPTIMISTIC_EVERY);
         round += 1;
         let (unchoke, optimistic) =

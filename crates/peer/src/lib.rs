@@ -16,7 +16,7 @@ mod picker;
 mod rate;
 mod tracker;
 
-pub use engine::{Config, Engine, EngineError, Incoming, Outgoing, Role, Stats};
+pub use engine::{Check, Config, Engine, EngineError, Incoming, Outgoing, Role, Stats};
 pub use metadata::{MetadataQuery, fetch_metadata};
 pub use picker::PeerKey;
 pub use tracker::{Announce, Reply, Tiers, announce};
@@ -50,6 +50,30 @@ pub(crate) fn is_local(ip: std::net::IpAddr) -> bool {
         }
         IpAddr::V6(a) => {
             a.is_loopback() || (a.segments()[0] & 0xfe00) == 0xfc00 || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// A moment kept in an atomic (milliseconds after the first one the process stored), for times
+/// that connections update and the engine reads without a lock.
+#[derive(Default)]
+pub(crate) struct Stamp(std::sync::atomic::AtomicU64);
+
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+impl Stamp {
+    pub fn set(&self, t: std::time::Instant) {
+        let ms = t.saturating_duration_since(epoch()).as_millis() as u64;
+        self.0.store(ms + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// None until set.
+    pub fn get(&self) -> Option<std::time::Instant> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            ms => Some(epoch() + std::time::Duration::from_millis(ms - 1)),
         }
     }
 }

@@ -14,11 +14,10 @@ use bitswarm_wire::metadata::{MAX_METADATA, METADATA_PIECE, MetadataMessage, UT_
 use bitswarm_wire::{ExtendedHandshake, Message, decode, encode};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::Outgoing;
-use crate::conn::Start;
+use crate::conn::Begin;
 use crate::tracker::{Announce, announce};
 
 /// Our message id for `ut_metadata` on these connections.
@@ -43,6 +42,8 @@ pub struct MetadataQuery {
     pub peer_id: [u8; 20],
     /// Our listening port, told to trackers and peers.
     pub port: u16,
+    /// The address peers are dialed from (unspecified: any).
+    pub local: std::net::IpAddr,
     pub peers: Vec<SocketAddr>,
     pub trackers: Vec<String>,
     /// How to dial, as the engine does: `Plaintext` with the plaintext handshake, `Prefer` with
@@ -94,6 +95,7 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
                 left: 1,
                 event: Event::None,
                 numwant: 50,
+                local: q.local,
             };
             announces.spawn(async move {
                 match announce(&url, &a).await {
@@ -111,9 +113,9 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
             {
                 // As the engine dials, the fallback of `prefer` within the same attempt.
                 let mse = q.encryption.offers();
-                let (ih, id, port) = (q.info_hash, q.peer_id, q.port);
+                let (ih, id, port, local) = (q.info_hash, q.peer_id, q.port, q.local);
                 set.spawn(async move {
-                    let r = tokio::time::timeout(ATTEMPT_TIMEOUT, from_peer(addr, ih, id, port, mse)).await;
+                    let r = tokio::time::timeout(ATTEMPT_TIMEOUT, from_peer(addr, local, ih, id, port, mse)).await;
                     (addr, r.unwrap_or_else(|_| Err(format!("no metadata within {ATTEMPT_TIMEOUT:?}"))))
                 });
             }
@@ -153,6 +155,7 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
 /// One peer: the handshakes, then every piece of the metadata, checked against the info-hash.
 async fn from_peer(
     addr: SocketAddr,
+    local: std::net::IpAddr,
     info_hash: InfoHash,
     peer_id: [u8; 20],
     port: u16,
@@ -162,7 +165,7 @@ async fn from_peer(
     let mut failed = Vec::new();
     let mut open = None;
     for &mse in offers {
-        let mut s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        let mut s = match tokio::time::timeout(CONNECT_TIMEOUT, crate::engine::connect_from(local, addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 failed.push(format!("connect: {e}"));
@@ -174,7 +177,7 @@ async fn from_peer(
             }
         };
         let _ = s.set_nodelay(true);
-        let start = Start::Outgoing { mse };
+        let start = Begin::Outgoing { mse };
         let shake = crate::conn::handshake_with(info_hash.0, peer_id, false, &mut s, start);
         let what = if mse.is_some() { "MSE handshake" } else { "handshake" };
         match tokio::time::timeout(crate::conn::HANDSHAKE_TIMEOUT, shake).await {

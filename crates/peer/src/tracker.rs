@@ -27,6 +27,9 @@ pub struct Announce {
     pub left: u64,
     pub event: Event,
     pub numwant: u32,
+    /// The address to announce from (the one we listen on, so the tracker hands out the address
+    /// peers can reach us at); unspecified: any.
+    pub local: std::net::IpAddr,
 }
 
 /// What the tracker told us.
@@ -101,7 +104,7 @@ async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
     // tracker that is not may not redirect us into one (as libtorrent's SSRF mitigation).
     let mut local_ok = None;
     let body = loop {
-        let (raw, local) = http_get(&target, local_ok.unwrap_or(true)).await?;
+        let (raw, local) = http_get(&target, local_ok.unwrap_or(true), a.local).await?;
         local_ok.get_or_insert(local);
         match http_reply(&raw)? {
             HttpReply::Body(body) => break body,
@@ -147,7 +150,7 @@ fn redirect_target(from: &str, location: &str) -> Result<String, String> {
 
 /// One GET of `full` (an http or https URL): the raw reply, and whether the server is on a
 /// local network (see [`crate::is_local`]); such a server is refused unless `local_ok`.
-async fn http_get(full: &str, local_ok: bool) -> Result<(Vec<u8>, bool), String> {
+async fn http_get(full: &str, local_ok: bool, bind: std::net::IpAddr) -> Result<(Vec<u8>, bool), String> {
     // What goes into the request line must not end it early or add header lines.
     if let Some(c) = full.chars().find(|c| c.is_ascii_control() || *c == ' ') {
         return Err(format!("the URL {full:?} holds {c:?}"));
@@ -161,7 +164,14 @@ async fn http_get(full: &str, local_ok: bool) -> Result<(Vec<u8>, bool), String>
     if local && !local_ok {
         return Err(format!("refused a redirect from a public tracker to {host}, on a local network"));
     }
-    let stream = TcpStream::connect(&addrs[..]).await.map_err(|e| format!("cannot connect: {e}"))?;
+    let mut connected = Err(std::io::Error::other("no address"));
+    for addr in &addrs {
+        connected = crate::engine::connect_from(bind, *addr).await;
+        if connected.is_ok() {
+            break;
+        }
+    }
+    let stream: TcpStream = connected.map_err(|e| format!("cannot connect: {e}"))?;
     let path = if path.is_empty() { "/".to_owned() } else { path };
     let host_header = host_header(&host, port, default_port);
     let request = format!(
@@ -309,7 +319,11 @@ async fn announce_udp(url: &str, a: &Announce) -> Result<Reply, String> {
     let (host, port, rest) = split_url(url, 80)?;
     let addr = *resolve(&host, port).await?.first().expect("non-empty");
     let family = if addr.is_ipv4() { udp::Family::V4 } else { udp::Family::V6 };
-    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    let bind: SocketAddr = match a.local {
+        ip if !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4() => SocketAddr::new(ip, 0),
+        _ if addr.is_ipv4() => "0.0.0.0:0".parse().unwrap(),
+        _ => "[::]:0".parse().unwrap(),
+    };
     let sock = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
     sock.connect(addr).await.map_err(|e| e.to_string())?;
 

@@ -3,7 +3,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::Layout;
 
@@ -30,14 +30,25 @@ pub enum PieceState {
     Missing,
 }
 
+/// A piece's data as read from disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hashed {
+    pub digest: [u8; 20],
+    /// Every byte is zero: in a file made to its full size before the data came, a piece that
+    /// was never written.
+    pub zeros: bool,
+}
+
 /// Hashes every piece of `layout` on `threads` threads and calls `f(index, result)` for each
-/// (from the worker threads, in no particular order). `done` counts bytes processed.
+/// (from the worker threads, in no particular order). `done` counts bytes processed. Once
+/// `stop` is set, the workers end after the pieces they are reading (a batch each), leaving the
+/// rest unvisited.
 ///
 /// Each worker hashes a run of consecutive pieces at once, one per SIMD lane of the multi-buffer
 /// SHA-1 (`bitswarm-piecehash`), reading a chunk of every piece per round.
-pub fn for_each_piece<F>(layout: &Layout, threads: usize, done: &AtomicU64, f: F)
+pub fn for_each_piece<F>(layout: &Layout, threads: usize, done: &AtomicU64, stop: &AtomicBool, f: F)
 where
-    F: Fn(usize, Result<[u8; 20], PieceError>) + Sync,
+    F: Fn(usize, Result<Hashed, PieceError>) + Sync,
 {
     let count = layout.piece_count();
     let batch = bitswarm_piecehash::best_lanes().max(1);
@@ -49,7 +60,7 @@ where
                 let mut w = Worker { layout, lanes: Vec::new() };
                 loop {
                     let start = next.fetch_add(batch, Ordering::Relaxed);
-                    if start >= count {
+                    if start >= count || stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let end = (start + batch).min(count);
@@ -75,7 +86,7 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    fn hash_batch(&mut self, pieces: std::ops::Range<usize>) -> Vec<Result<[u8; 20], PieceError>> {
+    fn hash_batch(&mut self, pieces: std::ops::Range<usize>) -> Vec<Result<Hashed, PieceError>> {
         let n = pieces.len();
         while self.lanes.len() < n {
             self.lanes.push(Lane { buf: vec![0; CHUNK], open: None });
@@ -85,6 +96,8 @@ impl Worker<'_> {
         let longest = ranges.iter().map(|r| r.1).max().unwrap_or(0);
         let mut hasher = bitswarm_piecehash::Sha1Lanes::new(n);
         let mut tails: Vec<Vec<u8>> = vec![Vec::new(); n];
+        // Until a lane reads a byte that is not zero (at once, for real data).
+        let mut zeros = vec![true; n];
         let mut pos = 0u64;
         loop {
             let last = pos + CHUNK as u64 >= longest;
@@ -96,7 +109,10 @@ impl Worker<'_> {
                     continue;
                 }
                 match read_range(self.layout, lane, start + pos, want) {
-                    Ok(()) => lens[i] = want,
+                    Ok(()) => {
+                        lens[i] = want;
+                        zeros[i] = zeros[i] && lane.buf[..want].iter().all(|&b| b == 0);
+                    }
                     Err(e) => errors[i] = Some(e),
                 }
             }
@@ -108,9 +124,10 @@ impl Worker<'_> {
                 return digests
                     .into_iter()
                     .zip(errors)
-                    .map(|(d, e)| match e {
+                    .zip(zeros)
+                    .map(|((digest, e), zeros)| match e {
                         Some(e) => Err(e),
-                        None => Ok(d),
+                        None => Ok(Hashed { digest, zeros }),
                     })
                     .collect();
             }
@@ -167,8 +184,8 @@ fn read_range(layout: &Layout, lane: &mut Lane, offset: u64, len: usize) -> Resu
 pub fn hash_pieces(layout: &Layout, threads: usize, done: &AtomicU64) -> Result<Vec<[u8; 20]>, PieceError> {
     let hashes = Mutex::new(vec![[0u8; 20]; layout.piece_count()]);
     let failure = Mutex::new(None);
-    for_each_piece(layout, threads, done, |i, r| match r {
-        Ok(h) => hashes.lock().unwrap_or_else(|p| p.into_inner())[i] = h,
+    for_each_piece(layout, threads, done, &AtomicBool::new(false), |i, r| match r {
+        Ok(h) => hashes.lock().unwrap_or_else(|p| p.into_inner())[i] = h.digest,
         Err(e) => {
             failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
         }
@@ -179,15 +196,24 @@ pub fn hash_pieces(layout: &Layout, threads: usize, done: &AtomicU64) -> Result<
     }
 }
 
-/// Checks the data against `expected` piece hashes.
-pub fn verify_pieces(layout: &Layout, expected: &[[u8; 20]], threads: usize, done: &AtomicU64) -> Vec<PieceState> {
+/// Checks the data against `expected` piece hashes. A piece that cannot be read whole, or whose
+/// bytes are all zeros and do not match (never written into a file made to its full size), is
+/// missing; one whose bytes differ otherwise is bad. Once `stop` is set the check ends soon,
+/// and the pieces it did not reach are missing.
+pub fn verify_pieces(
+    layout: &Layout,
+    expected: &[[u8; 20]],
+    threads: usize,
+    done: &AtomicU64,
+    stop: &AtomicBool,
+) -> Vec<PieceState> {
     let out: Vec<std::sync::atomic::AtomicU8> =
         (0..layout.piece_count()).map(|_| std::sync::atomic::AtomicU8::new(0)).collect();
-    for_each_piece(layout, threads, done, |i, r| {
+    for_each_piece(layout, threads, done, stop, |i, r| {
         let state = match r {
-            Ok(h) if h == expected[i] => 1,
-            Ok(_) => 2,
-            Err(_) => 3,
+            Ok(h) if h.digest == expected[i] => 1,
+            Ok(h) if !h.zeros => 2,
+            Ok(_) | Err(_) => 3,
         };
         out[i].store(state, Ordering::Relaxed);
     });
@@ -248,11 +274,22 @@ mod tests {
         f1[20_000] ^= 1;
         std::fs::write(&files[0].0, f1).unwrap();
         std::fs::write(&files[3].0, &data[70_001..90_000]).unwrap();
-        let s = verify_pieces(&layout, &want, 2, &done);
+        let no = AtomicBool::new(false);
+        let s = verify_pieces(&layout, &want, 2, &done, &no);
         use PieceState::*;
         assert_eq!(s, vec![Good, Bad, Good, Good, Good, Missing, Missing]);
+        // Zeros where a piece should be: never written (a file made to its full size first).
+        // Zeros over part of a piece are damage.
+        let mut f2 = std::fs::read(&files[2].0).unwrap();
+        f2[..36_000].fill(0);
+        std::fs::write(&files[2].0, f2).unwrap();
+        let s = verify_pieces(&layout, &want, 2, &done, &no);
+        assert_eq!(s, vec![Good, Bad, Bad, Missing, Bad, Missing, Missing]);
+        // A stopped check visits nothing more.
+        let s = verify_pieces(&layout, &want, 2, &done, &AtomicBool::new(true));
+        assert_eq!(s, vec![Missing; 7]);
         std::fs::remove_file(&files[0].0).unwrap();
-        let s = verify_pieces(&layout, &want, 2, &done);
+        let s = verify_pieces(&layout, &want, 2, &done, &no);
         assert_eq!(&s[..3], &[Missing, Missing, Missing]);
         assert!(matches!(hash_pieces(&layout, 2, &done), Err(PieceError::Missing(_))));
     }

@@ -9,7 +9,7 @@ mod hasher;
 mod layout;
 mod walk;
 
-pub use hasher::{PieceError, PieceState, for_each_piece, hash_pieces, verify_pieces};
+pub use hasher::{Hashed, PieceError, PieceState, for_each_piece, hash_pieces, verify_pieces};
 pub use layout::{Layout, LayoutFile, Segment};
 pub use walk::{WalkError, WalkedFile, walk};
 

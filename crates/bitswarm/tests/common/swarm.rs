@@ -86,10 +86,29 @@ pub fn our_join(torrent: &Path, dir: &Path, extra: &[&str]) -> (Proc, u16) {
 pub const CONN_LOG: &str = "warn,bitswarm_peer::conn=debug";
 
 /// `bitswarm seed` or `join` (`command`) on an ephemeral loopback port, with `BITSWARM_LOG` set
-/// to `log` when given.
+/// to `log` when given. These tests run every client on 127.0.0.1, so the limit of connections
+/// per address is off unless `extra` sets it (the demo and the tests of that limit give each
+/// peer an address of its own).
 pub fn our_peer(command: &str, torrent: &Path, dir: &Path, extra: &[&str], log: Option<&str>) -> (Proc, u16) {
+    let mut extra = extra.to_vec();
+    if !extra.contains(&"--max-peers-per-ip") {
+        extra.extend(["--max-peers-per-ip", "0"]);
+    }
+    our_peer_on("127.0.0.1", command, torrent, dir, &extra, log)
+}
+
+/// [`our_peer`] on address `host` (of 127/8, as another host would be), with the limit of
+/// connections per address as `extra` says (one by default).
+pub fn our_peer_on(
+    host: &str,
+    command: &str,
+    torrent: &Path,
+    dir: &Path,
+    extra: &[&str],
+    log: Option<&str>,
+) -> (Proc, u16) {
     let mut c = bitswarm();
-    c.args([command, "--port", "0", "--bind", "127.0.0.1", "-d"]).arg(dir).arg(torrent).args(extra);
+    c.args([command, "--port", "0", "--bind", host, "-d"]).arg(dir).arg(torrent).args(extra);
     if let Some(filter) = log {
         c.env("BITSWARM_LOG", filter);
     }

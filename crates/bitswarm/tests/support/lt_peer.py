@@ -10,6 +10,8 @@ An optional --enc=POLICY after DIR sets Message Stream Encryption: "default" (li
 outgoing connections try MSE first, then plaintext; both accepted), "forced" (MSE with RC4 only,
 both ways) or "disabled" (plaintext only, both ways).
 uTP is off on both sides of a test (libtorrent's uTP crawls on loopback).
+LT_PEER_HOST sets the address it listens on and dials from (default 127.0.0.1), so that it can
+look like another host on 127/8.
 """
 import sys, time
 import libtorrent as lt
@@ -23,11 +25,13 @@ for a in sys.argv[4:]:
     else:
         peers.append(a)
 settings = {
-    "listen_interfaces": "127.0.0.1:0", "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
+    "listen_interfaces": __import__("os").environ.get("LT_PEER_HOST", "127.0.0.1") + ":0", "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
     "enable_natpmp": False, "allow_multiple_connections_per_ip": True, "enable_outgoing_utp": False,
     "enable_incoming_utp": False,
     "alert_mask": lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage,
 }
+if "LT_PEER_HOST" in __import__("os").environ:
+    settings["outgoing_interfaces"] = __import__("os").environ["LT_PEER_HOST"]
 if enc == "forced":
     settings.update({"out_enc_policy": int(lt.enc_policy.forced), "in_enc_policy": int(lt.enc_policy.forced),
                      "allowed_enc_level": int(lt.enc_level.rc4)})
