@@ -219,18 +219,17 @@ fn a_closed_or_full_stdout_never_panics() {
         vec!["torrent", "create", "-q", "-f", "-o", &new_torrent, &tree_dir],
         vec!["--help"],
     ];
+    // A pipe whose reader is gone before the command starts: its first line meets EPIPE, as
+    // when `| head -1` has exited (but without the race of when that happens).
+    let closed_pipe = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    };
     for args in &commands {
-        // Closed after the first bytes, as `| head -c 10` does.
-        let mut c = bitswarm();
-        c.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let mut first = [0u8; 10];
-        let _ = child.stdout.as_mut().unwrap().read(&mut first);
-        drop(child.stdout.take());
-        let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        let st = child.wait().unwrap();
-        assert!(st.success(), "{args:?} with stdout closed: {st:?} {err}");
+        let out = bitswarm().args(args).stdin(Stdio::null()).stdout(closed_pipe()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?} with stdout closed: {:?} {err}", out.status);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         // A full disk.
         let full = bitswarm()
@@ -249,21 +248,26 @@ fn a_closed_or_full_stdout_never_panics() {
     // A seeder whose stdout is closed stops, as after Ctrl-C.
     let mut c = bitswarm();
     c.args(["seed", "--port", "0", "--bind", "127.0.0.1", "-d", &tt, &ts]);
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = c.spawn().unwrap();
-    let mut line = String::new();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    drop(out);
-    let deadline = Instant::now() + T;
-    let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the seeder went on with its stdout closed");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    c.stdin(Stdio::null()).stdout(closed_pipe()).stderr(Stdio::null());
+    let st = run_with_stdout(c, T);
     assert!(st.success(), "{st:?}");
+}
+
+/// Runs `cmd` (its stdout set by the caller) to its end within `timeout`.
+fn run_with_stdout(mut cmd: Command, timeout: Duration) -> std::process::ExitStatus {
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} went on with its stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A download over a file longer than the torrent's leaves exactly the torrent's bytes, whether
