@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bitswarm_peer::{Check, Config, Engine, Role, Stats};
+use bitswarm_peer::{AddSource, AddTorrent, Session, Settings, TorrentHandle, TorrentStats};
 use clap::Args;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 
@@ -42,11 +42,19 @@ pub struct DemoArgs {
     pub quiet: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Seed,
+    Join,
+}
+
+/// A peer of the swarm: a session of its own (on an address of its own) with the one torrent.
 struct Peer {
     name: String,
     role: Role,
     dir: PathBuf,
-    engine: Engine,
+    session: Session,
+    torrent: TorrentHandle,
     bar: Option<ProgressBar>,
     done_after: Option<Duration>,
 }
@@ -143,14 +151,14 @@ fn demo(a: &DemoArgs, root: &Path, mode: Mode) -> Result<(), Failure> {
         peers.push(start_peer(&rt, &meta, format!("leech {i}"), Role::Join, dir, &announce, multi.as_ref())?);
     }
     for p in &peers {
-        outln!("{}: listening on {}", p.name, p.engine.listen_addr());
+        outln!("{}: listening on {}", p.name, p.session.listen_addr());
     }
 
     // 5. Until every leecher has every piece.
     let deadline = started + Duration::from_secs(a.timeout);
     let mut last_line = Instant::now();
     let outcome = loop {
-        let stats: Vec<Stats> = peers.iter().map(|p| p.engine.stats()).collect();
+        let stats: Vec<TorrentStats> = peers.iter().map(|p| p.torrent.stats()).collect();
         for (p, s) in peers.iter_mut().zip(&stats) {
             if p.done_after.is_none() && p.role == Role::Join {
                 p.done_after = s.completed_after;
@@ -184,7 +192,7 @@ fn demo(a: &DemoArgs, root: &Path, mode: Mode) -> Result<(), Failure> {
         std::thread::sleep(Duration::from_millis(100));
     };
     let elapsed = started.elapsed();
-    let finals: Vec<Stats> = peers.iter().map(|p| p.engine.stats()).collect();
+    let finals: Vec<TorrentStats> = peers.iter().map(|p| p.torrent.stats()).collect();
     for p in &peers {
         if let Some(b) = &p.bar {
             b.finish_and_clear();
@@ -194,7 +202,7 @@ fn demo(a: &DemoArgs, root: &Path, mode: Mode) -> Result<(), Failure> {
         peers.iter().map(|p| (p.name.clone(), p.role, p.dir.clone(), p.done_after)).collect();
     rt.block_on(async {
         for p in peers {
-            p.engine.shutdown().await;
+            p.session.shutdown().await;
         }
         tracker.shutdown().await;
     });
@@ -253,10 +261,17 @@ fn start_peer(
     // hosts are: a peer takes one connection from an address.
     static NEXT_HOST: AtomicU32 = AtomicU32::new(2);
     let [_, a, b, c] = NEXT_HOST.fetch_add(1, Ordering::Relaxed).to_be_bytes();
-    let mut config = Config::new(SocketAddr::from(([127, a, b, c], 0)));
-    config.trackers = vec![vec![announce.to_owned()]];
-    let engine = rt
-        .block_on(Engine::start(meta.clone(), dir.clone(), role, config, Arc::new(Check::default())))
+    let _ = announce; // the torrent announces to the demo's tracker
+    let settings = Settings::new(SocketAddr::from(([127, a, b, c], 0)));
+    let (session, torrent) = rt
+        .block_on(async {
+            let session = Session::start(settings).await.map_err(|e| e.to_string())?;
+            let mut add = AddTorrent::new(AddSource::Metainfo(meta.clone()), dir.clone());
+            add.seed_only = role == Role::Seed;
+            let torrent = session.add(add).map_err(|e| e.to_string())?;
+            torrent.wait_ready().await?;
+            Ok::<_, String>((session, torrent))
+        })
         .map_err(|e| Failure::failed(format!("{name}: {e}")))?;
     let bar = multi.map(|m| {
         let b = m.add(ProgressBar::new(meta.info.total_length));
@@ -268,7 +283,7 @@ fn start_peer(
         b.set_prefix(name.clone());
         b
     });
-    Ok(Peer { name, role, dir, engine, bar, done_after: None })
+    Ok(Peer { name, role, dir, session, torrent, bar, done_after: None })
 }
 
 /// Writes `len` pseudo-random bytes (xorshift, seeded from the clock).
@@ -294,7 +309,7 @@ fn write_random(path: &Path, len: u64, mode: Mode) -> Result<(), Failure> {
         f.write_all(&buf[..n]).map_err(fail)?;
         left -= n as u64;
         if show && left.is_multiple_of(64 << 20) {
-            eprint!("\rwriting data: {}%", (len - left) * 100 / len);
+            let _ = write!(std::io::stderr(), "\rwriting data: {}%", (len - left) * 100 / len);
         }
     }
     if show {

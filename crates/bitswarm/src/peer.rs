@@ -1,16 +1,14 @@
-//! `bitswarm seed` and `bitswarm join`: one torrent, served or downloaded, until stopped.
+//! `bitswarm seed` and `bitswarm join`: torrents served or downloaded on one session, until
+//! stopped.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bitswarm_metainfo::{Magnet, Metainfo};
-use bitswarm_peer::{
-    Check, Config, Engine, EngineError, Incoming, MetadataQuery, Outgoing, Role, Stats, fetch_metadata,
-};
+use bitswarm_peer::{AddSource, AddTorrent, Incoming, Outgoing, Session, Settings, TorrentHandle, TorrentStats};
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
@@ -24,9 +22,10 @@ pub const EXIT_INTERRUPTED: u8 = 3;
 
 #[derive(Args, Clone)]
 pub struct PeerArgs {
-    /// The .torrent file; for `join`, a magnet link also does (quote it in the shell): the
-    /// torrent's metadata is then fetched from peers first (BEP 9).
-    pub torrent: PathBuf,
+    /// The .torrent files (one or more, all on one port); for `join`, magnet links also do
+    /// (quote them in the shell): a torrent's metadata is then fetched from peers first (BEP 9).
+    #[arg(required = true, value_name = "TORRENT")]
+    pub torrents: Vec<PathBuf>,
     /// The folder that holds (or will hold) the torrent's content.
     #[arg(short = 'd', long = "dir", default_value = ".")]
     pub dir: PathBuf,
@@ -90,6 +89,13 @@ pub struct JoinArgs {
     pub exit_when_done: bool,
 }
 
+/// Whether a command serves complete data or downloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Seed,
+    Join,
+}
+
 pub fn seed(a: PeerArgs) -> Result<(), Failure> {
     run(a, Role::Seed, false)
 }
@@ -98,126 +104,289 @@ pub fn join(a: JoinArgs) -> Result<(), Failure> {
     run(a.peer, Role::Join, a.exit_when_done)
 }
 
-fn run(mut a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure> {
+/// A torrent on the command line, ready to add.
+struct Wanted {
+    source: AddSource,
+    /// For a magnet link: where its metadata is (or will be) saved, unless it came from there.
+    save_to: Option<(PathBuf, Magnet)>,
+}
+
+/// Reads the command line's torrents: .torrent files, or (for `join`) magnet links, whose
+/// metadata comes from an earlier run's saved copy when there is one.
+fn wanted(a: &PeerArgs, role: Role) -> Result<Vec<Wanted>, Failure> {
+    let mut out = Vec::new();
+    for arg in &a.torrents {
+        let w = match arg.to_str().filter(|t| t.starts_with("magnet:")) {
+            Some(link) if role == Role::Seed => {
+                let saved = Magnet::parse(link).ok().and_then(|m| saved_metadata(&m)).filter(|p| p.is_file());
+                let hint =
+                    saved.map(|p| format!(" (an earlier download saved it as {})", p.display())).unwrap_or_default();
+                return Err(Failure::usage(format!("{link}: seed needs the .torrent file, not a magnet link{hint}")));
+            }
+            Some(link) => {
+                let magnet = Magnet::parse(link).map_err(|e| Failure::usage(format!("{link}: {e}")))?;
+                let trackers = !a.no_tracker && !magnet.trackers.is_empty();
+                if !trackers && magnet.peers.is_empty() && a.peers.is_empty() {
+                    return Err(Failure::usage(format!(
+                        "{link}: the magnet link names no tracker and no peer: give one with --peer IP:PORT"
+                    )));
+                }
+                let saved = saved_metadata(&magnet);
+                match saved.as_deref().and_then(|p| load_saved(p, &magnet)) {
+                    Some(meta) => Wanted { source: AddSource::Metainfo(Arc::new(meta)), save_to: None },
+                    None => Wanted { source: AddSource::Magnet(magnet.clone()), save_to: saved.map(|p| (p, magnet)) },
+                }
+            }
+            None => Wanted { source: AddSource::Metainfo(Arc::new(crate::torrent::load(arg)?)), save_to: None },
+        };
+        out.push(w);
+    }
+    Ok(out)
+}
+
+fn run(a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure> {
     let mode = Mode::detect(a.quiet);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(bitswarm_storage::cores())
         .enable_all()
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?;
-    let mut peers = a.peers.clone();
-    let meta = match a.torrent.to_str().filter(|t| t.starts_with("magnet:")) {
-        Some(link) if role == Role::Seed => {
-            let saved = Magnet::parse(link).ok().and_then(|m| saved_metadata(&m)).filter(|p| p.is_file());
-            let hint = saved.map(|p| format!(" (an earlier download saved it as {})", p.display())).unwrap_or_default();
-            return Err(Failure::usage(format!("{link}: seed needs the .torrent file, not a magnet link{hint}")));
-        }
-        Some(link) => {
-            let magnet = Magnet::parse(link).map_err(|e| Failure::usage(format!("{link}: {e}")))?;
-            if a.port == 0 {
-                // Trackers are told our port while the metadata is fetched: pick it now.
-                let l = std::net::TcpListener::bind((a.bind, 0))
-                    .map_err(|e| Failure::failed(format!("cannot listen on {}: {e}", a.bind)))?;
-                a.port = l.local_addr().map_err(|e| Failure::failed(e.to_string()))?.port();
-            }
-            for p in &magnet.peers {
-                match p.parse::<SocketAddr>() {
-                    Ok(addr) => peers.push(addr),
-                    Err(_) => errln!("x.pe={p}: not an IP:PORT address; skipped"),
-                }
-            }
-            let saved = saved_metadata(&magnet);
-            match saved.as_deref().and_then(|p| load_saved(p, &magnet)) {
-                Some(meta) => Arc::new(meta),
-                None => {
-                    let meta = rt.block_on(metadata(&magnet, &peers, &a, mode))?;
-                    if let Some(p) = &saved {
-                        save_metadata(p, &meta, &magnet);
-                    }
-                    Arc::new(meta)
-                }
+    let wanted = wanted(&a, role)?;
+    let mut settings = Settings::new(SocketAddr::new(a.bind, a.port));
+    settings.max_peers_per_torrent = a.max_peers as usize;
+    settings.max_connections = (a.max_peers as usize).saturating_mul(wanted.len()).max(settings.max_connections);
+    settings.max_peers_per_ip = a.max_peers_per_ip as usize;
+    settings.max_upload_rate = a.max_upload_rate.unwrap_or(0);
+    (settings.outgoing_encryption, settings.incoming_encryption) = a.encryption.policies();
+    rt.block_on(async {
+        let session = Session::start(settings).await.map_err(|e| Failure::failed(e.to_string()))?;
+        // Registered before anything starts: a stop during the checks is not missed.
+        let term = Box::pin(stop_signal());
+        let mut handles = Vec::new();
+        for w in &wanted {
+            let mut add = AddTorrent::new(w.source.clone(), a.dir.clone());
+            add.seed_only = role == Role::Seed;
+            add.peers = a.peers.clone();
+            add.no_trackers = a.no_tracker;
+            match session.add(add) {
+                Ok(h) => handles.push(h),
+                Err(bitswarm_peer::AddError::Duplicate(_)) => {} // named twice
             }
         }
-        None => Arc::new(crate::torrent::load(&a.torrent)?),
-    };
-    let mut config = Config::new(SocketAddr::new(a.bind, a.port));
-    config.peers = peers;
-    if !a.no_tracker {
-        config.trackers = meta.trackers();
-    }
-    config.max_upload_rate = a.max_upload_rate;
-    config.max_peers = a.max_peers as usize;
-    config.max_peers_per_ip = a.max_peers_per_ip as usize;
-    (config.outgoing_encryption, config.incoming_encryption) = a.encryption.policies();
+        let outcome = serve(&session, &handles, &wanted, mode, role, exit_when_done, term).await;
+        let stats: Vec<TorrentStats> = handles.iter().map(|h| h.stats()).collect();
+        session.shutdown().await;
+        finish(outcome, &stats, mode, role)
+    })
+}
 
-    // A stop during the check ends it (within one batch of pieces) and the command as a stop
-    // after it would: the listeners are in place before the check starts.
-    let mut term = {
-        let _in = rt.enter();
-        Box::pin(stop_signal())
+/// How `serve` ended.
+enum Outcome {
+    /// Every torrent is complete, and `--exit-when-done` says to exit.
+    Done,
+    /// SIGINT, SIGTERM or a closed stdout.
+    Stopped,
+    /// Stopped by a signal before every torrent was checked.
+    StoppedChecking,
+    Fatal(String),
+}
+
+/// Waits for the checks (showing their progress), says what each torrent has, then shows the
+/// transfer until it is done (`--exit-when-done`), a torrent fails, or a stop.
+async fn serve(
+    session: &Session,
+    handles: &[TorrentHandle],
+    wanted: &[Wanted],
+    mode: Mode,
+    role: Role,
+    exit_when_done: bool,
+    mut term: Pin<Box<impl Future<Output = ()>>>,
+) -> Outcome {
+    // 1. Metadata and checks.
+    let ready = async {
+        let mut saved = vec![false; handles.len()];
+        for (i, h) in handles.iter().enumerate() {
+            let r = h.wait_ready().await;
+            if let (Some((n, from)), Some((path, magnet))) = (h.metadata_from(), &wanted[i].save_to) {
+                outln!("metadata: {n} bytes from {from}");
+                if let Some(meta) = h.metainfo()
+                    && !saved[i]
+                {
+                    saved[i] = true;
+                    save_metadata(path, &meta, magnet);
+                }
+            }
+            r?;
+        }
+        Ok::<(), String>(())
     };
-    let check = Arc::new(Check::default());
-    let total = meta.info.total_length;
-    let started = progress::track_bytes(mode, "checking", total, &check.done, || {
-        rt.block_on(async {
-            let start = Engine::start(meta.clone(), a.dir.clone(), role, config, check.clone());
-            tokio::pin!(start);
-            tokio::select! {
-                r = &mut start => r,
-                () = &mut term => {
-                    check.stop.store(true, Ordering::Release);
-                    // The check may have ended just before: then the engine stops at once.
-                    match start.await {
-                        Ok(engine) => {
-                            engine.shutdown().await;
-                            Err(EngineError::Stopped)
-                        }
-                        Err(e) => Err(e),
+    let checked = progress::track_async(mode, "checking", || checking(handles), ready);
+    let r = tokio::select! {
+        r = checked => r,
+        () = &mut term => return Outcome::StoppedChecking,
+    };
+    if let Err(e) = r {
+        return Outcome::Fatal(e);
+    }
+    for h in handles {
+        let s = h.stats();
+        outln!("{}: {} ({})", s.name, h.info_hash(), HumanBytes(s.total));
+        outln!("have {} of {} pieces", s.pieces_have, s.pieces);
+    }
+    outln!("listening on {}", session.listen_addr());
+
+    // 2. The transfer.
+    let started = Instant::now();
+    let total: u64 = handles.iter().map(|h| h.stats().total).sum();
+    let bar = (mode == Mode::Bar).then(|| {
+        let b = ProgressBar::new(total);
+        b.set_style(
+            ProgressStyle::with_template("[{bar:30.cyan/blue}] {bytes}/{total_bytes} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_line = Instant::now();
+    // Torrents complete at the start (with their data on disk) are done already.
+    let mut done: Vec<bool> = handles.iter().map(|h| h.stats().complete).collect();
+    let several = handles.len() > 1;
+    let outcome = loop {
+        if exit_when_done && done.iter().all(|d| *d) {
+            break Outcome::Done;
+        }
+        let next = handles.iter().enumerate().find(|(i, _)| !done[*i]).map(|(i, h)| (i, h.clone()));
+        let completion = async {
+            match &next {
+                Some((i, h)) => (*i, h.wait_complete().await),
+                None => std::future::pending().await,
+            }
+        };
+        let errors = async {
+            let waits: Vec<_> = handles.iter().map(|h| Box::pin(h.wait_error())).collect();
+            futures_select_first(waits).await
+        };
+        tokio::select! {
+            _ = tick.tick() => {
+                let s = sum(handles);
+                if let Some(b) = &bar {
+                    b.set_position(s.have);
+                    b.set_message(status(&s));
+                } else if mode == Mode::Lines && last_line.elapsed() >= progress::LINE_INTERVAL {
+                    last_line = Instant::now();
+                    errln!("{:.1}% {} of {} {}", pct(&s), HumanBytes(s.have), HumanBytes(s.total), status(&s));
+                }
+            }
+            (i, r) = completion => {
+                if let Err(e) = r {
+                    break Outcome::Fatal(e);
+                }
+                done[i] = true;
+                if mode != Mode::Quiet {
+                    let secs = started.elapsed().as_secs_f64();
+                    errln!("download complete in {secs:.1} s{}", if several { format!(" ({})", handles[i].name()) } else { String::new() });
+                }
+                if !exit_when_done {
+                    match several {
+                        false => outln!("complete: seeding until stopped (Ctrl-C)"),
+                        true => outln!("complete: {}: seeding until stopped (Ctrl-C)", handles[i].name()),
                     }
                 }
             }
-        })
-    });
-    let engine = match started {
-        Ok(e) => e,
-        Err(EngineError::Stopped) if role == Role::Seed => return Ok(()),
-        Err(EngineError::Stopped) => {
-            return Err(Failure {
+            e = errors => break Outcome::Fatal(e),
+            () = &mut term => break Outcome::Stopped,
+        }
+    };
+    let _ = role;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    outcome
+}
+
+/// The first of several futures to end.
+async fn futures_select_first<F: Future<Output = String> + Unpin>(mut fs: Vec<F>) -> String {
+    if fs.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        for f in fs.iter_mut() {
+            if let std::task::Poll::Ready(v) = Pin::new(f).poll(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Bytes checked and to check, over the torrents (for the progress of the checks).
+fn checking(handles: &[TorrentHandle]) -> (u64, u64) {
+    handles.iter().map(|h| h.stats()).fold((0, 0), |(d, t), s| (d + s.checked.min(s.total), t + s.total))
+}
+
+/// The torrents' stats added up.
+fn sum(handles: &[TorrentHandle]) -> TorrentStats {
+    sum_stats(&handles.iter().map(|h| h.stats()).collect::<Vec<_>>())
+}
+
+/// The last lines and the exit status.
+fn finish(outcome: Outcome, stats: &[TorrentStats], mode: Mode, role: Role) -> Result<(), Failure> {
+    if matches!(outcome, Outcome::StoppedChecking) {
+        return match role {
+            Role::Seed => Ok(()),
+            Role::Join => Err(Failure {
                 code: EXIT_INTERRUPTED,
                 message: "stopped during the check of the data on disk; run the same command again to resume".into(),
-            });
-        }
-        Err(EngineError::Incomplete(m)) => return Err(Failure::failed(m)),
-        Err(e) => return Err(Failure::failed(e.to_string())),
-    };
-    outln!("{}: {} ({})", meta.info.name, meta.info_hash, HumanBytes(total));
-    let s = engine.stats();
-    outln!("have {} of {} pieces", s.pieces_have, s.pieces);
-    outln!("listening on {}", engine.listen_addr());
-    let _ = std::io::Write::flush(&mut std::io::stdout());
-
-    let outcome = rt.block_on(drive(&engine, mode, exit_when_done, term));
-    let stats = engine.stats();
-    rt.block_on(engine.shutdown());
-    if mode != Mode::Quiet {
-        errln!("{}", summary(&stats));
+            }),
+        };
     }
-    outln!("transfer: downloaded {} bytes, uploaded {} bytes", stats.downloaded, stats.uploaded);
+    let s = if stats.is_empty() { None } else { Some(sum_stats(stats)) };
+    if let Some(s) = &s {
+        if mode != Mode::Quiet {
+            errln!("{}", summary(s));
+        }
+        outln!("transfer: downloaded {} bytes, uploaded {} bytes", s.downloaded, s.uploaded);
+    }
+    let complete = stats.iter().all(|s| s.complete);
     match outcome {
         Outcome::Done => {
-            outln!("complete: all {} pieces verified", stats.pieces);
+            for st in stats {
+                outln!("complete: all {} pieces verified", st.pieces);
+            }
             Ok(())
         }
-        Outcome::Stopped if stats.complete || role == Role::Seed => Ok(()),
-        Outcome::Stopped => Err(Failure {
-            code: EXIT_INTERRUPTED,
-            message: format!(
-                "stopped with {} of {} pieces; run the same command again to resume",
-                stats.pieces_have, stats.pieces
-            ),
-        }),
+        Outcome::Stopped if complete || role == Role::Seed => Ok(()),
+        Outcome::Stopped => {
+            let (have, all) = stats.iter().fold((0, 0), |(h, a), s| (h + s.pieces_have, a + s.pieces));
+            Err(Failure {
+                code: EXIT_INTERRUPTED,
+                message: format!("stopped with {have} of {all} pieces; run the same command again to resume"),
+            })
+        }
         Outcome::Fatal(m) => Err(Failure::failed(m)),
+        Outcome::StoppedChecking => unreachable!("returned above"),
     }
+}
+
+fn sum_stats(all: &[TorrentStats]) -> TorrentStats {
+    let mut s = all[0].clone();
+    for x in &all[1..] {
+        s.total += x.total;
+        s.have += x.have;
+        s.pieces_have += x.pieces_have;
+        s.pieces += x.pieces;
+        s.downloaded += x.downloaded;
+        s.uploaded += x.uploaded;
+        s.down_rate += x.down_rate;
+        s.up_rate += x.up_rate;
+        s.peers += x.peers;
+        s.banned += x.banned;
+        s.hash_failures += x.hash_failures;
+        s.complete &= x.complete;
+    }
+    s
 }
 
 /// Where a magnet link's metadata is kept once fetched, so that the download resumes (and the
@@ -281,39 +450,6 @@ fn save_metadata(path: &std::path::Path, meta: &Metainfo, magnet: &Magnet) {
     }
 }
 
-/// The metadata of a magnet link, from peers; SIGINT or SIGTERM stop the wait.
-async fn metadata(magnet: &Magnet, peers: &[SocketAddr], a: &PeerArgs, mode: Mode) -> Result<Metainfo, Failure> {
-    let q = MetadataQuery {
-        info_hash: magnet.info_hash,
-        peer_id: bitswarm_peer::new_peer_id(),
-        port: a.port,
-        local: a.bind,
-        peers: peers.to_vec(),
-        trackers: if a.no_tracker { Vec::new() } else { magnet.trackers.clone() },
-        encryption: a.encryption.policies().0,
-    };
-    let say = |m: &str| {
-        if mode != Mode::Quiet {
-            errln!("metadata: {m}");
-        }
-    };
-    let stop = stop_signal();
-    let (info, from) = tokio::select! {
-        r = fetch_metadata(&q, say) => r.map_err(Failure::usage)?,
-        _ = stop => {
-            return Err(Failure { code: EXIT_INTERRUPTED, message: "stopped before any peer gave the torrent's metadata".into() });
-        }
-    };
-    outln!("metadata: {} bytes from {from}", info.len());
-    let meta = Metainfo::from_info_bytes(&info, &magnet.trackers)
-        .map_err(|e| Failure::failed(format!("metadata from {from}: {e}")))?;
-    if meta.info_hash != magnet.info_hash {
-        // The bytes hashed right; parsed, they must still be that dictionary and nothing else.
-        return Err(Failure::failed(format!("metadata from {from} is not one info dictionary")));
-    }
-    Ok(meta)
-}
-
 /// Resolves on SIGINT or SIGTERM, or once stdout is closed (a closed pipe ends a Unix tool).
 /// Both listeners are registered before it returns, so no signal from then on is missed;
 /// without them (no signal support) only stdout ends it.
@@ -339,78 +475,11 @@ fn stop_signal() -> impl Future<Output = ()> {
     }
 }
 
-enum Outcome {
-    /// Complete, and told to exit when done.
-    Done,
-    /// SIGINT or SIGTERM.
-    Stopped,
-    Fatal(String),
-}
-
-/// `term`: resolves on a stop (SIGINT, SIGTERM, stdout closed); its listeners exist for the
-/// whole loop, so no signal falls between two iterations.
-async fn drive(
-    engine: &Engine,
-    mode: Mode,
-    exit_when_done: bool,
-    mut term: Pin<Box<impl Future<Output = ()>>>,
-) -> Outcome {
-    let started = Instant::now();
-    let bar = (mode == Mode::Bar).then(|| {
-        let b = ProgressBar::new(engine.metainfo().info.total_length);
-        b.set_style(
-            ProgressStyle::with_template("[{bar:30.cyan/blue}] {bytes}/{total_bytes} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        b
-    });
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_line = Instant::now();
-    // Not `is_complete()`: a download may have completed already, between the start and here.
-    let mut announced_complete = engine.started_complete();
-    let outcome = loop {
-        // `join --exit-when-done` of data that was complete on disk from the start is done too.
-        if exit_when_done && announced_complete {
-            break Outcome::Done;
-        }
-        tokio::select! {
-            _ = tick.tick() => {
-                let s = engine.stats();
-                if let Some(b) = &bar {
-                    b.set_position(s.have);
-                    b.set_message(status(&s));
-                } else if mode == Mode::Lines && last_line.elapsed() >= progress::LINE_INTERVAL {
-                    last_line = Instant::now();
-                    errln!("{:.1}% {} of {} {}", pct(&s), HumanBytes(s.have), HumanBytes(s.total), status(&s));
-                }
-            }
-            _ = engine.wait_complete(), if !announced_complete => {
-                announced_complete = true;
-                if mode != Mode::Quiet {
-                    let secs = started.elapsed().as_secs_f64();
-                    errln!("download complete in {secs:.1} s");
-                }
-                if exit_when_done {
-                    break Outcome::Done;
-                }
-                outln!("complete: seeding until stopped (Ctrl-C)");
-            }
-            m = engine.wait_fatal() => break Outcome::Fatal(m),
-            _ = &mut term => break Outcome::Stopped,
-        }
-    };
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    outcome
-}
-
-fn pct(s: &Stats) -> f64 {
+fn pct(s: &TorrentStats) -> f64 {
     if s.total == 0 { 100.0 } else { s.have as f64 * 100.0 / s.total as f64 }
 }
 
-fn status(s: &Stats) -> String {
+fn status(s: &TorrentStats) -> String {
     let eta = match (s.total - s.have).checked_div(s.down_rate) {
         _ if s.complete => "done".to_owned(),
         Some(secs) => format!("eta {secs}s"),
@@ -419,7 +488,7 @@ fn status(s: &Stats) -> String {
     format!("down {}/s up {}/s peers {} {eta}", HumanBytes(s.down_rate), HumanBytes(s.up_rate), s.peers)
 }
 
-fn summary(s: &Stats) -> String {
+fn summary(s: &TorrentStats) -> String {
     let mut line = format!(
         "have {} of {} pieces; downloaded {}, uploaded {}",
         s.pieces_have,

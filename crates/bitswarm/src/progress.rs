@@ -75,6 +75,55 @@ pub fn track_bytes<T>(mode: Mode, label: &str, total: u64, done: &AtomicU64, wor
     result
 }
 
+/// Awaits `work` while showing how far it has come: `progress()` says (done, total) bytes, the
+/// total may grow as the work learns more.
+pub async fn track_async<T>(
+    mode: Mode,
+    label: &str,
+    progress: impl Fn() -> (u64, u64),
+    work: impl Future<Output = T>,
+) -> T {
+    let started = Instant::now();
+    let bar = (mode == Mode::Bar).then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{msg:>9} [{bar:40.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.set_message(label.to_owned());
+        b
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_line = Instant::now();
+    tokio::pin!(work);
+    let result = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tick.tick() => {
+                let (d, total) = progress();
+                if let Some(b) = &bar {
+                    b.set_length(total);
+                    b.set_position(d.min(total));
+                } else if mode == Mode::Lines && last_line.elapsed() >= LINE_INTERVAL {
+                    last_line = Instant::now();
+                    errln!("{label}: {}", fraction(d.min(total), total, started.elapsed()));
+                }
+            }
+        }
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if mode != Mode::Quiet {
+        let (d, total) = progress();
+        errln!("{label}: {}", fraction(d.min(total), total, started.elapsed()));
+    }
+    result
+}
+
 fn fraction(done: u64, total: u64, elapsed: Duration) -> String {
     let pct = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
     let rate = done as f64 / elapsed.as_secs_f64().max(1e-3);

@@ -366,3 +366,34 @@ fn the_fast_extension_is_spoken_to_peers_that_offer_it() {
     let got = talk_to_our_seeder(false, &[Message::HaveAll], 3);
     assert_eq!(got.last(), Some(&Vec::new()), "{got:?}");
 }
+
+/// `seed` and `join` take several torrents at once, all on one port: one session routes each
+/// incoming handshake to its torrent.
+#[test]
+fn several_torrents_on_one_port() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    let dst = t.path().join("dst");
+    let mut torrents = Vec::new();
+    for (i, len) in [300_000usize, 1 << 20, 70_000].into_iter().enumerate() {
+        random_file(&src.join(format!("f{i}.bin")), len, 90 + i as u64);
+        let torrent = t.path().join(format!("f{i}.torrent"));
+        create_torrent(&src.join(format!("f{i}.bin")), &torrent, &["--piece-size", "16K"]);
+        torrents.push(torrent);
+    }
+    let names: Vec<&std::ffi::OsStr> = torrents.iter().map(|p| p.as_os_str()).collect();
+    let mut c = bitswarm();
+    c.args(["seed", "--port", "0", "--bind", "127.0.0.1", "--no-tracker", "-d"]).arg(&src).args(&names);
+    let mut seed = Proc::spawn("bitswarm seed", c);
+    let port = listening_port(&mut seed);
+    assert_eq!(seed.seen.iter().filter(|l| l.starts_with("have ")).count(), 3, "{}", seed.output());
+    let mut c = bitswarm();
+    c.args(["join", "--exit-when-done", "--port", "0", "--bind", "127.0.0.1", "--no-tracker"])
+        .args(["--peer", &format!("127.0.0.1:{port}"), "-d"])
+        .arg(&dst)
+        .args(&names);
+    let (st, out, err) = run(c, T);
+    assert!(st.success(), "{st:?}\n{out}{err}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("complete: all ")).count(), 3, "{out}");
+    assert_same_tree(&src, &dst);
+}

@@ -1,7 +1,7 @@
 //! BEP 3's tit-for-tat: a few regular unchoke slots by rate, one optimistic unchoke rotated every
 //! 30 s, a rechoke every 10 s. Pure: it decides from a snapshot; the engine applies the result.
 
-use crate::picker::PeerKey;
+use crate::link::PeerKey;
 
 pub const RECHOKE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// The optimistic unchoke rotates every third rechoke (30 s).

@@ -6,8 +6,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bitswarm_wire::mse::{
@@ -26,9 +26,8 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
-use crate::engine::{HandshakeGuard, Incoming, Shared};
 use crate::is_local;
-use crate::picker::{BlockOutcome, PeerKey};
+use crate::link::{Ctl, Link, PeerKey, PeerStats, Servable};
 
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer silent for this long is dropped (keep-alives come every 2 minutes at most).
@@ -64,54 +63,9 @@ const READ_BUFFER: usize = 1 << 20;
 /// The writer sends what it has gathered once this much is waiting.
 const WRITE_BATCH: usize = 256 << 10;
 
-/// Orders from the engine to a connection.
-#[derive(Debug)]
-pub enum Ctl {
-    Have(u32),
-    /// Endgame: another connection received this block; drop our request for it.
-    Cancel(BlockRef),
-    Choke,
-    Unchoke,
-    Close,
-}
-
-/// Counters the engine reads (choker, stats) while the connection runs.
-#[derive(Default)]
-pub struct PeerStats {
-    pub downloaded: AtomicU64,
-    pub uploaded: AtomicU64,
-    pub peer_interested: AtomicBool,
-    /// Bumped when we choke the peer: queued blocks from before are not served (BEP 3).
-    pub choke_gen: AtomicU64,
-    /// Blocks the peer cancelled before we sent them.
-    pub cancelled: Mutex<Vec<BlockRef>>,
-    /// Requests from the peer queued for the writer and not yet served.
-    pub queued: AtomicU64,
-    /// The peer has every piece (told to others in peer exchange).
-    pub seed: AtomicBool,
-    /// When a block last went either way (for the engine's choice of useless connections).
-    pub last_payload: crate::Stamp,
-}
-
 enum Out {
     Bytes(Vec<u8>),
     Block(BlockRef, u64),
-}
-
-/// How a connection starts.
-pub enum Start {
-    /// A peer dialed us: a plaintext handshake or MSE, told apart by the first bytes. The guard
-    /// counts it among the handshakes in progress until the handshake is over.
-    Incoming(HandshakeGuard),
-    /// We dialed: the plaintext handshake, or MSE offering these crypto_provide bits.
-    Outgoing { mse: Option<u32> },
-}
-
-/// How the handshake of a connection starts.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Begin {
-    Incoming,
-    Outgoing { mse: Option<u32> },
 }
 
 /// How a connection ended, for the dialer's fallback from MSE to plaintext.
@@ -126,37 +80,39 @@ pub enum Ended {
     Closed { seed: bool },
 }
 
-/// Runs a connection to its end.
-pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, start: Start) -> Ended {
+/// Dials into a connection we opened: the handshake for the link's torrent (plaintext, or MSE
+/// offering the crypto_provide bits `mse`), then [`run`].
+pub async fn dial<L: Link>(link: Arc<L>, mut stream: TcpStream, addr: SocketAddr, mse: Option<u32>) -> Ended {
     let _ = stream.set_nodelay(true);
-    let outgoing = matches!(start, Start::Outgoing { .. });
-    let (start, guard) = match start {
-        Start::Incoming(g) => (Begin::Incoming, Some(g)),
-        Start::Outgoing { mse } => (Begin::Outgoing { mse }, None),
-    };
-    let opened = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, &mut stream, start)).await {
-        Ok(Ok(h)) => h,
+    let shake = handshake_with(link.info_hash(), link.peer_id(), &mut stream, Begin::Outgoing { mse });
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, shake).await {
+        Ok(Ok(opened)) => run(link, stream, addr, opened, true).await,
         Ok(Err(e)) => {
             debug!("{addr}: handshake: {e}");
-            return Ended::HandshakeFailed;
+            Ended::HandshakeFailed
         }
         Err(_) => {
             debug!("{addr}: handshake timed out");
-            return Ended::HandshakeFailed;
+            Ended::HandshakeFailed
         }
-    };
-    drop(guard);
+    }
+}
+
+/// Runs a connection whose handshakes are done to its end: registers it with its torrent, then
+/// reads and writes until either side closes it.
+pub async fn run<L: Link>(link: Arc<L>, stream: TcpStream, addr: SocketAddr, opened: Opened, outgoing: bool) -> Ended {
     let Opened { theirs, pending, ciphers, how } = opened;
-    if theirs.peer_id == shared.config.peer_id {
+    if theirs.peer_id == link.peer_id() {
         debug!("{addr}: that is ourselves");
         if outgoing {
-            shared.mark_self(addr);
+            link.mark_self(addr);
         }
         return Ended::Closed { seed: false };
     }
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(PeerStats::default());
-    let Some(key) = shared.register(addr, theirs.peer_id, outgoing, ctl_tx, stats.clone()) else {
+    stats.encrypted.store(ciphers.is_some(), Ordering::Relaxed);
+    let Some(key) = link.register(addr, theirs.peer_id, outgoing, ctl_tx, stats.clone()) else {
         debug!("{addr}: already connected, banned, or too many peers");
         return Ended::Refused;
     };
@@ -169,10 +125,10 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     // BEP 6 when both sides offer it (we always do).
     let fast = theirs.supports_fast();
-    let writer = Some(tokio::spawn(write_loop(shared.clone(), wr, out_rx, stats.clone(), encrypt, fast)));
-    let n = shared.meta.info.piece_count();
+    let writer = Some(tokio::spawn(write_loop(link.clone(), wr, out_rx, stats.clone(), encrypt, fast)));
+    let n = link.piece_count();
     let mut c = Conn {
-        shared: shared.clone(),
+        link: link.clone(),
         key,
         addr,
         out: out_tx,
@@ -219,14 +175,80 @@ pub async fn run(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, s
     Ended::Closed { seed }
 }
 
-impl Drop for Conn {
+impl<L: Link> Drop for Conn<L> {
     fn drop(&mut self) {
         let outstanding: Vec<BlockRef> = self.requests.iter().map(|(r, _)| *r).collect();
-        self.shared.unregister(self.key, &self.theirs, &outstanding);
+        self.link.unregister(self.key, &self.theirs, &outstanding);
         if let Some(w) = &self.writer {
             w.abort();
         }
     }
+}
+
+/// How the handshake of a connection starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Begin {
+    Outgoing { mse: Option<u32> },
+}
+
+/// The handshake of a connection a peer opened to us, for whichever of our torrents it names:
+/// the plaintext BitTorrent handshake, or MSE first (told apart by the first bytes). `known`
+/// says whether an info-hash is one of ours; `mse_lookup` finds the info-hash whose
+/// `HASH('req2', info-hash)` a peer sent in the MSE handshake. A plaintext handshake is refused
+/// when `require_rc4`. Our handshake, with `peer_id`, goes out once theirs named a torrent we
+/// have.
+pub(crate) async fn accept(
+    stream: &mut TcpStream,
+    peer_id: [u8; 20],
+    require_rc4: bool,
+    known: impl Fn(&[u8; 20]) -> bool,
+    mse_lookup: impl Fn(&[u8; 20]) -> Option<[u8; 20]> + Send + 'static,
+) -> Result<Opened, String> {
+    let _ = stream.set_nodelay(true);
+    let io = |e: std::io::Error| e.to_string();
+    let mut first = [0u8; 20];
+    stream.read_exact(&mut first).await.map_err(io)?;
+    let (mut pending, mut ciphers, how) = match mse::detect(&first) {
+        Detected::Plaintext if require_rc4 => return Err("plaintext handshake refused: encryption required".into()),
+        Detected::Plaintext | Detected::NeedMore => (first.to_vec(), None, "plaintext"),
+        Detected::Encrypted => {
+            let select = if require_rc4 { Select::RequireRc4 } else { Select::PreferPlaintext };
+            let secrets = Secrets::random().map_err(|e| e.to_string())?;
+            let mut side = Responder::with_lookup(Box::new(mse_lookup), select, secrets);
+            let e = exchange(stream, &mut side, Vec::new(), &first).await?;
+            (e.received, e.ciphers, mse_name(e.method))
+        }
+    };
+    read_handshake(stream, &mut pending, &mut ciphers).await?;
+    let theirs =
+        Handshake::decode(pending[..HANDSHAKE_LEN].try_into().expect("68 bytes")).map_err(|e| e.to_string())?;
+    if !known(&theirs.info_hash) {
+        return Err("a torrent we do not have".into());
+    }
+    pending.drain(..HANDSHAKE_LEN);
+    let mut ours = Handshake::new(theirs.info_hash, peer_id).encode();
+    if let Some(c) = &mut ciphers {
+        c.encrypt.apply(&mut ours);
+    }
+    stream.write_all(&ours).await.map_err(io)?;
+    Ok(Opened { theirs, pending, ciphers, how })
+}
+
+/// Reads the rest of the peer's 68-byte handshake into `pending` (decrypted).
+async fn read_handshake(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    ciphers: &mut Option<Ciphers>,
+) -> Result<(), String> {
+    if pending.len() < HANDSHAKE_LEN {
+        let at = pending.len();
+        pending.resize(HANDSHAKE_LEN, 0);
+        stream.read_exact(&mut pending[at..]).await.map_err(|e| e.to_string())?;
+        if let Some(c) = ciphers {
+            c.decrypt.apply(&mut pending[at..]);
+        }
+    }
+    Ok(())
 }
 
 /// A connection after the handshakes.
@@ -240,25 +262,19 @@ pub(crate) struct Opened {
     pub how: &'static str,
 }
 
-async fn handshake(shared: &Shared, stream: &mut TcpStream, start: Begin) -> Result<Opened, String> {
-    let require = shared.config.incoming_encryption == Incoming::Require;
-    handshake_with(shared.meta.info_hash.0, shared.config.peer_id, require, stream, start).await
-}
-
-/// The BitTorrent handshake for `info_hash`, inside MSE when `start` says so or the peer
-/// dialed with it; an incoming plaintext handshake is refused when `require_incoming`.
+/// The BitTorrent handshake for `info_hash` on a connection we dialed, inside MSE when `start`
+/// says so.
 pub(crate) async fn handshake_with(
     info_hash: [u8; 20],
     peer_id: [u8; 20],
-    require_incoming: bool,
     stream: &mut TcpStream,
     start: Begin,
 ) -> Result<Opened, String> {
     let ours = Handshake::new(info_hash, peer_id).encode();
     let io = |e: std::io::Error| e.to_string();
     let secrets = || Secrets::random().map_err(|e| e.to_string());
-    // The MSE handshake (when there is one) leaves the peer's payload stream: first its
-    // BitTorrent handshake, carried in IA by an initiator.
+    // The MSE handshake (when there is one) leaves the peer's payload stream: its BitTorrent
+    // handshake first.
     let (mut pending, mut ciphers, how) = match start {
         Begin::Outgoing { mse: None } => {
             stream.write_all(&ours).await.map_err(io)?;
@@ -270,43 +286,14 @@ pub(crate) async fn handshake_with(
             let e = exchange(stream, &mut side, out, &[]).await?;
             (e.received, e.ciphers, mse_name(e.method))
         }
-        Begin::Incoming => {
-            let mut first = [0u8; 20];
-            stream.read_exact(&mut first).await.map_err(io)?;
-            let require = require_incoming;
-            match mse::detect(&first) {
-                Detected::Plaintext if require => return Err("plaintext handshake refused: encryption required".into()),
-                Detected::Plaintext | Detected::NeedMore => (first.to_vec(), None, "plaintext"),
-                Detected::Encrypted => {
-                    let select = if require { Select::RequireRc4 } else { Select::PreferPlaintext };
-                    let mut side = Responder::new(vec![info_hash], select, secrets()?);
-                    let e = exchange(stream, &mut side, Vec::new(), &first).await?;
-                    (e.received, e.ciphers, mse_name(e.method))
-                }
-            }
-        }
     };
-    if pending.len() < HANDSHAKE_LEN {
-        let at = pending.len();
-        pending.resize(HANDSHAKE_LEN, 0);
-        stream.read_exact(&mut pending[at..]).await.map_err(io)?;
-        if let Some(c) = &mut ciphers {
-            c.decrypt.apply(&mut pending[at..]);
-        }
-    }
+    read_handshake(stream, &mut pending, &mut ciphers).await?;
     let theirs =
         Handshake::decode(pending[..HANDSHAKE_LEN].try_into().expect("68 bytes")).map_err(|e| e.to_string())?;
     if theirs.info_hash != info_hash {
         return Err("wrong info-hash".into());
     }
     pending.drain(..HANDSHAKE_LEN);
-    if matches!(start, Begin::Incoming) {
-        let mut ours = ours;
-        if let Some(c) = &mut ciphers {
-            c.encrypt.apply(&mut ours);
-        }
-        stream.write_all(&ours).await.map_err(io)?;
-    }
     Ok(Opened { theirs, pending, ciphers, how })
 }
 
@@ -361,8 +348,8 @@ async fn exchange(
     }
 }
 
-struct Conn {
-    shared: Arc<Shared>,
+struct Conn<L: Link> {
+    link: Arc<L>,
     key: PeerKey,
     addr: SocketAddr,
     out: mpsc::UnboundedSender<Out>,
@@ -418,7 +405,7 @@ enum ConnError {
     Redundant,
 }
 
-impl Conn {
+impl<L: Link> Conn<L> {
     fn send(&self, m: &Message<'_>) {
         trace!("{} <- {m:?}", self.addr);
         let mut b = Vec::with_capacity(17);
@@ -428,7 +415,7 @@ impl Conn {
 
     /// What we say right after the handshake: extensions, and the pieces we have.
     fn greet(&mut self, extensions: bool) {
-        let have = self.shared.state().picker.have().clone();
+        let have = self.link.have();
         if self.fast && have.is_full() {
             self.send(&Message::HaveAll);
         } else if self.fast && have.count() == 0 {
@@ -439,15 +426,15 @@ impl Conn {
         if extensions {
             let mut extensions = vec![(UT_METADATA.into(), OUR_UT_METADATA)];
             // BEP 27: peers of a private torrent come from its tracker only.
-            if !self.shared.meta.info.private {
+            if !self.link.private() {
                 extensions.push((UT_PEX.into(), OUR_UT_PEX));
             }
             let h = ExtendedHandshake {
                 extensions,
                 client: Some(crate::CLIENT.into()),
-                port: Some(self.shared.listen_addr.port()),
+                port: Some(self.link.listen_port()),
                 reqq: Some(OUR_REQQ as u32),
-                metadata_size: u32::try_from(self.shared.meta.info_bytes.len()).ok(),
+                metadata_size: u32::try_from(self.link.info_bytes().len()).ok(),
             };
             self.send(&Message::Extended { id: 0, payload: &h.encode() });
         }
@@ -469,7 +456,7 @@ impl Conn {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_recv = Instant::now();
         let mut last_keepalive = Instant::now();
-        let mut shutdown = self.shared.shutdown.subscribe();
+        let mut shutdown = self.link.stopping();
         loop {
             tokio::select! {
                 n = rd.read(&mut buf[filled..]) => {
@@ -482,6 +469,8 @@ impl Conn {
                         c.apply(&mut buf[filled..filled + n]);
                     }
                     filled = self.consume(&mut buf, filled + n, max)?;
+                    // Download rate limits: the next read waits (TCP then slows the peer).
+                    self.link.downloading(n as u64).await;
                 }
                 c = ctl.recv() => match c {
                     None | Some(Ctl::Close) => return Err(ConnError::Closed),
@@ -501,7 +490,8 @@ impl Conn {
                 }
                 _ = self.out.closed() => return Err(ConnError::WriterGone),
                 // `wait_for` also sees a stop that came before this connection subscribed.
-                _ = shutdown.wait_for(|stop| *stop) => return Err(ConnError::Closed),
+                // (The guard `wait_for` returns is dropped inside: it must not live across an await.)
+                () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return Err(ConnError::Closed),
             }
         }
     }
@@ -550,7 +540,7 @@ impl Conn {
                     self.send(&Message::Cancel(r));
                     // A no-op when the block arrived; if the piece failed meanwhile and the block
                     // was asked of us again, it goes back to the picker instead of being lost.
-                    self.shared.state().picker.release(&r);
+                    self.link.release(&[r]);
                 }
             }
             Ctl::Close => {}
@@ -562,7 +552,7 @@ impl Conn {
     /// is nothing left to exchange, and the connection would only hold a slot on each side (and,
     /// for the side that dialed, be dialed again whenever the other closes it).
     fn check_redundant(&self) -> Result<(), ConnError> {
-        if self.theirs.is_full() && self.shared.state().picker.is_complete() {
+        if self.theirs.is_full() && self.link.complete() {
             return Err(ConnError::Redundant);
         }
         Ok(())
@@ -576,15 +566,17 @@ impl Conn {
             Message::KeepAlive => {}
             Message::Choke => {
                 self.peer_choking = true;
-                let mut st = self.shared.state();
-                for (r, _) in self.requests.drain(..) {
-                    st.picker.release(&r);
-                }
+                self.stats.peer_choking.store(true, Ordering::Relaxed);
+                let asked: Vec<BlockRef> = self.requests.drain(..).map(|(r, _)| r).collect();
+                self.link.release(&asked);
             }
-            Message::Unchoke => self.peer_choking = false,
+            Message::Unchoke => {
+                self.peer_choking = false;
+                self.stats.peer_choking.store(false, Ordering::Relaxed);
+            }
             Message::Interested => {
                 self.stats.peer_interested.store(true, Ordering::Relaxed);
-                if self.am_choking && self.shared.try_unchoke(self.key) {
+                if self.am_choking && self.link.try_unchoke(self.key) {
                     self.am_choking = false;
                     self.rejects = 0;
                     self.send(&Message::Unchoke);
@@ -595,7 +587,7 @@ impl Conn {
                 if !self.am_choking {
                     self.am_choking = true;
                     self.stats.choke_gen.fetch_add(1, Ordering::AcqRel);
-                    self.shared.mark_choked(self.key);
+                    self.link.mark_choked(self.key);
                     self.send(&Message::Choke);
                 }
             }
@@ -605,11 +597,8 @@ impl Conn {
                 }
                 if self.theirs.set(i as usize) {
                     self.stats.seed.store(self.theirs.is_full(), Ordering::Relaxed);
-                    let wanted = {
-                        let mut st = self.shared.state();
-                        st.picker.peer_have(i);
-                        !st.picker.have().get(i as usize)
-                    };
+                    self.stats.pieces.fetch_add(1, Ordering::Relaxed);
+                    let wanted = self.link.peer_have(i);
                     if !self.am_interested && wanted {
                         self.set_interested(true);
                     }
@@ -636,18 +625,22 @@ impl Conn {
             }
             Message::Extended { id: 0, payload } => {
                 if let Ok(h) = ExtendedHandshake::decode(payload) {
+                    if let Some(v) = &h.client {
+                        let v: String = v.chars().filter(|c| !c.is_control()).take(64).collect();
+                        *self.stats.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+                    }
                     if let Some(q) = h.reqq {
                         self.reqq = (q as usize).clamp(1, 4096);
                     }
                     if let Some(port) = h.port {
-                        self.shared.set_listen_port(self.key, port);
+                        self.link.set_listen_port(self.key, port);
                     }
                     // A later handshake changes only what it names (BEP 10); id 0 turns it off.
                     if let Some((_, id)) = h.extensions.iter().find(|(k, _)| k == UT_METADATA) {
                         self.their_ut_metadata = Some(*id).filter(|&id| id != 0);
                     }
                     if let Some((_, id)) = h.extensions.iter().find(|(k, _)| k == UT_PEX) {
-                        self.their_ut_pex = Some(*id).filter(|&id| id != 0 && !self.shared.meta.info.private);
+                        self.their_ut_pex = Some(*id).filter(|&id| id != 0 && !self.link.private());
                     }
                 }
             }
@@ -669,7 +662,7 @@ impl Conn {
                 // BEP 6: a request of ours that will not be served: ask again, here or elsewhere.
                 if let Some(pos) = self.requests.iter().position(|(x, _)| *x == r) {
                     self.requests.swap_remove(pos);
-                    self.shared.state().picker.release(&r);
+                    self.link.release(&[r]);
                 }
             }
             // Suggestions and pieces allowed while choked: we pick and wait for unchoke as usual.
@@ -681,12 +674,10 @@ impl Conn {
 
     /// What the peer has, all at once (a bitfield, or BEP 6's have all or have none).
     fn replace_bitfield(&mut self, b: Bitfield) {
-        let mut st = self.shared.state();
-        st.picker.peer_bitfield(&self.theirs, false);
-        st.picker.peer_bitfield(&b, true);
-        drop(st);
+        self.link.peer_bitfield(&self.theirs, &b);
         self.theirs = b;
         self.stats.seed.store(self.theirs.is_full(), Ordering::Relaxed);
+        self.stats.pieces.store(self.theirs.count() as u64, Ordering::Relaxed);
         self.update_interest();
     }
 
@@ -709,7 +700,7 @@ impl Conn {
     /// libtorrent does, so a remote peer cannot make us dial into our own network. Dropped
     /// peers are not forgotten (another peer may still know them).
     fn on_pex(&mut self, payload: &[u8]) {
-        if self.shared.meta.info.private || payload.len() > MAX_PEX_MESSAGE {
+        if self.link.private() || payload.len() > MAX_PEX_MESSAGE {
             return;
         }
         let now = Instant::now();
@@ -720,10 +711,9 @@ impl Conn {
         self.pex_heard_at = Some(now);
         match PexMessage::decode(payload) {
             Ok(m) => {
-                let seeding = self.shared.state().picker.have().is_full();
-                let peers = pex_to_dial(&m.added, self.addr.ip(), seeding);
+                let peers = pex_to_dial(&m.added, self.addr.ip(), self.link.complete());
                 debug!("{}: peer exchange: {} added, {} dropped", self.addr, peers.len(), m.dropped.len());
-                self.shared.add_peers(peers);
+                self.link.add_pex_peers(peers);
             }
             Err(e) => debug!("{}: {e}", self.addr),
         }
@@ -739,7 +729,7 @@ impl Conn {
             return;
         }
         self.pex_checked_at = Some(now);
-        let current: HashMap<SocketAddr, u8> = self.shared.pex_peers(self.key).into_iter().collect();
+        let current: HashMap<SocketAddr, u8> = self.link.pex_peers(self.key).into_iter().collect();
         let mut m = PexMessage::default();
         for (a, f) in current.iter().filter(|(a, _)| !self.pex_told.contains(a) && **a != self.addr).take(MAX_PEX_PEERS)
         {
@@ -760,7 +750,8 @@ impl Conn {
     /// A BEP 9 message: a peer that came with a magnet link asks for the info dictionary.
     fn on_metadata(&mut self, payload: &[u8]) {
         let Some(their_id) = self.their_ut_metadata else { return };
-        let info = &self.shared.meta.info_bytes;
+        let link = self.link.clone();
+        let info = link.info_bytes();
         match MetadataMessage::decode(payload) {
             Ok(MetadataMessage::Request { piece }) => {
                 // A peer needs each piece once: past twice that, requests go unanswered (so a
@@ -789,16 +780,11 @@ impl Conn {
         if self.am_choking {
             return self.refuse(r); // BEP 3: requests from a choked peer are dropped.
         }
-        let st = self.shared.state();
-        let size = st.picker.piece_size(r.index);
-        if u64::from(r.begin) + u64::from(r.length) > u64::from(size) {
-            return Err(ConnError::Protocol(format!("request {r:?} runs past the piece")));
+        match self.link.servable(r) {
+            Servable::Yes => {}
+            Servable::OutOfRange => return Err(ConnError::Protocol(format!("request {r:?} runs past the piece"))),
+            Servable::NotHave => return self.refuse(r), // We do not have it (yet).
         }
-        if !st.picker.have().get(r.index as usize) {
-            drop(st);
-            return self.refuse(r); // We do not have it (yet).
-        }
-        drop(st);
         if self.stats.queued.load(Ordering::Acquire) >= OUR_REQQ as u64 {
             debug!("{}: more than {OUR_REQQ} requests queued; ignoring {r:?}", self.addr);
             return self.refuse(r);
@@ -812,7 +798,6 @@ impl Conn {
         let len = data.len() as u64;
         self.stats.downloaded.fetch_add(len, Ordering::Relaxed);
         self.stats.last_payload.set(Instant::now());
-        self.shared.downloaded.fetch_add(len, Ordering::Relaxed);
         let r = BlockRef { index, begin, length: data.len() as u32 };
         let ours = self.requests.iter().position(|(x, _)| *x == r);
         if let Some(pos) = ours {
@@ -820,40 +805,19 @@ impl Conn {
             // Slow start: every answered request widens the pipeline, up to what the peer takes.
             self.queue_target = (self.queue_target + 1).min(self.reqq);
         }
-        let mut st = self.shared.state();
-        // Asked of others too (endgame duplicates, or asked again after our request to this
-        // peer timed out): they are told to cancel it.
-        let asked = st.picker.requesters(index, begin);
-        let duplicated = asked > 1 || (asked == 1 && ours.is_none());
-        match st.picker.block_received(index, begin, data, self.key) {
-            BlockOutcome::Stored => {}
-            BlockOutcome::PieceComplete { data, senders } => {
-                drop(st);
-                self.shared.verify_piece(index, data, senders);
-                st = self.shared.state();
-            }
-            BlockOutcome::Unwanted => {
-                self.shared.wasted.fetch_add(len, Ordering::Relaxed);
-            }
-        }
-        if duplicated {
-            for (k, p) in st.peers.iter() {
-                if *k != self.key {
-                    let _ = p.ctl.send(Ctl::Cancel(r));
-                }
-            }
-        }
+        self.link.block_received(self.key, index, begin, data, ours.is_some());
     }
 
     fn set_interested(&mut self, yes: bool) {
         if yes != self.am_interested {
             self.am_interested = yes;
+            self.stats.am_interested.store(yes, Ordering::Relaxed);
             self.send(if yes { &Message::Interested } else { &Message::NotInterested });
         }
     }
 
     fn update_interest(&mut self) {
-        let wants = self.shared.state().picker.wants_any(&self.theirs);
+        let wants = self.link.wants_any(&self.theirs);
         self.set_interested(wants);
     }
 
@@ -867,16 +831,9 @@ impl Conn {
         if want == 0 || (want < 8 && !self.requests.is_empty()) {
             return;
         }
-        let new_pieces = self.shared.may_start_pieces();
-        let picked = {
-            let mut st = self.shared.state();
-            // What this peer already has of ours matters only for endgame duplicates.
-            let mine: Vec<BlockRef> =
-                if st.picker.in_endgame() { self.requests.iter().map(|(r, _)| *r).collect() } else { Vec::new() };
-            st.picker.pick(&self.theirs, &mine, want, new_pieces, Instant::now())
-        };
+        let picked = self.link.pick(&self.theirs, &self.requests, want, Instant::now());
         if picked.is_empty() {
-            if self.requests.is_empty() && new_pieces {
+            if self.requests.is_empty() {
                 self.update_interest();
             }
             return;
@@ -904,10 +861,7 @@ impl Conn {
         if !expired.is_empty() {
             debug!("{}: {} of {before} requests timed out", self.addr, expired.len());
             self.queue_target = (self.queue_target / 2).max(2);
-            let mut st = self.shared.state();
-            for r in &expired {
-                st.picker.release(r);
-            }
+            self.link.release(&expired);
         }
         self.fill_requests();
     }
@@ -915,8 +869,8 @@ impl Conn {
 
 /// Sends what the reader queues, gathering messages into large writes; serves requested blocks
 /// from the piece cache or disk, dropping those cancelled or made stale by a choke.
-async fn write_loop(
-    shared: Arc<Shared>,
+async fn write_loop<L: Link>(
+    link: Arc<L>,
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Out>,
     stats: Arc<PeerStats>,
@@ -947,22 +901,19 @@ async fn write_loop(
                         }
                         continue;
                     }
-                    let data = match shared.read_block(r).await {
+                    let data = match link.read_block(r).await {
                         Ok(d) => d,
                         Err(e) => {
-                            shared.fail(format!("cannot read piece {}: {e}", r.index));
+                            link.fail(format!("cannot read piece {}: {e}", r.index));
                             return;
                         }
                     };
-                    if let Some(l) = &shared.limiter {
-                        l.acquire(u64::from(r.length)).await;
-                    }
+                    link.uploading(u64::from(r.length)).await;
                     let (b, e) = (r.begin as usize, r.begin as usize + r.length as usize);
                     buf.extend_from_slice(&piece_header(r.index, r.begin, r.length));
                     buf.extend_from_slice(&data[b..e]);
                     stats.uploaded.fetch_add(u64::from(r.length), Ordering::Relaxed);
                     stats.last_payload.set(Instant::now());
-                    shared.uploaded.fetch_add(u64::from(r.length), Ordering::Relaxed);
                 }
             }
             if buf.len() < WRITE_BATCH {

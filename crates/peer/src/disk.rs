@@ -30,10 +30,6 @@ impl Disk {
         Disk { layout, files, write_locks, writable, create_lock: Mutex::new(()) }
     }
 
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
     /// Creates every (non-padding) file that does not exist yet, empty ones included, so a
     /// finished download has exactly the torrent's files.
     pub fn create_all(&self) -> io::Result<()> {
@@ -122,5 +118,28 @@ impl Disk {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Deletes a torrent's files under `dir` (the folder that holds its content), then the folders
+/// they were in, those that are left empty, up to `dir` itself (which stays). Files that are
+/// not there are skipped; errors are logged, not returned (what can go, goes).
+pub fn delete_files(layout: &Layout, dir: &Path) {
+    let mut folders = std::collections::BTreeSet::new();
+    for f in layout.files.iter().filter(|f| !f.padding) {
+        match std::fs::remove_file(&f.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("{}: cannot delete: {e}", f.path.display()),
+        }
+        let mut p = f.path.parent();
+        while let Some(folder) = p.filter(|p| p.starts_with(dir) && *p != dir) {
+            folders.insert(folder.to_path_buf());
+            p = folder.parent();
+        }
+    }
+    // Deepest first; a folder that still holds something stays.
+    for folder in folders.iter().rev() {
+        let _ = std::fs::remove_dir(folder);
     }
 }

@@ -1,24 +1,38 @@
-//! The bitswarm peer engine on tokio: one torrent, seeded or downloaded, over many connections.
+//! The bitswarm peer engine on tokio: a session of many torrents on one port.
 //!
-//! * [`Engine::start`] checks the data already under the folder (on every core), listens, dials
-//!   the peers it is given or learns of, and trades pieces until [`Engine::shutdown`].
-//! * Connections run as tasks (a reader that drives the protocol and a writer that batches
-//!   messages and serves blocks); hashing and disk I/O run on blocking threads.
+//! * [`Session`] owns the listening socket, the hashing threads, the rate and connection limits,
+//!   our peer id and the torrents by info-hash; an incoming handshake (plaintext or MSE) goes to
+//!   the torrent it names.
+//! * Each torrent ([`TorrentHandle`]) lives through explicit states ([`State`]): fetching a
+//!   magnet link's metadata, checking its data, queued, downloading, seeding, stopped, or
+//!   stopped by an error. One task per torrent drives it; commands (start, stop, verify) only
+//!   tell that task what is wanted.
+//! * A running torrent (`live.rs`) dials, rechokes and announces; its connections (`conn.rs`)
+//!   see it only through the narrow [`link::Link`] trait. Hashing runs on the session's threads,
+//!   several pieces at once; disk I/O on blocking threads.
 //! * A piece counts only after its SHA-1 matched and it was written; peers that send pieces which
 //!   fail their hash are banned after repeated failures.
 
 mod choker;
 mod conn;
+mod core;
 mod disk;
-mod engine;
+pub(crate) mod link;
+mod live;
 mod metadata;
 mod picker;
+mod queue;
 mod rate;
+mod session;
+mod torrent;
 mod tracker;
 
-pub use engine::{Check, Config, Engine, EngineError, Incoming, Outgoing, Role, Stats};
+pub use core::{Incoming, Outgoing, Settings};
+pub use link::PeerKey;
+pub use live::{PeerInfo, Source, TrackerStatus};
 pub use metadata::{MetadataQuery, fetch_metadata};
-pub use picker::PeerKey;
+pub use session::{AddError, Session, SessionError, TorrentHandle};
+pub use torrent::{AddSource, AddTorrent, Check, State, TorrentStats};
 pub use tracker::{Announce, Reply, Tiers, announce};
 
 /// How we name ourselves in the extension handshake (`v`).

@@ -165,7 +165,7 @@ async fn from_peer(
     let mut failed = Vec::new();
     let mut open = None;
     for &mse in offers {
-        let mut s = match tokio::time::timeout(CONNECT_TIMEOUT, crate::engine::connect_from(local, addr)).await {
+        let mut s = match tokio::time::timeout(CONNECT_TIMEOUT, crate::live::connect_from(local, addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 failed.push(format!("connect: {e}"));
@@ -178,7 +178,7 @@ async fn from_peer(
         };
         let _ = s.set_nodelay(true);
         let start = Begin::Outgoing { mse };
-        let shake = crate::conn::handshake_with(info_hash.0, peer_id, false, &mut s, start);
+        let shake = crate::conn::handshake_with(info_hash.0, peer_id, &mut s, start);
         let what = if mse.is_some() { "MSE handshake" } else { "handshake" };
         match tokio::time::timeout(crate::conn::HANDSHAKE_TIMEOUT, shake).await {
             Ok(Ok(opened)) => {

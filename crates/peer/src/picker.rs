@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 
 use bitswarm_wire::{BLOCK_SIZE, Bitfield, BlockRef};
 
-/// Identifies a connection (not an address: a peer may reconnect).
-pub type PeerKey = u64;
+use crate::link::PeerKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Block {

@@ -1,33 +1,48 @@
 //! Rates and limits.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A token bucket shared by every connection's writer: caps upload bytes per second.
+/// A token bucket shared by every connection's writer (or reader): caps bytes per second. The
+/// rate can change while it is in use; 0 means no limit.
 pub struct Limiter {
-    rate: u64,
+    rate: AtomicU64,
     state: Mutex<(f64, Instant)>,
 }
 
 impl Limiter {
     pub fn new(rate: u64) -> Limiter {
-        Limiter { rate: rate.max(1), state: Mutex::new((0.0, Instant::now())) }
+        Limiter { rate: AtomicU64::new(rate), state: Mutex::new((0.0, Instant::now())) }
     }
 
-    /// Waits until `n` bytes may be sent.
+    /// Bytes per second; 0 for no limit.
+    pub fn set_rate(&self, rate: u64) {
+        self.rate.store(rate, Ordering::Relaxed);
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` bytes may go.
     pub async fn acquire(&self, n: u64) {
         loop {
+            let rate = self.rate();
+            if rate == 0 {
+                return;
+            }
             let wait = {
                 let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
-                let burst = (self.rate as f64 / 10.0).max(n as f64);
-                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate as f64).min(burst);
+                let burst = (rate as f64 / 10.0).max(n as f64);
+                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * rate as f64).min(burst);
                 s.1 = now;
                 if s.0 >= n as f64 {
                     s.0 -= n as f64;
                     return;
                 }
-                Duration::from_secs_f64((n as f64 - s.0) / self.rate as f64)
+                Duration::from_secs_f64((n as f64 - s.0) / rate as f64)
             };
             tokio::time::sleep(wait).await;
         }

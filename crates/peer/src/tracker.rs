@@ -166,7 +166,7 @@ async fn http_get(full: &str, local_ok: bool, bind: std::net::IpAddr) -> Result<
     }
     let mut connected = Err(std::io::Error::other("no address"));
     for addr in &addrs {
-        connected = crate::engine::connect_from(bind, *addr).await;
+        connected = crate::live::connect_from(bind, *addr).await;
         if connected.is_ok() {
             break;
         }

@@ -440,9 +440,24 @@ enum RState {
     Over,
 }
 
+/// `HASH('req2', info-hash)`: how an initiator names its torrent in the handshake (XORed with
+/// `HASH('req3', S)`). A responder with many torrents keeps these in a map (see
+/// [`Responder::with_lookup`]).
+pub fn req2_digest(info_hash: &[u8; 20]) -> [u8; 20] {
+    hash(&[b"req2", &info_hash[..]])
+}
+
+/// Finds the info-hash whose [`req2_digest`] is the one given.
+pub type Lookup = Box<dyn Fn(&[u8; 20]) -> Option<[u8; 20]> + Send>;
+
+enum Torrents {
+    List(Vec<[u8; 20]>),
+    Lookup(Lookup),
+}
+
 /// The side that accepts (B), for the torrents whose info-hashes it is given.
 pub struct Responder {
-    info_hashes: Vec<[u8; 20]>,
+    torrents: Torrents,
     select: Select,
     secrets: Secrets,
     buf: Vec<u8>,
@@ -451,7 +466,12 @@ pub struct Responder {
 
 impl Responder {
     pub fn new(info_hashes: Vec<[u8; 20]>, select: Select, secrets: Secrets) -> Responder {
-        Responder { info_hashes, select, secrets, buf: Vec::new(), state: RState::Key }
+        Responder { torrents: Torrents::List(info_hashes), select, secrets, buf: Vec::new(), state: RState::Key }
+    }
+
+    /// A responder for many torrents: `lookup` maps a [`req2_digest`] to its info-hash.
+    pub fn with_lookup(lookup: Lookup, select: Select, secrets: Secrets) -> Responder {
+        Responder { torrents: Torrents::Lookup(lookup), select, secrets, buf: Vec::new(), state: RState::Key }
     }
 
     /// Feeds bytes from the peer (from the connection's first byte on); appends what to send
@@ -507,11 +527,11 @@ impl Responder {
                     let got: [u8; 20] = self.buf[..20].try_into().expect("20");
                     self.buf.drain(..20);
                     let req2 = xor20(got, hash(&[b"req3", &s[..]]));
-                    let info_hash = *self
-                        .info_hashes
-                        .iter()
-                        .find(|ih| hash(&[b"req2", &ih[..]]) == req2)
-                        .ok_or(MseError::UnknownInfoHash)?;
+                    let info_hash = match &self.torrents {
+                        Torrents::List(l) => l.iter().find(|ih| req2_digest(ih) == req2).copied(),
+                        Torrents::Lookup(f) => f(&req2),
+                    }
+                    .ok_or(MseError::UnknownInfoHash)?;
                     let dec = cipher(b"keyA", &s, &info_hash);
                     let enc = cipher(b"keyB", &s, &info_hash);
                     RState::Header { dec, enc, info_hash }

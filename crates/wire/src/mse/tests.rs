@@ -274,6 +274,23 @@ fn the_responder_picks_the_torrent_by_its_hash() {
     assert_eq!(r.b.unwrap_err(), MseError::UnknownInfoHash);
 }
 
+/// A responder for many torrents finds the initiator's through a map of `HASH('req2', ih)`.
+#[test]
+fn the_responder_finds_the_torrent_through_a_lookup() {
+    let (s1, s3) = transcript(0);
+    let map: std::collections::HashMap<[u8; 20], [u8; 20]> =
+        [[3u8; 20], IH].iter().map(|ih| (req2_digest(ih), *ih)).collect();
+    let secrets = || Secrets::new(B_KEY, vec![], vec![]);
+    let mut r = Responder::with_lookup(Box::new(move |d| map.get(d).copied()), Select::PreferPlaintext, secrets());
+    let mut out = Vec::new();
+    match r.receive(&[s1.clone(), s3.clone()].concat(), &mut out) {
+        Ok(Progress::Done(e)) => assert_eq!(e.info_hash, IH),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let mut r = Responder::with_lookup(Box::new(|_| None), Select::PreferPlaintext, secrets());
+    assert_eq!(r.receive(&[s1, s3].concat(), &mut Vec::new()).map(|_| ()), Err(MseError::UnknownInfoHash));
+}
+
 /// Step 1 and 3 of a real initiator, for tampering.
 fn transcript(pad_a: usize) -> (Vec<u8>, Vec<u8>) {
     let mut step1 = Vec::new();

@@ -1,0 +1,210 @@
+//! What every torrent of a session shares: the settings, our peer id and listening address,
+//! the hashing threads, the rate limits and the count of connections. Torrents reach it through
+//! an `Arc<Core>`; it knows nothing of them.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bitswarm_wire::mse::{CRYPTO_PLAINTEXT, CRYPTO_RC4};
+
+use crate::rate::Limiter;
+
+/// Message Stream Encryption on the connections we dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outgoing {
+    /// The plaintext BitTorrent handshake.
+    #[default]
+    Plaintext,
+    /// An MSE handshake that offers RC4 and plaintext for the stream (the peer chooses); a peer
+    /// that fails it is dialed again with the plaintext handshake, and the next time with MSE
+    /// again.
+    Prefer,
+    /// An MSE handshake that offers RC4 only; no fallback.
+    Require,
+}
+
+impl Outgoing {
+    /// The handshakes to dial with, in order: the MSE crypto offered (`None`: the plaintext
+    /// handshake), then, for `Prefer`, the plaintext handshake for a peer that failed it.
+    pub(crate) fn offers(self) -> &'static [Option<u32>] {
+        match self {
+            Outgoing::Plaintext => &[None],
+            Outgoing::Prefer => &[Some(CRYPTO_RC4 | CRYPTO_PLAINTEXT), None],
+            Outgoing::Require => &[Some(CRYPTO_RC4)],
+        }
+    }
+}
+
+/// Message Stream Encryption on the connections peers make to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Incoming {
+    /// Plaintext handshakes and MSE; with MSE the stream stays plaintext when the peer offers it
+    /// (no RC4 cost on bulk data), RC4 when that is all it offers.
+    #[default]
+    Any,
+    /// MSE with RC4 for the whole stream; plaintext handshakes and plaintext-only offers are
+    /// refused.
+    Require,
+}
+
+/// How a session behaves. Fields under "may change" are read again each time they are used,
+/// so [`crate::Session::set_settings`] takes effect at once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to listen for peers (port 0: any free port).
+    pub listen: SocketAddr,
+    pub peer_id: [u8; 20],
+    /// Threads for checking data on disk (per torrent being checked).
+    pub check_threads: usize,
+    // May change:
+    /// Connections at once, over every torrent.
+    pub max_connections: usize,
+    /// Connections of one torrent, unless the torrent says otherwise.
+    pub max_peers_per_torrent: usize,
+    /// Connections to and from one IP address, per torrent; 0 for no limit. One by default, as
+    /// libtorrent does: a client runs one connection per torrent, and one address cannot take
+    /// every slot.
+    pub max_peers_per_ip: usize,
+    /// Regular unchoke slots per torrent (one optimistic slot comes on top).
+    pub upload_slots: usize,
+    /// Bytes per second over every torrent; 0 for no limit.
+    pub max_upload_rate: u64,
+    pub max_download_rate: u64,
+    /// Peers asked of a tracker per announce.
+    pub numwant: u32,
+    /// A peer that alone sent this many pieces that failed their hash is banned (a peer whose
+    /// blocks are proven bad once the piece passes is banned at once).
+    pub ban_strikes: u32,
+    pub outgoing_encryption: Outgoing,
+    pub incoming_encryption: Incoming,
+    /// Torrents downloading at once (the others wait their turn in queue order); None: no limit.
+    pub max_downloading: Option<usize>,
+    /// Torrents seeding at once; None: no limit.
+    pub max_seeding: Option<usize>,
+    /// Torrents whose data is checked at once.
+    pub max_checking: usize,
+}
+
+impl Settings {
+    pub fn new(listen: SocketAddr) -> Settings {
+        Settings {
+            listen,
+            peer_id: crate::new_peer_id(),
+            check_threads: bitswarm_storage::cores(),
+            max_connections: 500,
+            max_peers_per_torrent: 60,
+            max_peers_per_ip: 1,
+            upload_slots: 4,
+            max_upload_rate: 0,
+            max_download_rate: 0,
+            numwant: 50,
+            ban_strikes: 2,
+            outgoing_encryption: Outgoing::Plaintext,
+            incoming_encryption: Incoming::Any,
+            max_downloading: None,
+            max_seeding: None,
+            max_checking: 2,
+        }
+    }
+}
+
+/// A piece to hash: when done, `done(data, matched)` runs on the hashing thread (it writes the
+/// piece when it matched, and hands the buffer back).
+pub(crate) struct HashJob {
+    pub data: Vec<u8>,
+    pub expected: [u8; 20],
+    pub done: Box<dyn FnOnce(Vec<u8>, bool) + Send>,
+}
+
+pub(crate) struct Core {
+    pub peer_id: [u8; 20],
+    pub listen_addr: SocketAddr,
+    settings: RwLock<Settings>,
+    pub up: Limiter,
+    pub down: Limiter,
+    /// Registered connections, over every torrent.
+    pub connections: AtomicUsize,
+    /// Payload bytes over every torrent, since the session started.
+    pub downloaded: AtomicU64,
+    pub uploaded: AtomicU64,
+    hash_tx: Mutex<std::sync::mpsc::Sender<HashJob>>,
+}
+
+impl Core {
+    /// Starts the hashing threads (one per core: they hash several pieces at once with the
+    /// multi-buffer SHA-1); they end when the core is dropped.
+    pub fn new(settings: Settings, listen_addr: SocketAddr) -> std::io::Result<Arc<Core>> {
+        let (hash_tx, hash_rx) = std::sync::mpsc::channel();
+        let rx = Arc::new(Mutex::new(hash_rx));
+        for i in 0..bitswarm_storage::cores() {
+            let rx = rx.clone();
+            std::thread::Builder::new().name(format!("bitswarm-hash-{i}")).spawn(move || hash_worker(rx))?;
+        }
+        Ok(Arc::new(Core {
+            peer_id: settings.peer_id,
+            listen_addr,
+            up: Limiter::new(settings.max_upload_rate),
+            down: Limiter::new(settings.max_download_rate),
+            settings: RwLock::new(settings),
+            connections: AtomicUsize::new(0),
+            downloaded: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
+            hash_tx: Mutex::new(hash_tx),
+        }))
+    }
+
+    pub fn settings(&self) -> std::sync::RwLockReadGuard<'_, Settings> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes what may change; returns the settings now in force.
+    pub fn update(&self, f: impl FnOnce(&mut Settings)) -> Settings {
+        let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        let (listen, peer_id) = (s.listen, s.peer_id);
+        f(&mut s);
+        // Fixed for the session's life.
+        (s.listen, s.peer_id) = (listen, peer_id);
+        self.up.set_rate(s.max_upload_rate);
+        self.down.set_rate(s.max_download_rate);
+        s.clone()
+    }
+
+    /// Queues a piece for hashing. Err (with the job) when the hashing threads are gone.
+    pub fn hash(&self, job: HashJob) -> Result<(), HashJob> {
+        self.hash_tx.lock().unwrap_or_else(|p| p.into_inner()).send(job).map_err(|e| e.0)
+    }
+
+    pub fn count_connection(&self, up: bool) {
+        if up {
+            self.connections.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A hashing thread: takes every piece waiting (up to the SIMD lanes of the multi-buffer
+/// SHA-1), hashes them together, and reports each. Ends when the channel closes.
+fn hash_worker(rx: Arc<Mutex<std::sync::mpsc::Receiver<HashJob>>>) {
+    let lanes = bitswarm_piecehash::best_lanes().max(1);
+    loop {
+        let jobs = {
+            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            let Ok(first) = rx.recv() else { return };
+            let mut jobs = vec![first];
+            while jobs.len() < lanes
+                && let Ok(j) = rx.try_recv()
+            {
+                jobs.push(j);
+            }
+            jobs
+        };
+        let datas: Vec<&[u8]> = jobs.iter().map(|j| &j.data[..]).collect();
+        let digests = bitswarm_piecehash::sha1_many(&datas);
+        for (job, digest) in jobs.into_iter().zip(digests) {
+            let HashJob { data, expected, done } = job;
+            done(data, digest == expected);
+        }
+    }
+}

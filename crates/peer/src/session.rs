@@ -1,0 +1,422 @@
+//! The session: one per process. It owns the listening socket, the hashing threads, the rate
+//! limits, the connection limits, our peer id and the torrents by info-hash. An incoming
+//! handshake, plaintext or MSE, is routed to the torrent it names.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bitswarm_metainfo::InfoHash;
+use bitswarm_wire::mse::req2_digest;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::conn;
+use crate::core::{Core, Incoming, Settings};
+use crate::live::{PeerInfo, Source, TrackerStatus};
+use crate::queue::Queue;
+use crate::torrent::{AddTorrent, State, Torrent, TorrentStats, drive};
+
+/// Incoming connections in their handshake at once (each lasts 10 s at most): more are closed
+/// as they come, so a flood of connections that never finish their handshake costs nothing.
+const MAX_HANDSHAKES: usize = 32;
+/// Of those, from one address: a peer with several of our torrents dials each at once (the
+/// limit of connections per address applies per torrent, once the handshake names it).
+const MAX_HANDSHAKES_PER_IP: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("cannot start the hashing threads: {0}")]
+    Threads(std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// The session has this torrent already.
+    #[error("already added (torrent {0})")]
+    Duplicate(TorrentHandle),
+}
+
+/// The torrents and the indexes over them.
+#[derive(Default)]
+struct Torrents {
+    by_id: BTreeMap<u32, Arc<Torrent>>,
+    by_hash: HashMap<[u8; 20], u32>,
+    /// `HASH('req2', info-hash)` → info-hash, for MSE handshakes.
+    by_req2: HashMap<[u8; 20], [u8; 20]>,
+}
+
+struct Inner {
+    core: Arc<Core>,
+    queue: Arc<Queue>,
+    torrents: RwLock<Torrents>,
+    next_id: AtomicU32,
+    /// Incoming connections in their handshake, by address.
+    handshaking: Mutex<HashMap<IpAddr, usize>>,
+    accept_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A BitTorrent session: many torrents on one port. Cheap to clone.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+/// One torrent of a session. Cheap to clone; it stays usable (reporting its last state) after
+/// the torrent is removed.
+#[derive(Clone)]
+pub struct TorrentHandle {
+    t: Arc<Torrent>,
+}
+
+impl std::fmt::Debug for TorrentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.t.id, self.t.info_hash)
+    }
+}
+
+impl std::fmt::Display for TorrentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.t.id, self.t.info_hash)
+    }
+}
+
+impl Session {
+    /// Listens, starts the hashing threads, and waits for torrents.
+    pub async fn start(settings: Settings) -> Result<Session, SessionError> {
+        let listener = bind(settings.listen).map_err(|e| SessionError::Listen(settings.listen, e))?;
+        let listen_addr = listener.local_addr().map_err(|e| SessionError::Listen(settings.listen, e))?;
+        let core = Core::new(settings, listen_addr).map_err(SessionError::Threads)?;
+        let queue = Queue::new(core.clone());
+        let inner = Arc::new(Inner {
+            core,
+            queue,
+            torrents: RwLock::new(Torrents::default()),
+            next_id: AtomicU32::new(1),
+            handshaking: Mutex::new(HashMap::new()),
+            accept_task: Mutex::new(None),
+        });
+        let task = tokio::spawn(accept_loop(Arc::downgrade(&inner), listener));
+        *inner.accept_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(Session { inner })
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.core.listen_addr
+    }
+
+    pub fn peer_id(&self) -> [u8; 20] {
+        self.inner.core.peer_id
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.inner.core.settings().clone()
+    }
+
+    /// Changes what may change while the session runs (limits, queue sizes, encryption); the
+    /// listening address and the peer id stay.
+    pub fn set_settings(&self, f: impl FnOnce(&mut Settings)) -> Settings {
+        let s = self.inner.core.update(f);
+        self.inner.queue.poke();
+        s
+    }
+
+    /// Adds a torrent; it starts at once unless added paused. A torrent already in the session
+    /// is refused with its handle.
+    pub fn add(&self, add: AddTorrent) -> Result<TorrentHandle, AddError> {
+        let mut ts = self.inner.torrents.write().unwrap_or_else(|p| p.into_inner());
+        let hash = match &add.source {
+            crate::torrent::AddSource::Metainfo(m) => m.info_hash,
+            crate::torrent::AddSource::Magnet(m) => m.info_hash,
+        };
+        if let Some(id) = ts.by_hash.get(&hash.0) {
+            return Err(AddError::Duplicate(TorrentHandle { t: ts.by_id[id].clone() }));
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let t = Torrent::new(self.inner.core.clone(), self.inner.queue.clone(), id, add);
+        ts.by_id.insert(id, t.clone());
+        ts.by_hash.insert(hash.0, id);
+        ts.by_req2.insert(req2_digest(&hash.0), hash.0);
+        drop(ts);
+        tokio::spawn(drive(t.clone()));
+        Ok(TorrentHandle { t })
+    }
+
+    pub fn get(&self, id: u32) -> Option<TorrentHandle> {
+        let ts = self.inner.torrents.read().unwrap_or_else(|p| p.into_inner());
+        ts.by_id.get(&id).map(|t| TorrentHandle { t: t.clone() })
+    }
+
+    pub fn find(&self, info_hash: &InfoHash) -> Option<TorrentHandle> {
+        let ts = self.inner.torrents.read().unwrap_or_else(|p| p.into_inner());
+        ts.by_hash.get(&info_hash.0).map(|id| TorrentHandle { t: ts.by_id[id].clone() })
+    }
+
+    /// Every torrent, by id.
+    pub fn torrents(&self) -> Vec<TorrentHandle> {
+        let ts = self.inner.torrents.read().unwrap_or_else(|p| p.into_inner());
+        ts.by_id.values().map(|t| TorrentHandle { t: t.clone() }).collect()
+    }
+
+    /// Stops a torrent and takes it out of the session; with `delete_data`, its files and the
+    /// folders they made go too.
+    pub async fn remove(&self, id: u32, delete_data: bool) -> Option<TorrentHandle> {
+        let t = {
+            let mut ts = self.inner.torrents.write().unwrap_or_else(|p| p.into_inner());
+            let t = ts.by_id.remove(&id)?;
+            ts.by_hash.remove(&t.info_hash.0);
+            ts.by_req2.remove(&req2_digest(&t.info_hash.0));
+            t
+        };
+        let h = TorrentHandle { t };
+        h.t.retire();
+        h.stop_and_wait().await;
+        if delete_data && let Some(meta) = h.t.meta() {
+            let layout = bitswarm_storage::Layout::new(&meta.info, &h.t.dir());
+            let dir = h.t.dir();
+            let _ = tokio::task::spawn_blocking(move || crate::disk::delete_files(&layout, &dir)).await;
+        }
+        Some(h)
+    }
+
+    /// Stops every torrent (each tells its trackers) and stops listening.
+    pub async fn shutdown(&self) {
+        if let Some(t) = self.inner.accept_task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
+        // Every torrent stops at once; each run ends on its own task.
+        let all = self.torrents();
+        for h in &all {
+            h.stop();
+        }
+        for h in &all {
+            h.stop_and_wait().await;
+        }
+    }
+
+    /// Payload bytes over every torrent since the session started: (downloaded, uploaded).
+    pub fn transferred(&self) -> (u64, u64) {
+        (self.inner.core.downloaded.load(Ordering::Relaxed), self.inner.core.uploaded.load(Ordering::Relaxed))
+    }
+
+    /// Connections over every torrent.
+    pub fn connections(&self) -> usize {
+        self.inner.core.connections.load(Ordering::Relaxed)
+    }
+}
+
+impl TorrentHandle {
+    pub fn id(&self) -> u32 {
+        self.t.id
+    }
+    pub fn info_hash(&self) -> InfoHash {
+        self.t.info_hash
+    }
+    pub fn name(&self) -> String {
+        self.t.name()
+    }
+    /// The metainfo; None while a magnet link's metadata is being fetched.
+    pub fn metainfo(&self) -> Option<Arc<bitswarm_metainfo::Metainfo>> {
+        self.t.meta()
+    }
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.t.dir()
+    }
+    pub fn state(&self) -> State {
+        self.t.state()
+    }
+    pub fn stats(&self) -> TorrentStats {
+        self.t.stats()
+    }
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.t.peer_list()
+    }
+    pub fn trackers(&self) -> Vec<TrackerStatus> {
+        self.t.tracker_list()
+    }
+    /// Starts a stopped torrent (in its turn; `force`: at once, out of the queue).
+    pub fn start(&self, force: bool) {
+        self.t.start(force);
+    }
+    /// Stops the torrent (its run closes its connections and tells its trackers).
+    pub fn stop(&self) {
+        self.t.stop();
+    }
+    /// Checks its data again.
+    pub fn verify(&self) {
+        self.t.verify();
+    }
+    /// Connections of this torrent (None: the session's default).
+    pub fn set_max_peers(&self, n: Option<usize>) {
+        self.t.set_max_peers(n);
+    }
+    /// Peers to dial.
+    pub fn add_peers(&self, peers: &[SocketAddr]) {
+        if let Some(l) = self.t.live() {
+            l.add_peers(peers.iter().copied(), Source::Given);
+        }
+    }
+    /// Watches the state.
+    pub fn subscribe(&self) -> watch::Receiver<State> {
+        self.t.subscribe()
+    }
+    /// Resolves when every piece is verified and written (with the data complete at the
+    /// start, at once once checked), or with the error that stopped the torrent.
+    pub async fn wait_complete(&self) -> Result<(), String> {
+        let mut rx = self.t.subscribe();
+        loop {
+            let s = rx.borrow_and_update().clone();
+            match s {
+                State::Error(e) => return Err(e),
+                State::Seeding | State::SeedQueued => return Ok(()),
+                State::Downloading => {
+                    if let Some(l) = self.t.live() {
+                        tokio::select! {
+                            _ = l.wait_complete() => return Ok(()),
+                            r = rx.changed() => if r.is_err() { return Err("removed".into()) },
+                        }
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err("removed".into());
+            }
+        }
+    }
+    /// For a magnet link: the size of the metadata and the peer that gave it, once it came.
+    pub fn metadata_from(&self) -> Option<(usize, SocketAddr)> {
+        *self.t.metadata_from.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Resolves once the torrent has its metadata and its data is checked (it runs or waits
+    /// for its turn), or with the error that stopped it, or when it is stopped.
+    pub async fn wait_ready(&self) -> Result<(), String> {
+        let mut rx = self.t.subscribe();
+        let r = rx
+            .wait_for(|s| !matches!(s, State::FetchingMetadata | State::CheckQueued | State::Checking))
+            .await
+            .map(|s| s.clone());
+        match r {
+            Ok(State::Error(e)) => Err(e),
+            Ok(State::Stopped) => Err("stopped".into()),
+            Ok(_) => Ok(()),
+            Err(_) => Err("removed".into()),
+        }
+    }
+    /// Resolves with the message of the error that stops the torrent.
+    pub async fn wait_error(&self) -> String {
+        let mut rx = self.t.subscribe();
+        loop {
+            if let State::Error(e) = rx.borrow_and_update().clone() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+    /// Stops, and waits until the run has ended (connections closed, pieces written, the
+    /// trackers told).
+    pub async fn stop_and_wait(&self) {
+        self.t.stop();
+        let mut rx = self.t.subscribe();
+        let _ = rx.wait_for(|s| !s.is_active()).await;
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let std = std::net::TcpListener::bind(addr)?;
+    std.set_nonblocking(true)?;
+    TcpListener::from_std(std)
+}
+
+/// Counts an incoming connection in its handshake until dropped.
+struct HandshakeGuard {
+    inner: Arc<Inner>,
+    ip: IpAddr,
+}
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        let mut h = self.inner.handshaking.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = h.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                h.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// An incoming connection may start its handshake: no more than [`MAX_HANDSHAKES`] at once,
+    /// and [`MAX_HANDSHAKES_PER_IP`] from one address (unless the limit of connections per
+    /// address is off). The guard counts it until dropped.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<HandshakeGuard> {
+        let per_ip = match self.core.settings().max_peers_per_ip {
+            0 => MAX_HANDSHAKES,
+            _ => MAX_HANDSHAKES_PER_IP,
+        };
+        let mut h = self.handshaking.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = h.values().sum();
+        let mine = h.get(&ip).copied().unwrap_or(0);
+        if total >= MAX_HANDSHAKES || mine >= per_ip {
+            return None;
+        }
+        *h.entry(ip).or_default() += 1;
+        Some(HandshakeGuard { inner: self.clone(), ip })
+    }
+
+    fn torrent(&self, info_hash: &[u8; 20]) -> Option<Arc<Torrent>> {
+        let ts = self.torrents.read().unwrap_or_else(|p| p.into_inner());
+        ts.by_hash.get(info_hash).map(|id| ts.by_id[id].clone())
+    }
+
+    /// An incoming connection from `addr`: the handshake names a torrent, which takes it in
+    /// if it runs and has room.
+    async fn incoming(self: Arc<Self>, mut stream: tokio::net::TcpStream, addr: SocketAddr, guard: HandshakeGuard) {
+        let require = self.core.settings().incoming_encryption == Incoming::Require;
+        let known = |ih: &[u8; 20]| self.torrent(ih).and_then(|t| t.live()).is_some_and(|l| l.may_accept(addr.ip()));
+        let lookup = {
+            let weak = Arc::downgrade(&self);
+            move |req2: &[u8; 20]| {
+                let inner = weak.upgrade()?;
+                let ts = inner.torrents.read().unwrap_or_else(|p| p.into_inner());
+                ts.by_req2.get(req2).copied()
+            }
+        };
+        let shake = conn::accept(&mut stream, self.core.peer_id, require, known, lookup);
+        let opened = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, shake).await {
+            Ok(Ok(o)) => o,
+            // Logged with the connections' target, where `BITSWARM_LOG=bitswarm_peer::conn=debug`
+            // shows how each connection started.
+            Ok(Err(e)) => return debug!(target: "bitswarm_peer::conn", "{addr}: handshake: {e}"),
+            Err(_) => return debug!(target: "bitswarm_peer::conn", "{addr}: handshake timed out"),
+        };
+        drop(guard);
+        let Some(live) = self.torrent(&opened.theirs.info_hash).and_then(|t| t.live()) else { return };
+        conn::run(live, stream, addr, opened, false).await;
+    }
+}
+
+async fn accept_loop(inner: std::sync::Weak<Inner>, listener: TcpListener) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        let Some(guard) = inner.admit(addr.ip()) else { continue };
+        tokio::spawn(inner.clone().incoming(stream, addr, guard));
+    }
+}
