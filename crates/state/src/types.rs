@@ -10,7 +10,7 @@ use crate::StateError;
 
 /// What the daemon knows of a torrent apart from its progress: written on add and whenever one
 /// of these fields changes (a rename, a move, a new label, a queue move, new settings).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Record {
     /// The key: one record per info-hash.
     pub info_hash: InfoHash,
@@ -33,6 +33,24 @@ pub struct Record {
     /// The daemon's own settings for this torrent (JSON: limits, file priorities, seeding
     /// limits…). Opaque here, so the daemon can change its shape without a schema migration.
     pub settings: String,
+}
+
+/// Shows the .torrent bytes as their length: a log line must not carry a megabyte.
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("info_hash", &self.info_hash)
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("metainfo", &self.metainfo.as_ref().map(|m| format!("{} bytes", m.len())))
+            .field("magnet", &self.magnet)
+            .field("download_dir", &self.download_dir)
+            .field("added_at", &self.added_at)
+            .field("queue_position", &self.queue_position)
+            .field("labels", &self.labels)
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 /// A torrent's progress, written every few seconds while it changes. It lets a restart skip

@@ -42,6 +42,17 @@ pub fn record_generation(n: u32, r: &Record) -> Option<u64> {
     (*r == record(n, generation)).then_some(generation)
 }
 
+/// Which generation each part of a record says it is from, for a failure message.
+pub fn describe(n: u32, r: &Record) -> String {
+    let metainfo = match &r.metainfo {
+        Some(m) => (0..=r.queue_position as u64 + 1000)
+            .find(|&g| **m == *metainfo(n, g, m.len()))
+            .map_or("from no generation".to_string(), |g| format!("from generation {g}")),
+        None => "absent".into(),
+    };
+    format!("{r:?}, its .torrent bytes {metainfo}")
+}
+
 pub fn resume(generation: u64) -> Resume {
     let count = 100;
     let bits: Vec<u8> = (0..13u32).map(|i| (generation as u8).wrapping_add(i as u8) & if i == 12 { 0xf0 } else { 0xff }).collect();
