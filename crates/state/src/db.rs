@@ -66,6 +66,9 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
+/// Bytes a page, for new files: see [`connect`].
+const PAGE_SIZE: i64 = 8192;
+
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -74,7 +77,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub(crate) fn classify(path: &Path, doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StateError {
     move |e| match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-            StateError::Damaged { path: path.to_owned(), source: Arc::new(e) }
+            StateError::Damaged { path: path.to_owned(), detail: e.to_string() }
         }
         _ => StateError::Sqlite { doing, source: Arc::new(e) },
     }
@@ -83,6 +86,13 @@ pub(crate) fn classify(path: &Path, doing: &'static str) -> impl FnOnce(rusqlite
 /// Opens the file with the settings the store relies on.
 pub(crate) fn connect(path: &Path, options: &Options) -> Result<Connection, StateError> {
     let conn = Connection::open(path).map_err(classify(path, "opening the database"))?;
+    // Only takes effect on a new file, before its first table (and before WAL). The .torrent
+    // of a 1 MiB torrent is about 1,450 bytes: two fit a 4 KiB page with 1,100 bytes left
+    // over, five fit 8 KiB. Measured at 10,000 torrents: 836 bytes a torrent beyond its
+    // .torrent bytes with 4 KiB pages, 426 with 8 KiB, 285 with 16 KiB; a commit of 100
+    // resume saves of random torrents writes 315, 475 and 667 KiB (every page it touches is
+    // written whole). 8 KiB keeps a record small without doubling the cost of resume saves.
+    conn.pragma_update(None, "page_size", PAGE_SIZE).map_err(classify(path, "setting the page size"))?;
     conn.busy_timeout(options.busy_timeout).map_err(classify(path, "setting the busy timeout"))?;
     // WAL: a commit appends to the log and readers never block the writer; with
     // synchronous=NORMAL a commit does not wait for fsync (only checkpoints do). A killed
@@ -107,12 +117,13 @@ pub(crate) fn connect(path: &Path, options: &Options) -> Result<Connection, Stat
     Ok(conn)
 }
 
-/// Applies the schema, counts this session and reads everything, in one transaction.
-/// Returns what was read and the counters' totals as now stored.
+/// Checks the file, applies the schema, counts this session and reads everything, in one
+/// transaction. Returns what was read and the counters' totals as now stored.
 pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(Loaded, Counters), StateError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify(path, "starting the open transaction"))?;
+    check(&tx, path)?;
     migrate(&tx, path)?;
     let mut loaded = load(&tx, path)?;
     loaded.counters.session_count = loaded.counters.session_count.saturating_add(1);
@@ -120,6 +131,21 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(Loaded, Cou
     tx.commit().map_err(classify(path, "committing the open transaction"))?;
     let totals = loaded.counters;
     Ok((loaded, totals))
+}
+
+/// `PRAGMA quick_check`: every page of every b-tree, the index on `info_hash` included, which
+/// the load alone never reads. A damaged index would let a torrent be stored twice; better to
+/// say so at start. It costs about a third of the load (16 ms at 10,000 torrents) and grows
+/// with the file, like the load.
+fn check(tx: &Transaction, path: &Path) -> Result<(), StateError> {
+    let err = || classify(path, "checking the file");
+    let mut stmt = tx.prepare("PRAGMA quick_check(5)").map_err(err())?;
+    let found: Vec<String> =
+        stmt.query_map([], |r| r.get(0)).map_err(err())?.collect::<Result<_, _>>().map_err(err())?;
+    if found.len() == 1 && found[0] == "ok" {
+        return Ok(());
+    }
+    Err(StateError::Damaged { path: path.to_owned(), detail: found.join("; ") })
 }
 
 fn migrate(tx: &Transaction, path: &Path) -> Result<(), StateError> {
@@ -249,7 +275,7 @@ fn read_resume(row: &Row) -> Result<Resume, String> {
     };
     let pieces = Pieces::from_stored(count, have).ok_or("bitfield length does not fit the piece count")?;
     let files = match row.get_ref(13).map_err(|e| e.to_string())? {
-        ValueRef::Blob(b) if b.len() % 16 == 0 => decode_files(b),
+        ValueRef::Blob(b) if b.len().is_multiple_of(16) => decode_files(b),
         _ => return Err("file stamps are not a multiple of 16 bytes".into()),
     };
     Ok(Resume {

@@ -20,13 +20,14 @@ pub enum StateError {
     #[error("cannot lock {}: {source}", path.display())]
     Lock { path: PathBuf, source: Arc<io::Error> },
 
-    /// The file is not an SQLite database, or SQLite found its pages inconsistent.
+    /// The file is not an SQLite database, or SQLite found its pages inconsistent (at the
+    /// check `open` runs, or later).
     #[error(
-        "{} is damaged or not an SQLite database ({source}); move it aside to start with no torrents, \
+        "{} is damaged or not an SQLite database ({detail}); move it aside to start with no torrents, \
          or put a backup in its place",
         path.display()
     )]
-    Damaged { path: PathBuf, source: Arc<rusqlite::Error> },
+    Damaged { path: PathBuf, detail: String },
 
     /// An SQLite database, but some other program's.
     #[error("{} is an SQLite database but not bitswarm's state (application_id {application_id:#x})", path.display())]

@@ -16,7 +16,8 @@ use crate::StateError;
 /// Takes the lock or says who holds it. The file holds the owner's pid, for the message only.
 pub(crate) fn acquire(path: &Path) -> Result<File, StateError> {
     let lock_err = |e| StateError::Lock { path: path.to_owned(), source: Arc::new(e) };
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(lock_err)?;
+    let mut file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(lock_err)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {

@@ -226,8 +226,11 @@ pub(crate) fn run(w: Writer) {
         };
 
         let work = !batch.is_empty();
-        let result =
-            if work { db::commit(&mut conn, &batch, totals).map_err(classify(&path, "committing")) } else { Ok(totals) };
+        let result = if work {
+            db::commit(&mut conn, &batch, totals).map_err(classify(&path, "committing"))
+        } else {
+            Ok(totals)
+        };
         last_attempt = Instant::now();
         let failure = {
             let mut st = shared.lock();

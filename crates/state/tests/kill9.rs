@@ -37,7 +37,7 @@ fn writer_child() {
         generation += 1;
         for n in 0..TORRENTS {
             // Now and then a removal and a fresh add, which must also be all or nothing.
-            if (generation + u64::from(n)) % 11 == 0 {
+            if (generation + u64::from(n)).is_multiple_of(11) {
                 store.remove(hash(n));
             }
             store.put_torrent(record(n, generation));
@@ -45,7 +45,7 @@ fn writer_child() {
         }
         store.add_counters(Counters { uploaded: 1, ..Counters::default() });
         store.put_setting("generation", generation.to_string());
-        if generation % 3 == 0 {
+        if generation.is_multiple_of(3) {
             store.flush().expect("child: flush");
             writeln!(out, "committed {generation}").expect("child: stdout");
             out.flush().expect("child: stdout");
@@ -98,7 +98,8 @@ fn kill_9_at_a_random_moment_loses_nothing_reported_and_tears_nothing() {
         assert_eq!(loaded.torrents.len(), TORRENTS as usize, "round {round}");
         for (n, stored) in (0..TORRENTS).zip(&loaded.torrents) {
             let r = &stored.record;
-            let g = record_generation(n, r).unwrap_or_else(|| panic!("round {round}: torrent {n} is torn: {}", describe(n, r)));
+            let g = record_generation(n, r)
+                .unwrap_or_else(|| panic!("round {round}: torrent {n} is torn: {}", describe(n, r)));
             assert!(g >= reported, "round {round}: torrent {n} at generation {g}, {reported} was reported committed");
             match &stored.resume {
                 Some(resume) => {

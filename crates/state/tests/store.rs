@@ -26,6 +26,14 @@ fn reopen(dir: &Path) -> Loaded {
     open(dir).1
 }
 
+/// The error `open` must give.
+fn open_error(dir: &Path) -> StateError {
+    match Store::open(dir) {
+        Ok((_, loaded)) => panic!("opened with {} torrents; expected an error", loaded.torrents.len()),
+        Err(e) => e,
+    }
+}
+
 #[test]
 fn every_field_round_trips() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,10 +302,12 @@ fn the_schema_version_is_recorded_and_a_newer_one_refused() {
     assert_eq!(version, SCHEMA_VERSION);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    assert_eq!(page_size, 8192);
     conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
     drop(conn);
-    match Store::open(dir.path()) {
-        Err(e @ StateError::TooNew { found, known, .. }) => {
+    match open_error(dir.path()) {
+        e @ StateError::TooNew { found, known, .. } => {
             assert_eq!((found, known), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
             assert!(e.to_string().contains("newer"), "{e}");
         }
@@ -311,15 +321,15 @@ fn another_programs_database_is_refused() {
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     conn.execute_batch("CREATE TABLE songs (title TEXT)").unwrap();
     drop(conn);
-    assert!(matches!(Store::open(dir.path()), Err(StateError::Foreign { .. })));
+    assert!(matches!(open_error(dir.path()), StateError::Foreign { .. }));
 }
 
 #[test]
 fn a_second_open_of_the_folder_is_refused_while_the_first_holds_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path());
-    match Store::open(dir.path()) {
-        Err(e @ StateError::Locked { holder, .. }) => {
+    match open_error(dir.path()) {
+        e @ StateError::Locked { holder, .. } => {
             assert_eq!(holder, Some(std::process::id()));
             assert!(e.to_string().contains("in use by another process"), "{e}");
         }
@@ -333,8 +343,8 @@ fn a_second_open_of_the_folder_is_refused_while_the_first_holds_it() {
 fn a_file_that_is_not_a_database_gives_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(DB_FILE), vec![0x5a; 10_000]).unwrap();
-    match Store::open(dir.path()) {
-        Err(e @ StateError::Damaged { .. }) => assert!(e.to_string().contains("damaged"), "{e}"),
+    match open_error(dir.path()) {
+        e @ StateError::Damaged { .. } => assert!(e.to_string().contains("damaged"), "{e}"),
         other => panic!("expected Damaged, got {other:?}"),
     }
 }
@@ -356,8 +366,39 @@ fn damaged_pages_give_a_clear_error() {
         *b = 0xa7;
     }
     std::fs::write(&path, bytes).unwrap();
-    match Store::open(dir.path()) {
-        Err(e @ StateError::Damaged { .. }) => assert!(e.to_string().contains("damaged"), "{e}"),
+    match open_error(dir.path()) {
+        e @ StateError::Damaged { .. } => assert!(e.to_string().contains("damaged"), "{e}"),
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_damaged_index_that_the_load_never_reads_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    for n in 0..50 {
+        store.put_torrent(record(n, 1));
+    }
+    store.close().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (root, page_size): (i64, i64) = conn
+        .query_row(
+            "SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_schema WHERE name = 'sqlite_autoindex_torrent_1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    drop(conn);
+    // 50 entries of 21 bytes: the index is its root page alone. Scramble its cells.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = ((root - 1) * page_size) as usize;
+    for b in &mut bytes[page + 100..page + page_size as usize] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    match open_error(dir.path()) {
+        e @ StateError::Damaged { .. } => assert!(e.to_string().contains("damaged"), "{e}"),
         other => panic!("expected Damaged, got {other:?}"),
     }
 }

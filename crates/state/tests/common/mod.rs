@@ -55,17 +55,18 @@ pub fn describe(n: u32, r: &Record) -> String {
 
 pub fn resume(generation: u64) -> Resume {
     let count = 100;
-    let bits: Vec<u8> = (0..13u32).map(|i| (generation as u8).wrapping_add(i as u8) & if i == 12 { 0xf0 } else { 0xff }).collect();
+    let bits: Vec<u8> =
+        (0..13u32).map(|i| (generation as u8).wrapping_add(i as u8) & if i == 12 { 0xf0 } else { 0xff }).collect();
     Resume {
         pieces: Pieces::from_bitfield(count, bits).expect("13 bytes for 100 pieces"),
         files: vec![FileStamp { size: generation, mtime_ns: generation as i64 * 1_000_000_007 }, FileStamp::MISSING],
-        running: generation % 2 == 0,
+        running: generation.is_multiple_of(2),
         uploaded: generation * 3,
         downloaded: generation * 5,
         corrupt: generation,
         seconds_downloading: generation * 7,
         seconds_seeding: generation * 11,
-        done_date: (generation % 3 == 0).then_some(generation as i64),
+        done_date: generation.is_multiple_of(3).then_some(generation as i64),
         activity_date: Some(generation as i64 + 1),
     }
 }
