@@ -32,6 +32,50 @@
 //!   .torrent bytes; a complete torrent's bitfield is stored as "all" ([`Pieces`]); file
 //!   stamps are 16 bytes a file.
 //!
+//! # Use
+//!
+//! ```
+//! use bitswarm_state::{Counters, InfoHash, Pieces, Record, Resume, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let (store, loaded) = Store::open(dir.path())?;
+//! assert!(loaded.torrents.is_empty());
+//! assert_eq!(loaded.counters.session_count, 1);
+//!
+//! let info_hash = InfoHash([7; 20]);
+//! store.put_torrent(Record {
+//!     info_hash,
+//!     id: 1,
+//!     name: "debian.iso".into(),
+//!     metainfo: None, // from a magnet link, metadata not here yet
+//!     magnet: Some("magnet:?xt=urn:btih:0707070707070707070707070707070707070707".into()),
+//!     download_dir: "/srv/torrents".into(),
+//!     added_at: 1_765_000_000,
+//!     queue_position: 0,
+//!     labels: vec!["linux".into()],
+//!     settings: "{}".into(),
+//! });
+//! store.put_resume(info_hash, Resume {
+//!     pieces: Pieces::from_bitfield(10, vec![0b1100_0000, 0])?,
+//!     files: vec![],
+//!     running: true,
+//!     uploaded: 0,
+//!     downloaded: 2 << 20,
+//!     corrupt: 0,
+//!     seconds_downloading: 3,
+//!     seconds_seeding: 0,
+//!     done_date: None,
+//!     activity_date: Some(1_765_000_003),
+//! });
+//! store.add_counters(Counters { downloaded: 2 << 20, ..Counters::default() });
+//! store.close()?; // or drop it: both commit what is queued
+//!
+//! let (_store, loaded) = Store::open(dir.path())?;
+//! assert_eq!(loaded.torrents[0].resume.as_ref().map(|r| r.pieces.verified()), Some(2));
+//! assert_eq!(loaded.counters.session_count, 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Figures
 //!
 //! FIGURES

@@ -301,15 +301,18 @@ pub struct Health {
     pub queued: usize,
 }
 
-/// Called on the writer thread with each failed commit.
+/// Called on the writer thread with each failed commit. It may log, count or queue more
+/// changes, but must not wait on the store ([`flush`](crate::Store::flush),
+/// [`close`](crate::Store::close), dropping the last `Store`): the writer would wait for itself.
 pub type ErrorHook = Arc<dyn Fn(&StateError) + Send + Sync>;
 
 /// How [`Store::open_with`](crate::Store::open_with) behaves.
 #[derive(Clone)]
 pub struct Options {
-    /// The least time between two commits that nobody flushed. A commit costs a WAL append
-    /// whatever its size, so batching a second of changes keeps the disk quiet; a `kill -9`
-    /// loses at most this much.
+    /// The least time between two commits that nobody flushed (at most a day). A commit
+    /// writes every page it changed, so batching a second of changes keeps the disk quiet;
+    /// a `kill -9` loses at most this much. The first change after an idle spell is committed
+    /// at once.
     pub commit_interval: Duration,
     /// How long SQLite waits for a lock held by another connection (a `sqlite3` shell reading
     /// the file) before failing.

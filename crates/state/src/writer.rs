@@ -199,7 +199,8 @@ pub(crate) struct Writer {
 pub(crate) fn run(w: Writer) {
     let Writer { mut conn, lock, shared, mut totals, path, options } = w;
     let _guard = StopGuard(shared.clone());
-    let interval = options.commit_interval;
+    // Capped so that `Instant + delay` cannot overflow; a day is "only when flushed" enough.
+    let interval = options.commit_interval.min(Duration::from_secs(86_400));
     // Changes made just after open wait one interval too, so a daemon loading thousands of
     // torrents commits them together.
     let mut last_attempt = Instant::now();
@@ -250,7 +251,7 @@ pub(crate) fn run(w: Writer) {
                     st.pending.merge_older(batch);
                     st.health.errors += 1;
                     st.health.last_error = Some(e.clone());
-                    delay = (delay * 2).clamp(interval, MAX_BACKOFF.max(interval));
+                    delay = delay.saturating_mul(2).clamp(interval, MAX_BACKOFF.max(interval));
                     Some(e)
                 }
             }

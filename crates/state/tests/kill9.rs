@@ -10,6 +10,7 @@
 //! problems, SQLite's integrity check passes, every record and resume row is whole (all fields
 //! from one generation), and none is older than the last generation the child reported. Then
 //! it starts the next child on the same folder, which goes on from the stored generation.
+//! While the first child runs, the parent's own open of the folder must be refused.
 
 mod common;
 
@@ -19,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bitswarm_state::{Counters, DB_FILE, Options, Store};
+use bitswarm_state::{Counters, DB_FILE, Options, StateError, Store};
 use common::{describe, hash, record, record_generation, resume, resume_generation};
 
 const CHILD_ENV: &str = "BITSWARM_STATE_KILL9_CHILD";
@@ -84,6 +85,13 @@ fn kill_9_at_a_random_moment_loses_nothing_reported_and_tears_nothing() {
         // Kill once it is writing: 0–400 ms after its first reported commit.
         let first = rx.recv_timeout(Duration::from_secs(60)).expect("the child reported no commit");
         reported = reported.max(first);
+        if round == 1 {
+            // Another process holds the folder: refused, and told which.
+            match Store::open(dir.path()) {
+                Err(StateError::Locked { holder, .. }) => assert_eq!(holder, Some(child.id())),
+                other => panic!("expected Locked, got {:?}", other.map(|_| "a store")),
+            }
+        }
         std::thread::sleep(Duration::from_millis(random_below(400)));
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
