@@ -17,13 +17,18 @@
 //! * **WAL and `synchronous=NORMAL`.** A commit appends to the log without waiting for fsync.
 //!   A killed process loses only what was not committed yet (at most one interval) and never
 //!   leaves a half-written row: SQLite commits a transaction whole or not at all. A power cut
-//!   can also lose the last commits, never the file's consistency. Resume data is re-sent every
-//!   few seconds, so that trade costs nothing the daemon cannot rebuild.
+//!   or a kernel crash can also undo the last commits (those not yet checkpointed), never the
+//!   file's consistency: an fsync per commit would cost more than the seconds of progress it
+//!   protects. So [`Store::flush`] means committed, safe from a crash of the process, not
+//!   necessarily on the disk's platters.
 //! * **Failures are reported, not fatal.** A failed commit (a full disk) keeps its changes
 //!   queued, is retried with a backoff up to a minute, is counted in [`Store::health`], handed
 //!   to [`Options::on_error`], and returned by the [`Store::flush`] that waited for it.
-//! * **One owner.** An `flock` on `state.lock` refuses a second process ([`StateError::Locked`]);
+//! * **One owner.** A `flock` on `state.lock` refuses a second process ([`StateError::Locked`]);
 //!   the kernel releases it when the owner dies, so a crash leaves no stale lock.
+//! * **Checked at open.** `PRAGMA quick_check` reads every page, indexes included (the load
+//!   alone would not notice a damaged index on `info_hash`, which would let a torrent be stored
+//!   twice); a damaged or foreign file is an error that says what to do, never a panic.
 //! * **Versioned schema.** `PRAGMA user_version` counts the migrations applied; `open`
 //!   applies the missing ones in the same transaction and refuses a file from a newer bitswarm
 //!   ([`StateError::TooNew`]). `PRAGMA application_id` marks the file as ours.
@@ -78,7 +83,26 @@
 //!
 //! # Figures
 //!
-//! FIGURES
+//! `cargo run --release -p bitswarm-state --example scale`: 10,000 torrents shaped like 1 MiB
+//! torrents (.torrent files of 1,450 bytes), on 2 shared cores and ext4 on a virtual disk,
+//! three runs (2026-12-06):
+//!
+//! | what | time |
+//! | --- | --- |
+//! | 10,000 `put_torrent` (queueing only) | 4–7 ms |
+//! | then `flush`: one transaction, 14 MB of .torrent bytes | 130–136 ms |
+//! | 10,000 `put_resume` + `flush` (half the pieces / complete) | 43–56 / 32–43 ms |
+//! | queue reversed: 10,000 `put_torrent`, .torrent bytes unchanged, + `flush` | 92–139 ms |
+//! | a commit of 10 / 100 / 1,000 resume saves of random torrents | 0.2 / 1.2–1.5 / 4.4–4.7 ms |
+//! | `open` of the 10,000 (median of 7 opens), `quick_check` 12–17 ms of it | 38–51 ms |
+//!
+//! The file is 17.9 MiB: 1,876 bytes a torrent, its 1,450 .torrent bytes and 426 more (the
+//! record's row 134, the `info_hash` index 30, the resume row 67, and 190 in the .torrent
+//! table, 178 of them space left over in pages that fit four or five .torrent files).
+//! A commit writes each page it changed whole, 8 KiB, to the log and later once more at a
+//! checkpoint: 10 / 100 / 1,000 resume saves of random torrents write 65–73 / 455–527 /
+//! 710–717 KiB a commit, checkpoints included. `open` grows with the .torrent bytes it reads
+//! (about 200 ms at 50,000 such torrents).
 //!
 //! # Layout of the folder
 //!
