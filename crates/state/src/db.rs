@@ -96,9 +96,9 @@ pub(crate) fn connect(path: &Path, options: &Options) -> Result<Connection, Stat
     conn.busy_timeout(options.busy_timeout).map_err(classify(path, "setting the busy timeout"))?;
     // WAL: a commit appends to the log and readers never block the writer; with
     // synchronous=NORMAL a commit does not wait for fsync (only checkpoints do). A killed
-    // process loses nothing committed (the log is in the OS's page cache); a power cut may lose
-    // the last commits but never corrupts the file. That is the trade the brief asks for:
-    // state is re-sent every few seconds anyway.
+    // process loses nothing committed (the log is in the OS's page cache); a power cut may
+    // undo the last commits but never corrupts the file. Resume data is saved again every few
+    // seconds anyway, so an fsync per commit would buy little for its cost.
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(classify(path, "setting journal_mode"))?;

@@ -163,7 +163,7 @@ impl Pieces {
         match &self.have {
             Have::All => true,
             Have::None => false,
-            Have::Some(bits) => bits[(index / 8) as usize] & (0x80 >> (index % 8)) != 0,
+            Have::Some(bits) => bits.get((index / 8) as usize).is_some_and(|b| b & (0x80 >> (index % 8)) != 0),
         }
     }
 
