@@ -543,6 +543,10 @@ impl<L: Link> Conn<L> {
                     self.link.release(&[r]);
                 }
             }
+            Ctl::Recheck => {
+                self.update_interest();
+                self.fill_requests();
+            }
             Ctl::Close => {}
         }
         Ok(())

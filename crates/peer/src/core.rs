@@ -84,6 +84,12 @@ pub struct Settings {
     pub max_seeding: Option<usize>,
     /// Torrents whose data is checked at once.
     pub max_checking: usize,
+    /// Seeding stops at this upload ratio, unless a torrent says otherwise.
+    pub seed_ratio: Option<f64>,
+    /// Seeding stops after this many minutes without uploading.
+    pub seed_idle_minutes: Option<u64>,
+    /// Seeding stops after this many minutes of seeding.
+    pub seed_time_minutes: Option<u64>,
 }
 
 impl Settings {
@@ -105,6 +111,9 @@ impl Settings {
             max_downloading: None,
             max_seeding: None,
             max_checking: 2,
+            seed_ratio: None,
+            seed_idle_minutes: None,
+            seed_time_minutes: None,
         }
     }
 }

@@ -30,11 +30,12 @@ impl Disk {
         Disk { layout, files, write_locks, writable, create_lock: Mutex::new(()) }
     }
 
-    /// Creates every (non-padding) file that does not exist yet, empty ones included, so a
-    /// finished download has exactly the torrent's files.
-    pub fn create_all(&self) -> io::Result<()> {
+    /// Creates every (non-padding) file that `wanted` says and that does not exist yet, empty
+    /// ones included, so a finished download has exactly the torrent's files. An unwanted file
+    /// is made only if a wanted piece reaches into it.
+    pub fn create_all(&self, wanted: impl Fn(usize) -> bool) -> io::Result<()> {
         for i in 0..self.files.len() {
-            if !self.layout.files[i].padding {
+            if !self.layout.files[i].padding && wanted(i) {
                 self.file(i)?;
             }
         }
@@ -142,4 +143,27 @@ pub fn delete_files(layout: &Layout, dir: &Path) {
     for folder in folders.iter().rev() {
         let _ = std::fs::remove_dir(folder);
     }
+}
+
+/// Moves a torrent's files from `old` (its layout under the folder `from`) to `new` (under
+/// `to`): renamed where both are on one file system, else copied and then deleted. Files that
+/// are not there are skipped; the folders left empty under `from` go. On an error the files
+/// moved so far stay moved, and the error names the file.
+pub fn move_files(old: &Layout, new: &Layout, from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    for (a, b) in old.files.iter().zip(&new.files).filter(|(a, _)| !a.padding) {
+        if !a.path.exists() {
+            continue;
+        }
+        if let Some(parent) = b.path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        if std::fs::rename(&a.path, &b.path).is_err() {
+            // Another file system: copy, then delete.
+            std::fs::copy(&a.path, &b.path).map_err(|e| format!("{}: {e}", b.path.display()))?;
+            std::fs::remove_file(&a.path).map_err(|e| format!("{}: {e}", a.path.display()))?;
+        }
+    }
+    delete_files(old, from);
+    Ok(())
 }

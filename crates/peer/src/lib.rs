@@ -31,8 +31,10 @@ pub use core::{Incoming, Outgoing, Settings};
 pub use link::PeerKey;
 pub use live::{PeerInfo, Source, TrackerStatus};
 pub use metadata::{MetadataQuery, fetch_metadata};
-pub use session::{AddError, Session, SessionError, TorrentHandle};
-pub use torrent::{AddSource, AddTorrent, Check, State, TorrentStats};
+pub use session::{AddError, QueueMove, Session, SessionError, TorrentHandle};
+pub use torrent::{
+    AddSource, AddTorrent, Check, FilePriority, FileStamp, Limit, Resume, State, Times, TorrentSettings, TorrentStats,
+};
 pub use tracker::{Announce, Reply, Tiers, announce};
 
 /// How we name ourselves in the extension handshake (`v`).

@@ -26,6 +26,8 @@ pub enum Ctl {
     Cancel(BlockRef),
     Choke,
     Unchoke,
+    /// What we want changed (files were chosen): look again at whether we are interested.
+    Recheck,
     Close,
 }
 

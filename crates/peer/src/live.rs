@@ -84,6 +84,12 @@ pub(crate) struct LiveConfig {
     /// Bytes per second for this torrent; 0: no limit of its own.
     pub max_upload_rate: u64,
     pub max_download_rate: u64,
+    /// The session's rate limits apply too.
+    pub honors_session_limits: bool,
+    /// Each piece's priority (0: not wanted).
+    pub priorities: Vec<u8>,
+    /// Which files are wanted (the others are not made up front).
+    pub wanted_files: Vec<bool>,
 }
 
 /// A tracker as the last announce to it left it.
@@ -203,7 +209,10 @@ pub(crate) struct Live {
     pub counters: Arc<Counters>,
     pub up: Limiter,
     pub down: Limiter,
+    pub honors_session_limits: AtomicBool,
     max_peers: AtomicUsize,
+    /// When data last went either way.
+    activity: crate::Stamp,
     /// Pieces handed to verification that have not finished (for a clean stop).
     pending_disk: AtomicUsize,
     disk_idle: Notify,
@@ -246,12 +255,17 @@ impl Live {
         counters: Arc<Counters>,
     ) -> Result<Arc<Live>, String> {
         let disk = Arc::new(Disk::new(&meta.info, &cfg.dir, cfg.writable));
-        let complete_now = have.is_full();
+        let all_there = have.is_full();
+        let mut picker = Picker::new(meta.info.piece_length, meta.info.total_length, have, crate::random_u64());
+        picker.set_priorities(cfg.priorities.clone());
+        let complete_now = picker.is_complete();
         if cfg.writable {
             let d = disk.clone();
+            let wanted = cfg.wanted_files.clone();
             tokio::task::spawn_blocking(move || {
-                d.create_all().map_err(|e| format!("cannot create the files: {e}"))?;
-                if complete_now {
+                d.create_all(|i| wanted.get(i).copied().unwrap_or(true))
+                    .map_err(|e| format!("cannot create the files: {e}"))?;
+                if all_there {
                     d.trim_files().map_err(|e| format!("cannot finish the files: {e}"))?;
                 }
                 Ok::<(), String>(())
@@ -259,7 +273,6 @@ impl Live {
             .await
             .map_err(|e| e.to_string())??;
         }
-        let picker = Picker::new(meta.info.piece_length, meta.info.total_length, have, crate::random_u64());
         let cache_pieces = ((32u64 << 20) / meta.info.piece_length).clamp(2, 64) as usize;
         let trackers = cfg
             .trackers
@@ -288,7 +301,9 @@ impl Live {
             counters,
             up: Limiter::new(cfg.max_upload_rate),
             down: Limiter::new(cfg.max_download_rate),
+            honors_session_limits: AtomicBool::new(cfg.honors_session_limits),
             max_peers: AtomicUsize::new(cfg.max_peers.max(1)),
+            activity: crate::Stamp::default(),
             pending_disk: AtomicUsize::new(0),
             disk_idle: Notify::new(),
             peers_idle: Notify::new(),
@@ -347,6 +362,33 @@ impl Live {
 
     pub fn is_complete(&self) -> bool {
         *self.complete.borrow()
+    }
+
+    /// Watches whether every wanted piece is here (it goes back to false when more files
+    /// become wanted).
+    pub fn complete_rx(&self) -> watch::Receiver<bool> {
+        self.complete.subscribe()
+    }
+
+    /// Sets each piece's priority (0: not wanted); completion follows.
+    pub fn set_priorities(&self, priorities: Vec<u8>) {
+        let done = {
+            let mut st = self.state();
+            st.picker.set_priorities(priorities);
+            st.picker.is_complete()
+        };
+        self.complete.send_if_modified(|c| std::mem::replace(c, done) != done);
+        // Peers may have something we want now, or nothing.
+        let st = self.state();
+        for p in st.peers.values() {
+            let _ = p.ctl.send(Ctl::Recheck);
+        }
+    }
+
+    /// When data last went either way.
+    pub fn last_activity(&self) -> Option<SystemTime> {
+        let at = self.activity.get()?;
+        SystemTime::now().checked_sub(at.elapsed())
     }
 
     /// Resolves with a message when the run cannot go on (a write failed, say).
@@ -502,9 +544,12 @@ impl Live {
         }
     }
 
-    /// The download completed: files are cut to the torrent's lengths, then everyone is told.
+    /// The download completed: files are cut to the torrent's lengths (once every piece is
+    /// here), then everyone is told.
     fn completed(&self) {
-        if let Err(e) = self.disk.trim_files() {
+        if self.state().picker.have().is_full()
+            && let Err(e) = self.disk.trim_files()
+        {
             self.fail_now(format!("cannot finish the files: {e}"));
             return;
         }
@@ -641,7 +686,7 @@ impl Live {
     }
 
     fn announce_state(&self, event: Event) -> tracker::Announce {
-        let have = self.state().picker.bytes_done();
+        let left = self.state().picker.wanted_left();
         let s = self.core.settings();
         tracker::Announce {
             info_hash: self.meta.info_hash,
@@ -649,7 +694,7 @@ impl Live {
             port: self.core.listen_addr.port(),
             uploaded: self.counters.uploaded.load(Ordering::Relaxed),
             downloaded: self.counters.downloaded.load(Ordering::Relaxed),
-            left: self.meta.info.total_length - have,
+            left,
             event,
             numwant: s.numwant,
             local: s.listen.ip(),
@@ -883,6 +928,7 @@ impl Link for Live {
         let len = data.len() as u64;
         self.counters.downloaded.fetch_add(len, Ordering::Relaxed);
         self.core.downloaded.fetch_add(len, Ordering::Relaxed);
+        self.activity.set(Instant::now());
         let r = BlockRef { index, begin, length: data.len() as u32 };
         let mut st = self.state();
         // Asked of others too (endgame duplicates, or asked again after our request to this
@@ -936,14 +982,19 @@ impl Link for Live {
 
     async fn uploading(&self, bytes: u64) {
         self.up.acquire(bytes).await;
-        self.core.up.acquire(bytes).await;
+        if self.honors_session_limits.load(Ordering::Relaxed) {
+            self.core.up.acquire(bytes).await;
+        }
         self.counters.uploaded.fetch_add(bytes, Ordering::Relaxed);
         self.core.uploaded.fetch_add(bytes, Ordering::Relaxed);
+        self.activity.set(Instant::now());
     }
 
     async fn downloading(&self, bytes: u64) {
         self.down.acquire(bytes).await;
-        self.core.down.acquire(bytes).await;
+        if self.honors_session_limits.load(Ordering::Relaxed) {
+            self.core.down.acquire(bytes).await;
+        }
     }
 }
 

@@ -66,7 +66,18 @@ pub struct Picker {
     order_skip: usize,
     order_stale: bool,
     order_built: Option<Instant>,
+    /// Each piece's priority: 0 not wanted, then low, normal, high (see [`Picker::set_priorities`]).
+    priority: Vec<u8>,
+    /// Wanted pieces we do not have yet.
+    wanted_missing: usize,
+    /// Bytes: of the wanted pieces, of those missing, and of the pieces we have.
+    wanted_bytes: u64,
+    wanted_left_bytes: u64,
+    have_bytes: u64,
 }
+
+/// A piece's priority when nothing else is said.
+pub const NORMAL: u8 = 2;
 
 /// How often the rarest-first order may be rebuilt while peers' pieces change.
 const ORDER_REFRESH: Duration = Duration::from_secs(1);
@@ -109,11 +120,86 @@ impl Picker {
             order_skip: 0,
             order_stale: true,
             order_built: None,
+            priority: vec![NORMAL; n],
+            wanted_missing: 0,
+            wanted_bytes: 0,
+            wanted_left_bytes: 0,
+            have_bytes: 0,
             have,
         };
-        p.blocks_missing_unrequested = (0..n).filter(|&i| !p.have.get(i)).map(|i| p.block_count(i as u32)).sum();
-        p.blocks_left = p.blocks_missing_unrequested;
+        p.recount();
         p
+    }
+
+    /// Sets each piece's priority: 0 for a piece no wanted file touches (it is not fetched;
+    /// one started is dropped), else 1 low, 2 normal, 3 high (higher first, then rarest).
+    pub fn set_priorities(&mut self, priority: Vec<u8>) {
+        assert_eq!(priority.len(), self.piece_count(), "one priority per piece");
+        self.priority = priority;
+        let dropped: Vec<u32> = self.partial.keys().copied().filter(|&i| self.priority[i as usize] == 0).collect();
+        for i in dropped {
+            if let Some(p) = self.partial.remove(&i) {
+                self.started.clear(i as usize);
+                self.recycle(p.data);
+            }
+        }
+        self.recount();
+        self.order_built = None;
+        self.order_skip = 0;
+    }
+
+    /// The counts of wanted pieces and blocks, from scratch.
+    fn recount(&mut self) {
+        let (mut missing, mut left, mut wanted) = (0, 0, 0);
+        (self.wanted_bytes, self.wanted_left_bytes, self.have_bytes) = (0, 0, 0);
+        for i in 0..self.piece_count() {
+            let size = u64::from(self.piece_size(i as u32));
+            if self.priority[i] > 0 {
+                self.wanted_bytes += size;
+            }
+            if self.have.get(i) {
+                self.have_bytes += size;
+                continue;
+            }
+            if self.priority[i] == 0 {
+                continue;
+            }
+            wanted += 1;
+            self.wanted_left_bytes += size;
+            if self.in_flight.get(i) {
+                continue;
+            }
+            match self.partial.get(&(i as u32)) {
+                Some(p) => {
+                    for b in &p.blocks {
+                        match b {
+                            Block::Missing => (missing, left) = (missing + 1, left + 1),
+                            Block::Requested(..) => left += 1,
+                            Block::Received => {}
+                        }
+                    }
+                }
+                None => {
+                    let c = self.block_count(i as u32);
+                    (missing, left) = (missing + c, left + c);
+                }
+            }
+        }
+        (self.blocks_missing_unrequested, self.blocks_left, self.wanted_missing) = (missing, left, wanted);
+    }
+
+    fn wanted(&self, i: usize) -> bool {
+        self.priority[i] > 0
+    }
+
+    /// Bytes of wanted pieces we do not have yet.
+    pub fn wanted_left(&self) -> u64 {
+        self.wanted_left_bytes
+    }
+
+    /// Bytes of the wanted pieces.
+    pub fn wanted_size(&self) -> u64 {
+        self.wanted_bytes
     }
 
     pub fn have(&self) -> &Bitfield {
@@ -122,8 +208,9 @@ impl Picker {
     pub fn piece_count(&self) -> usize {
         self.have.len()
     }
+    /// Every wanted piece is here (every piece, unless some files are not wanted).
     pub fn is_complete(&self) -> bool {
-        self.have.is_full()
+        self.wanted_missing == 0
     }
 
     pub fn piece_size(&self, index: u32) -> u32 {
@@ -141,9 +228,9 @@ impl Picker {
     /// True when we lack some piece in `theirs` (we are interested).
     pub fn wants_any(&self, theirs: &Bitfield) -> bool {
         if theirs.is_full() {
-            return !self.have.is_full();
+            return !self.is_complete();
         }
-        theirs.ones().any(|i| !self.have.get(i))
+        theirs.ones().any(|i| !self.have.get(i) && self.wanted(i))
     }
 
     /// A peer's bitfield arrived (or a peer with it left: `add = false`).
@@ -170,8 +257,12 @@ impl Picker {
         if !due {
             return;
         }
-        let mut order: Vec<u32> = (0..self.piece_count()).filter(|&i| !self.have.get(i)).map(|i| i as u32).collect();
-        order.sort_unstable_by_key(|&i| (self.availability[i as usize], self.tiebreak[i as usize]));
+        let mut order: Vec<u32> =
+            (0..self.piece_count()).filter(|&i| !self.have.get(i) && self.wanted(i)).map(|i| i as u32).collect();
+        order.sort_unstable_by_key(|&i| {
+            let i = i as usize;
+            (std::cmp::Reverse(self.priority[i]), self.availability[i], self.tiebreak[i])
+        });
         self.order = order;
         self.order_skip = 0;
         self.order_stale = false;
@@ -362,7 +453,15 @@ impl Picker {
     pub fn piece_verified(&mut self, index: u32) -> bool {
         self.in_flight.clear(index as usize);
         let new = self.have.set(index as usize);
-        if self.have.is_full() {
+        if new {
+            let size = u64::from(self.piece_size(index));
+            self.have_bytes += size;
+            if self.wanted(index as usize) {
+                self.wanted_missing -= 1;
+                self.wanted_left_bytes -= size;
+            }
+        }
+        if self.is_complete() {
             self.free = Vec::new(); // nothing more to assemble
         }
         new
@@ -371,6 +470,9 @@ impl Picker {
     /// The piece's hash did not match: its blocks are wanted again.
     pub fn piece_failed(&mut self, index: u32) {
         self.in_flight.clear(index as usize);
+        if !self.wanted(index as usize) {
+            return;
+        }
         // Wanted again: the order's skipped prefix may hold it.
         self.order_skip = 0;
         self.blocks_missing_unrequested += self.block_count(index);
@@ -379,7 +481,7 @@ impl Picker {
 
     /// Bytes we have verified.
     pub fn bytes_done(&self) -> u64 {
-        self.have.ones().map(|i| u64::from(self.piece_size(i as u32))).sum()
+        self.have_bytes
     }
 }
 
@@ -545,6 +647,44 @@ mod tests {
         let b = pick(&mut p, &all, &a, 10, false);
         assert_eq!(b.len(), 2);
         assert!(b.iter().all(|x| x.index == a[0].index));
+    }
+
+    #[test]
+    fn unwanted_pieces_are_not_fetched_and_high_ones_go_first() {
+        let mut p = picker(4);
+        let all = Bitfield::full(4);
+        p.peer_bitfield(&all, true);
+        // Piece 1 started, then made unwanted: dropped; piece 3 high.
+        let first = pick(&mut p, &all, &[], 1, true);
+        let started = first[0].index;
+        let mut prio = vec![NORMAL; 4];
+        prio[started as usize] = 0;
+        let high = (0..4u32).find(|&i| i != started).unwrap();
+        prio[high as usize] = 3;
+        p.set_priorities(prio);
+        assert_eq!(p.block_received(started, 0, &vec![1; BLOCK_SIZE as usize], 1), BlockOutcome::Unwanted);
+        let mut only_started = Bitfield::new(4);
+        only_started.set(started as usize);
+        assert!(!p.wants_any(&only_started), "nothing wanted from a peer with only the unwanted piece");
+        let next = pick(&mut p, &all, &[], 1, true);
+        assert_eq!(next[0].index, high, "the high piece first");
+        // Every wanted piece, then complete without the unwanted one.
+        let mut got = next;
+        loop {
+            let r = pick(&mut p, &all, &got, 100, true);
+            if r.is_empty() {
+                break;
+            }
+            got.extend(r);
+        }
+        assert!(got.iter().all(|b| b.index != started));
+        for b in &got {
+            if let BlockOutcome::PieceComplete { .. } = p.block_received(b.index, b.begin, &vec![1; b.length as usize], 2) {
+                assert!(p.piece_verified(b.index));
+            }
+        }
+        assert!(p.is_complete() && !p.have().is_full());
+        assert_eq!(p.wanted_left(), 0);
     }
 
     #[test]

@@ -20,6 +20,15 @@ use crate::live::{PeerInfo, Source, TrackerStatus};
 use crate::queue::Queue;
 use crate::torrent::{AddTorrent, State, Torrent, TorrentStats, drive};
 
+/// Where [`Session::queue_move`] moves torrents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueMove {
+    Top,
+    Up,
+    Down,
+    Bottom,
+}
+
 /// Incoming connections in their handshake at once (each lasts 10 s at most): more are closed
 /// as they come, so a flood of connections that never finish their handshake costs nothing.
 const MAX_HANDSHAKES: usize = 32;
@@ -199,6 +208,47 @@ impl Session {
         }
     }
 
+    /// Moves torrents in the queue (positions stay dense: 0, 1, 2… in queue order).
+    pub fn queue_move(&self, ids: &[u32], to: QueueMove) {
+        let mut all: Vec<Arc<Torrent>> = {
+            let ts = self.inner.torrents.read().unwrap_or_else(|p| p.into_inner());
+            ts.by_id.values().cloned().collect()
+        };
+        all.sort_by_key(|t| (t.position.load(Ordering::Relaxed), t.id));
+        let picked = |t: &Arc<Torrent>| ids.contains(&t.id);
+        match to {
+            QueueMove::Top | QueueMove::Bottom => {
+                let (mut moved, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(picked);
+                all = if to == QueueMove::Top {
+                    moved.extend(rest);
+                    moved
+                } else {
+                    rest.into_iter().chain(moved).collect()
+                };
+            }
+            QueueMove::Up => {
+                for i in 1..all.len() {
+                    if picked(&all[i]) && !picked(&all[i - 1]) {
+                        all.swap(i, i - 1);
+                    }
+                }
+            }
+            QueueMove::Down => {
+                for i in (0..all.len().saturating_sub(1)).rev() {
+                    if picked(&all[i]) && !picked(&all[i + 1]) {
+                        all.swap(i, i + 1);
+                    }
+                }
+            }
+        }
+        for (pos, t) in all.iter().enumerate() {
+            if t.position.swap(pos as u64, Ordering::Relaxed) != pos as u64 {
+                t.touch();
+            }
+        }
+        self.inner.queue.poke();
+    }
+
     /// Payload bytes over every torrent since the session started: (downloaded, uploaded).
     pub fn transferred(&self) -> (u64, u64) {
         (self.inner.core.downloaded.load(Ordering::Relaxed), self.inner.core.uploaded.load(Ordering::Relaxed))
@@ -251,9 +301,72 @@ impl TorrentHandle {
     pub fn verify(&self) {
         self.t.verify();
     }
-    /// Connections of this torrent (None: the session's default).
-    pub fn set_max_peers(&self, n: Option<usize>) {
-        self.t.set_max_peers(n);
+    pub fn settings(&self) -> crate::TorrentSettings {
+        self.t.settings()
+    }
+    /// Changes the torrent's settings (limits, files, seeding limits, labels); a run takes them
+    /// at once.
+    pub fn set_settings(&self, f: impl FnOnce(&mut crate::TorrentSettings)) -> crate::TorrentSettings {
+        self.t.set_settings(f)
+    }
+    /// Goes up with every change a client may want to hear of (state, settings, pieces).
+    pub fn generation(&self) -> u64 {
+        self.t.generation()
+    }
+    /// When the state or settings last changed.
+    pub fn changed_at(&self) -> std::time::Instant {
+        self.t.changed_at()
+    }
+    pub fn times(&self) -> crate::Times {
+        self.t.times()
+    }
+    /// A seeding limit was reached (and the torrent stopped for it).
+    pub fn finished(&self) -> bool {
+        self.t.finished()
+    }
+    /// Resume data (reads the files' sizes and times: call it off the async threads).
+    pub fn resume(&self) -> Option<crate::Resume> {
+        self.t.resume()
+    }
+    /// The torrent should run (or wait its turn); false when stopped by the user or a limit.
+    pub fn wants_to_run(&self) -> bool {
+        self.t.wants_to_run()
+    }
+    /// Its place in the queue (lower goes first).
+    pub fn queue_position(&self) -> u64 {
+        self.t.position.load(Ordering::Relaxed)
+    }
+    /// Moves the data to `dir` (`move_data`), or says it is there already (then it is checked
+    /// again); a running torrent stops for it and starts again after.
+    pub async fn set_location(&self, dir: std::path::PathBuf, move_data: bool) -> Result<(), String> {
+        let running = self.t.wants_to_run();
+        if running {
+            self.stop_and_wait().await;
+        }
+        let from = self.t.dir();
+        let mut result = Ok(());
+        if move_data
+            && from != dir
+            && let Some(meta) = self.t.meta()
+        {
+            let (old, new) =
+                (bitswarm_storage::Layout::new(&meta.info, &from), bitswarm_storage::Layout::new(&meta.info, &dir));
+            let (f, d) = (from.clone(), dir.clone());
+            result = tokio::task::spawn_blocking(move || crate::disk::move_files(&old, &new, &f, &d))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+        }
+        if result.is_ok() {
+            self.t.set_dir(dir);
+            if !move_data {
+                self.t.recheck();
+            }
+        }
+        if running {
+            self.t.start(false);
+        }
+        result
     }
     /// Peers to dial.
     pub fn add_peers(&self, peers: &[SocketAddr]) {

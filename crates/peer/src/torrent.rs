@@ -55,6 +55,189 @@ pub enum AddSource {
     Magnet(Magnet),
 }
 
+/// How much a file is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilePriority {
+    /// Not downloaded (nor created, where no wanted piece reaches into it).
+    Skip,
+    Low,
+    #[default]
+    Normal,
+    High,
+}
+
+impl FilePriority {
+    fn rank(self) -> u8 {
+        match self {
+            FilePriority::Skip => 0,
+            FilePriority::Low => 1,
+            FilePriority::Normal => 2,
+            FilePriority::High => 3,
+        }
+    }
+}
+
+/// A seeding limit: the session's, one of the torrent's own, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Limit<T> {
+    #[default]
+    Session,
+    Own(T),
+    Unlimited,
+}
+
+impl<T: Copy> Limit<T> {
+    /// The limit in force, given the session's.
+    pub fn effective(self, session: Option<T>) -> Option<T> {
+        match self {
+            Limit::Session => session,
+            Limit::Own(v) => Some(v),
+            Limit::Unlimited => None,
+        }
+    }
+}
+
+/// What a user may set on one torrent (kept across restarts by the daemon).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TorrentSettings {
+    pub labels: Vec<String>,
+    /// Connections of this torrent (None: the session's default).
+    pub max_peers: Option<usize>,
+    /// Bytes per second of this torrent (None: no limit of its own).
+    pub max_upload_rate: Option<u64>,
+    pub max_download_rate: Option<u64>,
+    /// The session's rate limits apply too.
+    pub honors_session_limits: bool,
+    /// Each file's priority, in torrent order (empty: every file normal).
+    pub files: Vec<FilePriority>,
+    /// Stop seeding at this upload ratio (uploaded / size).
+    pub seed_ratio: Limit<f64>,
+    /// Stop seeding after this many minutes without uploading.
+    pub seed_idle_minutes: Limit<u64>,
+    /// Stop seeding after this many minutes of seeding.
+    pub seed_time_minutes: Limit<u64>,
+    /// Transmission's bandwidth priority (-1, 0, 1): kept and reported.
+    pub bandwidth_priority: i8,
+}
+
+impl Default for TorrentSettings {
+    fn default() -> Self {
+        TorrentSettings {
+            labels: Vec::new(),
+            max_peers: None,
+            max_upload_rate: None,
+            max_download_rate: None,
+            honors_session_limits: true,
+            files: Vec::new(),
+            seed_ratio: Limit::Session,
+            seed_idle_minutes: Limit::Session,
+            seed_time_minutes: Limit::Session,
+            bandwidth_priority: 0,
+        }
+    }
+}
+
+impl TorrentSettings {
+    /// Each piece's priority for the picker: the highest of the files it touches.
+    pub(crate) fn piece_priorities(&self, info: &bitswarm_metainfo::Info) -> Vec<u8> {
+        let mut p = vec![0u8; info.piece_count()];
+        for (i, f) in info.files.iter().enumerate() {
+            if f.length == 0 || f.padding {
+                continue;
+            }
+            let rank = self.files.get(i).copied().unwrap_or_default().rank();
+            let first = (f.offset / info.piece_length) as usize;
+            let last = ((f.offset + f.length - 1) / info.piece_length) as usize;
+            for x in &mut p[first..=last] {
+                *x = (*x).max(rank);
+            }
+        }
+        // Pieces made only of padding: wanted (they are zeros, had at once in practice).
+        if info.files.iter().all(|f| f.padding || f.length == 0) {
+            p.fill(crate::picker::NORMAL);
+        }
+        p
+    }
+
+    /// Whether file `i` is wanted.
+    pub fn wanted(&self, i: usize) -> bool {
+        self.files.get(i).copied().unwrap_or_default() != FilePriority::Skip
+    }
+}
+
+/// A file's size and modification time as seen when resume data was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub size: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+/// What a restart needs to come back without checking the data again: the verified pieces and
+/// what the files looked like then, and the counters.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub have: Bitfield,
+    /// Each file in torrent order; None for a file that was not there.
+    pub files: Vec<Option<FileStamp>>,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub corrupt: u64,
+    pub seconds_downloading: u64,
+    pub seconds_seeding: u64,
+    pub done_at: Option<SystemTime>,
+    pub activity_at: Option<SystemTime>,
+    /// It was running (or waiting to run).
+    pub running: bool,
+}
+
+/// When things happened to a torrent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Times {
+    pub added: Option<SystemTime>,
+    /// The last piece came (or the data was found complete).
+    pub done: Option<SystemTime>,
+    /// Data last went either way.
+    pub activity: Option<SystemTime>,
+    /// The current run started.
+    pub started: Option<SystemTime>,
+    pub seconds_downloading: u64,
+    pub seconds_seeding: u64,
+    /// Since when the current downloading or seeding is counted.
+    since: Option<(bool, Instant)>,
+}
+
+impl Times {
+    /// Counts the time since the last call into downloading or seeding, and starts counting
+    /// `now_seeding` (None: neither).
+    fn account(&mut self, now_seeding: Option<bool>) {
+        let now = Instant::now();
+        if let Some((seeding, t)) = self.since.take() {
+            let secs = now.duration_since(t).as_secs();
+            if seeding {
+                self.seconds_seeding += secs;
+            } else {
+                self.seconds_downloading += secs;
+            }
+            // Keep the fraction: count whole seconds only.
+            let rest = now.duration_since(t) - Duration::from_secs(secs);
+            self.since = now_seeding.map(|s| (s, now - rest));
+            return;
+        }
+        self.since = now_seeding.map(|s| (s, now));
+    }
+
+    /// The totals up to now.
+    pub fn totals(&self) -> (u64, u64) {
+        let mut t = *self;
+        t.account(t.since.map(|(s, _)| s));
+        (t.seconds_downloading, t.seconds_seeding)
+    }
+}
+
 /// A torrent to add to a session.
 #[derive(Debug, Clone)]
 pub struct AddTorrent {
@@ -70,8 +253,15 @@ pub struct AddTorrent {
     pub peers: Vec<SocketAddr>,
     /// Announce to no tracker.
     pub no_trackers: bool,
-    /// Connections of this torrent; None: the session's default.
-    pub max_peers: Option<usize>,
+    pub settings: TorrentSettings,
+    /// Resume data from an earlier run: its verified pieces are trusted where the files agree
+    /// (see [`Resume`]) instead of checking the data.
+    pub resume: Option<Resume>,
+    /// The id to give it (the daemon keeps ids across restarts); None: the next free one.
+    pub id: Option<u32>,
+    pub added_at: Option<SystemTime>,
+    /// Its place in the queue (lower goes first); None: last.
+    pub queue_position: Option<u64>,
 }
 
 impl AddTorrent {
@@ -83,7 +273,11 @@ impl AddTorrent {
             seed_only: false,
             peers: Vec::new(),
             no_trackers: false,
-            max_peers: None,
+            settings: TorrentSettings::default(),
+            resume: None,
+            id: None,
+            added_at: None,
+            queue_position: None,
         }
     }
 }
@@ -114,11 +308,14 @@ pub struct TorrentStats {
     pub wasted: u64,
     pub corrupt: u64,
     pub hash_failures: u64,
+    /// Bytes of the wanted pieces, and of those still missing.
+    pub wanted: u64,
+    pub left: u64,
     pub down_rate: u64,
     pub up_rate: u64,
     pub peers: usize,
     pub banned: usize,
-    /// Every piece is verified.
+    /// Every wanted piece is verified (every piece, unless some files are not wanted).
     pub complete: bool,
     /// How long after its run started the last piece was verified.
     pub completed_after: Option<Duration>,
@@ -148,8 +345,16 @@ pub(crate) struct Torrent {
     seed_only: bool,
     peers: Vec<SocketAddr>,
     no_trackers: bool,
-    max_peers: Mutex<Option<usize>>,
-    pub added_at: SystemTime,
+    settings: Mutex<TorrentSettings>,
+    times: Mutex<Times>,
+    /// Resume data to start from, until the first check uses it.
+    resume: Mutex<Option<Resume>>,
+    /// Bumped by every change a client may want to hear of (state, settings, pieces).
+    generation: AtomicU64,
+    /// When the last such change happened.
+    changed_at: Mutex<Instant>,
+    /// A seeding limit was reached (Transmission's `isFinished`).
+    finished: AtomicBool,
     wish: watch::Sender<Wish>,
     state: watch::Sender<State>,
     /// The verified pieces as last known (kept while stopped).
@@ -182,6 +387,15 @@ impl Torrent {
                 Err(_) => warn!("x.pe={p}: not an IP:PORT address; skipped"),
             }
         }
+        let counters = Counters::default();
+        let mut times = Times { added: Some(add.added_at.unwrap_or_else(SystemTime::now)), ..Times::default() };
+        if let Some(r) = &add.resume {
+            counters.downloaded.store(r.downloaded, Ordering::Relaxed);
+            counters.uploaded.store(r.uploaded, Ordering::Relaxed);
+            counters.corrupt.store(r.corrupt, Ordering::Relaxed);
+            (times.seconds_downloading, times.seconds_seeding) = (r.seconds_downloading, r.seconds_seeding);
+            (times.done, times.activity) = (r.done_at, r.activity_at);
+        }
         Arc::new(Torrent {
             id,
             info_hash,
@@ -193,17 +407,21 @@ impl Torrent {
             seed_only: add.seed_only,
             peers,
             no_trackers: add.no_trackers,
-            max_peers: Mutex::new(add.max_peers),
-            added_at: SystemTime::now(),
+            settings: Mutex::new(add.settings),
+            times: Mutex::new(times),
+            resume: Mutex::new(add.resume),
+            generation: AtomicU64::new(0),
+            changed_at: Mutex::new(Instant::now()),
+            finished: AtomicBool::new(false),
             wish: watch::channel(Wish { run: !add.paused, force: false, verify: 0 }).0,
             state: watch::channel(if add.paused { State::Stopped } else { State::CheckQueued }).0,
             have: Mutex::new(None),
             live: Mutex::new(None),
-            counters: Arc::default(),
+            counters: Arc::new(counters),
             check: Mutex::new(Arc::default()),
             meters: Mutex::new((RateMeter::default(), RateMeter::default())),
             checked: AtomicBool::new(false),
-            position: AtomicU64::new(u64::from(id)),
+            position: AtomicU64::new(add.queue_position.unwrap_or(u64::from(id))),
             retired: AtomicBool::new(false),
             metadata_from: Mutex::new(None),
         })
@@ -234,11 +452,142 @@ impl Torrent {
     }
 
     fn set_state(&self, s: State) {
-        self.state.send_if_modified(|old| {
+        let seeding = match s {
+            State::Downloading => Some(false),
+            State::Seeding => Some(true),
+            _ => None,
+        };
+        let changed = self.state.send_if_modified(|old| {
             let changed = *old != s;
             *old = s;
             changed
         });
+        if changed {
+            let mut t = self.times.lock().unwrap_or_else(|p| p.into_inner());
+            t.account(seeding);
+            if seeding.is_some() {
+                t.started.get_or_insert_with(SystemTime::now);
+            } else {
+                t.started = None;
+            }
+            drop(t);
+            self.changed();
+        }
+    }
+
+    /// The data must be checked again at the next start (it may have changed under us).
+    pub fn recheck(&self) {
+        self.checked.store(false, Ordering::Release);
+        *self.resume.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// A change a client may want to hear of (a queue move).
+    pub fn touch(&self) {
+        self.changed();
+    }
+
+    /// Something a client may want to hear of changed.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        *self.changed_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// Goes up with every change (state, settings, verified pieces).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed) + self.live().map_or(0, |l| l.have_generation.load(Ordering::Relaxed))
+    }
+
+    /// When the state or settings last changed.
+    pub fn changed_at(&self) -> Instant {
+        *self.changed_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn times(&self) -> Times {
+        let mut t = *self.times.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = self.live()
+            && let Some(a) = l.last_activity()
+        {
+            t.activity = Some(t.activity.map_or(a, |x| x.max(a)));
+        }
+        t
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
+    }
+
+    pub fn settings(&self) -> TorrentSettings {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Changes the torrent's settings; a run takes them at once.
+    pub fn set_settings(&self, f: impl FnOnce(&mut TorrentSettings)) -> TorrentSettings {
+        let s = {
+            let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut s);
+            if let Some(m) = self.meta() {
+                s.files.resize(m.info.files.len(), FilePriority::Normal);
+            }
+            s.clone()
+        };
+        if let Some(l) = self.live() {
+            self.apply(&l, &s);
+        }
+        self.changed();
+        s
+    }
+
+    /// Puts settings into a run.
+    fn apply(&self, live: &Live, s: &TorrentSettings) {
+        live.set_max_peers(s.max_peers.unwrap_or_else(|| self.core.settings().max_peers_per_torrent));
+        live.up.set_rate(s.max_upload_rate.unwrap_or(0));
+        live.down.set_rate(s.max_download_rate.unwrap_or(0));
+        live.honors_session_limits.store(s.honors_session_limits, Ordering::Relaxed);
+        live.set_priorities(s.piece_priorities(&live.meta.info));
+    }
+
+    /// Where the data is, moved there (`move_data`) or found there; a run stops for it and
+    /// starts again after.
+    pub fn set_dir(&self, dir: PathBuf) {
+        *self.dir.lock().unwrap_or_else(|p| p.into_inner()) = dir;
+        self.changed();
+    }
+
+    /// The resume data now: the verified pieces, the files as they are (their size and
+    /// modification time are read: call it off the async threads), the counters.
+    pub fn resume(&self) -> Option<Resume> {
+        let meta = self.meta()?;
+        let have = self.have().unwrap_or_else(|| Bitfield::new(meta.info.piece_count()));
+        let layout = bitswarm_storage::Layout::new(&meta.info, &self.dir());
+        let files = layout
+            .files
+            .iter()
+            .map(|f| {
+                let m = std::fs::metadata(&f.path).ok()?;
+                let mtime = m.modified().ok()?.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+                Some(FileStamp { size: m.len(), mtime_ns: mtime.as_nanos() as i64 })
+            })
+            .collect();
+        let t = self.times();
+        let (seconds_downloading, seconds_seeding) = t.totals();
+        let c = &self.counters;
+        Some(Resume {
+            have,
+            files,
+            downloaded: c.downloaded.load(Ordering::Relaxed),
+            uploaded: c.uploaded.load(Ordering::Relaxed),
+            corrupt: c.corrupt.load(Ordering::Relaxed),
+            seconds_downloading,
+            seconds_seeding,
+            done_at: t.done,
+            activity_at: t.activity,
+            running: self.wish.borrow().run,
+        })
+    }
+
+    /// Whether the torrent should run (what the user asked last).
+    pub fn wants_to_run(&self) -> bool {
+        self.wish.borrow().run
     }
 
     pub fn live(&self) -> Option<Arc<Live>> {
@@ -269,12 +618,6 @@ impl Torrent {
         self.stop();
     }
 
-    pub fn set_max_peers(&self, n: Option<usize>) {
-        *self.max_peers.lock().unwrap_or_else(|p| p.into_inner()) = n;
-        if let Some(l) = self.live() {
-            l.set_max_peers(n.unwrap_or_else(|| self.core.settings().max_peers_per_torrent));
-        }
-    }
 
     /// The verified pieces (from the run when there is one).
     pub fn have(&self) -> Option<Bitfield> {
@@ -297,9 +640,24 @@ impl Torrent {
         let have = self.have();
         let (pieces_have, pieces) =
             have.as_ref().map_or((0, meta.as_ref().map_or(0, |m| m.info.piece_count())), |h| (h.count(), h.len()));
-        let have_bytes = match (&meta, &have) {
-            (Some(m), Some(h)) => h.ones().map(|i| m.info.piece_size(i)).sum(),
-            _ => 0,
+        let (have_bytes, wanted, left) = match (&live, &meta) {
+            (Some(l), _) => {
+                let st = l.state();
+                (st.picker.bytes_done(), st.picker.wanted_size(), st.picker.wanted_left())
+            }
+            (None, Some(m)) => {
+                let prio = self.settings().piece_priorities(&m.info);
+                let size = |i: usize| m.info.piece_size(i);
+                let had = |i: usize| have.as_ref().is_some_and(|h| h.get(i));
+                let (mut h, mut w, mut l) = (0, 0, 0);
+                for (i, p) in prio.iter().enumerate() {
+                    h += if had(i) { size(i) } else { 0 };
+                    w += if *p > 0 { size(i) } else { 0 };
+                    l += if *p > 0 && !had(i) { size(i) } else { 0 };
+                }
+                (h, w, l)
+            }
+            (None, None) => (0, 0, 0),
         };
         let (peers, banned) = live.as_ref().map_or((0, 0), |l| l.peer_counts());
         TorrentStats {
@@ -314,14 +672,16 @@ impl Torrent {
             wasted: c.wasted.load(Ordering::Relaxed),
             corrupt: c.corrupt.load(Ordering::Relaxed),
             hash_failures: c.hash_failures.load(Ordering::Relaxed),
+            wanted,
+            left,
             down_rate,
             up_rate,
             peers,
             banned,
-            complete: have.as_ref().is_some_and(|h| h.is_full()),
+            complete: meta.is_some() && have.is_some() && left == 0,
             completed_after: live.as_ref().and_then(|l| l.completed_after()),
             checked: self.check.lock().unwrap_or_else(|p| p.into_inner()).done.load(Ordering::Relaxed),
-            added_at: self.added_at,
+            added_at: self.times().added.unwrap_or(SystemTime::UNIX_EPOCH),
         }
     }
 
@@ -341,6 +701,8 @@ impl Torrent {
 
 /// Why a run ended.
 enum RunEnd {
+    /// A seeding limit was reached.
+    Finished,
     /// Stopped by the user, or the session is ending.
     Stopped,
     /// A check was asked for.
@@ -397,8 +759,10 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
         };
         // 2. The check of the data on disk (once, and again when asked).
         if !t.checked.load(Ordering::Acquire) || w.verify != verified_for {
+            // Asked for: every piece is checked, whatever resume data says.
+            let full = w.verify != verified_for;
             verified_for = w.verify;
-            match check(&t, &meta, &mut wish).await {
+            match check(&t, &meta, &mut wish, full).await {
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
                     t.set_state(State::Error(e));
@@ -410,8 +774,13 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
             }
         }
         // 3. A turn in the queue.
+        let settings = t.set_settings(|_| {}); // sized to the files now that they are known
         let have = t.have().unwrap_or_else(|| Bitfield::new(meta.info.piece_count()));
-        let kind = if have.is_full() { Kind::Seed } else { Kind::Download };
+        let done = settings.piece_priorities(&meta.info).iter().enumerate().all(|(i, p)| *p == 0 || have.get(i));
+        if done {
+            t.times.lock().unwrap_or_else(|p| p.into_inner()).done.get_or_insert_with(SystemTime::now);
+        }
+        let kind = if done { Kind::Seed } else { Kind::Download };
         t.set_state(if kind == Kind::Seed { State::SeedQueued } else { State::DownloadQueued });
         let slot = tokio::select! {
             s = t.queue.acquire(t.id, &t.position, kind, w.force) => s,
@@ -424,19 +793,17 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
         };
         // 4. A run.
         t.set_state(if kind == Kind::Seed { State::Seeding } else { State::Downloading });
-        let max_peers = t
-            .max_peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unwrap_or_else(|| t.core.settings().max_peers_per_torrent);
         let cfg = LiveConfig {
             dir: t.dir(),
             writable: !t.seed_only,
             trackers: t.trackers(&meta),
             peers: t.peers.iter().map(|a| (*a, Source::Given)).collect(),
-            max_peers,
-            max_upload_rate: 0,
-            max_download_rate: 0,
+            max_peers: settings.max_peers.unwrap_or_else(|| t.core.settings().max_peers_per_torrent),
+            max_upload_rate: settings.max_upload_rate.unwrap_or(0),
+            max_download_rate: settings.max_download_rate.unwrap_or(0),
+            honors_session_limits: settings.honors_session_limits,
+            priorities: settings.piece_priorities(&meta.info),
+            wanted_files: (0..meta.info.files.len()).map(|i| settings.wanted(i)).collect(),
         };
         let live = match Live::start(t.core.clone(), meta.clone(), have, cfg, t.counters.clone()).await {
             Ok(l) => l,
@@ -448,14 +815,22 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
             }
         };
         *t.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live.clone());
+        t.changed();
         let end = run(&t, &live, &slot, &mut wish, verified_for).await;
         live.shutdown().await;
+        if let Some(a) = live.last_activity() {
+            t.times.lock().unwrap_or_else(|p| p.into_inner()).activity = Some(a);
+        }
         *t.have.lock().unwrap_or_else(|p| p.into_inner()) = Some(live.have_now());
         *t.live.lock().unwrap_or_else(|p| p.into_inner()) = None;
         drop(slot);
         match end {
             RunEnd::Stopped | RunEnd::Requeue => {}
             RunEnd::Verify => t.checked.store(false, Ordering::Release),
+            RunEnd::Finished => {
+                t.finished.store(true, Ordering::Relaxed);
+                t.stop();
+            }
             RunEnd::Failed(e) => {
                 t.set_state(State::Error(e));
                 t.stop();
@@ -467,8 +842,12 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
     }
 }
 
-/// Waits for what ends a run: a command, an error, or completion when no seeding slot is free
-/// (with one free, the run goes on as a seed).
+/// How often a seeding run looks at its seeding limits.
+const SEED_LIMITS_EVERY: Duration = Duration::from_secs(5);
+
+/// Waits for what ends a run: a command, an error, a seeding limit reached, or completion when
+/// no seeding slot is free (with one free, the run goes on as a seed; and back to a download
+/// when more files become wanted).
 async fn run(
     t: &Torrent,
     live: &Live,
@@ -476,8 +855,10 @@ async fn run(
     wish: &mut watch::Receiver<Wish>,
     verified_for: u64,
 ) -> RunEnd {
-    let mut complete = live.is_complete();
+    let mut complete = live.complete_rx();
+    let mut tick = tokio::time::interval(SEED_LIMITS_EVERY);
     loop {
+        let done = *complete.borrow_and_update();
         tokio::select! {
             r = wish.changed() => {
                 let w = *wish.borrow_and_update();
@@ -489,20 +870,86 @@ async fn run(
                 }
             }
             m = live.wait_fatal() => return RunEnd::Failed(m),
-            _ = live.wait_complete(), if !complete => {
-                complete = true;
-                if !slot.switch(Kind::Seed) {
+            r = complete.changed() => {
+                if r.is_err() {
+                    continue;
+                }
+                let now_done = *complete.borrow_and_update();
+                if now_done == done {
+                    continue;
+                }
+                let kind = if now_done { Kind::Seed } else { Kind::Download };
+                if !slot.switch(kind) {
                     return RunEnd::Requeue;
                 }
-                t.set_state(State::Seeding);
+                if now_done {
+                    t.times.lock().unwrap_or_else(|p| p.into_inner()).done = Some(SystemTime::now());
+                }
+                t.set_state(if now_done { State::Seeding } else { State::Downloading });
+            }
+            _ = tick.tick(), if done => {
+                if t.seed_limit_reached(live) {
+                    info!("{}: seeding limit reached; stopping", t.name());
+                    return RunEnd::Finished;
+                }
             }
         }
     }
 }
 
+impl Torrent {
+    /// Whether a seeding limit (ratio, idle time, seeding time) is reached.
+    fn seed_limit_reached(&self, live: &Live) -> bool {
+        let s = self.settings();
+        let (ratio, idle, time) = {
+            let g = self.core.settings();
+            (s.seed_ratio.effective(g.seed_ratio), s.seed_idle_minutes.effective(g.seed_idle_minutes), {
+                s.seed_time_minutes.effective(g.seed_time_minutes)
+            })
+        };
+        let size = live.meta.info.total_length.max(1);
+        let uploaded = self.counters.uploaded.load(Ordering::Relaxed);
+        if ratio.is_some_and(|r| uploaded as f64 / size as f64 >= r) {
+            return true;
+        }
+        let times = self.times();
+        let now = SystemTime::now();
+        let since = |t: Option<SystemTime>| t.and_then(|t| now.duration_since(t).ok()).unwrap_or_default();
+        let last = times.activity.max(times.done).max(times.started);
+        if idle.is_some_and(|m| since(last) >= Duration::from_secs(m * 60)) {
+            return true;
+        }
+        time.is_some_and(|m| since(times.done.max(times.started)) >= Duration::from_secs(m * 60))
+    }
+}
+
 /// Checks the data on disk when its turn comes. None when a command came first (the check,
 /// if it had begun, stops within a batch of pieces).
-async fn check(t: &Torrent, meta: &Arc<Metainfo>, wish: &mut watch::Receiver<Wish>) -> Option<Result<(), String>> {
+async fn check(
+    t: &Torrent,
+    meta: &Arc<Metainfo>,
+    wish: &mut watch::Receiver<Wish>,
+    full: bool,
+) -> Option<Result<(), String>> {
+    let n = meta.info.piece_count();
+    let layout = bitswarm_storage::Layout::new(&meta.info, &t.dir());
+    // Resume data, when it fits this torrent, spares the check of what it vouches for.
+    let resume = t.resume.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let resume = resume.filter(|r| !full && r.have.len() == n && r.files.len() == meta.info.files.len());
+    let (trusted, ranges) = match resume {
+        Some(r) => {
+            let l = layout.clone();
+            match tokio::task::spawn_blocking(move || trust(&l, &r)).await {
+                Ok(x) => x,
+                Err(e) => return Some(Err(format!("the check failed: {e}"))),
+            }
+        }
+        None => (Bitfield::new(n), vec![0..n]),
+    };
+    if ranges.is_empty() {
+        info!("{}: resumed with {} of {n} pieces, nothing checked", meta.info.name, trusted.count());
+        return Some(t.checked_as(trusted));
+    }
     t.set_state(State::CheckQueued);
     let _permit = tokio::select! {
         p = t.queue.checking() => p,
@@ -512,12 +959,11 @@ async fn check(t: &Torrent, meta: &Arc<Metainfo>, wish: &mut watch::Receiver<Wis
     let c = Arc::new(Check::default());
     *t.check.lock().unwrap_or_else(|p| p.into_inner()) = c.clone();
     let started = Instant::now();
-    let layout = bitswarm_storage::Layout::new(&meta.info, &t.dir());
     let (expected, threads) = (meta.clone(), t.core.settings().check_threads);
     let job = {
         let c = c.clone();
         tokio::task::spawn_blocking(move || {
-            bitswarm_storage::verify_pieces(&layout, &expected.info.pieces, threads, &c.done, &c.stop)
+            bitswarm_storage::verify_pieces_in(&layout, &expected.info.pieces, &ranges, threads, &c.done, &c.stop)
         })
     };
     tokio::pin!(job);
@@ -533,7 +979,7 @@ async fn check(t: &Torrent, meta: &Arc<Metainfo>, wish: &mut watch::Receiver<Wis
         Ok(s) => s,
         Err(e) => return Some(Err(format!("the check failed: {e}"))),
     };
-    let mut have = Bitfield::new(states.len());
+    let mut have = trusted;
     for (i, s) in states.iter().enumerate() {
         if *s == PieceState::Good {
             have.set(i);
@@ -546,17 +992,80 @@ async fn check(t: &Torrent, meta: &Arc<Metainfo>, wish: &mut watch::Receiver<Wis
         have.count(),
         have.len()
     );
-    if t.seed_only && !have.is_full() {
-        return Some(Err(format!(
-            "{}: {} of {} pieces are missing or damaged; `bitswarm join` downloads the rest",
-            t.dir().display(),
-            have.len() - have.count(),
-            have.len()
-        )));
+    Some(t.checked_as(have))
+}
+
+impl Torrent {
+    /// The check found `have`: a seed-only torrent must have everything.
+    fn checked_as(&self, have: Bitfield) -> Result<(), String> {
+        if self.seed_only && !have.is_full() {
+            return Err(format!(
+                "{}: {} of {} pieces are missing or damaged; `bitswarm join` downloads the rest",
+                self.dir().display(),
+                have.len() - have.count(),
+                have.len()
+            ));
+        }
+        *self.have.lock().unwrap_or_else(|p| p.into_inner()) = Some(have);
+        self.checked.store(true, Ordering::Release);
+        self.changed();
+        Ok(())
     }
-    *t.have.lock().unwrap_or_else(|p| p.into_inner()) = Some(have);
-    t.checked.store(true, Ordering::Release);
-    Some(Ok(()))
+}
+
+/// What resume data vouches for, given the files as they are now: the pieces to trust, and the
+/// pieces to check again (ascending ranges).
+///
+/// * A complete torrent's files do not change under us: a file whose size or modification
+///   time is not what was recorded has its pieces checked again; the others are trusted.
+/// * An incomplete torrent's files change under our own writes after the last save (so their
+///   times move): its recorded pieces are trusted where every file they lie in is there and
+///   long enough to hold them; pieces written after the last save are fetched again.
+fn trust(layout: &bitswarm_storage::Layout, r: &Resume) -> (Bitfield, Vec<std::ops::Range<usize>>) {
+    let stamps: Vec<Option<FileStamp>> = layout
+        .files
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(&f.path).ok()?;
+            let mtime = m.modified().ok()?.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+            Some(FileStamp { size: m.len(), mtime_ns: mtime.as_nanos() as i64 })
+        })
+        .collect();
+    let mut have = r.have.clone();
+    let mut recheck = Bitfield::new(have.len());
+    if r.have.is_full() {
+        for (i, f) in layout.files.iter().enumerate() {
+            if f.padding || f.length == 0 || stamps[i] == r.files[i] {
+                continue;
+            }
+            let first = (f.offset / layout.piece_length) as usize;
+            let last = ((f.offset + f.length - 1) / layout.piece_length) as usize;
+            for p in first..=last {
+                have.clear(p);
+                recheck.set(p);
+            }
+        }
+    } else {
+        let held: Vec<usize> = have.ones().collect();
+        for p in held {
+            let (offset, len) = layout.piece_range(p);
+            let whole = layout.segments(offset, len).all(|seg| {
+                layout.files[seg.file].padding
+                    || stamps[seg.file].is_some_and(|s| s.size >= seg.file_offset + seg.len)
+            });
+            if !whole {
+                have.clear(p);
+            }
+        }
+    }
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for p in recheck.ones() {
+        match ranges.last_mut() {
+            Some(r) if r.end == p => r.end = p + 1,
+            _ => ranges.push(p..p + 1),
+        }
+    }
+    (have, ranges)
 }
 
 /// The info dictionary of a magnet link, from its peers and trackers, checked against the

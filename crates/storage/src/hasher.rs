@@ -50,21 +50,39 @@ pub fn for_each_piece<F>(layout: &Layout, threads: usize, done: &AtomicU64, stop
 where
     F: Fn(usize, Result<Hashed, PieceError>) + Sync,
 {
-    let count = layout.piece_count();
+    for_pieces_in(layout, &[0..layout.piece_count()], threads, done, stop, f);
+}
+
+/// [`for_each_piece`] over the pieces in `ranges` only (ascending, not overlapping).
+pub fn for_pieces_in<F>(
+    layout: &Layout,
+    ranges: &[std::ops::Range<usize>],
+    threads: usize,
+    done: &AtomicU64,
+    stop: &AtomicBool,
+    f: F,
+) where
+    F: Fn(usize, Result<Hashed, PieceError>) + Sync,
+{
     let batch = bitswarm_piecehash::best_lanes().max(1);
+    // The work: runs of up to `batch` consecutive pieces, taken in turn by the threads.
+    let runs: Vec<std::ops::Range<usize>> = ranges
+        .iter()
+        .flat_map(|r| (r.start..r.end).step_by(batch).map(move |s| s..(s + batch).min(r.end)))
+        .collect();
     let next = AtomicUsize::new(0);
-    let threads = threads.clamp(1, count.div_ceil(batch).max(1));
+    let threads = threads.clamp(1, runs.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 let mut w = Worker { layout, lanes: Vec::new() };
                 loop {
-                    let start = next.fetch_add(batch, Ordering::Relaxed);
-                    if start >= count || stop.load(Ordering::Relaxed) {
+                    let at = next.fetch_add(1, Ordering::Relaxed);
+                    if at >= runs.len() || stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let end = (start + batch).min(count);
-                    for (index, r) in (start..end).zip(w.hash_batch(start..end)) {
+                    let run = runs[at].clone();
+                    for (index, r) in run.clone().zip(w.hash_batch(run)) {
                         done.fetch_add(layout.piece_range(index).1, Ordering::Relaxed);
                         f(index, r);
                     }
@@ -207,9 +225,22 @@ pub fn verify_pieces(
     done: &AtomicU64,
     stop: &AtomicBool,
 ) -> Vec<PieceState> {
+    verify_pieces_in(layout, expected, &[0..layout.piece_count()], threads, done, stop)
+}
+
+/// [`verify_pieces`] of the pieces in `ranges` (ascending, not overlapping); the others are
+/// reported missing.
+pub fn verify_pieces_in(
+    layout: &Layout,
+    expected: &[[u8; 20]],
+    ranges: &[std::ops::Range<usize>],
+    threads: usize,
+    done: &AtomicU64,
+    stop: &AtomicBool,
+) -> Vec<PieceState> {
     let out: Vec<std::sync::atomic::AtomicU8> =
         (0..layout.piece_count()).map(|_| std::sync::atomic::AtomicU8::new(0)).collect();
-    for_each_piece(layout, threads, done, stop, |i, r| {
+    for_pieces_in(layout, ranges, threads, done, stop, |i, r| {
         let state = match r {
             Ok(h) if h.digest == expected[i] => 1,
             Ok(h) if !h.zeros => 2,
@@ -285,6 +316,9 @@ mod tests {
         std::fs::write(&files[2].0, f2).unwrap();
         let s = verify_pieces(&layout, &want, 2, &done, &no);
         assert_eq!(s, vec![Good, Bad, Bad, Missing, Bad, Missing, Missing]);
+        // Some pieces only.
+        let some = verify_pieces_in(&layout, &want, &[0..1, 3..5], 2, &done, &no);
+        assert_eq!(some, vec![Good, Missing, Missing, Missing, Bad, Missing, Missing]);
         // A stopped check visits nothing more.
         let s = verify_pieces(&layout, &want, 2, &done, &AtomicBool::new(true));
         assert_eq!(s, vec![Missing; 7]);
