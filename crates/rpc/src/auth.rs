@@ -329,3 +329,19 @@ mod tests {
         assert_eq!(open.check(Some(bad.as_bytes()), ip).await, Verdict::Allowed);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any header bytes parse to credentials or to nothing, without panicking.
+        #[test]
+        fn any_authorization_header(header in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = super::parse_basic(&header);
+            let mut basic = b"Basic ".to_vec();
+            basic.extend_from_slice(&header);
+            let _ = super::parse_basic(&basic);
+        }
+    }
+}

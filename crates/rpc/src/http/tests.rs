@@ -213,3 +213,51 @@ async fn body_limits() {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body, r#"{"arguments":{},"result":"no method name"}"#);
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Whatever the method, target, headers and body, the handler answers with one of its
+        /// statuses and never panics.
+        #[test]
+        fn any_request_gets_an_answer(
+            method in proptest::sample::select(&["GET", "POST", "PUT", "OPTIONS", "DELETE", "HEAD"][..]),
+            path in prop_oneof![
+                Just("/transmission/rpc".to_owned()),
+                "/transmission/[a-z/?=]{0,12}",
+                "/[a-zA-Z0-9/%?=.]{0,20}",
+            ],
+            host in proptest::option::of("[a-zA-Z0-9.:\\[\\]-]{0,24}"),
+            with_id in any::<bool>(),
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let r = open_router();
+            let mut req = Request::builder().method(method).uri(path.as_str());
+            if let Some(h) = &host {
+                req = req.header(header::HOST, h.as_str());
+            }
+            if with_id {
+                req = with_id_header(req);
+            }
+            let Ok(mut req) = req.body(Body::from(body)) else { return Ok(()) };
+            req.extensions_mut().insert(ConnectInfo("127.0.0.1:1".parse::<SocketAddr>().unwrap()));
+            let a = rt().block_on(send(&r, req));
+            let expected = [200, 301, 404, 405, 409, 413, 421];
+            prop_assert!(expected.contains(&a.status.as_u16()), "{}", a.status);
+            prop_assert_eq!(&a.headers[header::SERVER], "Transmission");
+        }
+    }
+
+    fn with_id_header(req: axum::http::request::Builder) -> axum::http::request::Builder {
+        with_id(req)
+    }
+}
