@@ -8,14 +8,16 @@
 //! the blocking pool, so guessing cannot take every core or much memory.
 //!
 //! Failed logins slow down per client (an IPv6 client per /64, since one host has that many
-//! addresses): the wait before the next check doubles with each failure from 250 ms up to
-//! 8 s, concurrent attempts queue behind one another, and an attempt that would wait more than
-//! 30 s is refused at once with 403, as Transmission's anti-brute-force answers. The table of
-//! clients is bounded, forgetting the oldest first.
+//! addresses). One client's checks run one after another, so a burst of parallel guesses is
+//! no faster than a sequence (and parallel requests of a legitimate client wait only for the
+//! first check, then find its header remembered). The wait before the next check doubles with
+//! each failure from 250 ms up to 8 s, and an attempt that would wait more than 30 s is
+//! refused at once with 403, as Transmission's anti-brute-force answers. The tables of clients
+//! are bounded, forgetting the oldest first.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use blake2::Blake2sMac256;
@@ -157,6 +159,9 @@ pub(crate) struct Guard {
     mac_key: [u8; 32],
     verified: Mutex<HashSet<[u8; 32]>>,
     throttle: Mutex<Throttle>,
+    /// One lock per client with a check under way: its checks run one at a time. Weak, so a
+    /// client's entry goes away with its last waiting request.
+    turns: Mutex<HashMap<ClientKey, Weak<tokio::sync::Mutex<()>>>>,
     /// argon2 checks run one at a time.
     checking: tokio::sync::Semaphore,
 }
@@ -173,6 +178,7 @@ impl Guard {
             mac_key,
             verified: Mutex::new(HashSet::new()),
             throttle: Mutex::new(Throttle::default()),
+            turns: Mutex::new(HashMap::new()),
             checking: tokio::sync::Semaphore::new(1),
         }
     }
@@ -203,6 +209,17 @@ impl Guard {
             return Verdict::Allowed;
         }
         let key = ClientKey::of(client);
+        let turn = self.turn(key);
+        let Ok(_turn) = tokio::time::timeout(MAX_QUEUE, turn.lock()).await else {
+            tracing::warn!(client = ?client, "RPC login refused: too many attempts at once");
+            return Verdict::Refused;
+        };
+        // The check this one waited for may have been of the same header.
+        if let Some(tag) = tag
+            && lock(&self.verified).contains(&tag)
+        {
+            return Verdict::Allowed;
+        }
         let Some(wait) = lock(&self.throttle).reserve(key, Instant::now()) else {
             tracing::warn!(client = ?client, "RPC login refused: too many failed attempts");
             return Verdict::Refused;
@@ -227,6 +244,24 @@ impl Guard {
             tracing::warn!(client = ?client, "RPC login failed");
             Verdict::Denied
         }
+    }
+
+    /// The lock that orders `key`'s checks.
+    fn turn(&self, key: ClientKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = lock(&self.turns);
+        if let Some(t) = turns.get(&key).and_then(Weak::upgrade) {
+            return t;
+        }
+        if turns.len() >= MAX_CLIENTS {
+            turns.retain(|_, t| t.strong_count() > 0);
+        }
+        let t = Arc::new(tokio::sync::Mutex::new(()));
+        // Past the bound (that many clients checking at once), the newcomer is not remembered:
+        // its checks are then not ordered, but still throttled and serialized by `checking`.
+        if turns.len() < MAX_CLIENTS {
+            turns.insert(key, Arc::downgrade(&t));
+        }
+        t
     }
 
     async fn verify(&self, credentials: &Arc<Credentials>, user: Vec<u8>, pass: Vec<u8>) -> bool {
@@ -325,6 +360,20 @@ mod tests {
         let t = Instant::now();
         assert_eq!(g.check(Some(bad.as_bytes()), ip).await, Verdict::Denied);
         assert!(t.elapsed() >= FIRST_DELAY, "the second failure waited");
+        // A burst of parallel guesses runs one after another, each waiting longer.
+        let g = Arc::new(Guard::new(Some(Credentials::from_password("u", "p"))));
+        let other = Some("10.9.9.9".parse().unwrap());
+        let t = Instant::now();
+        let burst: Vec<_> = (0..3)
+            .map(|_| {
+                let (g, bad) = (Arc::clone(&g), bad.clone());
+                tokio::spawn(async move { g.check(Some(bad.as_bytes()), other).await })
+            })
+            .collect();
+        for b in burst {
+            assert_eq!(b.await.unwrap(), Verdict::Denied);
+        }
+        assert!(t.elapsed() >= FIRST_DELAY * 3, "250 ms then 500 ms between the three: {:?}", t.elapsed());
         let open = Guard::new(None);
         assert_eq!(open.check(Some(bad.as_bytes()), ip).await, Verdict::Allowed);
     }
