@@ -25,7 +25,8 @@ pub struct Wants {
     pub files: bool,
     /// `peers`.
     pub peers: bool,
-    /// `trackers`, `trackerStats`, `trackerList`, `magnetLink`.
+    /// `trackers`, `trackerStats`, `trackerList`, and `magnetLink` (built from the trackers
+    /// unless the view carries [`TorrentView::magnet_link`]).
     pub trackers: bool,
     /// `pieces`.
     pub pieces: bool,

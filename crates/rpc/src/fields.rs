@@ -274,7 +274,10 @@ impl Serialize for Value<'_> {
             Field::IsStalled => s.serialize_bool(t.is_stalled),
             Field::Labels => t.labels.serialize(s),
             Field::LeftUntilDone => s.serialize_u64(t.left_until_done.min(t.size_when_done)),
-            Field::MagnetLink => s.serialize_str(&magnet_link(t)),
+            Field::MagnetLink => match &t.magnet_link {
+                Some(link) => s.serialize_str(link),
+                None => s.serialize_str(&magnet_link(t)),
+            },
             Field::ManualAnnounceTime => s.serialize_i64(t.manual_announce_time.unwrap_or(-1)),
             Field::MaxConnectedPeers | Field::PeerLimit => s.serialize_u32(t.peer_limit),
             Field::MetadataPercentComplete => Double(t.metadata_percent_complete.clamp(0.0, 1.0)).serialize(s),
@@ -577,7 +580,7 @@ pub(crate) fn tracker_list(trackers: &[TrackerView]) -> String {
 const COMPONENT: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// `magnetLink`: the hash, the name as `dn`, each announce URL as `tr` (once, in tier order)
+/// `magnetLink` built from the view: the hash, the name as `dn`, each announce URL as `tr` (once, in tier order)
 /// and each web seed as `ws`.
 pub(crate) fn magnet_link(t: &TorrentView) -> String {
     use percent_encoding::utf8_percent_encode as enc;
@@ -792,6 +795,17 @@ mod tests {
         assert_eq!(v["uploadRatio"], json!(0));
         assert_eq!(v["manualAnnounceTime"], json!(-1));
         assert_eq!(v["peer-limit"], json!(50));
+    }
+
+    #[test]
+    fn a_magnet_link_given_is_reported_as_is() {
+        let t = TorrentView { magnet_link: Some("magnet:?xt=urn:btih:x&x.pe=1.2.3.4:5".into()), ..sample() };
+        assert_eq!(get(&t, &["magnetLink"])["magnetLink"], json!("magnet:?xt=urn:btih:x&x.pe=1.2.3.4:5"));
+        let t = TorrentView { webseeds: vec!["http://w/f b".into()], trackers: None, ..sample() };
+        assert_eq!(
+            get(&t, &["magnetLink"])["magnetLink"],
+            json!("magnet:?xt=urn:btih:b5e8b288a3d56acc9461dd12f8b2cb885abe56f2&dn=multi&ws=http%3A%2F%2Fw%2Ff%20b")
+        );
     }
 
     #[test]

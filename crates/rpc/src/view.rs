@@ -255,6 +255,10 @@ pub struct TorrentView {
     pub webseeds: Vec<String>,
     /// The daemon's stored copy of the .torrent file.
     pub torrent_file: String,
+    /// `magnetLink` as is, when the daemon has one at hand. `None`: this crate builds it from
+    /// the hash, the name, the trackers (so [`Wants::trackers`](crate::Wants::trackers) is set
+    /// when `magnetLink` is asked for) and the web seeds.
+    pub magnet_link: Option<String>,
 
     /// Filled when [`Wants::files`](crate::Wants::files).
     pub files: Option<Vec<FileView>>,
@@ -334,6 +338,7 @@ impl Default for TorrentView {
             manual_announce_time: None,
             webseeds: Vec::new(),
             torrent_file: String::new(),
+            magnet_link: None,
             files: None,
             peers: None,
             trackers: None,
