@@ -54,23 +54,30 @@ pub fn session_id() -> &'static str {
         let mut id = String::with_capacity(48);
         let mut buf = [0u8; 64];
         while id.len() < 48 {
-            if getrandom::fill(&mut buf).is_err() {
-                // Without OS randomness, fall back to the time and address of a stack
-                // variable: weak, but a session id is a CSRF token, not a secret key.
-                tracing::warn!("no OS randomness for the RPC session id");
-                let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                let seed = t.as_nanos() ^ (&buf as *const _ as usize as u128);
-                buf.iter_mut().enumerate().for_each(|(i, b)| *b = (seed >> ((i % 16) * 8)) as u8 ^ i as u8);
-            }
+            random_bytes(&mut buf);
             // 248 = 4 × 62: taking only bytes below it keeps every character equally likely.
-            for &b in buf.iter().filter(|&&b| b < 248) {
-                if id.len() < 48 {
-                    id.push(ALPHABET[usize::from(b % 62)] as char);
-                }
+            for &b in buf.iter().filter(|&&b| b < 248).take(48 - id.len()) {
+                id.push(char::from(ALPHABET[usize::from(b % 62)]));
             }
         }
         id
     })
+}
+
+/// Fills `buf` from the OS; should that fail, from std's per-process random hash keys (which
+/// have fallbacks of their own): a session id is a CSRF token, not a key.
+fn random_bytes(buf: &mut [u8]) {
+    if getrandom::fill(buf).is_ok() {
+        return;
+    }
+    tracing::warn!("no OS randomness for the RPC session id; using std's hash keys");
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    for (i, chunk) in buf.chunks_mut(8).enumerate() {
+        let mut h = state.build_hasher();
+        h.write_usize(i);
+        chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+    }
 }
 
 /// What every request of one router shares.
@@ -89,6 +96,8 @@ pub(crate) struct Shared<B> {
 /// `ConnectInfo<SocketAddr>` into each request. Without it, an enabled allow-list refuses
 /// every request.
 pub fn router<B: Backend>(backend: Arc<B>, config: RpcConfig) -> axum::Router {
+    // Made now rather than on the first request.
+    let _ = session_id();
     let shared = Arc::new(Shared {
         backend,
         guard: Guard::new(config.credentials.clone()),
@@ -216,13 +225,15 @@ async fn rpc<B: Backend>(shared: &Shared<B>, request: Request) -> Response {
     let mib = declared.map_or(MAX_BODY as u64 >> 20, |n| n.div_ceil(1 << 20)).clamp(1, u64::from(BODY_BUDGET_MIB));
     let body = request.into_body();
     let read = async {
-        let _permit = shared.body_budget.acquire_many(mib as u32).await.ok()?;
+        let permit = shared.body_budget.acquire_many(mib as u32).await.ok()?;
         let bytes = axum::body::to_bytes(body, MAX_BODY).await;
-        Some((bytes, _permit))
+        Some((bytes, permit))
     };
     let (bytes, _permit) = match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Ok(Some((Ok(bytes), permit))) => (bytes, permit),
-        Ok(Some((Err(_), _))) => return simple(StatusCode::PAYLOAD_TOO_LARGE, ""),
+        Ok(Some((Err(e), _))) if is_too_long(&e) => return simple(StatusCode::PAYLOAD_TOO_LARGE, ""),
+        // The client went away or sent a malformed chunked body.
+        Ok(Some((Err(_), _))) => return simple(StatusCode::BAD_REQUEST, ""),
         Ok(None) => return simple(StatusCode::SERVICE_UNAVAILABLE, ""),
         Err(_) => return simple(StatusCode::REQUEST_TIMEOUT, ""),
     };
@@ -241,6 +252,18 @@ async fn rpc<B: Backend>(shared: &Shared<B>, request: Request) -> Response {
     h.insert(header::SERVER, HeaderValue::from_static("Transmission"));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
     r
+}
+
+/// Whether reading a body failed because it was longer than [`MAX_BODY`].
+fn is_too_long(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 #[cfg(test)]
