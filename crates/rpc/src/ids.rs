@@ -1,0 +1,149 @@
+//! Torrent selection by `ids` (§3), in every form clients send, resolved to session ids.
+//!
+//! | `ids` | selects |
+//! |---|---|
+//! | absent, `null`, an object | every torrent, by id (the reference behaviour, even for torrent-remove) |
+//! | integer (or a bool or real, coerced as §2.2) | that id |
+//! | `"recently-active"` | torrents active in the last 60 s; the reply adds `removed` |
+//! | other string | the torrent with that hash: 40 hex, 32 base32 or a magnet link, any case |
+//! | list | each int an id, each string a hash, in request order; other items skipped |
+//!
+//! Transmission 4.0 also takes an integer `id` key, after the list and int forms of `ids` and
+//! before its string form. Unknown ids and hashes select nothing, silently; `[]` selects
+//! nothing. A torrent named twice is selected once, so a long list repeating one id cannot
+//! make a reply grow beyond one copy of each torrent.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use crate::backend::Backend;
+use crate::coerce::{self, Args};
+use crate::hash::InfoHash;
+
+/// One element of an `ids` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Selector {
+    Id(i64),
+    Hash(InfoHash),
+    /// A string that names no hash (`"2"`): selects nothing.
+    Nothing,
+}
+
+/// What a request's `ids` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Selection {
+    All,
+    RecentlyActive,
+    List(Vec<Selector>),
+}
+
+/// The torrents a request names, as session ids in reply order, and for `recently-active`
+/// the ids removed lately.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Resolved {
+    pub ids: Vec<u32>,
+    pub removed: Option<Vec<u32>>,
+}
+
+fn selector(v: &Value) -> Option<Selector> {
+    if let Some(n) = coerce::int(v) {
+        return Some(Selector::Id(n));
+    }
+    let s = v.as_str()?;
+    Some(InfoHash::parse(s).map_or(Selector::Nothing, Selector::Hash))
+}
+
+/// Reads `ids` (and `id`) from a request's arguments.
+pub(crate) fn parse(args: &Args) -> Selection {
+    let ids = args.get("ids");
+    if let Some(list) = ids.and_then(Value::as_array) {
+        return Selection::List(list.iter().filter_map(selector).collect());
+    }
+    if let Some(n) = ids.and_then(coerce::int).or_else(|| args.get("id").and_then(coerce::int)) {
+        return Selection::List(vec![Selector::Id(n)]);
+    }
+    match ids.and_then(Value::as_str) {
+        Some("recently-active") => Selection::RecentlyActive,
+        Some(s) => Selection::List(vec![InfoHash::parse(s).map_or(Selector::Nothing, Selector::Hash)]),
+        None => Selection::All,
+    }
+}
+
+fn sorted_unique(mut v: Vec<u32>) -> Vec<u32> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Resolves a selection against the backend's torrents.
+pub(crate) fn resolve<B: Backend>(selection: &Selection, backend: &B) -> Resolved {
+    match selection {
+        Selection::All => {
+            let ids = backend.torrent_ids().into_iter().map(|(id, _)| id).collect();
+            Resolved { ids: sorted_unique(ids), removed: None }
+        }
+        Selection::RecentlyActive => Resolved {
+            ids: sorted_unique(backend.recently_active()),
+            removed: Some(sorted_unique(backend.recently_removed())),
+        },
+        Selection::List(selectors) => {
+            if selectors.is_empty() {
+                return Resolved::default();
+            }
+            let known = backend.torrent_ids();
+            let by_id: HashSet<u32> = known.iter().map(|(id, _)| *id).collect();
+            let by_hash: HashMap<InfoHash, u32> = if selectors.iter().any(|s| matches!(s, Selector::Hash(_))) {
+                known.iter().map(|(id, h)| (*h, *id)).collect()
+            } else {
+                HashMap::new()
+            };
+            let mut seen = HashSet::new();
+            let mut ids = Vec::new();
+            for s in selectors {
+                let id = match s {
+                    Selector::Id(n) => u32::try_from(*n).ok().filter(|id| by_id.contains(id)),
+                    Selector::Hash(h) => by_hash.get(h).copied(),
+                    Selector::Nothing => None,
+                };
+                if let Some(id) = id
+                    && seen.insert(id)
+                {
+                    ids.push(id);
+                }
+            }
+            Resolved { ids, removed: None }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn args(v: Value) -> Args {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    const H1: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn forms() {
+        let h1 = InfoHash::from_hex(H1).unwrap();
+        assert_eq!(parse(&args(json!({}))), Selection::All);
+        assert_eq!(parse(&args(json!({"ids": null}))), Selection::All);
+        assert_eq!(parse(&args(json!({"ids": {"a": 1}}))), Selection::All);
+        assert_eq!(parse(&args(json!({"ids": 5}))), Selection::List(vec![Selector::Id(5)]));
+        assert_eq!(parse(&args(json!({"id": 2}))), Selection::List(vec![Selector::Id(2)]));
+        // The list form of ids wins over id.
+        assert_eq!(parse(&args(json!({"ids": [], "id": 2}))), Selection::List(vec![]));
+        assert_eq!(parse(&args(json!({"ids": "recently-active"}))), Selection::RecentlyActive);
+        assert_eq!(parse(&args(json!({"ids": H1.to_uppercase()}))), Selection::List(vec![Selector::Hash(h1)]));
+        assert_eq!(parse(&args(json!({"ids": "2"}))), Selection::List(vec![Selector::Nothing]));
+        let magnet = format!("magnet:?xt=urn:btih:{H1}&dn=x");
+        assert_eq!(parse(&args(json!({"ids": [1, magnet, {"x": 1}, null]}))).clone(), {
+            Selection::List(vec![Selector::Id(1), Selector::Hash(h1)])
+        });
+    }
+}

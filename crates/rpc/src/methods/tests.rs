@@ -1,0 +1,490 @@
+//! The methods end to end below HTTP: a request body in, the reply JSON out, against the fake
+//! backend.
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::testing::{Fake, HASH1, HASH2, HASH3};
+use super::{Context, call};
+use crate::backend::{AddSource, FileSelection};
+use crate::envelope;
+use crate::hash::InfoHash;
+use crate::view::{Encryption, FileView, LimitMode, Priority, TorrentView};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn rpc_raw(fake: &Fake, body: &[u8]) -> Value {
+    let req = envelope::parse(body).unwrap();
+    let tag = req.tag;
+    let ctx = Context { session_id: "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL", anti_brute_force: false };
+    let reply = rt().block_on(call(fake, ctx, req));
+    serde_json::from_slice(&reply.to_json(tag)).unwrap()
+}
+
+fn rpc(fake: &Fake, body: Value) -> Value {
+    rpc_raw(fake, body.to_string().as_bytes())
+}
+
+fn ok(fake: &Fake, method: &str, args: Value) -> Value {
+    let r = rpc(fake, json!({"method": method, "arguments": args}));
+    assert_eq!(r["result"], "success", "{method} {r}");
+    r["arguments"].clone()
+}
+
+fn err(fake: &Fake, method: &str, args: Value) -> String {
+    let r = rpc(fake, json!({"method": method, "arguments": args}));
+    assert!(r["arguments"].is_object(), "arguments are always there: {r}");
+    r["result"].as_str().unwrap().to_owned()
+}
+
+fn names(v: &Value) -> Vec<&str> {
+    v["torrents"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn envelope_errors_and_tags() {
+    let f = Fake::new();
+    assert_eq!(rpc_raw(&f, b"not json"), json!({"arguments": {}, "result": "no method name"}));
+    assert_eq!(rpc_raw(&f, b""), json!({"arguments": {}, "result": "no method name"}));
+    assert_eq!(
+        rpc(&f, json!({"method": "bogus", "tag": 7})),
+        json!({"arguments": {}, "result": "method name not recognized", "tag": 7})
+    );
+    assert_eq!(rpc(&f, json!({"method": "torrent-stop", "tag": "abc"})), json!({"arguments": {}, "result": "success"}));
+    // Sonarr's session-get has no arguments; transmission-remote's -st neither.
+    let r = rpc(&f, json!({"method": "session-stats", "tag": 1}));
+    assert_eq!(r["tag"], 1);
+    assert_eq!(r["arguments"]["pausedTorrentCount"], 1);
+}
+
+#[test]
+fn ids_in_every_form() {
+    let f = Fake::new();
+    let get = |ids: Option<Value>| {
+        let mut args = json!({"fields": ["name"]});
+        if let Some(ids) = ids {
+            args["ids"] = ids;
+        }
+        ok(&f, "torrent-get", args)
+    };
+    assert_eq!(names(&get(None)), ["sample.bin", "fake-magnet", "multi"], "all, by id");
+    assert_eq!(names(&get(Some(json!(null)))), ["sample.bin", "fake-magnet", "multi"]);
+    assert_eq!(names(&get(Some(json!(3)))), ["multi"]);
+    assert_eq!(names(&get(Some(json!(HASH3.to_uppercase())))), ["multi"]);
+    let b32 = data_encoding::BASE32_NOPAD.encode(&InfoHash::from_hex(HASH2).unwrap().0);
+    assert_eq!(names(&get(Some(json!([3, b32, HASH1, 3, 42, "nothing"])))), ["multi", "fake-magnet", "sample.bin"]);
+    assert_eq!(names(&get(Some(json!(format!("magnet:?xt=urn:btih:{HASH1}&dn=x"))))), ["sample.bin"]);
+    assert_eq!(names(&get(Some(json!([])))), Vec::<&str>::new());
+    assert_eq!(names(&get(Some(json!("2")))), Vec::<&str>::new());
+    let recent = get(Some(json!("recently-active")));
+    assert_eq!(names(&recent), ["sample.bin", "fake-magnet"]);
+    assert_eq!(recent["removed"], json!([9]));
+    assert!(get(None).get("removed").is_none());
+    // `id` is honoured too.
+    let a = ok(&f, "torrent-get", json!({"fields": ["id"], "id": 2}));
+    assert_eq!(a["torrents"], json!([{"id": 2}]));
+}
+
+#[test]
+fn torrent_get_fields_formats_and_wants() {
+    let f = Fake::new();
+    assert_eq!(
+        rpc(&f, json!({"method": "torrent-get", "arguments": {}})),
+        json!({"arguments": {"torrents": []}, "result": "no fields specified"})
+    );
+    let a = ok(&f, "torrent-get", json!({"ids": 1, "fields": ["fileCount", "id", "hashString"]}));
+    assert_eq!(a, json!({"torrents": [{"hashString": HASH1, "id": 1}]}));
+    assert_eq!(*f.last_wants.lock().unwrap(), Some(crate::Wants::NONE));
+    let a = ok(&f, "torrent-get", json!({"ids": [1, 2], "fields": ["id", "name", "bogus"], "format": "table"}));
+    assert_eq!(a, json!({"torrents": [["id", "name"], [1, "sample.bin"], [2, "fake-magnet"]]}));
+    let a = ok(&f, "torrent-get", json!({"ids": [], "fields": ["id"], "format": "table"}));
+    assert_eq!(a, json!({"torrents": [["id"]]}));
+    let a = ok(&f, "torrent-get", json!({"ids": 1, "fields": []}));
+    assert_eq!(a, json!({"torrents": [{}]}));
+    f.torrents.lock().unwrap()[0].files =
+        Some(vec![FileView { name: "sample.bin".into(), length: 5, ..FileView::default() }]);
+    let a = ok(&f, "torrent-get", json!({"ids": 1, "fields": ["files", "name", "priorities", "wanted"]}));
+    assert_eq!(a["torrents"][0]["wanted"], json!([0]));
+    let w = f.last_wants.lock().unwrap().unwrap();
+    assert!(w.files && !w.peers && !w.trackers && !w.pieces);
+}
+
+/// A listing poll over 10,000 torrents asks for no heavy part and takes one pass.
+#[test]
+fn ten_thousand_torrents() {
+    let f = Fake::new();
+    {
+        let mut all = f.torrents.lock().unwrap();
+        let proto = all[0].clone();
+        all.clear();
+        for id in 1..=10_000u32 {
+            let mut h = [0u8; 20];
+            h[..4].copy_from_slice(&id.to_be_bytes());
+            all.push(TorrentView { id, info_hash: InfoHash(h), name: format!("t{id}"), ..proto.clone() });
+        }
+    }
+    let t = std::time::Instant::now();
+    let a = ok(&f, "torrent-get", json!({"fields": ["id", "name", "status", "percentDone", "rateDownload", "eta"]}));
+    let elapsed = t.elapsed();
+    assert_eq!(a["torrents"].as_array().unwrap().len(), 10_000);
+    assert_eq!(a["torrents"][9_999]["name"], "t10000");
+    assert_eq!(*f.last_wants.lock().unwrap(), Some(crate::Wants::NONE));
+    assert!(elapsed < std::time::Duration::from_secs(2), "{elapsed:?}");
+    // By hash, in a list: one lookup table, not a scan per hash.
+    let hashes: Vec<String> = (9_000..10_000u32)
+        .map(|id| {
+            let mut h = [0u8; 20];
+            h[..4].copy_from_slice(&id.to_be_bytes());
+            InfoHash(h).to_hex()
+        })
+        .collect();
+    let a = ok(&f, "torrent-get", json!({"ids": hashes, "fields": ["id"]}));
+    assert_eq!(a["torrents"].as_array().unwrap().len(), 1_000);
+}
+
+#[test]
+fn torrent_actions_name_resolved_ids() {
+    let f = Fake::new();
+    ok(&f, "torrent-start", json!({"ids": [HASH3, 1]}));
+    ok(&f, "torrent-start-now", json!({"ids": 2}));
+    ok(&f, "torrent-stop", json!({"ids": 1}));
+    ok(&f, "torrent-verify", json!({}));
+    ok(&f, "torrent-reannounce", json!({"ids": [77]}));
+    ok(&f, "queue-move-top", json!({"ids": [HASH1]}));
+    ok(&f, "queue-move-up", json!({"ids": 1}));
+    ok(&f, "queue-move-down", json!({"ids": 1}));
+    ok(&f, "queue-move-bottom", json!({"ids": 1}));
+    ok(&f, "torrent-remove", json!({"ids": 2, "delete-local-data": true}));
+    ok(&f, "torrent-remove", json!({"ids": [HASH1]}));
+    assert_eq!(
+        f.calls(),
+        [
+            "start [3, 1] false",
+            "start [2] true",
+            "stop [1]",
+            "verify [1, 2, 3]",
+            "queue_move [1] Top",
+            "queue_move [1] Up",
+            "queue_move [1] Down",
+            "queue_move [1] Bottom",
+            "remove [2] true",
+            "remove [1] false"
+        ]
+    );
+}
+
+#[test]
+fn torrent_add() {
+    let f = Fake::new();
+    assert_eq!(err(&f, "torrent-add", json!({})), "no filename or metainfo specified");
+    assert_eq!(err(&f, "torrent-add", json!({"filename": "", "metainfo": ""})), "no filename or metainfo specified");
+    let magnet = format!("magnet:?xt=urn:btih:{}&dn=x", "ab".repeat(20));
+    assert_eq!(
+        err(&f, "torrent-add", json!({"filename": magnet, "download-dir": "rel/dir"})),
+        "download directory path is not absolute"
+    );
+    assert_eq!(
+        err(&f, "torrent-add", json!({"filename": magnet, "labels": ["a,b"]})),
+        "labels cannot contain comma (,) character"
+    );
+    assert_eq!(err(&f, "torrent-add", json!({"filename": "magnet:?xt=urn:btih:zz"})), "unrecognized info");
+    assert_eq!(err(&f, "torrent-add", json!({"filename": "/no/such/file.torrent"})), "unrecognized info");
+    assert_eq!(err(&f, "torrent-add", json!({"metainfo": "!!!"})), "unrecognized info");
+    assert_eq!(err(&f, "torrent-add", json!({"metainfo": "eHl6"})), "invalid or corrupt torrent file");
+    assert_eq!(
+        err(&f, "torrent-add", json!({"filename": "https://x/t.torrent"})),
+        "Couldn't fetch torrent: Not Found (404)"
+    );
+
+    let a = ok(
+        &f,
+        "torrent-add",
+        json!({"filename": magnet, "paused": true, "labels": [" tv "], "download-dir": "/d",
+        "peer-limit": 20.0, "bandwidthPriority": 1, "files-unwanted": [1, "x"]}),
+    );
+    assert_eq!(a, json!({"torrent-added": {"hashString": "ab".repeat(20), "id": 4, "name": "m"}}));
+    let req = f.last_add.lock().unwrap().clone().unwrap();
+    assert_eq!(req.labels, ["tv"]);
+    assert_eq!(req.paused, Some(true));
+    assert_eq!(req.download_dir.as_deref(), Some("/d"));
+    assert_eq!(req.peer_limit, Some(20));
+    assert_eq!(req.bandwidth_priority, Some(Priority::High));
+    assert_eq!(req.files_unwanted, [1]);
+    // The same hash, in upper case and bare: a duplicate, still a success.
+    let a = ok(&f, "torrent-add", json!({"filename": "AB".repeat(20)}));
+    assert_eq!(a["torrent-duplicate"]["id"], 4);
+    // metainfo with newlines in its base64 (some clients wrap it), and filename winning over it.
+    let a = ok(&f, "torrent-add", json!({"metainfo": "ZDE6\nYWkxZWU="}));
+    assert_eq!(a["torrent-added"]["id"], 7);
+    assert_eq!(f.last_add.lock().unwrap().as_ref().unwrap().source, AddSource::Metainfo(b"d1:ai1ee".to_vec()));
+    ok(&f, "torrent-add", json!({"filename": HASH2, "metainfo": "!!!"}));
+    // A magnet link sent as metainfo, and a cookie-carrying URL.
+    let m64 = data_encoding::BASE64.encode(format!("magnet:?xt=urn:btih:{HASH3}").as_bytes());
+    assert_eq!(ok(&f, "torrent-add", json!({"metainfo": m64}))["torrent-duplicate"]["id"], 3);
+    err(&f, "torrent-add", json!({"filename": "HTTP://x/y", "cookies": "a=b"}));
+    let src = f.last_add.lock().unwrap().as_ref().unwrap().source.clone();
+    assert_eq!(src, AddSource::Url { url: "HTTP://x/y".into(), cookies: Some("a=b".into()) });
+    // A local file: its path goes to the backend.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().to_str().unwrap();
+    assert_eq!(err(&f, "torrent-add", json!({"filename": path})), "Permission denied");
+    assert_eq!(f.last_add.lock().unwrap().as_ref().unwrap().source, AddSource::Path(path.to_owned()));
+}
+
+#[test]
+fn torrent_set() {
+    let f = Fake::new();
+    // transmission-remote -Bh -pr 20 -sr 1.5 -g 0 -G 1 -ph 1 -L a,b
+    let body = br#"{"arguments":{"bandwidthPriority":1,"files-unwanted":[1],"files-wanted":[0],"ids":1,"labels":["a","b"],"peer-limit":20,"priority-high":[1],"seedRatioLimit":1.5000,"seedRatioMode":1},"method":"torrent-set"}"#;
+    assert_eq!(rpc_raw(&f, body)["result"], "success");
+    let s = f.last_set.lock().unwrap().take().unwrap();
+    assert_eq!(s.bandwidth_priority, Some(Priority::High));
+    assert_eq!(s.files_unwanted, Some(FileSelection::Indices(vec![1])));
+    assert_eq!(s.priority_high, Some(FileSelection::Indices(vec![1])));
+    assert_eq!(s.labels, Some(vec!["a".to_owned(), "b".to_owned()]));
+    assert_eq!(s.peer_limit, Some(20));
+    assert_eq!(s.seed_ratio_limit, Some(1.5));
+    assert_eq!(s.seed_ratio_mode, Some(LimitMode::Single));
+    assert_eq!(s.download_limit, None);
+    // Sonarr by hash; out-of-range values ignored; an empty list means every file.
+    ok(
+        &f,
+        "torrent-set",
+        json!({"ids": [HASH1], "seedRatioLimit": 2, "seedIdleLimit": 30, "seedIdleMode": 7,
+        "bandwidthPriority": 5, "files-wanted": [], "downloadLimit": -5, "uploadLimit": 50.9, "uploadLimited": "true"}),
+    );
+    let s = f.last_set.lock().unwrap().take().unwrap();
+    assert_eq!((s.seed_ratio_limit, s.seed_idle_limit, s.seed_idle_mode), (Some(2.0), Some(30), None));
+    assert_eq!((s.bandwidth_priority, s.files_wanted), (None, Some(FileSelection::All)));
+    assert_eq!((s.download_limit, s.upload_limit, s.upload_limited), (None, Some(50), Some(true)));
+    // Checked before anything is applied.
+    assert_eq!(err(&f, "torrent-set", json!({"ids": 1, "labels": [""]})), "labels cannot be empty");
+    assert_eq!(err(&f, "torrent-set", json!({"ids": 1, "trackerList": "nonsense"})), "Invalid tracker list");
+    assert!(f.last_set.lock().unwrap().is_none());
+    ok(
+        &f,
+        "torrent-set",
+        json!({"ids": 1, "trackerList": "http://a/announce\n\nudp://b:1/announce\n",
+        "trackerAdd": ["http://c/announce", "junk"], "trackerReplace": [0, "http://d/announce", "x", 1]}),
+    );
+    let s = f.last_set.lock().unwrap().take().unwrap();
+    assert_eq!(s.tracker_list, Some(vec![vec!["http://a/announce".to_owned()], vec!["udp://b:1/announce".to_owned()]]));
+    assert_eq!(s.tracker_add, Some(vec!["http://c/announce".to_owned()]));
+    assert_eq!(s.tracker_replace, Some(vec![(0, "http://d/announce".to_owned())]));
+    assert_eq!(err(&f, "torrent-set", json!({"ids": 1, "files-wanted": [0, -1]})), "file index out of range");
+    assert_eq!(err(&f, "torrent-set", json!({"ids": 1, "trackerRemove": [4]})), "error setting announce list");
+    // Nothing selected: nothing applied, success.
+    f.calls();
+    ok(&f, "torrent-set", json!({"ids": [], "peer-limit": 3}));
+    assert!(f.calls().is_empty());
+}
+
+#[test]
+fn set_location_and_rename() {
+    let f = Fake::new();
+    assert_eq!(err(&f, "torrent-set-location", json!({"ids": 1})), "no location");
+    assert_eq!(
+        err(&f, "torrent-set-location", json!({"ids": 1, "location": "x"})),
+        "new location path is not absolute"
+    );
+    ok(&f, "torrent-set-location", json!({"ids": 1, "location": "/new", "move": true}));
+    ok(&f, "torrent-set-location", json!({"ids": HASH2, "location": "/new"}));
+    assert_eq!(f.calls(), ["set_location [1] /new true", "set_location [2] /new false"]);
+    assert_eq!(
+        err(&f, "torrent-rename-path", json!({"path": "a", "name": "b"})),
+        "torrent-rename-path requires 1 torrent"
+    );
+    let r = rpc(&f, json!({"method": "torrent-rename-path", "arguments": {"ids": [3], "path": "multi", "name": "b"}}));
+    assert_eq!(r, json!({"arguments": {"id": 3, "name": "b", "path": "multi"}, "result": "Operation not supported"}));
+    assert_eq!(err(&f, "torrent-rename-path", json!({"ids": 3, "path": "multi", "name": "a/b"})), "Invalid argument");
+}
+
+#[test]
+fn session_get_reports_every_key_with_its_type() {
+    let f = Fake::new();
+    f.session.lock().unwrap().download_dir = "/tmp".into();
+    let a = ok(&f, "session-get", json!({}));
+    let keys: Vec<&String> = a.as_object().unwrap().keys().collect();
+    assert_eq!(keys, super::session::SESSION_KEYS);
+    assert_eq!(a["rpc-version"], 17);
+    assert_eq!(a["rpc-version-minimum"], 14);
+    assert_eq!(a["rpc-version-semver"], "5.3.0");
+    assert_eq!(a["version"], format!("4.0.6 (bitswarm {})", env!("CARGO_PKG_VERSION")));
+    assert_eq!(a["session-id"].as_str().unwrap().len(), 48);
+    assert!(a["download-dir-free-space"].as_i64().unwrap() > 0);
+    assert_eq!(a["seedRatioLimit"], json!(2));
+    assert_eq!(a["encryption"], "preferred");
+    assert_eq!(a["units"]["speed-bytes"], 1000);
+    let limits = [
+        "alt-speed-down",
+        "alt-speed-time-begin",
+        "alt-speed-time-day",
+        "alt-speed-time-end",
+        "alt-speed-up",
+        "peer-limit-global",
+        "speed-limit-down",
+        "speed-limit-up",
+        "peer-port",
+        "cache-size-mb",
+        "blocklist-size",
+    ];
+    for k in limits {
+        assert!(a[k].is_u64(), "{k} is an integer");
+    }
+    let a = ok(&f, "session-get", json!({"fields": ["version", "rpc-version", "bogus"]}));
+    assert_eq!(a.as_object().unwrap().len(), 2);
+    // No arguments at all (Sonarr, transmission-remote -si): every key.
+    let r = rpc(&f, json!({"method": "session-get", "tag": 0}));
+    assert_eq!(r["arguments"].as_object().unwrap().len(), super::session::SESSION_KEYS.len());
+}
+
+#[test]
+fn session_set_and_stats() {
+    let f = Fake::new();
+    // Flood's fractional kB/s, strings for bools, an int ratio, read-only keys ignored.
+    ok(
+        &f,
+        "session-set",
+        json!({"speed-limit-up": 97.65, "speed-limit-up-enabled": "true", "seedRatioLimit": 2,
+        "encryption": "whatever", "peer-port": 70000, "version": "x", "download-dir": "/dl", "dht-enabled": 1}),
+    );
+    let s = f.last_session_set.lock().unwrap().take().unwrap();
+    assert_eq!((s.speed_limit_up, s.speed_limit_up_enabled, s.seed_ratio_limit), (Some(97), Some(true), Some(2.0)));
+    assert_eq!(
+        (s.encryption, s.peer_port, s.download_dir.as_deref()),
+        (Some(Encryption::Preferred), None, Some("/dl"))
+    );
+    assert_eq!(s.dht_enabled, Some(true));
+    assert_eq!(err(&f, "session-set", json!({"download-dir": "dl"})), "download directory path is not absolute");
+    assert_eq!(
+        err(&f, "session-set", json!({"incomplete-dir": "x"})),
+        "incomplete torrents directory path is not absolute"
+    );
+    let a = ok(&f, "session-stats", json!({}));
+    assert_eq!(
+        a,
+        json!({"activeTorrentCount": 2, "torrentCount": 3, "pausedTorrentCount": 1, "downloadSpeed": 1000, "uploadSpeed": 0,
+            "current-stats": {"uploadedBytes": 0, "downloadedBytes": 0, "filesAdded": 0, "sessionCount": 0, "secondsActive": 0},
+            "cumulative-stats": {"uploadedBytes": 0, "downloadedBytes": 0, "filesAdded": 0, "sessionCount": 0, "secondsActive": 0}})
+    );
+    ok(&f, "session-close", json!({}));
+    assert_eq!(f.calls(), ["close"]);
+}
+
+#[test]
+fn free_space_port_test_and_the_rest() {
+    let f = Fake::new();
+    assert_eq!(err(&f, "free-space", json!({})), "directory path argument is missing");
+    assert_eq!(err(&f, "free-space", json!({"path": "tmp"})), "directory path is not absolute");
+    let a = ok(&f, "free-space", json!({"path": "/tmp"}));
+    assert_eq!(a["path"], "/tmp");
+    assert!(
+        a["size-bytes"].as_i64().unwrap() > 0 && a["total_size"].as_i64().unwrap() >= a["size-bytes"].as_i64().unwrap()
+    );
+    let r = rpc(&f, json!({"method": "free-space", "arguments": {"path": "/no/such/dir"}}));
+    assert_eq!(
+        r,
+        json!({"arguments": {"path": "/no/such/dir", "size-bytes": -1, "total_size": -1}, "result": "No such file or directory"})
+    );
+    let r = rpc(&f, json!({"method": "free-space", "arguments": {"path": "/tmp\u{0}x"}}));
+    assert_eq!(r["result"], "Invalid argument");
+    assert!(err(&f, "port-test", json!({})).starts_with("Couldn't test port: "));
+    assert_eq!(ok(&f, "blocklist-update", json!({})), json!({"blocklist-size": 0}));
+    assert_eq!(ok(&f, "group-get", json!({})), json!({"group": []}));
+}
+
+const METHODS: &[&str] = &[
+    "session-get",
+    "session-set",
+    "session-stats",
+    "torrent-get",
+    "torrent-add",
+    "torrent-start",
+    "torrent-start-now",
+    "torrent-stop",
+    "torrent-verify",
+    "torrent-reannounce",
+    "torrent-remove",
+    "torrent-set",
+    "torrent-set-location",
+    "torrent-rename-path",
+    "queue-move-top",
+    "queue-move-up",
+    "queue-move-down",
+    "queue-move-bottom",
+    "free-space",
+    "port-test",
+    "blocklist-update",
+    "group-get",
+    "bogus",
+];
+
+const KEYS: &[&str] = &[
+    "ids",
+    "id",
+    "fields",
+    "format",
+    "filename",
+    "metainfo",
+    "download-dir",
+    "labels",
+    "paused",
+    "location",
+    "move",
+    "path",
+    "name",
+    "files-wanted",
+    "priority-high",
+    "trackerList",
+    "trackerReplace",
+    "seedRatioLimit",
+    "peer-limit",
+    "speed-limit-up",
+    "encryption",
+    "delete-local-data",
+    "cookies",
+];
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        prop_oneof![Just(HASH1.to_owned()), Just("recently-active".to_owned()), Just("/tmp".to_owned()), ".{0,12}"]
+            .prop_map(Value::from),
+        proptest::sample::select(KEYS).prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            proptest::collection::btree_map(proptest::sample::select(KEYS).prop_map(str::to_owned), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Whatever the request, the reply is a well-formed envelope and nothing panics.
+    #[test]
+    fn any_request_gets_an_envelope(method in proptest::sample::select(METHODS), args in arb_json(), tag in arb_json()) {
+        let f = Fake::new();
+        let r = rpc(&f, json!({"method": method, "arguments": args, "tag": tag}));
+        prop_assert!(r["arguments"].is_object());
+        prop_assert!(r["result"].is_string());
+        prop_assert_eq!(r.get("tag").is_some(), tag.is_i64() || tag.is_boolean());
+    }
+
+    /// Arbitrary bytes too.
+    #[test]
+    fn any_body_gets_an_envelope(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let f = Fake::new();
+        let r = rpc_raw(&f, &body);
+        prop_assert!(r["arguments"].is_object());
+    }
+}
