@@ -4,6 +4,7 @@
 #[macro_use]
 mod out;
 
+mod daemon;
 mod demo;
 mod peer;
 mod progress;
@@ -45,6 +46,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a BitTorrent tracker (HTTP and UDP announce and scrape, stats, metrics).
     Tracker(tracker::TrackerArgs),
+    /// Run many torrents until stopped, driven through Transmission's RPC (transmission-remote,
+    /// Sonarr, Flood…), their state kept across restarts.
+    Daemon(daemon::DaemonArgs),
 }
 
 /// An error to print as `bitswarm: MESSAGE` with a chosen exit status.
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Join(a) => peer::join(a),
         Command::Demo(a) => demo::run(a),
         Command::Tracker(a) => tracker::run(a),
+        Command::Daemon(a) => daemon::run(a),
     };
     // Output that could not be written is a failure of its own (a closed pipe is not: the
     // reader went away on purpose).

@@ -29,12 +29,22 @@ macro_rules! errln {
     ($($t:tt)*) => { $crate::out::err_line(format_args!($($t)*)) };
 }
 
+/// Text on stdout as it is (a file's contents, say), like `print!`.
+pub fn text(t: &str) {
+    line_of(format_args!("{t}"), false);
+}
+
 pub fn line(args: std::fmt::Arguments<'_>) {
+    line_of(args, true);
+}
+
+fn line_of(args: std::fmt::Arguments<'_>, newline: bool) {
     if FAILED.load(Ordering::Acquire) {
         return;
     }
     let mut o = std::io::stdout().lock();
-    if let Err(e) = o.write_fmt(args).and_then(|()| o.write_all(b"\n")).and_then(|()| o.flush()) {
+    let end: &[u8] = if newline { b"\n" } else { b"" };
+    if let Err(e) = o.write_fmt(args).and_then(|()| o.write_all(end)).and_then(|()| o.flush()) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             ERROR.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| format!("stdout: {e}"));
         }

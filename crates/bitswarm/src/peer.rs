@@ -453,7 +453,7 @@ fn save_metadata(path: &std::path::Path, meta: &Metainfo, magnet: &Magnet) {
 /// Resolves on SIGINT or SIGTERM, or once stdout is closed (a closed pipe ends a Unix tool).
 /// Both listeners are registered before it returns, so no signal from then on is missed;
 /// without them (no signal support) only stdout ends it.
-fn stop_signal() -> impl Future<Output = ()> {
+pub fn stop_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let (sigterm, sigint) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
     async move {

@@ -43,7 +43,7 @@ fn parse_addr(s: &str) -> Result<Bind, String> {
 
 pub fn run(args: TrackerArgs) -> Result<(), Failure> {
     if args.print_config {
-        print!("{DEFAULT_TOML}");
+        crate::out::text(DEFAULT_TOML);
         return Ok(());
     }
     let mut config = match &args.config {

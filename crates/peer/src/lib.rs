@@ -35,7 +35,7 @@ pub use session::{AddError, QueueMove, Session, SessionError, TorrentHandle};
 pub use torrent::{
     AddSource, AddTorrent, Check, FilePriority, FileStamp, Limit, Resume, State, Times, TorrentSettings, TorrentStats,
 };
-pub use tracker::{Announce, Reply, Tiers, announce};
+pub use tracker::{Announce, Reply, Tiers, announce, fetch_url};
 
 /// How we name ourselves in the extension handshake (`v`).
 pub(crate) const CLIENT: &str = concat!("bitswarm ", env!("CARGO_PKG_VERSION"));

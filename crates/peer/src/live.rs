@@ -433,10 +433,18 @@ impl Live {
             .collect()
     }
 
-    /// Connections, banned addresses.
-    pub fn peer_counts(&self) -> (usize, usize) {
+    /// Connections, banned addresses, peers sending to us (they unchoke us and we are
+    /// interested), peers we send to (we unchoke them and they are interested).
+    pub fn peer_counts(&self) -> (usize, usize, usize, usize) {
         let st = self.state();
-        (st.peers.len(), st.banned.len())
+        let sending = st
+            .peers
+            .values()
+            .filter(|p| !p.stats.peer_choking.load(Ordering::Relaxed) && p.stats.am_interested.load(Ordering::Relaxed))
+            .count();
+        let getting =
+            st.peers.values().filter(|p| p.unchoked && p.stats.peer_interested.load(Ordering::Relaxed)).count();
+        (st.peers.len(), st.banned.len(), sending, getting)
     }
 
     /// Adds addresses to dial, remembering where each came from.

@@ -679,7 +679,9 @@ mod tests {
         }
         assert!(got.iter().all(|b| b.index != started));
         for b in &got {
-            if let BlockOutcome::PieceComplete { .. } = p.block_received(b.index, b.begin, &vec![1; b.length as usize], 2) {
+            if let BlockOutcome::PieceComplete { .. } =
+                p.block_received(b.index, b.begin, &vec![1; b.length as usize], 2)
+            {
                 assert!(p.piece_verified(b.index));
             }
         }

@@ -146,7 +146,14 @@ impl Session {
         if let Some(id) = ts.by_hash.get(&hash.0) {
             return Err(AddError::Duplicate(TorrentHandle { t: ts.by_id[id].clone() }));
         }
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        // An id given (kept across restarts by the daemon) if it is free; the next one else.
+        let id = match add.id.filter(|id| *id > 0 && !ts.by_id.contains_key(id)) {
+            Some(id) => {
+                self.inner.next_id.fetch_max(id + 1, Ordering::Relaxed);
+                id
+            }
+            None => self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+        };
         let t = Torrent::new(self.inner.core.clone(), self.inner.queue.clone(), id, add);
         ts.by_id.insert(id, t.clone());
         ts.by_hash.insert(hash.0, id);
@@ -208,13 +215,38 @@ impl Session {
         }
     }
 
-    /// Moves torrents in the queue (positions stay dense: 0, 1, 2… in queue order).
-    pub fn queue_move(&self, ids: &[u32], to: QueueMove) {
+    /// Puts torrent `id` at `position` in the queue (0 first); the others keep their order.
+    pub fn set_queue_position(&self, id: u32, position: usize) {
+        let mut all = self.queue_order();
+        let Some(at) = all.iter().position(|t| t.id == id) else { return };
+        let t = all.remove(at);
+        all.insert(position.min(all.len()), t);
+        self.renumber(&all);
+    }
+
+    /// Every torrent in queue order.
+    fn queue_order(&self) -> Vec<Arc<Torrent>> {
         let mut all: Vec<Arc<Torrent>> = {
             let ts = self.inner.torrents.read().unwrap_or_else(|p| p.into_inner());
             ts.by_id.values().cloned().collect()
         };
         all.sort_by_key(|t| (t.position.load(Ordering::Relaxed), t.id));
+        all
+    }
+
+    /// Positions 0, 1, 2… in the order given.
+    fn renumber(&self, all: &[Arc<Torrent>]) {
+        for (pos, t) in all.iter().enumerate() {
+            if t.position.swap(pos as u64, Ordering::Relaxed) != pos as u64 {
+                t.touch();
+            }
+        }
+        self.inner.queue.poke();
+    }
+
+    /// Moves torrents in the queue (positions stay dense: 0, 1, 2… in queue order).
+    pub fn queue_move(&self, ids: &[u32], to: QueueMove) {
+        let mut all = self.queue_order();
         let picked = |t: &Arc<Torrent>| ids.contains(&t.id);
         match to {
             QueueMove::Top | QueueMove::Bottom => {
@@ -241,12 +273,7 @@ impl Session {
                 }
             }
         }
-        for (pos, t) in all.iter().enumerate() {
-            if t.position.swap(pos as u64, Ordering::Relaxed) != pos as u64 {
-                t.touch();
-            }
-        }
-        self.inner.queue.poke();
+        self.renumber(&all);
     }
 
     /// Payload bytes over every torrent since the session started: (downloaded, uploaded).
@@ -331,6 +358,10 @@ impl TorrentHandle {
     /// The torrent should run (or wait its turn); false when stopped by the user or a limit.
     pub fn wants_to_run(&self) -> bool {
         self.t.wants_to_run()
+    }
+    /// The verified pieces (None until the data has been checked once).
+    pub fn have_pieces(&self) -> Option<bitswarm_wire::Bitfield> {
+        self.t.have()
     }
     /// Its place in the queue (lower goes first).
     pub fn queue_position(&self) -> u64 {

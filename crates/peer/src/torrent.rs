@@ -106,9 +106,12 @@ pub struct TorrentSettings {
     pub labels: Vec<String>,
     /// Connections of this torrent (None: the session's default).
     pub max_peers: Option<usize>,
-    /// Bytes per second of this torrent (None: no limit of its own).
-    pub max_upload_rate: Option<u64>,
-    pub max_download_rate: Option<u64>,
+    /// Bytes per second of this torrent's own limits, and whether each applies (a limit is
+    /// kept while it is off, as clients show it).
+    pub upload_limit: u64,
+    pub upload_limited: bool,
+    pub download_limit: u64,
+    pub download_limited: bool,
     /// The session's rate limits apply too.
     pub honors_session_limits: bool,
     /// Each file's priority, in torrent order (empty: every file normal).
@@ -128,8 +131,10 @@ impl Default for TorrentSettings {
         TorrentSettings {
             labels: Vec::new(),
             max_peers: None,
-            max_upload_rate: None,
-            max_download_rate: None,
+            upload_limit: 100_000,
+            upload_limited: false,
+            download_limit: 100_000,
+            download_limited: false,
             honors_session_limits: true,
             files: Vec::new(),
             seed_ratio: Limit::Session,
@@ -160,6 +165,16 @@ impl TorrentSettings {
             p.fill(crate::picker::NORMAL);
         }
         p
+    }
+
+    /// The upload limit in force (0: none of its own).
+    pub fn upload_rate(&self) -> u64 {
+        if self.upload_limited { self.upload_limit.max(1) } else { 0 }
+    }
+
+    /// The download limit in force (0: none of its own).
+    pub fn download_rate(&self) -> u64 {
+        if self.download_limited { self.download_limit.max(1) } else { 0 }
     }
 
     /// Whether file `i` is wanted.
@@ -315,6 +330,9 @@ pub struct TorrentStats {
     pub up_rate: u64,
     pub peers: usize,
     pub banned: usize,
+    /// Peers sending to us, peers we send to.
+    pub peers_sending: usize,
+    pub peers_getting: usize,
     /// Every wanted piece is verified (every piece, unless some files are not wanted).
     pub complete: bool,
     /// How long after its run started the last piece was verified.
@@ -540,8 +558,8 @@ impl Torrent {
     /// Puts settings into a run.
     fn apply(&self, live: &Live, s: &TorrentSettings) {
         live.set_max_peers(s.max_peers.unwrap_or_else(|| self.core.settings().max_peers_per_torrent));
-        live.up.set_rate(s.max_upload_rate.unwrap_or(0));
-        live.down.set_rate(s.max_download_rate.unwrap_or(0));
+        live.up.set_rate(s.upload_rate());
+        live.down.set_rate(s.download_rate());
         live.honors_session_limits.store(s.honors_session_limits, Ordering::Relaxed);
         live.set_priorities(s.piece_priorities(&live.meta.info));
     }
@@ -618,7 +636,6 @@ impl Torrent {
         self.stop();
     }
 
-
     /// The verified pieces (from the run when there is one).
     pub fn have(&self) -> Option<Bitfield> {
         match self.live() {
@@ -659,7 +676,7 @@ impl Torrent {
             }
             (None, None) => (0, 0, 0),
         };
-        let (peers, banned) = live.as_ref().map_or((0, 0), |l| l.peer_counts());
+        let (peers, banned, peers_sending, peers_getting) = live.as_ref().map_or((0, 0, 0, 0), |l| l.peer_counts());
         TorrentStats {
             state: self.state(),
             name: self.name(),
@@ -678,6 +695,8 @@ impl Torrent {
             up_rate,
             peers,
             banned,
+            peers_sending,
+            peers_getting,
             complete: meta.is_some() && have.is_some() && left == 0,
             completed_after: live.as_ref().and_then(|l| l.completed_after()),
             checked: self.check.lock().unwrap_or_else(|p| p.into_inner()).done.load(Ordering::Relaxed),
@@ -799,8 +818,8 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
             trackers: t.trackers(&meta),
             peers: t.peers.iter().map(|a| (*a, Source::Given)).collect(),
             max_peers: settings.max_peers.unwrap_or_else(|| t.core.settings().max_peers_per_torrent),
-            max_upload_rate: settings.max_upload_rate.unwrap_or(0),
-            max_download_rate: settings.max_download_rate.unwrap_or(0),
+            max_upload_rate: settings.upload_rate(),
+            max_download_rate: settings.download_rate(),
             honors_session_limits: settings.honors_session_limits,
             priorities: settings.piece_priorities(&meta.info),
             wanted_files: (0..meta.info.files.len()).map(|i| settings.wanted(i)).collect(),
@@ -944,7 +963,7 @@ async fn check(
                 Err(e) => return Some(Err(format!("the check failed: {e}"))),
             }
         }
-        None => (Bitfield::new(n), vec![0..n]),
+        None => (Bitfield::new(n), std::iter::once(0..n).collect()),
     };
     if ranges.is_empty() {
         info!("{}: resumed with {} of {n} pieces, nothing checked", meta.info.name, trusted.count());
@@ -1050,8 +1069,7 @@ fn trust(layout: &bitswarm_storage::Layout, r: &Resume) -> (Bitfield, Vec<std::o
         for p in held {
             let (offset, len) = layout.piece_range(p);
             let whole = layout.segments(offset, len).all(|seg| {
-                layout.files[seg.file].padding
-                    || stamps[seg.file].is_some_and(|s| s.size >= seg.file_offset + seg.len)
+                layout.files[seg.file].padding || stamps[seg.file].is_some_and(|s| s.size >= seg.file_offset + seg.len)
             });
             if !whole {
                 have.clear(p);

@@ -104,9 +104,9 @@ async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
     // tracker that is not may not redirect us into one (as libtorrent's SSRF mitigation).
     let mut local_ok = None;
     let body = loop {
-        let (raw, local) = http_get(&target, local_ok.unwrap_or(true), a.local).await?;
+        let (raw, local) = http_get(&target, local_ok.unwrap_or(true), a.local, MAX_REPLY, None).await?;
         local_ok.get_or_insert(local);
-        match http_reply(&raw)? {
+        match http_reply(&raw, MAX_REPLY)? {
             HttpReply::Body(body) => break body,
             HttpReply::Redirect(location) => {
                 hops += 1;
@@ -150,7 +150,36 @@ fn redirect_target(from: &str, location: &str) -> Result<String, String> {
 
 /// One GET of `full` (an http or https URL): the raw reply, and whether the server is on a
 /// local network (see [`crate::is_local`]); such a server is refused unless `local_ok`.
-async fn http_get(full: &str, local_ok: bool, bind: std::net::IpAddr) -> Result<(Vec<u8>, bool), String> {
+/// Fetches `url` (http or https, following up to 5 redirects as announces do) and returns the
+/// body, at most `max` bytes; `cookies` go in a `Cookie` header. For a .torrent file named by
+/// a URL (Transmission's torrent-add).
+pub async fn fetch_url(url: &str, cookies: Option<&str>, max: usize) -> Result<Vec<u8>, String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("{url}: only http and https URLs are fetched"));
+    }
+    let unspecified = std::net::IpAddr::from([0, 0, 0, 0]);
+    let mut target = url.to_owned();
+    let mut local_ok = None;
+    for _ in 0..=MAX_REDIRECTS {
+        let get = http_get(&target, local_ok.unwrap_or(true), unspecified, max, cookies);
+        let (raw, local) =
+            tokio::time::timeout(HTTP_TIMEOUT, get).await.map_err(|_| "no answer in time".to_owned())??;
+        local_ok.get_or_insert(local);
+        match http_reply(&raw, max)? {
+            HttpReply::Body(body) => return Ok(body),
+            HttpReply::Redirect(location) => target = redirect_target(&target, &location)?,
+        }
+    }
+    Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
+async fn http_get(
+    full: &str,
+    local_ok: bool,
+    bind: std::net::IpAddr,
+    max: usize,
+    cookies: Option<&str>,
+) -> Result<(Vec<u8>, bool), String> {
     // What goes into the request line must not end it early or add header lines.
     if let Some(c) = full.chars().find(|c| c.is_ascii_control() || *c == ' ') {
         return Err(format!("the URL {full:?} holds {c:?}"));
@@ -174,14 +203,18 @@ async fn http_get(full: &str, local_ok: bool, bind: std::net::IpAddr) -> Result<
     let stream: TcpStream = connected.map_err(|e| format!("cannot connect: {e}"))?;
     let path = if path.is_empty() { "/".to_owned() } else { path };
     let host_header = host_header(&host, port, default_port);
+    let cookie = match cookies {
+        Some(c) if !c.chars().any(|c| c.is_ascii_control()) => format!("Cookie: {c}\r\n"),
+        _ => String::new(),
+    };
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bitswarm/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bitswarm/{}\r\nAccept-Encoding: identity\r\n{cookie}Connection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
     );
     let raw = if tls {
-        exchange(tls::connect(&host, stream).await?, &request).await?
+        exchange(tls::connect(&host, stream).await?, &request, max).await?
     } else {
-        exchange(stream, &request).await?
+        exchange(stream, &request, max).await?
     };
     Ok((raw, local))
 }
@@ -198,19 +231,25 @@ fn host_header(host: &str, port: u16, default_port: u16) -> String {
 }
 
 /// Sends `request` and reads the reply until the server closes the connection.
-async fn exchange(mut stream: impl AsyncRead + AsyncWrite + Unpin, request: &str) -> Result<Vec<u8>, String> {
+async fn exchange(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    request: &str,
+    max: usize,
+) -> Result<Vec<u8>, String> {
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     // TLS may hold back the last record until flushed.
     stream.flush().await.map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
-    match (&mut stream).take(MAX_REPLY as u64 + 1).read_to_end(&mut raw).await {
+    // The head comes on top of the body's limit.
+    let limit = max + 64 * 1024;
+    match (&mut stream).take(limit as u64 + 1).read_to_end(&mut raw).await {
         Ok(_) => {}
         // Many HTTPS servers close the TCP connection without TLS's close_notify. The reply is
         // still checked: a cut-off body fails the chunk or bencode parsing that follows.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
         Err(e) => return Err(e.to_string()),
     }
-    if raw.len() > MAX_REPLY {
+    if raw.len() > limit {
         return Err("reply too large".into());
     }
     Ok(raw)
@@ -272,7 +311,7 @@ enum HttpReply {
 const MAX_REDIRECTS: usize = 5;
 
 /// Parses an HTTP/1.x reply; other statuses are errors.
-fn http_reply(raw: &[u8]) -> Result<HttpReply, String> {
+fn http_reply(raw: &[u8], max: usize) -> Result<HttpReply, String> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("truncated HTTP reply")?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let status = head.split("\r\n").next().unwrap_or("");
@@ -291,6 +330,9 @@ fn http_reply(raw: &[u8]) -> Result<HttpReply, String> {
         headers.any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
     let body = &raw[end + 4..];
     if !chunked {
+        if body.len() > max {
+            return Err("reply too large".into());
+        }
         return Ok(HttpReply::Body(body.to_vec()));
     }
     let mut out = Vec::new();
@@ -307,7 +349,7 @@ fn http_reply(raw: &[u8]) -> Result<HttpReply, String> {
         }
         let end = at.checked_add(size).ok_or("bad chunk size")?;
         let chunk = body.get(at..end).ok_or("truncated chunk")?;
-        if out.len() + chunk.len() > MAX_REPLY {
+        if out.len() + chunk.len() > max {
             return Err("reply too large".into());
         }
         out.extend_from_slice(chunk);
@@ -468,7 +510,7 @@ mod tests {
 
     #[test]
     fn http_bodies() {
-        let http_body = |raw: &[u8]| match http_reply(raw)? {
+        let http_body = |raw: &[u8]| match http_reply(raw, MAX_REPLY)? {
             HttpReply::Body(b) => Ok(b),
             HttpReply::Redirect(to) => Err(format!("redirect to {to}")),
         };
@@ -488,11 +530,12 @@ mod tests {
     #[test]
     fn redirects() {
         assert_eq!(
-            http_reply(b"HTTP/1.1 301 Moved Permanently\r\nlocation:  https://t.example/a?x=1 \r\n\r\n").unwrap(),
+            http_reply(b"HTTP/1.1 301 Moved Permanently\r\nlocation:  https://t.example/a?x=1 \r\n\r\n", MAX_REPLY)
+                .unwrap(),
             HttpReply::Redirect("https://t.example/a?x=1".into())
         );
         // A redirect status without a Location is an error like any other.
-        assert_eq!(http_reply(b"HTTP/1.1 302 Found\r\n\r\n").unwrap_err(), "HTTP 302 Found");
+        assert_eq!(http_reply(b"HTTP/1.1 302 Found\r\n\r\n", MAX_REPLY).unwrap_err(), "HTTP 302 Found");
         assert_eq!(redirect_target("http://a:1/announce?x=1", "/b?y=2").unwrap(), "http://a:1/b?y=2");
         assert_eq!(redirect_target("https://a?x=1", "/b").unwrap(), "https://a/b");
         assert_eq!(redirect_target("http://a/x", "https://b/y").unwrap(), "https://b/y");

@@ -50,7 +50,8 @@ pub fn for_each_piece<F>(layout: &Layout, threads: usize, done: &AtomicU64, stop
 where
     F: Fn(usize, Result<Hashed, PieceError>) + Sync,
 {
-    for_pieces_in(layout, &[0..layout.piece_count()], threads, done, stop, f);
+    let all = 0..layout.piece_count();
+    for_pieces_in(layout, std::slice::from_ref(&all), threads, done, stop, f);
 }
 
 /// [`for_each_piece`] over the pieces in `ranges` only (ascending, not overlapping).
@@ -66,10 +67,8 @@ pub fn for_pieces_in<F>(
 {
     let batch = bitswarm_piecehash::best_lanes().max(1);
     // The work: runs of up to `batch` consecutive pieces, taken in turn by the threads.
-    let runs: Vec<std::ops::Range<usize>> = ranges
-        .iter()
-        .flat_map(|r| (r.start..r.end).step_by(batch).map(move |s| s..(s + batch).min(r.end)))
-        .collect();
+    let runs: Vec<std::ops::Range<usize>> =
+        ranges.iter().flat_map(|r| (r.start..r.end).step_by(batch).map(move |s| s..(s + batch).min(r.end))).collect();
     let next = AtomicUsize::new(0);
     let threads = threads.clamp(1, runs.len().max(1));
     std::thread::scope(|s| {
@@ -225,7 +224,8 @@ pub fn verify_pieces(
     done: &AtomicU64,
     stop: &AtomicBool,
 ) -> Vec<PieceState> {
-    verify_pieces_in(layout, expected, &[0..layout.piece_count()], threads, done, stop)
+    let all = 0..layout.piece_count();
+    verify_pieces_in(layout, expected, std::slice::from_ref(&all), threads, done, stop)
 }
 
 /// [`verify_pieces`] of the pieces in `ranges` (ascending, not overlapping); the others are

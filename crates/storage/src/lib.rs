@@ -9,7 +9,9 @@ mod hasher;
 mod layout;
 mod walk;
 
-pub use hasher::{Hashed, PieceError, PieceState, for_each_piece, for_pieces_in, hash_pieces, verify_pieces, verify_pieces_in};
+pub use hasher::{
+    Hashed, PieceError, PieceState, for_each_piece, for_pieces_in, hash_pieces, verify_pieces, verify_pieces_in,
+};
 pub use layout::{Layout, LayoutFile, Segment};
 pub use walk::{WalkError, WalkedFile, walk};
 

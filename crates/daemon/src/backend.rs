@@ -1,0 +1,700 @@
+//! The daemon as Transmission's RPC sees it: [`bitswarm_rpc::Backend`] over the session.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bitswarm_metainfo::{Magnet, Metainfo};
+use bitswarm_peer::{AddSource, FilePriority, Limit, Source, State, TorrentHandle, TorrentSettings};
+use bitswarm_rpc::backend::{
+    AddOutcome, AddRequest, AddSource as RpcSource, Backend, BackendError, FileSelection, QueueMove, SessionSet,
+    TorrentRef, TorrentSet, Wants,
+};
+use bitswarm_rpc::view::{
+    Encryption, Eta, FileView, LimitMode, PeerSource, PeerView, PeersFrom, Priority, SessionStats, SessionView,
+    StatsTotals, Status, TorrentError, TorrentView, TrackerState, TrackerView,
+};
+
+use crate::Daemon;
+
+fn rpc_hash(h: bitswarm_metainfo::InfoHash) -> bitswarm_rpc::InfoHash {
+    bitswarm_rpc::InfoHash(h.0)
+}
+
+fn unix(t: Option<SystemTime>) -> i64 {
+    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn status(s: &State) -> Status {
+    match s {
+        State::FetchingMetadata | State::Downloading => Status::Downloading,
+        State::CheckQueued => Status::QueuedToVerify,
+        State::Checking => Status::Verifying,
+        State::DownloadQueued => Status::QueuedToDownload,
+        State::SeedQueued => Status::QueuedToSeed,
+        State::Seeding => Status::Seeding,
+        State::Stopped | State::Error(_) => Status::Stopped,
+    }
+}
+
+fn limit_mode<T>(l: Limit<T>) -> LimitMode {
+    match l {
+        Limit::Session => LimitMode::Global,
+        Limit::Own(_) => LimitMode::Single,
+        Limit::Unlimited => LimitMode::Unlimited,
+    }
+}
+
+fn file_priority(p: FilePriority) -> Priority {
+    match p {
+        FilePriority::Low => Priority::Low,
+        FilePriority::High => Priority::High,
+        FilePriority::Normal | FilePriority::Skip => Priority::Normal,
+    }
+}
+
+fn peer_source(s: Source) -> PeerSource {
+    match s {
+        Source::Incoming => PeerSource::Incoming,
+        Source::Pex => PeerSource::Pex,
+        Source::Tracker | Source::Given | Source::Magnet => PeerSource::Tracker,
+    }
+}
+
+impl Daemon {
+    fn handle(&self, id: u32) -> Option<TorrentHandle> {
+        self.session.get(id)
+    }
+
+    fn handles(&self, ids: &[u32]) -> Vec<TorrentHandle> {
+        ids.iter().filter_map(|id| self.handle(*id)).collect()
+    }
+
+    /// One torrent as torrent-get reports it.
+    fn view(&self, h: &TorrentHandle, wants: Wants) -> TorrentView {
+        let s = h.stats();
+        let settings = h.settings();
+        let times = h.times();
+        let meta = h.metainfo();
+        let session = self.session.settings();
+        let (secs_down, secs_seed) = times.totals();
+        let peers_list = if wants.peers { Some(h.peers()) } else { None };
+        let mut v = TorrentView {
+            id: h.id(),
+            info_hash: rpc_hash(h.info_hash()),
+            name: s.name.clone(),
+            status: status(&s.state),
+            error: match &s.state {
+                State::Error(e) => Some(TorrentError::Local(e.clone())),
+                _ => None,
+            },
+            total_size: s.total,
+            size_when_done: s.wanted,
+            left_until_done: s.left,
+            have_valid: s.have,
+            corrupt_ever: s.corrupt,
+            // Without piece availability at hand: what is missing, when someone sends to us.
+            desired_available: if s.peers_sending > 0 { s.left } else { 0 },
+            downloaded_ever: s.downloaded,
+            uploaded_ever: s.uploaded,
+            rate_download: s.down_rate,
+            rate_upload: s.up_rate,
+            peers_connected: s.peers as u32,
+            peers_sending_to_us: s.peers_sending as u32,
+            peers_getting_from_us: s.peers_getting as u32,
+            peer_limit: settings.max_peers.unwrap_or(session.max_peers_per_torrent) as u32,
+            metadata_percent_complete: if meta.is_some() { 1.0 } else { 0.0 },
+            recheck_progress: if matches!(s.state, State::Checking) && s.total > 0 {
+                s.checked.min(s.total) as f64 / s.total as f64
+            } else {
+                0.0
+            },
+            piece_count: s.pieces as u32,
+            piece_size: meta.as_ref().map_or(0, |m| m.info.piece_length),
+            file_count: meta.as_ref().map_or(0, |m| m.info.files.iter().filter(|f| !f.padding).count() as u32),
+            added_date: unix(times.added),
+            done_date: unix(times.done),
+            start_date: unix(times.started),
+            activity_date: unix(times.activity),
+            date_created: meta.as_ref().and_then(|m| m.creation_date).unwrap_or(0),
+            download_dir: h.dir().to_string_lossy().into_owned(),
+            comment: meta.as_ref().and_then(|m| m.comment.clone()).unwrap_or_default(),
+            creator: meta.as_ref().and_then(|m| m.created_by.clone()).unwrap_or_default(),
+            source: meta.as_ref().and_then(|m| m.info.source.clone()).unwrap_or_default(),
+            is_private: meta.as_ref().is_some_and(|m| m.info.private),
+            labels: settings.labels.clone(),
+            queue_position: h.queue_position() as u32,
+            bandwidth_priority: match settings.bandwidth_priority {
+                p if p < 0 => Priority::Low,
+                p if p > 0 => Priority::High,
+                _ => Priority::Normal,
+            },
+            download_limit: (settings.download_limit / 1000) as u32,
+            download_limited: settings.download_limited,
+            upload_limit: (settings.upload_limit / 1000) as u32,
+            upload_limited: settings.upload_limited,
+            honors_session_limits: settings.honors_session_limits,
+            seed_ratio_limit: match settings.seed_ratio {
+                Limit::Own(r) => r,
+                _ => session.seed_ratio.unwrap_or(2.0),
+            },
+            seed_ratio_mode: limit_mode(settings.seed_ratio),
+            seed_idle_limit: match settings.seed_idle_minutes {
+                Limit::Own(m) => m as u32,
+                _ => session.seed_idle_minutes.unwrap_or(30) as u32,
+            },
+            seed_idle_mode: limit_mode(settings.seed_idle_minutes),
+            is_finished: h.finished(),
+            seconds_downloading: secs_down,
+            seconds_seeding: secs_seed,
+            eta: eta(&s),
+            manual_announce_time: s.state.is_active().then_some(0),
+            webseeds: meta.as_ref().map(|m| m.url_list.clone()).unwrap_or_default(),
+            ..TorrentView::default()
+        };
+        if wants.files
+            && let Some(m) = &meta
+        {
+            v.files = Some(files(m, &settings, h));
+        }
+        if let Some(peers) = peers_list {
+            v.peers_from = PeersFrom::default();
+            let mut list = Vec::new();
+            for p in peers {
+                match p.source {
+                    Source::Incoming => v.peers_from.incoming += 1,
+                    Source::Pex => v.peers_from.pex += 1,
+                    _ => v.peers_from.tracker += 1,
+                }
+                list.push(PeerView {
+                    address: p.addr.ip(),
+                    port: p.addr.port(),
+                    client_name: p.client.unwrap_or_default(),
+                    progress: p.progress,
+                    rate_to_client: 0,
+                    rate_to_peer: 0,
+                    is_encrypted: p.encrypted,
+                    is_incoming: !p.outgoing,
+                    is_utp: false,
+                    client_is_choked: p.peer_choking,
+                    client_is_interested: p.am_interested,
+                    peer_is_choked: p.am_choking,
+                    peer_is_interested: p.peer_interested,
+                    is_downloading_from: !p.peer_choking && p.am_interested,
+                    is_uploading_to: !p.am_choking && p.peer_interested,
+                    is_optimistic: false,
+                    source: peer_source(p.source),
+                });
+            }
+            v.peers = Some(list);
+        }
+        if wants.trackers {
+            v.trackers = Some(trackers(h, meta.as_deref()));
+        }
+        if wants.pieces {
+            v.pieces = h.have_pieces().map(|b| b.as_bytes().to_vec());
+        }
+        v
+    }
+}
+
+/// Seconds left: while downloading, what is left at the current rate; unknown without a
+/// rate; nothing to estimate otherwise.
+fn eta(s: &bitswarm_peer::TorrentStats) -> Eta {
+    match s.state {
+        State::FetchingMetadata => Eta::Unknown,
+        State::Downloading if s.down_rate > 0 => Eta::Seconds(s.left / s.down_rate),
+        State::Downloading => Eta::Unknown,
+        _ => Eta::NotAvailable,
+    }
+}
+
+/// The files with what we have of each.
+fn files(m: &Metainfo, settings: &TorrentSettings, h: &TorrentHandle) -> Vec<FileView> {
+    let have = h.have_pieces();
+    let info = &m.info;
+    info.files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.padding)
+        .map(|(i, f)| {
+            let mut done = 0u64;
+            if f.length > 0
+                && let Some(have) = &have
+            {
+                let first = f.offset / info.piece_length;
+                let last = (f.offset + f.length - 1) / info.piece_length;
+                for p in first..=last {
+                    if have.get(p as usize) {
+                        let start = (p * info.piece_length).max(f.offset);
+                        let end = ((p + 1) * info.piece_length).min(f.offset + f.length);
+                        done += end - start;
+                    }
+                }
+            }
+            let prio = settings.files.get(i).copied().unwrap_or_default();
+            FileView {
+                name: info.relative_path(f).to_string_lossy().into_owned(),
+                length: f.length,
+                bytes_completed: done,
+                wanted: prio != FilePriority::Skip,
+                priority: file_priority(prio),
+            }
+        })
+        .collect()
+}
+
+/// The trackers as the last announces left them (as listed in the torrent while stopped).
+fn trackers(h: &TorrentHandle, meta: Option<&Metainfo>) -> Vec<TrackerView> {
+    let live = h.trackers();
+    let tiers: Vec<Vec<String>> = match meta {
+        Some(m) => m.trackers(),
+        None => Vec::new(),
+    };
+    let mut out = Vec::new();
+    let mut id = 0u32;
+    for (tier, urls) in tiers.iter().enumerate() {
+        for url in urls {
+            let st = live.iter().find(|t| &t.url == url);
+            let mut v = TrackerView {
+                id,
+                tier: tier as u32,
+                announce: url.clone(),
+                scrape: scrape_url(url),
+                ..TrackerView::default()
+            };
+            if let Some(st) = st {
+                v.announce_state = TrackerState::Waiting;
+                v.has_announced = st.last_announce.is_some();
+                v.last_announce_time = unix(st.last_announce);
+                v.last_announce_start_time = unix(st.last_announce);
+                v.next_announce_time = unix(st.next_announce);
+                v.last_announce_succeeded = st.ok;
+                v.last_announce_result = st.message.clone();
+                v.last_announce_peer_count = st.peers;
+                if st.ok {
+                    v.seeder_count = Some(st.seeders);
+                    v.leecher_count = Some(st.leechers);
+                }
+            }
+            out.push(v);
+            id += 1;
+        }
+    }
+    out
+}
+
+/// The scrape URL of an announce URL (BEP 48: `announce` in the last path component).
+fn scrape_url(announce: &str) -> String {
+    match announce.rfind('/') {
+        Some(i) if announce[i + 1..].starts_with("announce") => {
+            format!("{}/scrape{}", &announce[..i], &announce[i + 1 + "announce".len()..])
+        }
+        _ => String::new(),
+    }
+}
+
+/// Applies a file selection (`files-wanted`, `priority-high`…) to the per-file priorities.
+fn select(files: &mut [FilePriority], sel: &FileSelection, f: impl Fn(&mut FilePriority)) -> Result<(), BackendError> {
+    match sel {
+        FileSelection::All => {
+            files.iter_mut().for_each(f);
+            Ok(())
+        }
+        FileSelection::Indices(ix) => {
+            let mut out_of_range = false;
+            for &i in ix {
+                match files.get_mut(i as usize) {
+                    Some(p) => f(p),
+                    None => out_of_range = true,
+                }
+            }
+            if out_of_range { Err(BackendError::FileIndexOutOfRange) } else { Ok(()) }
+        }
+    }
+}
+
+/// Whether a torrent-set touches the files.
+fn touches_files(set: &TorrentSet) -> bool {
+    set.files_wanted.is_some()
+        || set.files_unwanted.is_some()
+        || set.priority_high.is_some()
+        || set.priority_low.is_some()
+        || set.priority_normal.is_some()
+}
+
+/// A file's wish from torrent-add (indices), as a selection.
+fn indices(v: &[u32]) -> Option<FileSelection> {
+    (!v.is_empty()).then(|| FileSelection::Indices(v.to_vec()))
+}
+
+/// Applies torrent-set's file keys to `settings` (sized to `count` files).
+fn apply_files(settings: &mut TorrentSettings, count: usize, set: &TorrentSet) -> Result<(), BackendError> {
+    settings.files.resize(count, FilePriority::Normal);
+    let mut result = Ok(());
+    let files = &mut settings.files;
+    let mut note = |r: Result<(), BackendError>| {
+        if r.is_err() {
+            result = r;
+        }
+    };
+    // Priorities first, so that a file both unwanted and given a priority stays unwanted.
+    if let Some(s) = &set.priority_high {
+        note(select(files, s, |p| *p = if *p == FilePriority::Skip { FilePriority::Skip } else { FilePriority::High }));
+    }
+    if let Some(s) = &set.priority_low {
+        note(select(files, s, |p| *p = if *p == FilePriority::Skip { FilePriority::Skip } else { FilePriority::Low }));
+    }
+    if let Some(s) = &set.priority_normal {
+        note(select(files, s, |p| {
+            *p = if *p == FilePriority::Skip { FilePriority::Skip } else { FilePriority::Normal }
+        }));
+    }
+    if let Some(s) = &set.files_wanted {
+        note(select(files, s, |p| {
+            if *p == FilePriority::Skip {
+                *p = FilePriority::Normal;
+            }
+        }));
+    }
+    if let Some(s) = &set.files_unwanted {
+        note(select(files, s, |p| *p = FilePriority::Skip));
+    }
+    result
+}
+
+impl Backend for Daemon {
+    fn torrent_ids(&self) -> Vec<(u32, bitswarm_rpc::InfoHash)> {
+        self.session.torrents().iter().map(|h| (h.id(), rpc_hash(h.info_hash()))).collect()
+    }
+
+    fn recently_active(&self) -> Vec<u32> {
+        let recent = Duration::from_secs(bitswarm_rpc::RECENT_SECONDS);
+        self.session
+            .torrents()
+            .iter()
+            .filter(|h| {
+                let s = h.stats();
+                h.changed_at().elapsed() < recent
+                    || s.down_rate > 0
+                    || s.up_rate > 0
+                    || h.times().activity.and_then(|t| t.elapsed().ok()).is_some_and(|e| e < recent)
+            })
+            .map(|h| h.id())
+            .collect()
+    }
+
+    fn recently_removed(&self) -> Vec<u32> {
+        let recent = Duration::from_secs(bitswarm_rpc::RECENT_SECONDS);
+        let r = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<u32> = r.iter().filter(|(_, t)| t.elapsed() < recent).map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn torrents(&self, ids: &[u32], wants: Wants) -> Vec<TorrentView> {
+        ids.iter().filter_map(|id| self.handle(*id)).map(|h| self.view(&h, wants)).collect()
+    }
+
+    async fn add(&self, request: AddRequest) -> Result<AddOutcome, BackendError> {
+        let (source, file): (AddSource, Option<Arc<[u8]>>) = match request.source {
+            RpcSource::Magnet { link, .. } => {
+                let link = if link.starts_with("magnet:") { link } else { format!("magnet:?xt=urn:btih:{link}") };
+                let m = Magnet::parse(&link).map_err(|_| BackendError::UnrecognizedInfo)?;
+                (AddSource::Magnet(m), None)
+            }
+            RpcSource::Path(p) => {
+                let bytes = tokio::task::spawn_blocking(move || crate::read_capped(std::path::Path::new(&p)))
+                    .await
+                    .map_err(|e| BackendError::Other(e.to_string()))?
+                    .map_err(BackendError::Other)?;
+                parse(bytes)?
+            }
+            RpcSource::Url { url, cookies } => {
+                let bytes = bitswarm_peer::fetch_url(&url, cookies.as_deref(), crate::MAX_TORRENT_SIZE)
+                    .await
+                    .map_err(|reason| BackendError::Fetch { reason, code: 0 })?;
+                parse(bytes)?
+            }
+            RpcSource::Metainfo(bytes) => parse(bytes)?,
+        };
+        let mut settings = TorrentSettings {
+            labels: request.labels.clone(),
+            max_peers: request.peer_limit.map(|n| n as usize),
+            bandwidth_priority: request.bandwidth_priority.map_or(0, |p| p as i8),
+            ..TorrentSettings::default()
+        };
+        if let AddSource::Metainfo(m) = &source {
+            let set = TorrentSet {
+                files_wanted: indices(&request.files_wanted),
+                files_unwanted: indices(&request.files_unwanted),
+                priority_high: indices(&request.priority_high),
+                priority_low: indices(&request.priority_low),
+                priority_normal: indices(&request.priority_normal),
+                ..TorrentSet::default()
+            };
+            // Indices past the last file are ignored at add, as Transmission does.
+            let _ = apply_files(&mut settings, m.info.files.len(), &set);
+        }
+        let dir = request.download_dir.map(PathBuf::from);
+        let (h, added) = self.add_torrent(source, file, dir, request.paused, settings).map_err(BackendError::Other)?;
+        let r = TorrentRef { id: h.id(), info_hash: rpc_hash(h.info_hash()), name: h.name() };
+        Ok(if added { AddOutcome::Added(r) } else { AddOutcome::Duplicate(r) })
+    }
+
+    fn start(&self, ids: &[u32], bypass_queue: bool) {
+        for h in self.handles(ids) {
+            h.start(bypass_queue);
+        }
+    }
+
+    fn stop(&self, ids: &[u32]) {
+        for h in self.handles(ids) {
+            h.stop();
+        }
+    }
+
+    fn verify(&self, ids: &[u32]) {
+        for h in self.handles(ids) {
+            h.verify();
+        }
+    }
+
+    fn reannounce(&self, ids: &[u32]) {
+        let _ = ids; // announces keep to the trackers' intervals
+    }
+
+    async fn remove(&self, ids: &[u32], delete_data: bool) -> Result<(), BackendError> {
+        for id in ids {
+            if let Some(h) = self.session.remove(*id, delete_data).await {
+                self.forget(h.id(), h.info_hash());
+            }
+        }
+        Ok(())
+    }
+
+    fn set(&self, ids: &[u32], set: &TorrentSet) -> Result<(), BackendError> {
+        let mut result = Ok(());
+        for h in self.handles(ids) {
+            let count = h.metainfo().map(|m| m.info.files.len());
+            h.set_settings(|s| {
+                if let Some(p) = set.bandwidth_priority {
+                    s.bandwidth_priority = p as i8;
+                }
+                // kB/s on the wire.
+                if let Some(v) = set.download_limit {
+                    s.download_limit = u64::from(v) * 1000;
+                }
+                if let Some(on) = set.download_limited {
+                    s.download_limited = on;
+                }
+                if let Some(v) = set.upload_limit {
+                    s.upload_limit = u64::from(v) * 1000;
+                }
+                if let Some(on) = set.upload_limited {
+                    s.upload_limited = on;
+                }
+                if let Some(v) = set.honors_session_limits {
+                    s.honors_session_limits = v;
+                }
+                if let Some(n) = set.peer_limit {
+                    s.max_peers = Some(n.max(1) as usize);
+                }
+                if let Some(r) = set.seed_ratio_limit
+                    && (matches!(s.seed_ratio, Limit::Own(_)) || set.seed_ratio_mode == Some(LimitMode::Single))
+                {
+                    s.seed_ratio = Limit::Own(r);
+                }
+                match set.seed_ratio_mode {
+                    Some(LimitMode::Global) => s.seed_ratio = Limit::Session,
+                    Some(LimitMode::Unlimited) => s.seed_ratio = Limit::Unlimited,
+                    Some(LimitMode::Single) => {
+                        s.seed_ratio = Limit::Own(set.seed_ratio_limit.unwrap_or(match s.seed_ratio {
+                            Limit::Own(r) => r,
+                            _ => 2.0,
+                        }))
+                    }
+                    None => {}
+                }
+                if let Some(m) = set.seed_idle_limit
+                    && (matches!(s.seed_idle_minutes, Limit::Own(_)) || set.seed_idle_mode == Some(LimitMode::Single))
+                {
+                    s.seed_idle_minutes = Limit::Own(u64::from(m));
+                }
+                match set.seed_idle_mode {
+                    Some(LimitMode::Global) => s.seed_idle_minutes = Limit::Session,
+                    Some(LimitMode::Unlimited) => s.seed_idle_minutes = Limit::Unlimited,
+                    Some(LimitMode::Single) => {
+                        s.seed_idle_minutes = Limit::Own(u64::from(set.seed_idle_limit.unwrap_or(30)))
+                    }
+                    None => {}
+                }
+                if let Some(l) = &set.labels {
+                    s.labels = l.clone();
+                }
+                if let Some(count) = count
+                    && touches_files(set)
+                    && let Err(e) = apply_files(s, count, set)
+                {
+                    result = Err(e);
+                }
+            });
+            if let Some(pos) = set.queue_position {
+                self.session.set_queue_position(h.id(), pos as usize);
+            }
+            if let Some(loc) = &set.location {
+                let h = h.clone();
+                let dir = PathBuf::from(loc);
+                tokio::spawn(async move {
+                    let _ = h.set_location(dir, false).await;
+                });
+            }
+            self.save_record(&h);
+        }
+        result
+    }
+
+    async fn set_location(&self, ids: &[u32], location: &str, move_data: bool) -> Result<(), BackendError> {
+        let dir = PathBuf::from(location);
+        for h in self.handles(ids) {
+            h.set_location(dir.clone(), move_data).await.map_err(BackendError::Other)?;
+            self.save_record(&h);
+        }
+        Ok(())
+    }
+
+    fn queue_move(&self, ids: &[u32], to: QueueMove) {
+        let to = match to {
+            QueueMove::Top => bitswarm_peer::QueueMove::Top,
+            QueueMove::Up => bitswarm_peer::QueueMove::Up,
+            QueueMove::Down => bitswarm_peer::QueueMove::Down,
+            QueueMove::Bottom => bitswarm_peer::QueueMove::Bottom,
+        };
+        self.session.queue_move(ids, to);
+    }
+
+    fn session(&self) -> SessionView {
+        let r = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        SessionView {
+            download_dir: r.download_dir.to_string_lossy().into_owned(),
+            incomplete_dir: r.download_dir.to_string_lossy().into_owned(),
+            config_dir: self.state_dir.to_string_lossy().into_owned(),
+            peer_port: self.session.listen_addr().port(),
+            peer_limit_global: r.peer_limit_global,
+            peer_limit_per_torrent: r.peer_limit_per_torrent,
+            speed_limit_down: r.speed_limit_down,
+            speed_limit_down_enabled: r.speed_limit_down_enabled,
+            speed_limit_up: r.speed_limit_up,
+            speed_limit_up_enabled: r.speed_limit_up_enabled,
+            download_queue_enabled: r.download_queue_enabled,
+            download_queue_size: r.download_queue_size,
+            seed_queue_enabled: r.seed_queue_enabled,
+            seed_queue_size: r.seed_queue_size,
+            seed_ratio_limit: r.seed_ratio_limit,
+            seed_ratio_limited: r.seed_ratio_limited,
+            idle_seeding_limit: r.idle_seeding_limit,
+            idle_seeding_limit_enabled: r.idle_seeding_limit_enabled,
+            encryption: match r.encryption.as_str() {
+                "require" => Encryption::Required,
+                "plaintext" => Encryption::Tolerated,
+                _ => Encryption::Preferred,
+            },
+            start_added_torrents: r.start_added,
+            dht_enabled: false,
+            pex_enabled: true,
+            lpd_enabled: false,
+            utp_enabled: false,
+            tcp_enabled: true,
+            ..SessionView::default()
+        }
+    }
+
+    async fn session_set(&self, set: &SessionSet) -> Result<(), BackendError> {
+        {
+            let mut r = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(d) = &set.download_dir {
+                r.download_dir = PathBuf::from(d);
+            }
+            macro_rules! take {
+                ($($field:ident),*) => { $(if let Some(v) = set.$field.clone() { r.$field = v; })* };
+            }
+            take!(
+                speed_limit_down,
+                speed_limit_down_enabled,
+                speed_limit_up,
+                speed_limit_up_enabled,
+                download_queue_size,
+                download_queue_enabled,
+                seed_queue_size,
+                seed_queue_enabled,
+                seed_ratio_limit,
+                seed_ratio_limited,
+                idle_seeding_limit,
+                idle_seeding_limit_enabled,
+                peer_limit_global,
+                peer_limit_per_torrent
+            );
+            if let Some(v) = set.start_added_torrents {
+                r.start_added = v;
+            }
+            if let Some(e) = set.encryption {
+                r.encryption = match e {
+                    Encryption::Required => "require",
+                    Encryption::Tolerated => "plaintext",
+                    Encryption::Preferred => "prefer",
+                }
+                .into();
+            }
+        }
+        self.save_runtime();
+        Ok(())
+    }
+
+    fn session_stats(&self) -> SessionStats {
+        let all = self.session.torrents();
+        let stats: Vec<_> = all.iter().map(|h| h.stats()).collect();
+        let active = stats.iter().filter(|s| s.state.is_active()).count() as u32;
+        let now = self.counters_now();
+        let before = self.counters_before;
+        SessionStats {
+            active_torrent_count: active,
+            torrent_count: stats.len() as u32,
+            download_speed: stats.iter().map(|s| s.down_rate).sum(),
+            upload_speed: stats.iter().map(|s| s.up_rate).sum(),
+            current: StatsTotals {
+                uploaded_bytes: now.uploaded,
+                downloaded_bytes: now.downloaded,
+                files_added: now.files_added,
+                session_count: 1,
+                seconds_active: now.seconds_active,
+            },
+            cumulative: StatsTotals {
+                uploaded_bytes: before.uploaded + now.uploaded,
+                downloaded_bytes: before.downloaded + now.downloaded,
+                files_added: before.files_added + now.files_added,
+                session_count: before.session_count,
+                seconds_active: before.seconds_active + now.seconds_active,
+            },
+        }
+    }
+
+    fn session_close(&self) {
+        self.close();
+    }
+}
+
+/// A torrent to add and the .torrent bytes it came from.
+type Parsed = (AddSource, Option<Arc<[u8]>>);
+
+/// A .torrent's bytes, parsed.
+fn parse(bytes: Vec<u8>) -> Result<Parsed, BackendError> {
+    let m = Metainfo::parse(&bytes).map_err(|e| {
+        tracing::info!("torrent-add: {e}");
+        if matches!(e, bitswarm_metainfo::MetainfoError::Bencode(_)) {
+            BackendError::UnrecognizedInfo
+        } else {
+            BackendError::CorruptTorrent
+        }
+    })?;
+    Ok((AddSource::Metainfo(Arc::new(m)), Some(bytes.into())))
+}

@@ -1,0 +1,559 @@
+//! `bitswarm daemon`: many torrents in one session, their state kept in SQLite
+//! (`bitswarm-state`), driven through Transmission's RPC (`bitswarm-rpc`), with a watch folder
+//! and Prometheus metrics.
+//!
+//! * [`Daemon::start`] opens the state folder (one process at a time), starts the session,
+//!   brings back every torrent in its state (its verified pieces from its resume data, its
+//!   settings, its id and place in the queue), then serves the RPC.
+//! * Every change is written behind the scenes: records when a torrent is added or its settings
+//!   change, resume data every few seconds while a torrent changes, so that a `kill -9` costs at
+//!   most the last seconds of progress.
+
+mod backend;
+pub mod config;
+mod metrics;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bitswarm_metainfo::{InfoHash, Magnet, Metainfo};
+use bitswarm_peer::{AddSource, AddTorrent, FileStamp, Resume, Session, TorrentHandle, TorrentSettings};
+use bitswarm_state::{Record, Store};
+use bitswarm_wire::Bitfield;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+pub use config::{Config, DEFAULT_TOML};
+
+/// The largest .torrent file the daemon reads (a file, a URL, the watch folder, the RPC).
+pub const MAX_TORRENT_SIZE: usize = 64 << 20;
+
+/// How often changed torrents' resume data is saved: at most this much progress is fetched
+/// again after a `kill -9`.
+const SAVE_EVERY: Duration = Duration::from_secs(2);
+
+/// How often the watch folder is looked at.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("state: {0}")]
+    State(#[from] bitswarm_state::StateError),
+    #[error("{0}")]
+    Session(#[from] bitswarm_peer::SessionError),
+    #[error("cannot listen on {0} (RPC): {1}")]
+    Rpc(SocketAddr, std::io::Error),
+}
+
+/// Settings a client may change while the daemon runs (kept in the state database; they
+/// override the configuration file's).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct Runtime {
+    pub download_dir: PathBuf,
+    pub start_added: bool,
+    /// kB/s (Transmission's units), and whether the limits are on.
+    pub speed_limit_down: u32,
+    pub speed_limit_down_enabled: bool,
+    pub speed_limit_up: u32,
+    pub speed_limit_up_enabled: bool,
+    pub download_queue_size: u32,
+    pub download_queue_enabled: bool,
+    pub seed_queue_size: u32,
+    pub seed_queue_enabled: bool,
+    pub seed_ratio_limit: f64,
+    pub seed_ratio_limited: bool,
+    pub idle_seeding_limit: u32,
+    pub idle_seeding_limit_enabled: bool,
+    pub peer_limit_global: u32,
+    pub peer_limit_per_torrent: u32,
+    pub encryption: String,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime::from_config(&Config::default(), PathBuf::new())
+    }
+}
+
+impl Runtime {
+    fn from_config(c: &Config, download_dir: PathBuf) -> Runtime {
+        let kb = |rate: u64| (rate / 1000) as u32;
+        Runtime {
+            download_dir,
+            start_added: c.daemon.start_added,
+            speed_limit_down: if c.limits.max_download_rate > 0 { kb(c.limits.max_download_rate) } else { 100 },
+            speed_limit_down_enabled: c.limits.max_download_rate > 0,
+            speed_limit_up: if c.limits.max_upload_rate > 0 { kb(c.limits.max_upload_rate) } else { 100 },
+            speed_limit_up_enabled: c.limits.max_upload_rate > 0,
+            download_queue_size: if c.queue.max_downloading > 0 { c.queue.max_downloading as u32 } else { 5 },
+            download_queue_enabled: c.queue.max_downloading > 0,
+            seed_queue_size: if c.queue.max_seeding > 0 { c.queue.max_seeding as u32 } else { 10 },
+            seed_queue_enabled: c.queue.max_seeding > 0,
+            seed_ratio_limit: if c.seeding.ratio_limit > 0.0 { c.seeding.ratio_limit } else { 2.0 },
+            seed_ratio_limited: c.seeding.ratio_limit > 0.0,
+            idle_seeding_limit: if c.seeding.idle_limit_minutes > 0 { c.seeding.idle_limit_minutes as u32 } else { 30 },
+            idle_seeding_limit_enabled: c.seeding.idle_limit_minutes > 0,
+            peer_limit_global: c.peers.max_connections as u32,
+            peer_limit_per_torrent: c.peers.max_per_torrent as u32,
+            encryption: c.peers.encryption.clone(),
+        }
+    }
+
+    /// Puts these settings into the session.
+    fn apply(&self, session: &Session) {
+        session.set_settings(|s| {
+            s.max_download_rate =
+                if self.speed_limit_down_enabled { u64::from(self.speed_limit_down) * 1000 } else { 0 };
+            s.max_upload_rate = if self.speed_limit_up_enabled { u64::from(self.speed_limit_up) * 1000 } else { 0 };
+            s.max_downloading = self.download_queue_enabled.then_some(self.download_queue_size as usize);
+            s.max_seeding = self.seed_queue_enabled.then_some(self.seed_queue_size as usize);
+            s.seed_ratio = self.seed_ratio_limited.then_some(self.seed_ratio_limit);
+            s.seed_idle_minutes = self.idle_seeding_limit_enabled.then_some(u64::from(self.idle_seeding_limit));
+            s.max_connections = self.peer_limit_global.max(1) as usize;
+            s.max_peers_per_torrent = self.peer_limit_per_torrent.max(1) as usize;
+            (s.outgoing_encryption, s.incoming_encryption) = config::encryption(&self.encryption);
+        });
+    }
+}
+
+/// The daemon's shared state: the session, the store, and what the RPC needs besides.
+pub struct Daemon {
+    session: Session,
+    store: Store,
+    state_dir: PathBuf,
+    runtime: Mutex<Runtime>,
+    /// The .torrent bytes of each torrent, for its record.
+    torrent_files: Mutex<HashMap<u32, Arc<[u8]>>>,
+    /// Torrents removed lately, and when (torrent-get's `removed`).
+    removed: Mutex<VecDeque<(u32, Instant)>>,
+    started: Instant,
+    /// Cumulative counters as loaded, before this run.
+    counters_before: bitswarm_state::Counters,
+    /// Data files created this run (Transmission's `filesAdded`).
+    files_added: AtomicU64,
+    /// Requests the RPC answered.
+    pub(crate) rpc_requests: AtomicU64,
+    /// Set by session-close or a signal: the daemon stops.
+    closing: watch::Sender<bool>,
+}
+
+/// A running daemon.
+pub struct Running {
+    pub daemon: Arc<Daemon>,
+    /// Where the RPC (and /metrics) listens.
+    pub rpc_addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Opens the state, starts the session and brings back every torrent, then serves the RPC.
+    pub async fn start(config: Config) -> Result<Running, DaemonError> {
+        config.check()?;
+        let rpc_config = config.rpc_config()?;
+        let state_dir = config.state_dir()?;
+        let download_dir = config.download_dir()?;
+        let (store, loaded) = {
+            let dir = state_dir.clone();
+            tokio::task::spawn_blocking(move || Store::open(&dir))
+                .await
+                .map_err(|e| DaemonError::Config(config::ConfigError::Invalid(e.to_string())))??
+        };
+        for p in &loaded.problems {
+            warn!("state: {p}");
+        }
+        let session = Session::start(config.session_settings()).await?;
+        // Settings a client changed (kept in the database) over the configuration file's.
+        let mut runtime = Runtime::from_config(&config, download_dir);
+        if let Some(saved) = loaded.settings.get("runtime").and_then(|t| serde_json::from_str::<Runtime>(t).ok()) {
+            runtime = saved;
+        }
+        runtime.apply(&session);
+        let daemon = Arc::new(Daemon {
+            session,
+            store,
+            state_dir,
+            runtime: Mutex::new(runtime),
+            torrent_files: Mutex::new(HashMap::new()),
+            removed: Mutex::new(VecDeque::new()),
+            started: Instant::now(),
+            counters_before: loaded.counters,
+            files_added: AtomicU64::new(0),
+            rpc_requests: AtomicU64::new(0),
+            closing: watch::channel(false).0,
+        });
+        let restored = daemon.restore(loaded.torrents);
+        info!("{restored} torrents restored from {}", daemon.state_dir.display());
+
+        let listener =
+            tokio::net::TcpListener::bind(config.rpc.bind).await.map_err(|e| DaemonError::Rpc(config.rpc.bind, e))?;
+        let rpc_addr = listener.local_addr().map_err(|e| DaemonError::Rpc(config.rpc.bind, e))?;
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics::serve))
+            .with_state(daemon.clone())
+            .merge(bitswarm_rpc::router(daemon.clone(), rpc_config))
+            .layer(axum::middleware::from_fn_with_state(daemon.clone(), metrics::count_requests));
+        let mut closing = daemon.closing.subscribe();
+        let server = tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<SocketAddr>();
+            let stop = async move {
+                let _ = closing.wait_for(|c| *c).await;
+            };
+            if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(stop).await {
+                warn!("RPC server: {e}");
+            }
+        });
+        let mut tasks = vec![tokio::spawn(save_loop(daemon.clone()))];
+        if !config.daemon.watch_dir.as_os_str().is_empty() {
+            tasks.push(tokio::spawn(watch_loop(daemon.clone(), config.daemon.watch_dir.clone())));
+        }
+        Ok(Running { daemon, rpc_addr, server, tasks })
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Resolves when a client asked the daemon to close (session-close).
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Adds every stored torrent back, in its state; returns how many.
+    fn restore(&self, stored: Vec<bitswarm_state::Stored>) -> usize {
+        let mut n = 0;
+        for s in stored {
+            let r = &s.record;
+            let source = match (&r.metainfo, &r.magnet) {
+                (Some(bytes), _) => match Metainfo::parse(bytes) {
+                    Ok(m) => AddSource::Metainfo(Arc::new(m)),
+                    Err(e) => {
+                        warn!("state: torrent {} ({}): its .torrent does not parse: {e}", r.id, r.name);
+                        continue;
+                    }
+                },
+                (None, Some(link)) => match Magnet::parse(link) {
+                    Ok(m) => AddSource::Magnet(m),
+                    Err(e) => {
+                        warn!("state: torrent {} ({}): {e}", r.id, r.name);
+                        continue;
+                    }
+                },
+                (None, None) => continue,
+            };
+            let mut add = AddTorrent::new(source, r.download_dir.clone());
+            add.id = Some(r.id);
+            add.added_at = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(r.added_at.max(0) as u64));
+            add.queue_position = Some(u64::from(r.queue_position));
+            add.settings = serde_json::from_str(&r.settings).unwrap_or_default();
+            add.settings.labels = r.labels.clone();
+            add.paused = !s.resume.as_ref().is_none_or(|x| x.running);
+            add.resume = s.resume.as_ref().map(resume_from_state);
+            if let Some(bytes) = &r.metainfo {
+                self.torrent_files.lock().unwrap_or_else(|p| p.into_inner()).insert(r.id, bytes.clone());
+            }
+            match self.session.add(add) {
+                Ok(_) => n += 1,
+                Err(e) => warn!("state: torrent {}: {e}", r.id),
+            }
+        }
+        n
+    }
+
+    /// Adds a torrent and records it.
+    pub(crate) fn add_torrent(
+        &self,
+        source: AddSource,
+        torrent_file: Option<Arc<[u8]>>,
+        dir: Option<PathBuf>,
+        paused: Option<bool>,
+        settings: TorrentSettings,
+    ) -> Result<(TorrentHandle, bool), String> {
+        let (default_dir, start_added) = {
+            let r = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+            (r.download_dir.clone(), r.start_added)
+        };
+        let dir = dir.unwrap_or(default_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut add = AddTorrent::new(source, dir);
+        add.paused = paused.unwrap_or(!start_added);
+        add.settings = settings;
+        match self.session.add(add) {
+            Ok(h) => {
+                if let Some(b) = torrent_file {
+                    self.torrent_files.lock().unwrap_or_else(|p| p.into_inner()).insert(h.id(), b);
+                }
+                self.save_record(&h);
+                Ok((h, true))
+            }
+            Err(bitswarm_peer::AddError::Duplicate(h)) => Ok((h, false)),
+        }
+    }
+
+    /// The torrent's record (what it is, where, its settings), written behind.
+    pub(crate) fn save_record(&self, h: &TorrentHandle) {
+        let settings = h.settings();
+        let metainfo = {
+            let mut files = self.torrent_files.lock().unwrap_or_else(|p| p.into_inner());
+            match (files.get(&h.id()), h.metainfo()) {
+                (Some(b), _) => Some(b.clone()),
+                (None, Some(m)) => {
+                    // A magnet link's metadata came: the .torrent is its info dictionary and
+                    // trackers.
+                    let trackers: Vec<String> = m.trackers().into_iter().flatten().collect();
+                    let b: Arc<[u8]> = Metainfo::torrent_file_of(&m.info_bytes, &trackers).into();
+                    files.insert(h.id(), b.clone());
+                    Some(b)
+                }
+                (None, None) => None,
+            }
+        };
+        let t = h.times();
+        let unix = |t: Option<SystemTime>| {
+            t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs() as i64)
+        };
+        self.store.put_torrent(Record {
+            info_hash: h.info_hash(),
+            id: h.id(),
+            name: h.name(),
+            magnet: Some(magnet_of(h)),
+            metainfo,
+            download_dir: h.dir(),
+            added_at: unix(t.added),
+            queue_position: h.queue_position() as u32,
+            labels: settings.labels.clone(),
+            settings: serde_json::to_string(&settings).unwrap_or_default(),
+        });
+    }
+
+    /// The session settings a client changed, kept for the next start.
+    pub(crate) fn save_runtime(&self) {
+        let r = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        r.apply(&self.session);
+        if let Ok(text) = serde_json::to_string(&r) {
+            self.store.put_setting("runtime", text);
+        }
+    }
+
+    pub(crate) fn forget(&self, id: u32, info_hash: InfoHash) {
+        self.store.remove(info_hash);
+        self.torrent_files.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let mut r = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        r.push_back((id, Instant::now()));
+        while r.front().is_some_and(|(_, t)| t.elapsed() > Duration::from_secs(bitswarm_rpc::RECENT_SECONDS)) {
+            r.pop_front();
+        }
+    }
+
+    /// Saves the resume data of every torrent that changed since `seen` (its generation),
+    /// and the cumulative counters; on the blocking threads (it reads file times).
+    fn save_changed(&self, seen: &mut HashMap<u32, u64>) {
+        let all = self.session.torrents();
+        let live: std::collections::HashSet<u32> = all.iter().map(|h| h.id()).collect();
+        seen.retain(|id, _| live.contains(id));
+        for h in all {
+            let g = h.generation();
+            if seen.get(&h.id()) == Some(&g) {
+                continue;
+            }
+            seen.insert(h.id(), g);
+            if let Some(r) = h.resume() {
+                self.store.put_resume(h.info_hash(), resume_to_state(&r));
+            }
+            // The record too: a magnet link's metadata, a move, a queue change.
+            self.save_record(&h);
+        }
+    }
+
+    /// Stops every torrent (each tells its trackers), saves everything, and waits for the
+    /// database.
+    async fn shutdown(&self) {
+        self.session.shutdown().await;
+        let mut seen = HashMap::new();
+        self.save_changed(&mut seen);
+        self.store.add_counters(self.counters_now());
+        if let Err(e) = self.store.flush() {
+            warn!("state: {e}");
+        }
+    }
+
+    /// This run's counters (added to the stored ones at the end).
+    fn counters_now(&self) -> bitswarm_state::Counters {
+        let (down, up) = self.session.transferred();
+        bitswarm_state::Counters {
+            uploaded: up,
+            downloaded: down,
+            files_added: self.files_added.load(Ordering::Relaxed),
+            seconds_active: self.started.elapsed().as_secs(),
+            session_count: 0,
+        }
+    }
+}
+
+impl Running {
+    /// Stops the daemon: the RPC stops taking requests, every torrent stops (telling its
+    /// trackers), and everything is saved.
+    pub async fn shutdown(self) {
+        self.daemon.close();
+        let _ = self.server.await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.daemon.shutdown().await;
+    }
+}
+
+/// Every [`SAVE_EVERY`], what changed goes to the database.
+async fn save_loop(d: Arc<Daemon>) {
+    let mut seen: HashMap<u32, u64> = HashMap::new();
+    let mut tick = tokio::time::interval(SAVE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let d2 = d.clone();
+        let s = std::mem::take(&mut seen);
+        seen = tokio::task::spawn_blocking(move || {
+            let mut s = s;
+            d2.save_changed(&mut s);
+            s
+        })
+        .await
+        .unwrap_or_default();
+    }
+}
+
+/// Every [`WATCH_EVERY`]: each `*.torrent` in the folder is added, then renamed `.added`
+/// (`.invalid` when it is not a usable torrent).
+async fn watch_loop(d: Arc<Daemon>, dir: PathBuf) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    loop {
+        tick.tick().await;
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "torrent") || !path.is_file() {
+                continue;
+            }
+            let (result, suffix) = match read_capped(&path).and_then(|b| {
+                let m = Metainfo::parse(&b).map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok((m, b))
+            }) {
+                Ok((m, bytes)) => {
+                    let r = d.add_torrent(
+                        AddSource::Metainfo(Arc::new(m)),
+                        Some(bytes.into()),
+                        None,
+                        None,
+                        TorrentSettings::default(),
+                    );
+                    (r.map(|_| ()), "added")
+                }
+                Err(e) => (Err(e), "invalid"),
+            };
+            if let Err(e) = &result {
+                warn!("watch folder: {e}");
+            }
+            let mut to = path.clone().into_os_string();
+            to.push(format!(".{suffix}"));
+            if let Err(e) = std::fs::rename(&path, &to) {
+                warn!("watch folder: cannot rename {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// A .torrent file's bytes, refused past [`MAX_TORRENT_SIZE`].
+pub(crate) fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut b = Vec::new();
+    f.take(MAX_TORRENT_SIZE as u64 + 1).read_to_end(&mut b).map_err(|e| format!("{}: {e}", path.display()))?;
+    if b.len() > MAX_TORRENT_SIZE {
+        return Err(format!("{}: larger than {MAX_TORRENT_SIZE} bytes", path.display()));
+    }
+    Ok(b)
+}
+
+/// The magnet link of a torrent: its hash, name and trackers.
+fn magnet_of(h: &TorrentHandle) -> String {
+    match h.metainfo() {
+        Some(m) => m.magnet().to_string(),
+        None => Magnet { info_hash: h.info_hash(), name: Some(h.name()), trackers: Vec::new(), peers: Vec::new() }
+            .to_string(),
+    }
+}
+
+fn unix_time(t: Option<i64>) -> Option<SystemTime> {
+    t.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64))
+}
+
+fn unix_secs(t: Option<SystemTime>) -> Option<i64> {
+    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64)
+}
+
+fn resume_from_state(r: &bitswarm_state::Resume) -> Resume {
+    let n = r.pieces.count() as usize;
+    let have = if r.pieces.is_all() {
+        Bitfield::full(n)
+    } else {
+        Bitfield::from_bytes(&r.pieces.to_bitfield(), n).unwrap_or_else(|_| Bitfield::new(n))
+    };
+    Resume {
+        have,
+        files: r
+            .files
+            .iter()
+            .map(|f| {
+                (*f != bitswarm_state::FileStamp::MISSING).then_some(FileStamp { size: f.size, mtime_ns: f.mtime_ns })
+            })
+            .collect(),
+        downloaded: r.downloaded,
+        uploaded: r.uploaded,
+        corrupt: r.corrupt,
+        seconds_downloading: r.seconds_downloading,
+        seconds_seeding: r.seconds_seeding,
+        done_at: unix_time(r.done_date),
+        activity_at: unix_time(r.activity_date),
+        running: r.running,
+    }
+}
+
+fn resume_to_state(r: &Resume) -> bitswarm_state::Resume {
+    let n = r.have.len() as u32;
+    let pieces = if r.have.is_full() {
+        bitswarm_state::Pieces::all(n)
+    } else {
+        bitswarm_state::Pieces::from_bitfield(n, r.have.as_bytes().to_vec()).unwrap_or(bitswarm_state::Pieces::none(n))
+    };
+    bitswarm_state::Resume {
+        pieces,
+        files: r
+            .files
+            .iter()
+            .map(|f| match f {
+                Some(s) => bitswarm_state::FileStamp { size: s.size, mtime_ns: s.mtime_ns },
+                None => bitswarm_state::FileStamp::MISSING,
+            })
+            .collect(),
+        running: r.running,
+        uploaded: r.uploaded,
+        downloaded: r.downloaded,
+        corrupt: r.corrupt,
+        seconds_downloading: r.seconds_downloading,
+        seconds_seeding: r.seconds_seeding,
+        done_date: unix_secs(r.done_at),
+        activity_date: unix_secs(r.activity_at),
+    }
+}
