@@ -218,6 +218,13 @@ impl Config {
         if self.rpc.user.is_empty() != self.rpc.password_hash.is_empty() {
             return bad("rpc.user and rpc.password_hash go together: set both, or neither".into());
         }
+        if !self.rpc.bind.ip().to_canonical().is_loopback() && self.rpc.user.is_empty() && self.rpc.allow.is_empty() {
+            return bad(format!(
+                "rpc: {} is reachable from other machines: set rpc.user and rpc.password_hash \
+                 (bitswarm daemon --hash-password), or rpc.allow (the client addresses allowed)",
+                self.rpc.bind
+            ));
+        }
         self.rpc_config()?;
         Ok(())
     }

@@ -453,13 +453,14 @@ impl<L: Link> Conn<L> {
         let mut buf = vec![0u8; READ_BUFFER.max(max as usize + 4).max(pending.len())];
         buf[..pending.len()].copy_from_slice(&pending);
         let mut filled = self.consume(&mut buf, pending.len(), max)?;
+        let buf_len = buf.len();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_recv = Instant::now();
         let mut last_keepalive = Instant::now();
         let mut shutdown = self.link.stopping();
         loop {
             tokio::select! {
-                n = rd.read(&mut buf[filled..]) => {
+                n = rd.read(&mut buf[filled..filled.saturating_add(self.link.read_quantum()).min(buf_len)]) => {
                     let n = n?;
                     if n == 0 {
                         return Err(ConnError::Eof);

@@ -162,4 +162,7 @@ pub trait Link: Send + Sync + 'static {
     fn uploading(&self, bytes: u64) -> impl Future<Output = ()> + Send;
     /// Waits until `bytes` more may be read (download rate limits).
     fn downloading(&self, bytes: u64) -> impl Future<Output = ()> + Send;
+    /// The most to read at once: small under a download limit, so that the limit holds
+    /// evenly rather than in bursts of a whole read buffer.
+    fn read_quantum(&self) -> usize;
 }

@@ -998,6 +998,15 @@ impl Link for Live {
         self.activity.set(Instant::now());
     }
 
+    fn read_quantum(&self) -> usize {
+        let session = if self.honors_session_limits.load(Ordering::Relaxed) { self.core.down.rate() } else { 0 };
+        match [self.down.rate(), session].into_iter().filter(|r| *r > 0).min() {
+            // A twentieth of a second's worth, but never less than a whole block message.
+            Some(rate) => (rate / 20).max(2 * BLOCK_SIZE as u64) as usize,
+            None => usize::MAX,
+        }
+    }
+
     async fn downloading(&self, bytes: u64) {
         self.down.acquire(bytes).await;
         if self.honors_session_limits.load(Ordering::Relaxed) {

@@ -2,6 +2,7 @@
 //! processes that are always ended, and waiting on events with a deadline.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod swarm;
 
 use std::io::{BufRead, BufReader, Read};

@@ -1,0 +1,392 @@
+//! `bitswarm daemon` driven as people drive it: through Transmission's RPC with
+//! transmission-remote and the Python transmission-rpc client, downloading from and seeding to
+//! libtorrent and aria2, surviving `kill -9`, keeping its queue, its limits and its files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::daemon::*;
+use common::swarm::*;
+use common::*;
+
+const T: Duration = Duration::from_secs(120);
+
+/// A file of `len` random bytes at `dir/name`, and its torrent announcing to `tracker`.
+fn torrent_of(dir: &Path, name: &str, len: usize, seed: u64, tracker: &str) -> (PathBuf, String) {
+    random_file(&dir.join("src").join(name), len, seed);
+    let torrent = dir.join(format!("{name}.torrent"));
+    let hash = create_torrent(&dir.join("src").join(name), &torrent, &["--piece-size", "16K", "-t", tracker]);
+    (torrent, hash)
+}
+
+fn id_of(d: &OurDaemon, hash: &str) -> u64 {
+    let all = d.torrents(&["id", "hashString"]);
+    all.iter().find(|t| t["hashString"] == hash).unwrap_or_else(|| panic!("{hash} not listed: {all:?}"))["id"]
+        .as_u64()
+        .unwrap()
+}
+
+fn same_file(a: &Path, b: &Path) {
+    assert!(std::fs::read(a).unwrap() == std::fs::read(b).unwrap(), "{} differs from {}", b.display(), a.display());
+}
+
+/// One daemon, one port: three torrents downloaded at once, from two libtorrent seeders (one
+/// added by its magnet link) and an aria2 seeder, while it seeds a fourth to a libtorrent
+/// leecher; everything through transmission-remote (add, list, files, stop, start, limits,
+/// remove with and without data).
+#[test]
+fn interop_transmission_remote_drives_downloads_and_a_seed_on_one_port() {
+    if !require("libtorrent") || !require("aria2c") || !require("transmission-remote") {
+        return;
+    }
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let url = tracker.http_url();
+    let (a, ha) = torrent_of(t.path(), "a.bin", 1_500_000, 1, &url);
+    let (b, hb) = torrent_of(t.path(), "b.bin", 1_200_000, 2, &url);
+    let (c, hc) = torrent_of(t.path(), "c.bin", 900_000, 3, &url);
+    let (d, _) = torrent_of(t.path(), "d.bin", 700_000, 4, &url);
+    let src = t.path().join("src");
+    let (_lt_a, _) = lt_seeder(&a, &src, "default", T);
+    let (_lt_b, _) = lt_seeder(&b, &src, "default", T);
+    let _aria = aria2(true, &c, &src, free_tcp_port());
+    let mut daemon = OurDaemon::start(t.path(), "", None);
+    // d.bin is in the download folder already: the daemon checks it and seeds it.
+    std::fs::create_dir_all(&daemon.downloads).unwrap();
+    std::fs::copy(src.join("d.bin"), daemon.downloads.join("d.bin")).unwrap();
+    let out = daemon.remote(&["-a", a.to_str().unwrap()]);
+    assert!(out.contains("success"), "{out}");
+    daemon.remote(&["-a", &format!("magnet:?xt=urn:btih:{hb}&dn=b.bin&tr={url}")]);
+    daemon.remote(&["-a", c.to_str().unwrap(), "-a", d.to_str().unwrap()]);
+    let dl = daemon.downloads.clone();
+    let mut lt_d = {
+        let mut cmd = std::process::Command::new("/usr/bin/python3");
+        cmd.arg(LT_PEER).arg("leech").arg(&d).arg(t.path().join("lt-d"));
+        cmd.arg(format!("127.0.0.1:{}", daemon.peer_port));
+        Proc::spawn("libtorrent leech d", cmd)
+    };
+    for h in [&ha, &hb, &hc] {
+        let id = id_of(&daemon, h);
+        daemon.wait_torrent(id, &["percentDone", "status", "leftUntilDone"], "complete", |v| {
+            v["leftUntilDone"] == 0 && v["percentDone"] == 1 && v["status"] == 6
+        });
+    }
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        same_file(&src.join(name), &dl.join(name));
+    }
+    lt_d.wait_line(T, |l| l == "done");
+    same_file(&src.join("d.bin"), &t.path().join("lt-d/d.bin"));
+
+    // What transmission-remote shows.
+    let list = daemon.remote(&["-l"]);
+    for name in ["a.bin", "b.bin", "c.bin", "d.bin"] {
+        assert!(list.lines().any(|l| l.contains(name) && l.contains("100%")), "{name} in:\n{list}");
+    }
+    let ia = id_of(&daemon, &ha).to_string();
+    let files = daemon.remote(&["-t", &ia, "-if"]);
+    assert!(files.contains("a.bin") && files.contains("1.50 MB"), "{files}");
+    let info = daemon.remote(&["-t", &ha, "-i"]);
+    assert!(info.contains(&format!("Hash: {ha}")) && info.contains("Percent Done: 100%"), "{info}");
+
+    // Stop, start, limits.
+    daemon.remote(&["-t", &ia, "-S"]);
+    daemon.wait_torrent(ia.parse().unwrap(), &["status"], "stopped", |v| v["status"] == 0);
+    daemon.remote(&["-t", &ia, "-s"]);
+    daemon.wait_torrent(ia.parse().unwrap(), &["status"], "seeding again", |v| v["status"] == 6);
+    daemon.remote(&["-t", &ia, "-d", "100", "-u", "50"]);
+    let v = daemon.torrent(ia.parse().unwrap(), &["downloadLimit", "downloadLimited", "uploadLimit", "uploadLimited"]);
+    assert_eq!(
+        (&v["downloadLimit"], &v["downloadLimited"], &v["uploadLimit"], &v["uploadLimited"]),
+        (&serde_json::json!(100), &serde_json::json!(true), &serde_json::json!(50), &serde_json::json!(true))
+    );
+
+    // Removed, with its data kept; removed with its data.
+    daemon.remote(&["-t", &ia, "-r"]);
+    let ic = id_of(&daemon, &hc).to_string();
+    daemon.remote(&["-t", &ic, "--remove-and-delete"]);
+    let left: Vec<String> = daemon.torrents(&["name"]).iter().map(|v| v["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(dl.join("a.bin").exists(), "a.bin was kept");
+    wait_for(T, "c.bin deleted", || (!dl.join("c.bin").exists()).then_some(()));
+    daemon.stop();
+}
+
+/// The Python transmission-rpc client (PyPI) adds, lists reading every field it asks for,
+/// stops, starts, sets a seed ratio and removes with the data.
+#[test]
+fn interop_python_transmission_rpc_drives_the_daemon() {
+    let Some(python) = transmission_rpc_python() else { return };
+    if !require("libtorrent") {
+        return;
+    }
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let (a, ha) = torrent_of(t.path(), "a.bin", 800_000, 5, &tracker.http_url());
+    let (_lt, _) = lt_seeder(&a, &t.path().join("src"), "default", T);
+    let daemon = OurDaemon::start(t.path(), "", None);
+    let script = r#"
+import json, pathlib, sys, time, warnings
+import transmission_rpc
+from transmission_rpc.torrent import Torrent
+warnings.simplefilter("ignore", DeprecationWarning)
+port, torrent = int(sys.argv[1]), pathlib.Path(sys.argv[2])
+c = transmission_rpc.Client(host="127.0.0.1", port=port, timeout=30)
+out, errors = {}, []
+t = c.add_torrent(torrent)
+out["added"] = t.hash_string
+deadline = time.time() + 90
+while time.time() < deadline:
+    t = c.get_torrent(t.id)
+    if t.progress == 100.0:
+        break
+    time.sleep(0.2)
+out["progress"] = t.progress
+for name in sorted(dir(Torrent)):
+    if not name.startswith("_") and isinstance(getattr(Torrent, name), property):
+        try:
+            getattr(t, name)
+        except Exception as e:
+            errors.append(f"{name}: {type(e).__name__}: {e}")
+out["files"] = [f.name for f in t.get_files()]
+c.stop_torrent(t.id)
+time.sleep(0.5)
+out["stopped"] = str(c.get_torrent(t.id).status)
+c.start_torrent(t.id)
+c.change_torrent(t.id, seed_ratio_limit=1.5, seed_ratio_mode=1)
+t = c.get_torrent(t.id)
+out["ratio_limit"], out["ratio_mode"] = t.seed_ratio_limit, int(t.seed_ratio_mode)
+s = c.get_session()
+out["version"], out["download_dir"] = s.version, s.download_dir
+out["stats_torrents"] = c.session_stats().torrent_count
+c.remove_torrent(t.id, delete_data=True)
+time.sleep(0.5)
+out["left"] = len(c.get_torrents())
+out["errors"] = errors
+print(json.dumps(out))
+"#;
+    let mut c = std::process::Command::new(python);
+    c.arg("-c").arg(script).arg(daemon.rpc.port().to_string()).arg(&a);
+    let (st, out, err) = run(c, Duration::from_secs(150));
+    assert!(st.success(), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    assert_eq!(v["added"], ha.as_str());
+    assert_eq!(v["progress"], 100.0, "{v}");
+    assert_eq!(v["files"], serde_json::json!(["a.bin"]));
+    assert_eq!(v["stopped"], "stopped", "{v}");
+    assert_eq!((&v["ratio_limit"], &v["ratio_mode"]), (&serde_json::json!(1.5), &serde_json::json!(1)));
+    assert!(v["version"].as_str().unwrap().starts_with("4.0.6 (bitswarm "), "{v}");
+    assert_eq!(v["stats_torrents"], 1);
+    assert_eq!(v["left"], 0);
+    assert!(!daemon.downloads.join("a.bin").exists(), "the data was deleted");
+}
+
+/// `kill -9` in the middle of downloads; started again, every torrent comes back in its state
+/// with the pieces saved before the kill (nothing checked again), and completes.
+#[test]
+fn after_kill_9_every_torrent_resumes_without_checking_and_completes() {
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let url = tracker.http_url();
+    let (a, ha) = torrent_of(t.path(), "a.bin", 4 << 20, 6, &url);
+    let (b, hb) = torrent_of(t.path(), "b.bin", 3 << 20, 7, &url);
+    let (s, _) = torrent_of(t.path(), "s.bin", 600_000, 8, &url);
+    let src = t.path().join("src");
+    // A slow seeder: the downloads take a while.
+    let mut seed = bitswarm();
+    seed.args(["seed", "--port", "0", "--bind", "127.0.0.2", "--max-upload-rate", "600K", "-d"]).arg(&src);
+    seed.arg(&a).arg(&b);
+    let mut seeder = Proc::spawn("bitswarm seed", seed);
+    listening_port(&mut seeder);
+    let log = "warn,bitswarm_peer::torrent=info";
+    let mut daemon = OurDaemon::start(t.path(), "", Some(log));
+    std::fs::create_dir_all(&daemon.downloads).unwrap();
+    std::fs::copy(src.join("s.bin"), daemon.downloads.join("s.bin")).unwrap();
+    for f in [&a, &b, &s] {
+        daemon.remote(&["-a", f.to_str().unwrap()]);
+    }
+    let (ia, ib) = (id_of(&daemon, &ha), id_of(&daemon, &hb));
+    // A stopped torrent stays stopped.
+    let is =
+        id_of(&daemon, &bitswarm_metainfo::Metainfo::parse(&std::fs::read(&s).unwrap()).unwrap().info_hash.to_hex());
+    daemon.wait_torrent(is, &["status"], "seeding", |v| v["status"] == 6);
+    daemon.remote(&["-t", &is.to_string(), "-S"]);
+    daemon.wait_torrent(ia, &["haveValid"], "a quarter of a.bin", |v| v["haveValid"].as_u64().unwrap() >= 1 << 20);
+    // What is verified now is saved within 2 s.
+    let saved_a = daemon.torrent(ia, &["haveValid"])["haveValid"].as_u64().unwrap();
+    let saved_b = daemon.torrent(ib, &["haveValid"])["haveValid"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    daemon.proc.kill();
+
+    let mut again = OurDaemon::start(t.path(), "", Some(log));
+    for (id, saved) in [(ia, saved_a), (ib, saved_b)] {
+        let line = again.proc.wait_line(T, |l| l.contains("resumed with"));
+        assert!(line.contains("nothing checked"), "{line}");
+        let have = again.torrent(id, &["haveValid"])["haveValid"].as_u64().unwrap();
+        assert!(have >= saved, "torrent {id}: {have} bytes verified after the restart, {saved} before the kill");
+    }
+    assert!(!again.proc.output().contains("checked in"), "something was hashed again:\n{}", again.proc.output());
+    assert_eq!(again.torrent(is, &["status"])["status"], 0, "the stopped torrent stays stopped");
+    for id in [ia, ib] {
+        again.wait_torrent(id, &["leftUntilDone"], "complete", |v| v["leftUntilDone"] == 0);
+    }
+    same_file(&src.join("a.bin"), &again.downloads.join("a.bin"));
+    same_file(&src.join("b.bin"), &again.downloads.join("b.bin"));
+    again.stop();
+}
+
+/// With one download at a time, a second torrent waits its turn; an unwanted file that no
+/// wanted piece reaches into is never fetched nor created; a ratio limit of 0 stops a torrent
+/// once it has every piece (`isFinished`).
+#[test]
+fn the_queue_the_unwanted_files_and_the_seeding_limits_hold() {
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    // Files of whole pieces: the middle one shares no piece with the others.
+    let tree = t.path().join("src/tree");
+    random_file(&tree.join("x.bin"), 65_536, 21);
+    random_file(&tree.join("y.bin"), 65_536, 22);
+    random_file(&tree.join("z.bin"), 50_000, 23);
+    let tree_torrent = t.path().join("tree.torrent");
+    let ht = create_torrent(&tree, &tree_torrent, &["--piece-size", "16K", "-t", &tracker.http_url()]);
+    let (one, h1) = torrent_of(t.path(), "one.bin", 2 << 20, 10, &tracker.http_url());
+    let src = t.path().join("src");
+    let mut seed = bitswarm();
+    seed.args(["seed", "--port", "0", "--bind", "127.0.0.2", "--max-upload-rate", "200K", "-d"]).arg(&src);
+    seed.arg(&tree_torrent).arg(&one);
+    let mut seeder = Proc::spawn("bitswarm seed", seed);
+    listening_port(&mut seeder);
+    let daemon = OurDaemon::start(t.path(), "[queue]\nmax_downloading = 1\n", None);
+    // one.bin first (10 s at the seeder's rate); a ratio limit of 0 stops it once complete.
+    daemon.remote(&["-a", one.to_str().unwrap()]);
+    let i1 = id_of(&daemon, &h1);
+    daemon.rpc("torrent-set", serde_json::json!({ "ids": i1, "seedRatioLimit": 0, "seedRatioMode": 1 }));
+    daemon.wait_torrent(i1, &["status"], "downloading", |v| v["status"] == 4);
+    // The tree, added paused: y.bin is not wanted; started, it waits its turn.
+    daemon.rpc("torrent-add", serde_json::json!({ "filename": tree_torrent, "paused": true }));
+    let it = id_of(&daemon, &ht);
+    let files = daemon.torrent(it, &["files"]);
+    let y = files["files"].as_array().unwrap().iter().position(|f| f["name"] == "tree/y.bin").unwrap();
+    daemon.remote(&["-t", &it.to_string(), "-G", &y.to_string()]);
+    daemon.remote(&["-t", &it.to_string(), "-s"]);
+    daemon.wait_torrent(it, &["status"], "queued", |v| v["status"] == 3);
+    assert_eq!(daemon.torrent(i1, &["status"])["status"], 4, "one download at a time");
+    // one.bin done: its ratio limit stops it (isFinished), and the tree's turn comes.
+    daemon.wait_torrent(i1, &["status", "isFinished", "leftUntilDone"], "finished", |v| {
+        v["leftUntilDone"] == 0 && v["status"] == 0 && v["isFinished"] == true
+    });
+    let dl = &daemon.downloads;
+    same_file(&src.join("one.bin"), &dl.join("one.bin"));
+    daemon.wait_torrent(it, &["leftUntilDone"], "the tree done", |v| v["leftUntilDone"] == 0);
+    assert!(!dl.join("tree/y.bin").exists(), "the unwanted file was created");
+    for f in ["x.bin", "z.bin"] {
+        same_file(&tree.join(f), &dl.join("tree").join(f));
+    }
+    let v = daemon.torrent(it, &["sizeWhenDone", "totalSize", "percentDone", "downloadedEver", "fileStats"]);
+    assert_eq!(v["sizeWhenDone"], 65_536 + 50_000, "{v}");
+    assert_eq!(v["percentDone"], 1);
+    assert!(v["downloadedEver"].as_u64().unwrap() < 2 * 65_536 + 50_000, "y.bin was fetched: {v}");
+    assert_eq!(v["fileStats"][y]["bytesCompleted"], 0, "{v}");
+    assert_eq!(v["fileStats"][y]["wanted"], false, "{v}");
+}
+
+/// A torrent's download limit holds within 10% over 10 s.
+#[test]
+fn a_download_limit_holds_within_ten_percent() {
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let (a, ha) = torrent_of(t.path(), "a.bin", 12 << 20, 11, &tracker.http_url());
+    let src = t.path().join("src");
+    let mut seed = bitswarm();
+    seed.args(["seed", "--port", "0", "--bind", "127.0.0.2", "-d"]).arg(&src).arg(&a);
+    let mut seeder = Proc::spawn("bitswarm seed", seed);
+    listening_port(&mut seeder);
+    let daemon = OurDaemon::start(t.path(), "", None);
+    daemon.remote(&["-a", a.to_str().unwrap(), "--start-paused"]);
+    let id = id_of(&daemon, &ha);
+    daemon.remote(&["-t", &id.to_string(), "-d", "400", "-s"]);
+    daemon.wait_torrent(id, &["downloadedEver"], "a start", |v| v["downloadedEver"].as_u64().unwrap() > 400_000);
+    let at = |d: &OurDaemon| d.torrent(id, &["downloadedEver"])["downloadedEver"].as_u64().unwrap();
+    let (t0, b0) = (Instant::now(), at(&daemon));
+    std::thread::sleep(Duration::from_secs(10));
+    let (secs, bytes) = (t0.elapsed().as_secs_f64(), at(&daemon) - b0);
+    let rate = bytes as f64 / secs;
+    assert!((360_000.0..=440_000.0).contains(&rate), "{rate:.0} B/s over {secs:.1} s against 400 kB/s");
+}
+
+/// The RPC refuses a request without the session id (409, which hands it out), a wrong
+/// password (401), and a Host header that names another site (421, DNS rebinding).
+#[test]
+fn the_rpc_refuses_requests_without_session_id_password_or_honest_host() {
+    let t = tempdir();
+    let daemon = OurDaemon::start(t.path(), "", None);
+    let post = |host: &str, sid: &str, auth: &str| {
+        let body = r#"{"method":"session-get"}"#;
+        format!(
+            "POST /transmission/rpc HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}X-Transmission-Session-Id: {sid}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let (status, head, _) = daemon.http(&post("127.0.0.1", "", ""));
+    assert_eq!(status, 409, "{head}");
+    let sid = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("x-transmission-session-id")))
+        .unwrap()
+        .1
+        .trim()
+        .to_owned();
+    assert_eq!(daemon.http(&post("127.0.0.1", &sid, "")).0, 200);
+    assert_eq!(daemon.http(&post("localhost", &sid, "")).0, 200);
+    let (status, _, body) = daemon.http(&post("evil.example.com", &sid, ""));
+    assert_eq!(status, 421, "{body}");
+    drop(daemon);
+
+    // With a password.
+    let hash = {
+        let mut c = bitswarm();
+        c.args(["daemon", "--hash-password"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert!(hash.starts_with("$argon2"), "{hash}");
+    let t2 = tempdir();
+    let config = format!("[rpc]\nuser = \"me\"\npassword_hash = \"{hash}\"\n");
+    let daemon = OurDaemon::start(t2.path(), &config, None);
+    let wrong = format!("Authorization: Basic {}\r\n", base64("me:wrong"));
+    assert_eq!(daemon.http(&post("127.0.0.1", "", &wrong)).0, 401);
+    let daemon = daemon.with_auth("me", "s3cret");
+    assert_eq!(daemon.rpc("session-get", serde_json::json!({}))["rpc-version"], 17);
+    // The config file holds the hash, never the password.
+    assert!(!std::fs::read_to_string(t2.path().join("daemon.toml")).unwrap().contains("s3cret"));
+}
+
+/// A .torrent dropped into the watch folder is added, then renamed `.added`; /metrics counts
+/// it in Prometheus's format.
+#[test]
+fn the_watch_folder_and_the_metrics() {
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let (a, ha) = torrent_of(t.path(), "a.bin", 100_000, 12, &tracker.http_url());
+    let watch = t.path().join("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    let config = format!("[daemon]\nwatch_dir = \"{}\"\nstart_added = false\n", watch.display());
+    let daemon = OurDaemon::start(t.path(), &config, None);
+    std::fs::copy(&a, watch.join("a.torrent")).unwrap();
+    std::fs::write(watch.join("junk.torrent"), b"not a torrent").unwrap();
+    wait_for(T, "the watch folder read", || {
+        (watch.join("a.torrent.added").exists() && watch.join("junk.torrent.invalid").exists()).then_some(())
+    });
+    let id = id_of(&daemon, &ha);
+    assert_eq!(daemon.torrent(id, &["status"])["status"], 0, "added stopped (start_added = false)");
+    let (status, _, body) = daemon.http("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(body.contains("bitswarm_torrents{state=\"stopped\"} 1"), "{body}");
+    assert!(body.contains("# TYPE bitswarm_rpc_requests_total counter"), "{body}");
+}
