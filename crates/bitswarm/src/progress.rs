@@ -36,18 +36,7 @@ pub fn track_bytes<T>(mode: Mode, label: &str, total: u64, done: &AtomicU64, wor
     let stop = AtomicU64::new(0);
     let result = std::thread::scope(|s| {
         let drawer = s.spawn(|| {
-            let bar = (mode == Mode::Bar).then(|| {
-                let b = ProgressBar::new(total);
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "{msg:>9} [{bar:40.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                );
-                b.set_message(label.to_owned());
-                b
-            });
+            let bar = (mode == Mode::Bar).then(|| work_bar(label, total));
             let mut last_line = Instant::now();
             while stop.load(Ordering::Acquire) == 0 {
                 std::thread::park_timeout(Duration::from_millis(100));
@@ -84,18 +73,7 @@ pub async fn track_async<T>(
     work: impl Future<Output = T>,
 ) -> T {
     let started = Instant::now();
-    let bar = (mode == Mode::Bar).then(|| {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{msg:>9} [{bar:40.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        b.set_message(label.to_owned());
-        b
-    });
+    let bar = (mode == Mode::Bar).then(|| work_bar(label, 0));
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_line = Instant::now();
     tokio::pin!(work);
@@ -122,6 +100,20 @@ pub async fn track_async<T>(
         errln!("{label}: {}", fraction(d.min(total), total, started.elapsed()));
     }
     result
+}
+
+/// The bar of a piece of work: its label, bytes done of `total`, rate and time left.
+fn work_bar(label: &str, total: u64) -> ProgressBar {
+    let b = ProgressBar::new(total);
+    b.set_style(
+        ProgressStyle::with_template(
+            "{msg:>9} [{bar:40.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    b.set_message(label.to_owned());
+    b
 }
 
 fn fraction(done: u64, total: u64, elapsed: Duration) -> String {
