@@ -161,6 +161,9 @@ s = c.get_session()
 out["version"], out["download_dir"] = s.version, s.download_dir
 out["stats_torrents"] = c.session_stats().torrent_count
 c.remove_torrent(t.id, delete_data=True)
+m = c.add_torrent(sys.argv[3], paused=True)
+out["magnet_name"] = m.name
+c.remove_torrent(m.id, delete_data=False)
 time.sleep(0.5)
 out["left"] = len(c.get_torrents())
 out["errors"] = errors
@@ -168,6 +171,7 @@ print(json.dumps(out))
 "#;
     let mut c = std::process::Command::new(python);
     c.arg("-c").arg(script).arg(daemon.rpc.port().to_string()).arg(&a);
+    c.arg(format!("magnet:?xt=urn:btih:{}&dn=other", "ab".repeat(20)));
     let (st, out, err) = run(c, Duration::from_secs(150));
     assert!(st.success(), "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
@@ -179,6 +183,7 @@ print(json.dumps(out))
     assert_eq!((&v["ratio_limit"], &v["ratio_mode"]), (&serde_json::json!(1.5), &serde_json::json!(1)));
     assert!(v["version"].as_str().unwrap().starts_with("4.0.6 (bitswarm "), "{v}");
     assert_eq!(v["stats_torrents"], 1);
+    assert_eq!(v["magnet_name"], "other", "{v}");
     assert_eq!(v["left"], 0);
     assert!(!daemon.downloads.join("a.bin").exists(), "the data was deleted");
 }
@@ -389,4 +394,31 @@ fn the_watch_folder_and_the_metrics() {
     assert_eq!(status, 200);
     assert!(body.contains("bitswarm_torrents{state=\"stopped\"} 1"), "{body}");
     assert!(body.contains("# TYPE bitswarm_rpc_requests_total counter"), "{body}");
+}
+
+/// torrent-add of an http URL: the daemon fetches the .torrent (here from Python's http.server)
+/// and adds it, with the labels asked for.
+#[test]
+fn a_torrent_added_by_its_url() {
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let (a, ha) = torrent_of(t.path(), "a.bin", 50_000, 13, &tracker.http_url());
+    let mut web = std::process::Command::new("python3");
+    web.args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"]).arg(t.path());
+    let mut web = Proc::spawn("http.server", web);
+    let line = web.wait_line(T, |l| l.starts_with("Serving HTTP on 127.0.0.1 port "));
+    let port: u16 = line.split(' ').nth(5).unwrap().parse().unwrap();
+    let daemon = OurDaemon::start(t.path(), "", None);
+    let url = format!("http://127.0.0.1:{port}/{}", a.file_name().unwrap().to_str().unwrap());
+    let added = daemon.rpc("torrent-add", serde_json::json!({ "filename": url, "paused": true, "labels": ["tv"] }));
+    assert_eq!(added["torrent-added"]["hashString"], ha.as_str(), "{added}");
+    let id = id_of(&daemon, &ha);
+    assert_eq!(daemon.torrent(id, &["labels"])["labels"], serde_json::json!(["tv"]));
+    // The same again is a duplicate, and a URL that is not there an error that says so.
+    let again = daemon.rpc("torrent-add", serde_json::json!({ "filename": url }));
+    assert_eq!(again["torrent-duplicate"]["id"], id);
+    let missing = format!("http://127.0.0.1:{port}/nothing.torrent");
+    let r = daemon.rpc_reply("torrent-add", serde_json::json!({ "filename": missing }));
+    let text = r["result"].as_str().unwrap();
+    assert!(text.contains("Couldn't fetch torrent: HTTP 404"), "{text}");
 }

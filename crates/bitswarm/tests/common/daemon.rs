@@ -80,6 +80,13 @@ impl OurDaemon {
 
     /// A Transmission RPC call: its `arguments` (the result must be "success").
     pub fn rpc(&self, method: &str, arguments: serde_json::Value) -> serde_json::Value {
+        let v = self.rpc_reply(method, arguments);
+        assert_eq!(v["result"], "success", "{method}: {v}");
+        v["arguments"].clone()
+    }
+
+    /// A Transmission RPC call: the whole reply (`result`, `arguments`).
+    pub fn rpc_reply(&self, method: &str, arguments: serde_json::Value) -> serde_json::Value {
         let body = serde_json::json!({ "method": method, "arguments": arguments }).to_string();
         for _ in 0..3 {
             let sid = self.session_id.lock().unwrap().clone();
@@ -105,9 +112,7 @@ impl OurDaemon {
                 continue;
             }
             assert_eq!(status, 200, "{method}: {head}\n{text}");
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(v["result"], "success", "{method}: {v}");
-            return v["arguments"].clone();
+            return serde_json::from_str(&text).unwrap();
         }
         panic!("{method}: no session id after three tries");
     }
