@@ -422,3 +422,35 @@ fn a_torrent_added_by_its_url() {
     let text = r["result"].as_str().unwrap();
     assert!(text.contains("Couldn't fetch torrent: HTTP 404"), "{text}");
 }
+
+/// A client edits a torrent's trackers (Flood's trackerAdd and trackerRemove, trackerList):
+/// the edits are listed, announced to, and kept across a restart.
+#[test]
+fn trackers_are_edited_and_kept() {
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    std::fs::create_dir_all(t.path().join("other")).unwrap();
+    let other = OurTracker::start(&t.path().join("other"), "");
+    let (a, ha) = torrent_of(t.path(), "a.bin", 40_000, 14, &tracker.http_url());
+    let mut daemon = OurDaemon::start(t.path(), "", None);
+    daemon.remote(&["-a", a.to_str().unwrap()]);
+    let id = id_of(&daemon, &ha);
+    let urls = |d: &OurDaemon| -> Vec<String> {
+        let v = d.torrent(id, &["trackers"]);
+        v["trackers"].as_array().unwrap().iter().map(|t| t["announce"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(urls(&daemon), [tracker.http_url()]);
+    daemon.rpc("torrent-set", serde_json::json!({ "ids": id, "trackerAdd": [other.http_url()] }));
+    assert_eq!(urls(&daemon), [tracker.http_url(), other.http_url()]);
+    let r = daemon.rpc_reply("torrent-set", serde_json::json!({ "ids": id, "trackerAdd": [other.http_url()] }));
+    assert_eq!(r["result"], "error setting announce list", "{r}");
+    daemon.rpc("torrent-set", serde_json::json!({ "ids": id, "trackerRemove": [0] }));
+    assert_eq!(urls(&daemon), [other.http_url()]);
+    // The tracker left hears of the torrent (a leecher: its data is not here), at once when
+    // asked.
+    daemon.rpc("torrent-reannounce", serde_json::json!({ "ids": id }));
+    other.wait_scrape(&ha, (0, 1, 0), "the tracker left announced to");
+    daemon.stop();
+    let again = OurDaemon::start(t.path(), "", None);
+    assert_eq!(urls(&again), [other.http_url()], "kept across a restart");
+}

@@ -171,8 +171,8 @@ impl Daemon {
                     port: p.addr.port(),
                     client_name: p.client.unwrap_or_default(),
                     progress: p.progress,
-                    rate_to_client: 0,
-                    rate_to_peer: 0,
+                    rate_to_client: p.down_rate,
+                    rate_to_peer: p.up_rate,
                     is_encrypted: p.encrypted,
                     is_incoming: !p.outgoing,
                     is_utp: false,
@@ -244,13 +244,49 @@ fn files(m: &Metainfo, settings: &TorrentSettings, h: &TorrentHandle) -> Vec<Fil
         .collect()
 }
 
+/// The tracker tiers a torrent announces to: a client's edit, else the torrent's own.
+fn tiers_of(h: &TorrentHandle, meta: Option<&Metainfo>) -> Vec<Vec<String>> {
+    h.settings().trackers.or_else(|| meta.map(|m| m.trackers())).unwrap_or_default()
+}
+
+/// Applies torrent-set's tracker keys to the tiers; Ok(false) when they changed nothing.
+fn edit_trackers(tiers: &mut Vec<Vec<String>>, set: &TorrentSet) -> bool {
+    let before = tiers.clone();
+    if let Some(list) = &set.tracker_list {
+        *tiers = list.clone();
+    }
+    // Tracker ids number the URLs in tier order, as `trackers` lists them.
+    let flat: Vec<String> = tiers.iter().flatten().cloned().collect();
+    if let Some(remove) = &set.tracker_remove {
+        let gone: Vec<&String> = remove.iter().filter_map(|id| flat.get(*id as usize)).collect();
+        for tier in tiers.iter_mut() {
+            tier.retain(|u| !gone.contains(&u));
+        }
+    }
+    if let Some(replace) = &set.tracker_replace {
+        for (id, url) in replace {
+            if let Some(old) = flat.get(*id as usize) {
+                for u in tiers.iter_mut().flatten().filter(|u| *u == old) {
+                    *u = url.clone();
+                }
+            }
+        }
+    }
+    if let Some(add) = &set.tracker_add {
+        for url in add {
+            if !tiers.iter().flatten().any(|u| u == url) {
+                tiers.push(vec![url.clone()]);
+            }
+        }
+    }
+    tiers.retain(|t| !t.is_empty());
+    *tiers != before
+}
+
 /// The trackers as the last announces left them (as listed in the torrent while stopped).
 fn trackers(h: &TorrentHandle, meta: Option<&Metainfo>) -> Vec<TrackerView> {
     let live = h.trackers();
-    let tiers: Vec<Vec<String>> = match meta {
-        Some(m) => m.trackers(),
-        None => Vec::new(),
-    };
+    let tiers = tiers_of(h, meta);
     let mut out = Vec::new();
     let mut id = 0u32;
     for (tier, urls) in tiers.iter().enumerate() {
@@ -461,7 +497,9 @@ impl Backend for Daemon {
     }
 
     fn reannounce(&self, ids: &[u32]) {
-        let _ = ids; // announces keep to the trackers' intervals
+        for h in self.handles(ids) {
+            h.reannounce();
+        }
     }
 
     async fn remove(&self, ids: &[u32], delete_data: bool) -> Result<(), BackendError> {
@@ -531,6 +569,19 @@ impl Backend for Daemon {
                 }
                 if let Some(l) = &set.labels {
                     s.labels = l.clone();
+                }
+                let edits = set.tracker_list.is_some()
+                    || set.tracker_add.is_some()
+                    || set.tracker_remove.is_some()
+                    || set.tracker_replace.is_some();
+                if edits {
+                    let mut tiers =
+                        s.trackers.clone().or_else(|| h.metainfo().map(|m| m.trackers())).unwrap_or_default();
+                    if edit_trackers(&mut tiers, set) {
+                        s.trackers = Some(tiers);
+                    } else if set.tracker_list.is_none() {
+                        result = Err(BackendError::AnnounceList);
+                    }
                 }
                 if let Some(count) = count
                     && touches_files(set)

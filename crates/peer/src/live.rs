@@ -115,6 +115,10 @@ pub(crate) struct PeerEntry {
     pub stats: Arc<PeerStats>,
     pub unchoked: bool,
     pub last_rate_total: u64,
+    /// Bytes per second from and to the peer over the last rechoke period, and the totals
+    /// then.
+    pub rates: (u64, u64),
+    last_totals: (u64, u64),
     /// Where the peer listens, when it said so (BEP 10 `p`): not to be dialed while connected.
     pub listen: Option<SocketAddr>,
     /// We dialed it (so `addr` is where it listens).
@@ -192,6 +196,9 @@ pub struct PeerInfo {
     pub progress: f64,
     pub downloaded: u64,
     pub uploaded: u64,
+    /// Bytes per second from and to the peer lately.
+    pub down_rate: u64,
+    pub up_rate: u64,
     pub am_choking: bool,
     pub am_interested: bool,
     pub peer_choking: bool,
@@ -222,6 +229,8 @@ pub(crate) struct Live {
     dial_wake: Notify,
     /// Woken when the first connection arrives (rechoking sleeps while there is none).
     choke_wake: Notify,
+    /// A client asked for an announce now.
+    announce_now: Notify,
     cache: Mutex<VecDeque<(u32, Arc<Vec<u8>>)>>,
     cache_pieces: usize,
     stop: watch::Sender<bool>,
@@ -274,14 +283,6 @@ impl Live {
             .map_err(|e| e.to_string())??;
         }
         let cache_pieces = ((32u64 << 20) / meta.info.piece_length).clamp(2, 64) as usize;
-        let trackers = cfg
-            .trackers
-            .iter()
-            .enumerate()
-            .flat_map(|(tier, urls)| {
-                urls.iter().map(move |u| TrackerStatus { url: u.clone(), tier, ..Default::default() })
-            })
-            .collect();
         let live = Arc::new_cyclic(|me| Live {
             me: me.clone(),
             core,
@@ -309,6 +310,7 @@ impl Live {
             peers_idle: Notify::new(),
             dial_wake: Notify::new(),
             choke_wake: Notify::new(),
+            announce_now: Notify::new(),
             cache: Mutex::new(VecDeque::new()),
             cache_pieces,
             stop: watch::channel(false).0,
@@ -316,7 +318,7 @@ impl Live {
             fatal: Mutex::new(None),
             fatal_tx: watch::channel(false).0,
             tracker: Mutex::new(None),
-            trackers: Mutex::new(trackers),
+            trackers: Mutex::new(Vec::new()),
             have_generation: AtomicU64::new(0),
             started_complete: complete_now,
             started_at: Instant::now(),
@@ -334,10 +336,7 @@ impl Live {
             tasks.push(tokio::spawn(dial_loop(live.clone())));
             tasks.push(tokio::spawn(choke_loop(live.clone())));
         }
-        if !cfg.trackers.is_empty() {
-            let t = tokio::spawn(announce_loop(live.clone(), Tiers::new(cfg.trackers.clone())));
-            *live.announce_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
-        }
+        live.set_trackers(cfg.trackers.clone());
         Ok(live)
     }
 
@@ -385,6 +384,40 @@ impl Live {
         }
     }
 
+    /// Announces to these tiers from now on (the announce task starts again when they
+    /// changed; none: no announces).
+    pub fn set_trackers(self: &Arc<Self>, tiers: Vec<Vec<String>>) {
+        let mut task = self.announce_task.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut status = self.trackers.lock().unwrap_or_else(|p| p.into_inner());
+            let same = status
+                .iter()
+                .map(|t| (t.tier, &t.url))
+                .eq(tiers.iter().enumerate().flat_map(|(tier, urls)| urls.iter().map(move |u| (tier, u))));
+            if same && (task.is_some() || tiers.is_empty()) {
+                return;
+            }
+            *status = tiers
+                .iter()
+                .enumerate()
+                .flat_map(|(tier, urls)| {
+                    urls.iter().map(move |u| TrackerStatus { url: u.clone(), tier, ..Default::default() })
+                })
+                .collect();
+        }
+        if let Some(t) = task.take() {
+            t.abort();
+        }
+        if !tiers.is_empty() && !*self.stop.borrow() {
+            *task = Some(tokio::spawn(announce_loop(self.clone(), Tiers::new(tiers))));
+        }
+    }
+
+    /// Announces now rather than at the tracker's next interval.
+    pub fn reannounce(&self) {
+        self.announce_now.notify_one();
+    }
+
     /// When data last went either way.
     pub fn last_activity(&self) -> Option<SystemTime> {
         let at = self.activity.get()?;
@@ -423,6 +456,8 @@ impl Live {
                     progress: s.pieces.load(Ordering::Relaxed) as f64 / n,
                     downloaded: s.downloaded.load(Ordering::Relaxed),
                     uploaded: s.uploaded.load(Ordering::Relaxed),
+                    down_rate: p.rates.0,
+                    up_rate: p.rates.1,
                     am_choking: !p.unchoked,
                     am_interested: s.am_interested.load(Ordering::Relaxed),
                     peer_choking: s.peer_choking.load(Ordering::Relaxed),
@@ -794,6 +829,8 @@ impl Link for Live {
                 stats,
                 unchoked: false,
                 last_rate_total: 0,
+                rates: (0, 0),
+                last_totals: (0, 0),
                 listen: None,
                 outgoing,
                 connected_at: Instant::now(),
@@ -1089,6 +1126,8 @@ async fn announce_loop(live: Arc<Live>, mut tiers: Tiers) {
             // The stop sends the last events itself.
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(wait) => {}
+            // Asked for (torrent-reannounce): at once, as after the interval.
+            _ = live.announce_now.notified() => {}
             // Wakes at once when the download completes; a pending (failed) event waits out
             // its backoff instead.
             _ = complete.wait_for(|c| *c), if !completed_sent && event == Event::None => {
@@ -1325,6 +1364,11 @@ impl Live {
                 };
                 let rate = total.saturating_sub(p.last_rate_total);
                 p.last_rate_total = total;
+                let totals = (p.stats.downloaded.load(Ordering::Relaxed), p.stats.uploaded.load(Ordering::Relaxed));
+                let secs = choker::RECHOKE_EVERY.as_secs().max(1);
+                p.rates =
+                    (totals.0.saturating_sub(p.last_totals.0) / secs, totals.1.saturating_sub(p.last_totals.1) / secs);
+                p.last_totals = totals;
                 Candidate { key: *k, interested: p.stats.peer_interested.load(Ordering::Relaxed), rate }
             })
             .collect();

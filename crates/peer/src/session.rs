@@ -399,6 +399,12 @@ impl TorrentHandle {
         }
         result
     }
+    /// Announces to its trackers now (when it runs).
+    pub fn reannounce(&self) {
+        if let Some(l) = self.t.live() {
+            l.reannounce();
+        }
+    }
     /// Peers to dial.
     pub fn add_peers(&self, peers: &[SocketAddr]) {
         if let Some(l) = self.t.live() {

@@ -124,6 +124,8 @@ pub struct TorrentSettings {
     pub seed_time_minutes: Limit<u64>,
     /// Transmission's bandwidth priority (-1, 0, 1): kept and reported.
     pub bandwidth_priority: i8,
+    /// Tracker tiers that replace the torrent's own (edited by a client); None: the torrent's.
+    pub trackers: Option<Vec<Vec<String>>>,
 }
 
 impl Default for TorrentSettings {
@@ -141,6 +143,7 @@ impl Default for TorrentSettings {
             seed_idle_minutes: Limit::Session,
             seed_time_minutes: Limit::Session,
             bandwidth_priority: 0,
+            trackers: None,
         }
     }
 }
@@ -556,7 +559,8 @@ impl Torrent {
     }
 
     /// Puts settings into a run.
-    fn apply(&self, live: &Live, s: &TorrentSettings) {
+    fn apply(&self, live: &Arc<Live>, s: &TorrentSettings) {
+        live.set_trackers(self.trackers(&live.meta));
         live.set_max_peers(s.max_peers.unwrap_or_else(|| self.core.settings().max_peers_per_torrent));
         live.up.set_rate(s.upload_rate());
         live.down.set_rate(s.download_rate());
@@ -714,7 +718,10 @@ impl Torrent {
 
     /// The trackers to announce to.
     fn trackers(&self, meta: &Metainfo) -> Vec<Vec<String>> {
-        if self.no_trackers { Vec::new() } else { meta.trackers() }
+        if self.no_trackers {
+            return Vec::new();
+        }
+        self.settings().trackers.unwrap_or_else(|| meta.trackers())
     }
 }
 
