@@ -189,7 +189,8 @@ print(json.dumps(out))
 }
 
 /// `kill -9` in the middle of downloads; started again, every torrent comes back in its state
-/// with the pieces saved before the kill (nothing checked again), and completes.
+/// with the pieces saved before the kill (nothing checked again), and completes; after a clean
+/// stop too.
 #[test]
 fn after_kill_9_every_torrent_resumes_without_checking_and_completes() {
     let t = tempdir();
@@ -240,6 +241,15 @@ fn after_kill_9_every_torrent_resumes_without_checking_and_completes() {
     same_file(&src.join("a.bin"), &again.downloads.join("a.bin"));
     same_file(&src.join("b.bin"), &again.downloads.join("b.bin"));
     again.stop();
+
+    // After a clean stop, the running torrents come back running, the stopped one stopped.
+    let mut third = OurDaemon::start(t.path(), "", Some(log));
+    for id in [ia, ib] {
+        third.wait_torrent(id, &["status"], "seeding after a clean stop", |v| v["status"] == 6);
+    }
+    assert_eq!(third.torrent(is, &["status"])["status"], 0, "the stopped torrent stays stopped");
+    assert!(!third.proc.output().contains("checked in"), "something was hashed again:\n{}", third.proc.output());
+    third.stop();
 }
 
 /// With one download at a time, a second torrent waits its turn; an unwanted file that no

@@ -205,13 +205,15 @@ impl Session {
         if let Some(t) = self.inner.accept_task.lock().unwrap_or_else(|p| p.into_inner()).take() {
             t.abort();
         }
-        // Every torrent stops at once; each run ends on its own task.
+        // Every torrent stops at once; each run ends on its own task. They are halted, not
+        // stopped: what the user asked (running or not) is what a restart brings back.
         let all = self.torrents();
         for h in &all {
-            h.stop();
+            h.t.halt();
         }
         for h in &all {
-            h.stop_and_wait().await;
+            let mut rx = h.t.subscribe();
+            let _ = rx.wait_for(|s| !s.is_active()).await;
         }
     }
 

@@ -353,6 +353,9 @@ struct Wish {
     force: bool,
     /// Bumped by each request to check the data again.
     verify: u64,
+    /// The session is closing: the run ends, but `run` keeps what the user asked, so the
+    /// torrent comes back running at the next start.
+    halt: bool,
 }
 
 pub(crate) struct Torrent {
@@ -434,7 +437,7 @@ impl Torrent {
             generation: AtomicU64::new(0),
             changed_at: Mutex::new(Instant::now()),
             finished: AtomicBool::new(false),
-            wish: watch::channel(Wish { run: !add.paused, force: false, verify: 0 }).0,
+            wish: watch::channel(Wish { run: !add.paused, force: false, verify: 0, halt: false }).0,
             state: watch::channel(if add.paused { State::Stopped } else { State::CheckQueued }).0,
             have: Mutex::new(None),
             live: Mutex::new(None),
@@ -634,6 +637,11 @@ impl Torrent {
         self.wish.send_modify(|w| w.verify += 1);
     }
 
+    /// Ends the run for the session's close, keeping the user's wish to run.
+    pub fn halt(&self) {
+        self.wish.send_modify(|w| w.halt = true);
+    }
+
     /// Stops it for good: its driver ends.
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Release);
@@ -745,7 +753,7 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
     let mut verified_for = wish.borrow().verify;
     loop {
         let w = *wish.borrow_and_update();
-        if !w.run {
+        if !w.run || w.halt {
             if !matches!(t.state(), State::Error(_)) {
                 t.set_state(State::Stopped);
             }
@@ -888,7 +896,7 @@ async fn run(
         tokio::select! {
             r = wish.changed() => {
                 let w = *wish.borrow_and_update();
-                if r.is_err() || !w.run {
+                if r.is_err() || !w.run || w.halt {
                     return RunEnd::Stopped;
                 }
                 if w.verify != verified_for {
