@@ -41,7 +41,8 @@ Every program started is stopped at the end, also on failure or Ctrl-C.
 Usage: bench/daemon.py [--sizes 1000,10000] [--programs bitswarm,transmission,qbittorrent,rqbit]
        [--timeout 1800] [--idle 60] [--list-runs 9] [--restarts 3] [--transfer-runs 3]
 """
-import argparse, atexit, base64, ctypes, datetime, filecmp, hashlib, http.client, json, os, re, shutil, signal
+import argparse, atexit, base64, ctypes, datetime, filecmp, hashlib, http.client, json, os, re, resource, shutil
+import signal
 import socket, statistics, subprocess, sys, tempfile, time, urllib.parse, uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -63,16 +64,25 @@ def log(*a):
 LIVE = {}  # pid -> Popen of every program this script started and has not seen exit
 
 
-def _die_with_parent():
+NOFILE = 65536
+
+
+def _child_setup():
     # If this script is killed outright, its programs get SIGKILL (they are started from the
     # main thread, whose exit is what the kernel watches).
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    # The same descriptor limit for every program, high enough for rqbit's two a torrent at
+    # 10,000 torrents (this machine's default is 20,000).
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+    except (ValueError, OSError):
+        pass
 
 
 def spawn(argv, logfile, env=None):
     out = open(logfile, "ab")
     p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                         start_new_session=True, preexec_fn=_die_with_parent)
+                         start_new_session=True, preexec_fn=_child_setup)
     out.close()
     LIVE[p.pid] = p
     return p
@@ -342,6 +352,23 @@ class Bitswarm(TransmissionRpc):
                 "--bind", "127.0.0.1", "--rpc", "127.0.0.1:%d" % self.api_port]
 
 
+    def wait_saved(self, quiet=3.0, timeout=120):
+        """Until the state database saw no commit for `quiet` seconds (its /metrics), so that a
+        kill -9 loses nothing: returns the seconds waited."""
+        t0 = last_change = time.monotonic()
+        last = None
+        while time.monotonic() - t0 < timeout:
+            _, _, data, _ = self.http.request("GET", "/metrics")
+            m = re.search(rb"^bitswarm_state_commits_total (\d+)", data, re.M)
+            v = int(m.group(1)) if m else None
+            if v != last:
+                last, last_change = v, time.monotonic()
+            elif time.monotonic() - last_change >= quiet:
+                break
+            time.sleep(0.25)
+        return time.monotonic() - t0
+
+
 class Transmission(TransmissionRpc):
     name = "transmission"
 
@@ -604,17 +631,27 @@ def measure_daemon(name, n, data, torrents, a, base):
             c, w = c2, w2
         r["idle_pct"] = 100.0 * (c - c0) / CLK / (w - w0)
         r["idle_windows_pct"] = windows
-        # listing
-        lists = []
+        # listing: a new connection for each call (as transmission-remote makes), and on one
+        # keep-alive connection (raw runs: transmission-daemon 3.00 answers there 40 ms late,
+        # its reply's last segment held by Nagle until the client's delayed ACK)
+        fresh, kept = [], []
+        for i in range(a.list_runs + 1):
+            prog.http.close()
+            dt, size = prog.list_all()
+            if i:
+                fresh.append(dt * 1000)
         for i in range(a.list_runs + 1):
             dt, size = prog.list_all()
             if i:
-                lists.append(dt * 1000)
-        r["list_ms"] = statistics.median(lists)
-        r["list_runs_ms"] = lists
+                kept.append(dt * 1000)
+        r["list_ms"] = statistics.median(fresh)
+        r["list_runs_ms"] = fresh
+        r["list_keepalive_ms"] = statistics.median(kept)
+        r["list_keepalive_runs_ms"] = kept
         r["list_bytes"] = size
         if name == "rqbit":
             r["list_brief_ms"] = statistics.median(prog.list_brief()[0] * 1000 for _ in range(a.list_runs))
+        prog.http.close()
         r["rss_after_list_mb"] = status_kb(pid, "VmRSS") * 1024 / 1e6
         # restarts: a clean stop, a start on the same state
         r["restarts"] = []
@@ -648,7 +685,7 @@ def measure_daemon(name, n, data, torrents, a, base):
                 if why:
                     r["error"] = "restart: torrent-start: " + why
                     return r
-                time.sleep(3)  # the resume data (saved every 2 s) says running again
+                r["saved_wait_s"] = [prog.wait_saved()]  # the resume data says running again
                 kill = True
                 continue
             one["s"] = took
@@ -665,7 +702,7 @@ def measure_daemon(name, n, data, torrents, a, base):
                 io["rchar"]))
             i += 1
             if kill:
-                time.sleep(3)  # as before the first kill: the resume data is saved
+                r["saved_wait_s"].append(prog.wait_saved())  # as before the first kill
         r["restart_stop"] = "kill -9" if kill else "SIGTERM"
         r["restart_s"] = statistics.median(x["s"] for x in r["restarts"])
         r["restart_read_bytes"] = statistics.median(x["read_bytes"] for x in r["restarts"])
@@ -761,7 +798,7 @@ def daemon_to_join(work, data_file, prefault):
         p = subprocess.Popen(["/usr/bin/time", "-o", timing, "-f", "%e %U %S %M"] +
                              peer.leech_bitswarm(torrent, out, d.peer_port),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                             preexec_fn=_die_with_parent)
+                             preexec_fn=_child_setup)
         LIVE[p.pid] = p
         try:
             status = p.wait(timeout=600)
@@ -877,12 +914,14 @@ def parse_size(s):
 
 ROWS = [
     ("add all, until all seeding", "add_s", "s"),
+    ("of which the N add requests", "add_calls_s", "s"),
     ("RSS, seeding", "rss_mb", "MB"),
     ("idle CPU, % of a core", "idle_pct", "%"),
     ("list all through the API", "list_ms", "ms"),
     ("restart until all seeding", "restart_s", "s"),
     ("restart: bytes read (read_bytes / rchar)", "restart_rchar", "rd"),
-    ("state on disk (du; apparent size)", "state_du", "du"),
+    ("state on disk (du)", "state_du", "MB"),
+    ("state, apparent size (du -b)", "state_apparent", "MB"),
 ]
 
 
@@ -897,7 +936,7 @@ def fmt(r, key, unit):
         if key == "restart_s" and e.startswith("restart: "):
             return "**%s**" % e
         if key == "add_s" and e:
-            return "**failed: %s**" % e[:120]
+            return "**failed: %s**" % short(e)
         return "–"
     v = r[key]
     if key == "restart_s" and r.get("restart_stop") == "kill -9":
@@ -905,16 +944,23 @@ def fmt(r, key, unit):
     if unit == "s":
         return "%.3f s" % v if v < 1 else "%.2f s" % v if v < 10 else "%.1f s" % v
     if unit == "MB":
-        return "%.1f MB" % v
+        v = v / 1e6 if key.startswith("state") else v
+        return "%.2f MB" % v if v < 10 else "%.1f MB" % v
     if unit == "%":
         return "%.3f %%" % v
     if unit == "ms":
         return "%.2f ms" % v if v < 10 else "%.1f ms" % v if v < 100 else "%.0f ms" % v
     if unit == "rd":
         return "%.2f MB / %.2f MB" % (r["restart_read_bytes"] / 1e6, v / 1e6)
-    if unit == "du":
-        return "%.2f MB (%.2f MB)" % (v / 1e6, r["state_apparent"] / 1e6)
     return str(v)
+
+
+def short(e):
+    """An error, cut to what a table cell can hold."""
+    m = re.search(r"add (f\d+)\.bin.*?: ([^:\\\"]*\(os error \d+\))", e)
+    if m:
+        return "%s at torrent %s" % (m.group(2), m.group(1))
+    return e[:100]
 
 
 def valid(r, key):
@@ -966,7 +1012,7 @@ def tables(results, sizes, programs, xfer, a):
         out.append("¹ Restarted after kill -9, not after a clean stop: " + "; ".join(defects) + ".")
     if xfer:
         size, runs = xfer
-        out += ["%s over loopback, one seeder and one leecher, medians of %d runs after a warm-up round:" % (
+        out += ["", "%s over loopback, one seeder and one leecher, medians of %d runs after a warm-up round:" % (
             a.transfer_size, a.transfer_runs), "",
             "| seeder → leecher | wall | throughput | CPU (leecher) | peak RSS (leecher) | vs seed → join |",
             "| --- | --- | --- | --- | --- | --- |"]
@@ -991,7 +1037,7 @@ def main():
     ap.add_argument("--restarts", type=int, default=3)
     ap.add_argument("--piece-size", default="64K")
     ap.add_argument("--qbt-checking", type=int, default=64, help="qBittorrent's Session\\MaxActiveCheckingTorrents")
-    ap.add_argument("--transfer-runs", type=int, default=3, help="part 2's runs (0: skip it)")
+    ap.add_argument("--transfer-runs", type=int, default=5, help="part 2's runs (0: skip it)")
     ap.add_argument("--transfer-size", default="1G")
     ap.add_argument("--no-prefault", action="store_true", help="as bench/peer.py's")
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/tmp/bitswarm-bench"))
