@@ -45,6 +45,7 @@ import argparse, atexit, base64, ctypes, datetime, filecmp, hashlib, http.client
 import signal
 import socket, statistics, subprocess, sys, tempfile, time, urllib.parse, uuid
 
+sys.dont_write_bytecode = True  # no bench/__pycache__ from importing peer.py
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peer  # noqa: E402  bench/peer.py: its measure() is part 2's reference
 
