@@ -142,6 +142,38 @@ pub struct Daemon {
     pub(crate) rpc_requests: AtomicU64,
     /// Set by session-close or a signal: the daemon stops.
     closing: watch::Sender<bool>,
+    /// What was last written of each torrent, so that only what changed is written again.
+    saved: Mutex<HashMap<u32, Saved>>,
+}
+
+/// What the database holds of a torrent, as fingerprints (a torrent's state moving, its rates
+/// or its trackers' answers change nothing there).
+#[derive(Debug, Default, Clone, Copy)]
+struct Saved {
+    record: u64,
+    /// The resume data but for its time counters, which move all the time while it runs.
+    resume: u64,
+    /// Those counters (seconds downloading + seeding) as written.
+    seconds: u64,
+}
+
+/// Time counters alone are written again after this much more (and at every clean stop).
+const SECONDS_SLACK: u64 = 300;
+
+fn record_fingerprint(r: &Record) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (r.info_hash.0, r.id, &r.name, r.metainfo.as_deref(), &r.magnet, &r.download_dir).hash(&mut h);
+    (r.added_at, r.queue_position, &r.labels, &r.settings).hash(&mut h);
+    h.finish()
+}
+
+fn resume_fingerprint(r: &bitswarm_state::Resume) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (r.pieces.count(), r.pieces.to_bitfield(), &r.files, r.running).hash(&mut h);
+    (r.uploaded, r.downloaded, r.corrupt, r.done_date, r.activity_date).hash(&mut h);
+    h.finish()
 }
 
 /// A running daemon.
@@ -188,6 +220,7 @@ impl Daemon {
             files_added: AtomicU64::new(0),
             rpc_requests: AtomicU64::new(0),
             closing: watch::channel(false).0,
+            saved: Mutex::new(HashMap::new()),
         });
         let restored = daemon.restore(loaded.torrents);
         info!("{restored} torrents restored from {}", daemon.state_dir.display());
@@ -265,7 +298,15 @@ impl Daemon {
                 self.torrent_files.lock().unwrap_or_else(|p| p.into_inner()).insert(r.id, bytes.clone());
             }
             match self.session.add(add) {
-                Ok(_) => n += 1,
+                Ok(h) => {
+                    n += 1;
+                    let saved = Saved {
+                        record: record_fingerprint(r),
+                        resume: s.resume.as_ref().map_or(0, resume_fingerprint),
+                        seconds: s.resume.as_ref().map_or(0, |r| r.seconds_downloading + r.seconds_seeding),
+                    };
+                    self.saved.lock().unwrap_or_else(|p| p.into_inner()).insert(h.id(), saved);
+                }
                 Err(e) => warn!("state: torrent {}: {e}", r.id),
             }
         }
@@ -302,8 +343,40 @@ impl Daemon {
         }
     }
 
-    /// The torrent's record (what it is, where, its settings), written behind.
+    /// The torrent's record (what it is, where, its settings), written behind when it changed.
     pub(crate) fn save_record(&self, h: &TorrentHandle) {
+        let record = self.record_of(h);
+        let fp = record_fingerprint(&record);
+        {
+            let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+            let s = saved.entry(h.id()).or_default();
+            if s.record == fp {
+                return;
+            }
+            s.record = fp;
+        }
+        self.store.put_torrent(record);
+    }
+
+    /// The torrent's resume data, written behind when it changed (its time counters alone:
+    /// when they moved by [`SECONDS_SLACK`], or at all when `exact`).
+    fn save_resume(&self, h: &TorrentHandle, exact: bool) {
+        let Some(r) = h.resume() else { return };
+        let r = resume_to_state(&r);
+        let (fp, seconds) = (resume_fingerprint(&r), r.seconds_downloading + r.seconds_seeding);
+        {
+            let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+            let s = saved.entry(h.id()).or_default();
+            let slack = if exact { 0 } else { SECONDS_SLACK };
+            if s.resume == fp && seconds.abs_diff(s.seconds) <= slack {
+                return;
+            }
+            (s.resume, s.seconds) = (fp, seconds);
+        }
+        self.store.put_resume(h.info_hash(), r);
+    }
+
+    fn record_of(&self, h: &TorrentHandle) -> Record {
         let settings = h.settings();
         let metainfo = {
             let mut files = self.torrent_files.lock().unwrap_or_else(|p| p.into_inner());
@@ -324,7 +397,7 @@ impl Daemon {
         let unix = |t: Option<SystemTime>| {
             t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs() as i64)
         };
-        self.store.put_torrent(Record {
+        Record {
             info_hash: h.info_hash(),
             id: h.id(),
             name: h.name(),
@@ -335,7 +408,7 @@ impl Daemon {
             queue_position: h.queue_position() as u32,
             labels: settings.labels.clone(),
             settings: serde_json::to_string(&settings).unwrap_or_default(),
-        });
+        }
     }
 
     /// The session settings a client changed, kept for the next start.
@@ -349,6 +422,7 @@ impl Daemon {
 
     pub(crate) fn forget(&self, id: u32, info_hash: InfoHash) {
         self.store.remove(info_hash);
+        self.saved.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         self.torrent_files.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         let mut r = self.removed.lock().unwrap_or_else(|p| p.into_inner());
         r.push_back((id, Instant::now()));
@@ -357,21 +431,13 @@ impl Daemon {
         }
     }
 
-    /// Saves the resume data of every torrent that changed since `seen` (its generation),
-    /// and the cumulative counters; on the blocking threads (it reads file times).
-    fn save_changed(&self, seen: &mut HashMap<u32, u64>) {
-        let all = self.session.torrents();
-        let live: std::collections::HashSet<u32> = all.iter().map(|h| h.id()).collect();
-        seen.retain(|id, _| live.contains(id));
+    /// Writes what changed of the torrents that changed since the last look (of all of them
+    /// when `last`, the time counters exactly); on the blocking threads (it reads file times).
+    fn save_changed(&self, last: bool) {
+        let changed = self.session.take_changed();
+        let all = if last { self.session.torrents() } else { changed };
         for h in all {
-            let g = h.generation();
-            if seen.get(&h.id()) == Some(&g) {
-                continue;
-            }
-            seen.insert(h.id(), g);
-            if let Some(r) = h.resume() {
-                self.store.put_resume(h.info_hash(), resume_to_state(&r));
-            }
+            self.save_resume(&h, last);
             // The record too: a magnet link's metadata, a move, a queue change.
             self.save_record(&h);
         }
@@ -381,8 +447,7 @@ impl Daemon {
     /// database.
     async fn shutdown(&self) {
         self.session.shutdown().await;
-        let mut seen = HashMap::new();
-        self.save_changed(&mut seen);
+        self.save_changed(true);
         self.store.add_counters(self.counters_now());
         if let Err(e) = self.store.flush() {
             warn!("state: {e}");
@@ -417,20 +482,12 @@ impl Running {
 
 /// Every [`SAVE_EVERY`], what changed goes to the database.
 async fn save_loop(d: Arc<Daemon>) {
-    let mut seen: HashMap<u32, u64> = HashMap::new();
     let mut tick = tokio::time::interval(SAVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let d2 = d.clone();
-        let s = std::mem::take(&mut seen);
-        seen = tokio::task::spawn_blocking(move || {
-            let mut s = s;
-            d2.save_changed(&mut s);
-            s
-        })
-        .await
-        .unwrap_or_default();
+        let _ = tokio::task::spawn_blocking(move || d2.save_changed(false)).await;
     }
 }
 

@@ -138,6 +138,13 @@ pub(crate) struct Core {
     pub downloaded: AtomicU64,
     pub uploaded: AtomicU64,
     hash_tx: Mutex<std::sync::mpsc::Sender<HashJob>>,
+    /// Which tracker servers answer (shared by every torrent's announces).
+    pub trackers: crate::tracker::Gate,
+    /// Bumped by every change of the settings (what waits on them looks again).
+    pub settings_changed: tokio::sync::watch::Sender<u64>,
+    /// Torrents that changed since the last [`take_changed`](Core::take_changed): what keeps
+    /// state looks at these alone, not at every torrent.
+    changed: Mutex<std::collections::HashSet<u32>>,
 }
 
 impl Core {
@@ -160,6 +167,9 @@ impl Core {
             downloaded: AtomicU64::new(0),
             uploaded: AtomicU64::new(0),
             hash_tx: Mutex::new(hash_tx),
+            settings_changed: tokio::sync::watch::channel(0).0,
+            trackers: crate::tracker::Gate::default(),
+            changed: Mutex::new(std::collections::HashSet::new()),
         }))
     }
 
@@ -176,7 +186,20 @@ impl Core {
         (s.listen, s.peer_id) = (listen, peer_id);
         self.up.set_rate(s.max_upload_rate);
         self.down.set_rate(s.max_download_rate);
-        s.clone()
+        let now = s.clone();
+        drop(s);
+        self.settings_changed.send_modify(|g| *g += 1);
+        now
+    }
+
+    /// Torrent `id` changed (its state, settings or verified pieces).
+    pub fn mark_changed(&self, id: u32) {
+        self.changed.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+    }
+
+    /// The torrents that changed since the last call.
+    pub fn take_changed(&self) -> std::collections::HashSet<u32> {
+        std::mem::take(&mut *self.changed.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Queues a piece for hashing. Err (with the job) when the hashing threads are gone.

@@ -75,6 +75,8 @@ pub struct Counters {
 
 /// What a run needs besides the torrent and its data.
 pub(crate) struct LiveConfig {
+    /// The torrent's id in the session (its changes are marked under it).
+    pub id: u32,
     pub dir: PathBuf,
     /// Files may be created and written (not for a torrent that is only seeded).
     pub writable: bool,
@@ -243,6 +245,7 @@ pub(crate) struct Live {
     pub trackers: Mutex<Vec<TrackerStatus>>,
     /// Bumped with every verified piece (the resume data is saved when it moved).
     pub have_generation: AtomicU64,
+    torrent_id: u32,
     /// Whether we started with every piece (then `completed` is never announced).
     pub started_complete: bool,
     started_at: Instant,
@@ -320,6 +323,7 @@ impl Live {
             tracker: Mutex::new(None),
             trackers: Mutex::new(Vec::new()),
             have_generation: AtomicU64::new(0),
+            torrent_id: cfg.id,
             started_complete: complete_now,
             started_at: Instant::now(),
             completed_at: Mutex::new(None),
@@ -614,6 +618,7 @@ impl Live {
             return;
         }
         self.have_generation.fetch_add(1, Ordering::Relaxed);
+        self.core.mark_changed(self.torrent_id);
         for p in st.peers.values() {
             let _ = p.ctl.send(Ctl::Have(index));
         }
@@ -1068,6 +1073,10 @@ fn block_hash(data: &[u8], b: usize) -> [u8; 20] {
     Sha1::digest(&data[start..end]).into()
 }
 
+/// A torrent whose trackers were not tried (their servers are down) tries them itself this
+/// long at most after their next try is due, unless it hears before that they answer again.
+const PARKED_SPREAD: Duration = Duration::from_secs(1800);
+
 /// How long a stop waits for the tracker to acknowledge `stopped`.
 const STOPPED_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -1088,8 +1097,12 @@ async fn announce_loop(live: Arc<Live>, mut tiers: Tiers) {
             return;
         }
         let a = live.announce_state(event);
-        let result = tiers.announce(&a).await;
+        // Boxed: the task lives as long as the torrent runs, and an announce's state is large.
+        let result = Box::pin(tiers.announce(&live.core.trackers, &a)).await;
         let now = SystemTime::now();
+        // Set when no tracker was even tried (their servers are down, as another torrent
+        // found): this one waits to hear they are back.
+        let mut parked: Option<String> = None;
         let wait = match result {
             Ok((url, reply)) => {
                 info!("{url}: {} peers ({} seeders, {} leechers)", reply.peers.len(), reply.seeders, reply.leechers);
@@ -1112,13 +1125,34 @@ async fn announce_loop(live: Arc<Live>, mut tiers: Tiers) {
             Err(errors) => {
                 failures += 1;
                 // 15 s, 30 s, 1 min … up to 10 min; the event is sent again next time.
-                let wait =
+                let mut wait =
                     Duration::from_secs(15u64 << failures.min(6).saturating_sub(1)).min(Duration::from_secs(600));
-                for (url, e) in &errors {
-                    warn!("tracker {url}: {e}");
-                    live.tracker_result(url, now, Err(e), now + wait);
+                if errors.iter().all(|(_, f)| !f.tried) {
+                    // After the server's next try, at a random moment: one torrent of those
+                    // waiting tries it then, the others are told without trying.
+                    parked = errors.first().map(|(url, _)| url.clone());
+                    let soonest = errors.iter().map(|(_, f)| f.retry_in).min().unwrap_or_default();
+                    wait = soonest + Duration::from_millis(crate::random_u64() % PARKED_SPREAD.as_millis() as u64);
+                }
+                for (url, f) in &errors {
+                    if f.tried {
+                        warn!("tracker {url}: {}", f.message);
+                    } else {
+                        debug!("tracker {url}: {}", f.message);
+                    }
+                    live.tracker_result(url, now, Err(&f.message), now + wait);
                 }
                 wait
+            }
+        };
+        let recovered = async {
+            match &parked {
+                // Spread out: thousands of torrents may have waited on the same server.
+                Some(url) => {
+                    live.core.trackers.recovered(url).await;
+                    tokio::time::sleep(Duration::from_millis(crate::random_u64() % 30_000)).await;
+                }
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -1126,6 +1160,7 @@ async fn announce_loop(live: Arc<Live>, mut tiers: Tiers) {
             // The stop sends the last events itself.
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(wait) => {}
+            _ = recovered => {}
             // Asked for (torrent-reannounce): at once, as after the interval.
             _ = live.announce_now.notified() => {}
             // Wakes at once when the download completes; a pending (failed) event waits out

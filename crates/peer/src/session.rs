@@ -174,6 +174,14 @@ impl Session {
     }
 
     /// Every torrent, by id.
+    /// The torrents whose state, settings or verified pieces changed since the last call
+    /// (those since removed left out).
+    pub fn take_changed(&self) -> Vec<TorrentHandle> {
+        let ids = self.inner.core.take_changed();
+        let ts = self.inner.torrents.read().unwrap_or_else(|p| p.into_inner());
+        ids.iter().filter_map(|id| ts.by_id.get(id)).map(|t| TorrentHandle { t: t.clone() }).collect()
+    }
+
     pub fn torrents(&self) -> Vec<TorrentHandle> {
         let ts = self.inner.torrents.read().unwrap_or_else(|p| p.into_inner());
         ts.by_id.values().map(|t| TorrentHandle { t: t.clone() }).collect()

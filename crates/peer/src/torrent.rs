@@ -395,6 +395,8 @@ pub(crate) struct Torrent {
     retired: AtomicBool,
     /// For a magnet link: the size of the metadata and the peer that gave it.
     pub metadata_from: Mutex<Option<(usize, SocketAddr)>>,
+    /// Its settings changed (a run looks at its seeding limits again).
+    settings_changed: tokio::sync::Notify,
 }
 
 impl Torrent {
@@ -448,6 +450,7 @@ impl Torrent {
             position: AtomicU64::new(add.queue_position.unwrap_or(u64::from(id))),
             retired: AtomicBool::new(false),
             metadata_from: Mutex::new(None),
+            settings_changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -513,6 +516,7 @@ impl Torrent {
     /// Something a client may want to hear of changed.
     fn changed(&self) {
         self.generation.fetch_add(1, Ordering::Relaxed);
+        self.core.mark_changed(self.id);
         *self.changed_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
@@ -557,6 +561,7 @@ impl Torrent {
         if let Some(l) = self.live() {
             self.apply(&l, &s);
         }
+        self.settings_changed.notify_one();
         self.changed();
         s
     }
@@ -770,8 +775,10 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
             Some(m) => m,
             None => {
                 t.set_state(State::FetchingMetadata);
+                // Boxed, as the other long steps below: the driver of every torrent lives as
+                // long as it, and its state machine is as large as its largest step's.
                 tokio::select! {
-                    r = fetch(&t) => match r {
+                    r = Box::pin(fetch(&t)) => match r {
                         Ok(m) => {
                             *t.meta.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
                             m
@@ -796,7 +803,7 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
             // Asked for: every piece is checked, whatever resume data says.
             let full = w.verify != verified_for;
             verified_for = w.verify;
-            match check(&t, &meta, &mut wish, full).await {
+            match Box::pin(check(&t, &meta, &mut wish, full)).await {
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
                     t.set_state(State::Error(e));
@@ -828,6 +835,7 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
         // 4. A run.
         t.set_state(if kind == Kind::Seed { State::Seeding } else { State::Downloading });
         let cfg = LiveConfig {
+            id: t.id,
             dir: t.dir(),
             writable: !t.seed_only,
             trackers: t.trackers(&meta),
@@ -839,7 +847,7 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
             priorities: settings.piece_priorities(&meta.info),
             wanted_files: (0..meta.info.files.len()).map(|i| settings.wanted(i)).collect(),
         };
-        let live = match Live::start(t.core.clone(), meta.clone(), have, cfg, t.counters.clone()).await {
+        let live = match Box::pin(Live::start(t.core.clone(), meta.clone(), have, cfg, t.counters.clone())).await {
             Ok(l) => l,
             Err(e) => {
                 drop(slot);
@@ -850,8 +858,8 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
         };
         *t.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live.clone());
         t.changed();
-        let end = run(&t, &live, &slot, &mut wish, verified_for).await;
-        live.shutdown().await;
+        let end = Box::pin(run(&t, &live, &slot, &mut wish, verified_for)).await;
+        Box::pin(live.shutdown()).await;
         if let Some(a) = live.last_activity() {
             t.times.lock().unwrap_or_else(|p| p.into_inner()).activity = Some(a);
         }
@@ -891,8 +899,11 @@ async fn run(
 ) -> RunEnd {
     let mut complete = live.complete_rx();
     let mut tick = tokio::time::interval(SEED_LIMITS_EVERY);
+    let mut session_settings = t.core.settings_changed.subscribe();
     loop {
         let done = *complete.borrow_and_update();
+        // Without a seeding limit, nothing ticks: an idle seed costs no wake-ups.
+        let limited = done && t.seed_limits().is_some();
         tokio::select! {
             r = wish.changed() => {
                 let w = *wish.borrow_and_update();
@@ -921,26 +932,35 @@ async fn run(
                 }
                 t.set_state(if now_done { State::Seeding } else { State::Downloading });
             }
-            _ = tick.tick(), if done => {
+            _ = tick.tick(), if limited => {
                 if t.seed_limit_reached(live) {
                     info!("{}: seeding limit reached; stopping", t.name());
                     return RunEnd::Finished;
                 }
             }
+            // The limits may have changed: looked at again above.
+            _ = session_settings.changed() => {}
+            _ = t.settings_changed.notified() => {}
         }
     }
 }
 
 impl Torrent {
+    /// The seeding limits in force (ratio, idle minutes, seeding minutes); None without any.
+    fn seed_limits(&self) -> Option<(Option<f64>, Option<u64>, Option<u64>)> {
+        let s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.core.settings();
+        let limits = (
+            s.seed_ratio.effective(g.seed_ratio),
+            s.seed_idle_minutes.effective(g.seed_idle_minutes),
+            s.seed_time_minutes.effective(g.seed_time_minutes),
+        );
+        (limits.0.is_some() || limits.1.is_some() || limits.2.is_some()).then_some(limits)
+    }
+
     /// Whether a seeding limit (ratio, idle time, seeding time) is reached.
     fn seed_limit_reached(&self, live: &Live) -> bool {
-        let s = self.settings();
-        let (ratio, idle, time) = {
-            let g = self.core.settings();
-            (s.seed_ratio.effective(g.seed_ratio), s.seed_idle_minutes.effective(g.seed_idle_minutes), {
-                s.seed_time_minutes.effective(g.seed_time_minutes)
-            })
-        };
+        let Some((ratio, idle, time)) = self.seed_limits() else { return false };
         let size = live.meta.info.total_length.max(1);
         let uploaded = self.counters.uploaded.load(Ordering::Relaxed);
         if ratio.is_some_and(|r| uploaded as f64 / size as f64 >= r) {

@@ -45,14 +45,152 @@ pub struct Reply {
 
 /// One announce to one tracker URL.
 pub async fn announce(url: &str, a: &Announce) -> Result<Reply, String> {
+    announce_noting(url, a, &mut false).await
+}
+
+/// One announce; `reached` is set once the tracker answered anything at all.
+async fn announce_noting(url: &str, a: &Announce, reached: &mut bool) -> Result<Reply, String> {
     if url.starts_with("udp://") {
-        announce_udp(url, a).await
+        announce_udp(url, a, reached).await
     } else if url.starts_with("http://") || url.starts_with("https://") {
-        tokio::time::timeout(HTTP_TIMEOUT, announce_http(url, a))
+        tokio::time::timeout(HTTP_TIMEOUT, announce_http(url, a, reached))
             .await
             .map_err(|_| format!("no reply within {HTTP_TIMEOUT:?}"))?
     } else {
         Err("unknown tracker URL scheme".into())
+    }
+}
+
+/// Why an announce through the [`Gate`] failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub message: String,
+    /// False when the tracker was not tried: its server gave no answer to another torrent's
+    /// announce lately.
+    pub tried: bool,
+    /// When not tried: in how long its server is tried again.
+    pub retry_in: Duration,
+}
+
+/// The session's knowledge of which tracker servers answer. Many torrents often name the same
+/// tracker: when its server does not answer (refused, no route, no reply), one torrent probes
+/// it on a growing backoff and the others wait for news of it instead of each trying it, so a
+/// daemon with thousands of torrents on a dead tracker stays idle.
+#[derive(Debug, Default)]
+pub struct Gate {
+    hosts: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Slot>>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    state: tokio::sync::watch::Sender<Host>,
+    /// Bumped when the server answers again after failures (what waits on it wakes then only).
+    recoveries: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Host {
+    /// An announce to it is under way.
+    probing: bool,
+    /// Consecutive announces that got no answer.
+    failures: u32,
+    /// Not tried before then.
+    retry_at: Option<std::time::Instant>,
+    error: String,
+}
+
+/// The backoff of a server that does not answer: 15 s, 30 s, 1 min … up to 30 min.
+fn host_backoff(failures: u32) -> Duration {
+    Duration::from_secs(15u64 << failures.saturating_sub(1).min(7)).min(Duration::from_secs(1800))
+}
+
+/// Clears the probing mark if the probe is dropped half-way (the torrent stopped).
+struct Probe<'a>(&'a tokio::sync::watch::Sender<Host>, bool);
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.send_modify(|h| h.probing = false);
+        }
+    }
+}
+
+impl Gate {
+    fn host(&self, url: &str) -> Option<std::sync::Arc<Slot>> {
+        let (scheme, _) = url.split_once("://")?;
+        let (host, port, _) = split_url(url, 80).ok()?;
+        let key = format!("{}://{}:{port}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase());
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = hosts.entry(key).or_insert_with(|| {
+            std::sync::Arc::new(Slot {
+                state: tokio::sync::watch::channel(Host::default()).0,
+                recoveries: tokio::sync::watch::channel(0).0,
+            })
+        });
+        Some(slot.clone())
+    }
+
+    /// Announces to `url` unless its server is known not to answer; waits for an announce
+    /// already under way to the same server to learn whether it does.
+    pub async fn announce(&self, url: &str, a: &Announce) -> Result<Reply, Failure> {
+        let tried = |message: String| Failure { message, tried: true, retry_in: Duration::ZERO };
+        let Some(slot) = self.host(url) else { return announce(url, a).await.map_err(tried) };
+        let host = &slot.state;
+        let mut rx = host.subscribe();
+        loop {
+            let h = rx.borrow_and_update().clone();
+            if let Some(at) = h.retry_at.filter(|t| *t > std::time::Instant::now()) {
+                let retry_in = at.saturating_duration_since(std::time::Instant::now());
+                let message = format!("{} (the server is tried again in {} s)", h.error, retry_in.as_secs());
+                return Err(Failure { message, tried: false, retry_in });
+            }
+            if h.probing {
+                if rx.changed().await.is_err() {
+                    return Err(tried("the session is closing".into()));
+                }
+                continue;
+            }
+            break;
+        }
+        host.send_modify(|h| h.probing = true);
+        let mut probe = Probe(host, false);
+        let mut reached = false;
+        let r = announce_noting(url, a, &mut reached).await;
+        probe.1 = true;
+        let mut recovered = false;
+        host.send_modify(|h| {
+            h.probing = false;
+            if reached || r.is_ok() {
+                recovered = h.failures > 0;
+                (h.failures, h.retry_at) = (0, None);
+            } else {
+                h.failures += 1;
+                h.retry_at = Some(std::time::Instant::now() + host_backoff(h.failures));
+                h.error = r.as_ref().err().cloned().unwrap_or_default();
+            }
+        });
+        if recovered {
+            slot.recoveries.send_modify(|n| *n += 1);
+        }
+        r.map_err(tried)
+    }
+
+    /// Whether the server of `url` is known not to answer now (a `stopped` need not wait on it).
+    pub fn is_down(&self, url: &str) -> bool {
+        self.host(url).is_some_and(|s| {
+            let h = s.state.borrow();
+            h.probing || h.retry_at.is_some_and(|t| t > std::time::Instant::now())
+        })
+    }
+
+    /// Resolves when the server of `url` answers again (after a probe by another torrent).
+    pub async fn recovered(&self, url: &str) {
+        let Some(slot) = self.host(url) else { return std::future::pending().await };
+        let mut rx = slot.recoveries.subscribe();
+        if slot.state.borrow().failures == 0 {
+            return;
+        }
+        let _ = rx.changed().await;
     }
 }
 
@@ -97,7 +235,7 @@ fn proto_request(a: &Announce) -> http::AnnounceRequest {
     r
 }
 
-async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
+async fn announce_http(url: &str, a: &Announce, reached: &mut bool) -> Result<Reply, String> {
     let mut target = http::announce_url(url, &proto_request(a));
     let mut hops = 0;
     // Set by the first request: whether the tracker is on this machine or a local network. A
@@ -105,6 +243,7 @@ async fn announce_http(url: &str, a: &Announce) -> Result<Reply, String> {
     let mut local_ok = None;
     let body = loop {
         let (raw, local) = http_get(&target, local_ok.unwrap_or(true), a.local, MAX_REPLY, None).await?;
+        *reached = true;
         local_ok.get_or_insert(local);
         match http_reply(&raw, MAX_REPLY)? {
             HttpReply::Body(body) => break body,
@@ -357,7 +496,7 @@ fn http_reply(raw: &[u8], max: usize) -> Result<HttpReply, String> {
     }
 }
 
-async fn announce_udp(url: &str, a: &Announce) -> Result<Reply, String> {
+async fn announce_udp(url: &str, a: &Announce, reached: &mut bool) -> Result<Reply, String> {
     let (host, port, rest) = split_url(url, 80)?;
     let addr = *resolve(&host, port).await?.first().expect("non-empty");
     let family = if addr.is_ipv4() { udp::Family::V4 } else { udp::Family::V6 };
@@ -374,6 +513,7 @@ async fn announce_udp(url: &str, a: &Announce) -> Result<Reply, String> {
         udp::Response::Connect { connection_id, .. } => connection_id,
         other => return Err(format!("unexpected reply to connect: {other:?}")),
     };
+    *reached = true;
     let tid = crate::random_u64() as u32;
     let req = udp::Request::Announce(udp::AnnounceRequest {
         connection_id,
@@ -465,12 +605,12 @@ impl Tiers {
     }
 
     /// Announces to the first tracker that answers. Returns its URL and reply, or the errors.
-    pub async fn announce(&mut self, a: &Announce) -> Result<(String, Reply), Vec<(String, String)>> {
+    pub async fn announce(&mut self, gate: &Gate, a: &Announce) -> Result<(String, Reply), Vec<(String, Failure)>> {
         let mut errors = Vec::new();
         for tier in &mut self.tiers {
             for i in 0..tier.len() {
                 let url = tier[i].clone();
-                match announce(&url, a).await {
+                match gate.announce(&url, a).await {
                     Ok(r) => {
                         let t = tier.remove(i);
                         tier.insert(0, t);
@@ -487,6 +627,70 @@ impl Tiers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn announce_of(hash: u8) -> Announce {
+        Announce {
+            info_hash: InfoHash([hash; 20]),
+            peer_id: [1; 20],
+            port: 6881,
+            uploaded: 0,
+            downloaded: 0,
+            left: 1,
+            event: Event::Started,
+            numwant: 50,
+            local: std::net::Ipv4Addr::LOCALHOST.into(),
+        }
+    }
+
+    /// Many torrents on one dead tracker: one of them tries it, the others are told without
+    /// trying until its backoff passes; when it answers again, those waiting hear of it.
+    #[tokio::test]
+    async fn a_dead_tracker_is_tried_by_one_torrent_at_a_time() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}/announce");
+        let gate = std::sync::Arc::new(Gate::default());
+        let tries = (0..20u8).map(|i| {
+            let (gate, url) = (gate.clone(), url.clone());
+            tokio::spawn(async move { gate.announce(&url, &announce_of(i)).await })
+        });
+        let mut tried = 0;
+        for t in tries {
+            let f = t.await.unwrap().expect_err("nothing listens there");
+            if f.tried {
+                tried += 1;
+            } else {
+                assert!(f.retry_in > Duration::ZERO && f.retry_in <= Duration::from_secs(15), "{f:?}");
+                assert!(f.message.contains("tried again in"), "{}", f.message);
+            }
+        }
+        assert_eq!(tried, 1, "one announce reached for the server, the others waited for it");
+        // Another tracker on the same machine is not affected.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let other = format!("http://127.0.0.1:{closed}/announce");
+        assert!(gate.announce(&other, &announce_of(0)).await.unwrap_err().tried);
+
+        // It answers again (any answer counts): a probe due now succeeds, and waiters wake.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = b"d8:intervali1800e5:peers0:e";
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body).await;
+            }
+        });
+        let waiter = {
+            let (gate, url) = (gate.clone(), url.clone());
+            tokio::spawn(async move { gate.recovered(&url).await })
+        };
+        let slot = gate.host(&url).unwrap();
+        slot.state.send_modify(|h| h.retry_at = Some(std::time::Instant::now()));
+        gate.announce(&url, &announce_of(0)).await.expect("the tracker answers");
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("the waiter heard").unwrap();
+        assert!(!gate.is_down(&url));
+    }
 
     #[test]
     fn urls() {
