@@ -157,6 +157,18 @@ struct Saved {
     seconds: u64,
 }
 
+/// So many torrents changing between two saves is a burst of work (see [`give_back_memory`]).
+const BURST: usize = 100;
+
+/// Returns the allocator's free memory to the system (glibc keeps it, in every thread's arena).
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Time counters alone are written again after this much more (and at every clean stop).
 const SECONDS_SLACK: u64 = 300;
 
@@ -433,21 +445,23 @@ impl Daemon {
 
     /// Writes what changed of the torrents that changed since the last look (of all of them
     /// when `last`, the time counters exactly); on the blocking threads (it reads file times).
-    fn save_changed(&self, last: bool) {
+    fn save_changed(&self, last: bool) -> bool {
         let changed = self.session.take_changed();
+        let busy = changed.len() >= BURST;
         let all = if last { self.session.torrents() } else { changed };
         for h in all {
             self.save_resume(&h, last);
             // The record too: a magnet link's metadata, a move, a queue change.
             self.save_record(&h);
         }
+        busy
     }
 
     /// Stops every torrent (each tells its trackers), saves everything, and waits for the
     /// database.
     async fn shutdown(&self) {
         self.session.shutdown().await;
-        self.save_changed(true);
+        let _ = self.save_changed(true);
         self.store.add_counters(self.counters_now());
         if let Err(e) = self.store.flush() {
             warn!("state: {e}");
@@ -482,12 +496,19 @@ impl Running {
 
 /// Every [`SAVE_EVERY`], what changed goes to the database.
 async fn save_loop(d: Arc<Daemon>) {
+    let mut was_busy = false;
     let mut tick = tokio::time::interval(SAVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let d2 = d.clone();
-        let _ = tokio::task::spawn_blocking(move || d2.save_changed(false)).await;
+        let busy = tokio::task::spawn_blocking(move || d2.save_changed(false)).await.unwrap_or(false);
+        // A burst of work (thousands of torrents added or checked) just ended: the memory it
+        // freed goes back to the system, not kept by the allocator for the next burst.
+        if was_busy && !busy {
+            tokio::task::spawn_blocking(give_back_memory);
+        }
+        was_busy = busy;
     }
 }
 

@@ -70,25 +70,45 @@ pub fn for_pieces_in<F>(
     let runs: Vec<std::ops::Range<usize>> =
         ranges.iter().flat_map(|r| (r.start..r.end).step_by(batch).map(move |s| s..(s + batch).min(r.end))).collect();
     let next = AtomicUsize::new(0);
-    let threads = threads.clamp(1, runs.len().max(1));
+    // A thread more for every 4 MiB at most: starting one costs more than hashing a small
+    // torrent (many small torrents are checked side by side instead).
+    let bytes: u64 = ranges.iter().map(|r| (r.end - r.start) as u64 * layout.piece_length).sum();
+    let threads = threads.clamp(1, runs.len().max(1)).min(bytes.div_ceil(4 << 20).max(1) as usize);
+    let work = || {
+        let mut w = Worker { layout, lanes: LANES.with_borrow_mut(std::mem::take) };
+        loop {
+            let at = next.fetch_add(1, Ordering::Relaxed);
+            if at >= runs.len() || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let run = runs[at].clone();
+            for (index, r) in run.clone().zip(w.hash_batch(run)) {
+                done.fetch_add(layout.piece_range(index).1, Ordering::Relaxed);
+                f(index, r);
+            }
+        }
+        // The buffers stay with the thread for its next check (many small torrents are
+        // checked one after the other); the files close.
+        for l in &mut w.lanes {
+            l.open = None;
+        }
+        LANES.set(w.lanes);
+    };
+    // One run (a small torrent): on this thread, without starting one.
+    if threads == 1 {
+        work();
+        return;
+    }
     std::thread::scope(|s| {
         for _ in 0..threads {
-            s.spawn(|| {
-                let mut w = Worker { layout, lanes: Vec::new() };
-                loop {
-                    let at = next.fetch_add(1, Ordering::Relaxed);
-                    if at >= runs.len() || stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let run = runs[at].clone();
-                    for (index, r) in run.clone().zip(w.hash_batch(run)) {
-                        done.fetch_add(layout.piece_range(index).1, Ordering::Relaxed);
-                        f(index, r);
-                    }
-                }
-            });
+            s.spawn(work);
         }
     });
+}
+
+thread_local! {
+    /// A thread's read buffers, kept between the checks it makes.
+    static LANES: std::cell::RefCell<Vec<Lane>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One piece being read: its read position, a buffer, and the file it last read from.
