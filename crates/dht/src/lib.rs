@@ -3,14 +3,16 @@ pub mod bep42;
 pub mod bloom;
 pub mod id;
 pub mod krpc;
-// Used by the node, which comes next.
-#[allow(dead_code)]
 mod limit;
-#[allow(dead_code)]
+mod lookup;
+mod node;
+mod rng;
 pub mod routing;
-#[allow(dead_code)]
 mod store;
-#[allow(dead_code)]
 mod token;
+
+pub use bep42::Bep42;
+pub use krpc::NodeInfo;
+pub use node::{Config, Dht, Error, Event, LookupId, LookupStats, Saved, Transmit, load, save};
 
 pub use id::{InfoHash, NodeId};

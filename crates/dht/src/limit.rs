@@ -43,6 +43,11 @@ impl TokenBucket {
         if have >= 1.0 || self.rate <= 0.0 { now } else { now + Duration::from_secs_f64((1.0 - have) / self.rate) }
     }
 
+    /// When the next token will be there, judged from its last use.
+    pub(crate) fn next_token_at(&self) -> Instant {
+        self.next_available(self.last)
+    }
+
     /// Whether it has refilled completely, so that forgetting it changes nothing.
     fn is_full(&self, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();

@@ -166,6 +166,7 @@ impl RoutingTable {
             }
             true
         };
+        let mut confirmed = responded;
         loop {
             let bi = self.bucket_index(&id);
             let b = &mut self.buckets[bi];
@@ -178,36 +179,34 @@ impl RoutingTable {
                 }
                 return Inserted::Updated;
             }
-            if let Some(e) = b.replacements.iter_mut().find(|e| e.id == id) {
-                if !refresh(e) {
+            if let Some(i) = b.replacements.iter().position(|e| e.id == id) {
+                if b.replacements[i].addr != addr {
                     return Inserted::Refused;
                 }
-                // Fall through: it may be promoted below if there is room now.
-                let e = e.clone();
-                b.replacements.retain(|r| r.id != id);
-                return self.place(bi, e, now);
+                // Taken out and inserted afresh below: it may have earned a slot (or a split).
+                confirmed |= b.replacements.remove(i).confirmed;
             }
             if self.ips.contains(&addr.ip()) {
                 return Inserted::Refused;
             }
-            let entry = Entry { id, addr, last_seen: now, confirmed: responded, fails: 0, valid_id };
-            // A full last bucket of live nodes splits, then we try again.
+            let entry = Entry { id, addr, last_seen: now, confirmed, fails: 0, valid_id };
             let b = &self.buckets[bi];
-            if b.nodes.len() >= self.k
-                && responded
+            let splittable = b.nodes.len() >= self.k
                 && !b.nodes.iter().any(|e| e.state(now) == NodeState::Bad)
                 && bi == self.buckets.len() - 1
-                && self.buckets.len() < 160
-            {
+                && self.buckets.len() < 160;
+            // A full last bucket of live nodes splits for a node that answered us, then we
+            // try again.
+            if splittable && confirmed {
                 self.split();
                 continue;
             }
-            return self.place(bi, entry, now);
+            return self.place(bi, entry, splittable, now);
         }
     }
 
     /// Puts a node (not in the table) into bucket `bi`, or its replacements.
-    fn place(&mut self, bi: usize, entry: Entry, now: Instant) -> Inserted {
+    fn place(&mut self, bi: usize, entry: Entry, splittable: bool, now: Instant) -> Inserted {
         let k = self.k;
         let prefer = self.prefer_valid_ids;
         let b = &mut self.buckets[bi];
@@ -247,12 +246,16 @@ impl RoutingTable {
             b.replacements.remove(drop);
         }
         b.replacements.push(entry);
-        let ping = b
-            .nodes
-            .iter()
-            .filter(|e| e.state(now) == NodeState::Questionable)
-            .min_by_key(|e| e.last_seen)
-            .map(Entry::info);
+        // A stranger that would split the bucket if it answered: ask it. Otherwise the
+        // bucket's stalest questionable node, which makes room if it is gone.
+        let newcomer = b.replacements.last().filter(|e| splittable && !e.confirmed).map(Entry::info);
+        let ping = newcomer.or_else(|| {
+            b.nodes
+                .iter()
+                .filter(|e| e.state(now) == NodeState::Questionable)
+                .min_by_key(|e| e.last_seen)
+                .map(Entry::info)
+        });
         Inserted::Replacement { ping }
     }
 
@@ -371,6 +374,16 @@ impl RoutingTable {
             }
         }
         out
+    }
+
+    /// A random id in the range of each bucket with fewer than `k` nodes, the last bucket
+    /// (the one around our id) left out: targets for filling the table after bootstrap.
+    pub(crate) fn sparse_bucket_targets(&self, mut random: impl FnMut() -> [u8; 20]) -> Vec<NodeId> {
+        let last = self.buckets.len() - 1;
+        (0..last)
+            .filter(|&i| self.buckets[i].nodes.len() < self.k)
+            .map(|i| self.own.random_with_prefix(i, random()))
+            .collect()
     }
 
     /// Per bucket, its questionable node heard from longest ago: the ones to ping.

@@ -35,10 +35,6 @@ impl Tokens {
         }
     }
 
-    pub(crate) fn next_rotation(&self) -> Instant {
-        self.rotated_at + ROTATE_EVERY
-    }
-
     fn make(secret: &[u8; 20], ip: IpAddr, info_hash: &InfoHash) -> [u8; TOKEN_LEN] {
         let mut h = Sha1::new();
         h.update(secret);
@@ -80,7 +76,6 @@ mod tests {
         assert!(!t.check(&tok, ip, &InfoHash([8; 20])));
         assert!(!t.check(&tok[..4], ip, &h));
         t.maybe_rotate(t0 + Duration::from_secs(60), || [2; 20]);
-        assert_eq!(t.next_rotation(), t0 + ROTATE_EVERY);
         t.maybe_rotate(t0 + ROTATE_EVERY, || [2; 20]);
         assert!(t.check(&tok, ip, &h), "the previous secret still counts");
         t.maybe_rotate(t0 + 2 * ROTATE_EVERY, || [3; 20]);
