@@ -233,6 +233,8 @@ const SWEEP: Duration = Duration::from_secs(60);
 const MAX_PENDING_PINGS: usize = 64;
 /// Bootstrap routers remembered at most.
 const MAX_ROUTERS: usize = 32;
+/// Lookups under way at most (user lookups included); the oldest makes room.
+pub const MAX_LOOKUPS: usize = 256;
 /// Internal (refresh) lookups at once at most.
 const MAX_INTERNAL_LOOKUPS: usize = 8;
 /// Distinct voters needed before we believe an external address (BEP 42).
@@ -802,6 +804,17 @@ impl Dht {
     // ----------------------------------------------------------------- lookups
 
     fn start_lookup(&mut self, now: Instant, target: NodeId, kind: Kind) -> LookupId {
+        // Bounded: past MAX_LOOKUPS, the oldest still searching ends now with what it found
+        // (its events as usual), or else the oldest announcing is dropped.
+        if self.lookups.len() >= MAX_LOOKUPS {
+            let searching = self.lookups.iter().find(|(_, l)| matches!(l.phase, Phase::Searching)).map(|(id, _)| *id);
+            match searching {
+                Some(oldest) => self.finish_lookup(now, oldest),
+                None => {
+                    self.lookups.pop_first();
+                }
+            }
+        }
         let id = self.next_lookup;
         self.next_lookup += 1;
         let k = self.config.k;

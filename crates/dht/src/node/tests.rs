@@ -364,3 +364,17 @@ proptest! {
         }
     }
 }
+
+/// However many lookups a user starts, at most MAX_LOOKUPS are under way; the oldest end early
+/// with their LookupDone.
+#[test]
+fn lookups_are_bounded() {
+    let (mut d, now) = new_node(Config::default());
+    d.add_node(now, addr("10.0.0.1:6881"));
+    for i in 0..(MAX_LOOKUPS + 40) {
+        d.get_peers(now, InfoHash([(i % 251) as u8; 20]));
+    }
+    assert!(d.active_lookups() <= MAX_LOOKUPS, "{}", d.active_lookups());
+    let done = events(&mut d).iter().filter(|e| matches!(e, Event::LookupDone { .. })).count();
+    assert!(done >= 40, "{done} lookups ended to make room");
+}
