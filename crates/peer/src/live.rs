@@ -80,6 +80,9 @@ pub(crate) struct LiveConfig {
     pub dir: PathBuf,
     /// Files may be created and written (not for a torrent that is only seeded).
     pub writable: bool,
+    /// Every file is there at its size (resume data just said so): none is made or trimmed,
+    /// and none opened before a peer asks for data.
+    pub files_ready: bool,
     pub trackers: Vec<Vec<String>>,
     pub peers: Vec<(SocketAddr, Source)>,
     pub max_peers: usize,
@@ -271,7 +274,7 @@ impl Live {
         let mut picker = Picker::new(meta.info.piece_length, meta.info.total_length, have, crate::random_u64());
         picker.set_priorities(cfg.priorities.clone());
         let complete_now = picker.is_complete();
-        if cfg.writable {
+        if cfg.writable && !(cfg.files_ready && all_there) {
             let d = disk.clone();
             let wanted = cfg.wanted_files.clone();
             tokio::task::spawn_blocking(move || {

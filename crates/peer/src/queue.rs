@@ -24,13 +24,59 @@ pub(crate) struct Queue {
     checks: Arc<Semaphore>,
 }
 
+/// Every operation is O(log n) in the torrents: a session of 10,000 seeding torrents starts
+/// them without looking at all the others for each.
 #[derive(Default)]
 struct Inner {
     /// Torrents holding a slot, by id, and whether the slot was taken out of turn (those do not
     /// count against the limits).
     active: HashMap<u32, (Kind, bool)>,
+    /// How many slots of each kind count against the limits (those not taken out of turn).
+    held: [usize; 2],
     /// Torrents waiting, by (queue position, id).
     waiting: BTreeSet<(u64, u32, Kind)>,
+    /// Where each waiting torrent is in `waiting`.
+    waiting_at: HashMap<u32, (u64, Kind)>,
+    /// How many of each kind wait.
+    waiting_count: [usize; 2],
+}
+
+impl Inner {
+    fn leave_line(&mut self, id: u32) -> bool {
+        let Some((pos, kind)) = self.waiting_at.remove(&id) else { return false };
+        self.waiting.remove(&(pos, id, kind));
+        self.waiting_count[kind as usize] -= 1;
+        true
+    }
+
+    fn join_line(&mut self, pos: u64, id: u32, kind: Kind) {
+        self.leave_line(id);
+        self.waiting.insert((pos, id, kind));
+        self.waiting_at.insert(id, (pos, kind));
+        self.waiting_count[kind as usize] += 1;
+    }
+
+    /// Whether a torrent of `kind` waits ahead of (pos, id).
+    fn ahead(&self, pos: u64, id: u32, kind: Kind) -> bool {
+        self.waiting_count[kind as usize] > 0
+            && self.waiting.range(..(pos, id, Kind::Download)).any(|(_, _, k)| *k == kind)
+    }
+
+    fn take(&mut self, id: u32, kind: Kind, forced: bool) {
+        self.give_back(id);
+        self.active.insert(id, (kind, forced));
+        if !forced {
+            self.held[kind as usize] += 1;
+        }
+    }
+
+    fn give_back(&mut self, id: u32) {
+        if let Some((kind, forced)) = self.active.remove(&id)
+            && !forced
+        {
+            self.held[kind as usize] -= 1;
+        }
+    }
 }
 
 /// A torrent's slot; given back when dropped.
@@ -69,14 +115,13 @@ impl Queue {
                 let limit = self.limit(kind);
                 let pos = position.load(Ordering::Relaxed);
                 let mut q = self.inner();
-                q.waiting.retain(|w| w.1 != id);
-                let holding = q.active.values().filter(|(k, forced)| *k == kind && !forced).count();
-                let ahead = q.waiting.iter().any(|(p, other, k)| *k == kind && (*p, *other) < (pos, id));
-                if force || (holding < limit && !ahead) {
-                    q.active.insert(id, (kind, force));
+                q.leave_line(id);
+                let holding = q.held[kind as usize];
+                if force || (holding < limit && !q.ahead(pos, id, kind)) {
+                    q.take(id, kind, force);
                     return Slot { queue: self.clone(), id };
                 }
-                q.waiting.insert((pos, id, kind));
+                q.join_line(pos, id, kind);
             }
             wake.await;
         }
@@ -99,15 +144,14 @@ impl Slot {
     pub fn switch(&self, kind: Kind) -> bool {
         let limit = self.queue.limit(kind);
         let mut q = self.queue.inner();
-        let holding = q.active.iter().filter(|(i, (k, forced))| **i != self.id && *k == kind && !forced).count();
-        let Some(mine) = q.active.get_mut(&self.id) else { return false };
-        if mine.0 == kind {
+        let Some(&(mine, forced)) = q.active.get(&self.id) else { return false };
+        if mine == kind {
             return true;
         }
-        if !mine.1 && holding >= limit {
+        if !forced && q.held[kind as usize] >= limit {
             return false;
         }
-        mine.0 = kind;
+        q.take(self.id, kind, forced);
         drop(q);
         self.queue.poke();
         true
@@ -116,7 +160,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.queue.inner().active.remove(&self.id);
+        self.queue.inner().give_back(self.id);
         self.queue.poke();
     }
 }
@@ -129,12 +173,7 @@ struct InLine<'a> {
 
 impl Drop for InLine<'_> {
     fn drop(&mut self) {
-        let removed = {
-            let mut q = self.queue.inner();
-            let before = q.waiting.len();
-            q.waiting.retain(|w| w.1 != self.id);
-            q.waiting.len() != before
-        };
+        let removed = self.queue.inner().leave_line(self.id);
         if removed {
             self.queue.poke();
         }

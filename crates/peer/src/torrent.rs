@@ -397,6 +397,9 @@ pub(crate) struct Torrent {
     pub metadata_from: Mutex<Option<(usize, SocketAddr)>>,
     /// Its settings changed (a run looks at its seeding limits again).
     settings_changed: tokio::sync::Notify,
+    /// Resume data vouched for every piece and every file's size just now: the next run opens
+    /// no file until a peer asks for data.
+    files_vouched: AtomicBool,
 }
 
 impl Torrent {
@@ -451,6 +454,7 @@ impl Torrent {
             retired: AtomicBool::new(false),
             metadata_from: Mutex::new(None),
             settings_changed: tokio::sync::Notify::new(),
+            files_vouched: AtomicBool::new(false),
         })
     }
 
@@ -838,6 +842,7 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
             id: t.id,
             dir: t.dir(),
             writable: !t.seed_only,
+            files_ready: t.files_vouched.swap(false, Ordering::AcqRel),
             trackers: t.trackers(&meta),
             peers: t.peers.iter().map(|a| (*a, Source::Given)).collect(),
             max_peers: settings.max_peers.unwrap_or_else(|| t.core.settings().max_peers_per_torrent),
@@ -1002,6 +1007,8 @@ async fn check(
     };
     if ranges.is_empty() {
         info!("{}: resumed with {} of {n} pieces, nothing checked", meta.info.name, trusted.count());
+        // Complete, with every file as recorded: the run need not look at the files.
+        t.files_vouched.store(trusted.is_full(), Ordering::Release);
         return Some(t.checked_as(trusted));
     }
     t.set_state(State::CheckQueued);
