@@ -228,6 +228,10 @@ async fn serve(
     if let Err(e) = r {
         return Outcome::Fatal(e);
     }
+    // Then each takes connections (no queue here: at once), before we say we listen.
+    for h in handles {
+        h.wait_running().await;
+    }
     for h in handles {
         let s = h.stats();
         outln!("{}: {} ({})", s.name, h.info_hash(), HumanBytes(s.total));

@@ -232,6 +232,11 @@ pub(crate) struct Live {
     peers_idle: Notify,
     /// Woken when there may be someone to dial (new addresses, a slot freed).
     dial_wake: Notify,
+    /// The dialing and rechoking tasks start with the first address or peer: a torrent that
+    /// never has any (thousands of idle seeds) runs neither.
+    dialer_started: AtomicBool,
+    choker_started: AtomicBool,
+    runtime: tokio::runtime::Handle,
     /// Woken when the first connection arrives (rechoking sleeps while there is none).
     choke_wake: Notify,
     /// A client asked for an announce now.
@@ -242,7 +247,7 @@ pub(crate) struct Live {
     /// Every piece is verified and written.
     complete: watch::Sender<bool>,
     fatal: Mutex<Option<String>>,
-    fatal_tx: watch::Sender<bool>,
+    fatal_wake: Notify,
     /// The tracker that answered last (it gets the `stopped` announce).
     tracker: Mutex<Option<String>>,
     pub trackers: Mutex<Vec<TrackerStatus>>,
@@ -315,6 +320,9 @@ impl Live {
             disk_idle: Notify::new(),
             peers_idle: Notify::new(),
             dial_wake: Notify::new(),
+            dialer_started: AtomicBool::new(false),
+            choker_started: AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::current(),
             choke_wake: Notify::new(),
             announce_now: Notify::new(),
             cache: Mutex::new(VecDeque::new()),
@@ -322,7 +330,7 @@ impl Live {
             stop: watch::channel(false).0,
             complete: watch::channel(complete_now).0,
             fatal: Mutex::new(None),
-            fatal_tx: watch::channel(false).0,
+            fatal_wake: Notify::new(),
             tracker: Mutex::new(None),
             trackers: Mutex::new(Vec::new()),
             have_generation: AtomicU64::new(0),
@@ -338,11 +346,6 @@ impl Live {
         for (a, source) in &cfg.peers {
             live.add_peers([*a], *source);
         }
-        {
-            let mut tasks = live.tasks.lock().unwrap_or_else(|p| p.into_inner());
-            tasks.push(tokio::spawn(dial_loop(live.clone())));
-            tasks.push(tokio::spawn(choke_loop(live.clone())));
-        }
         live.set_trackers(cfg.trackers.clone());
         Ok(live)
     }
@@ -351,9 +354,39 @@ impl Live {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Starts the dialing task if it has not started, and wakes it.
+    fn wake_dialer(&self) {
+        self.start_once(&self.dialer_started, dial_loop);
+        self.dial_wake.notify_one();
+    }
+
+    /// Starts the rechoking task if it has not started, and wakes it.
+    fn wake_choker(&self) {
+        self.start_once(&self.choker_started, choke_loop);
+        self.choke_wake.notify_one();
+    }
+
+    fn start_once<F: std::future::Future<Output = ()> + Send + 'static>(
+        &self,
+        started: &AtomicBool,
+        task: fn(Arc<Live>) -> F,
+    ) {
+        if started.load(Ordering::Acquire) || *self.stop.borrow() {
+            return;
+        }
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        // Again under the lock: a shutdown sets `stop` before it takes the tasks to end them.
+        if *self.stop.borrow() || started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(me) = self.me.upgrade() {
+            tasks.push(self.runtime.spawn(task(me)));
+        }
+    }
+
     pub fn set_max_peers(&self, n: usize) {
         self.max_peers.store(n.max(1), Ordering::Relaxed);
-        self.dial_wake.notify_one();
+        self.wake_dialer();
     }
 
     fn max_peers(&self) -> usize {
@@ -433,9 +466,15 @@ impl Live {
 
     /// Resolves with a message when the run cannot go on (a write failed, say).
     pub async fn wait_fatal(&self) -> String {
-        let mut rx = self.fatal_tx.subscribe();
-        let _ = rx.wait_for(|c| *c).await;
-        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
+        loop {
+            let woken = self.fatal_wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if let Some(m) = self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                return m;
+            }
+            woken.await;
+        }
     }
 
     /// How long after the start the last piece was verified.
@@ -507,14 +546,14 @@ impl Live {
         }
         drop(st);
         if added {
-            self.dial_wake.notify_one();
+            self.wake_dialer();
         }
     }
 
     fn fail_now(&self, message: String) {
         warn!("{}: {message}", self.meta.info.name);
         self.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(message);
-        self.fatal_tx.send_replace(true);
+        self.fatal_wake.notify_waiters();
     }
 
     /// Connections to `ip` that the per-address limit still allows.
@@ -847,7 +886,7 @@ impl Link for Live {
         );
         self.core.count_connection(true);
         if st.peers.len() == 1 {
-            self.choke_wake.notify_one();
+            self.wake_choker();
         }
         Some(key)
     }
@@ -868,7 +907,7 @@ impl Link for Live {
             st.optimistic = None;
         }
         drop(st);
-        self.dial_wake.notify_one();
+        self.wake_dialer();
     }
 
     fn set_listen_port(&self, key: PeerKey, port: u16) {
@@ -1353,7 +1392,7 @@ async fn dial(live: Arc<Live>, addr: SocketAddr) {
         Ok(Err(e)) => debug!("dial {addr}: {e}"),
         Err(_) => debug!("dial {addr}: timed out"),
     }
-    live.dial_wake.notify_one();
+    live.wake_dialer();
 }
 
 /// Dials `to` from `local` (the address we listen on), so that peers see one address of ours

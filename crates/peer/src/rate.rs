@@ -35,7 +35,10 @@ impl Limiter {
             let wait = {
                 let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
-                let burst = (rate as f64 / 10.0).max(n as f64);
+                // Half a second of credit: a task that the machine's load kept from running
+                // that long still gets its rate (a smaller bucket loses what it could not take
+                // in time), and no more than that goes at once.
+                let burst = (rate as f64 / 2.0).max(n as f64);
                 s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * rate as f64).min(burst);
                 s.1 = now;
                 if s.0 >= n as f64 {

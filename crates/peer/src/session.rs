@@ -469,6 +469,12 @@ impl TorrentHandle {
             Err(_) => Err("removed".into()),
         }
     }
+    /// Resolves once the torrent runs (it takes connections), is stopped or failed; a torrent
+    /// that waits for its turn in the queue waits here too.
+    pub async fn wait_running(&self) {
+        let mut rx = self.t.subscribe();
+        let _ = rx.wait_for(|s| matches!(s, State::Seeding | State::Downloading) || !s.is_active()).await;
+    }
     /// Resolves with the message of the error that stops the torrent.
     pub async fn wait_error(&self) -> String {
         let mut rx = self.t.subscribe();

@@ -836,8 +836,7 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
                 continue;
             }
         };
-        // 4. A run.
-        t.set_state(if kind == Kind::Seed { State::Seeding } else { State::Downloading });
+        // 4. A run (its state says so once it serves peers).
         let cfg = LiveConfig {
             id: t.id,
             dir: t.dir(),
@@ -862,6 +861,7 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
             }
         };
         *t.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live.clone());
+        t.set_state(if kind == Kind::Seed { State::Seeding } else { State::Downloading });
         t.changed();
         let end = Box::pin(run(&t, &live, &slot, &mut wish, verified_for)).await;
         Box::pin(live.shutdown()).await;
