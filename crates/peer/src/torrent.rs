@@ -1006,10 +1006,13 @@ async fn check(
         None => (Bitfield::new(n), std::iter::once(0..n).collect()),
     };
     if ranges.is_empty() {
-        info!("{}: resumed with {} of {n} pieces, nothing checked", meta.info.name, trusted.count());
+        let count = trusted.count();
         // Complete, with every file as recorded: the run need not look at the files.
         t.files_vouched.store(trusted.is_full(), Ordering::Release);
-        return Some(t.checked_as(trusted));
+        let r = t.checked_as(trusted);
+        // Said once the pieces are known to the torrent (what reads the log may ask for them).
+        info!("{}: resumed with {count} of {n} pieces, nothing checked", meta.info.name);
+        return Some(r);
     }
     t.set_state(State::CheckQueued);
     let _permit = tokio::select! {
