@@ -874,18 +874,7 @@ PATHS = [("bitswarm seed → bitswarm join (bench/peer.py's measure)", "join"),
 
 def transfer(a, base):
     size = parse_size(a.transfer_size)
-    data_dir = os.path.join(a.dir, "peer-src")  # bench/peer.py's file, shared
-    os.makedirs(data_dir, exist_ok=True)
-    data_file = os.path.join(data_dir, "bench-%d.bin" % size)
-    if not os.path.exists(data_file) or os.path.getsize(data_file) != size:
-        with open("/dev/urandom", "rb") as r, open(data_file, "wb") as w:
-            left = size
-            while left:
-                w.write(r.read(min(left, MiB)))
-                left -= min(left, MiB)
-    with open(data_file, "rb") as f:
-        while f.read(1 << 24):
-            pass
+    data_file = peer.source_file(a.dir, size)  # bench/peer.py's file, shared
     work = tempfile.mkdtemp(prefix="transfer-", dir=base)
     runs = {k: [] for _, k in PATHS}
     prefault = not a.no_prefault

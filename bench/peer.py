@@ -176,6 +176,25 @@ def measure(pair, work, data_file, prefault):
         tracker.stop()
 
 
+def source_file(bench_dir, size):
+    """The random file of `size` bytes under `bench_dir`/peer-src (made once, kept), read into
+    the page cache; returns its path."""
+    data_dir = os.path.join(bench_dir, "peer-src")
+    os.makedirs(data_dir, exist_ok=True)
+    data_file = os.path.join(data_dir, "bench-%d.bin" % size)
+    if not os.path.exists(data_file) or os.path.getsize(data_file) != size:
+        with open("/dev/urandom", "rb") as r, open(data_file, "wb") as w:
+            left = size
+            while left:
+                n = min(left, 1 << 20)
+                w.write(r.read(n))
+                left -= n
+    with open(data_file, "rb") as f:  # into the page cache
+        while f.read(1 << 24):
+            pass
+    return data_file
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
@@ -192,19 +211,7 @@ def main():
         print("rqbit not found at %s (run ../shared/tools/anchors.sh): its pairs are left out" % RQBIT)
         pairs = [p for p in pairs if "rqbit" not in p]
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
-    data_dir = os.path.join(a.dir, "peer-src")
-    os.makedirs(data_dir, exist_ok=True)
-    data_file = os.path.join(data_dir, "bench-%d.bin" % size)
-    if not os.path.exists(data_file) or os.path.getsize(data_file) != size:
-        with open("/dev/urandom", "rb") as r, open(data_file, "wb") as w:
-            left = size
-            while left:
-                n = min(left, 1 << 20)
-                w.write(r.read(n))
-                left -= n
-    with open(data_file, "rb") as f:  # into the page cache
-        while f.read(1 << 24):
-            pass
+    data_file = source_file(a.dir, size)
     work = tempfile.mkdtemp(prefix="bitswarm-peer-bench-", dir=a.dir)
     results = {p: [] for p in pairs}
     try:
