@@ -175,8 +175,9 @@ impl Gate {
         r.map_err(tried)
     }
 
-    /// Whether the server of `url` is known not to answer now (a `stopped` need not wait on it).
-    pub fn is_down(&self, url: &str) -> bool {
+    /// Whether the server of `url` is known not to answer now (what the tests look at).
+    #[cfg(test)]
+    fn is_down(&self, url: &str) -> bool {
         self.host(url).is_some_and(|s| {
             let h = s.state.borrow();
             h.probing || h.retry_at.is_some_and(|t| t > std::time::Instant::now())
