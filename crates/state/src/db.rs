@@ -120,6 +120,27 @@ pub(crate) fn connect(path: &Path, options: &Options) -> Result<Connection, Stat
 /// Checks the file, applies the schema, counts this session and reads everything, in one
 /// transaction. Returns what was read and the counters' totals as now stored.
 pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(Loaded, Counters), StateError> {
+    // The check and the load each read every page: with SQLite's default cache (2 MB) the
+    // load read the file again, and its joins more than once (31.6 MB read for a file of
+    // 10.8 MB at 10,000 torrents). A cache that holds the whole file for this transaction
+    // reads it once; it is given back (SQLite frees the pages over the limit) right after.
+    let kib = std::fs::metadata(path).map_or(0, |m| m.len() / 1024);
+    let cached = kib > DEFAULT_CACHE_KIB as u64;
+    if cached {
+        let big = -((kib + 1024).min(1 << 30) as i64);
+        conn.pragma_update(None, "cache_size", big).map_err(classify(path, "sizing the cache"))?;
+    }
+    let result = prepare_in(conn, path);
+    if cached {
+        conn.pragma_update(None, "cache_size", -DEFAULT_CACHE_KIB).map_err(classify(path, "sizing the cache"))?;
+    }
+    result
+}
+
+/// SQLite's default page cache (`PRAGMA cache_size = -2000`: 2,000 KiB).
+const DEFAULT_CACHE_KIB: i64 = 2000;
+
+fn prepare_in(conn: &mut Connection, path: &Path) -> Result<(Loaded, Counters), StateError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify(path, "starting the open transaction"))?;
