@@ -414,7 +414,7 @@ fn load_saved(path: &std::path::Path, magnet: &Magnet) -> Option<Metainfo> {
             return None;
         }
     };
-    match Metainfo::parse(&bytes).and_then(|m| Metainfo::from_info_bytes(&m.info_bytes, &magnet.trackers)) {
+    match Metainfo::parse(&bytes).and_then(|m| Metainfo::from_info_bytes(m.info_bytes(), &magnet.trackers)) {
         Ok(m) if m.info_hash == magnet.info_hash => {
             outln!("metadata: from {} (saved by an earlier run)", path.display());
             Some(m)
@@ -438,7 +438,7 @@ fn load_saved(path: &std::path::Path, magnet: &Magnet) -> Option<Metainfo> {
 /// Saves fetched metadata as a .torrent (with the link's trackers) at `path`, written whole
 /// under another name first and then renamed. A failure is reported, not fatal.
 fn save_metadata(path: &std::path::Path, meta: &Metainfo, magnet: &Magnet) {
-    let bytes = Metainfo::torrent_file_of(&meta.info_bytes, &magnet.trackers);
+    let bytes = Metainfo::torrent_file_of(meta.info_bytes(), &magnet.trackers);
     let tmp = path.with_extension(format!("torrent.{}.tmp", std::process::id()));
     let r = path
         .parent()

@@ -71,15 +71,13 @@ impl Daemon {
     }
 
     /// One torrent as torrent-get reports it.
-    fn view(&self, h: &TorrentHandle, wants: Wants) -> TorrentView {
+    fn view(&self, h: &TorrentHandle, wants: Wants, session: &bitswarm_peer::Settings) -> TorrentView {
         let s = h.stats();
-        let settings = h.settings();
         let times = h.times();
         let meta = h.metainfo();
-        let session = self.session.settings();
         let (secs_down, secs_seed) = times.totals();
         let peers_list = if wants.peers { Some(h.peers()) } else { None };
-        let mut v = TorrentView {
+        let mut v = h.with_settings(|settings| TorrentView {
             id: h.id(),
             info_hash: rpc_hash(h.info_hash()),
             name: s.name.clone(),
@@ -151,11 +149,11 @@ impl Daemon {
             manual_announce_time: s.state.is_active().then_some(0),
             webseeds: meta.as_ref().map(|m| m.url_list.clone()).unwrap_or_default(),
             ..TorrentView::default()
-        };
+        });
         if wants.files
             && let Some(m) = &meta
         {
-            v.files = Some(files(m, &settings, h));
+            v.files = Some(files(m, &h.settings(), h));
         }
         if let Some(peers) = peers_list {
             v.peers_from = PeersFrom::default();
@@ -429,15 +427,18 @@ impl Backend for Daemon {
     }
 
     fn torrents(&self, ids: &[u32], wants: Wants) -> Vec<TorrentView> {
-        ids.iter().filter_map(|id| self.handle(*id)).map(|h| self.view(&h, wants)).collect()
+        let session = self.session.settings();
+        let mut views = Vec::with_capacity(ids.len());
+        views.extend(ids.iter().filter_map(|id| self.handle(*id)).map(|h| self.view(&h, wants, &session)));
+        views
     }
 
     async fn add(&self, request: AddRequest) -> Result<AddOutcome, BackendError> {
-        let (source, file): (AddSource, Option<Arc<[u8]>>) = match request.source {
+        let source = match request.source {
             RpcSource::Magnet { link, .. } => {
                 let link = if link.starts_with("magnet:") { link } else { format!("magnet:?xt=urn:btih:{link}") };
                 let m = Magnet::parse(&link).map_err(|_| BackendError::UnrecognizedInfo)?;
-                (AddSource::Magnet(m), None)
+                AddSource::Magnet(m)
             }
             RpcSource::Path(p) => {
                 let bytes = tokio::task::spawn_blocking(move || crate::read_capped(std::path::Path::new(&p)))
@@ -473,7 +474,7 @@ impl Backend for Daemon {
             let _ = apply_files(&mut settings, m.info.files.len(), &set);
         }
         let dir = request.download_dir.map(PathBuf::from);
-        let (h, added) = self.add_torrent(source, file, dir, request.paused, settings).map_err(BackendError::Other)?;
+        let (h, added) = self.add_torrent(source, dir, request.paused, settings).map_err(BackendError::Other)?;
         let r = TorrentRef { id: h.id(), info_hash: rpc_hash(h.info_hash()), name: h.name() };
         Ok(if added { AddOutcome::Added(r) } else { AddOutcome::Duplicate(r) })
     }
@@ -734,11 +735,8 @@ impl Backend for Daemon {
     }
 }
 
-/// A torrent to add and the .torrent bytes it came from.
-type Parsed = (AddSource, Option<Arc<[u8]>>);
-
 /// A .torrent's bytes, parsed.
-fn parse(bytes: Vec<u8>) -> Result<Parsed, BackendError> {
+fn parse(bytes: Vec<u8>) -> Result<AddSource, BackendError> {
     let m = Metainfo::parse(&bytes).map_err(|e| {
         tracing::info!("torrent-add: {e}");
         if matches!(e, bitswarm_metainfo::MetainfoError::Bencode(_)) {
@@ -747,5 +745,5 @@ fn parse(bytes: Vec<u8>) -> Result<Parsed, BackendError> {
             BackendError::CorruptTorrent
         }
     })?;
-    Ok((AddSource::Metainfo(Arc::new(m)), Some(bytes.into())))
+    Ok(AddSource::Metainfo(Arc::new(m)))
 }

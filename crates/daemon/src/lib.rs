@@ -129,8 +129,6 @@ pub struct Daemon {
     store: Store,
     state_dir: PathBuf,
     runtime: Mutex<Runtime>,
-    /// The .torrent bytes of each torrent, for its record.
-    torrent_files: Mutex<HashMap<u32, Arc<[u8]>>>,
     /// Torrents removed lately, and when (torrent-get's `removed`).
     removed: Mutex<VecDeque<(u32, Instant)>>,
     started: Instant,
@@ -225,7 +223,6 @@ impl Daemon {
             store,
             state_dir,
             runtime: Mutex::new(runtime),
-            torrent_files: Mutex::new(HashMap::new()),
             removed: Mutex::new(VecDeque::new()),
             started: Instant::now(),
             counters_before: loaded.counters,
@@ -306,9 +303,6 @@ impl Daemon {
             add.settings.labels = r.labels.clone();
             add.paused = !s.resume.as_ref().is_none_or(|x| x.running);
             add.resume = s.resume.as_ref().map(resume_from_state);
-            if let Some(bytes) = &r.metainfo {
-                self.torrent_files.lock().unwrap_or_else(|p| p.into_inner()).insert(r.id, bytes.clone());
-            }
             match self.session.add(add) {
                 Ok(h) => {
                     n += 1;
@@ -329,7 +323,6 @@ impl Daemon {
     pub(crate) fn add_torrent(
         &self,
         source: AddSource,
-        torrent_file: Option<Arc<[u8]>>,
         dir: Option<PathBuf>,
         paused: Option<bool>,
         settings: TorrentSettings,
@@ -345,9 +338,6 @@ impl Daemon {
         add.settings = settings;
         match self.session.add(add) {
             Ok(h) => {
-                if let Some(b) = torrent_file {
-                    self.torrent_files.lock().unwrap_or_else(|p| p.into_inner()).insert(h.id(), b);
-                }
                 self.save_record(&h);
                 Ok((h, true))
             }
@@ -390,21 +380,10 @@ impl Daemon {
 
     fn record_of(&self, h: &TorrentHandle) -> Record {
         let settings = h.settings();
-        let metainfo = {
-            let mut files = self.torrent_files.lock().unwrap_or_else(|p| p.into_inner());
-            match (files.get(&h.id()), h.metainfo()) {
-                (Some(b), _) => Some(b.clone()),
-                (None, Some(m)) => {
-                    // A magnet link's metadata came: the .torrent is its info dictionary and
-                    // trackers.
-                    let trackers: Vec<String> = m.trackers().into_iter().flatten().collect();
-                    let b: Arc<[u8]> = Metainfo::torrent_file_of(&m.info_bytes, &trackers).into();
-                    files.insert(h.id(), b.clone());
-                    Some(b)
-                }
-                (None, None) => None,
-            }
-        };
+        // The .torrent as it was added, or, for a magnet link whose metadata came, the one
+        // made of its info dictionary and trackers (the metainfo holds the bytes it was read
+        // from: no copy is kept for this).
+        let metainfo = h.metainfo().map(|m| m.torrent_bytes().clone());
         let t = h.times();
         let unix = |t: Option<SystemTime>| {
             t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs() as i64)
@@ -435,7 +414,6 @@ impl Daemon {
     pub(crate) fn forget(&self, id: u32, info_hash: InfoHash) {
         self.store.remove(info_hash);
         self.saved.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        self.torrent_files.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         let mut r = self.removed.lock().unwrap_or_else(|p| p.into_inner());
         r.push_back((id, Instant::now()));
         while r.front().is_some_and(|(_, t)| t.elapsed() > Duration::from_secs(bitswarm_rpc::RECENT_SECONDS)) {
@@ -524,18 +502,11 @@ async fn watch_loop(d: Arc<Daemon>, dir: PathBuf) {
             if path.extension().is_none_or(|x| x != "torrent") || !path.is_file() {
                 continue;
             }
-            let (result, suffix) = match read_capped(&path).and_then(|b| {
-                let m = Metainfo::parse(&b).map_err(|e| format!("{}: {e}", path.display()))?;
-                Ok((m, b))
-            }) {
-                Ok((m, bytes)) => {
-                    let r = d.add_torrent(
-                        AddSource::Metainfo(Arc::new(m)),
-                        Some(bytes.into()),
-                        None,
-                        None,
-                        TorrentSettings::default(),
-                    );
+            let (result, suffix) = match read_capped(&path)
+                .and_then(|b| Metainfo::parse(&b).map_err(|e| format!("{}: {e}", path.display())))
+            {
+                Ok(m) => {
+                    let r = d.add_torrent(AddSource::Metainfo(Arc::new(m)), None, None, TorrentSettings::default());
                     (r.map(|_| ()), "added")
                 }
                 Err(e) => (Err(e), "invalid"),

@@ -28,9 +28,10 @@ pub struct Metainfo {
     pub creation_date: Option<i64>,
     pub comment: Option<String>,
     pub created_by: Option<String>,
-    /// The `info` dictionary's bytes as found in the file (what the info-hash covers; what
-    /// BEP 9 hands to peers that ask for metadata).
-    pub info_bytes: Vec<u8>,
+    /// The .torrent file's bytes as read, shared: the `info` dictionary is a range of them,
+    /// and a daemon stores them as they came without keeping a copy of its own.
+    raw: std::sync::Arc<[u8]>,
+    info_at: std::ops::Range<usize>,
     /// The torrent also carries v2 (BEP 52) fields; it is used as v1.
     pub hybrid: bool,
 }

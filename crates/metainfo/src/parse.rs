@@ -179,9 +179,25 @@ impl Metainfo {
             creation_date: get_int(root, "creation date", "creation date")?,
             comment: get_text_utf8(root, "comment", "comment")?,
             created_by: get_text(root, "created by", "created by")?,
-            info_bytes: info_dict.raw.to_vec(),
+            info_at: {
+                // The info dictionary's bytes are a slice of `bytes` (the decoder borrows).
+                let start = info_dict.raw.as_ptr() as usize - bytes.as_ptr() as usize;
+                start..start + info_dict.raw.len()
+            },
+            raw: bytes.into(),
             hybrid,
         })
+    }
+
+    /// The `info` dictionary's bytes as found in the file (what the info-hash covers; what
+    /// BEP 9 hands to peers that ask for metadata).
+    pub fn info_bytes(&self) -> &[u8] {
+        &self.raw[self.info_at.clone()]
+    }
+
+    /// The .torrent file's bytes as they were parsed.
+    pub fn torrent_bytes(&self) -> &std::sync::Arc<[u8]> {
+        &self.raw
     }
 }
 

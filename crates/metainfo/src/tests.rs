@@ -80,7 +80,7 @@ fn info_hash_covers_raw_bytes_with_unsorted_keys() {
     let torrent = [&b"d4:info"[..], info, b"e"].concat();
     let m = Metainfo::parse(&torrent).unwrap();
     assert_eq!(m.info_hash, InfoHash::of(info));
-    assert_eq!(m.info_bytes, info);
+    assert_eq!(m.info_bytes(), info);
     assert_ne!(m.info_hash, InfoHash::of(&bitswarm_bencode::decode(info).unwrap().encode()));
 }
 
@@ -336,7 +336,7 @@ fn from_info_bytes_keeps_the_hash_and_takes_the_trackers() {
     let m = Metainfo::parse(&bytes).unwrap();
     assert_eq!(m.info_hash, hash);
     let trackers = vec!["udp://t.example:6969/announce".to_string(), "http://u.example/announce".to_string()];
-    let again = Metainfo::from_info_bytes(&m.info_bytes, &trackers).unwrap();
+    let again = Metainfo::from_info_bytes(m.info_bytes(), &trackers).unwrap();
     assert_eq!(again.info_hash, m.info_hash);
     assert_eq!(again.info, m.info);
     assert_eq!(again.trackers(), vec![vec![trackers[0].clone()], vec![trackers[1].clone()]]);

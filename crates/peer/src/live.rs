@@ -516,8 +516,8 @@ impl Live {
 
     /// Connections, banned addresses, peers sending to us (they unchoke us and we are
     /// interested), peers we send to (we unchoke them and they are interested).
-    pub fn peer_counts(&self) -> (usize, usize, usize, usize) {
-        let st = self.state();
+    /// Peers, banned addresses, peers sending to us, peers we send to.
+    pub(crate) fn counts_in(st: &State) -> (usize, usize, usize, usize) {
         let sending = st
             .peers
             .values()
@@ -814,7 +814,7 @@ impl Link for Live {
         self.meta.info.private
     }
     fn info_bytes(&self) -> &[u8] {
-        &self.meta.info_bytes
+        self.meta.info_bytes()
     }
     fn piece_count(&self) -> usize {
         self.meta.info.piece_count()

@@ -53,10 +53,16 @@ impl Limiter {
 }
 
 /// Bytes per second over the last few seconds, from running totals sampled at any pace.
-#[derive(Debug, Default, Clone)]
+///
+/// Two samples, no history: the rate is taken from the older one, which is between half a
+/// window and a window old while sampling keeps pace (older when samples are sparser). A list
+/// of every sample grew with the pace of whoever asked (a client polling 10,000 torrents
+/// every second kept five samples of each) and cost an allocation a torrent.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct RateMeter {
-    /// (when, running total), oldest first, spanning at most `WINDOW`.
-    samples: std::collections::VecDeque<(Instant, u64)>,
+    /// (when, running total): the sample the rate is taken from, and the newest kept one.
+    older: Option<(Instant, u64)>,
+    newer: Option<(Instant, u64)>,
 }
 
 impl RateMeter {
@@ -68,13 +74,19 @@ impl RateMeter {
     }
 
     fn sample_at(&mut self, now: Instant, total: u64) -> u64 {
-        self.samples.push_back((now, total));
-        // Keep one sample at or before the window's start, so the window stays full.
-        while self.samples.len() > 2 && now.duration_since(self.samples[1].0) >= Self::WINDOW {
-            self.samples.pop_front();
+        match self.newer {
+            None => {
+                self.older = Some((now, total));
+                self.newer = Some((now, total));
+            }
+            Some((t, _)) if now.saturating_duration_since(t) >= Self::WINDOW / 2 => {
+                self.older = self.newer;
+                self.newer = Some((now, total));
+            }
+            Some(_) => {}
         }
-        let (t0, first) = self.samples[0];
-        let secs = now.duration_since(t0).as_secs_f64();
+        let (t0, first) = self.older.unwrap_or((now, total));
+        let secs = now.saturating_duration_since(t0).as_secs_f64();
         if secs <= 0.0 { 0 } else { (total.saturating_sub(first) as f64 / secs) as u64 }
     }
 }
@@ -98,5 +110,19 @@ mod tests {
         }
         assert_eq!(last, (1_000_000, 1_000_000));
         assert_eq!(RateMeter::default().sample_at(t, 5), 0);
+    }
+
+    #[test]
+    fn an_old_burst_leaves_the_window() {
+        let t = Instant::now();
+        let mut m = RateMeter::default();
+        m.sample_at(t, 0);
+        // 1 MB in the first second, then nothing.
+        assert_eq!(m.sample_at(t + Duration::from_secs(1), 1_000_000), 1_000_000);
+        let mut rate = u64::MAX;
+        for i in 2..=12u64 {
+            rate = m.sample_at(t + Duration::from_secs(i), 1_000_000);
+        }
+        assert_eq!(rate, 0);
     }
 }

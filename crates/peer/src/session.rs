@@ -341,6 +341,10 @@ impl TorrentHandle {
     pub fn settings(&self) -> crate::TorrentSettings {
         self.t.settings()
     }
+    /// Reads the torrent's settings without copying them.
+    pub fn with_settings<R>(&self, f: impl FnOnce(&crate::TorrentSettings) -> R) -> R {
+        self.t.with_settings(f)
+    }
     /// Changes the torrent's settings (limits, files, seeding limits, labels); a run takes them
     /// at once.
     pub fn set_settings(&self, f: impl FnOnce(&mut crate::TorrentSettings)) -> crate::TorrentSettings {
