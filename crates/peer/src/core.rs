@@ -140,6 +140,8 @@ pub(crate) struct Core {
     hash_tx: Mutex<std::sync::mpsc::Sender<HashJob>>,
     /// Which tracker servers answer (shared by every torrent's announces).
     pub trackers: crate::tracker::Gate,
+    /// When each running torrent announces next.
+    pub(crate) announcer: Arc<crate::announcer::Announcer>,
     /// Bumped by every change of the settings (what waits on them looks again).
     pub settings_changed: tokio::sync::watch::Sender<u64>,
     /// Torrents that changed since the last [`take_changed`](Core::take_changed): what keeps
@@ -169,6 +171,7 @@ impl Core {
             hash_tx: Mutex::new(hash_tx),
             settings_changed: tokio::sync::watch::channel(0).0,
             trackers: crate::tracker::Gate::default(),
+            announcer: crate::announcer::Announcer::new(),
             changed: Mutex::new(std::collections::HashSet::new()),
         }))
     }

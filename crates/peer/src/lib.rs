@@ -13,6 +13,7 @@
 //! * A piece counts only after its SHA-1 matched and it was written; peers that send pieces which
 //!   fail their hash are banned after repeated failures.
 
+mod announcer;
 mod choker;
 mod conn;
 mod core;

@@ -239,8 +239,6 @@ pub(crate) struct Live {
     runtime: tokio::runtime::Handle,
     /// Woken when the first connection arrives (rechoking sleeps while there is none).
     choke_wake: Notify,
-    /// A client asked for an announce now.
-    announce_now: Notify,
     cache: Mutex<VecDeque<(u32, Arc<Vec<u8>>)>>,
     cache_pieces: usize,
     stop: watch::Sender<bool>,
@@ -261,7 +259,28 @@ pub(crate) struct Live {
     /// `completed` reached a tracker.
     completed_sent: AtomicBool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    announce_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The announces between two of them (None: no trackers).
+    announcing: Mutex<Option<Announcing>>,
+    /// Bumped when the trackers change: an announce under way to the old ones puts nothing back.
+    announce_generation: AtomicU64,
+}
+
+/// The state of a run's announces while none is under way; the session's
+/// [`Announcer`](crate::announcer::Announcer) says when the next is due.
+pub(crate) struct Announcing {
+    /// The tracker tiers (None while an announce has them).
+    tiers: Option<Tiers>,
+    event: Event,
+    failures: u32,
+    completed_sent: bool,
+    /// Its place in the session's schedule.
+    key: Option<crate::announcer::Key>,
+    /// The announce under way.
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Asked for again (torrent-reannounce) while one was under way.
+    again: bool,
+    /// Told the tracker gate to say when the server answers again.
+    parked: bool,
 }
 
 impl Live {
@@ -324,7 +343,6 @@ impl Live {
             choker_started: AtomicBool::new(false),
             runtime: tokio::runtime::Handle::current(),
             choke_wake: Notify::new(),
-            announce_now: Notify::new(),
             cache: Mutex::new(VecDeque::new()),
             cache_pieces,
             stop: watch::channel(false).0,
@@ -340,7 +358,8 @@ impl Live {
             completed_at: Mutex::new(None),
             completed_sent: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
-            announce_task: Mutex::new(None),
+            announcing: Mutex::new(None),
+            announce_generation: AtomicU64::new(0),
             meta,
         });
         for (a, source) in &cfg.peers {
@@ -424,17 +443,17 @@ impl Live {
         }
     }
 
-    /// Announces to these tiers from now on (the announce task starts again when they
-    /// changed; none: no announces).
+    /// Announces to these tiers from now on (starting with `started` again when they changed;
+    /// none: no announces).
     pub fn set_trackers(self: &Arc<Self>, tiers: Vec<Vec<String>>) {
-        let mut task = self.announce_task.lock().unwrap_or_else(|p| p.into_inner());
+        let mut announcing = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut status = self.trackers.lock().unwrap_or_else(|p| p.into_inner());
             let same = status
                 .iter()
                 .map(|t| (t.tier, &t.url))
                 .eq(tiers.iter().enumerate().flat_map(|(tier, urls)| urls.iter().map(move |u| (tier, u))));
-            if same && (task.is_some() || tiers.is_empty()) {
+            if same && (announcing.is_some() || tiers.is_empty()) {
                 return;
             }
             *status = tiers
@@ -445,17 +464,69 @@ impl Live {
                 })
                 .collect();
         }
-        if let Some(t) = task.take() {
-            t.abort();
+        self.announce_generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(mut old) = announcing.take() {
+            self.core.announcer.cancel(&mut old.key);
+            if let Some(t) = old.task.take() {
+                t.abort();
+            }
         }
-        if !tiers.is_empty() && !*self.stop.borrow() {
-            *task = Some(tokio::spawn(announce_loop(self.clone(), Tiers::new(tiers))));
+        if tiers.is_empty() || *self.stop.borrow() {
+            return;
         }
+        let mut a = Announcing {
+            tiers: Some(Tiers::new(tiers)),
+            event: Event::Started,
+            failures: 0,
+            completed_sent: self.started_complete,
+            key: None,
+            task: None,
+            again: false,
+            parked: false,
+        };
+        self.core.announcer.schedule(self, &mut a.key, tokio::time::Instant::now(), &self.runtime);
+        *announcing = Some(a);
+    }
+
+    /// The session's timer says this run's next announce is due.
+    pub(crate) fn announce_due(self: &Arc<Self>) {
+        let mut announcing = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(a) = announcing.as_mut() else { return };
+        a.key = None;
+        if *self.stop.borrow() {
+            return;
+        }
+        if a.task.is_some() {
+            a.again = true;
+            return;
+        }
+        let Some(tiers) = a.tiers.take() else { return };
+        let generation = self.announce_generation.load(Ordering::Acquire);
+        a.task = Some(self.runtime.spawn(announce_once(self.clone(), tiers, a.event, generation)));
+    }
+
+    /// The download completed: `completed` goes to the tracker now, unless an announce is under
+    /// way (it looks when it ends) or a failed event waits out its backoff.
+    fn announce_completed(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        let mut announcing = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(a) = announcing.as_mut() else { return };
+        if a.completed_sent || a.event != Event::None || a.task.is_some() || *self.stop.borrow() {
+            return;
+        }
+        a.event = Event::Completed;
+        self.core.announcer.schedule(&me, &mut a.key, tokio::time::Instant::now(), &self.runtime);
     }
 
     /// Announces now rather than at the tracker's next interval.
-    pub fn reannounce(&self) {
-        self.announce_now.notify_one();
+    pub fn reannounce(self: &Arc<Self>) {
+        let mut announcing = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(a) = announcing.as_mut() else { return };
+        if a.task.is_some() {
+            a.again = true;
+            return;
+        }
+        self.core.announcer.schedule(self, &mut a.key, tokio::time::Instant::now(), &self.runtime);
     }
 
     /// When data last went either way.
@@ -645,6 +716,7 @@ impl Live {
         info!("{}: download complete: all {} pieces verified", self.meta.info.name, self.meta.info.piece_count());
         *self.completed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         self.complete.send_replace(true);
+        self.announce_completed();
     }
 
     fn piece_done(&self, index: u32, data: &[u8]) {
@@ -751,7 +823,13 @@ impl Live {
         }
         // An announce the loop is making (`completed`, say) ends first: cut off, it could still
         // reach the tracker after our `stopped` and bring us back to life there.
-        let task = self.announce_task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = {
+            let mut announcing = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
+            announcing.as_mut().and_then(|a| {
+                self.core.announcer.cancel(&mut a.key);
+                a.task.take()
+            })
+        };
         if let Some(mut t) = task
             && tokio::time::timeout(STOPPED_TIMEOUT, &mut t).await.is_err()
         {
@@ -1128,89 +1206,105 @@ const MAX_REANNOUNCE: Duration = Duration::from_secs(3600);
 
 /// Announces `started`, then again at the tracker's interval, `completed` when the download
 /// completes; backs off while every tracker fails (the download goes on with the peers it has).
-async fn announce_loop(live: Arc<Live>, mut tiers: Tiers) {
-    let mut event = Event::Started;
-    let mut failures: u32 = 0;
-    let mut complete = live.complete.subscribe();
-    let mut stop = live.stop.subscribe();
-    let mut completed_sent = live.started_complete;
-    loop {
-        if *stop.borrow() {
+/// One announce of a run, from the session's timer; then puts the next in the schedule.
+async fn announce_once(live: Arc<Live>, mut tiers: Tiers, event: Event, generation: u64) {
+    let a = live.announce_state(event);
+    let result = tiers.announce(&live.core.trackers, &a).await;
+    let now = SystemTime::now();
+    let mut announcing = live.announcing.lock().unwrap_or_else(|p| p.into_inner());
+    // The trackers changed meanwhile: the new ones have their own schedule.
+    if live.announce_generation.load(Ordering::Acquire) != generation {
+        return;
+    }
+    let Some(st) = announcing.as_mut() else { return };
+    st.task = None;
+    // Set when no tracker was even tried (their servers are down, as another torrent found):
+    // this one waits to hear they are back.
+    let mut parked: Option<String> = None;
+    let wait = match result {
+        Ok((url, reply)) => {
+            info!("{url}: {} peers ({} seeders, {} leechers)", reply.peers.len(), reply.seeders, reply.leechers);
+            if let Some(w) = &reply.warning {
+                warn!("{url}: {w}");
+            }
+            live.add_peers(reply.peers.iter().copied(), Source::Tracker);
+            st.failures = 0;
+            if event == Event::Completed {
+                st.completed_sent = true;
+                live.completed_sent.store(true, Ordering::Release);
+            }
+            st.event = Event::None;
+            let wait = reply.interval.max(reply.min_interval.unwrap_or_default()).clamp(MIN_REANNOUNCE, MAX_REANNOUNCE);
+            live.tracker_result(&url, now, Ok(&reply), now + wait);
+            *live.tracker.lock().unwrap_or_else(|p| p.into_inner()) = Some(url);
+            wait
+        }
+        Err(errors) => {
+            st.failures += 1;
+            // 15 s, 30 s, 1 min … up to 10 min; the event is sent again next time.
+            let mut wait =
+                Duration::from_secs(15u64 << st.failures.min(6).saturating_sub(1)).min(Duration::from_secs(600));
+            if errors.iter().all(|(_, f)| !f.tried) {
+                // After the server's next try, at a random moment: one torrent of those
+                // waiting tries it then, the others are told without trying.
+                parked = errors.first().map(|(url, _)| url.clone());
+                let soonest = errors.iter().map(|(_, f)| f.retry_in).min().unwrap_or_default();
+                wait = soonest + Duration::from_millis(crate::random_u64() % PARKED_SPREAD.as_millis() as u64);
+            }
+            for (url, f) in &errors {
+                if f.tried {
+                    warn!("tracker {url}: {}", f.message);
+                } else {
+                    debug!("tracker {url}: {}", f.message);
+                }
+                live.tracker_result(url, now, Err(&f.message), now + wait);
+            }
+            wait
+        }
+    };
+    st.tiers = Some(tiers);
+    if *live.stop.borrow() {
+        return;
+    }
+    let mut at = tokio::time::Instant::now() + wait;
+    // Asked for while this one was under way (torrent-reannounce): at once.
+    if std::mem::take(&mut st.again) {
+        at = tokio::time::Instant::now();
+    }
+    // The download completed meanwhile; a pending (failed) event waits out its backoff instead.
+    if st.event == Event::None && !st.completed_sent && live.is_complete() {
+        st.event = Event::Completed;
+        at = tokio::time::Instant::now();
+    }
+    if let Some(url) = parked
+        && !st.parked
+    {
+        // Spread out when it comes: thousands of torrents may wait on the same server.
+        st.parked = live.core.trackers.park(&url, Arc::downgrade(&live) as Weak<dyn tracker::Parked>);
+        if !st.parked {
+            // It answers already (another torrent's probe got through just now).
+            at = at.min(tokio::time::Instant::now() + Duration::from_millis(crate::random_u64() % 30_000));
+        }
+    }
+    live.core.announcer.schedule(&live, &mut st.key, at, &live.runtime);
+}
+
+impl tracker::Parked for Live {
+    /// The tracker server this run waited on answers again: its announce comes within 30 s
+    /// (spread out: thousands of torrents may have waited on it).
+    fn server_back(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        let mut announcing = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(a) = announcing.as_mut() else { return };
+        a.parked = false;
+        if a.task.is_some() || *self.stop.borrow() {
             return;
         }
-        let a = live.announce_state(event);
-        // Boxed: the task lives as long as the torrent runs, and an announce's state is large.
-        let result = Box::pin(tiers.announce(&live.core.trackers, &a)).await;
-        let now = SystemTime::now();
-        // Set when no tracker was even tried (their servers are down, as another torrent
-        // found): this one waits to hear they are back.
-        let mut parked: Option<String> = None;
-        let wait = match result {
-            Ok((url, reply)) => {
-                info!("{url}: {} peers ({} seeders, {} leechers)", reply.peers.len(), reply.seeders, reply.leechers);
-                if let Some(w) = &reply.warning {
-                    warn!("{url}: {w}");
-                }
-                live.add_peers(reply.peers.iter().copied(), Source::Tracker);
-                failures = 0;
-                if event == Event::Completed {
-                    completed_sent = true;
-                    live.completed_sent.store(true, Ordering::Release);
-                }
-                event = Event::None;
-                let wait =
-                    reply.interval.max(reply.min_interval.unwrap_or_default()).clamp(MIN_REANNOUNCE, MAX_REANNOUNCE);
-                live.tracker_result(&url, now, Ok(&reply), now + wait);
-                *live.tracker.lock().unwrap_or_else(|p| p.into_inner()) = Some(url);
-                wait
-            }
-            Err(errors) => {
-                failures += 1;
-                // 15 s, 30 s, 1 min … up to 10 min; the event is sent again next time.
-                let mut wait =
-                    Duration::from_secs(15u64 << failures.min(6).saturating_sub(1)).min(Duration::from_secs(600));
-                if errors.iter().all(|(_, f)| !f.tried) {
-                    // After the server's next try, at a random moment: one torrent of those
-                    // waiting tries it then, the others are told without trying.
-                    parked = errors.first().map(|(url, _)| url.clone());
-                    let soonest = errors.iter().map(|(_, f)| f.retry_in).min().unwrap_or_default();
-                    wait = soonest + Duration::from_millis(crate::random_u64() % PARKED_SPREAD.as_millis() as u64);
-                }
-                for (url, f) in &errors {
-                    if f.tried {
-                        warn!("tracker {url}: {}", f.message);
-                    } else {
-                        debug!("tracker {url}: {}", f.message);
-                    }
-                    live.tracker_result(url, now, Err(&f.message), now + wait);
-                }
-                wait
-            }
-        };
-        let recovered = async {
-            match &parked {
-                // Spread out: thousands of torrents may have waited on the same server.
-                Some(url) => {
-                    live.core.trackers.recovered(url).await;
-                    tokio::time::sleep(Duration::from_millis(crate::random_u64() % 30_000)).await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            // The stop sends the last events itself.
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(wait) => {}
-            _ = recovered => {}
-            // Asked for (torrent-reannounce): at once, as after the interval.
-            _ = live.announce_now.notified() => {}
-            // Wakes at once when the download completes; a pending (failed) event waits out
-            // its backoff instead.
-            _ = complete.wait_for(|c| *c), if !completed_sent && event == Event::None => {
-                event = Event::Completed;
-            }
+        let at = tokio::time::Instant::now() + Duration::from_millis(crate::random_u64() % 30_000);
+        if a.key.is_some_and(|k| k.0 <= at) {
+            return;
         }
+        self.core.announcer.schedule(&me, &mut a.key, at, &self.runtime);
     }
 }
 

@@ -81,11 +81,21 @@ pub struct Gate {
     hosts: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Slot>>>,
 }
 
-#[derive(Debug)]
 struct Slot {
     state: tokio::sync::watch::Sender<Host>,
-    /// Bumped when the server answers again after failures (what waits on it wakes then only).
-    recoveries: tokio::sync::watch::Sender<u64>,
+    /// Told when the server answers again after failures.
+    parked: std::sync::Mutex<Vec<std::sync::Weak<dyn Parked>>>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+/// What waits for a tracker server to answer again ([`Gate::park`]).
+pub(crate) trait Parked: Send + Sync {
+    fn server_back(&self);
 }
 
 #[derive(Debug, Clone, Default)]
@@ -124,7 +134,7 @@ impl Gate {
         let slot = hosts.entry(key).or_insert_with(|| {
             std::sync::Arc::new(Slot {
                 state: tokio::sync::watch::channel(Host::default()).0,
-                recoveries: tokio::sync::watch::channel(0).0,
+                parked: std::sync::Mutex::new(Vec::new()),
             })
         });
         Some(slot.clone())
@@ -170,7 +180,10 @@ impl Gate {
             }
         });
         if recovered {
-            slot.recoveries.send_modify(|n| *n += 1);
+            let waiting = std::mem::take(&mut *slot.parked.lock().unwrap_or_else(|p| p.into_inner()));
+            for w in waiting.iter().filter_map(std::sync::Weak::upgrade) {
+                w.server_back();
+            }
         }
         r.map_err(tried)
     }
@@ -184,14 +197,22 @@ impl Gate {
         })
     }
 
-    /// Resolves when the server of `url` answers again (after a probe by another torrent).
-    pub async fn recovered(&self, url: &str) {
-        let Some(slot) = self.host(url) else { return std::future::pending().await };
-        let mut rx = slot.recoveries.subscribe();
+    /// `who` hears when the server of `url` answers again (after a probe by another torrent);
+    /// false when it answers already (there is nothing to wait for).
+    pub(crate) fn park(&self, url: &str, who: std::sync::Weak<dyn Parked>) -> bool {
+        let Some(slot) = self.host(url) else { return false };
+        let mut parked = slot.parked.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the lock: a recovery clears the failures before it takes the list.
         if slot.state.borrow().failures == 0 {
-            return;
+            return false;
         }
-        let _ = rx.changed().await;
+        // Those gone are dropped when the list would grow (not at every push: thousands of
+        // torrents park at once).
+        if parked.len() == parked.capacity() {
+            parked.retain(|w| w.strong_count() > 0);
+        }
+        parked.push(who);
+        true
     }
 }
 
@@ -682,15 +703,23 @@ mod tests {
                 let _ = s.write_all(body).await;
             }
         });
-        let waiter = {
-            let (gate, url) = (gate.clone(), url.clone());
-            tokio::spawn(async move { gate.recovered(&url).await })
-        };
+        struct Waiter(std::sync::atomic::AtomicBool);
+        impl Parked for Waiter {
+            fn server_back(&self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let waiter = std::sync::Arc::new(Waiter(false.into()));
+        assert!(gate.park(&url, std::sync::Arc::downgrade(&waiter) as std::sync::Weak<dyn Parked>));
         let slot = gate.host(&url).unwrap();
         slot.state.send_modify(|h| h.retry_at = Some(std::time::Instant::now()));
         gate.announce(&url, &announce_of(0)).await.expect("the tracker answers");
-        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("the waiter heard").unwrap();
+        assert!(waiter.0.load(std::sync::atomic::Ordering::SeqCst), "the waiter heard");
         assert!(!gate.is_down(&url));
+        assert!(
+            !gate.park(&url, std::sync::Arc::downgrade(&waiter) as std::sync::Weak<dyn Parked>),
+            "nothing to wait for"
+        );
     }
 
     #[test]
