@@ -110,7 +110,7 @@ async fn serve(shared: Shared) -> Result<(), Failure> {
         // SIGHUP also comes when the terminal closes: a failed write to it is no reason to stop.
         use std::io::Write as _;
         let mut out = std::io::stdout();
-        let _ = match tracker.reload_access() {
+        let _ = match tracker.reload_access().await {
             Ok(n) if access.mode() != AccessMode::Off => writeln!(out, "access list read again: {n} info-hashes"),
             Ok(_) => writeln!(out, "no access list to read again (access.mode is off)"),
             Err(e) => {
