@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bitswarm_tracker::config::AccessMode;
-use bitswarm_tracker::{Config, DEFAULT_TOML, Shared, Tracker};
+use bitswarm_tracker::{Backend, Config, DEFAULT_TOML, Shared, Tracker};
 use clap::Args;
 
 use crate::Failure;
@@ -91,6 +91,17 @@ async fn serve(shared: Shared) -> Result<(), Failure> {
     outln!("announce URLs (put them in your torrents; use this machine's public address for other hosts):");
     for url in [tracker.http_announce_url(), tracker.udp_announce_url()].into_iter().flatten() {
         outln!("  {url}");
+    }
+    let backend = &tracker.shared().backend;
+    match backend {
+        Backend::Redis(r) => match r.ping().await {
+            Ok(()) => outln!("store: {} (answering)", backend.describe()),
+            Err(e) => outln!(
+                "store: {} (not answering yet: {e}; announces get a failure reason until it does)",
+                backend.describe()
+            ),
+        },
+        Backend::Memory(_) => outln!("store: {}", backend.describe()),
     }
     if let Some(url) = tracker.stats_url() {
         outln!("stats: {url} (HTML), {url}stats (JSON), {url}metrics (Prometheus)");

@@ -24,12 +24,16 @@ use std::sync::Arc;
 
 use bitswarm_tracker_proto::InfoHash;
 
+use crate::redis_store::RedisStore;
 use crate::store::{Announce, Outcome, PeerSink, Store, SwarmCounts, SwarmInfo, Totals};
 
 /// Where swarms live.
 pub enum Backend {
     /// This process's sharded tables: the fastest, and the only state of one instance.
     Memory(Store),
+    /// A Redis server that several instances share (see [`crate::redis_store`]); boxed, so
+    /// that the memory arm stays small.
+    Redis(Box<RedisStore>),
 }
 
 /// The store could not answer (Redis unreachable, say); the request gets a failure reason.
@@ -83,6 +87,7 @@ impl Backend {
     pub async fn announce(&self, a: &Announce, out: &mut impl PeerSink) -> Result<(SwarmCounts, Outcome), StoreError> {
         match self {
             Backend::Memory(s) => Ok(s.announce(a, out)),
+            Backend::Redis(r) => r.announce(a, out).await,
         }
     }
 
@@ -90,6 +95,7 @@ impl Backend {
     pub async fn scrape(&self, hashes: &[InfoHash]) -> Result<Vec<SwarmCounts>, StoreError> {
         match self {
             Backend::Memory(s) => Ok(hashes.iter().map(|h| s.counts(h)).collect()),
+            Backend::Redis(r) => r.scrape(hashes).await,
         }
     }
 
@@ -105,6 +111,7 @@ impl Backend {
                     }
                 }
             }
+            Backend::Redis(r) => r.run(jobs, sinks).await,
         }
     }
 
@@ -118,6 +125,7 @@ impl Backend {
     pub fn blocking<F: std::future::Future>(&self, f: F) -> F::Output {
         match self {
             Backend::Memory(_) => block_on_ready(f),
+            Backend::Redis(r) => r.block_on(f),
         }
     }
 
@@ -125,6 +133,7 @@ impl Backend {
     pub async fn all_counts(&self) -> Result<Vec<(InfoHash, SwarmCounts)>, StoreError> {
         match self {
             Backend::Memory(s) => Ok(s.all_counts()),
+            Backend::Redis(r) => r.all_counts().await,
         }
     }
 
@@ -133,6 +142,8 @@ impl Backend {
     pub async fn clean(&self, timeout: u32) -> Result<(u64, u64), StoreError> {
         match self {
             Backend::Memory(s) => Ok(s.clean(timeout)),
+            // Redis was given the timeout when it was made.
+            Backend::Redis(r) => r.clean().await,
         }
     }
 
@@ -140,12 +151,14 @@ impl Backend {
     pub async fn retain_swarms(&self, keep: impl Fn(&InfoHash) -> bool) -> Result<(u64, u64), StoreError> {
         match self {
             Backend::Memory(s) => Ok(s.retain_swarms(keep)),
+            Backend::Redis(r) => r.retain_swarms(keep).await,
         }
     }
 
     pub async fn totals(&self) -> Result<Totals, StoreError> {
         match self {
             Backend::Memory(s) => Ok(s.totals()),
+            Backend::Redis(r) => r.totals().await,
         }
     }
 
@@ -153,6 +166,7 @@ impl Backend {
     pub async fn snapshot(&self, limit: usize) -> Result<Snapshot, StoreError> {
         match self {
             Backend::Memory(s) => Ok(Snapshot { totals: s.totals(), swarms: s.top_swarms(limit) }),
+            Backend::Redis(r) => r.snapshot(limit).await,
         }
     }
 
@@ -160,6 +174,7 @@ impl Backend {
     pub fn memory(&self) -> Option<&Store> {
         match self {
             Backend::Memory(s) => Some(s),
+            Backend::Redis(_) => None,
         }
     }
 
@@ -167,6 +182,7 @@ impl Backend {
     pub fn describe(&self) -> String {
         match self {
             Backend::Memory(_) => "in memory".into(),
+            Backend::Redis(r) => format!("Redis at {}", r.url()),
         }
     }
 }

@@ -549,3 +549,99 @@ impl Harness for MemoryHarness {
 }
 
 conformance!(memory, Some(MemoryHarness), 256, 20_000);
+
+/// A `redis-server` of the tests' own, on a Unix socket in a temporary folder (no TCP port),
+/// without persistence; killed when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    /// `unix:///…/redis.sock`
+    pub url: String,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// What installs `redis-server`.
+pub const REDIS_INSTALL: &str = "apt-get install -y redis-server";
+
+impl RedisServer {
+    /// Starts one and waits (10 s at most) until it answers. `None` when interop tests are
+    /// skipped on purpose (`BITSWARM_SKIP_INTEROP=1`); a missing `redis-server` fails the test
+    /// with the line that installs it.
+    pub fn start() -> Option<RedisServer> {
+        if std::env::var("BITSWARM_SKIP_INTEROP").is_ok_and(|v| v == "1") {
+            eprintln!("skipping: BITSWARM_SKIP_INTEROP=1");
+            return None;
+        }
+        let dir = tempfile::Builder::new().prefix("bitswarm-redis-").tempdir().unwrap();
+        let socket = dir.path().join("redis.sock");
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&socket)
+            .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--loglevel", "warning", "--dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): install it with `{REDIS_INSTALL}` (or scripts/install-deps), \
+                     or set BITSWARM_SKIP_INTEROP=1 to skip the tests that need it"
+                )
+            });
+        let server = RedisServer { child, url: format!("unix://{}", socket.display()), socket, _dir: dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while server.command(&["PING"]).is_none() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not answer within 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Some(server)
+    }
+
+    /// Sends one command and returns the first line of the reply.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        use std::io::{BufRead, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).ok()?;
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).ok()?;
+        Some(line.trim_end().to_owned())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis: a server per test, emptied for each backend made.
+pub struct RedisHarness(RedisServer);
+
+impl RedisHarness {
+    pub fn start() -> Option<RedisHarness> {
+        RedisServer::start().map(RedisHarness)
+    }
+}
+
+impl Harness for RedisHarness {
+    fn backend(&self, max_per_swarm: u32, max_total: u64) -> Backend {
+        assert_eq!(self.0.command(&["FLUSHALL"]).as_deref(), Some("+OK"));
+        Backend::Redis(Box::new(
+            crate::redis_store::RedisStore::new(&self.0.url, TIMEOUT, max_per_swarm, max_total).unwrap(),
+        ))
+    }
+    fn advance(&self, b: &Backend, secs: u32) {
+        match b {
+            Backend::Redis(r) => r.advance(secs),
+            Backend::Memory(_) => unreachable!("a Redis harness makes Redis backends"),
+        }
+    }
+}
+
+conformance!(redis, RedisHarness::start(), 64, 500);

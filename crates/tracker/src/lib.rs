@@ -3,7 +3,8 @@
 //!
 //! The layout: `http` and `udp` read their wire formats and call the announce service
 //! ([`service`]: access, numwant, counters, the store call), which calls the store interface
-//! ([`backend::Backend`]), implemented by the in-memory store ([`store`]).
+//! ([`backend::Backend`]), implemented by the in-memory store ([`store`]) and by Redis
+//! ([`redis_store`]), which several instances share.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -25,6 +26,7 @@ pub mod config;
 mod conformance;
 pub mod http;
 mod raw_target;
+pub mod redis_store;
 pub mod service;
 pub mod stats;
 pub mod store;
@@ -58,11 +60,19 @@ impl Shared {
     /// access list cannot be read.
     pub fn new(config: Config) -> Result<Shared, String> {
         config.validate().map_err(|e| e.to_string())?;
-        let backend = Backend::Memory(Store::new(
-            config.store.shards,
-            config.store.max_peers_per_swarm,
-            config.store.max_peers_total,
-        ));
+        let backend = match config.store.backend {
+            config::StoreBackend::Memory => Backend::Memory(Store::new(
+                config.store.shards,
+                config.store.max_peers_per_swarm,
+                config.store.max_peers_total,
+            )),
+            config::StoreBackend::Redis => Backend::Redis(Box::new(redis_store::RedisStore::new(
+                &config.store.redis_url,
+                config.peer_timeout(),
+                config.store.max_peers_per_swarm,
+                config.store.max_peers_total,
+            )?)),
+        };
         Ok(Shared {
             backend,
             conn_ids: udp::ConnectionIds::new(config.udp.connection_id_valid, config.udp.connection_id_grace),
