@@ -103,7 +103,7 @@ impl UdpClient {
 }
 
 #[test]
-fn two_trackers_on_one_redis_aria2_seeds_to_libtorrent_and_kill_9_loses_nothing() {
+fn interop_two_trackers_on_one_redis_aria2_seeds_to_libtorrent_and_kill_9_loses_nothing() {
     if !require("aria2c") || !require("libtorrent") {
         return;
     }
