@@ -20,11 +20,18 @@
 #         Before the UDP runs bitswarm and opentracker are restarted (aquatic_udp has served
 #         nothing yet) and every tracker is given the same 1,000,000 peers.
 #   Memory: RSS after 1,000,000 peers over 100,000 swarms were announced over UDP.
+#   Redis (store.backend = "redis"): one bitswarm instance on a redis-server, and two instances
+#         on the same redis-server, the load split evenly between them (two wrk, two udp_load
+#         at once). redis-server runs on the trackers' CPUs too (it is part of the tracker
+#         there), on a Unix socket, without persistence; it is given the same 1,000,000 peers
+#         before the UDP runs. Its memory per peer: INFO memory's used_memory (less what an
+#         empty server uses) over the peers stored, for those 1,000 swarms of 1,000 peers and
+#         for 1,000,000 peers over 100,000 swarms. SKIP_REDIS=1 leaves this out.
 # Medians of RUNS runs (default 3), and each run's own ratio to opentracker (its trackers are
 # measured seconds apart). Results: bench/results/tracker-DATE.md (raw output in
 # bench/results/raw/, not committed).
 # Usage: bench/tracker.sh [RUNS]   Env: DURATION (s, default 6), FILL_PEERS (default 1000000),
-#                                       SKIP_MEMORY=1, TRACKER_CPUS (default 0), LOAD_CPUS
+#                                       SKIP_MEMORY=1, SKIP_REDIS=1, TRACKER_CPUS (default 0), LOAD_CPUS
 #                                       (default the others).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +39,9 @@ RUNS=${1:-3}
 DURATION=${DURATION:-6}
 ANCHORS=${ANCHORS:-$HOME/.cache/bitswarm-anchors/bin}
 for p in wrk opentracker; do command -v $p >/dev/null || { echo "missing $p: apt-get install -y wrk opentracker" >&2; exit 1; }; done
+if [ "${SKIP_REDIS:-0}" != 1 ]; then
+  for p in redis-server redis-cli; do command -v $p >/dev/null || { echo "missing $p: apt-get install -y redis-server (or SKIP_REDIS=1)" >&2; exit 1; }; done
+fi
 
 cargo build --release -q -p bitswarm
 cargo build --release -q -p bitswarm-tracker --example udp_load --example close_floor
@@ -207,6 +217,80 @@ for run in $(seq "$RUNS"); do
   fi
 done
 
+# --- Redis: one instance, and two instances on one Redis ---
+REDIS_ROWS=()
+if [ "${SKIP_REDIS:-0}" != 1 ]; then
+  kill "$BS_PID" 2>/dev/null || true # the in-memory instance's peers are measured: free its core
+  RS="$W/redis.sock"
+  "${ON_TRACKER[@]}" redis-server --port 0 --unixsocket "$RS" --unixsocketperm 700 --save "" --appendonly no \
+    --dir "$W" --daemonize no --loglevel warning > "$W/redis.out" 2>&1 &
+  REDIS_PID=$!; PIDS+=($REDIS_PID)
+  for _ in $(seq 100); do [ "$(redis-cli -s "$RS" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+  [ "$(redis-cli -s "$RS" ping 2>/dev/null)" = PONG ] || { echo "redis-server did not start: $(cat "$W/redis.out")" >&2; exit 1; }
+  used_memory() { redis-cli -s "$RS" info memory | awk -F: '/^used_memory:/ {print $2+0}'; }
+  redis_peers() { redis-cli -s "$RS" hmget bs:totals s l | awk '{s += $1} END {print s+0}'; }
+  EMPTY_MEM=$(used_memory)
+  printf '[store]\nbackend = "redis"\nredis_url = "unix://%s"\n' "$RS" > "$W/redis.toml"
+  start_bitswarm "$W/redis.toml"; R1_PID=$BS_PID; R1_HTTP=$BS_HTTP; R1_UDP=$BS_UDP
+  start_bitswarm "$W/redis.toml"; R2_PID=$BS_PID; R2_HTTP=$BS_HTTP; R2_UDP=$BS_UDP
+  sum_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(cpu_ticks "$p"))); done; echo $t; }
+  half=$(( WRK_CONNS / 2 ))
+  for run in $(seq "$RUNS"); do
+    # HTTP keep-alive: one instance, then two at once (half the connections each).
+    c0=$(sum_ticks "$R1_PID" "$REDIS_PID")
+    HASHES="$W/hashes.url" "${ON_LOAD[@]}" wrk -t"$LOAD_THREADS" -c"$WRK_CONNS" -d"${DURATION}s" --latency -s bench/announce.lua "http://$R1_HTTP" > "$RAW/http-redis1-$run.txt" 2>&1 || true
+    c1=$(sum_ticks "$R1_PID" "$REDIS_PID")
+    rps=$(awk '/^Requests\/sec/ {print $2}' "$RAW/http-redis1-$run.txt"); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}")
+    echo "http redis, one instance, run $run: ${rps:-0} req/s, server CPU (tracker + Redis) $cpu us/request"
+    echo "$rps" >> "$W/http-redis1.rps"; echo "$cpu" >> "$W/http-redis1.cpu"
+    c0=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID")
+    two=()
+    for addr in "$R1_HTTP" "$R2_HTTP"; do
+      HASHES="$W/hashes.url" "${ON_LOAD[@]}" wrk -t"$LOAD_THREADS" -c"$half" -d"${DURATION}s" --latency -s bench/announce.lua "http://$addr" > "$RAW/http-redis2-$((${#two[@]} + 1))-$run.txt" 2>&1 &
+      two+=($!)
+    done
+    wait "${two[@]}" 2>/dev/null || true
+    c1=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID")
+    rps=$(cat "$RAW"/http-redis2-[12]-$run.txt | awk '/^Requests\/sec/ {s += $2} END {print s+0}'); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}")
+    echo "http redis, two instances, run $run: $rps req/s, server CPU (trackers + Redis) $cpu us/request"
+    echo "$rps" >> "$W/http-redis2.rps"; echo "$cpu" >> "$W/http-redis2.cpu"
+  done
+  echo "udp redis: $("${ON_LOAD[@]}" $LOAD --server "$R1_UDP" --sockets 8 --swarms 1000 --fill "$FILL_PEERS")"
+  peers=$(redis_peers)
+  mem=$(used_memory)
+  REDIS_MEM_BIG=$(awk -v m="$mem" -v e="$EMPTY_MEM" -v p="$peers" 'BEGIN { if (p > 0) printf "%.0f", (m - e) / p; else print "n/a" }')
+  echo "redis memory: $mem bytes for $peers peers over 1,000 swarms: $REDIS_MEM_BIG bytes per peer"
+  for run in $(seq "$RUNS"); do
+    c0=$(sum_ticks "$R1_PID" "$REDIS_PID")
+    "${ON_LOAD[@]}" $LOAD --server "$R1_UDP" --threads "$LOAD_THREADS" --sockets 16 --window 8 --duration "$DURATION" > "$RAW/udp-redis1-$run.txt" 2>&1
+    c1=$(sum_ticks "$R1_PID" "$REDIS_PID")
+    rps=$(awk '{for(i=1;i<=NF;i++) if ($i=="responses/s:") print $(i+1)}' "$RAW/udp-redis1-$run.txt"); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}")
+    echo "udp redis, one instance, run $run: $(cat "$RAW/udp-redis1-$run.txt")  server CPU (tracker + Redis): $cpu us/request"
+    echo "$rps" >> "$W/udp-redis1.rps"; echo "$cpu" >> "$W/udp-redis1.cpu"
+    c0=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID")
+    two=()
+    for addr in "$R1_UDP" "$R2_UDP"; do
+      "${ON_LOAD[@]}" $LOAD --server "$addr" --threads "$LOAD_THREADS" --sockets 8 --window 8 --duration "$DURATION" > "$RAW/udp-redis2-$((${#two[@]} + 1))-$run.txt" 2>&1 &
+      two+=($!)
+    done
+    wait "${two[@]}" 2>/dev/null || true
+    c1=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID")
+    rps=$(cat "$RAW"/udp-redis2-[12]-$run.txt | awk '{for(i=1;i<=NF;i++) if ($i=="responses/s:") s += $(i+1)} END {print s+0}'); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}")
+    echo "udp redis, two instances, run $run: $rps responses/s, server CPU (trackers + Redis) $cpu us/request"
+    echo "$rps" >> "$W/udp-redis2.rps"; echo "$cpu" >> "$W/udp-redis2.cpu"
+  done
+  # Memory per peer with small swarms, as for the in-memory trackers below.
+  redis-cli -s "$RS" flushall > /dev/null
+  [ -f "$W/hashes100k.hex" ] || $LOAD --swarms 100000 --print-hashes > "$W/hashes100k.hex"
+  EMPTY_MEM=$(used_memory)
+  $LOAD --server "$R1_UDP" --sockets 8 --swarms 100000 --fill 1000000 > "$RAW/mem-redis.txt" 2>&1
+  mem=$(used_memory)
+  peers=$(redis_peers)
+  REDIS_MEM_SMALL=$(awk -v m="$mem" -v e="$EMPTY_MEM" -v p="$peers" 'BEGIN { if (p > 0) printf "%.0f", (m - e) / p; else print "n/a" }')
+  echo "redis memory: $mem bytes for $peers peers over 100,000 swarms: $REDIS_MEM_SMALL bytes per peer ($(cat "$RAW/mem-redis.txt"))"
+  kill "$R1_PID" "$R2_PID" "$REDIS_PID" 2>/dev/null || true
+fi
+
 # --- memory: 1,000,000 peers over 100,000 swarms ---
 MEM=()
 if [ "${SKIP_MEMORY:-0}" != 1 ]; then
@@ -273,6 +357,25 @@ REPORT=bench/results/tracker-$DATE.md
     set -- $t; [ "$1" = opentracker ] && continue
     per_run "$1, UDP" "$W/udp-$1.rps" "$W/udp-opentracker.rps"
   done
+  if [ -f "$W/udp-redis1.rps" ]; then
+    echo
+    echo "On Redis (store.backend = \"redis\"; redis-server on the trackers' CPUs too):"
+    echo
+    echo "| load | setup | requests/s | vs opentracker | vs bitswarm in memory | server CPU per request, trackers + Redis (us) |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: |"
+    ot=$(median < "$W/http-opentracker-keepalive.rps"); bm=$(median < "$W/http-bitswarm-keepalive.rps")
+    for n in 1 2; do
+      r=$(median < "$W/http-redis$n.rps"); c=$(median < "$W/http-redis$n.cpu")
+      echo "| HTTP announce, wrk -c$WRK_CONNS, keep-alive | $([ $n = 1 ] && echo "one instance" || echo "two instances, one Redis") | ${r%.*} | $(ratio "$r" "$ot")x | $(ratio "$r" "$bm")x | $c |"
+    done
+    ot=$(median < "$W/udp-opentracker.rps"); bm=$(median < "$W/udp-bitswarm.rps")
+    for n in 1 2; do
+      r=$(median < "$W/udp-redis$n.rps"); c=$(median < "$W/udp-redis$n.cpu")
+      echo "| UDP, udp_load 16 sockets, 80% announce | $([ $n = 1 ] && echo "one instance" || echo "two instances, one Redis") | ${r%.*} | $(ratio "$r" "$ot")x | $(ratio "$r" "$bm")x | $c |"
+    done
+    echo
+    echo "Redis's memory per peer (INFO memory used_memory over the peers stored): $REDIS_MEM_BIG bytes with 1,000 swarms of 1,000 peers, $REDIS_MEM_SMALL bytes with 100,000 swarms of 10."
+  fi
   if [ ${#MEM[@]} -gt 0 ]; then
     echo
     echo "| 1,000,000 peers over 100,000 swarms (UDP) | RSS before (MiB) | RSS after (MiB) | bytes per peer (growth) |"

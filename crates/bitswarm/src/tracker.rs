@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bitswarm_tracker::config::AccessMode;
-use bitswarm_tracker::{Config, DEFAULT_TOML, Shared, Tracker};
+use bitswarm_tracker::{Backend, Config, DEFAULT_TOML, Shared, Tracker};
 use clap::Args;
 
 use crate::Failure;
@@ -92,6 +92,17 @@ async fn serve(shared: Shared) -> Result<(), Failure> {
     for url in [tracker.http_announce_url(), tracker.udp_announce_url()].into_iter().flatten() {
         outln!("  {url}");
     }
+    let backend = &tracker.shared().backend;
+    match backend {
+        Backend::Redis(r) => match r.ping().await {
+            Ok(()) => outln!("store: {} (answering)", backend.describe()),
+            Err(e) => outln!(
+                "store: {} (not answering yet: {e}; announces get a failure reason until it does)",
+                backend.describe()
+            ),
+        },
+        Backend::Memory(_) => outln!("store: {}", backend.describe()),
+    }
     if let Some(url) = tracker.stats_url() {
         outln!("stats: {url} (HTML), {url}stats (JSON), {url}metrics (Prometheus)");
     }
@@ -110,7 +121,7 @@ async fn serve(shared: Shared) -> Result<(), Failure> {
         // SIGHUP also comes when the terminal closes: a failed write to it is no reason to stop.
         use std::io::Write as _;
         let mut out = std::io::stdout();
-        let _ = match tracker.reload_access() {
+        let _ = match tracker.reload_access().await {
             Ok(n) if access.mode() != AccessMode::Off => writeln!(out, "access list read again: {n} info-hashes"),
             Ok(_) => writeln!(out, "no access list to read again (access.mode is off)"),
             Err(e) => {

@@ -74,6 +74,16 @@ max_peers_per_swarm = 100000
 max_peers_total = 20000000
 # Lock shards of the swarm table (a power of two): announces on different swarms rarely meet.
 shards = 256
+# Where swarms live: "memory" (this process: the fastest, one instance) or "redis" (a Redis
+# server that several tracker instances share: they give every client the same peers and
+# counts). On Redis, peers expire by Redis's clock (the instances' clocks do not matter), the
+# caps above hold, and shards is not used; while Redis does not answer, announces and scrapes
+# get a failure reason and the tracker reconnects by itself.
+backend = "memory"
+# With backend = "redis": the server, as redis://[:PASSWORD@]HOST[:PORT][/DB] or
+# unix:///PATH/TO/redis.sock. Use a Redis of its own (or a database of its own: /DB) with
+# maxmemory-policy noeviction.
+redis_url = ""
 
 [stats]
 # Serve / (HTML), /stats (JSON) and /metrics (Prometheus text) on the HTTP address.
@@ -150,6 +160,17 @@ pub struct StoreConfig {
     pub max_peers_per_swarm: u32,
     pub max_peers_total: u64,
     pub shards: usize,
+    pub backend: StoreBackend,
+    pub redis_url: String,
+}
+
+/// Where swarms live (see [`crate::backend`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Memory,
+    Redis,
 }
 
 /// Which info-hashes are served (see [`crate::access`]).
@@ -218,6 +239,8 @@ impl Default for StoreConfig {
             max_peers_per_swarm: 100_000,
             max_peers_total: 20_000_000,
             shards: 256,
+            backend: StoreBackend::Memory,
+            redis_url: String::new(),
         }
     }
 }
@@ -301,6 +324,20 @@ impl Config {
         if !self.http.enabled && !self.udp.enabled {
             return bad("both HTTP and UDP are off: nothing to serve");
         }
+        match self.store.backend {
+            StoreBackend::Redis if self.store.redis_url.is_empty() => {
+                return bad("store.backend \"redis\" needs store.redis_url, as redis://HOST:PORT or unix:///PATH");
+            }
+            StoreBackend::Redis => {
+                if let Err(e) = redis::Client::open(self.store.redis_url.as_str()) {
+                    return bad(&format!("store.redis_url: {e}"));
+                }
+            }
+            StoreBackend::Memory if !self.store.redis_url.is_empty() => {
+                return bad("store.redis_url is set but store.backend is \"memory\": say backend = \"redis\"");
+            }
+            StoreBackend::Memory => {}
+        }
         if self.access.mode != AccessMode::Off && self.access.list.as_os_str().is_empty() {
             return bad("access.mode \"allow\" or \"deny\" needs access.list, a file of info-hashes");
         }
@@ -361,5 +398,20 @@ mod tests {
         assert!(e.contains("unknown variant `sometimes`"), "{e}");
         let c = Config::from_toml("[access]\nmode = \"deny\"\nlist = \"/etc/bitswarm/deny.txt\"\n").unwrap();
         assert_eq!(c.access.mode, AccessMode::Deny);
+        // Redis: the URL is needed, checked, and only with the backend that uses it.
+        let e = Config::from_toml("[store]\nbackend = \"redis\"\n").unwrap_err().to_string();
+        assert!(e.contains("needs store.redis_url"), "{e}");
+        let e = Config::from_toml("[store]\nbackend = \"redis\"\nredis_url = \"http://x\"\n").unwrap_err().to_string();
+        assert!(e.contains("store.redis_url:"), "{e}");
+        let e = Config::from_toml("[store]\nredis_url = \"redis://127.0.0.1\"\n").unwrap_err().to_string();
+        assert!(e.contains("backend is \"memory\""), "{e}");
+        let e = Config::from_toml("[store]\nbackend = \"sql\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `sql`"), "{e}");
+        let e = Config::from_toml("[store]\nredis = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `redis`"), "{e}");
+        for url in ["redis://127.0.0.1:6379/2", "unix:///run/redis/redis.sock", "redis://:secret@10.0.0.1"] {
+            let c = Config::from_toml(&format!("[store]\nbackend = \"redis\"\nredis_url = \"{url}\"\n")).unwrap();
+            assert_eq!((c.store.backend, c.store.redis_url.as_str()), (StoreBackend::Redis, url));
+        }
     }
 }

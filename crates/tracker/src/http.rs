@@ -20,13 +20,13 @@ use axum::routing::get;
 use bitswarm_tracker_proto::http::{
     self as wire, AnnounceResponse, PeerForm, ScrapeResponse, ScrapeStats, encode_failure,
 };
-use bitswarm_tracker_proto::{Event, InfoHash};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::Shared;
 use crate::raw_target::EscapeTargets;
+use crate::service::{AnnounceRequest, Refusal};
 use crate::stats::{self, Metrics, Proto};
-use crate::store::{Announce, Families, Outcome, ReplyPeers};
+use crate::store::{Families, ReplyPeers};
 
 pub fn router(shared: Arc<Shared>) -> Router {
     let mut r = Router::new().route("/announce", get(announce)).route("/scrape", get(scrape));
@@ -220,55 +220,46 @@ impl Shared {
     }
 
     /// Answers an announce query; returns the bencoded body.
-    pub fn http_announce(&self, conn: SocketAddr, headers: &HeaderMap, query: &[u8]) -> Vec<u8> {
-        let m = self.metrics.of(Proto::Http);
+    pub async fn http_announce(&self, conn: SocketAddr, headers: &HeaderMap, query: &[u8]) -> Vec<u8> {
+        let refuse = |msg: &str| {
+            Metrics::inc(&self.metrics.of(Proto::Http).errors);
+            encode_failure(msg)
+        };
         let req = match wire::parse_announce(query) {
             Ok(r) => r,
-            Err(e) => {
-                Metrics::inc(&m.errors);
-                return encode_failure(&e.to_string());
-            }
+            Err(e) => return refuse(&e.to_string()),
         };
         let ip = match self.client_ip(conn, headers) {
             Ok(ip) => ip,
-            Err(e) => {
-                Metrics::inc(&m.errors);
-                return encode_failure(e);
-            }
+            Err(e) => return refuse(e),
         };
         let ip = match req.ip {
             Some(claimed) if self.config.http.allow_ip_param => claimed.to_canonical(),
             _ => ip,
         };
-        if !self.access.allows(&req.info_hash) {
-            Metrics::inc(&m.errors);
-            return encode_failure(crate::access::NOT_ALLOWED);
-        }
-        Metrics::inc(&m.announces);
-        let cfg = &self.config.announce;
-        let numwant = if req.event == Event::Stopped {
-            0
-        } else {
-            req.numwant.unwrap_or(cfg.numwant_default).min(cfg.numwant_max) as usize
-        };
-        let ann = Announce {
+        let ask = AnnounceRequest {
             info_hash: req.info_hash,
             peer_id: req.peer_id,
             addr: SocketAddr::new(ip, req.port),
             left: req.left,
             event: req.event,
-            numwant,
+            numwant: req.numwant,
+            max_peers: usize::MAX,
             families: Families::Both,
+            passkey: None,
         };
         let form = PeerForm::of(&req);
         let mut peers = ReplyPeers {
-            peers: Vec::with_capacity(numwant),
+            // A capacity hint only: the service decides how many.
+            peers: Vec::with_capacity(req.numwant.unwrap_or(self.config.announce.numwant_default).min(200) as usize),
             with_ids: matches!(form, PeerForm::Dictionary { peer_id: true }),
         };
-        let (counts, outcome) = self.store.announce(&ann, &mut peers);
-        if outcome == Outcome::Full {
-            Metrics::inc(&m.peers_refused);
-        }
+        let counts = match self.announce(Proto::Http, &ask, &mut peers).await {
+            Ok(c) => c,
+            // Counted already.
+            Err(Refusal(msg)) => return encode_failure(&msg),
+        };
+        let cfg = &self.config.announce;
         AnnounceResponse {
             interval: cfg.interval,
             min_interval: Some(cfg.min_interval),
@@ -283,38 +274,26 @@ impl Shared {
     }
 
     /// Answers a scrape query; returns the bencoded body.
-    pub fn http_scrape(&self, query: &[u8]) -> Vec<u8> {
-        let m = self.metrics.of(Proto::Http);
+    pub async fn http_scrape(&self, query: &[u8]) -> Vec<u8> {
         let req = match wire::parse_scrape(query) {
             Ok(r) => r,
             Err(e) => {
-                Metrics::inc(&m.errors);
+                Metrics::inc(&self.metrics.of(Proto::Http).errors);
                 return encode_failure(&e.to_string());
             }
         };
-        let stats = |h: InfoHash, c: crate::store::SwarmCounts| {
-            (h, ScrapeStats { complete: c.seeders, downloaded: c.downloaded, incomplete: c.leechers })
-        };
-        let files = if req.info_hashes.is_empty() {
-            if !self.config.scrape.full_scrape {
-                Metrics::inc(&m.errors);
-                return encode_failure("full scrape is disabled: name the info_hash values to scrape");
+        match self.scrape(Proto::Http, &req.info_hashes).await {
+            Ok(counts) => ScrapeResponse {
+                files: counts
+                    .into_iter()
+                    .map(|(h, c)| {
+                        (h, ScrapeStats { complete: c.seeders, downloaded: c.downloaded, incomplete: c.leechers })
+                    })
+                    .collect(),
             }
-            self.store
-                .all_counts()
-                .into_iter()
-                .filter(|(h, _)| self.access.allows(h))
-                .map(|(h, c)| stats(h, c))
-                .collect()
-        } else {
-            // A swarm the access list shuts out (after a reload) is reported empty.
-            req.info_hashes
-                .iter()
-                .map(|h| stats(*h, if self.access.allows(h) { self.store.counts(h) } else { Default::default() }))
-                .collect()
-        };
-        Metrics::inc(&m.scrapes);
-        ScrapeResponse { files }.encode()
+            .encode(),
+            Err(Refusal(msg)) => encode_failure(&msg),
+        }
     }
 }
 
@@ -324,26 +303,47 @@ async fn announce(State(s): State<Arc<Shared>>, req: Request) -> Response {
         Some(ConnectInfo(a)) => *a,
         None => SocketAddr::from(([0, 0, 0, 0], 0)),
     };
-    reply(s.http_announce(conn, req.headers(), req.uri().query().unwrap_or("").as_bytes()))
+    reply(s.http_announce(conn, req.headers(), req.uri().query().unwrap_or("").as_bytes()).await)
 }
 
 async fn scrape(State(s): State<Arc<Shared>>, uri: Uri) -> Response {
-    reply(s.http_scrape(uri.query().unwrap_or("").as_bytes()))
+    reply(s.http_scrape(uri.query().unwrap_or("").as_bytes()).await)
+}
+
+/// The stats pages cannot be made while the store does not answer.
+fn store_down(e: crate::backend::StoreError) -> Response {
+    tracing::warn!("stats: {e}");
+    (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", crate::service::STORE_UNAVAILABLE)).into_response()
 }
 
 async fn stats_html(State(s): State<Arc<Shared>>) -> Response {
-    let body = stats::html(&s.store, &s.metrics, s.config.stats.max_swarms_listed);
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+    match s.snapshot().await {
+        Ok(snap) => {
+            let body = stats::html(&snap, s.uptime(), &s.metrics);
+            ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+        }
+        Err(e) => store_down(e),
+    }
 }
 
 async fn stats_json(State(s): State<Arc<Shared>>) -> Response {
-    let body = stats::json(&s.store, &s.metrics, s.config.stats.max_swarms_listed);
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    match s.snapshot().await {
+        Ok(snap) => {
+            let body = stats::json(&snap, s.uptime(), &s.metrics);
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => store_down(e),
+    }
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let body = stats::prometheus(&s.store, &s.metrics);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    match s.backend.totals().await {
+        Ok(totals) => {
+            let body = stats::prometheus(&totals, s.uptime(), &s.metrics);
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+        }
+        Err(e) => store_down(e),
+    }
 }
 
 #[cfg(test)]

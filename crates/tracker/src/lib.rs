@@ -1,6 +1,11 @@
 //! The bitswarm tracker: HTTP and UDP announce and scrape over a sharded in-memory store, a
 //! background cleaner, a stats page and Prometheus metrics.
 //!
+//! The layout: `http` and `udp` read their wire formats and call the announce service
+//! ([`service`]: access, numwant, counters, the store call), which calls the store interface
+//! ([`backend::Backend`]), implemented by the in-memory store ([`store`]) and by Redis
+//! ([`redis_store`]), which several instances share.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! let mut config = bitswarm_tracker::Config::default();
@@ -13,11 +18,16 @@
 //! ```
 
 pub mod access;
+pub mod backend;
 pub mod clock;
 mod columns;
 pub mod config;
+#[cfg(test)]
+mod conformance;
 pub mod http;
 mod raw_target;
+pub mod redis_store;
+pub mod service;
 pub mod stats;
 pub mod store;
 pub mod udp;
@@ -28,19 +38,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use backend::Backend;
 pub use config::{Config, ConfigError, DEFAULT_TOML};
 pub use store::{Store, SwarmCounts, Totals};
 
 use bitswarm_tracker_proto::InfoHash;
 use stats::Metrics;
 
-/// What the servers share.
+/// What the servers share: the announce service ([`service`]) and what it works with.
 pub struct Shared {
     pub config: Config,
-    pub store: Store,
+    pub backend: Backend,
     pub metrics: Metrics,
     pub conn_ids: udp::ConnectionIds,
     pub access: access::Access,
+    started: clock::Clock,
 }
 
 impl Shared {
@@ -48,13 +60,32 @@ impl Shared {
     /// access list cannot be read.
     pub fn new(config: Config) -> Result<Shared, String> {
         config.validate().map_err(|e| e.to_string())?;
+        let backend = match config.store.backend {
+            config::StoreBackend::Memory => Backend::Memory(Store::new(
+                config.store.shards,
+                config.store.max_peers_per_swarm,
+                config.store.max_peers_total,
+            )),
+            config::StoreBackend::Redis => Backend::Redis(Box::new(redis_store::RedisStore::new(
+                &config.store.redis_url,
+                config.peer_timeout(),
+                config.store.max_peers_per_swarm,
+                config.store.max_peers_total,
+            )?)),
+        };
         Ok(Shared {
-            store: Store::new(config.store.shards, config.store.max_peers_per_swarm, config.store.max_peers_total),
+            backend,
             conn_ids: udp::ConnectionIds::new(config.udp.connection_id_valid, config.udp.connection_id_grace),
             metrics: Metrics::default(),
             access: access::Access::load(&config.access)?,
             config,
+            started: clock::Clock::start(),
         })
+    }
+
+    /// Time since the tracker started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 }
 
@@ -156,12 +187,7 @@ impl Tracker {
                     _ = tick.tick() => {}
                     _ = rx.wait_for(|s| *s) => break,
                 }
-                let (peers, swarms) = sh.store.clean(sh.config.peer_timeout());
-                sh.metrics.peers_expired.fetch_add(peers, Ordering::Relaxed);
-                sh.metrics.swarms_expired.fetch_add(swarms, Ordering::Relaxed);
-                if peers + swarms > 0 {
-                    tracing::debug!("cleaner: dropped {peers} peers and {swarms} swarms");
-                }
+                sh.clean().await;
             }
         }));
 
@@ -294,20 +320,28 @@ impl Handle {
     }
     /// Reads the access list again (see [`access::Access::reload`]) and drops the swarms it
     /// shuts out, with their peers; returns how many info-hashes it holds.
-    pub fn reload_access(&self) -> Result<usize, String> {
+    pub async fn reload_access(&self) -> Result<usize, String> {
         let n = self.shared.access.reload()?;
-        let (peers, swarms) = self.shared.store.retain_swarms(|h| self.shared.access.allows(h));
-        if swarms > 0 {
-            tracing::info!("access list: dropped {swarms} swarms ({peers} peers) it no longer allows");
+        match self.shared.drop_disallowed().await {
+            Ok((peers, swarms)) if swarms > 0 => {
+                tracing::info!("access list: dropped {swarms} swarms ({peers} peers) it no longer allows")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("access list: the swarms it shuts out could not be dropped: {e}"),
         }
         Ok(n)
     }
-    /// A swarm's counts right now.
+    /// A swarm's counts right now (zeros if the store does not answer). Blocks: for tests and
+    /// tools, not for async code.
     pub fn counts(&self, info_hash: &InfoHash) -> SwarmCounts {
-        self.shared.store.counts(info_hash)
+        let b = &self.shared.backend;
+        b.blocking(b.scrape(std::slice::from_ref(info_hash))).ok().and_then(|v| v.first().copied()).unwrap_or_default()
     }
+    /// Totals over every swarm (zeros if the store does not answer). Blocks, as
+    /// [`Handle::counts`].
     pub fn totals(&self) -> Totals {
-        self.shared.store.totals()
+        let b = &self.shared.backend;
+        b.blocking(b.totals()).unwrap_or_default()
     }
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared

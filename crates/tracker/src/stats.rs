@@ -5,7 +5,8 @@ use std::cell::Cell;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::store::{Store, SwarmInfo, Totals};
+use crate::backend::Snapshot;
+use crate::store::{SwarmInfo, Totals};
 
 /// The protocol a request came over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,8 +87,8 @@ fn get(c: &AtomicU64) -> u64 {
 }
 
 /// The `/metrics` body.
-pub fn prometheus(store: &Store, m: &Metrics) -> String {
-    let t = store.totals();
+pub fn prometheus(totals: &Totals, uptime: std::time::Duration, m: &Metrics) -> String {
+    let t = totals;
     let mut s = String::with_capacity(2048);
     // A series per protocol the counter can move for (connection ids are UDP's alone).
     let mut family = |name: &str, help: &str, protos: &[(Proto, &str)], f: &dyn Fn(&ProtoCounters) -> &AtomicU64| {
@@ -118,7 +119,7 @@ pub fn prometheus(store: &Store, m: &Metrics) -> String {
     gauge("leechers", "gauge", "Leechers tracked.", t.leechers);
     gauge("peers", "gauge", "Peers tracked.", t.peers);
     gauge("downloaded", "gauge", "Completed downloads seen in the swarms tracked.", t.downloaded);
-    gauge("uptime_seconds", "gauge", "Seconds since the tracker started.", store.uptime().as_secs());
+    gauge("uptime_seconds", "gauge", "Seconds since the tracker started.", uptime.as_secs());
     s
 }
 
@@ -156,14 +157,14 @@ fn requests(m: &Metrics) -> Requests {
 }
 
 /// The `/stats` body.
-pub fn json(store: &Store, m: &Metrics, limit: usize) -> String {
-    let swarms = store.top_swarms(limit);
+pub fn json(snap: &Snapshot, uptime: std::time::Duration, m: &Metrics) -> String {
+    let swarms = &snap.swarms;
     let j = StatsJson {
-        uptime_secs: store.uptime().as_secs(),
-        totals: store.totals(),
+        uptime_secs: uptime.as_secs(),
+        totals: snap.totals,
         requests: requests(m),
         swarms_listed: swarms.len(),
-        swarms: &swarms,
+        swarms,
     };
     serde_json::to_string_pretty(&j).unwrap_or_else(|_| "{}".into())
 }
@@ -178,9 +179,9 @@ fn duration(secs: u64) -> String {
 }
 
 /// The `/` page.
-pub fn html(store: &Store, m: &Metrics, limit: usize) -> String {
-    let t = store.totals();
-    let swarms = store.top_swarms(limit);
+pub fn html(snap: &Snapshot, uptime: std::time::Duration, m: &Metrics) -> String {
+    let t = snap.totals;
+    let swarms = &snap.swarms;
     let r = requests(m);
     let mut s = String::with_capacity(1024 + swarms.len() * 160);
     s.push_str(
@@ -193,7 +194,7 @@ pub fn html(store: &Store, m: &Metrics, limit: usize) -> String {
     let _ = writeln!(
         s,
         "<p>Up {}. {} swarms, {} peers ({} seeders, {} leechers), {} completed downloads.</p>",
-        duration(store.uptime().as_secs()),
+        duration(uptime.as_secs()),
         t.swarms,
         t.peers,
         t.seeders,
@@ -212,7 +213,7 @@ pub fn html(store: &Store, m: &Metrics, limit: usize) -> String {
     s.push_str(
         "<table>\n<tr><th>info-hash</th><th>seeders</th><th>leechers</th><th>completed</th><th>last activity</th></tr>\n",
     );
-    for w in &swarms {
+    for w in swarms {
         let _ = writeln!(
             s,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ago</td></tr>",
@@ -257,7 +258,7 @@ mod tests {
     }
 
     fn prometheus_counts_ok(m: &Metrics) -> bool {
-        let store = Store::new(1, 10, 10);
-        prometheus(&store, m).contains("bitswarm_tracker_announces_total{protocol=\"udp\"} 20000")
+        prometheus(&Totals::default(), std::time::Duration::ZERO, m)
+            .contains("bitswarm_tracker_announces_total{protocol=\"udp\"} 20000")
     }
 }

@@ -17,8 +17,10 @@ use std::time::Duration;
 use bitswarm_tracker_proto::udp::{self as wire, PacketError, Request};
 
 use crate::Shared;
+use crate::backend::{Job, Op};
+use crate::service::{AnnounceRequest, Refusal};
 use crate::stats::{Metrics, Proto};
-use crate::store::{Announce, Families, Outcome};
+use crate::store::Families;
 
 /// The most peers in a reply over IPv6 (see `handle`).
 pub const MAX_V6_PEERS: usize = 67;
@@ -98,19 +100,20 @@ fn worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
 fn simple_worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
     // One byte more than a packet may have, to tell a longer one.
     let mut buf = [0u8; MAX_PACKET + 1];
-    let mut out = Vec::with_capacity(MAX_PACKET);
-    let mut peers = Vec::with_capacity(MAX_PACKET);
+    let mut out = [Vec::with_capacity(MAX_PACKET)];
+    let mut jobs = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match sock.recv_from(&mut buf) {
             Ok((n, src)) => {
-                out.clear();
+                out[0].clear();
                 if n > MAX_PACKET {
-                    handle_too_long(shared, &buf[..MAX_PACKET], src, &mut out);
+                    handle_too_long(shared, &buf[..MAX_PACKET], src, &mut out[0]);
                 } else {
-                    handle(shared, &buf[..n], src, &mut out, &mut peers);
+                    handle(shared, &buf[..n], src, 0, &mut out[0], &mut jobs);
+                    finish(shared, &mut jobs, &mut out);
                 }
-                if !out.is_empty()
-                    && let Err(e) = sock.send_to(&out, src)
+                if !out[0].is_empty()
+                    && let Err(e) = sock.send_to(&out[0], src)
                 {
                     tracing::debug!("UDP reply to {src} not sent: {e}");
                 }
@@ -122,9 +125,10 @@ fn simple_worker(sock: UdpSocket, shared: &Shared, stop: &AtomicBool) {
     }
 }
 
-/// Answers one packet into `out` (left empty when no reply is due); `peers` is scratch space
-/// for an announce's compact peer list.
-pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, peers: &mut Vec<u8>) {
+/// Reads one packet, the `slot`-th of a batch: answers it into `out` at once (a connect, an
+/// error, or nothing for a packet that earns no reply), or starts its reply and adds what the
+/// store must do to `jobs`, for [`finish`] to complete.
+pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, slot: usize, out: &mut Vec<u8>, jobs: &mut Vec<Job>) {
     let m = shared.metrics.of(Proto::Udp);
     let ip = src.ip().to_canonical();
     let req = match Request::parse(packet) {
@@ -141,62 +145,82 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
                 Metrics::inc(&m.bad_connection_ids);
                 return;
             }
-            if !shared.access.allows(&a.info_hash) {
-                Metrics::inc(&m.errors);
-                wire::write_error(out, a.transaction_id, crate::access::NOT_ALLOWED);
-                return;
-            }
-            Metrics::inc(&m.announces);
-            let cfg = &shared.config.announce;
             let peer_ip = match a.ip {
                 Some(claimed) if shared.config.udp.allow_ip_field => IpAddr::V4(claimed),
                 _ => ip,
             };
-            let mut numwant = match a.event {
-                bitswarm_tracker_proto::Event::Stopped => 0,
-                _ => a.num_want.unwrap_or(cfg.numwant_default).min(cfg.numwant_max) as usize,
-            };
-            if peer_ip.is_ipv4() != ip.is_ipv4() {
+            let max_peers = if peer_ip.is_ipv4() != ip.is_ipv4() {
                 // A claimed IPv4 address over IPv6: the reply's format (the family the request
                 // came over) cannot carry the IPv4 peers the store would pick.
-                numwant = 0;
+                0
             } else if !ip.is_ipv4() {
                 // Keep IPv6 replies within the minimum IPv6 MTU (1280 bytes less 48 of headers)
                 // so they are never fragmented: 20 + 67 * 18 = 1226 bytes.
-                numwant = numwant.min(MAX_V6_PEERS);
+                MAX_V6_PEERS
             } else {
-                numwant = numwant.min(MAX_V4_PEERS);
-            }
-            let ann = Announce {
+                MAX_V4_PEERS
+            };
+            let ask = AnnounceRequest {
                 info_hash: a.info_hash,
                 peer_id: a.peer_id,
                 addr: SocketAddr::new(peer_ip, a.port),
                 left: a.left,
                 event: a.event,
-                numwant,
+                numwant: a.num_want,
+                max_peers,
                 families: Families::Same,
+                passkey: None,
             };
-            peers.clear();
-            let (counts, outcome) = shared.store.announce(&ann, peers);
-            if outcome == Outcome::Full {
-                Metrics::inc(&m.peers_refused);
+            match shared.admit(Proto::Udp, &ask) {
+                Ok(announce) => {
+                    // The counts are filled in by `finish`; the store appends the peers.
+                    wire::write_announce_header(out, a.transaction_id, shared.config.announce.interval, 0, 0);
+                    jobs.push(Job { slot, tag: a.transaction_id, op: Op::announce(announce) });
+                }
+                Err(Refusal(msg)) => wire::write_error(out, a.transaction_id, &msg),
             }
-            wire::write_announce_header(out, a.transaction_id, cfg.interval, counts.leechers, counts.seeders);
-            out.extend_from_slice(peers);
         }
         Request::Scrape(s) => {
             if !shared.conn_ids.check(s.connection_id, ip) {
                 Metrics::inc(&m.bad_connection_ids);
                 return;
             }
-            Metrics::inc(&m.scrapes);
-            out.extend_from_slice(&wire::ACTION_SCRAPE.to_be_bytes());
-            out.extend_from_slice(&s.transaction_id.to_be_bytes());
-            for h in &s.info_hashes {
-                let c = if shared.access.allows(h) { shared.store.counts(h) } else { Default::default() };
-                out.extend_from_slice(&c.seeders.to_be_bytes());
-                out.extend_from_slice(&c.downloaded.to_be_bytes());
-                out.extend_from_slice(&c.leechers.to_be_bytes());
+            jobs.push(Job { slot, tag: s.transaction_id, op: Op::scrape(s.info_hashes) });
+        }
+    }
+}
+
+/// Where the leecher and seeder counts of an announce reply are (after the action, transaction
+/// id and interval).
+const COUNTS_AT: usize = 12;
+
+/// Runs the store's part of a batch ([`handle`]) and completes its replies in `outs`.
+pub fn finish(shared: &Shared, jobs: &mut Vec<Job>, outs: &mut [Vec<u8>]) {
+    if jobs.is_empty() {
+        return;
+    }
+    shared.run_batch(Proto::Udp, jobs, outs);
+    for j in jobs.drain(..) {
+        let out = &mut outs[j.slot];
+        match j.op {
+            Op::Announce { result: Ok((counts, _)), .. } => {
+                if let Some(c) = out.get_mut(COUNTS_AT..COUNTS_AT + 8) {
+                    c[..4].copy_from_slice(&counts.leechers.to_be_bytes());
+                    c[4..].copy_from_slice(&counts.seeders.to_be_bytes());
+                }
+            }
+            Op::Scrape { result: Ok(counts), .. } => {
+                out.extend_from_slice(&wire::ACTION_SCRAPE.to_be_bytes());
+                out.extend_from_slice(&j.tag.to_be_bytes());
+                for c in counts {
+                    out.extend_from_slice(&c.seeders.to_be_bytes());
+                    out.extend_from_slice(&c.downloaded.to_be_bytes());
+                    out.extend_from_slice(&c.leechers.to_be_bytes());
+                }
+            }
+            Op::Announce { result: Err(e), .. } | Op::Scrape { result: Err(e), .. } => {
+                out.clear();
+                wire::write_error(out, j.tag, &e.0);
             }
         }
     }
@@ -235,7 +259,7 @@ mod batched {
     use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use super::{MAX_PACKET as BUF, Shared, handle, handle_too_long};
+    use super::{MAX_PACKET as BUF, Shared, finish, handle, handle_too_long};
 
     pub const BATCH: usize = 32;
 
@@ -269,7 +293,7 @@ mod batched {
         let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
         let mut send_hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
         let mut send_iovs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
-        let mut peers: Vec<u8> = Vec::with_capacity(BUF);
+        let mut jobs = Vec::with_capacity(BATCH);
         let addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         while !stop.load(Ordering::Relaxed) {
             iovs.clear();
@@ -307,9 +331,11 @@ mod batched {
                 if hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                     handle_too_long(shared, &bufs[i][..len], src, out);
                 } else {
-                    handle(shared, &bufs[i][..len], src, out, &mut peers);
+                    handle(shared, &bufs[i][..len], src, i, out, &mut jobs);
                 }
             }
+            // The store's part of the whole batch at once (one round trip to a remote store).
+            finish(shared, &mut jobs, &mut outs);
             for i in 0..n {
                 if outs[i].is_empty() {
                     continue;

@@ -304,7 +304,7 @@ fn http_clients_that_never_read_are_closed() {
             numwant: 0,
             families: Families::Same,
         };
-        t.shared().store.announce(&a, &mut Vec::<u8>::new());
+        t.shared().backend.memory().unwrap().announce(&a, &mut Vec::<u8>::new());
     }
     let a = t.http_addr.unwrap();
     let one = get(a, "/stats").1.len();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod redis;
 pub mod swarm;
 
 use std::io::{BufRead, BufReader, Read};
@@ -29,7 +30,7 @@ pub fn bitswarm() -> Command {
     c
 }
 
-pub const INSTALL: &str = "apt-get install -y aria2 transmission-cli python3-libtorrent opentracker mktorrent openssl python3-prometheus-client";
+pub const INSTALL: &str = "apt-get install -y aria2 transmission-cli python3-libtorrent opentracker mktorrent openssl python3-prometheus-client redis-server";
 
 /// True when the interop tests are skipped on purpose (`BITSWARM_SKIP_INTEROP=1`).
 pub fn skip_interop() -> bool {

@@ -1,0 +1,208 @@
+//! Several `bitswarm tracker` processes on one Redis (`store.backend = "redis"`), with a real
+//! `redis-server` of the tests' own on a Unix socket: an aria2 seeder announcing to one
+//! instance (HTTP) and a libtorrent leecher announcing to the other (UDP) find each other and
+//! the download completes; both instances scrape the same counts; `kill -9` of one instance
+//! loses nothing; Redis killed and started again under load: the instance answers with a failure
+//! reason (HTTP) and an error packet (UDP) meanwhile, never ends, and serves again by itself.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bitswarm_tracker_proto::http::{self, AnnounceRequest, AnnounceResponse};
+use bitswarm_tracker_proto::udp::{self, Family, Request, Response};
+use bitswarm_tracker_proto::{Event, InfoHash, PeerId};
+use common::redis::Redis;
+use common::swarm::{OurTracker, aria2, create_torrent, lt_peer};
+use common::{free_port, random_file, require, tempdir, wait_for};
+
+const T: Duration = Duration::from_secs(60);
+
+/// Short intervals (real clients announce again within the test) and Redis at `url`.
+fn config(url: &str) -> String {
+    format!(
+        "[announce]\ninterval = 2\nmin_interval = 1\n[store]\npeer_timeout = 30\ncleaner_interval = 1\n\
+         backend = \"redis\"\nredis_url = \"{url}\"\n"
+    )
+}
+
+fn start(dir: &Path, name: &str, url: &str) -> OurTracker {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut t = OurTracker::start(&dir, &config(url));
+    let line = t.proc.wait_line(T, |l| l.starts_with("store: "));
+    assert!(line.contains("Redis at unix://") && line.ends_with("(answering)"), "{line}");
+    t
+}
+
+fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let at = resp.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP response") + 4;
+    resp[at..].to_vec()
+}
+
+/// An HTTP announce of `h` from made-up peer `id` (port 6000 + id).
+fn announce(t: &OurTracker, h: InfoHash, id: u8, left: u64, event: Event) -> Result<AnnounceResponse, String> {
+    let mut req = AnnounceRequest::new(h, PeerId([id; 20]), 6000 + u16::from(id), left);
+    req.event = event;
+    AnnounceResponse::decode(&get(t.http, &http::announce_url("/announce", &req))).map_err(|e| e.to_string())
+}
+
+/// A UDP client of one tracker.
+struct UdpClient {
+    sock: UdpSocket,
+    server: SocketAddr,
+    cid: u64,
+}
+
+impl UdpClient {
+    fn new(server: SocketAddr) -> UdpClient {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut c = UdpClient { sock, server, cid: 0 };
+        let Some(Response::Connect { connection_id, .. }) = c.ask(&Request::Connect { transaction_id: 1 }) else {
+            panic!("no connect reply")
+        };
+        c.cid = connection_id;
+        c
+    }
+
+    fn ask(&self, r: &Request) -> Option<Response> {
+        self.sock.send_to(&r.encode(), self.server).unwrap();
+        let mut buf = [0u8; 2048];
+        let n = self.sock.recv(&mut buf).ok()?;
+        Response::parse(&buf[..n], Family::V4).ok()
+    }
+
+    fn announce(&self, h: InfoHash, port: u16, tid: u32) -> Option<Response> {
+        self.ask(&Request::Announce(udp::AnnounceRequest {
+            connection_id: self.cid,
+            transaction_id: tid,
+            info_hash: h,
+            peer_id: PeerId([9; 20]),
+            downloaded: 0,
+            left: 5,
+            uploaded: 0,
+            event: Event::None,
+            ip: None,
+            key: 0,
+            num_want: Some(10),
+            port,
+            url_data: Vec::new(),
+        }))
+    }
+}
+
+#[test]
+fn interop_two_trackers_on_one_redis_aria2_seeds_to_libtorrent_and_kill_9_loses_nothing() {
+    if !require("aria2c") || !require("libtorrent") {
+        return;
+    }
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempdir();
+    let mut a = start(dir.path(), "a", &redis.url());
+    let b = start(dir.path(), "b", &redis.url());
+
+    // One payload, a torrent for each tracker (the info dictionary, hence the info-hash, is
+    // the same): aria2 announces to a over HTTP, libtorrent to b over UDP.
+    let file = dir.path().join("seed").join("payload.bin");
+    let data = random_file(&file, 2 << 20, 19);
+    let (ta, tb) = (dir.path().join("a.torrent"), dir.path().join("b.torrent"));
+    let ha = create_torrent(&file, &ta, &["-t", &a.http_url()]);
+    let hb = create_torrent(&file, &tb, &["-t", &b.udp_url()]);
+    assert_eq!(ha, hb);
+    let h = InfoHash::parse(&ha).unwrap();
+
+    let aria2_port = free_port();
+    let _seed = aria2(true, &ta, &dir.path().join("seed"), aria2_port);
+    a.wait_scrape(&ha, (1, 0, 0), "aria2 seeding through a");
+    b.wait_scrape(&ha, (1, 0, 0), "b sees the seeder that announced to a");
+
+    let leech_dir = dir.path().join("leech");
+    let (mut leech, leech_port) = lt_peer("leech", &tb, &leech_dir, &[]);
+    leech.wait_line(T, |l| l == "done");
+    assert!(std::fs::read(leech_dir.join("payload.bin")).unwrap() == data, "the download differs");
+    // libtorrent said `completed` to b and seeds on; a counts it too.
+    b.wait_scrape(&ha, (2, 0, 1), "libtorrent completed through b");
+    a.wait_scrape(&ha, (2, 0, 1), "a sees what b was told");
+
+    // kill -9 of a: b still serves both peers (a made-up leecher asking b gets them both).
+    a.proc.child.kill().unwrap();
+    a.proc.child.wait().unwrap();
+    let r = announce(&b, h, 1, 5, Event::Started).unwrap();
+    let mut ports: Vec<u16> = r.peers.iter().map(|p| p.addr.port()).collect();
+    ports.sort();
+    let mut want = vec![aria2_port, leech_port];
+    want.sort();
+    assert_eq!(ports, want, "{r:?}");
+    assert_eq!((r.complete, r.incomplete, r.downloaded), (2, 1, Some(1)));
+    b.wait_scrape(&ha, (2, 1, 1), "b after a was killed");
+}
+
+#[test]
+fn redis_restarted_under_load_the_tracker_recovers_by_itself() {
+    let Some(mut redis) = Redis::start() else { return };
+    let dir = tempdir();
+    let mut t = start(dir.path(), "t", &redis.url());
+    let h = InfoHash([5; 20]);
+    announce(&t, h, 1, 5, Event::Started).unwrap();
+    assert_eq!(announce(&t, h, 2, 0, Event::Started).unwrap().peers.len(), 1);
+
+    // Load: UDP announces from several sockets, as fast as they are answered (bounded in
+    // time), counting the replies of each kind.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load: Vec<_> = (0..4u16)
+        .map(|i| {
+            let (stop, ok, failed, server) = (stop.clone(), ok.clone(), failed.clone(), t.udp);
+            std::thread::spawn(move || {
+                let c = UdpClient::new(server);
+                let end = Instant::now() + Duration::from_secs(120);
+                let mut tid = 0u32;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    tid += 1;
+                    match c.announce(InfoHash([6 + i as u8; 20]), 7000 + (tid % 50) as u16, tid) {
+                        Some(Response::Announce(_)) => ok.fetch_add(1, Ordering::Relaxed),
+                        Some(Response::Error { message, .. }) => {
+                            assert_eq!(message, "tracker storage is unavailable; try again later");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        other => panic!("{other:?}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    wait_for(T, "UDP announces answered", || (ok.load(Ordering::Relaxed) > 200).then_some(()));
+
+    // Redis goes away: announces get a failure reason, the tracker lives on.
+    redis.down();
+    let reason = wait_for(T, "an HTTP failure reason", || announce(&t, h, 3, 5, Event::None).err());
+    assert!(reason.contains("tracker storage is unavailable"), "{reason}");
+    wait_for(T, "UDP error packets", || (failed.load(Ordering::Relaxed) > 0).then_some(()));
+    assert!(t.proc.child.try_wait().unwrap().is_none(), "the tracker ended: {}", t.proc.output());
+    let page = get(t.http, "/metrics");
+    assert!(String::from_utf8_lossy(&page).contains("tracker storage is unavailable"));
+
+    // Redis is back (empty: it kept nothing): the tracker serves again without a restart.
+    redis.up();
+    let before = ok.load(Ordering::Relaxed);
+    wait_for(T, "HTTP announces served again", || announce(&t, h, 4, 5, Event::Started).ok());
+    wait_for(T, "UDP announces served again", || (ok.load(Ordering::Relaxed) > before + 200).then_some(()));
+    let r = announce(&t, h, 5, 0, Event::Started).unwrap();
+    assert_eq!((r.complete, r.incomplete), (1, 1), "{r:?}");
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.join().unwrap();
+    }
+    assert!(t.proc.child.try_wait().unwrap().is_none(), "the tracker ended: {}", t.proc.output());
+}
