@@ -28,7 +28,9 @@
 //!   the kernel releases it when the owner dies, so a crash leaves no stale lock.
 //! * **Checked at open.** `PRAGMA quick_check` reads every page, indexes included (the load
 //!   alone would not notice a damaged index on `info_hash`, which would let a torrent be stored
-//!   twice); a damaged or foreign file is an error that says what to do, never a panic.
+//!   twice); a damaged or foreign file is an error that says what to do, never a panic. The
+//!   check and the load run in one transaction with a page cache the size of the file, so the
+//!   file is read once (10.8 MB at 10,000 torrents, 31.6 MB with the default 2 MB cache).
 //! * **Versioned schema.** `PRAGMA user_version` counts the migrations applied; `open`
 //!   applies the missing ones in the same transaction and refuses a file from a newer bitswarm
 //!   ([`StateError::TooNew`]). `PRAGMA application_id` marks the file as ours.
