@@ -587,7 +587,6 @@ impl Live {
 
     /// Connections, banned addresses, peers sending to us (they unchoke us and we are
     /// interested), peers we send to (we unchoke them and they are interested).
-    /// Peers, banned addresses, peers sending to us, peers we send to.
     pub(crate) fn counts_in(st: &State) -> (usize, usize, usize, usize) {
         let sending = st
             .peers
@@ -1204,9 +1203,9 @@ const STOPPED_TIMEOUT: Duration = Duration::from_secs(3);
 const MIN_REANNOUNCE: Duration = Duration::from_secs(30);
 const MAX_REANNOUNCE: Duration = Duration::from_secs(3600);
 
-/// Announces `started`, then again at the tracker's interval, `completed` when the download
-/// completes; backs off while every tracker fails (the download goes on with the peers it has).
-/// One announce of a run, from the session's timer; then puts the next in the schedule.
+/// One announce of a run, from the session's timer (`started` first, then at the tracker's
+/// interval, `completed` when the download completes; backing off while every tracker fails,
+/// the download going on with the peers it has); then puts the next in the schedule.
 async fn announce_once(live: Arc<Live>, mut tiers: Tiers, event: Event, generation: u64) {
     let a = live.announce_state(event);
     let result = tiers.announce(&live.core.trackers, &a).await;
@@ -1279,14 +1278,20 @@ async fn announce_once(live: Arc<Live>, mut tiers: Tiers, event: Event, generati
     if let Some(url) = parked
         && !st.parked
     {
-        // Spread out when it comes: thousands of torrents may wait on the same server.
+        // The gate tells it when the server answers again (see `server_back`).
         st.parked = live.core.trackers.park(&url, Arc::downgrade(&live) as Weak<dyn tracker::Parked>);
         if !st.parked {
             // It answers already (another torrent's probe got through just now).
-            at = at.min(tokio::time::Instant::now() + Duration::from_millis(crate::random_u64() % 30_000));
+            at = at.min(recovery_time());
         }
     }
     live.core.announcer.schedule(&live, &mut st.key, at, &live.runtime);
+}
+
+/// When a run that waited on a tracker server announces once the server answers again: within
+/// 30 s, at random (thousands of torrents may have waited on the same server).
+fn recovery_time() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_millis(crate::random_u64() % 30_000)
 }
 
 impl tracker::Parked for Live {
@@ -1300,7 +1305,7 @@ impl tracker::Parked for Live {
         if a.task.is_some() || *self.stop.borrow() {
             return;
         }
-        let at = tokio::time::Instant::now() + Duration::from_millis(crate::random_u64() % 30_000);
+        let at = recovery_time();
         if a.key.is_some_and(|k| k.0 <= at) {
             return;
         }

@@ -682,13 +682,15 @@ impl Torrent {
         let live = self.live();
         // Under one lock each, without copying the pieces (a listing of 10,000 torrents asks
         // this 10,000 times).
-        let (pieces_have, pieces, have_bytes, wanted, left, (peers, banned, peers_sending, peers_getting)) =
+        // `known`: the verified pieces are known (checked, or trusted from resume data).
+        let (known, pieces_have, pieces, have_bytes, wanted, left, (peers, banned, peers_sending, peers_getting)) =
             match (&live, &meta) {
                 (Some(l), _) => {
                     let st = l.state();
                     let have = st.picker.have();
                     let p = &st.picker;
-                    (have.count(), have.len(), p.bytes_done(), p.wanted_size(), p.wanted_left(), Live::counts_in(&st))
+                    let counts = Live::counts_in(&st);
+                    (true, have.count(), have.len(), p.bytes_done(), p.wanted_size(), p.wanted_left(), counts)
                 }
                 (None, Some(m)) => {
                     let prio = self.settings().piece_priorities(&m.info);
@@ -702,11 +704,10 @@ impl Torrent {
                         l += if *p > 0 && !had(i) { size(i) } else { 0 };
                     }
                     let (ph, pn) = have.as_ref().map_or((0, m.info.piece_count()), |h| (h.count(), h.len()));
-                    (ph, pn, h, w, l, (0, 0, 0, 0))
+                    (have.is_some(), ph, pn, h, w, l, (0, 0, 0, 0))
                 }
-                (None, None) => (0, 0, 0, 0, 0, (0, 0, 0, 0)),
+                (None, None) => (false, 0, 0, 0, 0, 0, (0, 0, 0, 0)),
             };
-        let known = live.is_some() || self.have.lock().unwrap_or_else(|p| p.into_inner()).is_some();
         TorrentStats {
             state: self.state(),
             name: self.name(),
