@@ -322,10 +322,14 @@ fn a_download_limit_holds_within_ten_percent() {
     let mut seeder = Proc::spawn("bitswarm seed", seed);
     listening_port(&mut seeder);
     let daemon = OurDaemon::start(t.path(), "", None);
-    daemon.remote(&["-a", a.to_str().unwrap(), "--start-paused"]);
+    // transmission-remote's `--start-paused` is a session-set sent after the torrent-add of the
+    // same command line: the torrent started at once, and 12 MiB over loopback could be in
+    // before the limit. So: added stopped, then the limit, then the start (in calls of their
+    // own: it also sends torrent-start before the torrent-set of one command line).
+    daemon.remote(&["--start-paused"]);
+    daemon.remote(&["-a", a.to_str().unwrap()]);
     let id = id_of(&daemon, &ha);
-    // Two calls: transmission-remote sends torrent-start before the torrent-set of the same
-    // command line, and 12 MiB over loopback can be in before the limit.
+    assert_eq!(daemon.torrent(id, &["status"])["status"], 0, "added stopped");
     daemon.remote(&["-t", &id.to_string(), "-d", "400"]);
     assert_eq!(daemon.torrent(id, &["downloadLimit"])["downloadLimit"], 400);
     daemon.remote(&["-t", &id.to_string(), "-s"]);
