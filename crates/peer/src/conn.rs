@@ -457,7 +457,9 @@ impl<L: Link> Conn<L> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_recv = Instant::now();
         let mut last_keepalive = Instant::now();
-        let mut shutdown = self.link.stopping();
+        // The torrent outlives its connections; the stop signal borrows this handle of it.
+        let link = self.link.clone();
+        let mut shutdown = link.stopping();
         loop {
             tokio::select! {
                 n = rd.read(&mut buf[filled..filled.saturating_add(self.link.read_quantum()).min(buf_len)]) => {
@@ -492,7 +494,7 @@ impl<L: Link> Conn<L> {
                 _ = self.out.closed() => return Err(ConnError::WriterGone),
                 // `wait_for` also sees a stop that came before this connection subscribed.
                 // (The guard `wait_for` returns is dropped inside: it must not live across an await.)
-                () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return Err(ConnError::Closed),
+                () = shutdown.wait_for(|stop| *stop) => return Err(ConnError::Closed),
             }
         }
     }

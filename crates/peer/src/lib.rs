@@ -25,6 +25,7 @@ mod picker;
 mod queue;
 mod rate;
 mod session;
+mod signal;
 mod torrent;
 mod tracker;
 

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use bitswarm_wire::{Bitfield, BlockRef};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+
+use crate::signal::Receiver;
 
 /// A connection's number within its torrent (a new one for every connection).
 pub type PeerKey = u64;
@@ -102,7 +104,7 @@ pub trait Link: Send + Sync + 'static {
     fn info_bytes(&self) -> &[u8];
     fn piece_count(&self) -> usize;
     /// Resolves (true) when the torrent stops: every connection closes.
-    fn stopping(&self) -> watch::Receiver<bool>;
+    fn stopping(&self) -> Receiver<'_, bool>;
     /// The torrent cannot go on (a piece could not be read, say).
     fn fail(&self, message: String);
 

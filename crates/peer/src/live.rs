@@ -14,7 +14,9 @@ use bitswarm_tracker_proto::Event;
 use bitswarm_wire::{BLOCK_SIZE, Bitfield, BlockRef};
 use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
+
+use crate::signal::{Receiver, Watched};
 use tracing::{debug, info, warn};
 
 use crate::choker::{self, Candidate};
@@ -241,9 +243,9 @@ pub(crate) struct Live {
     choke_wake: Notify,
     cache: Mutex<VecDeque<(u32, Arc<Vec<u8>>)>>,
     cache_pieces: usize,
-    stop: watch::Sender<bool>,
+    stop: Watched<bool>,
     /// Every piece is verified and written.
-    complete: watch::Sender<bool>,
+    complete: Watched<bool>,
     fatal: Mutex<Option<String>>,
     fatal_wake: Notify,
     /// The tracker that answered last (it gets the `stopped` announce).
@@ -345,8 +347,8 @@ impl Live {
             choke_wake: Notify::new(),
             cache: Mutex::new(VecDeque::new()),
             cache_pieces,
-            stop: watch::channel(false).0,
-            complete: watch::channel(complete_now).0,
+            stop: Watched::new(false),
+            complete: Watched::new(complete_now),
             fatal: Mutex::new(None),
             fatal_wake: Notify::new(),
             tracker: Mutex::new(None),
@@ -424,7 +426,7 @@ impl Live {
 
     /// Watches whether every wanted piece is here (it goes back to false when more files
     /// become wanted).
-    pub fn complete_rx(&self) -> watch::Receiver<bool> {
+    pub fn complete_rx(&self) -> Receiver<'_, bool> {
         self.complete.subscribe()
     }
 
@@ -896,7 +898,7 @@ impl Link for Live {
     fn piece_count(&self) -> usize {
         self.meta.info.piece_count()
     }
-    fn stopping(&self) -> watch::Receiver<bool> {
+    fn stopping(&self) -> Receiver<'_, bool> {
         self.stop.subscribe()
     }
     fn fail(&self, message: String) {

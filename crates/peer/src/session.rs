@@ -11,7 +11,6 @@ use std::time::Duration;
 use bitswarm_metainfo::InfoHash;
 use bitswarm_wire::mse::req2_digest;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tracing::debug;
 
 use crate::conn;
@@ -221,7 +220,7 @@ impl Session {
         }
         for h in &all {
             let mut rx = h.t.subscribe();
-            let _ = rx.wait_for(|s| !s.is_active()).await;
+            rx.wait_for(|s| !s.is_active()).await;
         }
     }
 
@@ -425,10 +424,6 @@ impl TorrentHandle {
             l.add_peers(peers.iter().copied(), Source::Given);
         }
     }
-    /// Watches the state.
-    pub fn subscribe(&self) -> watch::Receiver<State> {
-        self.t.subscribe()
-    }
     /// Resolves when every piece is verified and written (with the data complete at the
     /// start, at once once checked), or with the error that stopped the torrent.
     pub async fn wait_complete(&self) -> Result<(), String> {
@@ -442,16 +437,14 @@ impl TorrentHandle {
                     if let Some(l) = self.t.live() {
                         tokio::select! {
                             _ = l.wait_complete() => return Ok(()),
-                            r = rx.changed() => if r.is_err() { return Err("removed".into()) },
+                            () = rx.changed() => {}
                         }
                         continue;
                     }
                 }
                 _ => {}
             }
-            if rx.changed().await.is_err() {
-                return Err("removed".into());
-            }
+            rx.changed().await;
         }
     }
     /// For a magnet link: the size of the metadata and the peer that gave it, once it came.
@@ -462,22 +455,19 @@ impl TorrentHandle {
     /// for its turn), or with the error that stopped it, or when it is stopped.
     pub async fn wait_ready(&self) -> Result<(), String> {
         let mut rx = self.t.subscribe();
-        let r = rx
-            .wait_for(|s| !matches!(s, State::FetchingMetadata | State::CheckQueued | State::Checking))
-            .await
-            .map(|s| s.clone());
-        match r {
-            Ok(State::Error(e)) => Err(e),
-            Ok(State::Stopped) => Err("stopped".into()),
-            Ok(_) => Ok(()),
-            Err(_) => Err("removed".into()),
+        rx.wait_for(|s| !matches!(s, State::FetchingMetadata | State::CheckQueued | State::Checking)).await;
+        let state = rx.borrow().clone();
+        match state {
+            State::Error(e) => Err(e),
+            State::Stopped => Err("stopped".into()),
+            _ => Ok(()),
         }
     }
     /// Resolves once the torrent runs (it takes connections), is stopped or failed; a torrent
     /// that waits for its turn in the queue waits here too.
     pub async fn wait_running(&self) {
         let mut rx = self.t.subscribe();
-        let _ = rx.wait_for(|s| matches!(s, State::Seeding | State::Downloading) || !s.is_active()).await;
+        rx.wait_for(|s| matches!(s, State::Seeding | State::Downloading) || !s.is_active()).await;
     }
     /// Resolves with the message of the error that stops the torrent.
     pub async fn wait_error(&self) -> String {
@@ -486,9 +476,7 @@ impl TorrentHandle {
             if let State::Error(e) = rx.borrow_and_update().clone() {
                 return e;
             }
-            if rx.changed().await.is_err() {
-                return std::future::pending().await;
-            }
+            rx.changed().await;
         }
     }
     /// Stops, and waits until the run has ended (connections closed, pieces written, the
@@ -496,7 +484,7 @@ impl TorrentHandle {
     pub async fn stop_and_wait(&self) {
         self.t.stop();
         let mut rx = self.t.subscribe();
-        let _ = rx.wait_for(|s| !s.is_active()).await;
+        rx.wait_for(|s| !s.is_active()).await;
     }
 }
 

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::signal::{Receiver, Watched};
 use bitswarm_metainfo::{InfoHash, Magnet, Metainfo};
 use bitswarm_storage::PieceState;
 use bitswarm_wire::Bitfield;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::core::Core;
@@ -364,7 +364,8 @@ pub(crate) struct Torrent {
     core: Arc<Core>,
     queue: Arc<Queue>,
     meta: RwLock<Option<Arc<Metainfo>>>,
-    magnet: Option<Magnet>,
+    /// Boxed, as the resume data: most torrents have neither.
+    magnet: Option<Box<Magnet>>,
     dir: Mutex<PathBuf>,
     seed_only: bool,
     peers: Vec<SocketAddr>,
@@ -372,15 +373,15 @@ pub(crate) struct Torrent {
     settings: Mutex<TorrentSettings>,
     times: Mutex<Times>,
     /// Resume data to start from, until the first check uses it.
-    resume: Mutex<Option<Resume>>,
+    resume: Mutex<Option<Box<Resume>>>,
     /// Bumped by every change a client may want to hear of (state, settings, pieces).
     generation: AtomicU64,
     /// When the last such change happened.
     changed_at: Mutex<Instant>,
     /// A seeding limit was reached (Transmission's `isFinished`).
     finished: AtomicBool,
-    wish: watch::Sender<Wish>,
-    state: watch::Sender<State>,
+    wish: Watched<Wish>,
+    state: Watched<State>,
     /// The verified pieces as last known (kept while stopped).
     have: Mutex<Option<Bitfield>>,
     live: Mutex<Option<Arc<Live>>>,
@@ -431,19 +432,19 @@ impl Torrent {
             core,
             queue,
             meta: RwLock::new(meta),
-            magnet,
+            magnet: magnet.map(Box::new),
             dir: Mutex::new(add.dir),
             seed_only: add.seed_only,
             peers,
             no_trackers: add.no_trackers,
             settings: Mutex::new(add.settings),
             times: Mutex::new(times),
-            resume: Mutex::new(add.resume),
+            resume: Mutex::new(add.resume.map(Box::new)),
             generation: AtomicU64::new(0),
             changed_at: Mutex::new(Instant::now()),
             finished: AtomicBool::new(false),
-            wish: watch::channel(Wish { run: !add.paused, force: false, verify: 0, halt: false }).0,
-            state: watch::channel(if add.paused { State::Stopped } else { State::CheckQueued }).0,
+            wish: Watched::new(Wish { run: !add.paused, force: false, verify: 0, halt: false }),
+            state: Watched::new(if add.paused { State::Stopped } else { State::CheckQueued }),
             have: Mutex::new(None),
             live: Mutex::new(None),
             counters: Arc::new(counters),
@@ -463,9 +464,11 @@ impl Torrent {
     }
 
     pub fn name(&self) -> String {
-        match (self.meta(), &self.magnet) {
-            (Some(m), _) => m.info.name.clone(),
-            (None, Some(Magnet { name: Some(n), .. })) => n.clone(),
+        if let Some(m) = &*self.meta.read().unwrap_or_else(|p| p.into_inner()) {
+            return m.info.name.clone();
+        }
+        match self.magnet.as_deref() {
+            Some(Magnet { name: Some(n), .. }) => n.clone(),
             _ => self.info_hash.to_hex(),
         }
     }
@@ -478,7 +481,7 @@ impl Torrent {
         self.state.borrow().clone()
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<State> {
+    pub fn subscribe(&self) -> Receiver<'_, State> {
         self.state.subscribe()
     }
 
@@ -779,9 +782,7 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
             if t.retired.load(Ordering::Acquire) {
                 return;
             }
-            if wish.changed().await.is_err() {
-                return;
-            }
+            wish.changed().await;
             continue;
         }
         // 1. The metadata of a magnet link.
@@ -803,12 +804,7 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
                             continue;
                         }
                     },
-                    r = wish.changed() => {
-                        if r.is_err() {
-                            return;
-                        }
-                        continue;
-                    }
+                    () = wish.changed() => continue,
                 }
             }
         };
@@ -824,42 +820,42 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
                     t.stop();
                     continue;
                 }
-                None if wish.has_changed().is_err() => return,
                 None => continue,
             }
         }
         // 3. A turn in the queue.
-        let settings = t.set_settings(|_| {}); // sized to the files now that they are known
         let have = t.have().unwrap_or_else(|| Bitfield::new(meta.info.piece_count()));
-        let done = settings.piece_priorities(&meta.info).iter().enumerate().all(|(i, p)| *p == 0 || have.get(i));
+        let done = {
+            let settings = t.set_settings(|_| {}); // sized to the files now that they are known
+            settings.piece_priorities(&meta.info).iter().enumerate().all(|(i, p)| *p == 0 || have.get(i))
+        };
         if done {
             t.times.lock().unwrap_or_else(|p| p.into_inner()).done.get_or_insert_with(SystemTime::now);
         }
         let kind = if done { Kind::Seed } else { Kind::Download };
         t.set_state(if kind == Kind::Seed { State::SeedQueued } else { State::DownloadQueued });
         let slot = tokio::select! {
-            s = t.queue.acquire(t.id, &t.position, kind, w.force) => s,
-            r = wish.changed() => {
-                if r.is_err() {
-                    return;
-                }
-                continue;
-            }
+            // Boxed: the driver of an idle torrent keeps only what its wait needs.
+            s = Box::pin(t.queue.acquire(t.id, &t.position, kind, w.force)) => s,
+            () = wish.changed() => continue,
         };
         // 4. A run (its state says so once it serves peers).
-        let cfg = LiveConfig {
-            id: t.id,
-            dir: t.dir(),
-            writable: !t.seed_only,
-            files_ready: t.files_vouched.swap(false, Ordering::AcqRel),
-            trackers: t.trackers(&meta),
-            peers: t.peers.iter().map(|a| (*a, Source::Given)).collect(),
-            max_peers: settings.max_peers.unwrap_or_else(|| t.core.settings().max_peers_per_torrent),
-            max_upload_rate: settings.upload_rate(),
-            max_download_rate: settings.download_rate(),
-            honors_session_limits: settings.honors_session_limits,
-            priorities: settings.piece_priorities(&meta.info),
-            wanted_files: (0..meta.info.files.len()).map(|i| settings.wanted(i)).collect(),
+        let cfg = {
+            let settings = t.settings();
+            LiveConfig {
+                id: t.id,
+                dir: t.dir(),
+                writable: !t.seed_only,
+                files_ready: t.files_vouched.swap(false, Ordering::AcqRel),
+                trackers: t.trackers(&meta),
+                peers: t.peers.iter().map(|a| (*a, Source::Given)).collect(),
+                max_peers: settings.max_peers.unwrap_or_else(|| t.core.settings().max_peers_per_torrent),
+                max_upload_rate: settings.upload_rate(),
+                max_download_rate: settings.download_rate(),
+                honors_session_limits: settings.honors_session_limits,
+                priorities: settings.piece_priorities(&meta.info),
+                wanted_files: (0..meta.info.files.len()).map(|i| settings.wanted(i)).collect(),
+            }
         };
         let live = match Box::pin(Live::start(t.core.clone(), meta.clone(), have, cfg, t.counters.clone())).await {
             Ok(l) => l,
@@ -893,9 +889,6 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
                 t.stop();
             }
         }
-        if wish.has_changed().is_err() {
-            return;
-        }
     }
 }
 
@@ -909,20 +902,21 @@ async fn run(
     t: &Torrent,
     live: &Live,
     slot: &crate::queue::Slot,
-    wish: &mut watch::Receiver<Wish>,
+    wish: &mut Receiver<'_, Wish>,
     verified_for: u64,
 ) -> RunEnd {
     let mut complete = live.complete_rx();
-    let mut tick = tokio::time::interval(SEED_LIMITS_EVERY);
+    // Made with the first seeding limit (an interval is a timer on the heap).
+    let mut tick: Option<tokio::time::Interval> = None;
     let mut session_settings = t.core.settings_changed.subscribe();
     loop {
         let done = *complete.borrow_and_update();
         // Without a seeding limit, nothing ticks: an idle seed costs no wake-ups.
         let limited = done && t.seed_limits().is_some();
         tokio::select! {
-            r = wish.changed() => {
+            () = wish.changed() => {
                 let w = *wish.borrow_and_update();
-                if r.is_err() || !w.run || w.halt {
+                if !w.run || w.halt {
                     return RunEnd::Stopped;
                 }
                 if w.verify != verified_for {
@@ -930,10 +924,7 @@ async fn run(
                 }
             }
             m = live.wait_fatal() => return RunEnd::Failed(m),
-            r = complete.changed() => {
-                if r.is_err() {
-                    continue;
-                }
+            () = complete.changed() => {
                 let now_done = *complete.borrow_and_update();
                 if now_done == done {
                     continue;
@@ -947,7 +938,7 @@ async fn run(
                 }
                 t.set_state(if now_done { State::Seeding } else { State::Downloading });
             }
-            _ = tick.tick(), if limited => {
+            _ = async { tick.get_or_insert_with(|| tokio::time::interval(SEED_LIMITS_EVERY)).tick().await }, if limited => {
                 if t.seed_limit_reached(live) {
                     info!("{}: seeding limit reached; stopping", t.name());
                     return RunEnd::Finished;
@@ -1001,7 +992,7 @@ const INLINE_TRUST_FILES: usize = 8;
 async fn check(
     t: &Torrent,
     meta: &Arc<Metainfo>,
-    wish: &mut watch::Receiver<Wish>,
+    wish: &mut Receiver<'_, Wish>,
     full: bool,
 ) -> Option<Result<(), String>> {
     let n = meta.info.piece_count();

@@ -125,20 +125,17 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(Loaded, Cou
     // 10.8 MB at 10,000 torrents). A cache that holds the whole file for this transaction
     // reads it once; it is given back (SQLite frees the pages over the limit) right after.
     let kib = std::fs::metadata(path).map_or(0, |m| m.len() / 1024);
-    let cached = kib > DEFAULT_CACHE_KIB as u64;
-    if cached {
-        let big = -((kib + 1024).min(1 << 30) as i64);
-        conn.pragma_update(None, "cache_size", big).map_err(classify(path, "sizing the cache"))?;
-    }
+    let big = -((kib + 1024).min(1 << 30) as i64);
+    conn.pragma_update(None, "cache_size", big).map_err(classify(path, "sizing the cache"))?;
     let result = prepare_in(conn, path);
-    if cached {
-        conn.pragma_update(None, "cache_size", -DEFAULT_CACHE_KIB).map_err(classify(path, "sizing the cache"))?;
-    }
+    conn.pragma_update(None, "cache_size", -STEADY_CACHE_KIB).map_err(classify(path, "sizing the cache"))?;
     result
 }
 
-/// SQLite's default page cache (`PRAGMA cache_size = -2000`: 2,000 KiB).
-const DEFAULT_CACHE_KIB: i64 = 2000;
+/// The page cache after the open. The saves touch a few pages each (the rows of the torrents
+/// that changed, and their index pages), read again from the system's cache when they are
+/// not here; SQLite's default of 2,000 KiB was a fifth of a 1,000-torrent daemon's heap.
+const STEADY_CACHE_KIB: i64 = 256;
 
 fn prepare_in(conn: &mut Connection, path: &Path) -> Result<(Loaded, Counters), StateError> {
     let tx = conn

@@ -75,7 +75,8 @@ pub fn for_pieces_in<F>(
     let bytes: u64 = ranges.iter().map(|r| (r.end - r.start) as u64 * layout.piece_length).sum();
     let threads = threads.clamp(1, runs.len().max(1)).min(bytes.div_ceil(4 << 20).max(1) as usize);
     let work = || {
-        let mut w = Worker { layout, lanes: LANES.with_borrow_mut(std::mem::take) };
+        let lanes = LANES.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+        let mut w = Worker { layout, lanes };
         loop {
             let at = next.fetch_add(1, Ordering::Relaxed);
             if at >= runs.len() || stop.load(Ordering::Relaxed) {
@@ -87,29 +88,35 @@ pub fn for_pieces_in<F>(
                 f(index, r);
             }
         }
-        // The buffers stay with the thread for its next check (many small torrents are
-        // checked one after the other); the files close.
+        // The buffers wait for the next check (many small torrents are checked one after
+        // the other, on whatever threads); the files close.
         for l in &mut w.lanes {
             l.open = None;
         }
-        LANES.set(w.lanes);
+        LANES.lock().unwrap_or_else(|p| p.into_inner()).push(w.lanes);
     };
+    CHECKS.fetch_add(1, Ordering::AcqRel);
     // One run (a small torrent): on this thread, without starting one.
     if threads == 1 {
         work();
-        return;
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(work);
+            }
+        });
     }
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(work);
-        }
-    });
+    // The last check of a burst frees them: an idle process keeps no read buffers.
+    if CHECKS.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let idle = std::mem::take(&mut *LANES.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(idle);
+    }
 }
 
-thread_local! {
-    /// A thread's read buffers, kept between the checks it makes.
-    static LANES: std::cell::RefCell<Vec<Lane>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+/// Read buffers between checks: one set for each thread that was hashing at once.
+static LANES: std::sync::Mutex<Vec<Vec<Lane>>> = std::sync::Mutex::new(Vec::new());
+/// Checks under way.
+static CHECKS: AtomicUsize = AtomicUsize::new(0);
 
 /// One piece being read: its read position, a buffer, and the file it last read from.
 struct Lane {
