@@ -62,17 +62,14 @@ fn peer_source(s: Source) -> PeerSource {
 }
 
 impl Daemon {
-    fn handle(&self, id: u32) -> Option<TorrentHandle> {
-        self.session.get(id)
-    }
-
     fn handles(&self, ids: &[u32]) -> Vec<TorrentHandle> {
-        ids.iter().filter_map(|id| self.handle(*id)).collect()
+        self.session.get_many(ids)
     }
 
     /// One torrent as torrent-get reports it.
     fn view(&self, h: &TorrentHandle, wants: Wants, session: &bitswarm_peer::Settings) -> TorrentView {
-        let s = h.stats();
+        let mut s = h.stats();
+        let name = std::mem::take(&mut s.name);
         let times = h.times();
         let meta = h.metainfo();
         let (secs_down, secs_seed) = times.totals();
@@ -80,7 +77,7 @@ impl Daemon {
         let mut v = h.with_settings(|settings| TorrentView {
             id: h.id(),
             info_hash: rpc_hash(h.info_hash()),
-            name: s.name.clone(),
+            name,
             status: status(&s.state),
             error: match &s.state {
                 State::Error(e) => Some(TorrentError::Local(e.clone())),
@@ -115,12 +112,7 @@ impl Daemon {
             start_date: unix(times.started),
             activity_date: unix(times.activity),
             date_created: meta.as_ref().and_then(|m| m.creation_date).unwrap_or(0),
-            download_dir: h.dir().to_string_lossy().into_owned(),
-            comment: meta.as_ref().and_then(|m| m.comment.clone()).unwrap_or_default(),
-            creator: meta.as_ref().and_then(|m| m.created_by.clone()).unwrap_or_default(),
-            source: meta.as_ref().and_then(|m| m.info.source.clone()).unwrap_or_default(),
             is_private: meta.as_ref().is_some_and(|m| m.info.private),
-            labels: settings.labels.clone(),
             queue_position: h.queue_position() as u32,
             bandwidth_priority: match settings.bandwidth_priority {
                 p if p < 0 => Priority::Low,
@@ -147,9 +139,18 @@ impl Daemon {
             seconds_seeding: secs_seed,
             eta: eta(&s),
             manual_announce_time: s.state.is_active().then_some(0),
-            webseeds: meta.as_ref().map(|m| m.url_list.clone()).unwrap_or_default(),
             ..TorrentView::default()
         });
+        if wants.text {
+            v.download_dir = h.dir().to_string_lossy().into_owned();
+            v.labels = h.with_settings(|s| s.labels.clone());
+            if let Some(m) = &meta {
+                v.comment = m.comment.clone().unwrap_or_default();
+                v.creator = m.created_by.clone().unwrap_or_default();
+                v.source = m.info.source.clone().unwrap_or_default();
+                v.webseeds = m.url_list.clone();
+            }
+        }
         if wants.files
             && let Some(m) = &meta
         {
@@ -429,7 +430,7 @@ impl Backend for Daemon {
     fn torrents(&self, ids: &[u32], wants: Wants) -> Vec<TorrentView> {
         let session = self.session.settings();
         let mut views = Vec::with_capacity(ids.len());
-        views.extend(ids.iter().filter_map(|id| self.handle(*id)).map(|h| self.view(&h, wants, &session)));
+        views.extend(self.session.get_many(ids).iter().map(|h| self.view(h, wants, &session)));
         views
     }
 

@@ -43,7 +43,9 @@ pub struct Info {
     /// component.
     pub name: String,
     pub piece_length: u64,
-    pub pieces: Vec<[u8; 20]>,
+    /// One SHA-1 a piece. Parsed from a file, they are the file's own bytes (shared with
+    /// [`Metainfo::torrent_bytes`], not copied: 20 bytes a piece is most of a torrent's size).
+    pub pieces: Pieces,
     /// The files in torrent order with their offsets in the piece space. A single-file torrent
     /// has one entry whose path is `[name]`.
     pub files: Vec<FileEntry>,
@@ -70,6 +72,54 @@ impl FileEntry {
     /// The path as one `/`-joined string.
     pub fn path_string(&self) -> String {
         self.path.join("/")
+    }
+}
+
+/// The piece hashes: a list of its own, or a range of the .torrent's bytes.
+#[derive(Clone)]
+pub struct Pieces(PiecesRepr);
+
+#[derive(Clone)]
+enum PiecesRepr {
+    Owned(Vec<[u8; 20]>),
+    Shared { bytes: std::sync::Arc<[u8]>, at: std::ops::Range<usize> },
+}
+
+impl Pieces {
+    /// The hashes at `at` in `bytes` (a multiple of 20 long).
+    pub(crate) fn shared(bytes: std::sync::Arc<[u8]>, at: std::ops::Range<usize>) -> Pieces {
+        debug_assert_eq!(at.len() % 20, 0);
+        Pieces(PiecesRepr::Shared { bytes, at })
+    }
+}
+
+impl std::ops::Deref for Pieces {
+    type Target = [[u8; 20]];
+    fn deref(&self) -> &[[u8; 20]] {
+        match &self.0 {
+            PiecesRepr::Owned(v) => v,
+            PiecesRepr::Shared { bytes, at } => bytes[at.clone()].as_chunks::<20>().0,
+        }
+    }
+}
+
+impl From<Vec<[u8; 20]>> for Pieces {
+    fn from(v: Vec<[u8; 20]>) -> Pieces {
+        Pieces(PiecesRepr::Owned(v))
+    }
+}
+
+impl PartialEq for Pieces {
+    fn eq(&self, other: &Pieces) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Pieces {}
+
+impl std::fmt::Debug for Pieces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pieces({} hashes)", self.len())
     }
 }
 

@@ -128,7 +128,13 @@ impl Metainfo {
             return Err(wrong_type("the file", "a dictionary", &root));
         };
         let info_dict = get_dict(root, "info", "info")?.ok_or_else(|| missing("info"))?;
-        let (info, hybrid) = parse_info(info_dict)?;
+        let (mut info, hybrid) = parse_info(info_dict)?;
+        let raw: std::sync::Arc<[u8]> = bytes.into();
+        // The decoder borrows: the hashes parsed are a slice of `bytes`, kept once, in `raw`.
+        if let Some(Value::Bytes(p)) = info_dict.get(b"pieces") {
+            let start = p.as_ptr() as usize - bytes.as_ptr() as usize;
+            info.pieces = crate::Pieces::shared(raw.clone(), start..start + p.len());
+        }
 
         let announce = get_text(root, "announce", "announce")?.filter(|s| !s.is_empty());
         let mut announce_list = Vec::new();
@@ -184,7 +190,7 @@ impl Metainfo {
                 let start = info_dict.raw.as_ptr() as usize - bytes.as_ptr() as usize;
                 start..start + info_dict.raw.len()
             },
-            raw: bytes.into(),
+            raw,
             hybrid,
         })
     }
@@ -241,7 +247,7 @@ pub(crate) fn parse_info(d: &Dict<'_>) -> Result<(Info, bool), MetainfoError> {
             format!("{} pieces, more than the {MAX_PIECES} allowed", pieces_raw.len() / 20),
         ));
     }
-    let pieces: Vec<[u8; 20]> = pieces_raw.chunks_exact(20).map(|c| c.try_into().expect("chunks of 20")).collect();
+    let pieces: crate::Pieces = pieces_raw.as_chunks::<20>().0.to_vec().into();
 
     let mut files = Vec::new();
     let multi_file = match (d.get(b"length"), d.get(b"files")) {

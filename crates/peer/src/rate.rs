@@ -68,12 +68,8 @@ pub struct RateMeter {
 impl RateMeter {
     pub const WINDOW: Duration = Duration::from_secs(5);
 
-    /// Records the running total now; returns the rate over the window.
-    pub fn sample(&mut self, total: u64) -> u64 {
-        self.sample_at(Instant::now(), total)
-    }
-
-    fn sample_at(&mut self, now: Instant, total: u64) -> u64 {
+    /// Records the running total at `now`; returns the rate over the window.
+    pub fn sample_at(&mut self, now: Instant, total: u64) -> u64 {
         match self.newer {
             None => {
                 self.older = Some((now, total));

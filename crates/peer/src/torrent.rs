@@ -679,7 +679,8 @@ impl Torrent {
         let uploaded = c.uploaded.load(Ordering::Relaxed);
         let (down_rate, up_rate) = {
             let mut m = self.meters.lock().unwrap_or_else(|p| p.into_inner());
-            (m.0.sample(downloaded), m.1.sample(uploaded))
+            let now = Instant::now();
+            (m.0.sample_at(now, downloaded), m.1.sample_at(now, uploaded))
         };
         let meta = self.meta();
         let live = self.live();

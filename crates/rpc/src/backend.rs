@@ -32,11 +32,15 @@ pub struct Wants {
     pub pieces: bool,
     /// `availability`.
     pub availability: bool,
+    /// The texts a listing seldom asks: `downloadDir`, `comment`, `creator`, `source`,
+    /// `labels`, `webseeds` (a listing of 10,000 made them all, to drop them).
+    pub text: bool,
 }
 
 impl Wants {
     /// Nothing heavy.
-    pub const NONE: Wants = Wants { files: false, peers: false, trackers: false, pieces: false, availability: false };
+    pub const NONE: Wants =
+        Wants { files: false, peers: false, trackers: false, pieces: false, availability: false, text: false };
 
     /// What torrent-get needs to answer these field names (unknown names need nothing).
     pub fn from_fields<'a>(fields: impl IntoIterator<Item = &'a str>) -> Wants {
@@ -46,6 +50,7 @@ impl Wants {
                 "files" | "fileStats" | "priorities" | "wanted" | "primary-mime-type" => w.files = true,
                 "peers" => w.peers = true,
                 "trackers" | "trackerStats" | "trackerList" | "magnetLink" => w.trackers = true,
+                "downloadDir" | "comment" | "creator" | "source" | "labels" | "webseeds" => w.text = true,
                 "pieces" => w.pieces = true,
                 "availability" => w.availability = true,
                 _ => {}
