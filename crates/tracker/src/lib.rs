@@ -25,6 +25,7 @@ pub mod config;
 #[cfg(test)]
 mod conformance;
 pub mod http;
+pub mod private;
 mod raw_target;
 pub mod redis_store;
 pub mod service;
@@ -42,7 +43,7 @@ pub use backend::Backend;
 pub use config::{Config, ConfigError, DEFAULT_TOML};
 pub use store::{Store, SwarmCounts, Totals};
 
-use bitswarm_tracker_proto::InfoHash;
+pub use bitswarm_tracker_proto::InfoHash;
 use stats::Metrics;
 
 /// What the servers share: the announce service ([`service`]) and what it works with.
@@ -52,6 +53,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub conn_ids: udp::ConnectionIds,
     pub access: access::Access,
+    /// Users, registered torrents and accounting, in private mode (`access.mode = "private"`).
+    pub private: Option<private::Private>,
     started: clock::Clock,
 }
 
@@ -73,11 +76,21 @@ impl Shared {
                 config.store.max_peers_total,
             )?)),
         };
+        let access = access::Access::load(&config.access)?;
+        let private = match config.access.mode {
+            config::AccessMode::Private => {
+                let p = private::Private::open(&config.private)?;
+                access.replace(p.view().torrents.keys().copied().collect());
+                Some(p)
+            }
+            _ => None,
+        };
         Ok(Shared {
             backend,
             conn_ids: udp::ConnectionIds::new(config.udp.connection_id_valid, config.udp.connection_id_grace),
             metrics: Metrics::default(),
-            access: access::Access::load(&config.access)?,
+            access,
+            private,
             config,
             started: clock::Clock::start(),
         })
@@ -192,6 +205,18 @@ impl Tracker {
         }));
 
         udp_threads.extend(http_threads);
+        // Private mode's database thread; it stops with the UDP workers, writing what is left.
+        if shared.private.is_some() {
+            let (sh, flag) = (shared.clone(), udp_stop.clone());
+            match std::thread::Builder::new().name("tracker-db".into()).spawn(move || private::run(sh, flag)) {
+                Ok(t) => udp_threads.push(t),
+                Err(e) => {
+                    let _ = stop.send(true);
+                    udp_stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
         Ok(Handle { http_addr, udp_addr, shared, stop, udp_stop, tasks, threads: udp_threads })
     }
 }
