@@ -86,6 +86,7 @@ impl Shared {
             // The passkey, the torrent's registration, then the accounting.
             Some(p) => {
                 if let Err(msg) = p.admit(r) {
+                    tracing::debug!("private: refused an announce of {} from {}: {msg}", r.info_hash.to_hex(), r.addr);
                     Metrics::inc(&m.errors);
                     return Err(Refusal(msg.into()));
                 }
