@@ -407,6 +407,17 @@ mod tests {
     }
 
     #[test]
+    fn passkeys_of_bep_41_url_data() {
+        assert_eq!(passkey_of(b"/announce/abc"), Some("abc"));
+        assert_eq!(passkey_of(b"/announce/abc?x=1&y"), Some("abc"));
+        assert_eq!(passkey_of(b"/announce/"), Some(""));
+        assert_eq!(passkey_of(b"/announce"), None);
+        assert_eq!(passkey_of(b""), None);
+        assert_eq!(passkey_of(b"/abc/announce"), None);
+        assert_eq!(passkey_of(b"/announce/\xff"), None);
+    }
+
+    #[test]
     fn old_windows_expire() {
         let ids = ConnectionIds::new(120, 60);
         let a: IpAddr = "10.0.0.1".parse().unwrap();

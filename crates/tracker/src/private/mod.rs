@@ -307,3 +307,126 @@ pub fn run(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         tracing::warn!("private: the last accounting could not be written: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use bitswarm_tracker_proto::{Event, PeerId};
+
+    use super::*;
+    use crate::store::Families;
+
+    fn config(dir: &Path) -> PrivateConfig {
+        PrivateConfig { state: dir.to_owned(), flush_interval: 1, max_rate: 1 << 30, admin_remote: false }
+    }
+
+    fn req(
+        passkey: Option<&str>,
+        h: InfoHash,
+        (uploaded, downloaded): (u64, u64),
+        event: Event,
+    ) -> AnnounceRequest<'_> {
+        AnnounceRequest {
+            info_hash: h,
+            peer_id: PeerId([1; 20]),
+            addr: SocketAddr::from(([127, 0, 0, 1], 6881)),
+            left: 0,
+            uploaded,
+            downloaded,
+            event,
+            numwant: None,
+            max_peers: 50,
+            families: Families::Both,
+            passkey,
+        }
+    }
+
+    #[test]
+    fn passkeys_torrents_and_changes_made_by_another_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cli = Db::open(dir.path()).unwrap();
+        let (alice, _) = cli.add_user("alice").unwrap();
+        assert!(db::check_passkey(&alice.passkey).is_ok());
+        let h = InfoHash([1; 20]);
+        cli.add_torrent(&h, "one", 1000).unwrap();
+        let p = Private::open(&config(dir.path())).unwrap();
+        assert!(tracker_running(dir.path()));
+        let e = Private::open(&config(dir.path())).err().unwrap();
+        assert!(e.contains("another bitswarm tracker uses the state folder"), "{e}");
+
+        let key = alice.passkey.as_str();
+        assert_eq!(p.admit(&req(Some(key), h, (0, 0), Event::Started)), Ok(()));
+        assert_eq!(p.admit(&req(None, h, (0, 0), Event::Started)), Err(NO_PASSKEY));
+        for bad in ["", "abc", &key.to_uppercase(), &format!("{key}0"), &format!("{}g", &key[..31]), "é"] {
+            assert!(p.admit(&req(Some(bad), h, (0, 0), Event::None)).unwrap_err().starts_with("invalid passkey"));
+        }
+        assert_eq!(p.admit(&req(Some(&"0".repeat(32)), h, (0, 0), Event::None)), Err(UNKNOWN_PASSKEY));
+        assert_eq!(p.admit(&req(Some(key), InfoHash([2; 20]), (0, 0), Event::None)), Err(NOT_REGISTERED));
+
+        // Another connection (the command line) disables alice: SQLite's data_version moves,
+        // and a reload puts the change in force and records it for the command to see.
+        let v = p.with_db(|db| db.data_version()).unwrap();
+        let g = cli.set_enabled("alice", false).unwrap();
+        assert_ne!(p.with_db(|db| db.data_version()).unwrap(), v);
+        assert!(cli.loaded_generation().unwrap() < g);
+        p.reload().unwrap();
+        assert_eq!(cli.loaded_generation().unwrap(), g);
+        assert_eq!(p.admit(&req(Some(key), h, (0, 0), Event::None)), Err(DISABLED));
+        assert_eq!(p.member(Some(key)).unwrap_err(), DISABLED);
+        cli.set_enabled("alice", true).unwrap();
+        let (new_key, _) = cli.reset_passkey("alice").unwrap();
+        p.reload().unwrap();
+        assert_eq!(p.admit(&req(Some(key), h, (0, 0), Event::None)), Err(UNKNOWN_PASSKEY));
+        assert_eq!(p.member(Some(&new_key)).unwrap().name.as_ref(), "alice");
+        drop(p);
+        assert!(!tracker_running(dir.path()), "the lock goes with the tracker");
+    }
+
+    #[test]
+    fn accounting_is_batched_in_memory_and_written_at_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cli = Db::open(dir.path()).unwrap();
+        let (alice, _) = cli.add_user("alice").unwrap();
+        let (bob, _) = cli.add_user("bob").unwrap();
+        let h = InfoHash([1; 20]);
+        cli.add_torrent(&h, "one", 1 << 20).unwrap();
+        let p = Private::open(&config(dir.path())).unwrap();
+        let (a, b) = (Some(alice.passkey.as_str()), Some(bob.passkey.as_str()));
+        p.admit(&req(a, h, (0, 0), Event::Started)).unwrap();
+        p.admit(&req(b, h, (0, 0), Event::Started)).unwrap();
+        for i in 1..=10 {
+            p.admit(&req(a, h, (i * 100, 0), Event::None)).unwrap();
+            p.admit(&req(b, h, (0, i * 100), Event::None)).unwrap();
+        }
+        p.admit(&req(b, h, (0, 1000), Event::Completed)).unwrap();
+        // Nothing reached the disk yet.
+        assert!(cli.users().unwrap().iter().all(|u| u.uploaded + u.downloaded == 0));
+        p.flush().unwrap();
+        let users = cli.users().unwrap();
+        let fig =
+            |n: &str| users.iter().find(|u| u.name == n).map(|u| (u.uploaded, u.downloaded, u.completed)).unwrap();
+        assert_eq!((fig("alice"), fig("bob")), ((1000, 0, 0), (0, 1000, 1)));
+        // A second flush with nothing new changes nothing; new deltas add up.
+        p.flush().unwrap();
+        p.admit(&req(a, h, (1500, 0), Event::Stopped)).unwrap();
+        p.flush().unwrap();
+        assert_eq!(cli.user("alice").unwrap().uploaded, 1500);
+        // A user disabled between an announce and the flush: what they moved before counts.
+        p.admit(&req(b, h, (0, 1100), Event::None)).unwrap();
+        cli.set_enabled("bob", false).unwrap();
+        p.flush().unwrap();
+        assert_eq!(cli.user("bob").unwrap().downloaded, 1100);
+    }
+
+    #[test]
+    fn a_foreign_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = rusqlite::Connection::open(dir.path().join(db::FILE)).unwrap();
+            c.execute_batch("CREATE TABLE other (x INTEGER);").unwrap();
+        }
+        let e = Db::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("is not a bitswarm tracker database"), "{e}");
+    }
+}
