@@ -157,6 +157,9 @@ async fn serve(shared: Shared) -> Result<(), Failure> {
         use std::io::Write as _;
         let mut out = std::io::stdout();
         let _ = match tracker.reload_access().await {
+            Ok(n) if access.mode() == AccessMode::Private => {
+                writeln!(out, "state database read again: {n} registered torrents")
+            }
             Ok(n) if access.mode() != AccessMode::Off => writeln!(out, "access list read again: {n} info-hashes"),
             Ok(_) => writeln!(out, "no access list to read again (access.mode is off)"),
             Err(e) => {

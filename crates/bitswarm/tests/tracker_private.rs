@@ -168,6 +168,11 @@ fn private_tracker_passkeys_commands_and_admin_api() {
     let state_arg = state.to_str().unwrap();
     let alice = add_user(&state, "alice");
     let bob = add_user(&state, "bob");
+    {
+        // The database holds every passkey: its folder is its owner's alone.
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
+    }
     let h = InfoHash([3; 20]);
     cli_ok(&state, &["torrent", "add", &h.to_hex()]);
 
@@ -293,8 +298,12 @@ fn private_tracker_passkeys_commands_and_admin_api() {
     );
     assert_eq!(admin(&t, "DELETE", &format!("/admin/torrents/{}", h2.to_hex()), &token, "").0, 404);
 
-    // Stopping writes what was counted: bob 1000 + 100 + 100 up, 2000 down; alice nothing.
+    // SIGHUP reads the database again (as it reads an access list in the other modes).
+    common::signal(t.proc.child.id(), "HUP");
     let mut t = t;
+    t.proc.wait_line(T, |l| l == "state database read again: 1 registered torrents");
+
+    // Stopping writes what was counted: bob 1000 + 100 + 100 up, 2000 down; alice nothing.
     t.proc.interrupt();
     assert!(t.proc.wait_exit(T).success(), "{}", t.proc.output());
     assert!(!t.proc.output().contains("panicked"));

@@ -343,9 +343,17 @@ impl Handle {
         }
         self.http_addr.map(|a| format!("http://{}/", url_host(a)))
     }
-    /// Reads the access list again (see [`access::Access::reload`]) and drops the swarms it
-    /// shuts out, with their peers; returns how many info-hashes it holds.
+    /// Reads the access list again (see [`access::Access::reload`]; in private mode the state
+    /// database's users and torrents) and drops the swarms it shuts out, with their peers;
+    /// returns how many info-hashes it holds.
     pub async fn reload_access(&self) -> Result<usize, String> {
+        if self.shared.private.is_some() {
+            let sh = self.shared.clone();
+            tokio::task::spawn_blocking(move || private::put_in_force(&sh))
+                .await
+                .map_err(|e| format!("reading the state database: {e}"))?
+                .map_err(|e| e.to_string())?;
+        }
         let n = self.shared.access.reload()?;
         match self.shared.drop_disallowed().await {
             Ok((peers, swarms)) if swarms > 0 => {

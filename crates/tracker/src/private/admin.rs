@@ -126,6 +126,24 @@ async fn change<T: Send + 'static>(
     }
 }
 
+/// Runs `f` on the database (a read: nothing to put in force).
+async fn query<T: Send + 'static>(
+    s: &Arc<Shared>,
+    f: impl FnOnce(&mut db::Db) -> Result<T, DbError> + Send + 'static,
+) -> Result<T, Response> {
+    let sh = s.clone();
+    let r = tokio::task::spawn_blocking(move || match &sh.private {
+        Some(p) => p.with_db(f),
+        None => Err(DbError::Invalid("not a private tracker".into())),
+    })
+    .await;
+    match r {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(db_error(e)),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("the database task failed: {e}"))),
+    }
+}
+
 async fn read<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Response> {
     let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
@@ -137,7 +155,7 @@ async fn list_users(State(s): State<Arc<Shared>>, req: Request) -> Response {
     if let Err(r) = authorize(&s, conn_of(&req), req.headers()) {
         return r;
     }
-    match change(&s, |db| db.users()).await {
+    match query(&s, |db| db.users()).await {
         Ok(users) => json(StatusCode::OK, &serde_json::json!({ "users": users })),
         Err(r) => r,
     }
@@ -191,7 +209,7 @@ async fn user_action(
     if let Err(r) = done {
         return r;
     }
-    match change(&s, move |db| db.user(&name)).await {
+    match query(&s, move |db| db.user(&name)).await {
         Ok(user) => json(StatusCode::OK, &serde_json::json!(user)),
         Err(r) => r,
     }
@@ -201,7 +219,7 @@ async fn list_torrents(State(s): State<Arc<Shared>>, req: Request) -> Response {
     if let Err(r) = authorize(&s, conn_of(&req), req.headers()) {
         return r;
     }
-    match change(&s, |db| db.torrents()).await {
+    match query(&s, |db| db.torrents()).await {
         Ok(t) => json(StatusCode::OK, &serde_json::json!({ "torrents": t })),
         Err(r) => r,
     }

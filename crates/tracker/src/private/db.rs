@@ -133,6 +133,16 @@ pub fn token_hash(token: &str) -> String {
     blake2::Blake2s256::digest(token.as_bytes()).iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Creates `dir` (and its parents) if need be; a folder it creates is for its owner alone
+/// (0700: the database holds every passkey).
+pub fn create_private_dir(dir: &Path) -> Result<(), DbError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).map_err(|e| DbError::Io(format!("cannot create {}: {e}", dir.display())))
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
@@ -156,7 +166,7 @@ pub struct Tables {
 impl Db {
     /// Opens (creating it and its folder if need be) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Db, DbError> {
-        std::fs::create_dir_all(dir).map_err(|e| DbError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        create_private_dir(dir)?;
         let path = dir.join(FILE);
         let err = |p: &Path| {
             let p = p.to_owned();

@@ -121,7 +121,7 @@ impl Private {
     /// Opens the state folder's database and reads it.
     pub fn open(cfg: &PrivateConfig) -> Result<Private, String> {
         let dir = cfg.state_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        db::create_private_dir(&dir).map_err(|e| e.to_string())?;
         let lock = take_lock(&dir)?;
         let db = Db::open(&dir).map_err(|e| e.to_string())?;
         let p = Private {
