@@ -325,6 +325,7 @@ fn interop_private_aria2_seeds_to_libtorrent_and_their_figures_match() {
     let state = dir.path().join("state");
     let seeder = add_user(&state, "seeder");
     let leecher = add_user(&state, "leecher");
+    let second = add_user(&state, "second");
     let banned = add_user(&state, "banned");
     cli_ok(&state, &["user", "disable", "banned"]);
     let t = OurTracker::start_with(
@@ -344,7 +345,8 @@ fn interop_private_aria2_seeds_to_libtorrent_and_their_figures_match() {
     let (ts, hs) = torrent("seeder", format!("http://{}/announce/{seeder}", t.http));
     let (tl, hl) = torrent("leecher", format!("udp://{}/announce/{leecher}", t.udp));
     let (tb, hb) = torrent("banned", format!("http://{}/announce/{banned}", t.http));
-    assert!(hs == hl && hl == hb);
+    let (t2, h2) = torrent("second", format!("http://{}/announce/{second}", t.http));
+    assert!(hs == hl && hl == hb && hb == h2);
     cli_ok(&state, &["torrent", "add", ts.to_str().unwrap()]);
     let h = InfoHash::parse(&hs).unwrap();
 
@@ -381,6 +383,25 @@ fn interop_private_aria2_seeds_to_libtorrent_and_their_figures_match() {
         near(f.0).then_some(f)
     });
     assert!(near(up) && down == 0, "seeder: uploaded {up}, downloaded {down}, of {size}");
+
+    // aria2 downloads too (HTTP), from the aria2 seeder (libtorrent has left), and exits.
+    let second_dir = dir.path().join("second");
+    let mut second_client = aria2(false, &t2, &second_dir, free_port());
+    assert!(second_client.wait_exit(T).success(), "{}", second_client.output());
+    assert!(std::fs::read(second_dir.join("payload.bin")).unwrap() == data, "aria2's download differs");
+    // aria2 told to stop at once (--seed-time=0) says `stopped` with its figures, and no
+    // `completed`: its download counts, a completed download does not.
+    let (up, down, _, _) = wait_for(T, "the second download counted", || {
+        let f = figures(&state, "second");
+        near(f.1).then_some(f)
+    });
+    assert!(near(down) && up <= PIECE, "second: uploaded {up}, downloaded {down}, of {size}");
+    // The seeder has now uploaded the torrent twice (within a piece each time).
+    let (up, down, _, _) = wait_for(T, "the seeder's second upload counted", || {
+        let f = figures(&state, "seeder");
+        (f.0.abs_diff(2 * size) <= 2 * PIECE).then_some(f)
+    });
+    assert!(up.abs_diff(2 * size) <= 2 * PIECE && down == 0, "seeder: uploaded {up}, downloaded {down}, of 2 x {size}");
     assert_eq!(figures(&state, "banned"), (0, 0, 0, false));
 }
 

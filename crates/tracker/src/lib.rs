@@ -79,7 +79,7 @@ impl Shared {
         let access = access::Access::load(&config.access)?;
         let private = match config.access.mode {
             config::AccessMode::Private => {
-                let p = private::Private::open(&config.private)?;
+                let p = private::Private::open(&config.private, config.store.max_peers_total)?;
                 access.replace(p.view().torrents.keys().copied().collect());
                 Some(p)
             }

@@ -71,6 +71,9 @@ pub struct Ledger {
     marks: Vec<Mutex<HashMap<Key, Mark>>>,
     pending: Mutex<HashMap<i64, Delta>>,
     max_rate: u64,
+    /// The most marks a shard holds: past it a new peer gets none (its announces count
+    /// nothing until marks expire), so made-up peer ids cannot grow memory without bound.
+    shard_cap: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -79,7 +82,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Ledger {
     pub fn new(max_rate: u64) -> Ledger {
-        Ledger { marks: (0..SHARDS).map(|_| Mutex::default()).collect(), pending: Mutex::default(), max_rate }
+        Ledger::with_cap(max_rate, usize::MAX)
+    }
+
+    /// A ledger of at most about `max_marks` peers.
+    pub fn with_cap(max_rate: u64, max_marks: usize) -> Ledger {
+        Ledger {
+            marks: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            pending: Mutex::default(),
+            max_rate,
+            shard_cap: (max_marks / SHARDS).max(1),
+        }
     }
 
     fn shard(&self, k: &Key) -> &Mutex<HashMap<Key, Mark>> {
@@ -94,15 +107,10 @@ impl Ledger {
         let mut completed = 0;
         let outcome = {
             let mut marks = lock(self.shard(&key));
-            let old = if r.event == Event::Started {
-                marks.insert(key, fresh);
-                None
-            } else {
-                marks.get(&key).copied()
-            };
+            let old = if r.event == Event::Started { None } else { marks.get(&key).copied() };
             let outcome = match old {
                 None => {
-                    if r.event != Event::Started {
+                    if marks.len() < self.shard_cap || marks.contains_key(&key) {
                         marks.insert(key, fresh);
                     }
                     Outcome::Baseline
@@ -281,6 +289,25 @@ mod tests {
         // Announcing again after `stopped` without `started`: a baseline.
         assert_eq!(l.record(&report(1, 9, 100 * MIB, Event::None, 13)), Outcome::Baseline);
         assert_eq!(l.take()[&1], Delta { uploaded: 7, downloaded: 100 * MIB, completed: 1 });
+    }
+
+    #[test]
+    fn marks_are_capped() {
+        let l = Ledger::with_cap(1 << 30, SHARDS);
+        // One shard (the same info-hash and last peer id byte) holds one mark.
+        let mut a = report(1, 0, 0, Event::Started, 0);
+        let mut b = a;
+        b.peer_id.0[0] = 2;
+        l.record(&a);
+        l.record(&b);
+        assert_eq!(l.len(), 1);
+        (a.uploaded, a.event, b.uploaded, b.event) = (10, Event::None, 10, Event::None);
+        assert_eq!(l.record(&a), counted(10, 0));
+        assert_eq!(l.record(&b), Outcome::Baseline, "no room: counts nothing");
+        // `started` again for a peer with a mark keeps it.
+        a.event = Event::Started;
+        l.record(&a);
+        assert_eq!(l.len(), 1);
     }
 
     #[test]

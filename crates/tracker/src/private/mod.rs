@@ -118,15 +118,16 @@ pub fn wait_loaded(db: &Db, dir: &Path, generation: i64, timeout: Duration) -> R
 }
 
 impl Private {
-    /// Opens the state folder's database and reads it.
-    pub fn open(cfg: &PrivateConfig) -> Result<Private, String> {
+    /// Opens the state folder's database and reads it; accounting follows at most `max_peers`
+    /// peers at once (`store.max_peers_total`).
+    pub fn open(cfg: &PrivateConfig, max_peers: u64) -> Result<Private, String> {
         let dir = cfg.state_dir();
         db::create_private_dir(&dir).map_err(|e| e.to_string())?;
         let lock = take_lock(&dir)?;
         let db = Db::open(&dir).map_err(|e| e.to_string())?;
         let p = Private {
             view: RwLock::default(),
-            ledger: Ledger::new(cfg.max_rate),
+            ledger: Ledger::with_cap(cfg.max_rate, usize::try_from(max_peers).unwrap_or(usize::MAX)),
             db: Mutex::new(db),
             dir,
             config: cfg.clone(),
@@ -350,9 +351,9 @@ mod tests {
         assert!(db::check_passkey(&alice.passkey).is_ok());
         let h = InfoHash([1; 20]);
         cli.add_torrent(&h, "one", 1000).unwrap();
-        let p = Private::open(&config(dir.path())).unwrap();
+        let p = Private::open(&config(dir.path()), 1000).unwrap();
         assert!(tracker_running(dir.path()));
-        let e = Private::open(&config(dir.path())).err().unwrap();
+        let e = Private::open(&config(dir.path()), 1000).err().unwrap();
         assert!(e.contains("another bitswarm tracker uses the state folder"), "{e}");
 
         let key = alice.passkey.as_str();
@@ -391,7 +392,7 @@ mod tests {
         let (bob, _) = cli.add_user("bob").unwrap();
         let h = InfoHash([1; 20]);
         cli.add_torrent(&h, "one", 1 << 20).unwrap();
-        let p = Private::open(&config(dir.path())).unwrap();
+        let p = Private::open(&config(dir.path()), 1000).unwrap();
         let (a, b) = (Some(alice.passkey.as_str()), Some(bob.passkey.as_str()));
         p.admit(&req(a, h, (0, 0), Event::Started)).unwrap();
         p.admit(&req(b, h, (0, 0), Event::Started)).unwrap();
