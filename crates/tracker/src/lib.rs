@@ -4,7 +4,9 @@
 //! The layout: `http` and `udp` read their wire formats and call the announce service
 //! ([`service`]: access, numwant, counters, the store call), which calls the store interface
 //! ([`backend::Backend`]), implemented by the in-memory store ([`store`]) and by Redis
-//! ([`redis_store`]), which several instances share.
+//! ([`redis_store`]), which several instances share. In private mode ([`private`]) the
+//! service also checks the passkey and the torrent's registration, and accounts the announce;
+//! users and torrents live in SQLite.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
