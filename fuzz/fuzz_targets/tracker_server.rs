@@ -62,14 +62,14 @@ fuzz_target!(|data: &[u8]| {
                     let v = FORWARDED[(head[2] >> 1) as usize % FORWARDED.len()];
                     headers.insert("x-forwarded-for", HeaderValue::from_static(v));
                 }
-                let body = shared.http_announce(src, &headers, payload);
+                let body = shared.http_announce(src, &headers, payload, None);
                 match AnnounceResponse::decode(&body) {
                     Ok(_) | Err(ResponseError::Failure(_)) => {}
                     Err(e) => panic!("the tracker's announce reply does not decode: {e}"),
                 }
             }
             2 => {
-                let body = shared.http_scrape(payload);
+                let body = shared.http_scrape(payload, None);
                 if let Err(e) = ScrapeResponse::decode(&body) {
                     assert!(matches!(e, ResponseError::Failure(_)), "the tracker's scrape reply does not decode: {e}");
                 }

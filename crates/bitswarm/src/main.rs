@@ -10,6 +10,7 @@ mod peer;
 mod progress;
 mod torrent;
 mod tracker;
+mod tracker_admin;
 mod units;
 
 use std::process::ExitCode;

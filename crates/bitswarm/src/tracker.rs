@@ -1,4 +1,5 @@
-//! `bitswarm tracker`: run the HTTP and UDP tracker until SIGINT or SIGTERM.
+//! `bitswarm tracker`: run the HTTP and UDP tracker until SIGINT or SIGTERM; and the private
+//! tracker's users and torrents (`bitswarm tracker user ...`, `bitswarm tracker torrent ...`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,9 +10,12 @@ use bitswarm_tracker::{Backend, Config, DEFAULT_TOML, Shared, Tracker};
 use clap::Args;
 
 use crate::Failure;
+pub use crate::tracker_admin::TrackerCommand;
 
 #[derive(Args)]
 pub struct TrackerArgs {
+    #[command(subcommand)]
+    pub command: Option<TrackerCommand>,
     /// HTTP address to serve announce, scrape, stats and metrics on ("off" to turn HTTP off)
     /// [default: 0.0.0.0:6969, or the config file's].
     #[arg(long, value_name = "ADDR|off", value_parser = parse_addr)]
@@ -21,8 +25,12 @@ pub struct TrackerArgs {
     #[arg(long, value_name = "ADDR|off", value_parser = parse_addr)]
     pub udp: Option<Bind>,
     /// A TOML configuration file (see --print-config); unknown keys are refused.
-    #[arg(long, short, value_name = "FILE")]
+    #[arg(long, short, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Private mode's state folder (its database, tracker.db) [default: the config file's
+    /// private.state, else $XDG_DATA_HOME/bitswarm/tracker].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state: Option<PathBuf>,
     /// Print the default configuration, with comments, and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -41,11 +49,8 @@ fn parse_addr(s: &str) -> Result<Bind, String> {
     s.parse().map(Bind::At).map_err(|_| format!("{s:?} is not an address like 0.0.0.0:6969 or [::]:6969, nor \"off\""))
 }
 
-pub fn run(args: TrackerArgs) -> Result<(), Failure> {
-    if args.print_config {
-        crate::out::text(DEFAULT_TOML);
-        return Ok(());
-    }
+/// The configuration file's settings (the defaults without one), with `--state` applied.
+fn load_config(args: &TrackerArgs) -> Result<Config, Failure> {
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -54,6 +59,25 @@ pub fn run(args: TrackerArgs) -> Result<(), Failure> {
         }
         None => Config::default(),
     };
+    if let Some(dir) = &args.state {
+        config.private.state = dir.clone();
+    }
+    Ok(config)
+}
+
+pub fn run(mut args: TrackerArgs) -> Result<(), Failure> {
+    if args.print_config {
+        crate::out::text(DEFAULT_TOML);
+        return Ok(());
+    }
+    if let Some(command) = args.command.take() {
+        if args.http.is_some() || args.udp.is_some() {
+            return Err(Failure::usage("--http and --udp are for running the tracker, not for its subcommands"));
+        }
+        let config = load_config(&args)?;
+        return crate::tracker_admin::run(command, &config);
+    }
+    let mut config = load_config(&args)?;
     match args.http {
         Some(Bind::Off) => config.http.enabled = false,
         Some(Bind::At(a)) => (config.http.enabled, config.http.bind) = (true, a),
@@ -109,6 +133,17 @@ async fn serve(shared: Shared) -> Result<(), Failure> {
     let access = &tracker.shared().access;
     match access.mode() {
         AccessMode::Off => {}
+        AccessMode::Private => {
+            let p = tracker.shared().private.as_ref().expect("private mode has its state");
+            let view = p.view();
+            outln!(
+                "access: private, {} users and {} registered torrents in {} (announce URLs: \
+                 `bitswarm tracker user add NAME`)",
+                view.users.len(),
+                view.torrents.len(),
+                p.dir().join(bitswarm_tracker::private::db::FILE).display()
+            );
+        }
         mode => outln!(
             "access: {} the {} info-hashes in {} (SIGHUP reads it again)",
             if mode == AccessMode::Allow { "serving only" } else { "refusing" },
@@ -122,6 +157,9 @@ async fn serve(shared: Shared) -> Result<(), Failure> {
         use std::io::Write as _;
         let mut out = std::io::stdout();
         let _ = match tracker.reload_access().await {
+            Ok(n) if access.mode() == AccessMode::Private => {
+                writeln!(out, "state database read again: {n} registered torrents")
+            }
             Ok(n) if access.mode() != AccessMode::Off => writeln!(out, "access list read again: {n} info-hashes"),
             Ok(_) => writeln!(out, "no access list to read again (access.mode is off)"),
             Err(e) => {

@@ -60,7 +60,7 @@ impl Access {
             list: RwLock::default(),
             generation: AtomicU64::new(GENERATIONS.fetch_add(1, Ordering::Relaxed)),
         };
-        if cfg.mode != AccessMode::Off {
+        if matches!(cfg.mode, AccessMode::Allow | AccessMode::Deny) {
             access.reload()?;
         }
         Ok(access)
@@ -69,17 +69,25 @@ impl Access {
     /// Reads the list file again; returns how many info-hashes it holds. On an error the list
     /// in force stays.
     pub fn reload(&self) -> Result<usize, String> {
-        if self.mode == AccessMode::Off {
-            return Ok(0);
+        match self.mode {
+            AccessMode::Off => return Ok(0),
+            // The registered torrents come from the state database (see [`Access::replace`]).
+            AccessMode::Private => return Ok(self.len()),
+            AccessMode::Allow | AccessMode::Deny => {}
         }
         let text =
             std::fs::read_to_string(&self.path).map_err(|e| format!("access list {}: {e}", self.path.display()))?;
         let set = parse_list(&text).map_err(|e| format!("access list {}: {e}", self.path.display()))?;
         let n = set.len();
+        self.replace(set);
+        Ok(n)
+    }
+
+    /// Puts `set` in force (private mode: the registered torrents).
+    pub fn replace(&self, set: HashSet<InfoHash>) {
         let old = std::mem::replace(&mut *self.list.write().unwrap_or_else(|p| p.into_inner()), Arc::new(set));
         self.generation.store(GENERATIONS.fetch_add(1, Ordering::Relaxed), Ordering::Release);
         drop(old);
-        Ok(n)
     }
 
     pub fn mode(&self) -> AccessMode {
@@ -106,7 +114,7 @@ impl Access {
             AccessMode::Off => return true,
             _ => self.listed(h),
         };
-        listed == (self.mode == AccessMode::Allow)
+        listed == matches!(self.mode, AccessMode::Allow | AccessMode::Private)
     }
 
     fn listed(&self, h: &InfoHash) -> bool {

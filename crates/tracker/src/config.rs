@@ -93,12 +93,33 @@ max_swarms_listed = 1000
 
 [access]
 # Which info-hashes are served: "off" (all of them), "allow" (only those in `list`: a tracker
-# of one's own torrents) or "deny" (all but those in `list`). Others get a failure reason.
+# of one's own torrents), "deny" (all but those in `list`), or "private" (only the torrents
+# registered in the state database, and only to its users, each announcing at
+# /announce/PASSKEY; see [private]). Others get a failure reason.
 mode = "off"
 # A file of info-hashes (40 hex digits or 32 base32 characters), one a line; '#' starts a
 # comment. `bitswarm tracker` reads it again on SIGHUP (a list that does not parse is reported
-# and the old one stays).
+# and the old one stays). Not used in private mode.
 list = ""
+
+[private]
+# Used with access.mode = "private". The folder of the users' and torrents' database
+# (tracker.db, SQLite). "": $XDG_DATA_HOME/bitswarm/tracker (~/.local/share/bitswarm/tracker);
+# `bitswarm tracker --state DIR` overrides it. `bitswarm tracker user ...` and
+# `bitswarm tracker torrent ...` change it, also while the tracker runs (it notices within
+# a fraction of a second, and the command waits until it has).
+state = ""
+# Seconds between two writes of the users' uploaded, downloaded and completed figures to the
+# database (announces only add to counters in memory; a stop writes what is left).
+flush_interval = 5
+# Bytes a second: an announce whose uploaded or downloaded figure grew faster than this since
+# the peer's last announce is not counted (and is logged), nor is a downloaded figure that grew
+# by more than twice the torrent's size.
+max_rate = 1073741824
+# The admin JSON API (/admin/..., on the HTTP address, with `Authorization: Bearer TOKEN`; make
+# the token with `bitswarm tracker admin-token`) answers only connections from loopback unless
+# this is true (put it behind TLS then).
+admin_remote = false
 "#;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -111,6 +132,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub stats: StatsConfig,
     pub access: AccessConfig,
+    pub private: PrivateConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -181,6 +203,47 @@ pub enum AccessMode {
     Off,
     Allow,
     Deny,
+    /// Registered torrents only, for the users of the state database (see [`crate::private`]).
+    Private,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivateConfig {
+    pub state: std::path::PathBuf,
+    pub flush_interval: u32,
+    pub max_rate: u64,
+    pub admin_remote: bool,
+}
+
+impl Default for PrivateConfig {
+    fn default() -> Self {
+        PrivateConfig { state: std::path::PathBuf::new(), flush_interval: 5, max_rate: 1 << 30, admin_remote: false }
+    }
+}
+
+impl PrivateConfig {
+    /// The state folder: `state`, or `$XDG_DATA_HOME/bitswarm/tracker`
+    /// (`~/.local/share/bitswarm/tracker`) when that is empty.
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        if !self.state.as_os_str().is_empty() {
+            return self.state.clone();
+        }
+        default_state_dir()
+    }
+}
+
+/// `$XDG_DATA_HOME/bitswarm/tracker`, else `$HOME/.local/share/bitswarm/tracker`, else
+/// `./bitswarm-tracker`.
+pub fn default_state_dir() -> std::path::PathBuf {
+    let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d),
+        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(h) => std::path::PathBuf::from(h).join(".local/share"),
+            None => return std::path::PathBuf::from("bitswarm-tracker"),
+        },
+    };
+    base.join("bitswarm").join("tracker")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -338,8 +401,21 @@ impl Config {
             }
             StoreBackend::Memory => {}
         }
-        if self.access.mode != AccessMode::Off && self.access.list.as_os_str().is_empty() {
-            return bad("access.mode \"allow\" or \"deny\" needs access.list, a file of info-hashes");
+        match self.access.mode {
+            AccessMode::Allow | AccessMode::Deny if self.access.list.as_os_str().is_empty() => {
+                return bad("access.mode \"allow\" or \"deny\" needs access.list, a file of info-hashes");
+            }
+            AccessMode::Private if !self.access.list.as_os_str().is_empty() => {
+                return bad("access.list is not used in private mode: the registered torrents are served \
+                     (bitswarm tracker torrent add)");
+            }
+            _ => {}
+        }
+        if self.private.flush_interval == 0 || self.private.flush_interval > 3600 {
+            return bad("private.flush_interval must be 1 to 3600 seconds");
+        }
+        if self.private.max_rate == 0 {
+            return bad("private.max_rate must be at least 1 byte a second");
         }
         Ok(())
     }
@@ -396,6 +472,12 @@ mod tests {
         assert!(e.contains("needs access.list"), "{e}");
         let e = Config::from_toml("[access]\nmode = \"sometimes\"\n").unwrap_err().to_string();
         assert!(e.contains("unknown variant `sometimes`"), "{e}");
+        let c = Config::from_toml("[access]\nmode = \"private\"\n[private]\nstate = \"/srv/t\"\n").unwrap();
+        assert_eq!((c.access.mode, c.private.state_dir()), (AccessMode::Private, "/srv/t".into()));
+        let e = Config::from_toml("[access]\nmode = \"private\"\nlist = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("not used in private mode"), "{e}");
+        assert!(Config::from_toml("[private]\nflush_interval = 0\n").is_err());
+        assert!(Config::from_toml("[private]\nmax_rate = 0\n").is_err());
         let c = Config::from_toml("[access]\nmode = \"deny\"\nlist = \"/etc/bitswarm/deny.txt\"\n").unwrap();
         assert_eq!(c.access.mode, AccessMode::Deny);
         // Redis: the URL is needed, checked, and only with the backend that uses it.

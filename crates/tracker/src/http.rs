@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -29,7 +29,14 @@ use crate::stats::{self, Metrics, Proto};
 use crate::store::{Families, ReplyPeers};
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    let mut r = Router::new().route("/announce", get(announce)).route("/scrape", get(scrape));
+    let mut r = Router::new()
+        .route("/announce", get(announce))
+        .route("/scrape", get(scrape))
+        .route("/announce/{passkey}", get(announce_passkey))
+        .route("/scrape/{passkey}", get(scrape_passkey));
+    if shared.private.is_some() {
+        r = crate::private::admin::routes(r);
+    }
     if shared.config.stats.enabled {
         r = r.route("/", get(stats_html)).route("/stats", get(stats_json)).route("/metrics", get(metrics));
     }
@@ -219,8 +226,15 @@ impl Shared {
         forwarded_ip(v).map(|ip| ip.to_canonical()).ok_or("the proxy passed an invalid client address")
     }
 
-    /// Answers an announce query; returns the bencoded body.
-    pub async fn http_announce(&self, conn: SocketAddr, headers: &HeaderMap, query: &[u8]) -> Vec<u8> {
+    /// Answers an announce query (with the passkey of its path, if any); returns the bencoded
+    /// body.
+    pub async fn http_announce(
+        &self,
+        conn: SocketAddr,
+        headers: &HeaderMap,
+        query: &[u8],
+        passkey: Option<&str>,
+    ) -> Vec<u8> {
         let refuse = |msg: &str| {
             Metrics::inc(&self.metrics.of(Proto::Http).errors);
             encode_failure(msg)
@@ -242,11 +256,13 @@ impl Shared {
             peer_id: req.peer_id,
             addr: SocketAddr::new(ip, req.port),
             left: req.left,
+            uploaded: req.uploaded,
+            downloaded: req.downloaded,
             event: req.event,
             numwant: req.numwant,
             max_peers: usize::MAX,
             families: Families::Both,
-            passkey: None,
+            passkey,
         };
         let form = PeerForm::of(&req);
         let mut peers = ReplyPeers {
@@ -273,8 +289,8 @@ impl Shared {
         .encode(form)
     }
 
-    /// Answers a scrape query; returns the bencoded body.
-    pub async fn http_scrape(&self, query: &[u8]) -> Vec<u8> {
+    /// Answers a scrape query (with the passkey of its path, if any); returns the bencoded body.
+    pub async fn http_scrape(&self, query: &[u8], passkey: Option<&str>) -> Vec<u8> {
         let req = match wire::parse_scrape(query) {
             Ok(r) => r,
             Err(e) => {
@@ -282,7 +298,7 @@ impl Shared {
                 return encode_failure(&e.to_string());
             }
         };
-        match self.scrape(Proto::Http, &req.info_hashes).await {
+        match self.scrape(Proto::Http, &req.info_hashes, passkey).await {
             Ok(counts) => ScrapeResponse {
                 files: counts
                     .into_iter()
@@ -298,16 +314,30 @@ impl Shared {
 }
 
 async fn announce(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    announce_with(s, req, None).await
+}
+
+/// `/announce/PASSKEY` (private mode).
+async fn announce_passkey(State(s): State<Arc<Shared>>, Path(passkey): Path<String>, req: Request) -> Response {
+    announce_with(s, req, Some(&passkey)).await
+}
+
+async fn announce_with(s: Arc<Shared>, req: Request, passkey: Option<&str>) -> Response {
     // The request itself, not separate extractors: no copy of the header map per announce.
     let conn = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
         Some(ConnectInfo(a)) => *a,
         None => SocketAddr::from(([0, 0, 0, 0], 0)),
     };
-    reply(s.http_announce(conn, req.headers(), req.uri().query().unwrap_or("").as_bytes()).await)
+    reply(s.http_announce(conn, req.headers(), req.uri().query().unwrap_or("").as_bytes(), passkey).await)
 }
 
 async fn scrape(State(s): State<Arc<Shared>>, uri: Uri) -> Response {
-    reply(s.http_scrape(uri.query().unwrap_or("").as_bytes()).await)
+    reply(s.http_scrape(uri.query().unwrap_or("").as_bytes(), None).await)
+}
+
+/// `/scrape/PASSKEY` (private mode).
+async fn scrape_passkey(State(s): State<Arc<Shared>>, Path(passkey): Path<String>, uri: Uri) -> Response {
+    reply(s.http_scrape(uri.query().unwrap_or("").as_bytes(), Some(&passkey)).await)
 }
 
 /// The stats pages cannot be made while the store does not answer.

@@ -4,7 +4,9 @@
 //! The layout: `http` and `udp` read their wire formats and call the announce service
 //! ([`service`]: access, numwant, counters, the store call), which calls the store interface
 //! ([`backend::Backend`]), implemented by the in-memory store ([`store`]) and by Redis
-//! ([`redis_store`]), which several instances share.
+//! ([`redis_store`]), which several instances share. In private mode ([`private`]) the
+//! service also checks the passkey and the torrent's registration, and accounts the announce;
+//! users and torrents live in SQLite.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -25,6 +27,7 @@ pub mod config;
 #[cfg(test)]
 mod conformance;
 pub mod http;
+pub mod private;
 mod raw_target;
 pub mod redis_store;
 pub mod service;
@@ -42,7 +45,7 @@ pub use backend::Backend;
 pub use config::{Config, ConfigError, DEFAULT_TOML};
 pub use store::{Store, SwarmCounts, Totals};
 
-use bitswarm_tracker_proto::InfoHash;
+pub use bitswarm_tracker_proto::InfoHash;
 use stats::Metrics;
 
 /// What the servers share: the announce service ([`service`]) and what it works with.
@@ -52,6 +55,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub conn_ids: udp::ConnectionIds,
     pub access: access::Access,
+    /// Users, registered torrents and accounting, in private mode (`access.mode = "private"`).
+    pub private: Option<private::Private>,
     started: clock::Clock,
 }
 
@@ -73,11 +78,21 @@ impl Shared {
                 config.store.max_peers_total,
             )?)),
         };
+        let access = access::Access::load(&config.access)?;
+        let private = match config.access.mode {
+            config::AccessMode::Private => {
+                let p = private::Private::open(&config.private, config.store.max_peers_total)?;
+                access.replace(p.view().torrents.keys().copied().collect());
+                Some(p)
+            }
+            _ => None,
+        };
         Ok(Shared {
             backend,
             conn_ids: udp::ConnectionIds::new(config.udp.connection_id_valid, config.udp.connection_id_grace),
             metrics: Metrics::default(),
-            access: access::Access::load(&config.access)?,
+            access,
+            private,
             config,
             started: clock::Clock::start(),
         })
@@ -192,6 +207,18 @@ impl Tracker {
         }));
 
         udp_threads.extend(http_threads);
+        // Private mode's database thread; it stops with the UDP workers, writing what is left.
+        if shared.private.is_some() {
+            let (sh, flag) = (shared.clone(), udp_stop.clone());
+            match std::thread::Builder::new().name("tracker-db".into()).spawn(move || private::run(sh, flag)) {
+                Ok(t) => udp_threads.push(t),
+                Err(e) => {
+                    let _ = stop.send(true);
+                    udp_stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
         Ok(Handle { http_addr, udp_addr, shared, stop, udp_stop, tasks, threads: udp_threads })
     }
 }
@@ -318,9 +345,17 @@ impl Handle {
         }
         self.http_addr.map(|a| format!("http://{}/", url_host(a)))
     }
-    /// Reads the access list again (see [`access::Access::reload`]) and drops the swarms it
-    /// shuts out, with their peers; returns how many info-hashes it holds.
+    /// Reads the access list again (see [`access::Access::reload`]; in private mode the state
+    /// database's users and torrents) and drops the swarms it shuts out, with their peers;
+    /// returns how many info-hashes it holds.
     pub async fn reload_access(&self) -> Result<usize, String> {
+        if self.shared.private.is_some() {
+            let sh = self.shared.clone();
+            tokio::task::spawn_blocking(move || private::put_in_force(&sh))
+                .await
+                .map_err(|e| format!("reading the state database: {e}"))?
+                .map_err(|e| e.to_string())?;
+        }
         let n = self.shared.access.reload()?;
         match self.shared.drop_disallowed().await {
             Ok((peers, swarms)) if swarms > 0 => {

@@ -32,14 +32,17 @@ pub struct AnnounceRequest<'a> {
     /// the configuration allows it), the port announced.
     pub addr: SocketAddr,
     pub left: u64,
+    /// The client's totals (private mode accounts them).
+    pub uploaded: u64,
+    pub downloaded: u64,
     pub event: Event,
     /// What the client asked for (`None`: the configured default).
     pub numwant: Option<u32>,
     /// The most peers the reply format carries (a UDP reply must fit a datagram).
     pub max_peers: usize,
     pub families: Families,
-    /// The passkey of the announce URL's path, for private mode (issue 19): not served yet,
-    /// so a front end passes `None`; [`Shared::admit`] is where it will be checked.
+    /// The passkey of the announce URL's path (`/announce/PASSKEY`), for private mode; a
+    /// public tracker refuses one.
     pub passkey: Option<&'a str>,
 }
 
@@ -69,13 +72,25 @@ impl Shared {
     /// Decides whether an announce is served, and shapes it for the store; counts it.
     pub fn admit(&self, proto: Proto, r: &AnnounceRequest<'_>) -> Result<Announce, Refusal> {
         let m = self.metrics.of(proto);
-        if r.passkey.is_some() {
-            Metrics::inc(&m.errors);
-            return Err(Refusal("this tracker is public: announce at /announce".into()));
-        }
-        if !self.access.allows(&r.info_hash) {
-            Metrics::inc(&m.errors);
-            return Err(Refusal(crate::access::NOT_ALLOWED.into()));
+        match &self.private {
+            None => {
+                if r.passkey.is_some() {
+                    Metrics::inc(&m.errors);
+                    return Err(Refusal("this tracker is public: announce at /announce".into()));
+                }
+                if !self.access.allows(&r.info_hash) {
+                    Metrics::inc(&m.errors);
+                    return Err(Refusal(crate::access::NOT_ALLOWED.into()));
+                }
+            }
+            // The passkey, the torrent's registration, then the accounting.
+            Some(p) => {
+                if let Err(msg) = p.admit(r) {
+                    tracing::debug!("private: refused an announce of {} from {}: {msg}", r.info_hash.to_hex(), r.addr);
+                    Metrics::inc(&m.errors);
+                    return Err(Refusal(msg.into()));
+                }
+            }
         }
         Metrics::inc(&m.announces);
         let cfg = &self.config.announce;
@@ -128,9 +143,24 @@ impl Shared {
     }
 
     /// A scrape of `hashes` (empty: every swarm, if the configuration allows a full scrape).
-    /// Swarms the access list shuts out are reported empty (or left out of a full scrape).
-    pub async fn scrape(&self, proto: Proto, hashes: &[InfoHash]) -> Result<Vec<(InfoHash, SwarmCounts)>, Refusal> {
+    /// Swarms the access list shuts out are reported empty (or left out of a full scrape). A
+    /// private tracker answers only a known, enabled `passkey`, and a public one none.
+    pub async fn scrape(
+        &self,
+        proto: Proto,
+        hashes: &[InfoHash],
+        passkey: Option<&str>,
+    ) -> Result<Vec<(InfoHash, SwarmCounts)>, Refusal> {
         let m = self.metrics.of(proto);
+        let checked = match &self.private {
+            None if passkey.is_some() => Err("this tracker is public: scrape at /scrape"),
+            None => Ok(()),
+            Some(p) => p.member(passkey).map(drop),
+        };
+        if let Err(msg) = checked {
+            Metrics::inc(&m.errors);
+            return Err(Refusal(msg.into()));
+        }
         let result = if hashes.is_empty() {
             if !self.config.scrape.full_scrape {
                 Metrics::inc(&m.errors);

@@ -165,11 +165,14 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, slot: usize, out:
                 peer_id: a.peer_id,
                 addr: SocketAddr::new(peer_ip, a.port),
                 left: a.left,
+                uploaded: a.uploaded,
+                downloaded: a.downloaded,
                 event: a.event,
                 numwant: a.num_want,
                 max_peers,
                 families: Families::Same,
-                passkey: None,
+                // Read only in private mode: the public fast path does not look at it.
+                passkey: if shared.private.is_some() { passkey_of(&a.url_data) } else { None },
             };
             match shared.admit(Proto::Udp, &ask) {
                 Ok(announce) => {
@@ -185,9 +188,24 @@ pub fn handle(shared: &Shared, packet: &[u8], src: SocketAddr, slot: usize, out:
                 Metrics::inc(&m.bad_connection_ids);
                 return;
             }
+            if shared.private.is_some() {
+                // A UDP scrape has no URL data (BEP 41 options are an announce's), so no passkey.
+                Metrics::inc(&m.errors);
+                return wire::write_error(out, s.transaction_id, PRIVATE_SCRAPE);
+            }
             jobs.push(Job { slot, tag: s.transaction_id, op: Op::scrape(s.info_hashes) });
         }
     }
+}
+
+/// What a private tracker answers a UDP scrape.
+pub const PRIVATE_SCRAPE: &str = "this tracker is private: scrape over HTTP at /scrape/PASSKEY";
+
+/// The passkey of a BEP 41 URL path `/announce/PASSKEY` (a query after it is ignored).
+pub fn passkey_of(url_data: &[u8]) -> Option<&str> {
+    let path = url_data.split(|&b| b == b'?').next()?;
+    let key = path.strip_prefix(b"/announce/")?;
+    std::str::from_utf8(key).ok()
 }
 
 /// Where the leecher and seeder counts of an announce reply are (after the action, transaction
@@ -386,6 +404,17 @@ mod tests {
         // Another tracker instance has another secret.
         assert!(!ConnectionIds::new(120, 60).check(id, a));
         assert_eq!((ids.window, ids.windows_back), (30, 6));
+    }
+
+    #[test]
+    fn passkeys_of_bep_41_url_data() {
+        assert_eq!(passkey_of(b"/announce/abc"), Some("abc"));
+        assert_eq!(passkey_of(b"/announce/abc?x=1&y"), Some("abc"));
+        assert_eq!(passkey_of(b"/announce/"), Some(""));
+        assert_eq!(passkey_of(b"/announce"), None);
+        assert_eq!(passkey_of(b""), None);
+        assert_eq!(passkey_of(b"/abc/announce"), None);
+        assert_eq!(passkey_of(b"/announce/\xff"), None);
     }
 
     #[test]

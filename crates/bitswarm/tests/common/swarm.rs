@@ -186,21 +186,38 @@ impl OurTracker {
 
     /// [`OurTracker::start`] with HTTP and UDP on `host` (an IP address; IPv6 in brackets).
     pub fn start_on(dir: &Path, config: &str, host: &str) -> OurTracker {
-        OurTracker::spawn(dir, config, host, None)
+        OurTracker::spawn(dir, config, host, None, &[])
+    }
+
+    /// [`OurTracker::start`] with more arguments (`--state DIR`, say) and environment variables.
+    pub fn start_with(dir: &Path, config: &str, args: &[&str], env: &[(&str, &str)]) -> OurTracker {
+        OurTracker::spawn_with(dir, config, "127.0.0.1", None, args, env)
     }
 
     /// [`OurTracker::start`] from a shell that runs `prelude` first (`ulimit -Sn 100`, say);
     /// the shell then execs the tracker, so the process is the tracker itself.
     pub fn start_in_shell(dir: &Path, config: &str, prelude: &str) -> OurTracker {
-        OurTracker::spawn(dir, config, "127.0.0.1", Some(prelude))
+        OurTracker::spawn(dir, config, "127.0.0.1", Some(prelude), &[])
     }
 
-    fn spawn(dir: &Path, config: &str, host: &str, prelude: Option<&str>) -> OurTracker {
+    fn spawn(dir: &Path, config: &str, host: &str, prelude: Option<&str>, args: &[&str]) -> OurTracker {
+        OurTracker::spawn_with(dir, config, host, prelude, args, &[])
+    }
+
+    fn spawn_with(
+        dir: &Path,
+        config: &str,
+        host: &str,
+        prelude: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> OurTracker {
         let cfg = dir.join("tracker.toml");
         std::fs::write(&cfg, config).unwrap();
         let mut c = bitswarm();
         let bind = format!("{host}:0");
-        c.args(["tracker", "--http", &bind, "--udp", &bind, "--config"]).arg(&cfg);
+        c.args(["tracker", "--http", &bind, "--udp", &bind, "--config"]).arg(&cfg).args(args);
+        c.envs(env.iter().copied());
         if let Some(prelude) = prelude {
             let mut sh = Command::new("sh");
             sh.arg("-c").arg(format!("{prelude} && exec \"$0\" \"$@\"")).arg(c.get_program()).args(c.get_args());
