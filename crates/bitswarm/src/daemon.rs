@@ -82,6 +82,7 @@ pub fn run(a: DaemonArgs) -> Result<(), Failure> {
         config.rpc.bind = r;
     }
     config.check().map_err(|e| Failure::usage(e.to_string()))?;
+    few_malloc_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(bitswarm_storage::cores())
         .enable_all()
@@ -109,4 +110,16 @@ pub fn run(a: DaemonArgs) -> Result<(), Failure> {
 /// Folders given on the command line are taken from the working folder.
 fn absolute(p: PathBuf) -> Result<PathBuf, Failure> {
     std::path::absolute(&p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))
+}
+
+/// Caps glibc's malloc arenas at two. By default every thread that allocates may get its own
+/// (up to eight a core), and each keeps the memory freed into it: a daemon's threads (runtime
+/// workers, blocking pool, hashing) held 2 MB more at 1,000 torrents and 8 MB more at 10,000
+/// than with two. Two arenas keep the runtime's two kinds of threads off each other's lock.
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
