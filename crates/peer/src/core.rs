@@ -142,8 +142,6 @@ pub(crate) struct Core {
     pub trackers: crate::tracker::Gate,
     /// When each running torrent announces next.
     pub(crate) announcer: Arc<crate::announcer::Announcer>,
-    /// Bumped by every change of the settings (what waits on them looks again).
-    pub settings_changed: tokio::sync::watch::Sender<u64>,
     /// Torrents that changed since the last [`take_changed`](Core::take_changed): what keeps
     /// state looks at these alone, not at every torrent.
     changed: Mutex<std::collections::HashSet<u32>>,
@@ -169,7 +167,6 @@ impl Core {
             downloaded: AtomicU64::new(0),
             uploaded: AtomicU64::new(0),
             hash_tx: Mutex::new(hash_tx),
-            settings_changed: tokio::sync::watch::channel(0).0,
             trackers: crate::tracker::Gate::default(),
             announcer: crate::announcer::Announcer::new(),
             changed: Mutex::new(std::collections::HashSet::new()),
@@ -191,7 +188,6 @@ impl Core {
         self.down.set_rate(s.max_download_rate);
         let now = s.clone();
         drop(s);
-        self.settings_changed.send_modify(|g| *g += 1);
         now
     }
 

@@ -247,7 +247,9 @@ pub(crate) struct Live {
     /// Every piece is verified and written.
     complete: Watched<bool>,
     fatal: Mutex<Option<String>>,
-    fatal_wake: Notify,
+    /// Woken when the run's waiter must look again: an error, completion, a command to its
+    /// torrent, a change of settings.
+    run_wake: Notify,
     /// The tracker that answered last (it gets the `stopped` announce).
     tracker: Mutex<Option<String>>,
     pub trackers: Mutex<Vec<TrackerStatus>>,
@@ -350,7 +352,7 @@ impl Live {
             stop: Watched::new(false),
             complete: Watched::new(complete_now),
             fatal: Mutex::new(None),
-            fatal_wake: Notify::new(),
+            run_wake: Notify::new(),
             tracker: Mutex::new(None),
             trackers: Mutex::new(Vec::new()),
             have_generation: AtomicU64::new(0),
@@ -417,17 +419,11 @@ impl Live {
     /// Resolves when every piece is verified and written.
     pub async fn wait_complete(&self) {
         let mut rx = self.complete.subscribe();
-        let _ = rx.wait_for(|c| *c).await;
+        rx.wait_for(|c| *c).await;
     }
 
     pub fn is_complete(&self) -> bool {
         *self.complete.borrow()
-    }
-
-    /// Watches whether every wanted piece is here (it goes back to false when more files
-    /// become wanted).
-    pub fn complete_rx(&self) -> Receiver<'_, bool> {
-        self.complete.subscribe()
     }
 
     /// Sets each piece's priority (0: not wanted); completion follows.
@@ -437,7 +433,9 @@ impl Live {
             st.picker.set_priorities(priorities);
             st.picker.is_complete()
         };
-        self.complete.send_if_modified(|c| std::mem::replace(c, done) != done);
+        if self.complete.send_if_modified(|c| std::mem::replace(c, done) != done) {
+            self.wake_run();
+        }
         // Peers may have something we want now, or nothing.
         let st = self.state();
         for p in st.peers.values() {
@@ -538,16 +536,18 @@ impl Live {
     }
 
     /// Resolves with a message when the run cannot go on (a write failed, say).
-    pub async fn wait_fatal(&self) -> String {
-        loop {
-            let woken = self.fatal_wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if let Some(m) = self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-                return m;
-            }
-            woken.await;
-        }
+    /// The error that ends the run, once there is one.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Resolves at the next [`Live::wake_run`] (enable it before looking at what it guards).
+    pub fn run_woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.run_wake.notified()
+    }
+
+    pub fn wake_run(&self) {
+        self.run_wake.notify_waiters();
     }
 
     /// How long after the start the last piece was verified.
@@ -625,7 +625,7 @@ impl Live {
     fn fail_now(&self, message: String) {
         warn!("{}: {message}", self.meta.info.name);
         self.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(message);
-        self.fatal_wake.notify_waiters();
+        self.wake_run();
     }
 
     /// Connections to `ip` that the per-address limit still allows.
@@ -717,6 +717,7 @@ impl Live {
         info!("{}: download complete: all {} pieces verified", self.meta.info.name, self.meta.info.piece_count());
         *self.completed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         self.complete.send_replace(true);
+        self.wake_run();
         self.announce_completed();
     }
 

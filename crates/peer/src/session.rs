@@ -131,6 +131,10 @@ impl Session {
     pub fn set_settings(&self, f: impl FnOnce(&mut Settings)) -> Settings {
         let s = self.inner.core.update(f);
         self.inner.queue.poke();
+        // Runs look at their seeding limits again.
+        for t in self.inner.torrents.read().unwrap_or_else(|p| p.into_inner()).by_id.values() {
+            t.wake_run();
+        }
         s
     }
 

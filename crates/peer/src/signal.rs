@@ -81,6 +81,11 @@ impl<T> Receiver<'_, T> {
         v
     }
 
+    /// The value changed since it was last seen.
+    pub fn has_changed(&self) -> bool {
+        self.watched.version.load(Ordering::Acquire) != self.seen
+    }
+
     /// Resolves once the value changed since it was last seen (at once if it already has).
     pub async fn changed(&mut self) {
         loop {

@@ -396,8 +396,6 @@ pub(crate) struct Torrent {
     retired: AtomicBool,
     /// For a magnet link: the size of the metadata and the peer that gave it.
     pub metadata_from: Mutex<Option<(usize, SocketAddr)>>,
-    /// Its settings changed (a run looks at its seeding limits again).
-    settings_changed: tokio::sync::Notify,
     /// Resume data vouched for every piece and every file's size just now: the next run opens
     /// no file until a peer asks for data.
     files_vouched: AtomicBool,
@@ -454,7 +452,6 @@ impl Torrent {
             position: AtomicU64::new(add.queue_position.unwrap_or(u64::from(id))),
             retired: AtomicBool::new(false),
             metadata_from: Mutex::new(None),
-            settings_changed: tokio::sync::Notify::new(),
             files_vouched: AtomicBool::new(false),
         })
     }
@@ -573,7 +570,8 @@ impl Torrent {
         if let Some(l) = self.live() {
             self.apply(&l, &s);
         }
-        self.settings_changed.notify_one();
+        // A run looks at its seeding limits again.
+        self.wake_run();
         self.changed();
         s
     }
@@ -641,6 +639,7 @@ impl Torrent {
             w.run = true;
             w.force |= force;
         });
+        self.wake_run();
     }
 
     pub fn stop(&self) {
@@ -648,15 +647,25 @@ impl Torrent {
             w.run = false;
             w.force = false;
         });
+        self.wake_run();
     }
 
     pub fn verify(&self) {
         self.wish.send_modify(|w| w.verify += 1);
+        self.wake_run();
     }
 
     /// Ends the run for the session's close, keeping the user's wish to run.
     pub fn halt(&self) {
         self.wish.send_modify(|w| w.halt = true);
+        self.wake_run();
+    }
+
+    /// The run under way (if any) looks again at what it waits for: the wish, its settings.
+    pub(crate) fn wake_run(&self) {
+        if let Some(l) = &*self.live.lock().unwrap_or_else(|p| p.into_inner()) {
+            l.wake_run();
+        }
     }
 
     /// Stops it for good: its driver ends.
@@ -906,48 +915,53 @@ async fn run(
     wish: &mut Receiver<'_, Wish>,
     verified_for: u64,
 ) -> RunEnd {
-    let mut complete = live.complete_rx();
+    // One wake-up for all it waits for (a command, an error, completion, settings): the run
+    // of every idle seed lives as long as it, and a wait on each was 700 bytes a torrent.
+    let mut done = live.is_complete();
     // Made with the first seeding limit (an interval is a timer on the heap).
     let mut tick: Option<tokio::time::Interval> = None;
-    let mut session_settings = t.core.settings_changed.subscribe();
     loop {
-        let done = *complete.borrow_and_update();
+        let woken = live.run_woken();
+        tokio::pin!(woken);
+        // Registered before anything is looked at: a change after the look wakes it.
+        woken.as_mut().enable();
+        if wish.has_changed() {
+            let w = *wish.borrow_and_update();
+            if !w.run || w.halt {
+                return RunEnd::Stopped;
+            }
+            if w.verify != verified_for {
+                return RunEnd::Verify;
+            }
+        }
+        if let Some(m) = live.fatal() {
+            return RunEnd::Failed(m);
+        }
+        let now_done = live.is_complete();
+        if now_done != done {
+            let kind = if now_done { Kind::Seed } else { Kind::Download };
+            if !slot.switch(kind) {
+                return RunEnd::Requeue;
+            }
+            if now_done {
+                t.times.lock().unwrap_or_else(|p| p.into_inner()).done = Some(SystemTime::now());
+            }
+            t.set_state(if now_done { State::Seeding } else { State::Downloading });
+            done = now_done;
+        }
         // Without a seeding limit, nothing ticks: an idle seed costs no wake-ups.
         let limited = done && t.seed_limits().is_some();
+        if !limited {
+            tick = None;
+        }
         tokio::select! {
-            () = wish.changed() => {
-                let w = *wish.borrow_and_update();
-                if !w.run || w.halt {
-                    return RunEnd::Stopped;
-                }
-                if w.verify != verified_for {
-                    return RunEnd::Verify;
-                }
-            }
-            m = live.wait_fatal() => return RunEnd::Failed(m),
-            () = complete.changed() => {
-                let now_done = *complete.borrow_and_update();
-                if now_done == done {
-                    continue;
-                }
-                let kind = if now_done { Kind::Seed } else { Kind::Download };
-                if !slot.switch(kind) {
-                    return RunEnd::Requeue;
-                }
-                if now_done {
-                    t.times.lock().unwrap_or_else(|p| p.into_inner()).done = Some(SystemTime::now());
-                }
-                t.set_state(if now_done { State::Seeding } else { State::Downloading });
-            }
+            () = &mut woken => {}
             _ = async { tick.get_or_insert_with(|| tokio::time::interval(SEED_LIMITS_EVERY)).tick().await }, if limited => {
                 if t.seed_limit_reached(live) {
                     info!("{}: seeding limit reached; stopping", t.name());
                     return RunEnd::Finished;
                 }
             }
-            // The limits may have changed: looked at again above.
-            _ = session_settings.changed() => {}
-            _ = t.settings_changed.notified() => {}
         }
     }
 }
