@@ -56,6 +56,8 @@ pub enum Source {
     Tracker,
     /// Peer exchange (BEP 11).
     Pex,
+    /// The Mainline DHT (BEP 5).
+    Dht,
     /// The peer dialed us.
     Incoming,
 }

@@ -100,7 +100,8 @@ impl Session {
     pub async fn start(settings: Settings) -> Result<Session, SessionError> {
         let listener = bind(settings.listen).map_err(|e| SessionError::Listen(settings.listen, e))?;
         let listen_addr = listener.local_addr().map_err(|e| SessionError::Listen(settings.listen, e))?;
-        let core = Core::new(settings, listen_addr).map_err(SessionError::Threads)?;
+        let dht = crate::dht::start_for(&settings, listen_addr).await;
+        let core = Core::new(settings, listen_addr, dht).map_err(SessionError::Threads)?;
         let queue = Queue::new(core.clone());
         let inner = Arc::new(Inner {
             core,
@@ -222,6 +223,21 @@ impl Session {
         for h in &all {
             let mut rx = h.t.subscribe();
             let _ = rx.wait_for(|s| !s.is_active()).await;
+        }
+        if let Some(d) = &self.inner.core.dht {
+            d.shutdown().await;
+        }
+    }
+
+    /// The DHT node's counts (None without one).
+    pub fn dht_stats(&self) -> Option<crate::DhtStats> {
+        self.inner.core.dht.as_ref().map(|d| d.stats())
+    }
+
+    /// DHT nodes to ping (they enter the routing table if they answer).
+    pub fn add_dht_nodes(&self, nodes: Vec<SocketAddr>) {
+        if let Some(d) = &self.inner.core.dht {
+            d.add_nodes(nodes);
         }
     }
 
