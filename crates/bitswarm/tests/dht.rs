@@ -1,0 +1,109 @@
+//! The Mainline DHT with real clients, on loopback alone: magnet links that name nothing but
+//! the info-hash (no tracker, no peer) download through the DHT. Each test builds a DHT of its
+//! own: a `bitswarm dht` node as the router everybody joins through, every node on its own
+//! 127.0.X.1 (a /24 of its own, so that the one-node-per-address rules of the DHTs see
+//! separate hosts). Nothing here knows the public routers.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::swarm::*;
+use common::*;
+
+const LT_DHT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/lt_dht.py");
+const WITHIN: Duration = Duration::from_secs(120);
+
+/// `bitswarm dht` on `host`, a free port, joining through nobody; returns it with its address.
+fn our_router(host: &str) -> (Proc, String) {
+    let mut c = bitswarm();
+    c.args(["dht", "--no-bootstrap", "--status-every", "0", "--port", "0", "--bind", host]);
+    let mut p = Proc::spawn("bitswarm dht", c);
+    let line = p.wait_line(Duration::from_secs(30), |l| l.starts_with("DHT node on UDP "));
+    let addr = line.trim_start_matches("DHT node on UDP ").trim().to_owned();
+    (p, addr)
+}
+
+/// `bitswarm seed` or `join` on `host`, its DHT node joining through `router` only.
+fn our_peer_dht(command: &str, host: &str, what: &std::ffi::OsStr, dir: &Path, router: &str, extra: &[&str]) -> Proc {
+    let mut c = bitswarm();
+    c.env_remove("BITSWARM_NO_DHT");
+    c.env("BITSWARM_LOG", "warn,bitswarm_peer::dht=debug");
+    c.args([command, "--port", "0", "--bind", host, "--dht-router", router, "-d"]).arg(dir).arg(what).args(extra);
+    Proc::spawn(&format!("bitswarm {command}"), c)
+}
+
+/// A libtorrent session on `host` whose DHT joins through `router` alone (`lt_dht.py`).
+fn lt_dht(mode: &str, what: &std::ffi::OsStr, dir: &Path, host: &str, router: &str) -> Proc {
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(LT_DHT).arg(mode).arg(what).arg(dir).args([host, router]);
+    let mut p = Proc::spawn(&format!("libtorrent {mode}"), c);
+    p.wait_line(Duration::from_secs(30), |l| l.starts_with("port "));
+    p
+}
+
+fn magnet(info_hash: &str) -> String {
+    format!("magnet:?xt=urn:btih:{info_hash}")
+}
+
+/// The info-hash of a torrent made by [`TreeSetup`] (no tracker in it).
+fn info_hash_of(torrent: &Path) -> String {
+    let out = bitswarm().args(["torrent", "magnet"]).arg(torrent).output().unwrap();
+    let link = String::from_utf8(out.stdout).unwrap();
+    let hash = link.trim().strip_prefix("magnet:?xt=urn:btih:").expect("a magnet link");
+    hash.split('&').next().unwrap().to_owned()
+}
+
+/// `join` of an info-hash-only magnet link ended by itself (`--exit-when-done`); the metadata
+/// came from the seeder at `seeder_host`, found through the DHT.
+fn assert_joined_from(join: &mut Proc, seeder_host: &str) {
+    let status = join.wait_exit(WITHIN);
+    let out = join.output();
+    assert!(status.success(), "join: {status:?}\n{out}");
+    let line = out.lines().find(|l| l.starts_with("metadata: ")).unwrap_or_else(|| panic!("no metadata line:\n{out}"));
+    assert!(line.contains(&format!("from {seeder_host}:")), "{line}");
+}
+
+#[test]
+fn our_join_downloads_a_magnet_link_from_our_seeder_through_the_dht_alone() {
+    let s = TreeSetup::new(71, &[]);
+    let (_router, router) = our_router("127.0.11.1");
+    let mut seed = our_peer_dht("seed", "127.0.12.1", s.torrent.as_os_str(), &s.src, &router, &["-q"]);
+    listening_port(&mut seed);
+    let link = magnet(&info_hash_of(&s.torrent));
+    let mut join = our_peer_dht("join", "127.0.13.1", link.as_ref(), &s.dst, &router, &["-q", "--exit-when-done"]);
+    assert_joined_from(&mut join, "127.0.12.1");
+    assert_same_tree(&s.src, &s.dst);
+}
+
+#[test]
+fn interop_our_join_downloads_a_magnet_link_from_a_libtorrent_seeder_through_the_dht_alone() {
+    if !require("libtorrent") {
+        return;
+    }
+    let s = TreeSetup::new(72, &[]);
+    let (_router, router) = our_router("127.0.21.1");
+    let mut seed = lt_dht("seed", s.torrent.as_os_str(), &s.src, "127.0.22.1", &router);
+    seed.wait_line(Duration::from_secs(60), |l| l == "seeding");
+    let link = magnet(&info_hash_of(&s.torrent));
+    let mut join = our_peer_dht("join", "127.0.23.1", link.as_ref(), &s.dst, &router, &["-q", "--exit-when-done"]);
+    assert_joined_from(&mut join, "127.0.22.1");
+    assert_same_tree(&s.src, &s.dst);
+}
+
+#[test]
+fn interop_libtorrent_downloads_a_magnet_link_from_our_seeder_through_the_dht_alone() {
+    if !require("libtorrent") {
+        return;
+    }
+    let s = TreeSetup::new(73, &[]);
+    let (_router, router) = our_router("127.0.31.1");
+    let mut seed = our_peer_dht("seed", "127.0.32.1", s.torrent.as_os_str(), &s.src, &router, &["-q"]);
+    listening_port(&mut seed);
+    let link = magnet(&info_hash_of(&s.torrent));
+    let mut leech = lt_dht("leech", link.as_ref(), &s.dst, "127.0.33.1", &router);
+    leech.wait_line(WITHIN, |l| l == "done");
+    assert_same_tree(&s.src, &s.dst);
+}
