@@ -310,10 +310,10 @@ async fn serve(
                 let s = sum(handles);
                 if let Some(b) = &bar {
                     b.set_position(s.have);
-                    b.set_message(status(&s));
+                    b.set_message(status(&s, session.dht_stats()));
                 } else if mode == Mode::Lines && last_line.elapsed() >= progress::LINE_INTERVAL {
                     last_line = Instant::now();
-                    errln!("{:.1}% {} of {} {}", pct(&s), HumanBytes(s.have), HumanBytes(s.total), status(&s));
+                    errln!("{:.1}% {} of {} {}", pct(&s), HumanBytes(s.have), HumanBytes(s.total), status(&s, session.dht_stats()));
                 }
             }
             (i, r) = completion => {
@@ -517,13 +517,14 @@ fn pct(s: &TorrentStats) -> f64 {
     if s.total == 0 { 100.0 } else { s.have as f64 * 100.0 / s.total as f64 }
 }
 
-fn status(s: &TorrentStats) -> String {
+fn status(s: &TorrentStats, dht: Option<bitswarm_peer::DhtStats>) -> String {
     let eta = match (s.total - s.have).checked_div(s.down_rate) {
         _ if s.complete => "done".to_owned(),
         Some(secs) => format!("eta {secs}s"),
         None => "eta -".to_owned(),
     };
-    format!("down {}/s up {}/s peers {} {eta}", HumanBytes(s.down_rate), HumanBytes(s.up_rate), s.peers)
+    let dht = dht.map(|d| format!(" dht {} nodes", d.nodes)).unwrap_or_default();
+    format!("down {}/s up {}/s peers {} {eta}{dht}", HumanBytes(s.down_rate), HumanBytes(s.up_rate), s.peers)
 }
 
 fn summary(s: &TorrentStats) -> String {

@@ -27,7 +27,14 @@ fn our_router(host: &str) -> (Proc, String) {
 }
 
 /// `bitswarm seed` or `join` on `host`, its DHT node joining through `router` only.
-fn our_peer_dht(command: &str, host: &str, what: &std::ffi::OsStr, dir: &Path, router: &str, extra: &[&str]) -> Proc {
+fn our_peer_dht<S: AsRef<std::ffi::OsStr>>(
+    command: &str,
+    host: &str,
+    what: &std::ffi::OsStr,
+    dir: &Path,
+    router: &str,
+    extra: &[S],
+) -> Proc {
     let mut c = bitswarm();
     c.env_remove("BITSWARM_NO_DHT");
     c.env("BITSWARM_LOG", "warn,bitswarm_peer::dht=debug");
@@ -66,16 +73,24 @@ fn assert_joined_from(join: &mut Proc, seeder_host: &str) {
     assert!(line.contains(&format!("from {seeder_host}:")), "{line}");
 }
 
+/// Also: a private torrent (BEP 27) seeded by the same session is never announced on the DHT.
 #[test]
 fn our_join_downloads_a_magnet_link_from_our_seeder_through_the_dht_alone() {
     let s = TreeSetup::new(71, &[]);
+    let private = s.dir.path().join("private.torrent");
+    let private_hash = create_torrent(&s.src.join("tree"), &private, &["--piece-size", "16K", "--private"]);
     let (_router, router) = our_router("127.0.11.1");
-    let mut seed = our_peer_dht("seed", "127.0.12.1", s.torrent.as_os_str(), &s.src, &router, &["-q"]);
+    let extra = ["-q".as_ref(), private.as_os_str()];
+    let mut seed = our_peer_dht("seed", "127.0.12.1", s.torrent.as_os_str(), &s.src, &router, &extra);
     listening_port(&mut seed);
-    let link = magnet(&info_hash_of(&s.torrent));
+    let public_hash = info_hash_of(&s.torrent);
+    let link = magnet(&public_hash);
     let mut join = our_peer_dht("join", "127.0.13.1", link.as_ref(), &s.dst, &router, &["-q", "--exit-when-done"]);
     assert_joined_from(&mut join, "127.0.12.1");
     assert_same_tree(&s.src, &s.dst);
+    let out = seed.output();
+    assert!(out.contains(&format!("DHT: {public_hash} announced to ")), "{out}");
+    assert!(!out.contains(&format!("DHT: {private_hash}")), "the private torrent went to the DHT:\n{out}");
 }
 
 #[test]
@@ -105,5 +120,33 @@ fn interop_libtorrent_downloads_a_magnet_link_from_our_seeder_through_the_dht_al
     let link = magnet(&info_hash_of(&s.torrent));
     let mut leech = lt_dht("leech", link.as_ref(), &s.dst, "127.0.33.1", &router);
     leech.wait_line(WITHIN, |l| l == "done");
+    assert_same_tree(&s.src, &s.dst);
+}
+
+#[test]
+fn interop_aria2_downloads_a_magnet_link_from_our_seeder_through_the_dht_alone() {
+    if !require("aria2c") {
+        return;
+    }
+    let s = TreeSetup::new(74, &[]);
+    let (_router, router) = our_router("127.0.41.1");
+    let mut seed = our_peer_dht("seed", "127.0.42.1", s.torrent.as_os_str(), &s.src, &router, &["-q"]);
+    listening_port(&mut seed);
+    let link = magnet(&info_hash_of(&s.torrent));
+    // aria2 listens on every address (on loopback alone in the tests' namespace); it joins
+    // through our router only, and keeps its routing table in the test's folder.
+    let mut c = Command::new("aria2c");
+    c.arg(format!("--dir={}", s.dst.display()))
+        .arg(format!("--listen-port={}", free_port()))
+        .arg(format!("--dht-listen-port={}", free_port()))
+        .arg(format!("--dht-entry-point={router}"))
+        .arg(format!("--dht-file-path={}", s.dir.path().join("aria2-dht.dat").display()))
+        .args(["--no-conf=true", "--enable-dht=true", "--enable-dht6=false", "--disable-ipv6=true"])
+        .args(["--bt-enable-lpd=false", "--enable-peer-exchange=false", "--seed-time=0"])
+        .args(["--bt-stop-timeout=100", "--summary-interval=0", "--console-log-level=warn"])
+        .arg(&link);
+    let mut aria = Proc::spawn("aria2 leech", c);
+    let status = aria.wait_exit(WITHIN);
+    assert!(status.success(), "aria2: {status:?}\n{}", aria.output());
     assert_same_tree(&s.src, &s.dst);
 }

@@ -194,11 +194,29 @@ impl DhtHandle {
         Registration { id, tx: self.tx.clone() }
     }
 
-    /// Nodes learned elsewhere (a .torrent's `nodes`, a peer's PORT message).
+    /// Nodes learned elsewhere (a peer's PORT message, the user).
     pub fn add_nodes(&self, nodes: Vec<SocketAddr>) {
         if !nodes.is_empty() {
             let _ = self.tx.send(Command::AddNodes(nodes));
         }
+    }
+
+    /// Nodes by name and port (a .torrent's `nodes`): resolved apart from the node, then pinged.
+    pub fn add_node_names(&self, nodes: Vec<(String, u16)>) {
+        if nodes.is_empty() {
+            return;
+        }
+        let tx = self.tx.downgrade();
+        tokio::spawn(async move {
+            let names: Vec<String> = nodes
+                .iter()
+                .map(|(h, p)| if h.contains(':') { format!("[{h}]:{p}") } else { format!("{h}:{p}") })
+                .collect();
+            let addrs = resolve(&names).await;
+            if let Some(tx) = tx.upgrade() {
+                let _ = tx.send(Command::AddNodes(addrs));
+            }
+        });
     }
 
     pub fn stats(&self) -> DhtStats {
@@ -273,6 +291,7 @@ pub(crate) fn register_run(core: &crate::core::Core, meta: &Metainfo, live: &Arc
         return None;
     }
     let d = core.dht.as_ref()?;
+    d.add_node_names(meta.nodes());
     Some(d.register(meta.info_hash, Some(core.listen_addr.port()), Box::new(Arc::downgrade(live))))
 }
 
