@@ -150,3 +150,37 @@ fn interop_aria2_downloads_a_magnet_link_from_our_seeder_through_the_dht_alone()
     assert!(status.success(), "aria2: {status:?}\n{}", aria.output());
     assert_same_tree(&s.src, &s.dst);
 }
+
+/// The daemon: a bare info-hash added over the RPC downloads through the DHT; `/metrics` shows
+/// the node; the routing table is saved in the state folder and read at the next start.
+#[test]
+fn the_daemon_downloads_an_info_hash_through_the_dht_and_keeps_its_routing_table() {
+    if !require("transmission-remote") {
+        return;
+    }
+    let s = TreeSetup::new(75, &[]);
+    let (_router, router) = our_router("127.0.51.1");
+    let mut seed = our_peer_dht("seed", "127.0.52.1", s.torrent.as_os_str(), &s.src, &router, &["-q"]);
+    listening_port(&mut seed);
+    let config = format!("[dht]\nrouters = [\"{router}\"]\n");
+    let log = Some("warn,bitswarm_peer::dht=debug");
+    let mut d = common::daemon::OurDaemon::start_with_dht(s.dir.path(), &config, log);
+    let hash = info_hash_of(&s.torrent);
+    let added = d.rpc("torrent-add", serde_json::json!({ "filename": magnet(&hash) }));
+    let id = added["torrent-added"]["id"].as_u64().expect("an id");
+    d.wait_torrent(id, &["percentDone"], "the download", |t| t["percentDone"] == 1.0);
+    assert_same_tree(&s.src, &d.downloads);
+    let (_, _, metrics) = d.http("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    assert!(metrics.contains("bitswarm_dht_nodes "), "{metrics}");
+    let lookups = metrics.lines().find(|l| l.starts_with("bitswarm_dht_lookups_total ")).expect("lookups");
+    assert_ne!(lookups, "bitswarm_dht_lookups_total 0", "{metrics}");
+    let session = d.rpc("session-get", serde_json::json!({ "fields": ["dht-enabled"] }));
+    assert_eq!(session["dht-enabled"], true, "{session}");
+    d.stop();
+    let table = std::fs::read(d.state.join("dht.dat")).expect("the routing table saved in the state folder");
+    assert!(table.starts_with(b"d2:id20:"), "{table:?}");
+    // Read back at the next start, before the routers are asked.
+    let mut again = common::daemon::OurDaemon::start_with_dht(s.dir.path(), &config, log);
+    again.proc.wait_line(Duration::from_secs(30), |l| l.contains("nodes from the state file"));
+    again.stop();
+}
