@@ -11,7 +11,7 @@
 //! that ended is retried at once when the bootstrap completes. At most [`MAX_LOOKUPS`] of our
 //! lookups run at once; the others wait their turn.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -356,10 +356,10 @@ struct Reg {
     info_hash: InfoHash,
     announce: Option<u16>,
     sink: Box<dyn Sink>,
-    /// When the next lookup is due (None while one runs).
+    /// When the next lookup is due (None while one runs); in [`Driver::due`] too.
     next: Option<Instant>,
-    /// The lookup under way, and when it started.
-    lookup: Option<(LookupId, Instant)>,
+    /// The lookup under way.
+    lookup: Option<LookupId>,
     /// Lookups in a row that found nothing.
     failures: u32,
     /// Peers the lookup under way found.
@@ -372,7 +372,11 @@ struct Driver {
     /// A dual-stack IPv6 socket: IPv4 destinations go out IPv4-mapped.
     mapped: bool,
     regs: HashMap<u64, Reg>,
-    lookups: HashMap<LookupId, u64>,
+    /// The registrations' next lookups in time order: what is due is found without walking
+    /// every registration (a daemon has thousands).
+    due: BTreeSet<(Instant, u64)>,
+    /// Our lookups under way: whose, and when they started.
+    lookups: HashMap<LookupId, (u64, Instant)>,
     shared: Arc<Shared>,
     state_file: Option<PathBuf>,
 }
@@ -417,6 +421,7 @@ async fn drive(
         socket,
         mapped: matches!(local.ip(), IpAddr::V6(a) if a.is_unspecified()),
         regs: HashMap::new(),
+        due: BTreeSet::new(),
         lookups: HashMap::new(),
         shared,
         state_file,
@@ -442,7 +447,11 @@ async fn drive(
             r = d.socket.recv_from(&mut buf) => match r {
                 Ok((n, from)) => d.dht.handle_packet(Instant::now().into_std(), from, &buf[..n]),
                 // ICMP errors of earlier sends (port unreachable) come back here: not fatal.
-                Err(e) => debug!("DHT recv: {e}"),
+                // (A pause, so that an error that repeats cannot spin the loop.)
+                Err(e) => {
+                    debug!("DHT recv: {e}");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             },
             cmd = rx.recv() => match cmd {
                 None => return,
@@ -467,14 +476,11 @@ impl Driver {
         let now = Instant::now();
         match c {
             Command::Register { id, info_hash, announce, sink } => {
-                let r = Reg { info_hash, announce, sink, next: Some(now), lookup: None, failures: 0, found: 0 };
+                let r = Reg { info_hash, announce, sink, next: None, lookup: None, failures: 0, found: 0 };
                 self.regs.insert(id, r);
+                self.set_next(id, Some(now));
             }
-            Command::Unregister { id } => {
-                if let Some((l, _)) = self.regs.remove(&id).and_then(|r| r.lookup) {
-                    self.lookups.remove(&l);
-                }
-            }
+            Command::Unregister { id } => self.unregister(id),
             Command::AddNodes(nodes) => {
                 for n in nodes {
                     self.dht.add_node(now.into_std(), n);
@@ -486,7 +492,8 @@ impl Driver {
                 }
                 self.dht.bootstrap(now.into_std(), &routers);
             }
-            Command::Shutdown(_) => unreachable!("handled by the loop"),
+            // Handled by the loop.
+            Command::Shutdown(_) => {}
         }
     }
 
@@ -505,14 +512,12 @@ impl Driver {
         while let Some(ev) = self.dht.poll_event() {
             match ev {
                 Event::Peers { lookup, peers, .. } => {
-                    let Some(id) = self.lookups.get(&lookup) else { continue };
-                    let Some(r) = self.regs.get_mut(id) else { continue };
+                    let Some(&(id, _)) = self.lookups.get(&lookup) else { continue };
+                    let Some(r) = self.regs.get_mut(&id) else { continue };
                     r.found += peers.len();
                     self.shared.peers_found.fetch_add(peers.len(), Ordering::Relaxed);
                     if !r.sink.add(&peers) {
-                        let id = *id;
-                        self.lookups.remove(&lookup);
-                        self.regs.remove(&id);
+                        self.unregister(id);
                     }
                 }
                 Event::LookupDone { lookup, .. } => {
@@ -520,7 +525,7 @@ impl Driver {
                     let announcing = self
                         .lookups
                         .get(&lookup)
-                        .and_then(|id| self.regs.get(id))
+                        .and_then(|(id, _)| self.regs.get(id))
                         .is_some_and(|r| r.announce.is_some());
                     if !announcing {
                         self.finish(lookup, false, now);
@@ -534,8 +539,14 @@ impl Driver {
                     info!("DHT: bootstrapped, {nodes} nodes");
                     if nodes > 0 {
                         // Lookups that found nothing for want of nodes go again now.
-                        for r in self.regs.values_mut().filter(|r| r.failures > 0 && r.lookup.is_none()) {
-                            r.next = Some(now);
+                        let waiting: Vec<u64> = self
+                            .regs
+                            .iter()
+                            .filter(|(_, r)| r.failures > 0 && r.lookup.is_none())
+                            .map(|(id, _)| *id)
+                            .collect();
+                        for id in waiting {
+                            self.set_next(id, Some(now));
                         }
                     }
                 }
@@ -549,7 +560,7 @@ impl Driver {
     /// found no peer and announced nowhere is tried again soon, as the swarm or the routing
     /// table may only be forming.
     fn finish(&mut self, lookup: LookupId, announced: bool, now: Instant) {
-        let Some(id) = self.lookups.remove(&lookup) else { return };
+        let Some((id, _)) = self.lookups.remove(&lookup) else { return };
         let Some(r) = self.regs.get_mut(&id) else { return };
         self.shared.lookups_done.fetch_add(1, Ordering::Relaxed);
         r.lookup = None;
@@ -562,48 +573,65 @@ impl Driver {
         } else {
             INTERVAL
         };
-        r.next = Some(now + after);
+        self.set_next(id, Some(now + after));
+    }
+
+    /// Puts registration `id`'s next lookup at `at` (None: none scheduled).
+    fn set_next(&mut self, id: u64, at: Option<Instant>) {
+        let Some(r) = self.regs.get_mut(&id) else { return };
+        if let Some(old) = r.next.take() {
+            self.due.remove(&(old, id));
+        }
+        if let Some(t) = at {
+            r.next = Some(t);
+            self.due.insert((t, id));
+        }
+    }
+
+    fn unregister(&mut self, id: u64) {
+        self.set_next(id, None);
+        if let Some(l) = self.regs.remove(&id).and_then(|r| r.lookup) {
+            self.lookups.remove(&l);
+        }
     }
 
     /// Starts the lookups that are due, as many as may run.
     fn start_due(&mut self, now: Instant) {
         // Lookups the node never ended (dropped under load) count as over.
         let stale: Vec<LookupId> = self
-            .regs
-            .values()
-            .filter_map(|r| r.lookup)
-            .filter(|(_, t)| now.duration_since(*t) > LOOKUP_DEADLINE)
-            .map(|(l, _)| l)
+            .lookups
+            .iter()
+            .filter(|(_, (_, t))| now.duration_since(*t) > LOOKUP_DEADLINE)
+            .map(|(l, _)| *l)
             .collect();
         for l in stale {
             self.finish(l, false, now);
         }
-        let mut due: Vec<(Instant, u64)> =
-            self.regs.iter().filter_map(|(id, r)| r.next.filter(|t| *t <= now).map(|t| (t, *id))).collect();
-        due.sort();
-        for (_, id) in due {
-            if self.lookups.len() >= MAX_LOOKUPS {
+        while self.lookups.len() < MAX_LOOKUPS {
+            let Some(&(t, id)) = self.due.first() else { break };
+            if t > now {
                 break;
             }
+            self.set_next(id, None);
             let Some(r) = self.regs.get_mut(&id) else { continue };
             let at = now.into_std();
             let l = match r.announce {
                 Some(port) => self.dht.announce(at, r.info_hash, port, false),
                 None => self.dht.get_peers(at, r.info_hash),
             };
-            r.next = None;
             r.found = 0;
-            r.lookup = Some((l, now));
-            self.lookups.insert(l, id);
+            r.lookup = Some(l);
+            self.lookups.insert(l, (id, now));
         }
     }
 
     /// When the next registered lookup is due.
     fn next_due(&self) -> Option<Instant> {
         if self.lookups.len() >= MAX_LOOKUPS {
-            return None;
+            // The first to end makes room (its event wakes the loop), or the deadline does.
+            return self.lookups.values().map(|(_, t)| *t + LOOKUP_DEADLINE).min();
         }
-        self.regs.values().filter_map(|r| r.next).min()
+        self.due.first().map(|(t, _)| *t)
     }
 
     fn publish(&self) {
