@@ -184,3 +184,58 @@ fn the_daemon_downloads_an_info_hash_through_the_dht_and_keeps_its_routing_table
     again.proc.wait_line(Duration::from_secs(30), |l| l.contains("nodes from the state file"));
     again.stop();
 }
+
+/// A bad `--dht-router` is a usage error that says what is wrong, before anything starts.
+#[test]
+fn a_bad_dht_router_is_refused_with_a_reason() {
+    let dir = tempdir();
+    for (command, router, reason) in [
+        ("join", "router.example", "HOST:PORT"),
+        ("seed", "router.example:70000", "is not a port"),
+        ("daemon", "bad host:6881", "is not a host name or IP address"),
+        ("dht", "127.0.0.1:0", "port 0"),
+    ] {
+        let mut c = bitswarm();
+        c.args([command, "--dht-router", router]);
+        if command != "dht" && command != "daemon" {
+            c.arg(dir.path().join("x.torrent"));
+        }
+        let (st, _, err) = run(c, Duration::from_secs(30));
+        assert_eq!(st.code(), Some(2), "{command} --dht-router {router}: {err}");
+        assert!(err.contains(reason), "{command} --dht-router {router}: {err}");
+    }
+}
+
+/// Datagrams that are not KRPC (or not well-formed KRPC) get an error or nothing, never a
+/// crash: the node answers a ping after them.
+#[test]
+fn our_node_survives_malformed_krpc_and_still_answers() {
+    let (mut node, addr) = our_router("127.0.61.1");
+    let s = std::net::UdpSocket::bind("127.0.62.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let junk: [&[u8]; 7] = [
+        b"",
+        b"garbage",
+        b"d1:y1:qe",
+        b"d1:ad2:id3:abce1:q4:ping1:t2:aa1:y1:qe",
+        b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q9:get_peers1:t2:aa1:y1:qe",
+        b"d1:rd2:id20:aaaaaaaaaaaaaaaaaaaa5:nodes7:shortere1:t2:zz1:y1:re",
+        b"li1ei2ei3e",
+    ];
+    for j in junk {
+        s.send_to(j, &addr).unwrap();
+    }
+    let ping = b"d1:ad2:id20:bbbbbbbbbbbbbbbbbbbbe1:q4:ping1:t2:pi1:y1:qe";
+    s.send_to(ping, &addr).unwrap();
+    let mut buf = [0u8; 1500];
+    let answer = loop {
+        let (n, _) = s.recv_from(&mut buf).unwrap_or_else(|e| panic!("no answer to the ping: {e}\n{}", node.output()));
+        let m = buf[..n].to_vec();
+        // Errors (203) for the malformed queries may come first.
+        if m.windows(7).any(|w| w == b"1:t2:pi") {
+            break m;
+        }
+    };
+    assert!(answer.windows(6).any(|w| w == b"1:y1:r"), "{}", String::from_utf8_lossy(&answer));
+    assert!(node.child.try_wait().unwrap().is_none(), "the node ended:\n{}", node.output());
+}

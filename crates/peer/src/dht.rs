@@ -315,13 +315,14 @@ fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 /// Parses `HOST:PORT` (a name, an IPv4 address, or `[IPv6]:PORT`) without resolving it: the
 /// error says what is wrong.
 pub fn parse_router(s: &str) -> Result<(String, u16), String> {
+    let zero = || Err(format!("{s:?}: port 0 is not a port to send to"));
     if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok((a.ip().to_string(), a.port()));
+        return if a.port() == 0 { zero() } else { Ok((a.ip().to_string(), a.port())) };
     }
     let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?}: a DHT router is HOST:PORT"))?;
     let port: u16 = port.parse().map_err(|_| format!("{s:?}: {port:?} is not a port (1-65535)"))?;
     if port == 0 {
-        return Err(format!("{s:?}: port 0 is not a port to send to"));
+        return zero();
     }
     let valid = !host.is_empty()
         && host.len() <= 253
@@ -669,7 +670,9 @@ mod tests {
         assert_eq!(parse_router("router.bittorrent.com:6881").unwrap(), ("router.bittorrent.com".into(), 6881));
         assert_eq!(parse_router("127.0.1.1:7000").unwrap(), ("127.0.1.1".into(), 7000));
         assert_eq!(parse_router("[::1]:7000").unwrap(), ("::1".into(), 7000));
-        for bad in ["router", "router:", "router:x", "router:70000", ":6881", "a..b:1", "host:0", "bad host:1"] {
+        for bad in
+            ["router", "router:", "router:x", "router:70000", ":6881", "a..b:1", "host:0", "bad host:1", "1.2.3.4:0"]
+        {
             assert!(parse_router(bad).is_err(), "{bad}");
         }
     }
