@@ -31,6 +31,10 @@ pub struct DhtArgs {
     /// Print the node count every N seconds (0: never).
     #[arg(long, default_value_t = 60, value_name = "N")]
     pub status_every: u64,
+    /// With each status line, and when stopped, print the routing table too: one node a line,
+    /// `node ID ADDR`, good nodes first.
+    #[arg(long)]
+    pub routing_table: bool,
 }
 
 fn parse_router(s: &str) -> Result<String, String> {
@@ -63,10 +67,24 @@ pub fn run(a: DhtArgs) -> Result<(), Failure> {
                 () = tokio::time::sleep(every), if a.status_every > 0 => {
                     let s = node.stats();
                     errln!("DHT: {} nodes in the routing table", s.nodes);
+                    if a.routing_table {
+                        print_table(&node).await;
+                    }
                 }
             }
+        }
+        if a.routing_table {
+            print_table(&node).await;
         }
         node.shutdown().await;
         Ok(())
     })
+}
+
+async fn print_table(node: &DhtNode) {
+    let table = node.routing_table().await;
+    outln!("routing table: {} nodes", table.len());
+    for (id, addr) in table {
+        outln!("node {id} {addr}");
+    }
 }

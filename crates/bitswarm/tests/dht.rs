@@ -239,3 +239,21 @@ fn our_node_survives_malformed_krpc_and_still_answers() {
     assert!(answer.windows(6).any(|w| w == b"1:y1:r"), "{}", String::from_utf8_lossy(&answer));
     assert!(node.child.try_wait().unwrap().is_none(), "the node ended:\n{}", node.output());
 }
+
+/// `bitswarm dht --routing-table` lists the nodes it knows: a node that joined through it.
+#[test]
+fn our_node_lists_its_routing_table() {
+    let mut c = bitswarm();
+    c.args(["dht", "--no-bootstrap", "--status-every", "1", "--routing-table", "--port", "0", "--bind", "127.0.71.1"]);
+    let mut a = Proc::spawn("bitswarm dht A", c);
+    let line = a.wait_line(Duration::from_secs(30), |l| l.starts_with("DHT node on UDP "));
+    let addr = line.trim_start_matches("DHT node on UDP ").trim().to_owned();
+    let mut c = bitswarm();
+    c.args(["dht", "--status-every", "0", "--port", "0", "--bind", "127.0.72.1", "--dht-router", &addr]);
+    let mut b = Proc::spawn("bitswarm dht B", c);
+    let line = b.wait_line(Duration::from_secs(30), |l| l.starts_with("DHT node on UDP "));
+    let b_addr = line.trim_start_matches("DHT node on UDP ").trim().to_owned();
+    let listed = a.wait_line(Duration::from_secs(30), |l| l.starts_with("node ") && l.ends_with(&b_addr));
+    let id = listed.split(' ').nth(1).unwrap();
+    assert_eq!(id.len(), 40, "{listed}");
+}

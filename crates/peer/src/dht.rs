@@ -123,6 +123,8 @@ enum Command {
     AddNodes(Vec<SocketAddr>),
     /// Routers resolved: bootstrap through them.
     Routers(Vec<SocketAddr>),
+    /// The nodes of the routing tables, good ones first.
+    Table(oneshot::Sender<Vec<bitswarm_dht::NodeInfo>>),
     /// Save the routing table and end.
     Shutdown(oneshot::Sender<()>),
 }
@@ -281,6 +283,14 @@ impl DhtNode {
     /// Saves the routing table (with a state file) and ends the node.
     pub async fn shutdown(&self) {
         self.handle.shutdown().await;
+    }
+    /// The nodes of the routing tables (id and address), good ones first.
+    pub async fn routing_table(&self) -> Vec<(bitswarm_dht::NodeId, SocketAddr)> {
+        let (tx, rx) = oneshot::channel();
+        if self.handle.tx.send(Command::Table(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.map(|v| v.into_iter().map(|n| (n.id, n.addr)).collect()).unwrap_or_default()
     }
 }
 
@@ -482,6 +492,9 @@ impl Driver {
                 self.set_next(id, Some(now));
             }
             Command::Unregister { id } => self.unregister(id),
+            Command::Table(reply) => {
+                let _ = reply.send(self.dht.export_nodes(now.into_std()));
+            }
             Command::AddNodes(nodes) => {
                 for n in nodes {
                     self.dht.add_node(now.into_std(), n);
