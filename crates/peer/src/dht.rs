@@ -174,13 +174,24 @@ impl DhtHandle {
         let shared = Arc::new(Shared::default());
         *shared.addr.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
         let (tx, rx) = mpsc::unbounded_channel();
-        // The routers are resolved apart from the node, which answers queries meanwhile.
+        // The routers are resolved apart from the node, which answers queries meanwhile. A
+        // machine that starts offline resolves none: they are tried again (30 s doubling to
+        // 10 minutes) until some resolve; the node retries those it cannot reach itself.
         let routers = opts.routers.clone();
         let rtx = tx.downgrade();
         tokio::spawn(async move {
-            let addrs = resolve(&routers).await;
-            if let Some(tx) = rtx.upgrade() {
+            let mut wait = Duration::from_secs(30);
+            loop {
+                let addrs = resolve(&routers).await;
+                let resolved = !addrs.is_empty();
+                let Some(tx) = rtx.upgrade() else { return };
                 let _ = tx.send(Command::Routers(addrs));
+                drop(tx);
+                if resolved || routers.is_empty() {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(600));
             }
         });
         tokio::spawn(drive(socket, local, opts.state_file, rx, shared.clone()));
