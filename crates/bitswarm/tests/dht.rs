@@ -121,6 +121,9 @@ fn interop_libtorrent_downloads_a_magnet_link_from_our_seeder_through_the_dht_al
     let mut leech = lt_dht("leech", link.as_ref(), &s.dst, "127.0.33.1", &router);
     leech.wait_line(WITHIN, |l| l == "done");
     assert_same_tree(&s.src, &s.dst);
+    // BEP 5 on the peer connection: we set the DHT bit, libtorrent sent its node's port.
+    let port = seed.wait_line(Duration::from_secs(30), |l| l.contains("from a peer's PORT message"));
+    assert!(port.contains("node 127.0.33.1:"), "{port}");
 }
 
 #[test]

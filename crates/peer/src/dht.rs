@@ -6,9 +6,10 @@
 //! dropped. One node serves every torrent of the session, as in libtorrent and rqbit.
 //!
 //! The schedule is kept in the task, not in a task per torrent: a lookup every 15 minutes, or
-//! every minute while the torrent has few peers, and soon again (5 s doubling to 5 minutes)
-//! while lookups find nothing, which is the case until the routing table has filled. A lookup
-//! that ended is retried at once when the bootstrap completes. At most [`MAX_LOOKUPS`] of our
+//! every minute while the torrent has few peers, and soon again (5 s doubling to 15 minutes)
+//! while lookups find nothing, which is the case until the routing table has filled. Those
+//! lookups go again at once when the bootstrap completes, or when the first node enters an
+//! empty routing table. At most [`MAX_LOOKUPS`] of our
 //! lookups run at once; the others wait their turn.
 
 use std::collections::{BTreeSet, HashMap};
@@ -39,9 +40,10 @@ const MAX_LOOKUPS: usize = 8;
 const INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// A lookup of a torrent with few peers.
 const HUNGRY_INTERVAL: Duration = Duration::from_secs(60);
-/// After a lookup that found nothing: this, doubling to [`MAX_RETRY`].
+/// After a lookup that found nothing: this, doubling to [`MAX_RETRY`] (as long as a torrent with
+/// peers waits: a daemon's thousands of dead torrents cost no more than live ones).
 const FIRST_RETRY: Duration = Duration::from_secs(5);
-const MAX_RETRY: Duration = Duration::from_secs(300);
+const MAX_RETRY: Duration = INTERVAL;
 /// A lookup with no end reported within this is taken as over (the node may drop its oldest
 /// lookups under load, without an event).
 const LOOKUP_DEADLINE: Duration = Duration::from_secs(120);
@@ -132,6 +134,8 @@ enum Command {
 /// What the session holds of its DHT node. Dropping it ends the node (without saving).
 pub(crate) struct DhtHandle {
     tx: mpsc::UnboundedSender<Command>,
+    /// The UDP address the node listens on.
+    pub addr: SocketAddr,
     next_id: AtomicUsize,
     shared: Arc<Shared>,
 }
@@ -196,7 +200,7 @@ impl DhtHandle {
         });
         tokio::spawn(drive(socket, local, opts.state_file, rx, shared.clone()));
         info!("DHT node on UDP {local}");
-        Ok(DhtHandle { tx, next_id: AtomicUsize::new(1), shared })
+        Ok(DhtHandle { tx, addr: local, next_id: AtomicUsize::new(1), shared })
     }
 
     /// Looks `info_hash` up now and then on schedule, its peers going to `sink`; with
@@ -316,6 +320,24 @@ pub(crate) fn register_run(core: &crate::core::Core, meta: &Metainfo, live: &Arc
     Some(d.register(meta.info_hash, Some(core.listen_addr.port()), Box::new(Arc::downgrade(live))))
 }
 
+/// The UDP port of our DHT node for connections of `meta`'s torrent (None: no node, or a
+/// private torrent, whose peers never hear of the DHT).
+pub(crate) fn port_for(core: &crate::core::Core, meta: &Metainfo) -> Option<u16> {
+    if meta.info.private {
+        return None;
+    }
+    core.dht.as_ref().map(|d| d.addr.port())
+}
+
+/// A peer of `meta`'s torrent sent a PORT message: its DHT node is pinged, and enters the
+/// routing table if it answers (not for private torrents).
+pub(crate) fn node_from_peer(core: &crate::core::Core, meta: &Metainfo, addr: SocketAddr) {
+    if let Some(d) = core.dht.as_ref().filter(|_| !meta.info.private) {
+        debug!("DHT: node {addr} from a peer's PORT message");
+        d.add_nodes(vec![addr]);
+    }
+}
+
 /// A magnet link's metadata fetch registers here: lookups (no announce: we have nothing to give
 /// yet) whose peers come out of the receiver.
 pub(crate) fn register_fetch(
@@ -399,6 +421,9 @@ struct Driver {
     due: BTreeSet<(Instant, u64)>,
     /// Our lookups under way: whose, and when they started.
     lookups: HashMap<LookupId, (u64, Instant)>,
+    /// Lookups that found nothing while the routing table grew go again soon, not after the
+    /// backoff: the table was empty when the first ran (a bootstrap that found nobody).
+    table_at_start: HashMap<LookupId, usize>,
     shared: Arc<Shared>,
     state_file: Option<PathBuf>,
 }
@@ -445,6 +470,7 @@ async fn drive(
         regs: HashMap::new(),
         due: BTreeSet::new(),
         lookups: HashMap::new(),
+        table_at_start: HashMap::new(),
         shared,
         state_file,
     };
@@ -563,16 +589,7 @@ impl Driver {
                 Event::Bootstrapped { nodes } => {
                     info!("DHT: bootstrapped, {nodes} nodes");
                     if nodes > 0 {
-                        // Lookups that found nothing for want of nodes go again now.
-                        let waiting: Vec<u64> = self
-                            .regs
-                            .iter()
-                            .filter(|(_, r)| r.failures > 0 && r.lookup.is_none())
-                            .map(|(id, _)| *id)
-                            .collect();
-                        for id in waiting {
-                            self.set_next(id, Some(now));
-                        }
+                        self.retry_failed(now);
                     }
                 }
                 Event::ExternalAddress { ip, .. } => debug!("DHT: our external address is {ip}"),
@@ -586,12 +603,16 @@ impl Driver {
     /// table may only be forming.
     fn finish(&mut self, lookup: LookupId, announced: bool, now: Instant) {
         let Some((id, _)) = self.lookups.remove(&lookup) else { return };
+        let table_then = self.table_at_start.remove(&lookup).unwrap_or(0);
+        let table_now = self.table_len();
         let Some(r) = self.regs.get_mut(&id) else { return };
         self.shared.lookups_done.fetch_add(1, Ordering::Relaxed);
         r.lookup = None;
         let useful = announced || r.found > 0;
         r.failures = if useful { 0 } else { r.failures + 1 };
-        let after = if !useful {
+        let after = if !useful && table_then == 0 && table_now > 0 {
+            Duration::from_secs(1)
+        } else if !useful {
             FIRST_RETRY.saturating_mul(1 << r.failures.min(10).saturating_sub(1)).min(MAX_RETRY)
         } else if r.sink.hungry() {
             HUNGRY_INTERVAL
@@ -599,6 +620,15 @@ impl Driver {
             INTERVAL
         };
         self.set_next(id, Some(now + after));
+    }
+
+    /// Lookups that found nothing, for want of nodes perhaps, go again now.
+    fn retry_failed(&mut self, now: Instant) {
+        let waiting: Vec<u64> =
+            self.regs.iter().filter(|(_, r)| r.failures > 0 && r.lookup.is_none()).map(|(id, _)| *id).collect();
+        for id in waiting {
+            self.set_next(id, Some(now));
+        }
     }
 
     /// Puts registration `id`'s next lookup at `at` (None: none scheduled).
@@ -617,6 +647,7 @@ impl Driver {
         self.set_next(id, None);
         if let Some(l) = self.regs.remove(&id).and_then(|r| r.lookup) {
             self.lookups.remove(&l);
+            self.table_at_start.remove(&l);
         }
     }
 
@@ -647,6 +678,8 @@ impl Driver {
             r.found = 0;
             r.lookup = Some(l);
             self.lookups.insert(l, (id, now));
+            let table = self.table_len();
+            self.table_at_start.insert(l, table);
         }
     }
 
@@ -659,9 +692,18 @@ impl Driver {
         self.due.first().map(|(t, _)| *t)
     }
 
-    fn publish(&self) {
-        let s = &self.shared;
-        s.nodes.store(self.dht.routing_table(false).len() + self.dht.routing_table(true).len(), Ordering::Relaxed);
+    fn table_len(&self) -> usize {
+        self.dht.routing_table(false).len() + self.dht.routing_table(true).len()
+    }
+
+    fn publish(&mut self) {
+        let nodes = self.table_len();
+        let s = self.shared.clone();
+        if s.nodes.swap(nodes, Ordering::Relaxed) == 0 && nodes > 0 {
+            // The first node of an empty table (a node that found us, after a bootstrap that
+            // found nobody).
+            self.retry_failed(Instant::now());
+        }
         s.lookups.store(self.lookups.len(), Ordering::Relaxed);
         s.torrents.store(self.regs.len(), Ordering::Relaxed);
     }

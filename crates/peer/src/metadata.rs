@@ -214,7 +214,7 @@ async fn from_peer(
         };
         let _ = s.set_nodelay(true);
         let start = Begin::Outgoing { mse };
-        let shake = crate::conn::handshake_with(info_hash.0, peer_id, &mut s, start);
+        let shake = crate::conn::handshake_with(info_hash.0, peer_id, false, &mut s, start);
         let what = if mse.is_some() { "MSE handshake" } else { "handshake" };
         match tokio::time::timeout(crate::conn::HANDSHAKE_TIMEOUT, shake).await {
             Ok(Ok(opened)) => {

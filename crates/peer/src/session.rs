@@ -577,7 +577,10 @@ impl Inner {
                 ts.by_req2.get(req2).copied()
             }
         };
-        let shake = conn::accept(&mut stream, self.core.peer_id, require, known, lookup);
+        let dht = |ih: &[u8; 20]| {
+            self.torrent(ih).and_then(|t| t.live()).is_some_and(|l| crate::link::Link::dht_port(&*l).is_some())
+        };
+        let shake = conn::accept(&mut stream, self.core.peer_id, require, known, dht, lookup);
         let opened = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, shake).await {
             Ok(Ok(o)) => o,
             // Logged with the connections' target, where `BITSWARM_LOG=bitswarm_peer::conn=debug`
