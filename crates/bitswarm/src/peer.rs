@@ -85,11 +85,16 @@ fn parse_router(s: &str) -> Result<String, String> {
 }
 
 impl DhtArgs {
-    /// Puts the switches into session settings.
+    /// Puts the switches into session settings. On a fixed port, the routing table is kept in
+    /// `$XDG_CACHE_HOME/bitswarm/dht-PORT.dat` (one process a port, so one node a file); on
+    /// port 0 it is not kept.
     pub fn apply(&self, s: &mut Settings) {
         s.dht = !self.no_dht;
         if !self.dht_routers.is_empty() {
             s.dht_routers = self.dht_routers.clone();
+        }
+        if s.dht && s.listen.port() != 0 {
+            s.dht_state = cache_dir().map(|d| d.join(format!("dht-{}.dat", s.listen.port())));
         }
     }
 }
@@ -431,10 +436,15 @@ fn sum_stats(all: &[TorrentStats]) -> TorrentStats {
 /// data can be seeded) without asking peers for it again: `$XDG_CACHE_HOME/bitswarm/metadata/
 /// <info-hash>.torrent`, or under `~/.cache`. None without either variable (as an absolute path).
 fn saved_metadata(magnet: &Magnet) -> Option<PathBuf> {
+    Some(cache_dir()?.join("metadata").join(format!("{}.torrent", magnet.info_hash)))
+}
+
+/// `$XDG_CACHE_HOME/bitswarm` (`~/.cache/bitswarm` without the variable).
+fn cache_dir() -> Option<PathBuf> {
     // Relative values are ignored, as the XDG base directory specification says.
     let var = |k| std::env::var_os(k).map(PathBuf::from).filter(|p| p.is_absolute());
     let cache = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
-    Some(cache.join("bitswarm").join("metadata").join(format!("{}.torrent", magnet.info_hash)))
+    Some(cache.join("bitswarm"))
 }
 
 /// The metadata an earlier run saved at `path`, with the link's trackers; None (after saying

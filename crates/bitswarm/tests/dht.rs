@@ -260,3 +260,33 @@ fn our_node_lists_its_routing_table() {
     let id = listed.split(' ').nth(1).unwrap();
     assert_eq!(id.len(), 40, "{listed}");
 }
+
+/// `seed` on a fixed port keeps its node's routing table in the cache folder, and reads it at
+/// its next start.
+#[test]
+fn seed_on_a_fixed_port_keeps_its_routing_table() {
+    let s = TreeSetup::new(76, &[]);
+    let (_router, router) = our_router("127.0.91.1");
+    let cache = s.dir.path().join("cache");
+    let port = free_port().to_string();
+    let start = || {
+        let mut c = bitswarm();
+        c.env_remove("BITSWARM_NO_DHT")
+            .env("XDG_CACHE_HOME", &cache)
+            .env("BITSWARM_LOG", "warn,bitswarm_peer::dht=debug");
+        c.args(["seed", "-q", "--port", &port, "--bind", "127.0.92.1", "--dht-router", &router, "-d"])
+            .arg(&s.src)
+            .arg(&s.torrent);
+        let mut p = Proc::spawn("bitswarm seed", c);
+        listening_port(&mut p);
+        p
+    };
+    let mut seed = start();
+    seed.wait_line(Duration::from_secs(30), |l| l.contains("announced to"));
+    seed.interrupt();
+    assert!(seed.wait_exit(Duration::from_secs(30)).success(), "{}", seed.output());
+    let table = std::fs::read(cache.join(format!("bitswarm/dht-{port}.dat"))).expect("the routing table kept");
+    assert!(table.starts_with(b"d2:id20:"), "{table:?}");
+    let mut again = start();
+    again.wait_line(Duration::from_secs(30), |l| l.contains("nodes from the state file"));
+}

@@ -714,6 +714,9 @@ impl Driver {
         let Some(path) = self.state_file.clone() else { return };
         let bytes = self.dht.save(Instant::now().into_std());
         let r = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, &bytes)?;
             std::fs::rename(&tmp, &path)
