@@ -9,15 +9,15 @@
 //! every minute while the torrent has few peers, and soon again (5 s doubling to 15 minutes)
 //! while lookups find nothing, which is the case until the routing table has filled. Those
 //! lookups go again at once when the bootstrap completes, or when the first node enters an
-//! empty routing table. At most [`MAX_LOOKUPS`] of our
-//! lookups run at once; the others wait their turn.
+//! empty routing table. At most [`MAX_LOOKUPS`] of our lookups run at once; the others wait
+//! their turn.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Weak;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use bitswarm_dht::{Config, Dht, Event, InfoHash, LookupId};
@@ -103,7 +103,6 @@ pub struct DhtStats {
 
 #[derive(Default)]
 struct Shared {
-    addr: Mutex<Option<SocketAddr>>,
     nodes: AtomicUsize,
     lookups: AtomicUsize,
     torrents: AtomicUsize,
@@ -131,7 +130,8 @@ enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// What the session holds of its DHT node. Dropping it ends the node (without saving).
+/// What the session holds of its DHT node. The node ends at [`DhtHandle::shutdown`] (saving its
+/// table), or without saving once this and every [`Registration`] are dropped.
 pub(crate) struct DhtHandle {
     tx: mpsc::UnboundedSender<Command>,
     /// The UDP address the node listens on.
@@ -176,7 +176,6 @@ impl DhtHandle {
         };
         let local = socket.local_addr()?;
         let shared = Arc::new(Shared::default());
-        *shared.addr.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
         let (tx, rx) = mpsc::unbounded_channel();
         // The routers are resolved apart from the node, which answers queries meanwhile. A
         // machine that starts offline resolves none: they are tried again (30 s doubling to
@@ -239,7 +238,7 @@ impl DhtHandle {
     pub fn stats(&self) -> DhtStats {
         let s = &self.shared;
         DhtStats {
-            addr: *s.addr.lock().unwrap_or_else(|p| p.into_inner()),
+            addr: Some(self.addr),
             nodes: s.nodes.load(Ordering::Relaxed),
             lookups: s.lookups.load(Ordering::Relaxed),
             torrents: s.torrents.load(Ordering::Relaxed),
