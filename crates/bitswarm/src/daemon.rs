@@ -35,6 +35,8 @@ pub struct DaemonArgs {
     /// The address of the RPC and /metrics (port 0: a free one, printed) [default: 127.0.0.1:9091].
     #[arg(long, value_name = "ADDR")]
     pub rpc: Option<SocketAddr>,
+    #[command(flatten)]
+    pub dht: crate::peer::DhtArgs,
     /// Read a password from stdin, print its hash (for rpc.password_hash), and exit.
     #[arg(long)]
     pub hash_password: bool,
@@ -80,6 +82,12 @@ pub fn run(a: DaemonArgs) -> Result<(), Failure> {
     }
     if let Some(r) = a.rpc {
         config.rpc.bind = r;
+    }
+    if a.dht.no_dht {
+        config.dht.enabled = false;
+    }
+    if !a.dht.dht_routers.is_empty() {
+        config.dht.routers = a.dht.dht_routers.clone();
     }
     config.check().map_err(|e| Failure::usage(e.to_string()))?;
     few_malloc_arenas();

@@ -6,6 +6,7 @@ mod out;
 
 mod daemon;
 mod demo;
+mod dht;
 mod peer;
 mod progress;
 mod torrent;
@@ -50,6 +51,8 @@ enum Command {
     /// Run many torrents until stopped, driven through Transmission's RPC (transmission-remote,
     /// Sonarr, Flood…), their state kept across restarts.
     Daemon(daemon::DaemonArgs),
+    /// Run a Mainline DHT node alone (no torrents) until stopped: a router for a DHT of one's own.
+    Dht(dht::DhtArgs),
 }
 
 /// An error to print as `bitswarm: MESSAGE` with a chosen exit status.
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Tracker(a) => tracker::run(a),
         Command::Daemon(a) => daemon::run(a),
+        Command::Dht(a) => dht::run(a),
     };
     // Output that could not be written is a failure of its own (a closed pipe is not: the
     // reader went away on purpose).

@@ -41,6 +41,8 @@ pub struct PeerArgs {
     /// Do not contact the torrent's trackers.
     #[arg(long)]
     pub no_tracker: bool,
+    #[command(flatten)]
+    pub dht: DhtArgs,
     /// Cap upload speed, in bytes per second (K and M suffixes accepted: 500K, 2M).
     #[arg(long, value_name = "RATE", value_parser = crate::units::parse_positive)]
     pub max_upload_rate: Option<u64>,
@@ -60,6 +62,41 @@ pub struct PeerArgs {
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// The DHT switches of `join`, `seed` and `daemon`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct DhtArgs {
+    /// Run no DHT node (BEP 5): peers come from trackers, peer exchange and --peer alone.
+    /// Without it, a node runs on UDP at the peer address and port, and public torrents find
+    /// peers and announce themselves there (private torrents never do).
+    #[arg(long, env = "BITSWARM_NO_DHT", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_dht: bool,
+    /// A DHT router to join through, in place of the usual public ones
+    /// (router.bittorrent.com:6881, dht.transmissionbt.com:6881, router.utorrent.com:6881);
+    /// repeatable.
+    #[arg(long = "dht-router", value_name = "HOST:PORT", value_parser = parse_router)]
+    pub dht_routers: Vec<String>,
+}
+
+/// A `--dht-router`: checked, not resolved (the node resolves it when it starts).
+fn parse_router(s: &str) -> Result<String, String> {
+    bitswarm_peer::parse_router(s).map(|_| s.to_owned())
+}
+
+impl DhtArgs {
+    /// Puts the switches into session settings. On a fixed port, the routing table is kept in
+    /// `$XDG_CACHE_HOME/bitswarm/dht-PORT.dat` (one process a port, so one node a file); on
+    /// port 0 it is not kept.
+    pub fn apply(&self, s: &mut Settings) {
+        s.dht = !self.no_dht;
+        if !self.dht_routers.is_empty() {
+            s.dht_routers = self.dht_routers.clone();
+        }
+        if s.dht && s.listen.port() != 0 {
+            s.dht_state = cache_dir().map(|d| d.join(format!("dht-{}.dat", s.listen.port())));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -126,9 +163,10 @@ fn wanted(a: &PeerArgs, role: Role) -> Result<Vec<Wanted>, Failure> {
             Some(link) => {
                 let magnet = Magnet::parse(link).map_err(|e| Failure::usage(format!("{link}: {e}")))?;
                 let trackers = !a.no_tracker && !magnet.trackers.is_empty();
-                if !trackers && magnet.peers.is_empty() && a.peers.is_empty() {
+                if !trackers && magnet.peers.is_empty() && a.peers.is_empty() && a.dht.no_dht {
                     return Err(Failure::usage(format!(
-                        "{link}: the magnet link names no tracker and no peer: give one with --peer IP:PORT"
+                        "{link}: the magnet link names no tracker and no peer, and the DHT is off: \
+                         give a peer with --peer IP:PORT"
                     )));
                 }
                 let saved = saved_metadata(&magnet);
@@ -158,6 +196,7 @@ fn run(a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure> {
     settings.max_peers_per_ip = a.max_peers_per_ip as usize;
     settings.max_upload_rate = a.max_upload_rate.unwrap_or(0);
     (settings.outgoing_encryption, settings.incoming_encryption) = a.encryption.policies();
+    a.dht.apply(&mut settings);
     rt.block_on(async {
         let session = Session::start(settings).await.map_err(|e| Failure::failed(e.to_string()))?;
         // Registered before anything starts: a stop during the checks is not missed.
@@ -276,10 +315,10 @@ async fn serve(
                 let s = sum(handles);
                 if let Some(b) = &bar {
                     b.set_position(s.have);
-                    b.set_message(status(&s));
+                    b.set_message(status(&s, session.dht_stats()));
                 } else if mode == Mode::Lines && last_line.elapsed() >= progress::LINE_INTERVAL {
                     last_line = Instant::now();
-                    errln!("{:.1}% {} of {} {}", pct(&s), HumanBytes(s.have), HumanBytes(s.total), status(&s));
+                    errln!("{:.1}% {} of {} {}", pct(&s), HumanBytes(s.have), HumanBytes(s.total), status(&s, session.dht_stats()));
                 }
             }
             (i, r) = completion => {
@@ -397,10 +436,15 @@ fn sum_stats(all: &[TorrentStats]) -> TorrentStats {
 /// data can be seeded) without asking peers for it again: `$XDG_CACHE_HOME/bitswarm/metadata/
 /// <info-hash>.torrent`, or under `~/.cache`. None without either variable (as an absolute path).
 fn saved_metadata(magnet: &Magnet) -> Option<PathBuf> {
+    Some(cache_dir()?.join("metadata").join(format!("{}.torrent", magnet.info_hash)))
+}
+
+/// `$XDG_CACHE_HOME/bitswarm` (`~/.cache/bitswarm` without the variable).
+fn cache_dir() -> Option<PathBuf> {
     // Relative values are ignored, as the XDG base directory specification says.
     let var = |k| std::env::var_os(k).map(PathBuf::from).filter(|p| p.is_absolute());
     let cache = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
-    Some(cache.join("bitswarm").join("metadata").join(format!("{}.torrent", magnet.info_hash)))
+    Some(cache.join("bitswarm"))
 }
 
 /// The metadata an earlier run saved at `path`, with the link's trackers; None (after saying
@@ -483,13 +527,14 @@ fn pct(s: &TorrentStats) -> f64 {
     if s.total == 0 { 100.0 } else { s.have as f64 * 100.0 / s.total as f64 }
 }
 
-fn status(s: &TorrentStats) -> String {
+fn status(s: &TorrentStats, dht: Option<bitswarm_peer::DhtStats>) -> String {
     let eta = match (s.total - s.have).checked_div(s.down_rate) {
         _ if s.complete => "done".to_owned(),
         Some(secs) => format!("eta {secs}s"),
         None => "eta -".to_owned(),
     };
-    format!("down {}/s up {}/s peers {} {eta}", HumanBytes(s.down_rate), HumanBytes(s.up_rate), s.peers)
+    let dht = dht.map(|d| format!(" dht {} nodes", d.nodes)).unwrap_or_default();
+    format!("down {}/s up {}/s peers {} {eta}{dht}", HumanBytes(s.down_rate), HumanBytes(s.up_rate), s.peers)
 }
 
 fn summary(s: &TorrentStats) -> String {

@@ -57,6 +57,7 @@ fn peer_source(s: Source) -> PeerSource {
     match s {
         Source::Incoming => PeerSource::Incoming,
         Source::Pex => PeerSource::Pex,
+        Source::Dht => PeerSource::Dht,
         Source::Tracker | Source::Given | Source::Magnet => PeerSource::Tracker,
     }
 }
@@ -163,6 +164,7 @@ impl Daemon {
                 match p.source {
                     Source::Incoming => v.peers_from.incoming += 1,
                     Source::Pex => v.peers_from.pex += 1,
+                    Source::Dht => v.peers_from.dht += 1,
                     _ => v.peers_from.tracker += 1,
                 }
                 list.push(PeerView {
@@ -653,7 +655,7 @@ impl Backend for Daemon {
                 _ => Encryption::Preferred,
             },
             start_added_torrents: r.start_added,
-            dht_enabled: false,
+            dht_enabled: self.session.dht_stats().is_some(),
             pex_enabled: true,
             lpd_enabled: false,
             utp_enabled: false,

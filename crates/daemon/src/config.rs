@@ -40,6 +40,15 @@ encryption = "prefer"
 # Regular unchoke slots per torrent (one optimistic slot comes on top).
 upload_slots = 4
 
+[dht]
+# A Mainline DHT node (BEP 5) on UDP at the peers' address and port: public torrents ask it for
+# peers and announce themselves on it (private torrents never do), and magnet links with no
+# tracker find their peers there. Its routing table is kept in the state folder (dht.dat)
+# and read at start, before the routers are asked.
+enabled = true
+# HOST:PORT of the routers the node joins the DHT through.
+routers = ["router.bittorrent.com:6881", "dht.transmissionbt.com:6881", "router.utorrent.com:6881"]
+
 [limits]
 # Bytes per second over every torrent; 0: no limit.
 max_upload_rate = 0
@@ -89,6 +98,7 @@ pub enum ConfigError {
 pub struct Config {
     pub daemon: DaemonConfig,
     pub peers: PeersConfig,
+    pub dht: DhtConfig,
     pub limits: LimitsConfig,
     pub queue: QueueConfig,
     pub seeding: SeedingConfig,
@@ -138,6 +148,19 @@ impl Default for PeersConfig {
             encryption: "prefer".into(),
             upload_slots: 4,
         }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhtConfig {
+    pub enabled: bool,
+    pub routers: Vec<String>,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        DhtConfig { enabled: true, routers: bitswarm_peer::DEFAULT_ROUTERS.iter().map(|r| r.to_string()).collect() }
     }
 }
 
@@ -211,6 +234,9 @@ impl Config {
         }
         if self.peers.max_connections == 0 || self.peers.max_per_torrent == 0 {
             return bad("peers.max_connections and peers.max_per_torrent must be at least 1".into());
+        }
+        for r in &self.dht.routers {
+            bitswarm_peer::parse_router(r).map_err(|e| ConfigError::Invalid(format!("dht.routers: {e}")))?;
         }
         if self.seeding.ratio_limit < 0.0 || !self.seeding.ratio_limit.is_finite() {
             return bad(format!("seeding.ratio_limit: {} is not a ratio", self.seeding.ratio_limit));
@@ -289,6 +315,9 @@ impl Config {
         s.seed_ratio = (self.seeding.ratio_limit > 0.0).then_some(self.seeding.ratio_limit);
         s.seed_idle_minutes = (self.seeding.idle_limit_minutes > 0).then_some(self.seeding.idle_limit_minutes);
         s.seed_time_minutes = (self.seeding.time_limit_minutes > 0).then_some(self.seeding.time_limit_minutes);
+        s.dht = self.dht.enabled;
+        s.dht_routers = self.dht.routers.clone();
+        s.dht_state = self.state_dir().ok().map(|d| d.join("dht.dat"));
         s
     }
 }
@@ -322,6 +351,10 @@ mod tests {
         assert!(e.starts_with("rpc: "), "{e}");
         let e = Config::from_toml("[rpc]\nuser = \"a\"\n").unwrap_err().to_string();
         assert!(e.contains("go together"), "{e}");
+        let e = Config::from_toml("[dht]\nrouters = [\"nowhere\"]\n").unwrap_err().to_string();
+        assert!(e.contains("dht.routers") && e.contains("HOST:PORT"), "{e}");
+        let e = Config::from_toml("[dht]\nenable = false\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `enable`"), "{e}");
         // Elsewhere than loopback with an allow-list, or a password: served.
         assert!(Config::from_toml("[rpc]\nbind = \"0.0.0.0:9091\"\nallow = [\"192.168.*.*\"]\n").is_ok());
         let hash = bitswarm_rpc::hash_password("secret");

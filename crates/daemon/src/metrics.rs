@@ -1,6 +1,6 @@
 //! `GET /metrics`: the daemon in Prometheus's text format (torrents by state, bytes and rates
-//! down and up, connections, hash failures, torrents stopped by an error, RPC requests, and
-//! the state database's health).
+//! down and up, connections, hash failures, torrents stopped by an error, RPC requests, the
+//! DHT node's table and lookups, and the state database's health).
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -87,6 +87,13 @@ fn render(d: &Daemon) -> String {
         "HTTP requests to the RPC and /metrics.",
         d.rpc_requests.load(Ordering::Relaxed),
     );
+    if let Some(dht) = d.session().dht_stats() {
+        gauge(&mut o, "bitswarm_dht_nodes", "Nodes in the DHT routing tables.", dht.nodes as u64);
+        gauge(&mut o, "bitswarm_dht_lookups", "DHT lookups of our torrents under way.", dht.lookups as u64);
+        gauge(&mut o, "bitswarm_dht_torrents", "Torrents that look for peers on the DHT.", dht.torrents as u64);
+        counter(&mut o, "bitswarm_dht_lookups_total", "DHT lookups finished.", dht.lookups_done as u64);
+        counter(&mut o, "bitswarm_dht_peers_total", "Peers the DHT gave our torrents.", dht.peers_found as u64);
+    }
     let h = d.store.health();
     counter(&mut o, "bitswarm_state_commits_total", "Commits to the state database.", h.commits);
     counter(&mut o, "bitswarm_state_errors_total", "Failed commits to the state database.", h.errors);

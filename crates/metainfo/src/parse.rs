@@ -201,6 +201,24 @@ impl Metainfo {
         &self.raw[self.info_at.clone()]
     }
 
+    /// `nodes` (BEP 5): DHT nodes a trackerless torrent names, as `[host, port]` pairs. Read
+    /// leniently (an entry that is not a host and a port from 1 to 65535 is left out): they
+    /// are hints, and a bad one must not make the torrent unusable.
+    pub fn nodes(&self) -> Vec<(String, u16)> {
+        let Ok(Value::Dict(root)) = bitswarm_bencode::decode_limited(&self.raw, MAX_VALUES) else { return Vec::new() };
+        let Some(Value::List(l)) = root.get(b"nodes") else { return Vec::new() };
+        l.iter()
+            .filter_map(|n| {
+                let pair = n.as_list()?;
+                let [Value::Bytes(host), Value::Int(port)] = pair else { return None };
+                let host = std::str::from_utf8(host).ok().filter(|h| !h.is_empty())?;
+                let port = u16::try_from(*port).ok().filter(|p| *p > 0)?;
+                Some((host.to_owned(), port))
+            })
+            .take(64)
+            .collect()
+    }
+
     /// The .torrent file's bytes as they were parsed.
     pub fn torrent_bytes(&self) -> &std::sync::Arc<[u8]> {
         &self.raw

@@ -343,3 +343,15 @@ fn from_info_bytes_keeps_the_hash_and_takes_the_trackers() {
     assert!(Metainfo::from_info_bytes(b"d4:name1:xe", &[]).is_err(), "an incomplete info dictionary is refused");
     assert!(Metainfo::from_info_bytes(b"i1e", &[]).is_err());
 }
+
+#[test]
+fn dht_nodes_are_read_leniently() {
+    let (bytes, _) = single(100_000, 32768).build();
+    assert!(Metainfo::parse(&bytes).unwrap().nodes().is_empty());
+    // `nodes` goes before `info` (keys in order): good pairs kept, bad entries left out.
+    let nodes = b"5:nodesll9:127.0.0.1i6881eel4:hosti0eel1:xel1:hi70000eel10:router.exai1eee";
+    let with = patch(&bytes, b"4:info", &[&nodes[..], b"4:info"].concat());
+    let m = Metainfo::parse(&with).unwrap();
+    assert_eq!(m.nodes(), vec![("127.0.0.1".to_owned(), 6881), ("router.exa".to_owned(), 1)]);
+    assert_eq!(m.info_hash, Metainfo::parse(&bytes).unwrap().info_hash);
+}

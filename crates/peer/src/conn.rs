@@ -84,7 +84,8 @@ pub enum Ended {
 /// offering the crypto_provide bits `mse`), then [`run`].
 pub async fn dial<L: Link>(link: Arc<L>, mut stream: TcpStream, addr: SocketAddr, mse: Option<u32>) -> Ended {
     let _ = stream.set_nodelay(true);
-    let shake = handshake_with(link.info_hash(), link.peer_id(), &mut stream, Begin::Outgoing { mse });
+    let dht = link.dht_port().is_some();
+    let shake = handshake_with(link.info_hash(), link.peer_id(), dht, &mut stream, Begin::Outgoing { mse });
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, shake).await {
         Ok(Ok(opened)) => run(link, stream, addr, opened, true).await,
         Ok(Err(e)) => {
@@ -153,6 +154,12 @@ pub async fn run<L: Link>(link: Arc<L>, stream: TcpStream, addr: SocketAddr, ope
         writer,
     };
     c.greet(theirs.supports_extensions());
+    // BEP 5: a peer that runs a DHT node hears where ours is.
+    if theirs.supports_dht()
+        && let Some(port) = c.link.dht_port()
+    {
+        c.send(&Message::Port(port));
+    }
     let result = c.drive(rd, ctl_rx, pending, decrypt).await;
     if let Err(e) = &result {
         debug!("{addr}: closed: {e}");
@@ -202,6 +209,7 @@ pub(crate) async fn accept(
     peer_id: [u8; 20],
     require_rc4: bool,
     known: impl Fn(&[u8; 20]) -> bool,
+    dht: impl Fn(&[u8; 20]) -> bool,
     mse_lookup: impl Fn(&[u8; 20]) -> Option<[u8; 20]> + Send + 'static,
 ) -> Result<Opened, String> {
     let _ = stream.set_nodelay(true);
@@ -226,7 +234,7 @@ pub(crate) async fn accept(
         return Err("a torrent we do not have".into());
     }
     pending.drain(..HANDSHAKE_LEN);
-    let mut ours = Handshake::new(theirs.info_hash, peer_id).encode();
+    let mut ours = Handshake::new(theirs.info_hash, peer_id).with_dht(dht(&theirs.info_hash)).encode();
     if let Some(c) = &mut ciphers {
         c.encrypt.apply(&mut ours);
     }
@@ -267,10 +275,11 @@ pub(crate) struct Opened {
 pub(crate) async fn handshake_with(
     info_hash: [u8; 20],
     peer_id: [u8; 20],
+    dht: bool,
     stream: &mut TcpStream,
     start: Begin,
 ) -> Result<Opened, String> {
-    let ours = Handshake::new(info_hash, peer_id).encode();
+    let ours = Handshake::new(info_hash, peer_id).with_dht(dht).encode();
     let io = |e: std::io::Error| e.to_string();
     let secrets = || Secrets::random().map_err(|e| e.to_string());
     // The MSE handshake (when there is one) leaves the peer's payload stream: its BitTorrent
@@ -674,6 +683,8 @@ impl<L: Link> Conn<L> {
             }
             // Suggestions and pieces allowed while choked: we pick and wait for unchoke as usual.
             Message::Suggest(_) | Message::AllowedFast(_) => {}
+            // BEP 5: the peer's DHT node, at its address.
+            Message::Port(port) if port != 0 => self.link.dht_node(SocketAddr::new(self.addr.ip(), port)),
             Message::Port(_) | Message::Extended { .. } | Message::Unknown { .. } => {}
         }
         Ok(())

@@ -90,6 +90,16 @@ pub struct Settings {
     pub seed_idle_minutes: Option<u64>,
     /// Seeding stops after this many minutes of seeding.
     pub seed_time_minutes: Option<u64>,
+    // Fixed for the session's life:
+    /// Run a Mainline DHT node (BEP 5) on UDP at the listening address and port, which public
+    /// torrents ask for peers and announce themselves to. Off by default here; the commands
+    /// turn it on.
+    pub dht: bool,
+    /// `HOST:PORT` of the routers the node bootstraps through.
+    pub dht_routers: Vec<String>,
+    /// The file the routing table is kept in across restarts (read at start, before the
+    /// routers are asked).
+    pub dht_state: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -114,6 +124,9 @@ impl Settings {
             seed_ratio: None,
             seed_idle_minutes: None,
             seed_time_minutes: None,
+            dht: false,
+            dht_routers: crate::dht::DEFAULT_ROUTERS.iter().map(|r| r.to_string()).collect(),
+            dht_state: None,
         }
     }
 }
@@ -140,6 +153,8 @@ pub(crate) struct Core {
     hash_tx: Mutex<std::sync::mpsc::Sender<HashJob>>,
     /// Which tracker servers answer (shared by every torrent's announces).
     pub trackers: crate::tracker::Gate,
+    /// The session's DHT node, if it runs one.
+    pub dht: Option<crate::dht::DhtHandle>,
     /// When each running torrent announces next.
     pub(crate) announcer: Arc<crate::announcer::Announcer>,
     /// Torrents that changed since the last [`take_changed`](Core::take_changed): what keeps
@@ -150,7 +165,11 @@ pub(crate) struct Core {
 impl Core {
     /// Starts the hashing threads (one per core: they hash several pieces at once with the
     /// multi-buffer SHA-1); they end when the core is dropped.
-    pub fn new(settings: Settings, listen_addr: SocketAddr) -> std::io::Result<Arc<Core>> {
+    pub fn new(
+        settings: Settings,
+        listen_addr: SocketAddr,
+        dht: Option<crate::dht::DhtHandle>,
+    ) -> std::io::Result<Arc<Core>> {
         let (hash_tx, hash_rx) = std::sync::mpsc::channel();
         let rx = Arc::new(Mutex::new(hash_rx));
         for i in 0..bitswarm_storage::cores() {
@@ -168,6 +187,7 @@ impl Core {
             uploaded: AtomicU64::new(0),
             hash_tx: Mutex::new(hash_tx),
             trackers: crate::tracker::Gate::default(),
+            dht,
             announcer: crate::announcer::Announcer::new(),
             changed: Mutex::new(std::collections::HashSet::new()),
         }))
@@ -180,10 +200,12 @@ impl Core {
     /// Changes what may change; returns the settings now in force.
     pub fn update(&self, f: impl FnOnce(&mut Settings)) -> Settings {
         let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
-        let (listen, peer_id) = (s.listen, s.peer_id);
+        let (listen, peer_id, dht) = (s.listen, s.peer_id, s.dht);
+        let (routers, state) = (s.dht_routers.clone(), s.dht_state.clone());
         f(&mut s);
         // Fixed for the session's life.
-        (s.listen, s.peer_id) = (listen, peer_id);
+        (s.listen, s.peer_id, s.dht) = (listen, peer_id, dht);
+        (s.dht_routers, s.dht_state) = (routers, state);
         self.up.set_rate(s.max_upload_rate);
         self.down.set_rate(s.max_download_rate);
         let now = s.clone();

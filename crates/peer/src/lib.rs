@@ -17,6 +17,7 @@ mod announcer;
 mod choker;
 mod conn;
 mod core;
+mod dht;
 mod disk;
 pub(crate) mod link;
 mod live;
@@ -30,6 +31,7 @@ mod torrent;
 mod tracker;
 
 pub use core::{Incoming, Outgoing, Settings};
+pub use dht::{DEFAULT_ROUTERS, DhtNode, DhtStats, parse_router};
 pub use link::PeerKey;
 pub use live::{PeerInfo, Source, TrackerStatus};
 pub use metadata::{MetadataQuery, fetch_metadata};

@@ -167,4 +167,11 @@ pub trait Link: Send + Sync + 'static {
     /// The most to read at once: small under a download limit, so that the limit holds
     /// evenly rather than in bursts of a whole read buffer.
     fn read_quantum(&self) -> usize;
+    /// The UDP port of our DHT node, when this torrent uses the DHT (BEP 5: said in the
+    /// handshake's reserved bits and a PORT message).
+    fn dht_port(&self) -> Option<u16> {
+        None
+    }
+    /// A peer's PORT message: its DHT node, to ping into the routing table.
+    fn dht_node(&self, _addr: SocketAddr) {}
 }

@@ -58,6 +58,8 @@ pub enum Source {
     Tracker,
     /// Peer exchange (BEP 11).
     Pex,
+    /// The Mainline DHT (BEP 5).
+    Dht,
     /// The peer dialed us.
     Incoming,
 }
@@ -1020,6 +1022,12 @@ impl Link for Live {
 
     fn add_pex_peers(&self, addrs: Vec<SocketAddr>) {
         self.add_peers(addrs, Source::Pex);
+    }
+    fn dht_port(&self) -> Option<u16> {
+        crate::dht::port_for(&self.core, &self.meta)
+    }
+    fn dht_node(&self, addr: SocketAddr) {
+        crate::dht::node_from_peer(&self.core, &self.meta, addr);
     }
 
     fn try_unchoke(&self, key: PeerKey) -> bool {

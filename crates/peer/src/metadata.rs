@@ -64,8 +64,28 @@ enum Found {
 /// few seconds while nobody has it (`progress` hears of each failure); fails at once when there
 /// is nowhere to look.
 pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Result<(Vec<u8>, SocketAddr), String> {
-    if q.peers.is_empty() && q.trackers.is_empty() {
+    fetch_metadata_with(q, None, progress).await
+}
+
+/// [`fetch_metadata`], with peers that come from the DHT as well (asked as they come, and
+/// remembered for the later rounds).
+pub(crate) async fn fetch_metadata_with(
+    q: &MetadataQuery,
+    mut dht: Option<tokio::sync::mpsc::UnboundedReceiver<SocketAddr>>,
+    progress: impl Fn(&str),
+) -> Result<(Vec<u8>, SocketAddr), String> {
+    if q.peers.is_empty() && q.trackers.is_empty() && dht.is_none() {
         return Err("the magnet link names no tracker and no peer: give one with --peer IP:PORT".into());
+    }
+    // Peers of the DHT arrive between rounds too; pending until one does (or without a DHT).
+    async fn from_dht(dht: &mut Option<tokio::sync::mpsc::UnboundedReceiver<SocketAddr>>) -> SocketAddr {
+        match dht {
+            Some(rx) => match rx.recv().await {
+                Some(a) => a,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
     }
     let mut learned: Vec<SocketAddr> = Vec::new();
     let mut last_announce: Option<tokio::time::Instant> = None;
@@ -135,6 +155,14 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
                     Found::TrackerFailed(url, e) => progress(&format!("tracker {url}: {e}")),
                     Found::TrackerDone => trackers_pending -= 1,
                 },
+                a = from_dht(&mut dht) => {
+                    if seen.insert(a) {
+                        queue.push_back(a);
+                        if !q.peers.contains(&a) && !learned.contains(&a) {
+                            learned.push(a);
+                        }
+                    }
+                }
                 Some(done) = set.join_next(), if !set.is_empty() => {
                     if let Ok((addr, result)) = done {
                         match result {
@@ -148,7 +176,15 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
             }
         }
         progress(&format!("no peer gave the metadata (asked {}); trying again in {RETRY_EVERY:?}", seen.len()));
-        tokio::time::sleep(RETRY_EVERY).await;
+        // A new peer from the DHT starts the next round at once.
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY_EVERY) => {}
+            a = from_dht(&mut dht) => {
+                if !q.peers.contains(&a) && !learned.contains(&a) {
+                    learned.push(a);
+                }
+            }
+        }
     }
 }
 
@@ -178,7 +214,7 @@ async fn from_peer(
         };
         let _ = s.set_nodelay(true);
         let start = Begin::Outgoing { mse };
-        let shake = crate::conn::handshake_with(info_hash.0, peer_id, &mut s, start);
+        let shake = crate::conn::handshake_with(info_hash.0, peer_id, false, &mut s, start);
         let what = if mse.is_some() { "MSE handshake" } else { "handshake" };
         match tokio::time::timeout(crate::conn::HANDSHAKE_TIMEOUT, shake).await {
             Ok(Ok(opened)) => {

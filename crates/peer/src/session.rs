@@ -99,7 +99,8 @@ impl Session {
     pub async fn start(settings: Settings) -> Result<Session, SessionError> {
         let listener = bind(settings.listen).map_err(|e| SessionError::Listen(settings.listen, e))?;
         let listen_addr = listener.local_addr().map_err(|e| SessionError::Listen(settings.listen, e))?;
-        let core = Core::new(settings, listen_addr).map_err(SessionError::Threads)?;
+        let dht = crate::dht::start_for(&settings, listen_addr).await;
+        let core = Core::new(settings, listen_addr, dht).map_err(SessionError::Threads)?;
         let queue = Queue::new(core.clone());
         let inner = Arc::new(Inner {
             core,
@@ -231,6 +232,21 @@ impl Session {
         for h in &all {
             let mut rx = h.t.subscribe();
             rx.wait_for(|s| !s.is_active()).await;
+        }
+        if let Some(d) = &self.inner.core.dht {
+            d.shutdown().await;
+        }
+    }
+
+    /// The DHT node's counts (None without one).
+    pub fn dht_stats(&self) -> Option<crate::DhtStats> {
+        self.inner.core.dht.as_ref().map(|d| d.stats())
+    }
+
+    /// DHT nodes to ping (they enter the routing table if they answer).
+    pub fn add_dht_nodes(&self, nodes: Vec<SocketAddr>) {
+        if let Some(d) = &self.inner.core.dht {
+            d.add_nodes(nodes);
         }
     }
 
@@ -559,7 +575,10 @@ impl Inner {
                 ts.by_req2.get(req2).copied()
             }
         };
-        let shake = conn::accept(&mut stream, self.core.peer_id, require, known, lookup);
+        let dht = |ih: &[u8; 20]| {
+            self.torrent(ih).and_then(|t| t.live()).is_some_and(|l| crate::link::Link::dht_port(&*l).is_some())
+        };
+        let shake = conn::accept(&mut stream, self.core.peer_id, require, known, dht, lookup);
         let opened = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, shake).await {
             Ok(Ok(o)) => o,
             // Logged with the connections' target, where `BITSWARM_LOG=bitswarm_peer::conn=debug`

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::core::Core;
 use crate::live::{Counters, Live, LiveConfig, PeerInfo, Source, TrackerStatus};
-use crate::metadata::{MetadataQuery, fetch_metadata};
+use crate::metadata::{MetadataQuery, fetch_metadata_with};
 use crate::queue::{Kind, Queue};
 use crate::rate::RateMeter;
 
@@ -879,7 +879,10 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
         *t.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live.clone());
         t.set_state(if kind == Kind::Seed { State::Seeding } else { State::Downloading });
         t.changed();
+        // Public torrents look for peers on the DHT and announce themselves there, until the run ends.
+        let dht = crate::dht::register_run(&t.core, &meta, &live);
         let end = Box::pin(run(&t, &live, &slot, &mut wish, verified_for)).await;
+        drop(dht);
         Box::pin(live.shutdown()).await;
         if let Some(a) = live.last_activity() {
             t.times.lock().unwrap_or_else(|p| p.into_inner()).activity = Some(a);
@@ -1169,7 +1172,9 @@ async fn fetch(t: &Torrent) -> Result<Arc<Metainfo>, String> {
         encryption: s.outgoing_encryption,
     };
     let name = t.name();
-    let (info, from) = fetch_metadata(&q, |m| info!("{name}: metadata: {m}")).await?;
+    // The DHT is asked too (whether the torrent is private is not known before its metadata).
+    let (_dht, dht_rx) = crate::dht::register_fetch(&t.core, t.info_hash).unzip();
+    let (info, from) = fetch_metadata_with(&q, dht_rx, |m| info!("{name}: metadata: {m}")).await?;
     info!("{name}: metadata: {} bytes from {from}", info.len());
     *t.metadata_from.lock().unwrap_or_else(|p| p.into_inner()) = Some((info.len(), from));
     let meta = Metainfo::from_info_bytes(&info, &magnet.trackers).map_err(|e| format!("metadata from {from}: {e}"))?;

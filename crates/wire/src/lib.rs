@@ -82,6 +82,19 @@ impl Handshake {
     pub fn supports_fast(&self) -> bool {
         self.reserved[7] & 0x04 != 0
     }
+    /// BEP 5: the sender runs a DHT node (and will send, or welcomes, a PORT message).
+    pub fn supports_dht(&self) -> bool {
+        self.reserved[7] & 0x01 != 0
+    }
+    /// Sets (or clears) the DHT bit of our handshake.
+    pub fn with_dht(mut self, dht: bool) -> Self {
+        if dht {
+            self.reserved[7] |= 0x01;
+        } else {
+            self.reserved[7] &= !0x01;
+        }
+        self
+    }
     pub fn encode(&self) -> [u8; HANDSHAKE_LEN] {
         let mut b = [0u8; HANDSHAKE_LEN];
         b[0] = 19;

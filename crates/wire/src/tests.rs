@@ -136,3 +136,13 @@ proptest! {
         prop_assert_eq!(again, b);
     }
 }
+
+#[test]
+fn the_dht_bit() {
+    let h = Handshake::new([1; 20], [2; 20]);
+    assert!(!h.supports_dht() && h.supports_fast() && h.supports_extensions());
+    let d = h.with_dht(true);
+    assert!(d.supports_dht() && d.supports_fast() && d.supports_extensions());
+    assert_eq!(Handshake::decode(&d.encode()).unwrap(), d);
+    assert_eq!(d.with_dht(false), h);
+}

@@ -23,6 +23,16 @@ impl OurDaemon {
     /// A daemon with its state under `dir/state` and downloads under `dir/downloads`;
     /// `config` is written to a file given with --config; `log` sets BITSWARM_LOG.
     pub fn start(dir: &Path, config: &str, log: Option<&str>) -> OurDaemon {
+        OurDaemon::spawn(dir, config, log, false)
+    }
+
+    /// [`OurDaemon::start`] with its DHT node on, as `config` sets it (the test points it at
+    /// its own routers).
+    pub fn start_with_dht(dir: &Path, config: &str, log: Option<&str>) -> OurDaemon {
+        OurDaemon::spawn(dir, config, log, true)
+    }
+
+    fn spawn(dir: &Path, config: &str, log: Option<&str>, dht: bool) -> OurDaemon {
         let state = dir.join("state");
         let downloads = dir.join("downloads");
         let cfg = dir.join("daemon.toml");
@@ -36,6 +46,9 @@ impl OurDaemon {
             .arg(&downloads);
         if let Some(l) = log {
             c.env("BITSWARM_LOG", l);
+        }
+        if dht {
+            c.env_remove("BITSWARM_NO_DHT");
         }
         let mut proc = Proc::spawn("bitswarm daemon", c);
         let t = Duration::from_secs(60);

@@ -18,6 +18,9 @@ pub fn bitswarm() -> Command {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let mut c = Command::new(env!("CARGO_BIN_EXE_bitswarm"));
     c.env("NO_COLOR", "1");
+    // No DHT node unless a test asks for one (and points it at its own loopback nodes): nothing
+    // a test starts may look for the public routers.
+    c.env("BITSWARM_NO_DHT", "1");
     // A cache of its own (made only when used): metadata that one run of a magnet link saved
     // never stands in for the fetch another test checks. A test that wants runs to share one
     // sets XDG_CACHE_HOME again.
