@@ -36,6 +36,7 @@ pub mod http;
 mod ids;
 mod methods;
 pub mod view;
+mod web;
 
 pub use backend::{
     AddOutcome, AddRequest, AddSource, Backend, BackendError, FileSelection, QueueMove, RECENT_SECONDS, SessionSet,

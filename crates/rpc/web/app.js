@@ -1,0 +1,651 @@
+// bitswarm's web page: a Transmission RPC client in plain JavaScript.
+//
+// Remote strings (names, labels, errors, folders) only ever reach the page as textContent or
+// input values, never as markup. The list is virtualised: only the rows in view exist, and a
+// poll changes only the cells whose text changed, so 10,000 torrents cost what 50 do.
+
+const RPC = "../rpc";
+const POLL_MS = 2000;
+// After this long without an answer, "recently-active" may have missed changes: get all again.
+const STALE_MS = 50000;
+const FIELDS = [
+  "id", "name", "status", "error", "errorString", "sizeWhenDone", "leftUntilDone", "percentDone",
+  "recheckProgress", "metadataPercentComplete", "rateDownload", "rateUpload", "eta", "uploadRatio",
+  "peersConnected", "labels", "isFinished", "queuePosition", "addedDate",
+  "downloadLimit", "downloadLimited", "uploadLimit", "uploadLimited",
+];
+
+const STATUS = ["Stopped", "Queued to verify", "Verifying", "Queued", "Downloading", "Queued to seed", "Seeding"];
+
+// ---- the RPC ----------------------------------------------------------------------------------
+
+let sessionId = "";
+
+// The session id comes with the page's own assets (a HEAD of this page), so the first call
+// does not draw a 409; a 409 later (the daemon restarted) still hands out the new one.
+async function learnSessionId() {
+  const r = await fetch("./", { method: "HEAD", cache: "no-store" });
+  sessionId = r.headers.get("X-Transmission-Session-Id") || "";
+}
+
+class RpcError extends Error {}
+
+// Calls `method`; resolves to its arguments, or throws an RpcError whose message is the
+// RPC's `result` string (or the HTTP failure).
+async function rpc(method, args = {}) {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    let r;
+    try {
+      r = await fetch(RPC, {
+        method: "POST",
+        headers: { "X-Transmission-Session-Id": sessionId, "Content-Type": "application/json" },
+        body: JSON.stringify({ method, arguments: args }),
+        cache: "no-store",
+      });
+    } catch (e) {
+      throw new RpcError("the daemon does not answer");
+    }
+    if (r.status === 409) {
+      sessionId = r.headers.get("X-Transmission-Session-Id") || "";
+      continue;
+    }
+    if (!r.ok) throw new RpcError(`HTTP ${r.status} ${r.statusText}`);
+    const reply = await r.json();
+    if (reply.result !== "success") throw new RpcError(reply.result || "failed");
+    return reply.arguments || {};
+  }
+  throw new RpcError("no session id");
+}
+
+// ---- units ------------------------------------------------------------------------------------
+
+const UNITS = ["B", "kB", "MB", "GB", "TB", "PB"];
+
+export function size(n) {
+  if (!(n > 0)) return "0 B";
+  let i = 0;
+  while (n >= 1000 && i < UNITS.length - 1) { n /= 1000; i++; }
+  return `${i === 0 ? n : n.toFixed(n < 10 ? 2 : n < 100 ? 1 : 0)} ${UNITS[i]}`;
+}
+
+export function rate(n) {
+  return n > 0 ? `${size(n)}/s` : "";
+}
+
+export function eta(s) {
+  if (s < 0 || s === undefined) return "";
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+function ratio(r) {
+  if (r === -2) return "∞";
+  if (r < 0 || r === undefined) return "";
+  return r.toFixed(2);
+}
+
+function progress(t) {
+  if (t.status === 1 || t.status === 2) return t.recheckProgress;
+  if (t.metadataPercentComplete < 1) return t.metadataPercentComplete;
+  return t.percentDone;
+}
+
+function stateText(t) {
+  if (t.error) return `Error: ${t.errorString}`;
+  if (t.metadataPercentComplete < 1 && t.status === 4) return "Fetching metadata";
+  if (t.status === 0 && t.isFinished) return "Finished";
+  return STATUS[t.status] || String(t.status);
+}
+
+function stateClass(t) {
+  if (t.error) return "error";
+  return ["stopped", "checking", "checking", "queued", "downloading", "queued", "seeding"][t.status] || "";
+}
+
+// ---- the columns -------------------------------------------------------------------------------
+
+// key: sort key; text: a cell's text. Each column's cell is a span of class c-<id>.
+const COLUMNS = [
+  { id: "name", title: "Name", key: (t) => t.name.toLowerCase(), text: (t) => t.name },
+  { id: "size", title: "Size", key: (t) => t.sizeWhenDone, text: (t) => size(t.sizeWhenDone) },
+  { id: "progress", title: "Progress", key: progress, text: (t) => `${Math.floor(progress(t) * 1000) / 10}%` },
+  { id: "state", title: "State", key: (t) => (t.error ? -1 : t.status), text: stateText },
+  { id: "down", title: "Down", key: (t) => t.rateDownload, text: (t) => rate(t.rateDownload) },
+  { id: "up", title: "Up", key: (t) => t.rateUpload, text: (t) => rate(t.rateUpload) },
+  { id: "eta", title: "ETA", key: (t) => (t.eta < 0 ? Infinity : t.eta), text: (t) => eta(t.eta) },
+  { id: "ratio", title: "Ratio", key: (t) => (t.uploadRatio === -2 ? Infinity : t.uploadRatio), text: (t) => ratio(t.uploadRatio) },
+  { id: "peers", title: "Peers", key: (t) => t.peersConnected, text: (t) => String(t.peersConnected) },
+  { id: "labels", title: "Labels", key: (t) => t.labels.join(",").toLowerCase(), text: (t) => t.labels.join(", ") },
+];
+
+// ---- state -------------------------------------------------------------------------------------
+
+const torrents = new Map(); // id -> torrent (the RPC's fields)
+let shown = []; // the torrents that pass the filters, sorted
+const selected = new Set(); // ids
+let anchor = null; // the id a shift-click extends from
+let cursor = 0; // index in `shown` of the keyboard's row
+let sort = { column: "name", descending: false };
+let rowHeight = 0;
+let dirty = true; // `shown` needs filtering and sorting again
+let labelsKnown = "";
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function showError(where, message) {
+  const p = $(where);
+  p.textContent = message;
+  p.hidden = !message;
+}
+
+// ---- filtering and sorting ---------------------------------------------------------------------
+
+function passes(t, state, label, words) {
+  switch (state) {
+    case "active": if (!(t.rateDownload > 0 || t.rateUpload > 0 || t.status === 2)) return false; break;
+    case "downloading": if (t.status !== 4 && t.status !== 3) return false; break;
+    case "seeding": if (t.status !== 6 && t.status !== 5) return false; break;
+    case "paused": if (t.status !== 0) return false; break;
+    case "checking": if (t.status !== 1 && t.status !== 2) return false; break;
+    case "queued": if (t.status !== 1 && t.status !== 3 && t.status !== 5) return false; break;
+    case "finished": if (!t.isFinished) return false; break;
+    case "error": if (!t.error) return false; break;
+  }
+  if (label && !t.labels.includes(label)) return false;
+  if (words.length) {
+    const name = t.name.toLowerCase();
+    for (const w of words) if (!name.includes(w)) return false;
+  }
+  return true;
+}
+
+function refilter() {
+  const state = $("state-filter").value;
+  const label = $("label-filter").value;
+  const words = $("search").value.toLowerCase().split(/\s+/).filter(Boolean);
+  const column = COLUMNS.find((c) => c.id === sort.column);
+  const keyed = [];
+  for (const t of torrents.values()) if (passes(t, state, label, words)) keyed.push([column.key(t), t]);
+  const dir = sort.descending ? -1 : 1;
+  keyed.sort((a, b) => (a[0] < b[0] ? -dir : a[0] > b[0] ? dir : a[1].id - b[1].id));
+  shown = keyed.map((k) => k[1]);
+  cursor = Math.min(cursor, Math.max(0, shown.length - 1));
+  dirty = false;
+}
+
+function updateLabels() {
+  const all = new Set();
+  for (const t of torrents.values()) for (const l of t.labels) all.add(l);
+  const list = [...all].sort();
+  const joined = list.join("\n");
+  if (joined === labelsKnown) return;
+  labelsKnown = joined;
+  const select = $("label-filter");
+  const current = select.value;
+  select.replaceChildren(el("option", "", "All"));
+  select.firstChild.value = "";
+  for (const l of list) {
+    const o = el("option", "", l);
+    o.value = l;
+    select.append(o);
+  }
+  select.value = list.includes(current) ? current : "";
+}
+
+// ---- rendering ---------------------------------------------------------------------------------
+
+function makeHead() {
+  const head = $("head");
+  for (const c of COLUMNS) {
+    const cell = el("span", `c-${c.id}`);
+    cell.setAttribute("role", "columnheader");
+    const b = el("button", "sort", c.title);
+    b.type = "button";
+    b.dataset.column = c.id;
+    b.addEventListener("click", () => {
+      sort = { column: c.id, descending: sort.column === c.id ? !sort.descending : false };
+      dirty = true;
+      render();
+    });
+    cell.append(b);
+    head.append(cell);
+  }
+}
+
+function updateHead() {
+  for (const cell of $("head").children) {
+    const b = cell.querySelector("button.sort");
+    if (!b) continue;
+    const on = b.dataset.column === sort.column;
+    cell.setAttribute("aria-sort", on ? (sort.descending ? "descending" : "ascending") : "none");
+    b.dataset.arrow = on ? (sort.descending ? "▼" : "▲") : "";
+  }
+}
+
+function makeRow() {
+  const row = el("div", "row");
+  row.setAttribute("role", "row");
+  const check = el("span", "c-check");
+  check.setAttribute("role", "gridcell");
+  const box = el("input");
+  box.type = "checkbox";
+  box.tabIndex = -1;
+  check.append(box);
+  row.append(check);
+  row.cells = {};
+  for (const c of COLUMNS) {
+    const cell = el("span", `c-${c.id}`);
+    cell.setAttribute("role", "gridcell");
+    if (c.id === "progress") {
+      const bar = el("span", "meter");
+      const fill = el("span", "fill");
+      const text = el("span", "pct");
+      bar.append(fill);
+      cell.append(bar, text);
+      row.fill = fill;
+      row.cells[c.id] = text;
+    } else {
+      row.cells[c.id] = cell;
+    }
+    row.append(cell);
+  }
+  row.box = box;
+  row.seen = {};
+  return row;
+}
+
+function setText(row, key, node, text) {
+  if (row.seen[key] !== text) {
+    row.seen[key] = text;
+    node.textContent = text;
+  }
+}
+
+function fillRow(row, t, index) {
+  row.dataset.id = t.id;
+  row.dataset.index = index;
+  for (const c of COLUMNS) setText(row, c.id, row.cells[c.id], c.text(t));
+  const p = Math.max(0, Math.min(1, progress(t)));
+  const width = `${p * 100}%`;
+  if (row.seen.width !== width) {
+    row.seen.width = width;
+    row.fill.style.width = width;
+  }
+  const cls = `row s-${stateClass(t)}${selected.has(t.id) ? " selected" : ""}${index === cursor ? " cursor" : ""}`;
+  if (row.className !== cls) row.className = cls;
+  row.setAttribute("aria-selected", selected.has(t.id) ? "true" : "false");
+  row.box.checked = selected.has(t.id);
+  row.box.setAttribute("aria-label", `Select ${t.name}`);
+  row.title = t.error ? t.errorString : "";
+}
+
+function render() {
+  if (dirty) refilter();
+  updateHead();
+  const viewport = $("viewport");
+  const rows = $("rows");
+  if (!rowHeight) {
+    const probe = makeRow();
+    rows.append(probe);
+    rowHeight = probe.getBoundingClientRect().height || 32;
+    probe.remove();
+  }
+  $("spacer").style.height = `${shown.length * rowHeight}px`;
+  const first = Math.max(0, Math.floor(viewport.scrollTop / rowHeight) - 5);
+  const count = Math.min(shown.length - first, Math.ceil(viewport.clientHeight / rowHeight) + 10);
+  while (rows.children.length < count) rows.append(makeRow());
+  while (rows.children.length > Math.max(0, count)) rows.lastChild.remove();
+  rows.style.transform = `translateY(${first * rowHeight}px)`;
+  for (let i = 0; i < count; i++) fillRow(rows.children[i], shown[first + i], first + i);
+  $("empty").hidden = shown.length > 0;
+  $("empty").textContent = torrents.size ? "No torrent matches." : "No torrents. Add one with “Add…” or drop a .torrent file here.";
+  renderChrome();
+}
+
+function renderChrome() {
+  for (const id of selected) if (!torrents.has(id)) selected.delete(id);
+  const n = selected.size;
+  $("selection").textContent = n ? `${n} selected` : "None selected";
+  for (const b of ["start", "stop", "verify", "limits", "remove"]) $(b).disabled = n === 0;
+  const all = $("select-all");
+  all.checked = shown.length > 0 && shown.every((t) => selected.has(t.id));
+  all.indeterminate = !all.checked && shown.some((t) => selected.has(t.id));
+  let down = 0, up = 0;
+  for (const t of torrents.values()) { down += t.rateDownload; up += t.rateUpload; }
+  $("totals").textContent = `${torrents.size} torrents · ↓ ${rate(down) || "0 B/s"} · ↑ ${rate(up) || "0 B/s"}`;
+}
+
+let frame = 0;
+function schedule() {
+  if (!frame) frame = requestAnimationFrame(() => { frame = 0; render(); });
+}
+
+// ---- polling -----------------------------------------------------------------------------------
+
+let lastPoll = 0;
+let pollTimer = 0;
+
+async function poll() {
+  clearTimeout(pollTimer);
+  const full = Date.now() - lastPoll > STALE_MS;
+  try {
+    const args = full ? { fields: FIELDS } : { fields: FIELDS, ids: "recently-active" };
+    const reply = await rpc("torrent-get", args);
+    if (full) torrents.clear();
+    for (const t of reply.torrents || []) torrents.set(t.id, t);
+    for (const id of reply.removed || []) torrents.delete(id);
+    if (full || (reply.torrents || []).length || (reply.removed || []).length) {
+      dirty = true;
+      updateLabels();
+      schedule();
+    }
+    lastPoll = Date.now();
+    showError("error", "");
+  } catch (e) {
+    showError("error", `Could not refresh the list: ${e.message}`);
+  }
+  pollTimer = setTimeout(poll, document.hidden ? POLL_MS * 5 : POLL_MS);
+}
+
+// ---- selection and keyboard --------------------------------------------------------------------
+
+function rowIndex(target) {
+  const row = target.closest(".row[data-index]");
+  return row ? Number(row.dataset.index) : -1;
+}
+
+function selectRange(from, to) {
+  const [a, b] = from < to ? [from, to] : [to, from];
+  for (let i = a; i <= b; i++) selected.add(shown[i].id);
+}
+
+function onRowClick(e) {
+  const i = rowIndex(e.target);
+  if (i < 0 || !shown[i]) return;
+  const id = shown[i].id;
+  if (e.target.type === "checkbox" || e.ctrlKey || e.metaKey) {
+    if (selected.has(id)) selected.delete(id); else selected.add(id);
+    anchor = id;
+  } else if (e.shiftKey && anchor !== null) {
+    const from = shown.findIndex((t) => t.id === anchor);
+    selected.clear();
+    selectRange(from < 0 ? i : from, i);
+  } else {
+    selected.clear();
+    selected.add(id);
+    anchor = id;
+  }
+  cursor = i;
+  schedule();
+}
+
+function moveCursor(to, extend) {
+  if (!shown.length) return;
+  cursor = Math.max(0, Math.min(shown.length - 1, to));
+  if (extend) selected.add(shown[cursor].id);
+  const viewport = $("viewport");
+  const top = cursor * rowHeight;
+  if (top < viewport.scrollTop) viewport.scrollTop = top;
+  else if (top + rowHeight > viewport.scrollTop + viewport.clientHeight) viewport.scrollTop = top + rowHeight - viewport.clientHeight;
+  schedule();
+}
+
+function onListKey(e) {
+  const page = Math.max(1, Math.floor($("viewport").clientHeight / (rowHeight || 32)) - 1);
+  switch (e.key) {
+    case "ArrowDown": moveCursor(cursor + 1, e.shiftKey); break;
+    case "ArrowUp": moveCursor(cursor - 1, e.shiftKey); break;
+    case "PageDown": moveCursor(cursor + page, e.shiftKey); break;
+    case "PageUp": moveCursor(cursor - page, e.shiftKey); break;
+    case "Home": moveCursor(0, e.shiftKey); break;
+    case "End": moveCursor(shown.length - 1, e.shiftKey); break;
+    case " ": {
+      const t = shown[cursor];
+      if (t) { if (selected.has(t.id)) selected.delete(t.id); else selected.add(t.id); anchor = t.id; }
+      schedule();
+      break;
+    }
+    case "a":
+      if (!(e.ctrlKey || e.metaKey)) return;
+      for (const t of shown) selected.add(t.id);
+      schedule();
+      break;
+    case "Escape": selected.clear(); schedule(); break;
+    case "Delete": if (selected.size) openRemove(); break;
+    default: return;
+  }
+  e.preventDefault();
+}
+
+function onGlobalKey(e) {
+  if (document.querySelector("dialog[open]")) return;
+  const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName);
+  if (e.key === "/" && !typing) { e.preventDefault(); $("search").focus(); }
+  else if (e.key === "a" && !typing && !e.ctrlKey && !e.metaKey && e.target.id !== "viewport") { e.preventDefault(); openAdd(); }
+  else if (e.key === "Escape" && e.target.id === "search") { $("search").value = ""; dirty = true; schedule(); }
+}
+
+// ---- actions -----------------------------------------------------------------------------------
+
+function ids() {
+  return [...selected];
+}
+
+async function act(method, args = {}) {
+  try {
+    await rpc(method, { ids: ids(), ...args });
+    showError("error", "");
+  } catch (e) {
+    showError("error", `${method}: ${e.message}`);
+  }
+  setTimeout(poll, 200);
+}
+
+function plural(n, what) {
+  return `${n} ${what}${n === 1 ? "" : "s"}`;
+}
+
+function describeSelection() {
+  const list = ids();
+  if (list.length === 1) return `“${torrents.get(list[0]).name}”`;
+  return plural(list.length, "torrent");
+}
+
+function openRemove() {
+  $("remove-what").textContent = `Remove ${describeSelection()} from the list?`;
+  $("remove-data").checked = false;
+  showError("remove-error", "");
+  $("remove-dialog").showModal();
+  $("remove-cancel").focus();
+}
+
+async function confirmRemove(e) {
+  e.preventDefault();
+  const deleteData = $("remove-data").checked;
+  try {
+    await rpc("torrent-remove", { ids: ids(), "delete-local-data": deleteData });
+    for (const id of ids()) torrents.delete(id);
+    selected.clear();
+    dirty = true;
+    schedule();
+    $("remove-dialog").close();
+  } catch (err) {
+    showError("remove-error", `Not removed: ${err.message}`);
+  }
+  setTimeout(poll, 200);
+}
+
+function openLimits() {
+  const first = torrents.get(ids()[0]);
+  $("limits-what").textContent = `For ${describeSelection()}.`;
+  $("limit-down-on").checked = !!first.downloadLimited;
+  $("limit-down").value = first.downloadLimit;
+  $("limit-up-on").checked = !!first.uploadLimited;
+  $("limit-up").value = first.uploadLimit;
+  showError("limits-error", "");
+  $("limits-dialog").showModal();
+}
+
+async function confirmLimits(e) {
+  e.preventDefault();
+  const down = Number($("limit-down").value);
+  const up = Number($("limit-up").value);
+  if (!(down >= 0) || !(up >= 0) || !Number.isInteger(down) || !Number.isInteger(up)) {
+    showError("limits-error", "Limits are whole numbers of kB/s.");
+    return;
+  }
+  try {
+    await rpc("torrent-set", {
+      ids: ids(),
+      downloadLimited: $("limit-down-on").checked, downloadLimit: down,
+      uploadLimited: $("limit-up-on").checked, uploadLimit: up,
+    });
+    $("limits-dialog").close();
+  } catch (err) {
+    showError("limits-error", `Not set: ${err.message}`);
+  }
+  setTimeout(poll, 200);
+}
+
+// ---- adding ------------------------------------------------------------------------------------
+
+let defaultDir = "";
+let dropped = [];
+
+async function openAdd(files) {
+  dropped = files ? [...files] : [];
+  $("add-files").value = "";
+  $("add-url").value = "";
+  $("add-dir").value = defaultDir;
+  $("add-labels").value = "";
+  $("add-paused").checked = false;
+  showError("add-error", "");
+  $("drop").dataset.dropped = dropped.length ? `${plural(dropped.length, "file")} dropped: ${dropped.map((f) => f.name).join(", ")}` : "";
+  $("add-dialog").showModal();
+  (dropped.length ? $("add-ok") : $("add-files")).focus();
+}
+
+function base64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).replace(/^data:[^,]*,/, ""));
+    reader.onerror = () => reject(new Error(`${file.name}: could not be read`));
+    reader.readAsDataURL(file);
+  });
+}
+
+async function confirmAdd(e) {
+  e.preventDefault();
+  const files = [...dropped, ...$("add-files").files];
+  const links = $("add-url").value.split(/\s+/).map((s) => s.trim()).filter(Boolean);
+  if (!files.length && !links.length) {
+    showError("add-error", "Choose a .torrent file or paste a magnet link or URL.");
+    return;
+  }
+  const common = { paused: $("add-paused").checked };
+  const dir = $("add-dir").value.trim();
+  if (dir) common["download-dir"] = dir;
+  const labels = $("add-labels").value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (labels.length) common.labels = labels;
+  const failures = [];
+  const jobs = [
+    ...files.map((f) => async () => [f.name, await rpc("torrent-add", { ...common, metainfo: await base64(f) })]),
+    ...links.map((l) => async () => [l, await rpc("torrent-add", { ...common, filename: l })]),
+  ];
+  $("add-ok").disabled = true;
+  for (const job of jobs) {
+    try {
+      await job();
+    } catch (err) {
+      failures.push(err.message);
+    }
+  }
+  $("add-ok").disabled = false;
+  setTimeout(poll, 100);
+  if (failures.length) {
+    showError("add-error", `Not added: ${failures.join("; ")}`);
+    return;
+  }
+  $("add-dialog").close();
+}
+
+function onDrop(e) {
+  const files = [...(e.dataTransfer?.files || [])];
+  if (!files.length) return;
+  e.preventDefault();
+  document.body.classList.remove("dragging");
+  if ($("add-dialog").open) {
+    dropped.push(...files);
+    $("drop").dataset.dropped = `${plural(dropped.length, "file")} dropped: ${dropped.map((f) => f.name).join(", ")}`;
+  } else {
+    openAdd(files);
+  }
+}
+
+// ---- start -------------------------------------------------------------------------------------
+
+function wire() {
+  makeHead();
+  $("viewport").tabIndex = 0;
+  $("viewport").setAttribute("aria-label", "Torrents: arrows move, space selects");
+  $("viewport").addEventListener("scroll", schedule, { passive: true });
+  $("viewport").addEventListener("keydown", onListKey);
+  $("rows").addEventListener("click", onRowClick);
+  window.addEventListener("resize", () => { rowHeight = 0; schedule(); });
+  document.addEventListener("keydown", onGlobalKey);
+  const refilterSoon = () => { dirty = true; schedule(); };
+  $("search").addEventListener("input", refilterSoon);
+  for (const id of ["state-filter", "label-filter"]) {
+    $(id).addEventListener("input", refilterSoon);
+    $(id).addEventListener("change", refilterSoon);
+  }
+  $("select-all").addEventListener("change", (e) => {
+    if (e.target.checked) for (const t of shown) selected.add(t.id);
+    else for (const t of shown) selected.delete(t.id);
+    schedule();
+  });
+  $("start").addEventListener("click", () => act("torrent-start"));
+  $("stop").addEventListener("click", () => act("torrent-stop"));
+  $("verify").addEventListener("click", () => act("torrent-verify"));
+  $("remove").addEventListener("click", openRemove);
+  $("limits").addEventListener("click", openLimits);
+  $("add").addEventListener("click", () => openAdd());
+  $("add-form").addEventListener("submit", confirmAdd);
+  $("add-cancel").addEventListener("click", () => $("add-dialog").close());
+  $("remove-dialog").querySelector("form").addEventListener("submit", confirmRemove);
+  $("remove-cancel").addEventListener("click", () => $("remove-dialog").close());
+  $("limits-dialog").querySelector("form").addEventListener("submit", confirmLimits);
+  $("limits-cancel").addEventListener("click", () => $("limits-dialog").close());
+  document.addEventListener("dragover", (e) => {
+    if (e.dataTransfer?.types.includes("Files")) { e.preventDefault(); document.body.classList.add("dragging"); }
+  });
+  document.addEventListener("dragleave", (e) => { if (!e.relatedTarget) document.body.classList.remove("dragging"); });
+  document.addEventListener("drop", onDrop);
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); });
+}
+
+async function main() {
+  wire();
+  render();
+  try {
+    await learnSessionId();
+    const s = await rpc("session-get", { fields: ["download-dir", "version"] });
+    defaultDir = s["download-dir"] || "";
+    document.title = "bitswarm";
+  } catch (e) {
+    showError("error", `Could not reach the daemon: ${e.message}`);
+  }
+  await poll();
+  document.body.dataset.ready = "true";
+}
+
+main();
