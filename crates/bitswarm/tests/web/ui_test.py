@@ -1,0 +1,278 @@
+"""The daemon's web page in headless Chromium, driven by Selenium (run with /usr/bin/python3 by
+tests/web_ui.rs, against a daemon and libtorrent seeders that test started).
+
+  ui_test.py URL TORRENT MAGNET DOWNLOADS
+
+URL is the daemon's RPC address (http://127.0.0.1:PORT/); TORRENT a .torrent file whose data a
+seeder has (added by the file picker); MAGNET a magnet link another seeder has (pasted);
+DOWNLOADS the daemon's download folder. Prints a line per step; exits 0 when every step held
+and the browser's console logged no error, else 1 with what failed.
+"""
+import json
+import os
+import sys
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+url, torrent, magnet, downloads = sys.argv[1:5]
+TORRENT_NAME = os.path.basename(torrent)[: -len(".torrent")]
+MAGNET_NAME = [p[3:] for p in magnet.split("?", 1)[1].split("&") if p.startswith("dn=")][0]
+LONG = 90
+
+
+def step(text):
+    print(text, flush=True)
+
+
+class Rpc:
+    """The test's own view of the daemon, to check what the page did."""
+
+    def __init__(self, base):
+        self.url = base.rstrip("/") + "/transmission/rpc"
+        self.sid = ""
+
+    def call(self, method, arguments):
+        body = json.dumps({"method": method, "arguments": arguments}).encode()
+        for _ in range(2):
+            req = urllib.request.Request(self.url, data=body, headers={"X-Transmission-Session-Id": self.sid})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    reply = json.load(r)
+                    assert reply["result"] == "success", reply
+                    return reply["arguments"]
+            except urllib.error.HTTPError as e:
+                if e.code != 409:
+                    raise
+                self.sid = e.headers["X-Transmission-Session-Id"]
+        raise AssertionError("no session id")
+
+    def torrent(self, name, fields):
+        for t in self.call("torrent-get", {"fields": ["name"] + fields})["torrents"]:
+            if t["name"] == name:
+                return t
+        return None
+
+
+console = []
+
+
+def check_console(driver):
+    """Fails on any error the page logged (scripts, CSP, failed requests)."""
+    for entry in driver.get_log("browser"):
+        console.append(entry)
+        if entry["level"] in ("SEVERE", "ERROR"):
+            raise AssertionError(f"browser console error: {entry['message']}")
+
+
+def row(driver, name):
+    rows = driver.find_elements(By.XPATH, f"//div[@id='rows']/div[span[contains(@class,'c-name')][text()={xpath_text(name)}]]")
+    return rows[0] if rows else None
+
+
+def xpath_text(s):
+    return "'" + s + "'" if "'" not in s else 'concat("' + s.replace('"', '", \'"\', "') + '")'
+
+
+def cell(driver, name, column):
+    r = row(driver, name)
+    return r.find_element(By.CLASS_NAME, f"c-{column}").text if r else None
+
+
+def shown_names(driver):
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#rows .row .c-name")]
+
+
+def wait(driver, what, cond, timeout=30):
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: cond(d))
+    except TimeoutException:
+        names = shown_names(driver)
+        states = [cell(driver, n, "state") for n in names]
+        raise AssertionError(f"timed out waiting for: {what}; the list shows {list(zip(names, states))}")
+
+
+def select_only(driver, name):
+    row(driver, name).find_element(By.CLASS_NAME, "c-name").click()
+    wait(driver, f"{name} selected", lambda d: "selected" in row(d, name).get_attribute("class") and d.find_element(By.ID, "selection").text == "1 selected")
+
+
+def add(driver, files=(), links="", labels="", expect_error=None):
+    driver.find_element(By.ID, "add").click()
+    dialog = driver.find_element(By.ID, "add-dialog")
+    wait(driver, "the add dialog", lambda d: dialog.is_displayed())
+    for f in files:
+        driver.find_element(By.ID, "add-files").send_keys(f)
+    if links:
+        driver.find_element(By.ID, "add-url").send_keys(links)
+    if labels:
+        driver.find_element(By.ID, "add-labels").send_keys(labels)
+    assert driver.find_element(By.ID, "add-dir").get_attribute("value") == downloads, "the folder is the daemon's"
+    driver.find_element(By.ID, "add-ok").click()
+    if expect_error:
+        err = driver.find_element(By.ID, "add-error")
+        wait(driver, "the refusal shown in the dialog", lambda d: err.is_displayed() and expect_error in err.text)
+        step(f"refused, and says why: {err.text}")
+        driver.find_element(By.ID, "add-cancel").click()
+    wait(driver, "the add dialog closed", lambda d: not dialog.is_displayed())
+
+
+def main():
+    options = webdriver.ChromeOptions()
+    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    for a in [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-default-apps", "--disable-extensions", "--no-proxy-server", "--window-size=1280,900",
+        "--force-prefers-color-scheme=dark" if os.environ.get("DARK") else "--disable-features=Translate",
+    ]:
+        options.add_argument(a)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(service=service, options=options)
+    rpc = Rpc(url)
+    try:
+        run(driver, rpc)
+        check_console(driver)
+    finally:
+        driver.quit()
+    step(f"console: {len(console)} entries, no error")
+    step("ok")
+
+
+def run(driver, rpc):
+    driver.get(url)
+    wait(driver, "the page ready", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    assert driver.current_url.endswith("/transmission/web/"), driver.current_url
+    assert driver.find_element(By.ID, "empty").is_displayed()
+    check_console(driver)
+    step("page loaded from / (redirected to /transmission/web/), empty list")
+
+    # A refused torrent says why: the RPC's result string, in the dialog.
+    add(driver, links="magnet:?xt=urn:btih:zz", expect_error="unrecognized info")
+
+    # A file dropped on the page opens the dialog with it; not a torrent, it is refused, and
+    # the dialog says why.
+    driver.execute_script("""
+        const [name, text] = arguments;
+        const dt = new DataTransfer();
+        dt.items.add(new File([text], name, { type: "application/x-bittorrent" }));
+        document.getElementById("viewport").dispatchEvent(
+            new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    """, "junk.torrent", "not a torrent")
+    dialog = driver.find_element(By.ID, "add-dialog")
+    wait(driver, "the add dialog opened by the drop", lambda d: dialog.is_displayed()
+         and "junk.torrent" in d.find_element(By.ID, "drop").get_attribute("data-dropped"))
+    driver.find_element(By.ID, "add-ok").click()
+    err = driver.find_element(By.ID, "add-error")
+    wait(driver, "the dropped file refused", lambda d: err.is_displayed()
+         and any(r in err.text for r in ("invalid or corrupt torrent file", "unrecognized info")))
+    step(f"a dropped file refused, and says why: {err.text}")
+    driver.find_element(By.ID, "add-cancel").click()
+    wait(driver, "the add dialog closed", lambda d: not dialog.is_displayed())
+
+    # Added by the file picker (with a label), and by a pasted magnet link.
+    add(driver, files=[torrent], labels="web-test, first")
+    wait(driver, f"{TORRENT_NAME} listed", lambda d: row(d, TORRENT_NAME) is not None)
+    assert cell(driver, TORRENT_NAME, "labels") == "web-test, first", cell(driver, TORRENT_NAME, "labels")
+    step(f"{TORRENT_NAME} added by upload, with its labels")
+    add(driver, links=magnet)
+    wait(driver, f"{MAGNET_NAME} listed", lambda d: row(d, MAGNET_NAME) is not None)
+    step(f"{MAGNET_NAME} added by its magnet link")
+
+    # Both complete, seen without reloading.
+    for name in (TORRENT_NAME, MAGNET_NAME):
+        wait(driver, f"{name} complete and seeding",
+             lambda d: cell(d, name, "state") == "Seeding" and cell(d, name, "progress") == "100%", LONG)
+        width = row(driver, name).find_element(By.CSS_SELECTOR, ".meter .fill").get_attribute("style")
+        assert "100%" in width, width
+    assert "MB" in cell(driver, TORRENT_NAME, "size"), cell(driver, TORRENT_NAME, "size")
+    check_console(driver)
+    step("both downloaded from the libtorrent seeders, shown live")
+
+    # Search, filters, sorting.
+    search = driver.find_element(By.ID, "search")
+    search.send_keys(TORRENT_NAME[:3])
+    wait(driver, "the search", lambda d: shown_names(d) == [TORRENT_NAME])
+    search.send_keys(Keys.ESCAPE)
+    wait(driver, "the search cleared", lambda d: len(shown_names(d)) == 2)
+    Select(driver.find_element(By.ID, "label-filter")).select_by_visible_text("web-test")
+    wait(driver, "the label filter", lambda d: shown_names(d) == [TORRENT_NAME])
+    Select(driver.find_element(By.ID, "label-filter")).select_by_value("")
+    Select(driver.find_element(By.ID, "state-filter")).select_by_value("paused")
+    wait(driver, "the state filter", lambda d: shown_names(d) == [])
+    Select(driver.find_element(By.ID, "state-filter")).select_by_value("all")
+    wait(driver, "all shown", lambda d: len(shown_names(d)) == 2)
+    ascending = sorted([TORRENT_NAME, MAGNET_NAME], key=str.lower)
+    assert shown_names(driver) == ascending, shown_names(driver)
+    name_header = driver.find_element(By.CSS_SELECTOR, "#head button[data-column='name']")
+    name_header.click()
+    wait(driver, "sorted by name, descending", lambda d: shown_names(d) == ascending[::-1])
+    name_header.click()
+    wait(driver, "sorted by name again", lambda d: shown_names(d) == ascending)
+    step("search, label and state filters, sorting by name")
+
+    # The keyboard alone: into the list, down to a row, space selects it, escape clears.
+    viewport = driver.find_element(By.ID, "viewport")
+    viewport.send_keys(Keys.HOME, Keys.SPACE)
+    wait(driver, "a row selected by keyboard", lambda d: d.find_element(By.ID, "selection").text == "1 selected")
+    viewport.send_keys(Keys.ESCAPE)
+    wait(driver, "the selection cleared by keyboard", lambda d: d.find_element(By.ID, "selection").text == "None selected")
+    step("keyboard: selected and cleared")
+
+    # Stop and start.
+    select_only(driver, TORRENT_NAME)
+    driver.find_element(By.ID, "stop").click()
+    wait(driver, f"{TORRENT_NAME} stopped", lambda d: cell(d, TORRENT_NAME, "state") in ("Stopped", "Finished"))
+    assert rpc.torrent(TORRENT_NAME, ["status"])["status"] == 0
+    driver.find_element(By.ID, "start").click()
+    wait(driver, f"{TORRENT_NAME} seeding again", lambda d: cell(d, TORRENT_NAME, "state") == "Seeding", LONG)
+    step("stopped and started")
+
+    # A download limit.
+    driver.find_element(By.ID, "limits").click()
+    driver.find_element(By.ID, "limit-down-on").click()
+    down = driver.find_element(By.ID, "limit-down")
+    down.clear()
+    down.send_keys("100")
+    driver.find_element(By.ID, "limits-ok").click()
+    wait(driver, "the limits dialog closed", lambda d: not d.find_element(By.ID, "limits-dialog").is_displayed())
+    wait(driver, "the limit set", lambda d: rpc.torrent(TORRENT_NAME, ["downloadLimit", "downloadLimited"])
+         == {"name": TORRENT_NAME, "downloadLimit": 100, "downloadLimited": True})
+    step("download limit set to 100 kB/s")
+
+    # Removed with its data, asked first.
+    data = os.path.join(downloads, MAGNET_NAME)
+    assert os.path.exists(data), data
+    select_only(driver, MAGNET_NAME)
+    driver.find_element(By.ID, "remove").click()
+    what = driver.find_element(By.ID, "remove-what")
+    wait(driver, "the remove question", lambda d: what.is_displayed() and MAGNET_NAME in what.text)
+    driver.find_element(By.ID, "remove-data").click()
+    driver.find_element(By.ID, "remove-ok").click()
+    wait(driver, f"{MAGNET_NAME} gone from the list", lambda d: row(d, MAGNET_NAME) is None)
+    wait(driver, f"{data} deleted", lambda d: not os.path.exists(data))
+    assert rpc.torrent(MAGNET_NAME, []) is None
+    assert os.path.exists(os.path.join(downloads, TORRENT_NAME))
+    step("removed with its data")
+
+    # Phone width: nothing wider than the screen.
+    driver.set_window_size(390, 800)
+    wait(driver, "the narrow layout", lambda d: d.execute_script(
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
+    assert row(driver, TORRENT_NAME).is_displayed()
+    step("fits a phone's width")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as e:
+        print(f"FAILED: {e}", flush=True)
+        sys.exit(1)

@@ -1,0 +1,62 @@
+//! The daemon's web page (issue 18) in a real browser: headless Chromium driven by Selenium
+//! (`tests/web/ui_test.py`) adds a torrent by upload and one by magnet link, watches both
+//! complete from libtorrent seeders, filters, sorts, stops and starts, sets a limit and removes
+//! with the data; any error in the browser's console fails it.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::daemon::*;
+use common::swarm::*;
+use common::*;
+
+const UI_TEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/web/ui_test.py");
+
+#[test]
+fn interop_web_page_in_chromium_adds_watches_stops_limits_and_removes() {
+    if !require("libtorrent") || !require("chromium") || !require("chromedriver") || !require("selenium") {
+        return;
+    }
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let url = tracker.http_url();
+    let src = t.path().join("src");
+    random_file(&src.join("upload.bin"), 1_500_000, 11);
+    random_file(&src.join("magnet.bin"), 1_100_000, 12);
+    let up = t.path().join("upload.bin.torrent");
+    create_torrent(&src.join("upload.bin"), &up, &["--piece-size", "16K", "-t", &url]);
+    let mt = t.path().join("magnet.bin.torrent");
+    let hm = create_torrent(&src.join("magnet.bin"), &mt, &["--piece-size", "16K", "-t", &url]);
+    let (_seed_up, _) = lt_seeder(&up, &src, "default", Duration::from_secs(60));
+    let (_seed_m, _) = lt_seeder(&mt, &src, "default", Duration::from_secs(60));
+    let mut daemon = OurDaemon::start(t.path(), "", None);
+    let page = daemon.proc.wait_line(Duration::from_secs(10), |l| l.starts_with("web page: "));
+    assert_eq!(page, format!("web page: http://{}/", daemon.rpc));
+    std::fs::create_dir_all(&daemon.downloads).unwrap();
+
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(UI_TEST)
+        .arg(format!("http://{}/", daemon.rpc))
+        .arg(&up)
+        .arg(format!("magnet:?xt=urn:btih:{hm}&dn=magnet.bin&tr={url}"))
+        .arg(&daemon.downloads)
+        // Chromium's profile and caches in the test's folder, not the user's.
+        .env("HOME", t.path())
+        .env("XDG_CONFIG_HOME", t.path().join("config"))
+        .env("XDG_CACHE_HOME", t.path().join("cache"));
+    let mut ui = Proc::spawn("ui_test.py", c);
+    let last = ui.wait_line(Duration::from_secs(160), |l| l == "ok" || l.starts_with("FAILED"));
+    let status = ui.wait_exit(Duration::from_secs(30));
+    let out = ui.output();
+    assert!(
+        last == "ok" && status.success(),
+        "the web page test failed: {status:?}\n{out}\n--- daemon:\n{}",
+        daemon.proc.output()
+    );
+    eprintln!("{out}");
+    assert!(!daemon.downloads.join("magnet.bin").exists(), "magnet.bin was deleted");
+    assert!(daemon.downloads.join("upload.bin").exists(), "upload.bin was kept");
+    daemon.stop();
+}
