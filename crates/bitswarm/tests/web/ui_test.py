@@ -103,7 +103,7 @@ def select_only(driver, name):
     wait(driver, f"{name} selected", lambda d: "selected" in row(d, name).get_attribute("class") and d.find_element(By.ID, "selection").text == "1 selected")
 
 
-def add(driver, files=(), links="", labels="", expect_error=None):
+def add(driver, files=(), links="", labels="", folder=None, paused=False, expect_error=None):
     driver.find_element(By.ID, "add").click()
     dialog = driver.find_element(By.ID, "add-dialog")
     wait(driver, "the add dialog", lambda d: dialog.is_displayed())
@@ -114,6 +114,11 @@ def add(driver, files=(), links="", labels="", expect_error=None):
     if labels:
         driver.find_element(By.ID, "add-labels").send_keys(labels)
     assert driver.find_element(By.ID, "add-dir").get_attribute("value") == downloads, "the folder is the daemon's"
+    if folder:
+        driver.find_element(By.ID, "add-dir").clear()
+        driver.find_element(By.ID, "add-dir").send_keys(folder)
+    if paused:
+        driver.find_element(By.ID, "add-paused").click()
     driver.find_element(By.ID, "add-ok").click()
     if expect_error:
         err = driver.find_element(By.ID, "add-error")
@@ -235,6 +240,12 @@ def run(driver, rpc):
     wait(driver, f"{TORRENT_NAME} seeding again", lambda d: cell(d, TORRENT_NAME, "state") == "Seeding", LONG)
     step("stopped and started")
 
+    # Verified again: still complete.
+    driver.find_element(By.ID, "verify").click()
+    wait(driver, f"{TORRENT_NAME} verified", lambda d: rpc.torrent(TORRENT_NAME, ["status"])["status"] == 6
+         and cell(d, TORRENT_NAME, "state") == "Seeding" and cell(d, TORRENT_NAME, "progress") == "100%", LONG)
+    step("verified")
+
     # A download limit.
     driver.find_element(By.ID, "limits").click()
     driver.find_element(By.ID, "limit-down-on").click()
@@ -261,6 +272,25 @@ def run(driver, rpc):
     assert rpc.torrent(MAGNET_NAME, []) is None
     assert os.path.exists(os.path.join(downloads, TORRENT_NAME))
     step("removed with its data")
+
+    # Added again, paused, into another folder: it waits, stopped, for a start.
+    other = os.path.join(downloads, "other")
+    add(driver, links=magnet, folder=other, paused=True)
+    wait(driver, f"{MAGNET_NAME} listed, stopped", lambda d: cell(d, MAGNET_NAME, "state") == "Stopped")
+    t = rpc.torrent(MAGNET_NAME, ["status", "downloadDir"])
+    assert t["status"] == 0 and t["downloadDir"] == other, t
+    select_only(driver, MAGNET_NAME)
+    driver.find_element(By.ID, "remove").click()
+    driver.find_element(By.ID, "remove-ok").click()
+    wait(driver, f"{MAGNET_NAME} removed, data kept", lambda d: row(d, MAGNET_NAME) is None)
+    step("added paused into another folder, removed without its data")
+
+    # Dark when the system is.
+    light = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    dark = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    assert light == "rgb(255, 255, 255)" and dark != light, (light, dark)
+    step(f"dark when the system is: {light} -> {dark}")
 
     # Phone width: nothing wider than the screen.
     driver.set_window_size(390, 800)
