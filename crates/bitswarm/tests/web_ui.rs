@@ -60,3 +60,48 @@ fn interop_web_page_in_chromium_adds_watches_stops_limits_and_removes() {
     assert!(daemon.downloads.join("upload.bin").exists(), "upload.bin was kept");
     daemon.stop();
 }
+
+/// Behind a password, the browser sends it for the page and the page's RPC calls alike.
+#[test]
+fn interop_web_page_behind_a_password() {
+    if !require("chromium") || !require("chromedriver") || !require("selenium") {
+        return;
+    }
+    let t = tempdir();
+    let hash = {
+        let mut c = bitswarm();
+        c.args(["daemon", "--hash-password"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let config = format!("[rpc]\nuser = \"me\"\npassword_hash = \"{hash}\"\n");
+    let daemon = OurDaemon::start(t.path(), &config, None);
+    // Without the password, neither the page nor its script.
+    for path in ["/transmission/web/", "/transmission/web/app.js"] {
+        let (status, _, _) =
+            daemon.http(&format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
+        assert_eq!(status, 401, "{path}");
+    }
+    let hash_hex = "cd".repeat(20);
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(UI_TEST)
+        .arg("--auth")
+        .arg(format!("http://me:s3cret@{}/", daemon.rpc))
+        .arg(format!("magnet:?xt=urn:btih:{hash_hex}&dn=private.bin"))
+        .arg(&daemon.downloads)
+        .env("HOME", t.path())
+        .env("XDG_CONFIG_HOME", t.path().join("config"))
+        .env("XDG_CACHE_HOME", t.path().join("cache"));
+    let mut ui = Proc::spawn("ui_test.py --auth", c);
+    let last = ui.wait_line(Duration::from_secs(120), |l| l == "ok" || l.starts_with("FAILED"));
+    let status = ui.wait_exit(Duration::from_secs(30));
+    let out = ui.output();
+    assert!(last == "ok" && status.success(), "the web page test failed: {status:?}\n{out}");
+    eprintln!("{out}");
+    let daemon = daemon.with_auth("me", "s3cret");
+    let listed = daemon.torrents(&["hashString", "status"]);
+    assert_eq!(listed, vec![serde_json::json!({"hashString": hash_hex, "status": 0})]);
+}

@@ -4,7 +4,11 @@
 // input values, never as markup. The list is virtualised: only the rows in view exist, and a
 // poll changes only the cells whose text changed, so 10,000 torrents cost what 50 do.
 
-const RPC = "../rpc";
+// From the origin, never from the page's address: opened as http://user:password@host/, that
+// address carries the credentials, and fetch() refuses a URL that does (the browser sends the
+// password it was given for this origin by itself).
+const RPC = `${location.origin}/transmission/rpc`;
+const PAGE = `${location.origin}${location.pathname}`;
 const POLL_MS = 2000;
 // After this long without an answer, "recently-active" may have missed changes: get all again.
 const STALE_MS = 50000;
@@ -24,7 +28,7 @@ let sessionId = "";
 // The session id comes with the page's own assets (a HEAD of this page), so the first call
 // does not draw a 409; a 409 later (the daemon restarted) still hands out the new one.
 async function learnSessionId() {
-  const r = await fetch("./", { method: "HEAD", cache: "no-store" });
+  const r = await fetch(PAGE, { method: "HEAD", cache: "no-store" });
   sessionId = r.headers.get("X-Transmission-Session-Id") || "";
 }
 

@@ -2,10 +2,13 @@
 tests/web_ui.rs, against a daemon and libtorrent seeders that test started).
 
   ui_test.py URL TORRENT MAGNET DOWNLOADS
+  ui_test.py --auth URL MAGNET DOWNLOADS
+
 
 URL is the daemon's RPC address (http://127.0.0.1:PORT/); TORRENT a .torrent file whose data a
 seeder has (added by the file picker); MAGNET a magnet link another seeder has (pasted);
-DOWNLOADS the daemon's download folder. Prints a line per step; exits 0 when every step held
+DOWNLOADS the daemon's download folder. With --auth, URL carries a user and password
+(http://USER:PASSWORD@HOST:PORT/): the page loads behind them and adds MAGNET, paused. Prints a line per step; exits 0 when every step held
 and the browser's console logged no error, else 1 with what failed.
 """
 import json
@@ -21,7 +24,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-url, torrent, magnet, downloads = sys.argv[1:5]
+AUTH = sys.argv[1] == "--auth"
+if AUTH:
+    url, magnet, downloads = sys.argv[2:5]
+    torrent = "none.torrent"
+else:
+    url, torrent, magnet, downloads = sys.argv[1:5]
 TORRENT_NAME = os.path.basename(torrent)[: -len(".torrent")]
 MAGNET_NAME = [p[3:] for p in magnet.split("?", 1)[1].split("&") if p.startswith("dn=")][0]
 LONG = 90
@@ -143,12 +151,27 @@ def main():
     driver = webdriver.Chrome(service=service, options=options)
     rpc = Rpc(url)
     try:
-        run(driver, rpc)
+        if AUTH:
+            run_auth(driver)
+        else:
+            run(driver, rpc)
         check_console(driver)
     finally:
         driver.quit()
     step(f"console: {len(console)} entries, no error")
     step("ok")
+
+
+def run_auth(driver):
+    """Behind a password: the browser sends it for the page, and the page's own RPC calls."""
+    driver.get(url)
+    wait(driver, "the page ready", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    assert driver.current_url.endswith("/transmission/web/"), driver.current_url
+    assert not driver.find_element(By.ID, "error").is_displayed(), driver.find_element(By.ID, "error").text
+    check_console(driver)
+    add(driver, links=magnet, paused=True)
+    wait(driver, f"{MAGNET_NAME} listed, stopped", lambda d: cell(d, MAGNET_NAME, "state") == "Stopped")
+    step(f"behind a password: loaded, and {MAGNET_NAME} added paused")
 
 
 def run(driver, rpc):
