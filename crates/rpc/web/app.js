@@ -320,6 +320,7 @@ function renderChrome() {
   const n = selected.size;
   $("selection").textContent = n ? `${n} selected` : "None selected";
   for (const b of ["start", "stop", "verify", "limits", "remove"]) $(b).disabled = n === 0;
+  $("details").disabled = n !== 1;
   const all = $("select-all");
   all.checked = shown.length > 0 && shown.every((t) => selected.has(t.id));
   all.indeterminate = !all.checked && shown.some((t) => selected.has(t.id));
@@ -425,6 +426,13 @@ function onListKey(e) {
       break;
     case "Escape": selected.clear(); schedule(); break;
     case "Delete": if (selected.size) openRemove(); break;
+    case "Enter": {
+      const t = shown[cursor];
+      if (!t) return;
+      if (!selected.has(t.id)) { selected.clear(); selected.add(t.id); }
+      if (selected.size === 1) openDetails();
+      break;
+    }
     default: return;
   }
   e.preventDefault();
@@ -518,6 +526,160 @@ async function confirmLimits(e) {
     showError("limits-error", `Not set: ${err.message}`);
   }
   setTimeout(poll, 200);
+}
+
+// ---- one torrent's details ----------------------------------------------------------------------
+
+const DETAIL_FIELDS = [
+  "id", "name", "hashString", "downloadDir", "totalSize", "sizeWhenDone", "haveValid", "percentDone",
+  "downloadedEver", "uploadedEver", "corruptEver", "uploadRatio", "pieceCount", "pieceSize", "addedDate",
+  "doneDate", "dateCreated", "comment", "creator", "isPrivate", "error", "errorString", "status",
+  "files", "fileStats", "trackerStats", "peers",
+];
+const PRIORITIES = [[1, "High"], [0, "Normal"], [-1, "Low"]];
+let detailsId = null;
+let detailsTimer = 0;
+
+function date(seconds) {
+  return seconds > 0 ? new Date(seconds * 1000).toLocaleString() : "";
+}
+
+function openDetails() {
+  const id = ids()[0];
+  if (id === undefined) return;
+  detailsId = id;
+  $("details-title").textContent = torrents.get(id)?.name || "";
+  for (const t of ["files", "trackers", "peers"]) $(`details-${t}`).tBodies[0].replaceChildren();
+  $("details-general").replaceChildren();
+  showError("details-error", "");
+  $("details-dialog").showModal();
+  refreshDetails();
+}
+
+function closeDetails() {
+  detailsId = null;
+  clearTimeout(detailsTimer);
+}
+
+async function refreshDetails() {
+  clearTimeout(detailsTimer);
+  const id = detailsId;
+  if (id === null) return;
+  try {
+    const reply = await rpc("torrent-get", { ids: [id], fields: DETAIL_FIELDS });
+    if (detailsId !== id) return;
+    const t = (reply.torrents || [])[0];
+    if (!t) {
+      showError("details-error", "This torrent was removed.");
+      return;
+    }
+    showError("details-error", "");
+    renderDetails(t);
+  } catch (e) {
+    showError("details-error", `Could not read the details: ${e.message}`);
+  }
+  if (detailsId === id) detailsTimer = setTimeout(refreshDetails, POLL_MS);
+}
+
+function cells(tr, values) {
+  // values: [text, className?]; reuses the row's cells.
+  while (tr.cells.length > values.length) tr.lastChild.remove();
+  values.forEach(([text, cls], i) => {
+    let td = tr.cells[i];
+    if (!td) { td = el("td"); tr.append(td); }
+    if (cls !== undefined && td.className !== cls) td.className = cls;
+    if (td.textContent !== text) td.textContent = text;
+  });
+}
+
+function sizeRows(tbody, n) {
+  while (tbody.rows.length > n) tbody.lastChild.remove();
+  while (tbody.rows.length < n) tbody.append(el("tr"));
+}
+
+function renderDetails(t) {
+  $("details-title").textContent = t.name;
+  const facts = [
+    ["State", stateText(t)],
+    ["Have", `${size(t.haveValid)} of ${size(t.sizeWhenDone)} (${Math.floor(t.percentDone * 1000) / 10}%)`],
+    ["Size", `${size(t.totalSize)} in ${plural(t.files.length, "file")}, ${t.pieceCount} pieces of ${size(t.pieceSize)}`],
+    ["Downloaded", size(t.downloadedEver) + (t.corruptEver ? ` (${size(t.corruptEver)} corrupt)` : "")],
+    ["Uploaded", `${size(t.uploadedEver)} (ratio ${ratio(t.uploadRatio) || "0.00"})`],
+    ["Folder", t.downloadDir],
+    ["Info-hash", t.hashString],
+    ["Added", date(t.addedDate)],
+    ["Completed", date(t.doneDate)],
+    ["Created", [date(t.dateCreated), t.creator].filter(Boolean).join(" by ")],
+    ["Comment", t.comment],
+    ["Private", t.isPrivate ? "yes" : "no"],
+  ];
+  const dl = $("details-general");
+  if (dl.children.length !== facts.length * 2) {
+    dl.replaceChildren(...facts.flatMap(([k]) => [el("dt", "", k), el("dd")]));
+  }
+  facts.forEach(([, v], i) => {
+    const dd = dl.children[i * 2 + 1];
+    if (dd.textContent !== v) dd.textContent = v;
+  });
+
+  const files = $("details-files").tBodies[0];
+  sizeRows(files, t.files.length);
+  t.files.forEach((f, i) => {
+    const stats = t.fileStats[i];
+    const tr = files.rows[i];
+    if (!tr.wanted) {
+      const box = el("input");
+      box.type = "checkbox";
+      box.dataset.file = i;
+      box.addEventListener("change", () => setFiles({ [box.checked ? "files-wanted" : "files-unwanted"]: [Number(box.dataset.file)] }));
+      const prio = el("select");
+      prio.dataset.file = i;
+      for (const [v, label] of PRIORITIES) { const o = el("option", "", label); o.value = v; prio.append(o); }
+      prio.addEventListener("change", () => {
+        const key = { 1: "priority-high", 0: "priority-normal", "-1": "priority-low" }[prio.value];
+        setFiles({ [key]: [Number(prio.dataset.file)] });
+      });
+      const c0 = el("td"); c0.append(box);
+      const c1 = el("td", "path"); const c2 = el("td", "num"); const c3 = el("td", "num");
+      const c4 = el("td"); c4.append(prio);
+      tr.append(c0, c1, c2, c3, c4);
+      tr.wanted = box;
+      tr.prio = prio;
+    }
+    tr.wanted.checked = stats.wanted;
+    tr.wanted.setAttribute("aria-label", `Download ${f.name}`);
+    tr.prio.setAttribute("aria-label", `Priority of ${f.name}`);
+    if (document.activeElement !== tr.prio) tr.prio.value = String(stats.priority);
+    const texts = [f.name, size(f.length), f.length ? `${Math.floor((f.bytesCompleted / f.length) * 1000) / 10}%` : "100%"];
+    texts.forEach((text, j) => { if (tr.cells[j + 1].textContent !== text) tr.cells[j + 1].textContent = text; });
+  });
+
+  const trackers = $("details-trackers").tBodies[0];
+  sizeRows(trackers, t.trackerStats.length);
+  t.trackerStats.forEach((tr, i) => {
+    const count = (n) => (n >= 0 ? String(n) : "");
+    const last = tr.lastAnnounceTime > 0 ? `${tr.lastAnnounceResult} (${date(tr.lastAnnounceTime)})` : tr.lastAnnounceResult;
+    cells(trackers.rows[i], [[tr.announce, "path"], [last || ""], [count(tr.seederCount), "num"], [count(tr.leecherCount), "num"]]);
+  });
+
+  const peers = $("details-peers").tBodies[0];
+  sizeRows(peers, t.peers.length);
+  t.peers.forEach((p, i) => {
+    cells(peers.rows[i], [
+      [`${p.address}:${p.port}`], [p.clientName], [`${Math.floor(p.progress * 1000) / 10}%`, "num"],
+      [rate(p.rateToClient), "num"], [rate(p.rateToPeer), "num"], [p.flagStr],
+    ]);
+  });
+}
+
+async function setFiles(args) {
+  try {
+    await rpc("torrent-set", { ids: [detailsId], ...args });
+    showError("details-error", "");
+  } catch (e) {
+    showError("details-error", `Not changed: ${e.message}`);
+  }
+  refreshDetails();
 }
 
 // ---- adding ------------------------------------------------------------------------------------
@@ -622,6 +784,9 @@ function wire() {
   $("verify").addEventListener("click", () => act("torrent-verify"));
   $("remove").addEventListener("click", openRemove);
   $("limits").addEventListener("click", openLimits);
+  $("details").addEventListener("click", openDetails);
+  $("details-dialog").addEventListener("close", closeDetails);
+  $("rows").addEventListener("dblclick", (e) => { if (rowIndex(e.target) >= 0 && selected.size === 1) openDetails(); });
   $("add").addEventListener("click", () => openAdd());
   $("add-form").addEventListener("submit", confirmAdd);
   $("add-cancel").addEventListener("click", () => $("add-dialog").close());

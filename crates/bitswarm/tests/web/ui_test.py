@@ -39,6 +39,14 @@ def step(text):
     print(text, flush=True)
 
 
+def screenshot(driver, name):
+    """With UI_SCREENSHOTS=DIR, saves the page as DIR/NAME.png (to look at, or for the README)."""
+    folder = os.environ.get("UI_SCREENSHOTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        driver.save_screenshot(os.path.join(folder, f"{name}.png"))
+
+
 class Rpc:
     """The test's own view of the daemon, to check what the page did."""
 
@@ -222,6 +230,7 @@ def run(driver, rpc):
         assert "100%" in width, width
     assert "MB" in cell(driver, TORRENT_NAME, "size"), cell(driver, TORRENT_NAME, "size")
     check_console(driver)
+    screenshot(driver, "list")
     step("both downloaded from the libtorrent seeders, shown live")
 
     # Search, filters, sorting.
@@ -268,6 +277,31 @@ def run(driver, rpc):
     wait(driver, f"{TORRENT_NAME} verified", lambda d: rpc.torrent(TORRENT_NAME, ["status"])["status"] == 6
          and cell(d, TORRENT_NAME, "state") == "Seeding" and cell(d, TORRENT_NAME, "progress") == "100%", LONG)
     step("verified")
+
+    # Its details: general facts, files (wanted, priority), trackers; Enter opens them.
+    viewport = driver.find_element(By.ID, "viewport")
+    index = shown_names(driver).index(TORRENT_NAME)
+    viewport.send_keys(Keys.HOME, *([Keys.ARROW_DOWN] * index), Keys.ENTER)
+    details = driver.find_element(By.ID, "details-dialog")
+    wait(driver, "the details open", lambda d: details.is_displayed()
+         and d.find_element(By.ID, "details-title").text == TORRENT_NAME)
+    files = lambda d: d.find_elements(By.CSS_SELECTOR, "#details-files tbody tr")
+    wait(driver, "its file listed", lambda d: len(files(d)) == 1 and files(d)[0].find_elements(By.TAG_NAME, "td")[1].text
+         == TORRENT_NAME and files(d)[0].find_elements(By.TAG_NAME, "td")[3].text == "100%")
+    general = driver.find_element(By.ID, "details-general").text
+    info_hash = rpc.torrent(TORRENT_NAME, ["hashString"])["hashString"]
+    assert info_hash in general and downloads in general, general
+    wait(driver, "its tracker listed", lambda d: "/announce" in d.find_element(By.ID, "details-trackers").text)
+    Select(files(driver)[0].find_element(By.TAG_NAME, "select")).select_by_visible_text("High")
+    wait(driver, "the file's priority high", lambda d: rpc.torrent(TORRENT_NAME, ["fileStats"])["fileStats"][0]["priority"] == 1)
+    files(driver)[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    wait(driver, "the file unwanted", lambda d: rpc.torrent(TORRENT_NAME, ["fileStats"])["fileStats"][0]["wanted"] is False)
+    files(driver)[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    wait(driver, "the file wanted again", lambda d: rpc.torrent(TORRENT_NAME, ["fileStats"])["fileStats"][0]["wanted"] is True)
+    screenshot(driver, "details")
+    driver.find_element(By.ID, "details-close").click()
+    wait(driver, "the details closed", lambda d: not details.is_displayed())
+    step("details: general, file wanted and priority set, tracker")
 
     # A download limit.
     driver.find_element(By.ID, "limits").click()
@@ -320,6 +354,7 @@ def run(driver, rpc):
     wait(driver, "the narrow layout", lambda d: d.execute_script(
         "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
     assert row(driver, TORRENT_NAME).is_displayed()
+    screenshot(driver, "phone")
     step("fits a phone's width")
 
 
