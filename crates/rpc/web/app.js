@@ -326,7 +326,7 @@ function renderChrome() {
   all.indeterminate = !all.checked && shown.some((t) => selected.has(t.id));
   let down = 0, up = 0;
   for (const t of torrents.values()) { down += t.rateDownload; up += t.rateUpload; }
-  $("totals").textContent = `${torrents.size} torrents · ↓ ${rate(down) || "0 B/s"} · ↑ ${rate(up) || "0 B/s"}`;
+  $("totals").textContent = `${plural(torrents.size, "torrent")} · ↓ ${rate(down) || "0 B/s"} · ↑ ${rate(up) || "0 B/s"}`;
 }
 
 let frame = 0;
@@ -682,6 +682,129 @@ async function setFiles(args) {
   refreshDetails();
 }
 
+// ---- the daemon's settings (session-set) -----------------------------------------------------
+
+// [legend, [[key, label, type]]]; type: text, bool, int (≥ 0), ratio (≥ 0), or a list of choices.
+const SETTINGS = [
+  ["Downloads", [
+    ["download-dir", "Folder for new torrents", "text"],
+    ["start-added-torrents", "Start torrents when added", "bool"],
+  ]],
+  ["Speed", [
+    ["speed-limit-down-enabled", "Limit the download speed", "bool"],
+    ["speed-limit-down", "Download limit (kB/s)", "int"],
+    ["speed-limit-up-enabled", "Limit the upload speed", "bool"],
+    ["speed-limit-up", "Upload limit (kB/s)", "int"],
+  ]],
+  ["Seeding", [
+    ["seedRatioLimited", "Stop seeding at a ratio", "bool"],
+    ["seedRatioLimit", "Ratio", "ratio"],
+    ["idle-seeding-limit-enabled", "Stop seeding when idle", "bool"],
+    ["idle-seeding-limit", "Idle minutes", "int"],
+  ]],
+  ["Queue", [
+    ["download-queue-enabled", "Limit the torrents downloading at once", "bool"],
+    ["download-queue-size", "Downloading at once", "int"],
+    ["seed-queue-enabled", "Limit the torrents seeding at once", "bool"],
+    ["seed-queue-size", "Seeding at once", "int"],
+  ]],
+  ["Peers", [
+    ["peer-limit-global", "Peers in all", "int"],
+    ["peer-limit-per-torrent", "Peers per torrent", "int"],
+    ["encryption", "Encryption", [["required", "Required"], ["preferred", "Preferred"], ["tolerated", "Tolerated"]]],
+    ["pex-enabled", "Peer exchange (PEX)", "bool"],
+    ["dht-enabled", "DHT", "bool"],
+  ]],
+];
+let settingsLoaded = {};
+
+function settingInput(key) {
+  return $(`setting-${key}`);
+}
+
+function makeSettings() {
+  const box = $("settings-fields");
+  for (const [legend, fields] of SETTINGS) {
+    const set = el("fieldset");
+    set.append(el("legend", "", legend));
+    for (const [key, label, type] of fields) {
+      let input;
+      if (type === "bool") {
+        input = el("input");
+        input.type = "checkbox";
+        const l = el("label", "check");
+        l.append(input, ` ${label}`);
+        set.append(l);
+      } else {
+        const l = el("label", "", label);
+        if (Array.isArray(type)) {
+          input = el("select");
+          for (const [v, text] of type) { const o = el("option", "", text); o.value = v; input.append(o); }
+        } else {
+          input = el("input");
+          input.type = type === "text" ? "text" : "number";
+          if (type === "int") { input.min = "0"; input.step = "1"; }
+          if (type === "ratio") { input.min = "0"; input.step = "0.1"; }
+        }
+        l.htmlFor = `setting-${key}`;
+        set.append(l, input);
+      }
+      input.id = `setting-${key}`;
+    }
+    box.append(set);
+  }
+}
+
+function readSetting(key, type) {
+  const input = settingInput(key);
+  if (type === "bool") return input.checked;
+  if (type === "int" || type === "ratio") return Number(input.value);
+  return input.value;
+}
+
+async function openSettings() {
+  showError("settings-error", "");
+  const keys = SETTINGS.flatMap(([, f]) => f.map(([k]) => k));
+  try {
+    settingsLoaded = await rpc("session-get", { fields: keys });
+  } catch (e) {
+    showError("error", `Could not read the settings: ${e.message}`);
+    return;
+  }
+  for (const [, fields] of SETTINGS) {
+    for (const [key, , type] of fields) {
+      const input = settingInput(key);
+      const v = settingsLoaded[key];
+      if (type === "bool") input.checked = !!v;
+      else input.value = v ?? "";
+    }
+  }
+  $("settings-dialog").showModal();
+}
+
+async function saveSettings(e) {
+  e.preventDefault();
+  const changed = {};
+  for (const [, fields] of SETTINGS) {
+    for (const [key, label, type] of fields) {
+      const v = readSetting(key, type);
+      if ((type === "int" && !(Number.isInteger(v) && v >= 0)) || (type === "ratio" && !(v >= 0))) {
+        showError("settings-error", `${label}: a number of at least 0, please.`);
+        settingInput(key).focus();
+        return;
+      }
+      if (v !== settingsLoaded[key]) changed[key] = v;
+    }
+  }
+  try {
+    if (Object.keys(changed).length) await rpc("session-set", changed);
+    if ("download-dir" in changed) defaultDir = changed["download-dir"];
+    $("settings-dialog").close();
+  } catch (err) {
+    showError("settings-error", `Not saved: ${err.message}`);
+  }
+}
+
 // ---- adding ------------------------------------------------------------------------------------
 
 let defaultDir = "";
@@ -761,6 +884,10 @@ function onDrop(e) {
 
 function wire() {
   makeHead();
+  makeSettings();
+  $("settings").addEventListener("click", openSettings);
+  $("settings-form").addEventListener("submit", saveSettings);
+  $("settings-cancel").addEventListener("click", () => $("settings-dialog").close());
   $("viewport").tabIndex = 0;
   $("viewport").setAttribute("aria-label", "Torrents: arrows move, space selects");
   $("viewport").addEventListener("scroll", schedule, { passive: true });

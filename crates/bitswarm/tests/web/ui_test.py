@@ -342,6 +342,29 @@ def run(driver, rpc):
     wait(driver, f"{MAGNET_NAME} removed, data kept", lambda d: row(d, MAGNET_NAME) is None)
     step("added paused into another folder, removed without its data")
 
+    # The daemon's settings: a refused one says why; a speed limit is saved.
+    driver.find_element(By.ID, "settings").click()
+    settings = driver.find_element(By.ID, "settings-dialog")
+    folder = driver.find_element(By.ID, "setting-download-dir")
+    wait(driver, "the settings open", lambda d: settings.is_displayed() and folder.get_attribute("value") == downloads)
+    folder.clear()
+    folder.send_keys("relative/folder")
+    driver.find_element(By.ID, "settings-ok").click()
+    err = driver.find_element(By.ID, "settings-error")
+    wait(driver, "the refusal", lambda d: err.is_displayed() and "download directory path is not absolute" in err.text)
+    step(f"settings refused, and says why: {err.text}")
+    folder.clear()
+    folder.send_keys(downloads)
+    driver.find_element(By.ID, "setting-speed-limit-down-enabled").click()
+    limit = driver.find_element(By.ID, "setting-speed-limit-down")
+    limit.clear()
+    limit.send_keys("500")
+    driver.find_element(By.ID, "settings-ok").click()
+    wait(driver, "the settings saved and closed", lambda d: not settings.is_displayed())
+    got = rpc.call("session-get", {"fields": ["speed-limit-down", "speed-limit-down-enabled", "download-dir"]})
+    assert got == {"speed-limit-down": 500, "speed-limit-down-enabled": True, "download-dir": downloads}, got
+    step("settings: the session's download limit set to 500 kB/s")
+
     # Dark when the system is.
     light = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
     driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
