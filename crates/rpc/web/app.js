@@ -182,6 +182,11 @@ function refilter() {
   const dir = sort.descending ? -1 : 1;
   keyed.sort((a, b) => (a[0] < b[0] ? -dir : a[0] > b[0] ? dir : a[1].id - b[1].id));
   shown = keyed.map((k) => k[1]);
+  // What is selected is what is shown: an action never reaches a torrent a filter hides.
+  if (selected.size) {
+    const visible = new Set(shown.map((t) => t.id));
+    for (const id of selected) if (!visible.has(id)) selected.delete(id);
+  }
   cursor = Math.min(cursor, Math.max(0, shown.length - 1));
   dirty = false;
 }
@@ -338,9 +343,16 @@ function schedule() {
 
 let lastPoll = 0;
 let pollTimer = 0;
+let polling = false; // one request at a time: a poll asked for meanwhile runs after it
+let pollAgain = false;
 
 async function poll() {
   clearTimeout(pollTimer);
+  if (polling) {
+    pollAgain = true;
+    return;
+  }
+  polling = true;
   const full = Date.now() - lastPoll > STALE_MS;
   try {
     const args = full ? { fields: FIELDS } : { fields: FIELDS, ids: "recently-active" };
@@ -358,7 +370,13 @@ async function poll() {
   } catch (e) {
     showError("error", `Could not refresh the list: ${e.message}`);
   }
-  pollTimer = setTimeout(poll, document.hidden ? POLL_MS * 5 : POLL_MS);
+  polling = false;
+  if (pollAgain) {
+    pollAgain = false;
+    poll();
+  } else {
+    pollTimer = setTimeout(poll, document.hidden ? POLL_MS * 5 : POLL_MS);
+  }
 }
 
 // ---- selection and keyboard --------------------------------------------------------------------
@@ -429,8 +447,10 @@ function onListKey(e) {
     case "Enter": {
       const t = shown[cursor];
       if (!t) return;
-      if (!selected.has(t.id)) { selected.clear(); selected.add(t.id); }
-      if (selected.size === 1) openDetails();
+      selected.clear();
+      selected.add(t.id);
+      anchor = t.id;
+      openDetails();
       break;
     }
     default: return;
@@ -454,10 +474,11 @@ function ids() {
 
 async function act(method, args = {}) {
   try {
+    showError("action-error", "");
     await rpc(method, { ids: ids(), ...args });
-    showError("error", "");
   } catch (e) {
-    showError("error", `${method}: ${e.message}`);
+    const what = { "torrent-start": "Not started", "torrent-stop": "Not stopped", "torrent-verify": "Not verified" }[method];
+    showError("action-error", `${what || method}: ${e.message}`);
   }
   setTimeout(poll, 200);
 }
@@ -468,7 +489,7 @@ function plural(n, what) {
 
 function describeSelection() {
   const list = ids();
-  if (list.length === 1) return `“${torrents.get(list[0]).name}”`;
+  if (list.length === 1) return `“${torrents.get(list[0])?.name ?? ""}”`;
   return plural(list.length, "torrent");
 }
 
@@ -498,6 +519,7 @@ async function confirmRemove(e) {
 
 function openLimits() {
   const first = torrents.get(ids()[0]);
+  if (!first) return;
   $("limits-what").textContent = `For ${describeSelection()}.`;
   $("limit-down-on").checked = !!first.downloadLimited;
   $("limit-down").value = first.downloadLimit;
