@@ -556,8 +556,10 @@ const DETAIL_FIELDS = [
   "id", "name", "hashString", "downloadDir", "totalSize", "sizeWhenDone", "haveValid", "percentDone",
   "downloadedEver", "uploadedEver", "corruptEver", "uploadRatio", "pieceCount", "pieceSize", "addedDate",
   "doneDate", "dateCreated", "comment", "creator", "isPrivate", "error", "errorString", "status",
-  "files", "fileStats", "trackerStats", "peers",
+  "files", "fileStats", "trackerStats", "peers", "pieces", "rateDownload", "rateUpload",
 ];
+const GRAPH_SAMPLES = 60; // one per refresh (2 s): two minutes
+let graph = [];
 const PRIORITIES = [[1, "High"], [0, "Normal"], [-1, "Low"]];
 let detailsId = null;
 let detailsTimer = 0;
@@ -570,6 +572,7 @@ function openDetails() {
   const id = ids()[0];
   if (id === undefined) return;
   detailsId = id;
+  graph = [];
   $("details-title").textContent = torrents.get(id)?.name || "";
   for (const t of ["files", "trackers", "peers"]) $(`details-${t}`).tBodies[0].replaceChildren();
   $("details-general").replaceChildren();
@@ -644,6 +647,11 @@ function renderDetails(t) {
     if (dd.textContent !== v) dd.textContent = v;
   });
 
+  drawPieces(t);
+  graph.push([t.rateDownload, t.rateUpload]);
+  if (graph.length > GRAPH_SAMPLES) graph.shift();
+  drawGraph();
+
   const files = $("details-files").tBodies[0];
   sizeRows(files, t.files.length);
   t.files.forEach((f, i) => {
@@ -692,6 +700,59 @@ function renderDetails(t) {
       [rate(p.rateToClient), "num"], [rate(p.rateToPeer), "num"], [p.flagStr],
     ]);
   });
+}
+
+function cssColor(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+// The pieces it has, as a bar: each pixel column as dark as the share of its pieces present.
+function drawPieces(t) {
+  const canvas = $("details-pieces");
+  const ctx = canvas.getContext("2d");
+  const bits = atob(t.pieces || "");
+  const n = t.pieceCount;
+  const has = (i) => (bits.charCodeAt(i >> 3) >> (7 - (i & 7))) & 1;
+  let count = 0;
+  for (let i = 0; i < n; i++) count += has(i);
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = cssColor("--down");
+  const w = canvas.width;
+  for (let x = 0; x < w && n > 0; x++) {
+    const from = Math.floor((x * n) / w);
+    const to = Math.max(from + 1, Math.floor(((x + 1) * n) / w));
+    let got = 0;
+    for (let i = from; i < to; i++) got += has(i);
+    if (got) {
+      ctx.globalAlpha = got / (to - from);
+      ctx.fillRect(x, 0, 1, canvas.height);
+    }
+  }
+  ctx.globalAlpha = 1;
+  canvas.dataset.have = count;
+  canvas.setAttribute("aria-label", `${count} of ${n} pieces`);
+}
+
+// Download and upload rates over the last samples, scaled to the largest.
+function drawGraph() {
+  const canvas = $("details-graph");
+  const ctx = canvas.getContext("2d");
+  const { width: w, height: h } = canvas;
+  ctx.clearRect(0, 0, w, h);
+  const top = Math.max(1, ...graph.flat());
+  for (const [k, color] of [[0, "--down"], [1, "--ok"]]) {
+    ctx.strokeStyle = cssColor(color);
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    graph.forEach((s, i) => {
+      const x = w - (graph.length - 1 - i) * (w / (GRAPH_SAMPLES - 1));
+      const y = h - 2 - (s[k] / top) * (h - 4);
+      if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+    });
+    ctx.stroke();
+  }
+  const [down, up] = graph[graph.length - 1] || [0, 0];
+  canvas.setAttribute("aria-label", `now ↓ ${rate(down) || "0 B/s"}, ↑ ${rate(up) || "0 B/s"}; top ${rate(top)}`);
 }
 
 async function setFiles(args) {

@@ -291,6 +291,9 @@ def run(driver, rpc):
     general = driver.find_element(By.ID, "details-general").text
     info_hash = rpc.torrent(TORRENT_NAME, ["hashString"])["hashString"]
     assert info_hash in general and downloads in general, general
+    pieces = driver.find_element(By.ID, "details-pieces")
+    count = rpc.torrent(TORRENT_NAME, ["pieceCount"])["pieceCount"]
+    assert pieces.get_attribute("aria-label") == f"{count} of {count} pieces", pieces.get_attribute("aria-label")
     wait(driver, "its tracker listed", lambda d: "/announce" in d.find_element(By.ID, "details-trackers").text)
     Select(files(driver)[0].find_element(By.TAG_NAME, "select")).select_by_visible_text("High")
     wait(driver, "the file's priority high", lambda d: rpc.torrent(TORRENT_NAME, ["fileStats"])["fileStats"][0]["priority"] == 1)
