@@ -105,3 +105,28 @@ fn interop_web_page_behind_a_password() {
     let listed = daemon.torrents(&["hashString", "status"]);
     assert_eq!(listed, vec![serde_json::json!({"hashString": hash_hex, "status": 0})]);
 }
+
+/// 10,000 torrents: listed within seconds with only the rows in view in the page, sorted and
+/// searched quickly, and polled with answers that carry only what changed (after a minute: the
+/// daemon counts added torrents as recently active for 60 s, so this test takes over a minute).
+#[test]
+fn interop_web_page_with_10000_torrents() {
+    if !require("chromium") || !require("chromedriver") || !require("selenium") {
+        return;
+    }
+    let t = tempdir();
+    let daemon = OurDaemon::start(t.path(), "", None);
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(UI_TEST)
+        .args(["--many", "10000"])
+        .arg(format!("http://{}/", daemon.rpc))
+        .env("HOME", t.path())
+        .env("XDG_CONFIG_HOME", t.path().join("config"))
+        .env("XDG_CACHE_HOME", t.path().join("cache"));
+    let mut ui = Proc::spawn("ui_test.py --many", c);
+    let last = ui.wait_line(Duration::from_secs(150), |l| l == "ok" || l.starts_with("FAILED"));
+    let status = ui.wait_exit(Duration::from_secs(30));
+    let out = ui.output();
+    assert!(last == "ok" && status.success(), "the web page test failed: {status:?}\n{out}");
+    eprintln!("{out}");
+}

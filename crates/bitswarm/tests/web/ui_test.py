@@ -3,12 +3,15 @@ tests/web_ui.rs, against a daemon and libtorrent seeders that test started).
 
   ui_test.py URL TORRENT MAGNET DOWNLOADS
   ui_test.py --auth URL MAGNET DOWNLOADS
+  ui_test.py --many N URL
 
 
 URL is the daemon's RPC address (http://127.0.0.1:PORT/); TORRENT a .torrent file whose data a
 seeder has (added by the file picker); MAGNET a magnet link another seeder has (pasted);
 DOWNLOADS the daemon's download folder. With --auth, URL carries a user and password
-(http://USER:PASSWORD@HOST:PORT/): the page loads behind them and adds MAGNET, paused. Prints a line per step; exits 0 when every step held
+(http://USER:PASSWORD@HOST:PORT/): the page loads behind them and adds MAGNET, paused. With
+--many, N paused magnet links are added first (through one keep-alive connection), and the page
+must list them quickly, keep only the rows in view, and poll with small answers. Prints a line per step; exits 0 when every step held
 and the browser's console logged no error, else 1 with what failed.
 """
 import json
@@ -25,7 +28,11 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 AUTH = sys.argv[1] == "--auth"
-if AUTH:
+MANY = int(sys.argv[2]) if sys.argv[1] == "--many" else 0
+if MANY:
+    url = sys.argv[3]
+    torrent, magnet, downloads = "none.torrent", "magnet:?xt=urn:btih:00&dn=none", ""
+elif AUTH:
     url, magnet, downloads = sys.argv[2:5]
     torrent = "none.torrent"
 else:
@@ -159,7 +166,9 @@ def main():
     driver = webdriver.Chrome(service=service, options=options)
     rpc = Rpc(url)
     try:
-        if AUTH:
+        if MANY:
+            run_many(driver)
+        elif AUTH:
             run_auth(driver)
         else:
             run(driver, rpc)
@@ -168,6 +177,79 @@ def main():
         driver.quit()
     step(f"console: {len(console)} entries, no error")
     step("ok")
+
+
+def add_many(n):
+    """n paused magnet links named many-00000…, over one keep-alive connection."""
+    import http.client
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    handshake = Rpc(url)
+    handshake.call("session-get", {"fields": ["version"]})
+    sid = handshake.sid
+    c = None
+    reconnects = 0
+    i = 0
+    while i < n:
+        body = json.dumps({"method": "torrent-add", "arguments": {
+            "filename": f"magnet:?xt=urn:btih:{i + 1:040x}&dn=many-{i:05d}", "paused": True}})
+        try:
+            c = c or http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+            c.request("POST", "/transmission/rpc", body, {"X-Transmission-Session-Id": sid})
+            r = c.getresponse()
+            data = r.read()
+        except (http.client.HTTPException, OSError):
+            c = None  # the server closed it: again on a new one
+            reconnects += 1
+            assert reconnects < 100, "the daemon keeps closing the connection"
+            continue
+        assert r.status == 200 and json.loads(data)["result"] == "success", data[:300]
+        i += 1
+    c.close()
+
+
+def rpc_sizes(driver):
+    """The body sizes of the page's RPC answers so far, in order."""
+    return driver.execute_script("""
+        return performance.getEntriesByType("resource")
+            .filter((e) => e.name.endsWith("/transmission/rpc")).map((e) => e.encodedBodySize);""")
+
+
+def run_many(driver):
+    t0 = time.monotonic()
+    add_many(MANY)
+    step(f"{MANY} torrents added in {time.monotonic() - t0:.1f} s")
+    t0 = time.monotonic()
+    driver.get(url)
+    totals = driver.find_element(By.ID, "totals")
+    wait(driver, f"{MANY} listed", lambda d: totals.text.startswith(f"{MANY} torrents"))
+    shown_after = time.monotonic() - t0
+    rows = len(driver.find_elements(By.CSS_SELECTOR, "#rows .row"))
+    assert 0 < rows <= 100, f"{rows} rows in the page for {MANY} torrents"
+    assert shown_names(driver)[0] == "many-00000", shown_names(driver)[:3]
+    step(f"listed in {shown_after:.2f} s, with {rows} rows in the page")
+    # Scrolled to the end: the last ones, still as few rows.
+    driver.execute_script("const v = document.getElementById('viewport'); v.scrollTop = v.scrollHeight;")
+    wait(driver, "the last row shown", lambda d: f"many-{MANY - 1:05d}" in shown_names(d))
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#rows .row")) <= 100
+    # Sorted the other way, and searched, quickly.
+    ms = driver.execute_script("""
+        const t0 = performance.now();
+        document.querySelector("#head button[data-column='name']").click();
+        return performance.now() - t0;""")
+    wait(driver, "sorted descending", lambda d: f"many-{MANY - 1:05d}" in shown_names(d)[:3]
+         or d.find_element(By.ID, "viewport").get_attribute("scrollTop") != "0")
+    step(f"sorted {MANY} in {ms:.0f} ms")
+    assert ms < 1000, f"sorting {MANY} took {ms:.0f} ms"
+    driver.find_element(By.ID, "search").send_keys("many-0999")
+    wait(driver, "the search", lambda d: len(shown_names(d)) == 10)
+    # The polls after the first carry only what changed: every torrent for the minute that
+    # they count as recently added (RECENT_SECONDS), then nothing.
+    t0 = time.monotonic()
+    wait(driver, "small polls", lambda d: len(rpc_sizes(d)) >= 5 and all(s < 1000 for s in rpc_sizes(d)[-2:]), 100)
+    sizes = rpc_sizes(driver)
+    assert max(sizes) > 100 * MANY, sizes
+    step(f"first list {max(sizes)} bytes; {time.monotonic() - t0:.0f} s later, polls of {sizes[-2:]} bytes")
 
 
 def run_auth(driver):
