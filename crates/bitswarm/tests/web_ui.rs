@@ -29,6 +29,9 @@ fn interop_web_page_in_chromium_adds_watches_stops_limits_and_removes() {
     create_torrent(&src.join("upload.bin"), &up, &["--piece-size", "16K", "-t", &url]);
     let mt = t.path().join("magnet.bin.torrent");
     let hm = create_torrent(&src.join("magnet.bin"), &mt, &["--piece-size", "16K", "-t", &url]);
+    make_tree(&t.path().join("tree"), 13);
+    let tree = t.path().join("tree.torrent");
+    create_torrent(&t.path().join("tree"), &tree, &["--piece-size", "16K", "-t", &url]);
     let (_seed_up, _) = lt_seeder(&up, &src, "default", Duration::from_secs(60));
     let (_seed_m, _) = lt_seeder(&mt, &src, "default", Duration::from_secs(60));
     let mut daemon = OurDaemon::start(t.path(), "", None);
@@ -42,6 +45,7 @@ fn interop_web_page_in_chromium_adds_watches_stops_limits_and_removes() {
         .arg(&up)
         .arg(format!("magnet:?xt=urn:btih:{hm}&dn=magnet.bin&tr={url}"))
         .arg(&daemon.downloads)
+        .arg(&tree)
         // Chromium's profile and caches in the test's folder, not the user's.
         .env("HOME", t.path())
         .env("XDG_CONFIG_HOME", t.path().join("config"))

@@ -580,6 +580,7 @@ function openDetails() {
   if (id === undefined) return;
   detailsId = id;
   graph = [];
+  fileTree = null;
   $("details-title").textContent = torrents.get(id)?.name || "";
   for (const t of ["files", "trackers", "peers"]) $(`details-${t}`).tBodies[0].replaceChildren();
   $("details-general").replaceChildren();
@@ -659,37 +660,7 @@ function renderDetails(t) {
   if (graph.length > GRAPH_SAMPLES) graph.shift();
   drawGraph();
 
-  const files = $("details-files").tBodies[0];
-  sizeRows(files, t.files.length);
-  t.files.forEach((f, i) => {
-    const stats = t.fileStats[i];
-    const tr = files.rows[i];
-    if (!tr.wanted) {
-      const box = el("input");
-      box.type = "checkbox";
-      box.dataset.file = i;
-      box.addEventListener("change", () => setFiles({ [box.checked ? "files-wanted" : "files-unwanted"]: [Number(box.dataset.file)] }));
-      const prio = el("select");
-      prio.dataset.file = i;
-      for (const [v, label] of PRIORITIES) { const o = el("option", "", label); o.value = v; prio.append(o); }
-      prio.addEventListener("change", () => {
-        const key = { 1: "priority-high", 0: "priority-normal", "-1": "priority-low" }[prio.value];
-        setFiles({ [key]: [Number(prio.dataset.file)] });
-      });
-      const c0 = el("td"); c0.append(box);
-      const c1 = el("td", "path"); const c2 = el("td", "num"); const c3 = el("td", "num");
-      const c4 = el("td"); c4.append(prio);
-      tr.append(c0, c1, c2, c3, c4);
-      tr.wanted = box;
-      tr.prio = prio;
-    }
-    tr.wanted.checked = stats.wanted;
-    tr.wanted.setAttribute("aria-label", `Download ${f.name}`);
-    tr.prio.setAttribute("aria-label", `Priority of ${f.name}`);
-    if (document.activeElement !== tr.prio) tr.prio.value = String(stats.priority);
-    const texts = [f.name, size(f.length), f.length ? `${Math.floor((f.bytesCompleted / f.length) * 1000) / 10}%` : "100%"];
-    texts.forEach((text, j) => { if (tr.cells[j + 1].textContent !== text) tr.cells[j + 1].textContent = text; });
-  });
+  renderFiles(t);
 
   const trackers = $("details-trackers").tBodies[0];
   sizeRows(trackers, t.trackerStats.length);
@@ -707,6 +678,78 @@ function renderDetails(t) {
       [rate(p.rateToClient), "num"], [rate(p.rateToPeer), "num"], [p.flagStr],
     ]);
   });
+}
+
+// The files as a tree: a folder's row sums its files and (un)wants them all at once. Built
+// once per torrent shown (the layout of a torrent's files does not change), updated in place.
+let fileTree = null; // { id, count, entries: [{ files: [index], folder, tr, box, prio }] }
+
+function buildFileTree(t) {
+  const tbody = $("details-files").tBodies[0];
+  tbody.replaceChildren();
+  const order = t.files.map((_, i) => i).sort((a, b) => (t.files[a].name < t.files[b].name ? -1 : 1));
+  const entries = [];
+  const open = []; // the folders the current file is in: [{ path, entry }]
+  for (const i of order) {
+    const parts = t.files[i].name.split("/");
+    let depth = 0;
+    while (depth < open.length && depth < parts.length - 1 && open[depth].path === parts.slice(0, depth + 1).join("/")) depth++;
+    open.length = depth;
+    for (; depth < parts.length - 1; depth++) {
+      const entry = addFileRow(tbody, entries, `${parts[depth]}/`, depth, true);
+      open.push({ path: parts.slice(0, depth + 1).join("/"), entry });
+    }
+    for (const o of open) o.entry.files.push(i);
+    addFileRow(tbody, entries, parts[parts.length - 1], depth, false).files.push(i);
+  }
+  fileTree = { id: t.id, count: t.files.length, entries };
+}
+
+function addFileRow(tbody, entries, name, depth, folder) {
+  const entry = { files: [], folder };
+  const tr = el("tr", folder ? "folder" : "");
+  const box = el("input");
+  box.type = "checkbox";
+  box.setAttribute("aria-label", `Download ${name}`);
+  box.addEventListener("change", () => setFiles({ [box.checked ? "files-wanted" : "files-unwanted"]: entry.files }));
+  const c0 = el("td");
+  c0.append(box);
+  const c1 = el("td", "path", name);
+  c1.style.paddingLeft = `${0.5 + depth * 1.25}rem`;
+  const c4 = el("td");
+  if (!folder) {
+    const prio = el("select");
+    prio.setAttribute("aria-label", `Priority of ${name}`);
+    for (const [v, label] of PRIORITIES) { const o = el("option", "", label); o.value = v; prio.append(o); }
+    prio.addEventListener("change", () => {
+      const key = { 1: "priority-high", 0: "priority-normal", "-1": "priority-low" }[prio.value];
+      setFiles({ [key]: entry.files });
+    });
+    c4.append(prio);
+    entry.prio = prio;
+  }
+  tr.append(c0, c1, el("td", "num"), el("td", "num"), c4);
+  tbody.append(tr);
+  Object.assign(entry, { tr, box });
+  entries.push(entry);
+  return entry;
+}
+
+function renderFiles(t) {
+  if (!fileTree || fileTree.id !== t.id || fileTree.count !== t.files.length) buildFileTree(t);
+  for (const e of fileTree.entries) {
+    let length = 0, done = 0, wanted = 0;
+    for (const i of e.files) {
+      length += t.files[i].length;
+      done += t.files[i].bytesCompleted;
+      if (t.fileStats[i].wanted) wanted++;
+    }
+    e.box.checked = wanted === e.files.length;
+    e.box.indeterminate = wanted > 0 && wanted < e.files.length;
+    if (e.prio && document.activeElement !== e.prio) e.prio.value = String(t.fileStats[e.files[0]].priority);
+    const texts = [size(length), length ? `${Math.floor((done / length) * 1000) / 10}%` : "100%"];
+    texts.forEach((text, j) => { if (e.tr.cells[j + 2].textContent !== text) e.tr.cells[j + 2].textContent = text; });
+  }
 }
 
 function cssColor(name) {

@@ -1,14 +1,15 @@
 """The daemon's web page in headless Chromium, driven by Selenium (run with /usr/bin/python3 by
 tests/web_ui.rs, against a daemon and libtorrent seeders that test started).
 
-  ui_test.py URL TORRENT MAGNET DOWNLOADS
+  ui_test.py URL TORRENT MAGNET DOWNLOADS TREE
   ui_test.py --auth URL MAGNET DOWNLOADS
   ui_test.py --many N URL
 
 
 URL is the daemon's RPC address (http://127.0.0.1:PORT/); TORRENT a .torrent file whose data a
 seeder has (added by the file picker); MAGNET a magnet link another seeder has (pasted);
-DOWNLOADS the daemon's download folder. With --auth, URL carries a user and password
+DOWNLOADS the daemon's download folder; TREE a .torrent of several files in folders (added
+paused, to look at its files as a tree). With --auth, URL carries a user and password
 (http://USER:PASSWORD@HOST:PORT/): the page loads behind them and adds MAGNET, paused. With
 --many, N paused magnet links are added first (through one keep-alive connection), and the page
 must list them quickly, keep only the rows in view, and poll with small answers. Prints a line per step; exits 0 when every step held
@@ -36,7 +37,7 @@ elif AUTH:
     url, magnet, downloads = sys.argv[2:5]
     torrent = "none.torrent"
 else:
-    url, torrent, magnet, downloads = sys.argv[1:5]
+    url, torrent, magnet, downloads, tree = sys.argv[1:6]
 TORRENT_NAME = os.path.basename(torrent)[: -len(".torrent")]
 MAGNET_NAME = [p[3:] for p in magnet.split("?", 1)[1].split("&") if p.startswith("dn=")][0]
 LONG = 90
@@ -388,7 +389,38 @@ def run(driver, rpc):
     wait(driver, "the details closed", lambda d: not details.is_displayed())
     step("details: general, file wanted and priority set, tracker")
 
+    # Several files in folders: a tree, and a folder's box (un)wants every file in it.
+    add(driver, files=[tree], paused=True)
+    tree_name = os.path.basename(tree)[: -len(".torrent")]
+    wait(driver, f"{tree_name} listed", lambda d: cell(d, tree_name, "state") == "Stopped")
+    select_only(driver, tree_name)
+    driver.find_element(By.ID, "details").click()
+    wait(driver, "the tree's details", lambda d: details.is_displayed()
+         and d.find_element(By.ID, "details-title").text == tree_name and len(files(d)) > 1)
+    names = [r.find_elements(By.TAG_NAME, "td")[1].text for r in files(driver)]
+    folders = [r.find_elements(By.TAG_NAME, "td")[1].text for r in files(driver) if "folder" in r.get_attribute("class")]
+    assert folders == [f"{tree_name}/", "sub/", "deeper/"], (folders, names)
+    sub = [r for r in files(driver) if r.find_elements(By.TAG_NAME, "td")[1].text == "sub/"][0]
+    sub.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+
+    def wanted(d):
+        t = rpc.torrent(tree_name, ["files", "fileStats"])
+        return {f["name"]: s["wanted"] for f, s in zip(t["files"], t["fileStats"])}
+    wait(driver, "the files under sub/ unwanted", lambda d: all(
+        w == (not n.startswith(f"{tree_name}/sub/")) for n, w in wanted(d).items()))
+    top = files(driver)[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]")
+    wait(driver, "the top folder partly wanted", lambda d: top.get_property("indeterminate"))
+    top.click()
+    wait(driver, "every file wanted again", lambda d: all(wanted(d).values()))
+    step(f"files as a tree: {names}; a folder unwanted and wanted again")
+    driver.find_element(By.ID, "details-close").click()
+    wait(driver, "the details closed", lambda d: not details.is_displayed())
+    driver.find_element(By.ID, "remove").click()
+    driver.find_element(By.ID, "remove-ok").click()
+    wait(driver, f"{tree_name} removed", lambda d: row(d, tree_name) is None)
+
     # A download limit.
+    select_only(driver, TORRENT_NAME)
     driver.find_element(By.ID, "limits").click()
     driver.find_element(By.ID, "limit-down-on").click()
     down = driver.find_element(By.ID, "limit-down")
