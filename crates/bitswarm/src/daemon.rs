@@ -104,6 +104,7 @@ pub fn run(a: DaemonArgs) -> Result<(), Failure> {
         outln!("peers listening on {}", d.session().listen_addr());
         outln!("RPC: http://{}/transmission/rpc", running.rpc_addr);
         outln!("metrics: http://{}/metrics", running.rpc_addr);
+        outln!("web page: http://{}/", running.rpc_addr);
         outln!("{} torrents; press Ctrl-C to stop", d.session().torrents().len());
         tokio::select! {
             () = stop => {}

@@ -4,16 +4,17 @@
 //! |---|---|---|
 //! | 1 | client address not in the allow-list | 403 |
 //! | 2 | a password is required and not given, or wrong | 401 + `WWW-Authenticate: Basic realm="Transmission"` (403 when throttled) |
-//! | 3 | the target is outside `/transmission/`, or is `/transmission/web` | 301 to `/transmission/web/` |
-//! | 4 | the target is under `/transmission/web/` | 404 (no web interface) |
-//! | 5 | no password is required and the `Host` is not allowed | 421 |
+//! | 3 | no password is required and the `Host` is not allowed | 421 |
+//! | 4 | the target is outside `/transmission/`, or is `/transmission/web` | 301 to `/transmission/web/` |
+//! | 5 | the target is under `/transmission/web/` | the web page's assets ([`crate::web`]), else 404 |
 //! | 6 | `X-Transmission-Session-Id` missing or wrong, whatever the method | 409 with the id |
 //! | 7 | the target starts with `/transmission/rpc` | POST: the RPC; other methods: 405 |
 //! | 8 | anything else | 404 |
 //!
-//! Unlike Transmission, no CORS headers are sent and OPTIONS is not answered specially: with
-//! `Access-Control-Allow-Origin: *` any web page a user visits could read the session id and
-//! drive a daemon that has no password.
+//! Unlike Transmission, the `Host` check comes before the web page, so that a DNS-rebinding
+//! page cannot read it (nor the session id its assets carry). Also unlike Transmission, no CORS
+//! headers are sent and OPTIONS is not answered specially: with `Access-Control-Allow-Origin: *`
+//! any web page a user visits could read the session id and drive a daemon that has no password.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -35,7 +36,7 @@ const BASE: &str = "/transmission/";
 /// The header carrying the session id, as Transmission spells it; matched in any case.
 pub const SESSION_ID_HEADER: &str = "X-Transmission-Session-Id";
 /// The same name as HTTP/1 writes it (lower case; clients match it in any case).
-const SESSION_ID: HeaderName = HeaderName::from_static("x-transmission-session-id");
+pub(crate) const SESSION_ID: HeaderName = HeaderName::from_static("x-transmission-session-id");
 /// The largest request body: base64 .torrent files of several MB are common.
 pub const MAX_BODY: usize = 32 << 20;
 /// Bodies being read or handled at once hold at most this many bytes together, so many
@@ -172,17 +173,6 @@ async fn handle<B: Backend>(State(shared): State<Arc<Shared<B>>>, request: Reque
         Verdict::Refused => return simple(StatusCode::FORBIDDEN, ""),
     }
 
-    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let loc = target.strip_prefix(BASE).unwrap_or("");
-    if loc.is_empty() || loc == "web" {
-        let mut r = simple(StatusCode::MOVED_PERMANENTLY, "");
-        r.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/transmission/web/"));
-        return r;
-    }
-    if loc.starts_with("web/") {
-        return simple(StatusCode::NOT_FOUND, "<p>bitswarm has no web interface; use a Transmission RPC client.</p>");
-    }
-
     if !shared.guard.required()
         && let Some(hosts) = &config.host_whitelist
     {
@@ -198,6 +188,18 @@ async fn handle<B: Backend>(State(shared): State<Arc<Shared<B>>>, request: Reque
             tracing::warn!(client = ?client, host = ?host, "RPC request refused: Host not in the host whitelist");
             return simple(StatusCode::MISDIRECTED_REQUEST, MISDIRECTED);
         }
+    }
+
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let loc = target.strip_prefix(BASE).unwrap_or("");
+    if loc.is_empty() || loc == "web" || loc.starts_with("web?") {
+        let mut r = simple(StatusCode::MOVED_PERMANENTLY, "");
+        r.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/transmission/web/"));
+        return r;
+    }
+    if let Some(name) = loc.strip_prefix("web/") {
+        return crate::web::serve(request.method(), name, request.headers(), session_id())
+            .unwrap_or_else(|| simple(StatusCode::NOT_FOUND, ""));
     }
 
     let id_ok = request.headers().get(SESSION_ID).is_some_and(|v| v.as_bytes() == session_id().as_bytes());

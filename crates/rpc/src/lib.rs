@@ -7,6 +7,8 @@
 //! session-id handshake), the JSON envelope with Transmission's coercions and error strings,
 //! torrent selection by `ids` in every form, and each method's arguments and reply. What a
 //! torrent is and does stays in the backend, which sees only checked requests and torrent ids.
+//! It also serves a web page (`web/`: HTML, CSS and JavaScript embedded in the binary) under
+//! `/transmission/web/`, behind the same checks, which is one more client of the RPC.
 //!
 //! ```no_run
 //! # async fn serve<B: bitswarm_rpc::Backend>(backend: std::sync::Arc<B>) -> std::io::Result<()> {
@@ -23,7 +25,7 @@
 //! Module map: [`http`] the HTTP checks and the handler, `auth` credential checks at request
 //! time, [`config`] who may connect, `envelope` request and reply, `coerce` argument types,
 //! `ids` torrent selection, `methods` the methods, `fields` torrent-get's fields, [`view`]
-//! and [`backend`] the daemon's side.
+//! and [`backend`] the daemon's side, `web` the web page's assets.
 
 mod auth;
 pub mod backend;
@@ -36,6 +38,7 @@ pub mod http;
 mod ids;
 mod methods;
 pub mod view;
+mod web;
 
 pub use backend::{
     AddOutcome, AddRequest, AddSource, Backend, BackendError, FileSelection, QueueMove, RECENT_SECONDS, SessionSet,

@@ -33,7 +33,7 @@ pub fn bitswarm() -> Command {
     c
 }
 
-pub const INSTALL: &str = "apt-get install -y aria2 transmission-cli python3-libtorrent opentracker mktorrent openssl python3-prometheus-client redis-server";
+pub const INSTALL: &str = "apt-get install -y aria2 transmission-cli python3-libtorrent opentracker mktorrent openssl python3-prometheus-client redis-server chromium chromium-driver python3-selenium";
 
 /// True when the interop tests are skipped on purpose (`BITSWARM_SKIP_INTEROP=1`).
 pub fn skip_interop() -> bool {
@@ -47,8 +47,9 @@ pub fn require(program: &str) -> bool {
         eprintln!("skipping: BITSWARM_SKIP_INTEROP=1");
         return false;
     }
-    // Python modules (Debian's python3-libtorrent, python3-prometheus-client) are imported.
-    let found = if matches!(program, "libtorrent" | "prometheus_client") {
+    // Python modules (Debian's python3-libtorrent, python3-prometheus-client, python3-selenium)
+    // are imported.
+    let found = if matches!(program, "libtorrent" | "prometheus_client" | "selenium") {
         Command::new("/usr/bin/python3")
             .args(["-c", &format!("import {program}")])
             .stdout(Stdio::null())

@@ -104,7 +104,8 @@ async fn rpc_paths_and_other_paths() {
         assert_eq!(a.status, StatusCode::MOVED_PERMANENTLY, "{uri}");
         assert_eq!(a.headers[header::LOCATION], "/transmission/web/");
     }
-    assert_eq!(send(&r, local(request("GET", "/transmission/web/"), "")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(send(&r, local(request("GET", "/transmission/web/"), "")).await.status, StatusCode::OK);
+    assert_eq!(send(&r, local(request("GET", "/transmission/web/nope.js"), "")).await.status, StatusCode::NOT_FOUND);
     // Other paths under the base: the session id first, then 404.
     assert_eq!(send(&r, local(request("GET", "/transmission/x"), "")).await.status, StatusCode::CONFLICT);
     let a = send(&r, local(with_id(request("POST", "/transmission/x")), STATS)).await;
@@ -260,4 +261,86 @@ mod fuzz {
     fn with_id_header(req: axum::http::request::Builder) -> axum::http::request::Builder {
         with_id(req)
     }
+}
+
+#[tokio::test]
+async fn the_web_page_is_served_with_its_types_and_policy() {
+    let r = open_router();
+    for (uri, content_type, needle) in [
+        ("/transmission/web/", "text/html; charset=utf-8", "<script type=\"module\" src=\"app.js\"></script>"),
+        ("/transmission/web/index.html", "text/html; charset=utf-8", "<!doctype html>"),
+        ("/transmission/web/app.js", "text/javascript; charset=utf-8", "torrent-get"),
+        ("/transmission/web/style.css", "text/css; charset=utf-8", "prefers-color-scheme: dark"),
+        ("/transmission/web/icon.svg", "image/svg+xml", "<svg"),
+        ("/transmission/web/app.js?v=1", "text/javascript; charset=utf-8", "recently-active"),
+    ] {
+        // No session id needed: a page is read, not changed.
+        let a = send(&r, local(request("GET", uri), "")).await;
+        assert_eq!(a.status, StatusCode::OK, "{uri}");
+        assert_eq!(a.headers[header::CONTENT_TYPE], content_type, "{uri}");
+        assert!(a.body.contains(needle), "{uri}");
+        let csp = a.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'none'; script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe") && !csp.contains("http"), "{csp}");
+        assert_eq!(a.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(a.headers[header::CACHE_CONTROL], "no-cache");
+        // The session id rides along, so the page needs no 409.
+        assert_eq!(a.headers["x-transmission-session-id"], session_id());
+        // Revalidation: the same ETag gets 304 and no body.
+        let tag = a.headers[header::ETAG].clone();
+        let again = send(&r, local(request("GET", uri).header(header::IF_NONE_MATCH, tag.clone()), "")).await;
+        assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{uri}");
+        assert!(again.body.is_empty());
+        let other = send(&r, local(request("GET", uri).header(header::IF_NONE_MATCH, "\"x\""), "")).await;
+        assert_eq!(other.status, StatusCode::OK, "{uri}");
+    }
+    // HEAD: the headers without the body; other methods: 405.
+    let a = send(&r, local(request("HEAD", "/transmission/web/"), "")).await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, ""));
+    assert_eq!(a.headers["x-transmission-session-id"], session_id());
+    let a = send(&r, local(with_id(request("POST", "/transmission/web/app.js")), "")).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(a.headers[header::ALLOW], "GET, HEAD");
+    // Nothing else under web/, and no way out of it.
+    for uri in
+        ["/transmission/web/x", "/transmission/web/../rpc", "/transmission/web//app.js", "/transmission/web/%61pp.js"]
+    {
+        assert_eq!(send(&r, local(request("GET", uri), "")).await.status, StatusCode::NOT_FOUND, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn the_web_page_is_behind_the_same_checks_as_the_rpc() {
+    // A password: none, or a wrong one, gets 401, the right one the page.
+    let config = RpcConfig { credentials: Some(Credentials::from_password("user", "pass")), ..RpcConfig::default() };
+    let r = router(Arc::new(Fake::new()), config);
+    let good = format!("Basic {}", data_encoding::BASE64.encode(b"user:pass"));
+    let bad = format!("Basic {}", data_encoding::BASE64.encode(b"user:nope"));
+    for uri in ["/transmission/web/", "/transmission/web/app.js", "/"] {
+        let a = send(&r, local(request("GET", uri), "")).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert!(!a.headers.contains_key("x-transmission-session-id"), "{uri}");
+        let a = send(&r, local(request("GET", uri).header(header::AUTHORIZATION, &bad), "")).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    let a = send(&r, local(request("GET", "/transmission/web/").header(header::AUTHORIZATION, &good), "")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    // The allow-list: another address gets 403.
+    let config = RpcConfig { allow_list: Some(AddressList::parse("127.0.0.1").unwrap()), ..RpcConfig::default() };
+    let r = router(Arc::new(Fake::new()), config);
+    let a = send(&r, from(request("GET", "/transmission/web/"), "10.0.0.1:4000", "")).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(send(&r, local(request("GET", "/transmission/web/"), "")).await.status, StatusCode::OK);
+    // Without a password, a rebound Host gets 421 for the page too (and no session id), and
+    // for the redirect to it.
+    let r = open_router();
+    for uri in ["/transmission/web/", "/transmission/web/app.js", "/"] {
+        let a = send(&r, local(request_to("GET", uri, "evil.example:9091"), "")).await;
+        assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{uri}");
+        assert!(!a.headers.contains_key("x-transmission-session-id"), "{uri}");
+    }
+    assert_eq!(
+        send(&r, local(request_to("GET", "/transmission/web/", "localhost:9091"), "")).await.status,
+        StatusCode::OK
+    );
 }

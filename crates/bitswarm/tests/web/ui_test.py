@@ -1,0 +1,506 @@
+"""The daemon's web page in headless Chromium, driven by Selenium (run with /usr/bin/python3 by
+tests/web_ui.rs, against a daemon and libtorrent seeders that test started).
+
+  ui_test.py URL TORRENT MAGNET DOWNLOADS TREE
+  ui_test.py --auth URL MAGNET DOWNLOADS
+  ui_test.py --many N URL
+
+
+URL is the daemon's RPC address (http://127.0.0.1:PORT/); TORRENT a .torrent file whose data a
+seeder has (added by the file picker); MAGNET a magnet link another seeder has (pasted);
+DOWNLOADS the daemon's download folder; TREE a .torrent of several files in folders (added
+paused, to look at its files as a tree). With --auth, URL carries a user and password
+(http://USER:PASSWORD@HOST:PORT/): the page loads behind them and adds MAGNET, paused. With
+--many, N paused magnet links are added first (through one keep-alive connection), and the page
+must list them quickly, keep only the rows in view, and poll with small answers. Prints a line per step; exits 0 when every step held
+and the browser's console logged no error, else 1 with what failed.
+"""
+import json
+import os
+import sys
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+AUTH = sys.argv[1] == "--auth"
+MANY = int(sys.argv[2]) if sys.argv[1] == "--many" else 0
+if MANY:
+    url = sys.argv[3]
+    torrent, magnet, downloads = "none.torrent", "magnet:?xt=urn:btih:00&dn=none", ""
+elif AUTH:
+    url, magnet, downloads = sys.argv[2:5]
+    torrent = "none.torrent"
+else:
+    url, torrent, magnet, downloads, tree = sys.argv[1:6]
+TORRENT_NAME = os.path.basename(torrent)[: -len(".torrent")]
+MAGNET_NAME = [p[3:] for p in magnet.split("?", 1)[1].split("&") if p.startswith("dn=")][0]
+LONG = 90
+
+
+def step(text):
+    print(text, flush=True)
+
+
+def screenshot(driver, name):
+    """With UI_SCREENSHOTS=DIR, saves the page as DIR/NAME.png (to look at, or for the README)."""
+    folder = os.environ.get("UI_SCREENSHOTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        driver.save_screenshot(os.path.join(folder, f"{name}.png"))
+
+
+class Rpc:
+    """The test's own view of the daemon, to check what the page did."""
+
+    def __init__(self, base):
+        self.url = base.rstrip("/") + "/transmission/rpc"
+        self.sid = ""
+
+    def call(self, method, arguments):
+        body = json.dumps({"method": method, "arguments": arguments}).encode()
+        for _ in range(2):
+            req = urllib.request.Request(self.url, data=body, headers={"X-Transmission-Session-Id": self.sid})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    reply = json.load(r)
+                    assert reply["result"] == "success", reply
+                    return reply["arguments"]
+            except urllib.error.HTTPError as e:
+                if e.code != 409:
+                    raise
+                self.sid = e.headers["X-Transmission-Session-Id"]
+        raise AssertionError("no session id")
+
+    def torrent(self, name, fields):
+        for t in self.call("torrent-get", {"fields": ["name"] + fields})["torrents"]:
+            if t["name"] == name:
+                return t
+        return None
+
+
+console = []
+
+
+def check_console(driver):
+    """Fails on any error the page logged (scripts, CSP, failed requests)."""
+    for entry in driver.get_log("browser"):
+        console.append(entry)
+        if entry["level"] in ("SEVERE", "ERROR"):
+            raise AssertionError(f"browser console error: {entry['message']}")
+
+
+def row(driver, name):
+    rows = driver.find_elements(By.XPATH, f"//div[@id='rows']/div[span[contains(@class,'c-name')][text()={xpath_text(name)}]]")
+    return rows[0] if rows else None
+
+
+def xpath_text(s):
+    return "'" + s + "'" if "'" not in s else 'concat("' + s.replace('"', '", \'"\', "') + '")'
+
+
+def cell(driver, name, column):
+    r = row(driver, name)
+    return r.find_element(By.CLASS_NAME, f"c-{column}").text if r else None
+
+
+def shown_names(driver):
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#rows .row .c-name")]
+
+
+def wait(driver, what, cond, timeout=30):
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: cond(d))
+    except TimeoutException:
+        names = shown_names(driver)
+        states = [cell(driver, n, "state") for n in names]
+        raise AssertionError(f"timed out waiting for: {what}; the list shows {list(zip(names, states))}")
+
+
+def select_only(driver, name):
+    row(driver, name).find_element(By.CLASS_NAME, "c-name").click()
+    wait(driver, f"{name} selected", lambda d: "selected" in row(d, name).get_attribute("class") and d.find_element(By.ID, "selection").text == "1 selected")
+
+
+def add(driver, files=(), links="", labels="", folder=None, paused=False, expect_error=None):
+    driver.find_element(By.ID, "add").click()
+    dialog = driver.find_element(By.ID, "add-dialog")
+    wait(driver, "the add dialog", lambda d: dialog.is_displayed())
+    for f in files:
+        driver.find_element(By.ID, "add-files").send_keys(f)
+    if links:
+        driver.find_element(By.ID, "add-url").send_keys(links)
+    if labels:
+        driver.find_element(By.ID, "add-labels").send_keys(labels)
+    assert driver.find_element(By.ID, "add-dir").get_attribute("value") == downloads, "the folder is the daemon's"
+    if folder:
+        driver.find_element(By.ID, "add-dir").clear()
+        driver.find_element(By.ID, "add-dir").send_keys(folder)
+    if paused:
+        driver.find_element(By.ID, "add-paused").click()
+    driver.find_element(By.ID, "add-ok").click()
+    if expect_error:
+        err = driver.find_element(By.ID, "add-error")
+        wait(driver, "the refusal shown in the dialog", lambda d: err.is_displayed() and expect_error in err.text)
+        step(f"refused, and says why: {err.text}")
+        driver.find_element(By.ID, "add-cancel").click()
+    wait(driver, "the add dialog closed", lambda d: not dialog.is_displayed())
+
+
+def main():
+    options = webdriver.ChromeOptions()
+    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    for a in [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-default-apps", "--disable-extensions", "--no-proxy-server", "--window-size=1280,900",
+        "--force-prefers-color-scheme=dark" if os.environ.get("DARK") else "--disable-features=Translate",
+    ]:
+        options.add_argument(a)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(service=service, options=options)
+    rpc = Rpc(url)
+    try:
+        if MANY:
+            run_many(driver)
+        elif AUTH:
+            run_auth(driver)
+        else:
+            run(driver, rpc)
+        check_console(driver)
+    finally:
+        driver.quit()
+    step(f"console: {len(console)} entries, no error")
+    step("ok")
+
+
+def add_many(n):
+    """n paused magnet links named many-00000…, over one keep-alive connection."""
+    import http.client
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    handshake = Rpc(url)
+    handshake.call("session-get", {"fields": ["version"]})
+    sid = handshake.sid
+    c = None
+    reconnects = 0
+    i = 0
+    while i < n:
+        body = json.dumps({"method": "torrent-add", "arguments": {
+            "filename": f"magnet:?xt=urn:btih:{i + 1:040x}&dn=many-{i:05d}", "paused": True}})
+        try:
+            c = c or http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+            c.request("POST", "/transmission/rpc", body, {"X-Transmission-Session-Id": sid})
+            r = c.getresponse()
+            data = r.read()
+        except (http.client.HTTPException, OSError):
+            c = None  # the server closed it: again on a new one
+            reconnects += 1
+            assert reconnects < 100, "the daemon keeps closing the connection"
+            continue
+        assert r.status == 200 and json.loads(data)["result"] == "success", data[:300]
+        i += 1
+    c.close()
+
+
+def rpc_sizes(driver):
+    """The body sizes of the page's RPC answers so far, in order."""
+    return driver.execute_script("""
+        return performance.getEntriesByType("resource")
+            .filter((e) => e.name.endsWith("/transmission/rpc")).map((e) => e.encodedBodySize);""")
+
+
+def run_many(driver):
+    t0 = time.monotonic()
+    add_many(MANY)
+    step(f"{MANY} torrents added in {time.monotonic() - t0:.1f} s")
+    t0 = time.monotonic()
+    driver.get(url)
+    totals = driver.find_element(By.ID, "totals")
+    wait(driver, f"{MANY} listed", lambda d: totals.text.startswith(f"{MANY} torrents"))
+    shown_after = time.monotonic() - t0
+    rows = len(driver.find_elements(By.CSS_SELECTOR, "#rows .row"))
+    assert 0 < rows <= 100, f"{rows} rows in the page for {MANY} torrents"
+    assert shown_names(driver)[0] == "many-00000", shown_names(driver)[:3]
+    step(f"listed in {shown_after:.2f} s, with {rows} rows in the page")
+    # Scrolled to the end: the last ones, still as few rows.
+    driver.execute_script("const v = document.getElementById('viewport'); v.scrollTop = v.scrollHeight;")
+    wait(driver, "the last row shown", lambda d: f"many-{MANY - 1:05d}" in shown_names(d))
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#rows .row")) <= 100
+    # Sorted the other way, and searched, quickly.
+    ms = driver.execute_script("""
+        const t0 = performance.now();
+        document.querySelector("#head button[data-column='name']").click();
+        return performance.now() - t0;""")
+    wait(driver, "sorted descending", lambda d: f"many-{MANY - 1:05d}" in shown_names(d)[:3]
+         or d.find_element(By.ID, "viewport").get_attribute("scrollTop") != "0")
+    step(f"sorted {MANY} in {ms:.0f} ms")
+    assert ms < 1000, f"sorting {MANY} took {ms:.0f} ms"
+    driver.find_element(By.ID, "search").send_keys("many-0999")
+    wait(driver, "the search", lambda d: len(shown_names(d)) == 10)
+    # The polls after the first carry only what changed: every torrent for the minute that
+    # they count as recently added (RECENT_SECONDS), then nothing.
+    t0 = time.monotonic()
+    wait(driver, "small polls", lambda d: len(rpc_sizes(d)) >= 5 and all(s < 1000 for s in rpc_sizes(d)[-2:]), 100)
+    sizes = rpc_sizes(driver)
+    assert max(sizes) > 50 * MANY, sizes
+    step(f"first list {max(sizes)} bytes; {time.monotonic() - t0:.0f} s later, polls of {sizes[-2:]} bytes")
+
+
+def run_auth(driver):
+    """Behind a password: the browser sends it for the page, and the page's own RPC calls."""
+    driver.get(url)
+    wait(driver, "the page ready", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    assert driver.current_url.endswith("/transmission/web/"), driver.current_url
+    assert not driver.find_element(By.ID, "error").is_displayed(), driver.find_element(By.ID, "error").text
+    check_console(driver)
+    add(driver, links=magnet, paused=True)
+    wait(driver, f"{MAGNET_NAME} listed, stopped", lambda d: cell(d, MAGNET_NAME, "state") == "Stopped")
+    step(f"behind a password: loaded, and {MAGNET_NAME} added paused")
+
+
+def run(driver, rpc):
+    driver.get(url)
+    wait(driver, "the page ready", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    assert driver.current_url.endswith("/transmission/web/"), driver.current_url
+    assert driver.find_element(By.ID, "empty").is_displayed()
+    check_console(driver)
+    step("page loaded from / (redirected to /transmission/web/), empty list")
+
+    # A refused torrent says why: the RPC's result string, in the dialog.
+    add(driver, links="magnet:?xt=urn:btih:zz", expect_error="unrecognized info")
+
+    # A file dropped on the page opens the dialog with it; not a torrent, it is refused, and
+    # the dialog says why.
+    driver.execute_script("""
+        const [name, text] = arguments;
+        const dt = new DataTransfer();
+        dt.items.add(new File([text], name, { type: "application/x-bittorrent" }));
+        document.getElementById("viewport").dispatchEvent(
+            new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    """, "junk.torrent", "not a torrent")
+    dialog = driver.find_element(By.ID, "add-dialog")
+    wait(driver, "the add dialog opened by the drop", lambda d: dialog.is_displayed()
+         and "junk.torrent" in d.find_element(By.ID, "drop").get_attribute("data-dropped"))
+    driver.find_element(By.ID, "add-ok").click()
+    err = driver.find_element(By.ID, "add-error")
+    wait(driver, "the dropped file refused", lambda d: err.is_displayed()
+         and any(r in err.text for r in ("invalid or corrupt torrent file", "unrecognized info")))
+    step(f"a dropped file refused, and says why: {err.text}")
+    driver.find_element(By.ID, "add-cancel").click()
+    wait(driver, "the add dialog closed", lambda d: not dialog.is_displayed())
+
+    # Added by the file picker (with a label), and by a pasted magnet link.
+    add(driver, files=[torrent], labels="web-test, first")
+    wait(driver, f"{TORRENT_NAME} listed", lambda d: row(d, TORRENT_NAME) is not None)
+    assert cell(driver, TORRENT_NAME, "labels") == "web-test, first", cell(driver, TORRENT_NAME, "labels")
+    step(f"{TORRENT_NAME} added by upload, with its labels")
+    add(driver, links=magnet)
+    wait(driver, f"{MAGNET_NAME} listed", lambda d: row(d, MAGNET_NAME) is not None)
+    step(f"{MAGNET_NAME} added by its magnet link")
+
+    # Both complete, seen without reloading.
+    for name in (TORRENT_NAME, MAGNET_NAME):
+        wait(driver, f"{name} complete and seeding",
+             lambda d: cell(d, name, "state") == "Seeding" and cell(d, name, "progress") == "100%", LONG)
+        width = row(driver, name).find_element(By.CSS_SELECTOR, ".meter .fill").get_attribute("style")
+        assert "100%" in width, width
+    assert "MB" in cell(driver, TORRENT_NAME, "size"), cell(driver, TORRENT_NAME, "size")
+    check_console(driver)
+    screenshot(driver, "list")
+    step("both downloaded from the libtorrent seeders, shown live")
+
+    # Search, filters, sorting.
+    search = driver.find_element(By.ID, "search")
+    search.send_keys(TORRENT_NAME[:3])
+    wait(driver, "the search", lambda d: shown_names(d) == [TORRENT_NAME])
+    search.send_keys(Keys.ESCAPE)
+    wait(driver, "the search cleared", lambda d: len(shown_names(d)) == 2)
+    Select(driver.find_element(By.ID, "label-filter")).select_by_visible_text("web-test")
+    wait(driver, "the label filter", lambda d: shown_names(d) == [TORRENT_NAME])
+    Select(driver.find_element(By.ID, "label-filter")).select_by_value("")
+    Select(driver.find_element(By.ID, "state-filter")).select_by_value("paused")
+    wait(driver, "the state filter", lambda d: shown_names(d) == [])
+    Select(driver.find_element(By.ID, "state-filter")).select_by_value("all")
+    wait(driver, "all shown", lambda d: len(shown_names(d)) == 2)
+    ascending = sorted([TORRENT_NAME, MAGNET_NAME], key=str.lower)
+    assert shown_names(driver) == ascending, shown_names(driver)
+    name_header = driver.find_element(By.CSS_SELECTOR, "#head button[data-column='name']")
+    name_header.click()
+    wait(driver, "sorted by name, descending", lambda d: shown_names(d) == ascending[::-1])
+    name_header.click()
+    wait(driver, "sorted by name again", lambda d: shown_names(d) == ascending)
+    step("search, label and state filters, sorting by name")
+
+    # The keyboard alone: into the list, down to a row, space selects it, escape clears.
+    viewport = driver.find_element(By.ID, "viewport")
+    viewport.send_keys(Keys.HOME, Keys.SPACE)
+    wait(driver, "a row selected by keyboard", lambda d: d.find_element(By.ID, "selection").text == "1 selected")
+    viewport.send_keys(Keys.ESCAPE)
+    wait(driver, "the selection cleared by keyboard", lambda d: d.find_element(By.ID, "selection").text == "None selected")
+    step("keyboard: selected and cleared")
+
+    # Stop and start.
+    select_only(driver, TORRENT_NAME)
+    driver.find_element(By.ID, "stop").click()
+    wait(driver, f"{TORRENT_NAME} stopped", lambda d: cell(d, TORRENT_NAME, "state") in ("Stopped", "Finished"))
+    assert rpc.torrent(TORRENT_NAME, ["status"])["status"] == 0
+    driver.find_element(By.ID, "start").click()
+    wait(driver, f"{TORRENT_NAME} seeding again", lambda d: cell(d, TORRENT_NAME, "state") == "Seeding", LONG)
+    step("stopped and started")
+
+    # Verified again: still complete.
+    driver.find_element(By.ID, "verify").click()
+    wait(driver, f"{TORRENT_NAME} verified", lambda d: rpc.torrent(TORRENT_NAME, ["status"])["status"] == 6
+         and cell(d, TORRENT_NAME, "state") == "Seeding" and cell(d, TORRENT_NAME, "progress") == "100%", LONG)
+    step("verified")
+
+    # Its details: general facts, files (wanted, priority), trackers; Enter opens them.
+    viewport = driver.find_element(By.ID, "viewport")
+    index = shown_names(driver).index(TORRENT_NAME)
+    viewport.send_keys(Keys.HOME, *([Keys.ARROW_DOWN] * index), Keys.ENTER)
+    details = driver.find_element(By.ID, "details-dialog")
+    wait(driver, "the details open", lambda d: details.is_displayed()
+         and d.find_element(By.ID, "details-title").text == TORRENT_NAME)
+    files = lambda d: d.find_elements(By.CSS_SELECTOR, "#details-files tbody tr")
+    wait(driver, "its file listed", lambda d: len(files(d)) == 1 and files(d)[0].find_elements(By.TAG_NAME, "td")[1].text
+         == TORRENT_NAME and files(d)[0].find_elements(By.TAG_NAME, "td")[3].text == "100%")
+    general = driver.find_element(By.ID, "details-general").text
+    info_hash = rpc.torrent(TORRENT_NAME, ["hashString"])["hashString"]
+    assert info_hash in general and downloads in general, general
+    pieces = driver.find_element(By.ID, "details-pieces")
+    count = rpc.torrent(TORRENT_NAME, ["pieceCount"])["pieceCount"]
+    assert pieces.get_attribute("aria-label") == f"{count} of {count} pieces", pieces.get_attribute("aria-label")
+    wait(driver, "its tracker listed", lambda d: "/announce" in d.find_element(By.ID, "details-trackers").text)
+    Select(files(driver)[0].find_element(By.TAG_NAME, "select")).select_by_visible_text("High")
+    wait(driver, "the file's priority high", lambda d: rpc.torrent(TORRENT_NAME, ["fileStats"])["fileStats"][0]["priority"] == 1)
+    files(driver)[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    wait(driver, "the file unwanted", lambda d: rpc.torrent(TORRENT_NAME, ["fileStats"])["fileStats"][0]["wanted"] is False)
+    files(driver)[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    wait(driver, "the file wanted again", lambda d: rpc.torrent(TORRENT_NAME, ["fileStats"])["fileStats"][0]["wanted"] is True)
+    screenshot(driver, "details")
+    driver.find_element(By.ID, "details-close").click()
+    wait(driver, "the details closed", lambda d: not details.is_displayed())
+    step("details: general, file wanted and priority set, tracker")
+
+    # Several files in folders: a tree, and a folder's box (un)wants every file in it.
+    add(driver, files=[tree], paused=True)
+    tree_name = os.path.basename(tree)[: -len(".torrent")]
+    wait(driver, f"{tree_name} listed", lambda d: cell(d, tree_name, "state") == "Stopped")
+    select_only(driver, tree_name)
+    driver.find_element(By.ID, "details").click()
+    wait(driver, "the tree's details", lambda d: details.is_displayed()
+         and d.find_element(By.ID, "details-title").text == tree_name and len(files(d)) > 1)
+    names = [r.find_elements(By.TAG_NAME, "td")[1].text for r in files(driver)]
+    folders = [r.find_elements(By.TAG_NAME, "td")[1].text for r in files(driver) if "folder" in r.get_attribute("class")]
+    assert folders == [f"{tree_name}/", "sub/", "deeper/"], (folders, names)
+    sub = [r for r in files(driver) if r.find_elements(By.TAG_NAME, "td")[1].text == "sub/"][0]
+    sub.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+
+    def wanted(d):
+        t = rpc.torrent(tree_name, ["files", "fileStats"])
+        return {f["name"]: s["wanted"] for f, s in zip(t["files"], t["fileStats"])}
+    wait(driver, "the files under sub/ unwanted", lambda d: all(
+        w == (not n.startswith(f"{tree_name}/sub/")) for n, w in wanted(d).items()))
+    top = files(driver)[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]")
+    wait(driver, "the top folder partly wanted", lambda d: top.get_property("indeterminate"))
+    top.click()
+    wait(driver, "every file wanted again", lambda d: all(wanted(d).values()))
+    step(f"files as a tree: {names}; a folder unwanted and wanted again")
+    driver.find_element(By.ID, "details-close").click()
+    wait(driver, "the details closed", lambda d: not details.is_displayed())
+    driver.find_element(By.ID, "remove").click()
+    driver.find_element(By.ID, "remove-ok").click()
+    wait(driver, f"{tree_name} removed", lambda d: row(d, tree_name) is None)
+
+    # A download limit.
+    select_only(driver, TORRENT_NAME)
+    driver.find_element(By.ID, "limits").click()
+    driver.find_element(By.ID, "limit-down-on").click()
+    down = driver.find_element(By.ID, "limit-down")
+    down.clear()
+    down.send_keys("100")
+    driver.find_element(By.ID, "limits-ok").click()
+    wait(driver, "the limits dialog closed", lambda d: not d.find_element(By.ID, "limits-dialog").is_displayed())
+    wait(driver, "the limit set", lambda d: rpc.torrent(TORRENT_NAME, ["downloadLimit", "downloadLimited"])
+         == {"name": TORRENT_NAME, "downloadLimit": 100, "downloadLimited": True})
+    step("download limit set to 100 kB/s")
+
+    # Removed with its data, asked first.
+    data = os.path.join(downloads, MAGNET_NAME)
+    assert os.path.exists(data), data
+    select_only(driver, MAGNET_NAME)
+    driver.find_element(By.ID, "remove").click()
+    what = driver.find_element(By.ID, "remove-what")
+    wait(driver, "the remove question", lambda d: what.is_displayed() and MAGNET_NAME in what.text)
+    driver.find_element(By.ID, "remove-data").click()
+    driver.find_element(By.ID, "remove-ok").click()
+    wait(driver, f"{MAGNET_NAME} gone from the list", lambda d: row(d, MAGNET_NAME) is None)
+    wait(driver, f"{data} deleted", lambda d: not os.path.exists(data))
+    assert rpc.torrent(MAGNET_NAME, []) is None
+    assert os.path.exists(os.path.join(downloads, TORRENT_NAME))
+    step("removed with its data")
+
+    # Added again, paused, into another folder: it waits, stopped, for a start.
+    other = os.path.join(downloads, "other")
+    add(driver, links=magnet, folder=other, paused=True)
+    wait(driver, f"{MAGNET_NAME} listed, stopped", lambda d: cell(d, MAGNET_NAME, "state") == "Stopped")
+    t = rpc.torrent(MAGNET_NAME, ["status", "downloadDir"])
+    assert t["status"] == 0 and t["downloadDir"] == other, t
+    select_only(driver, MAGNET_NAME)
+    driver.find_element(By.ID, "remove").click()
+    driver.find_element(By.ID, "remove-ok").click()
+    wait(driver, f"{MAGNET_NAME} removed, data kept", lambda d: row(d, MAGNET_NAME) is None)
+    step("added paused into another folder, removed without its data")
+
+    # The daemon's settings: a refused one says why; a speed limit is saved.
+    driver.find_element(By.ID, "settings").click()
+    settings = driver.find_element(By.ID, "settings-dialog")
+    folder = driver.find_element(By.ID, "setting-download-dir")
+    wait(driver, "the settings open", lambda d: settings.is_displayed() and folder.get_attribute("value") == downloads)
+    folder.clear()
+    folder.send_keys("relative/folder")
+    driver.find_element(By.ID, "settings-ok").click()
+    err = driver.find_element(By.ID, "settings-error")
+    wait(driver, "the refusal", lambda d: err.is_displayed() and "download directory path is not absolute" in err.text)
+    step(f"settings refused, and says why: {err.text}")
+    folder.clear()
+    folder.send_keys(downloads)
+    driver.find_element(By.ID, "setting-speed-limit-down-enabled").click()
+    limit = driver.find_element(By.ID, "setting-speed-limit-down")
+    limit.clear()
+    limit.send_keys("500")
+    driver.find_element(By.ID, "settings-ok").click()
+    wait(driver, "the settings saved and closed", lambda d: not settings.is_displayed())
+    got = rpc.call("session-get", {"fields": ["speed-limit-down", "speed-limit-down-enabled", "download-dir"]})
+    assert got == {"speed-limit-down": 500, "speed-limit-down-enabled": True, "download-dir": downloads}, got
+    step("settings: the session's download limit set to 500 kB/s")
+
+    # Dark when the system is.
+    light = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    dark = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    assert light == "rgb(255, 255, 255)" and dark != light, (light, dark)
+    step(f"dark when the system is: {light} -> {dark}")
+
+    # Phone width: nothing wider than the screen.
+    driver.set_window_size(390, 800)
+    wait(driver, "the narrow layout", lambda d: d.execute_script(
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
+    assert row(driver, TORRENT_NAME).is_displayed()
+    screenshot(driver, "phone")
+    step("fits a phone's width")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as e:
+        print(f"FAILED: {e}", flush=True)
+        sys.exit(1)
