@@ -388,15 +388,7 @@ fn the_rpc_refuses_requests_without_session_id_password_or_honest_host() {
     drop(daemon);
 
     // With a password.
-    let hash = {
-        let mut c = bitswarm();
-        c.args(["daemon", "--hash-password"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let hash = password_hash("s3cret");
     assert!(hash.starts_with("$argon2"), "{hash}");
     let t2 = tempdir();
     let config = format!("[rpc]\nuser = \"me\"\npassword_hash = \"{hash}\"\n");

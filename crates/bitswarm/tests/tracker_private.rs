@@ -6,15 +6,16 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use bitswarm_tracker_proto::http::{self, AnnounceRequest, AnnounceResponse, ScrapeResponse};
-use bitswarm_tracker_proto::udp::{self, Family, Request, Response};
+use bitswarm_tracker_proto::udp::{self, Request, Response};
 use bitswarm_tracker_proto::{Event, InfoHash, PeerId};
 use common::redis::Redis;
 use common::swarm::{OurTracker, aria2, create_torrent, lt_peer};
+use common::udp_client::UdpClient;
 use common::{bitswarm, free_port, random_file, require, run, tempdir, wait_for};
 
 const T: Duration = Duration::from_secs(60);
@@ -110,32 +111,8 @@ fn scrape(t: &OurTracker, passkey: &str, h: InfoHash) -> Result<(u32, u32, u32),
     Ok((s.complete, s.incomplete, s.downloaded))
 }
 
-/// A UDP client of one tracker.
-struct UdpClient {
-    sock: UdpSocket,
-    server: SocketAddr,
-    cid: u64,
-}
-
+/// What this test asks a UDP tracker.
 impl UdpClient {
-    fn new(server: SocketAddr) -> UdpClient {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut c = UdpClient { sock, server, cid: 0 };
-        let Some(Response::Connect { connection_id, .. }) = c.ask(&Request::Connect { transaction_id: 1 }) else {
-            panic!("no connect reply")
-        };
-        c.cid = connection_id;
-        c
-    }
-
-    fn ask(&self, r: &Request) -> Option<Response> {
-        self.sock.send_to(&r.encode(), self.server).unwrap();
-        let mut buf = [0u8; 2048];
-        let n = self.sock.recv(&mut buf).ok()?;
-        Response::parse(&buf[..n], Family::V4).ok()
-    }
-
     /// An announce whose BEP 41 URL data is `url`; the error message if refused.
     fn announce(&self, h: InfoHash, url: &str, up: u64) -> Result<(), String> {
         let r = self.ask(&Request::Announce(udp::AnnounceRequest {

@@ -7,17 +7,18 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bitswarm_tracker_proto::http::{self, AnnounceRequest, AnnounceResponse};
-use bitswarm_tracker_proto::udp::{self, Family, Request, Response};
+use bitswarm_tracker_proto::udp::{self, Request, Response};
 use bitswarm_tracker_proto::{Event, InfoHash, PeerId};
 use common::redis::Redis;
 use common::swarm::{OurTracker, aria2, create_torrent, lt_peer};
+use common::udp_client::UdpClient;
 use common::{free_port, random_file, require, tempdir, wait_for};
 
 const T: Duration = Duration::from_secs(60);
@@ -57,32 +58,8 @@ fn announce(t: &OurTracker, h: InfoHash, id: u8, left: u64, event: Event) -> Res
     AnnounceResponse::decode(&get(t.http, &http::announce_url("/announce", &req))).map_err(|e| e.to_string())
 }
 
-/// A UDP client of one tracker.
-struct UdpClient {
-    sock: UdpSocket,
-    server: SocketAddr,
-    cid: u64,
-}
-
+/// What this test asks a UDP tracker.
 impl UdpClient {
-    fn new(server: SocketAddr) -> UdpClient {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut c = UdpClient { sock, server, cid: 0 };
-        let Some(Response::Connect { connection_id, .. }) = c.ask(&Request::Connect { transaction_id: 1 }) else {
-            panic!("no connect reply")
-        };
-        c.cid = connection_id;
-        c
-    }
-
-    fn ask(&self, r: &Request) -> Option<Response> {
-        self.sock.send_to(&r.encode(), self.server).unwrap();
-        let mut buf = [0u8; 2048];
-        let n = self.sock.recv(&mut buf).ok()?;
-        Response::parse(&buf[..n], Family::V4).ok()
-    }
-
     fn announce(&self, h: InfoHash, port: u16, tid: u32) -> Option<Response> {
         self.ask(&Request::Announce(udp::AnnounceRequest {
             connection_id: self.cid,

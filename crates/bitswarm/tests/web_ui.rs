@@ -72,15 +72,7 @@ fn interop_web_page_behind_a_password() {
         return;
     }
     let t = tempdir();
-    let hash = {
-        let mut c = bitswarm();
-        c.args(["daemon", "--hash-password"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let hash = password_hash("s3cret");
     let config = format!("[rpc]\nuser = \"me\"\npassword_hash = \"{hash}\"\n");
     let daemon = OurDaemon::start(t.path(), &config, None);
     // Without the password, neither the page nor its script.

@@ -165,6 +165,16 @@ impl OurDaemon {
 }
 
 /// Base64 (standard alphabet, padded) for basic auth.
+/// What `bitswarm daemon --hash-password` prints for `password` (the config's `password_hash`).
+pub fn password_hash(password: &str) -> String {
+    let mut c = bitswarm();
+    c.args(["daemon", "--hash-password"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 pub fn base64(s: &str) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let b = s.as_bytes();

@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod redis;
 pub mod swarm;
+pub mod udp_client;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, UdpSocket};
