@@ -128,13 +128,14 @@ impl Metainfo {
             return Err(wrong_type("the file", "a dictionary", &root));
         };
         let info_dict = get_dict(root, "info", "info")?.ok_or_else(|| missing("info"))?;
-        let (mut info, hybrid) = parse_info(info_dict)?;
         let raw: std::sync::Arc<[u8]> = bytes.into();
-        // The decoder borrows: the hashes parsed are a slice of `bytes`, kept once, in `raw`.
-        if let Some(Value::Bytes(p)) = info_dict.get(b"pieces") {
-            let start = p.as_ptr() as usize - bytes.as_ptr() as usize;
-            info.pieces = crate::Pieces::shared(raw.clone(), start..start + p.len());
-        }
+        // The decoder borrows: what it found is a slice of `bytes`, which `raw` holds a copy of.
+        let span = |part: &[u8]| {
+            let start = part.as_ptr() as usize - bytes.as_ptr() as usize;
+            start..start + part.len()
+        };
+        // The piece hashes are kept once, as a range of `raw`.
+        let (info, hybrid) = parse_info(info_dict, |hashes| crate::Pieces::shared(raw.clone(), span(hashes)))?;
 
         let announce = get_text(root, "announce", "announce")?.filter(|s| !s.is_empty());
         let mut announce_list = Vec::new();
@@ -185,11 +186,7 @@ impl Metainfo {
             creation_date: get_int(root, "creation date", "creation date")?,
             comment: get_text_utf8(root, "comment", "comment")?,
             created_by: get_text(root, "created by", "created by")?,
-            info_at: {
-                // The info dictionary's bytes are a slice of `bytes` (the decoder borrows).
-                let start = info_dict.raw.as_ptr() as usize - bytes.as_ptr() as usize;
-                start..start + info_dict.raw.len()
-            },
+            info_at: span(info_dict.raw),
             raw,
             hybrid,
         })
@@ -225,8 +222,12 @@ impl Metainfo {
     }
 }
 
-/// Parses a bare `info` dictionary (as received from peers with BEP 9).
-pub(crate) fn parse_info(d: &Dict<'_>) -> Result<(Info, bool), MetainfoError> {
+/// Parses a bare `info` dictionary (as received from peers with BEP 9); `pieces` keeps the
+/// piece hashes, once they are checked.
+pub(crate) fn parse_info(
+    d: &Dict<'_>,
+    pieces: impl FnOnce(&[u8]) -> crate::Pieces,
+) -> Result<(Info, bool), MetainfoError> {
     let meta_version = get_int(d, "meta version", "info.meta version")?;
     let pieces_raw = get_bytes(d, "pieces", "info.pieces")?;
     let hybrid = meta_version == Some(2) || d.get(b"file tree").is_some();
@@ -265,7 +266,7 @@ pub(crate) fn parse_info(d: &Dict<'_>) -> Result<(Info, bool), MetainfoError> {
             format!("{} pieces, more than the {MAX_PIECES} allowed", pieces_raw.len() / 20),
         ));
     }
-    let pieces: crate::Pieces = pieces_raw.as_chunks::<20>().0.to_vec().into();
+    let pieces = pieces(pieces_raw);
 
     let mut files = Vec::new();
     let multi_file = match (d.get(b"length"), d.get(b"files")) {
