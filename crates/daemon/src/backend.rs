@@ -114,6 +114,7 @@ impl Daemon {
             activity_date: unix(times.activity),
             date_created: meta.as_ref().and_then(|m| m.creation_date).unwrap_or(0),
             is_private: meta.as_ref().is_some_and(|m| m.info.private),
+            labels: if wants.text { settings.labels.clone() } else { Vec::new() },
             queue_position: h.queue_position() as u32,
             bandwidth_priority: match settings.bandwidth_priority {
                 p if p < 0 => Priority::Low,
@@ -144,7 +145,6 @@ impl Daemon {
         });
         if wants.text {
             v.download_dir = h.dir().to_string_lossy().into_owned();
-            v.labels = h.with_settings(|s| s.labels.clone());
             if let Some(m) = &meta {
                 v.comment = m.comment.clone().unwrap_or_default();
                 v.creator = m.created_by.clone().unwrap_or_default();
