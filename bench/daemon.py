@@ -624,6 +624,10 @@ def measure_daemon(name, n, data, torrents, a, base):
             name, n, took, r["add_calls_s"], a.settle, a.idle))
         time.sleep(a.settle)
         r["rss_mb"] = status_kb(pid, "VmRSS") * 1024 / 1e6
+        # VmRSS is private memory (RssAnon) plus pages of files mapped (the program's code and its
+        # libraries, shared with other processes and dropped first under memory pressure).
+        r["rss_anon_mb"] = status_kb(pid, "RssAnon") * 1024 / 1e6
+        r["rss_file_mb"] = status_kb(pid, "RssFile") * 1024 / 1e6
         r["threads"] = status_kb(pid, "Threads")
         r["fds"] = len(os.listdir("/proc/%d/fd" % pid))
         # idle CPU: the whole window, and its 10 s windows
@@ -910,6 +914,8 @@ ROWS = [
     ("add all, until all seeding", "add_s", "s"),
     ("of which the N add requests", "add_calls_s", "s"),
     ("RSS, seeding", "rss_mb", "MB"),
+    ("of it private (RssAnon)", "rss_anon_mb", "MB"),
+    ("of it mapped files (RssFile: code, libraries)", "rss_file_mb", "MB"),
     ("idle CPU, % of a core", "idle_pct", "%"),
     ("list all through the API", "list_ms", "ms"),
     ("restart until all seeding", "restart_s", "s"),
