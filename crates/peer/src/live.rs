@@ -179,6 +179,14 @@ impl Known {
 
 pub(crate) struct State {
     pub picker: Picker,
+    /// Made with the first address or connection: thousands of idle seeds never have one.
+    /// Read through [`State`]'s `Deref` (an empty one when there is none yet).
+    swarm: Option<Box<Swarm>>,
+}
+
+/// A run's peers: those connected, those known, those refused.
+#[derive(Default)]
+pub(crate) struct Swarm {
     pub peers: HashMap<PeerKey, PeerEntry>,
     next_key: PeerKey,
     connecting: HashSet<SocketAddr>,
@@ -192,6 +200,21 @@ pub(crate) struct State {
     /// be in partial pieces).
     sender_ips: HashMap<PeerKey, IpAddr>,
     optimistic: Option<PeerKey>,
+}
+
+impl std::ops::Deref for State {
+    type Target = Swarm;
+
+    fn deref(&self) -> &Swarm {
+        static EMPTY: std::sync::LazyLock<Swarm> = std::sync::LazyLock::new(Swarm::default);
+        self.swarm.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::DerefMut for State {
+    fn deref_mut(&mut self) -> &mut Swarm {
+        self.swarm.get_or_insert_with(Box::default)
+    }
 }
 
 /// A peer as a peer list shows it.
@@ -234,17 +257,10 @@ pub(crate) struct Live {
     disk_idle: Notify,
     /// Woken when the last connection is gone (for a clean stop).
     peers_idle: Notify,
-    /// Woken when there may be someone to dial (new addresses, a slot freed).
-    dial_wake: Notify,
-    /// The dialing and rechoking tasks start with the first address or peer: a torrent that
-    /// never has any (thousands of idle seeds) runs neither.
-    dialer_started: AtomicBool,
-    choker_started: AtomicBool,
+    /// What only a run with peers needs, made with the first address or peer: a torrent that
+    /// never has any (thousands of idle seeds) has none.
+    net: std::sync::OnceLock<Box<Net>>,
     runtime: tokio::runtime::Handle,
-    /// Woken when the first connection arrives (rechoking sleeps while there is none).
-    choke_wake: Notify,
-    cache: Mutex<VecDeque<(u32, Arc<Vec<u8>>)>>,
-    cache_pieces: usize,
     stop: Watched<bool>,
     /// Every piece is verified and written.
     complete: Watched<bool>,
@@ -264,11 +280,25 @@ pub(crate) struct Live {
     completed_at: Mutex<Option<Instant>>,
     /// `completed` reached a tracker.
     completed_sent: AtomicBool,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The announces between two of them (None: no trackers).
     announcing: Mutex<Option<Announcing>>,
     /// Bumped when the trackers change: an announce under way to the old ones puts nothing back.
     announce_generation: AtomicU64,
+}
+
+/// The part of a run that only peers need (see [`Live::net`]).
+#[derive(Default)]
+struct Net {
+    /// Woken when there may be someone to dial (new addresses, a slot freed).
+    dial_wake: Notify,
+    /// Woken when the first connection arrives (rechoking sleeps while there is none).
+    choke_wake: Notify,
+    /// The dialing and rechoking tasks start with the first address or peer.
+    dialer_started: AtomicBool,
+    choker_started: AtomicBool,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Pieces read lately for peers, the latest last.
+    cache: Mutex<VecDeque<(u32, Arc<Vec<u8>>)>>,
 }
 
 /// The state of a run's announces while none is under way; the session's
@@ -318,23 +348,11 @@ impl Live {
             .await
             .map_err(|e| e.to_string())??;
         }
-        let cache_pieces = ((32u64 << 20) / meta.info.piece_length).clamp(2, 64) as usize;
         let live = Arc::new_cyclic(|me| Live {
             me: me.clone(),
             core,
             disk,
-            state: Mutex::new(State {
-                picker,
-                peers: HashMap::new(),
-                next_key: 0,
-                connecting: HashSet::new(),
-                known: HashMap::new(),
-                banned: HashSet::new(),
-                strikes: HashMap::new(),
-                suspects: HashMap::new(),
-                sender_ips: HashMap::new(),
-                optimistic: None,
-            }),
+            state: Mutex::new(State { picker, swarm: None }),
             counters,
             up: Limiter::new(cfg.max_upload_rate),
             down: Limiter::new(cfg.max_download_rate),
@@ -344,13 +362,8 @@ impl Live {
             pending_disk: AtomicUsize::new(0),
             disk_idle: Notify::new(),
             peers_idle: Notify::new(),
-            dial_wake: Notify::new(),
-            dialer_started: AtomicBool::new(false),
-            choker_started: AtomicBool::new(false),
+            net: std::sync::OnceLock::new(),
             runtime: tokio::runtime::Handle::current(),
-            choke_wake: Notify::new(),
-            cache: Mutex::new(VecDeque::new()),
-            cache_pieces,
             stop: Watched::new(false),
             complete: Watched::new(complete_now),
             fatal: Mutex::new(None),
@@ -363,7 +376,6 @@ impl Live {
             started_at: Instant::now(),
             completed_at: Mutex::new(None),
             completed_sent: AtomicBool::new(false),
-            tasks: Mutex::new(Vec::new()),
             announcing: Mutex::new(None),
             announce_generation: AtomicU64::new(0),
             meta,
@@ -379,27 +391,34 @@ impl Live {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn net(&self) -> &Net {
+        self.net.get_or_init(Box::default)
+    }
+
     /// Starts the dialing task if it has not started, and wakes it.
     fn wake_dialer(&self) {
-        self.start_once(&self.dialer_started, dial_loop);
-        self.dial_wake.notify_one();
+        let net = self.net();
+        self.start_once(net, &net.dialer_started, dial_loop);
+        net.dial_wake.notify_one();
     }
 
     /// Starts the rechoking task if it has not started, and wakes it.
     fn wake_choker(&self) {
-        self.start_once(&self.choker_started, choke_loop);
-        self.choke_wake.notify_one();
+        let net = self.net();
+        self.start_once(net, &net.choker_started, choke_loop);
+        net.choke_wake.notify_one();
     }
 
     fn start_once<F: std::future::Future<Output = ()> + Send + 'static>(
         &self,
+        net: &Net,
         started: &AtomicBool,
         task: fn(Arc<Live>) -> F,
     ) {
         if started.load(Ordering::Acquire) || *self.stop.borrow() {
             return;
         }
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = net.tasks.lock().unwrap_or_else(|p| p.into_inner());
         // Again under the lock: a shutdown sets `stop` before it takes the tasks to end them.
         if *self.stop.borrow() || started.swap(true, Ordering::AcqRel) {
             return;
@@ -796,8 +815,10 @@ impl Live {
     /// files hold only whole pieces that the next start will find; then tells the tracker.
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-            t.abort();
+        if let Some(net) = self.net.get() {
+            for t in net.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+                t.abort();
+            }
         }
         // Close every connection and wait for them to end (no new ones register once
         // stopping), so that no piece is handed to the hashing threads after the wait below.
@@ -1137,7 +1158,7 @@ impl Link for Live {
 
     async fn read_block(&self, r: BlockRef) -> std::io::Result<Arc<Vec<u8>>> {
         {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = self.net().cache.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((_, d)) = cache.iter().find(|(i, _)| *i == r.index) {
                 return Ok(d.clone());
             }
@@ -1150,9 +1171,10 @@ impl Link for Live {
         .await
         .map_err(std::io::Error::other)??;
         let data = Arc::new(data);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.net().cache.lock().unwrap_or_else(|p| p.into_inner());
         if !cache.iter().any(|(i, _)| *i == r.index) {
-            if cache.len() >= self.cache_pieces {
+            let cache_pieces = ((32u64 << 20) / self.meta.info.piece_length).clamp(2, 64) as usize;
+            if cache.len() >= cache_pieces {
                 cache.pop_front();
             }
             cache.push_back((r.index, data.clone()));
@@ -1383,7 +1405,7 @@ async fn dial_loop(live: Arc<Live>) {
             tokio::spawn(dial(live.clone(), addr));
         }
         // A wake while we dialed left a permit: this returns at once then.
-        let wake = live.dial_wake.notified();
+        let wake = live.net().dial_wake.notified();
         match next_due {
             Some(t) => {
                 let at = t.max(Instant::now() + DIAL_EVERY);
@@ -1522,7 +1544,7 @@ pub(crate) async fn connect_from(local: IpAddr, to: SocketAddr) -> std::io::Resu
 async fn choke_loop(live: Arc<Live>) {
     let mut round: u32 = 0;
     loop {
-        let wake = live.choke_wake.notified();
+        let wake = live.net().choke_wake.notified();
         if live.state().peers.is_empty() {
             wake.await;
         }
