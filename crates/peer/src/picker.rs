@@ -42,10 +42,12 @@ pub struct Picker {
     piece_length: u64,
     total_length: u64,
     have: Bitfield,
-    /// How many connected peers have each piece.
+    /// How many connected peers have each piece (empty until a peer says what it has: a seed
+    /// nobody visits keeps none).
     availability: Vec<u32>,
-    /// A random rank per piece: ties in availability are broken by it.
-    tiebreak: Vec<u32>,
+    /// Ranks each piece at random (see [`Picker::tiebreak`]): ties in availability are broken
+    /// by it.
+    tiebreak_seed: u64,
     partial: std::collections::HashMap<u32, Partial>,
     /// Pieces whose data is complete and being hashed or written.
     in_flight: Bitfield,
@@ -66,7 +68,8 @@ pub struct Picker {
     order_skip: usize,
     order_stale: bool,
     order_built: Option<Instant>,
-    /// Each piece's priority: 0 not wanted, then low, normal, high (see [`Picker::set_priorities`]).
+    /// Each piece's priority: 0 not wanted, then low, normal, high (see
+    /// [`Picker::set_priorities`]); empty while every piece is normal.
     priority: Vec<u8>,
     /// Wanted pieces we do not have yet.
     wanted_missing: usize,
@@ -96,20 +99,11 @@ const FREE_BYTES: u64 = 32 << 20;
 impl Picker {
     pub fn new(piece_length: u64, total_length: u64, have: Bitfield, seed: u64) -> Picker {
         let n = have.len();
-        let mut x = seed | 1;
-        let tiebreak = (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u32
-            })
-            .collect();
         let mut p = Picker {
             piece_length,
             total_length,
-            availability: vec![0; n],
-            tiebreak,
+            availability: Vec::new(),
+            tiebreak_seed: seed,
             partial: Default::default(),
             in_flight: Bitfield::new(n),
             blocks_missing_unrequested: 0,
@@ -120,7 +114,7 @@ impl Picker {
             order_skip: 0,
             order_stale: true,
             order_built: None,
-            priority: vec![NORMAL; n],
+            priority: Vec::new(),
             wanted_missing: 0,
             wanted_bytes: 0,
             wanted_left_bytes: 0,
@@ -135,8 +129,8 @@ impl Picker {
     /// one started is dropped), else 1 low, 2 normal, 3 high (higher first, then rarest).
     pub fn set_priorities(&mut self, priority: Vec<u8>) {
         assert_eq!(priority.len(), self.piece_count(), "one priority per piece");
-        self.priority = priority;
-        let dropped: Vec<u32> = self.partial.keys().copied().filter(|&i| self.priority[i as usize] == 0).collect();
+        self.priority = if priority.iter().all(|&p| p == NORMAL) { Vec::new() } else { priority };
+        let dropped: Vec<u32> = self.partial.keys().copied().filter(|&i| !self.wanted(i as usize)).collect();
         for i in dropped {
             if let Some(p) = self.partial.remove(&i) {
                 self.started.clear(i as usize);
@@ -154,14 +148,14 @@ impl Picker {
         (self.wanted_bytes, self.wanted_left_bytes, self.have_bytes) = (0, 0, 0);
         for i in 0..self.piece_count() {
             let size = u64::from(self.piece_size(i as u32));
-            if self.priority[i] > 0 {
+            if self.wanted(i) {
                 self.wanted_bytes += size;
             }
             if self.have.get(i) {
                 self.have_bytes += size;
                 continue;
             }
-            if self.priority[i] == 0 {
+            if !self.wanted(i) {
                 continue;
             }
             wanted += 1;
@@ -189,7 +183,21 @@ impl Picker {
     }
 
     fn wanted(&self, i: usize) -> bool {
-        self.priority[i] > 0
+        self.priority(i) > 0
+    }
+
+    fn priority(&self, i: usize) -> u8 {
+        self.priority.get(i).copied().unwrap_or(NORMAL)
+    }
+
+    /// Piece `i`'s random rank: the same for the picker's life, different between pickers (so
+    /// that peers holding the same rare pieces start different ones).
+    fn tiebreak(&self, i: usize) -> u32 {
+        // splitmix64's finaliser over the seed and the index.
+        let mut z = self.tiebreak_seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) as u32
     }
 
     /// Bytes of wanted pieces we do not have yet.
@@ -235,6 +243,12 @@ impl Picker {
 
     /// A peer's bitfield arrived (or a peer with it left: `add = false`).
     pub fn peer_bitfield(&mut self, bits: &Bitfield, add: bool) {
+        if self.availability.is_empty() {
+            if !add {
+                return;
+            }
+            self.availability = vec![0; self.piece_count()];
+        }
         for i in bits.ones() {
             let a = &mut self.availability[i];
             *a = if add { *a + 1 } else { a.saturating_sub(1) };
@@ -242,6 +256,9 @@ impl Picker {
         self.order_stale = true;
     }
     pub fn peer_have(&mut self, index: u32) {
+        if self.availability.is_empty() && (index as usize) < self.piece_count() {
+            self.availability = vec![0; self.piece_count()];
+        }
         if let Some(a) = self.availability.get_mut(index as usize) {
             *a += 1;
             self.order_stale = true;
@@ -261,7 +278,7 @@ impl Picker {
             (0..self.piece_count()).filter(|&i| !self.have.get(i) && self.wanted(i)).map(|i| i as u32).collect();
         order.sort_unstable_by_key(|&i| {
             let i = i as usize;
-            (std::cmp::Reverse(self.priority[i]), self.availability[i], self.tiebreak[i])
+            (std::cmp::Reverse(self.priority(i)), self.availability.get(i).copied().unwrap_or(0), self.tiebreak(i))
         });
         self.order = order;
         self.order_skip = 0;
