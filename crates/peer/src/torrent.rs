@@ -370,7 +370,8 @@ pub(crate) struct Torrent {
     seed_only: bool,
     peers: Vec<SocketAddr>,
     no_trackers: bool,
-    settings: Mutex<TorrentSettings>,
+    /// Shared with every other torrent while they are the defaults (most torrents' are).
+    settings: Mutex<Arc<TorrentSettings>>,
     times: Mutex<Times>,
     /// Resume data to start from, until the first check uses it.
     resume: Mutex<Option<Box<Resume>>>,
@@ -399,6 +400,12 @@ pub(crate) struct Torrent {
     /// Resume data vouched for every piece and every file's size just now: the next run opens
     /// no file until a peer asks for data.
     files_vouched: AtomicBool,
+}
+
+/// `s` in an `Arc`: the one shared by every torrent when they are the defaults.
+fn shared_settings(s: TorrentSettings) -> Arc<TorrentSettings> {
+    static DEFAULT: std::sync::LazyLock<Arc<TorrentSettings>> = std::sync::LazyLock::new(Arc::default);
+    if s == **DEFAULT { DEFAULT.clone() } else { Arc::new(s) }
 }
 
 impl Torrent {
@@ -435,7 +442,7 @@ impl Torrent {
             seed_only: add.seed_only,
             peers,
             no_trackers: add.no_trackers,
-            settings: Mutex::new(add.settings),
+            settings: Mutex::new(shared_settings(add.settings)),
             times: Mutex::new(times),
             resume: Mutex::new(add.resume.map(Box::new)),
             generation: AtomicU64::new(0),
@@ -549,7 +556,7 @@ impl Torrent {
     }
 
     pub fn settings(&self) -> TorrentSettings {
-        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        TorrentSettings::clone(&self.settings.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Reads the settings without copying them.
@@ -560,12 +567,20 @@ impl Torrent {
     /// Changes the torrent's settings; a run takes them at once.
     pub fn set_settings(&self, f: impl FnOnce(&mut TorrentSettings)) -> TorrentSettings {
         let s = {
-            let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+            let mut shared = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = TorrentSettings::clone(&shared);
             f(&mut s);
-            if let Some(m) = self.meta() {
+            // Every file normal is said by no list at all (readers take a missing entry as
+            // normal); otherwise one entry a file.
+            if s.files.iter().all(|p| *p == FilePriority::Normal) {
+                s.files = Vec::new();
+            } else if let Some(m) = self.meta() {
                 s.files.resize(m.info.files.len(), FilePriority::Normal);
             }
-            s.clone()
+            if s != **shared {
+                *shared = shared_settings(s.clone());
+            }
+            s
         };
         if let Some(l) = self.live() {
             self.apply(&l, &s);
@@ -801,20 +816,27 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
             None => {
                 t.set_state(State::FetchingMetadata);
                 // Boxed, as the other long steps below: the driver of every torrent lives as
-                // long as it, and its state machine is as large as its largest step's.
-                tokio::select! {
-                    r = Box::pin(fetch(&t)) => match r {
-                        Ok(m) => {
-                            *t.meta.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
-                            m
-                        }
-                        Err(e) => {
-                            t.set_state(State::Error(e));
-                            t.stop();
-                            continue;
-                        }
-                    },
-                    () = wish.changed() => continue,
+                // long as it, and its state machine is as large as its largest step's (with
+                // the wait for a command beside it, this one's made every torrent's task cell
+                // a size class larger).
+                let fetched = Box::pin(async {
+                    tokio::select! {
+                        r = fetch(&t) => Some(r),
+                        () = wish.changed() => None,
+                    }
+                })
+                .await;
+                match fetched {
+                    Some(Ok(m)) => {
+                        *t.meta.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
+                        m
+                    }
+                    Some(Err(e)) => {
+                        t.set_state(State::Error(e));
+                        t.stop();
+                        continue;
+                    }
+                    None => continue,
                 }
             }
         };
@@ -844,11 +866,15 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
         }
         let kind = if done { Kind::Seed } else { Kind::Download };
         t.set_state(if kind == Kind::Seed { State::SeedQueued } else { State::DownloadQueued });
-        let slot = tokio::select! {
-            // Boxed: the driver of an idle torrent keeps only what its wait needs.
-            s = Box::pin(t.queue.acquire(t.id, &t.position, kind, w.force)) => s,
-            () = wish.changed() => continue,
-        };
+        // Boxed: the driver of an idle torrent keeps only what its wait needs.
+        let slot = Box::pin(async {
+            tokio::select! {
+                s = t.queue.acquire(t.id, &t.position, kind, w.force) => Some(s),
+                () = wish.changed() => None,
+            }
+        })
+        .await;
+        let Some(slot) = slot else { continue };
         // 4. A run (its state says so once it serves peers).
         let cfg = {
             let settings = t.settings();
