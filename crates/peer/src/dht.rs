@@ -548,6 +548,8 @@ struct Driver {
     table_at_start: HashMap<LookupId, usize>,
     shared: Arc<Shared>,
     state_file: Option<PathBuf>,
+    /// The id changed: the state file is written at the next turn of the loop.
+    save_soon: bool,
 }
 
 async fn drive(
@@ -595,6 +597,7 @@ async fn drive(
         table_at_start: HashMap::new(),
         shared,
         state_file,
+        save_soon: false,
     };
     let mut buf = vec![0u8; 64 * 1024];
     let mut last_save = Instant::now();
@@ -604,7 +607,7 @@ async fn drive(
         d.start_due(now);
         d.flush().await;
         d.publish();
-        if now.duration_since(last_save) >= SAVE_EVERY {
+        if now.duration_since(last_save) >= SAVE_EVERY || std::mem::take(&mut d.save_soon) {
             last_save = now;
             d.save().await;
         }
@@ -714,7 +717,13 @@ impl Driver {
                         self.retry_failed(now);
                     }
                 }
-                Event::ExternalAddress { ip, .. } => debug!("DHT: our external address is {ip}"),
+                Event::ExternalAddress { ip, new_id: None } => debug!("DHT: our external address is {ip}"),
+                // BEP 42: an id that fits the address the other nodes see; kept at once, so
+                // that the next start comes back with it.
+                Event::ExternalAddress { ip, new_id: Some(id) } => {
+                    info!("DHT: our external address is {ip}; node id now {id} (BEP 42)");
+                    self.save_soon = true;
+                }
                 Event::Scrape { .. } => {}
             }
         }
