@@ -93,6 +93,23 @@ fn our_join_downloads_a_magnet_link_from_our_seeder_through_the_dht_alone() {
     assert!(!out.contains(&format!("DHT: {private_hash}")), "the private torrent went to the DHT:\n{out}");
 }
 
+/// The same over IPv6 alone (BEP 32: `nodes6`, 18-byte peers): router, seeder and join all on
+/// ::1, each node with an IPv6-only socket.
+#[test]
+fn our_join_downloads_a_magnet_link_through_an_ipv6_dht() {
+    let s = TreeSetup::new(78, &[]);
+    let (_router, router) = our_router("::1");
+    assert!(router.starts_with("[::1]:"), "{router}");
+    let mut seed = our_peer_dht("seed", "::1", s.torrent.as_os_str(), &s.src, &router, &["-q"]);
+    listening_port(&mut seed);
+    let hash = info_hash_of(&s.torrent);
+    seed.wait_line(Duration::from_secs(60), |l| l.contains(&format!("DHT: {hash} announced to ")));
+    let link = magnet(&hash);
+    let mut join = our_peer_dht("join", "::1", link.as_ref(), &s.dst, &router, &["-q", "--exit-when-done"]);
+    assert_joined_from(&mut join, "[::1]");
+    assert_same_tree(&s.src, &s.dst);
+}
+
 #[test]
 fn interop_our_join_downloads_a_magnet_link_from_a_libtorrent_seeder_through_the_dht_alone() {
     if !require("libtorrent") {
