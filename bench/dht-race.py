@@ -21,8 +21,11 @@ and ratios against libtorrent, and writes them with the raw runs to bench/result
 DHT on in the same small DHT: the time until every one is announced, then CPU (utime+stime,
 % of one core) over --idle-secs (60) and RSS.
 
+--fresh makes the DHT, the seeder and its announce anew for every download, so that no
+downloader meets the dead nodes of those before it (libtorrent's bootstrap waits for them).
+
 Usage: bench/dht-race.py [--runs 5] [--size 16M] [--nodes 4] [--idle 1000] [--idle-secs 60]
-       [--only bitswarm,libtorrent,aria2] [--no-write]
+       [--only bitswarm,libtorrent,aria2] [--fresh] [--no-write]
 """
 import argparse, datetime, filecmp, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
 
@@ -206,6 +209,8 @@ def main():
     ap.add_argument("--only", default=",".join(DOWNLOADERS))
     ap.add_argument("--idle", type=int, default=1000, help="torrents for the idle measure (0: skip it)")
     ap.add_argument("--idle-secs", type=int, default=60)
+    ap.add_argument("--fresh", action="store_true",
+                    help="a new DHT and seeder for every download: no dead nodes of earlier downloaders")
     ap.add_argument("--no-write", action="store_true", help="print only; no bench/results file")
     ap.add_argument("--no-build", action="store_true")
     a = ap.parse_args()
@@ -233,12 +238,6 @@ def main():
     work = tempfile.mkdtemp(prefix="bitswarm-dht-race-")
     procs = []
     try:
-        router_p = Proc([BIN, "dht", "--no-bootstrap", "--status-every", "0", "--port", "0", "--bind", "127.0.1.1"])
-        procs.append(router_p)
-        router = router_p.wait_line(lambda l: l.startswith("DHT node on UDP "))[1].rsplit(" ", 1)[1]
-        nodes = Proc(["/usr/bin/python3", LT, "nodes", router] + ["127.0.%d.1" % (2 + i) for i in range(a.nodes)])
-        procs.append(nodes)
-        nodes.wait_line(lambda l: l == "ready", timeout=60)
         src = os.path.join(work, "src")
         os.makedirs(src)
         data = os.path.join(src, "race.bin")
@@ -248,11 +247,31 @@ def main():
         subprocess.run([BIN, "torrent", "create", "-q", "--no-date", "-o", torrent, data], check=True,
                        stdout=subprocess.DEVNULL)
         link = magnet_of(torrent)
-        seeder = Proc([BIN, "seed", "--port", "0", "--bind", "127.0.9.1", "--dht-router", router, "-q", "-d", src,
-                       torrent], env={"BITSWARM_LOG": DHT_LOG})
-        procs.append(seeder)
-        seeder.wait_line(lambda l: " announced to " in l, timeout=120)
-        log("DHT: our router %s, %d libtorrent nodes; the seeder announced %s (%s)" % (router, a.nodes, link, a.size))
+
+        def dht():
+            """Our router, the libtorrent nodes and the seeder, announced: (their Procs, router, seeder)."""
+            ps = []
+            try:
+                r = Proc([BIN, "dht", "--no-bootstrap", "--status-every", "0", "--port", "0", "--bind", "127.0.1.1"])
+                ps.append(r)
+                router = r.wait_line(lambda l: l.startswith("DHT node on UDP "))[1].rsplit(" ", 1)[1]
+                nodes = Proc(["/usr/bin/python3", LT, "nodes", router] + ["127.0.%d.1" % (2 + i) for i in range(a.nodes)])
+                ps.append(nodes)
+                nodes.wait_line(lambda l: l == "ready", timeout=60)
+                seeder = Proc([BIN, "seed", "--port", "0", "--bind", "127.0.9.1", "--dht-router", router, "-q", "-d",
+                               src, torrent], env={"BITSWARM_LOG": DHT_LOG})
+                ps.append(seeder)
+                seeder.wait_line(lambda l: " announced to " in l, timeout=120)
+            except BaseException:
+                for p in reversed(ps):
+                    p.stop()
+                raise
+            return ps, router, seeder
+
+        ps, router, seeder = dht()
+        procs.extend(ps)
+        log("DHT: our router %s, %d libtorrent nodes; the seeder announced %s (%s)%s" % (
+            router, a.nodes, link, a.size, "; all made afresh for each download (--fresh)" if a.fresh else ""))
         results = {w: [] for w in who}
         if a.runs == 0:
             who = []
@@ -265,11 +284,17 @@ def main():
                 out = os.path.join(work, "out")
                 shutil.rmtree(out, ignore_errors=True)
                 os.makedirs(out)
+                if a.fresh:
+                    for p in reversed(procs):
+                        p.stop()
+                    procs.clear()
+                    ps, router, seeder = dht()
+                    procs.extend(ps)
                 first, done = download(w, link, out, host, router, seeder, work)
                 if not filecmp.cmp(os.path.join(out, "race.bin"), data, shallow=False):
                     raise RuntimeError("%s: the copy differs" % w)
                 results[w].append((first, done))
-                log("run %d %-10s first peer %6.2f s  done %6.2f s" % (run + 1, w, first, done))
+                log("run %d %-10s first peer %6.3f s  done %6.3f s" % (run + 1, w, first, done))
         med = {} if not who else {w: (statistics.median(r[0] for r in results[w]), statistics.median(r[1] for r in results[w])) for w in who}
         base = med.get("libtorrent")
         table = [] if not who else ["", "Medians of %d runs (%s, %d libtorrent DHT nodes + our router; seconds from the downloader's start):"
@@ -283,7 +308,7 @@ def main():
             wins = ""
             if base and "libtorrent" in results and w != "libtorrent":
                 wins = "%d of %d" % (sum(1 for x, y in zip(results[w], results["libtorrent"]) if x[0] <= y[0]), a.runs)
-            table.append("| %s | %.2f s | %.2f s | %s | %s | %s |" % (w, f, d, rf, rd, wins))
+            table.append("| %s | %.3f s | %.3f s | %s | %s | %s |" % (w, f, d, rf, rd, wins))
         for l in table:
             log(l)
         if a.idle:
@@ -299,7 +324,7 @@ def main():
     if not a.no_write:
         date = datetime.date.today().isoformat()
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        path = os.path.join(ROOT, "bench/results/dht-race-%s.md" % date)
+        path = os.path.join(ROOT, "bench/results/dht-race-%s%s.md" % (date, "-fresh" if a.fresh else ""))
         with open(path, "w") as f:
             f.write("# DHT race: an info-hash-only magnet link through a loopback DHT (issue 20, item 7b)\n\n")
             f.write("`bench/dht-race.py %s` at `%s`, %s:\n\n```\n" % (" ".join(x for x in sys.argv[1:] if x != "--no-build"),
