@@ -93,6 +93,23 @@ fn our_join_downloads_a_magnet_link_from_our_seeder_through_the_dht_alone() {
     assert!(!out.contains(&format!("DHT: {private_hash}")), "the private torrent went to the DHT:\n{out}");
 }
 
+/// The same over IPv6 alone (BEP 32: `nodes6`, 18-byte peers): router, seeder and join all on
+/// ::1, each node with an IPv6-only socket.
+#[test]
+fn our_join_downloads_a_magnet_link_through_an_ipv6_dht() {
+    let s = TreeSetup::new(78, &[]);
+    let (_router, router) = our_router("::1");
+    assert!(router.starts_with("[::1]:"), "{router}");
+    let mut seed = our_peer_dht("seed", "::1", s.torrent.as_os_str(), &s.src, &router, &["-q"]);
+    listening_port(&mut seed);
+    let hash = info_hash_of(&s.torrent);
+    seed.wait_line(Duration::from_secs(60), |l| l.contains(&format!("DHT: {hash} announced to ")));
+    let link = magnet(&hash);
+    let mut join = our_peer_dht("join", "::1", link.as_ref(), &s.dst, &router, &["-q", "--exit-when-done"]);
+    assert_joined_from(&mut join, "[::1]");
+    assert_same_tree(&s.src, &s.dst);
+}
+
 #[test]
 fn interop_our_join_downloads_a_magnet_link_from_a_libtorrent_seeder_through_the_dht_alone() {
     if !require("libtorrent") {
@@ -186,6 +203,47 @@ fn the_daemon_downloads_an_info_hash_through_the_dht_and_keeps_its_routing_table
     let mut again = common::daemon::OurDaemon::start_with_dht(s.dir.path(), &config, log);
     again.proc.wait_line(Duration::from_secs(30), |l| l.contains("nodes from the state file"));
     again.stop();
+}
+
+/// `session-set dht-enabled` starts and stops the daemon's node while it runs; session-get
+/// shows it, and it is kept across a restart over the configuration file's `enabled`. A
+/// torrent seeding while the node was off announces on the node started later: a `join`
+/// finds it through the DHT alone.
+#[test]
+fn the_daemon_starts_and_stops_its_dht_node_through_the_rpc() {
+    let s = TreeSetup::new(77, &[]);
+    let (_router, router) = our_router("127.0.81.1");
+    let config = format!("[dht]\nenabled = false\nrouters = [\"{router}\"]\n");
+    let log = Some("warn,bitswarm_peer::dht=debug");
+    let dht_enabled = |d: &common::daemon::OurDaemon| {
+        d.rpc("session-get", serde_json::json!({ "fields": ["dht-enabled"] }))["dht-enabled"].clone()
+    };
+    let mut d = common::daemon::OurDaemon::start_with_dht(s.dir.path(), &config, log);
+    assert_eq!(dht_enabled(&d), false);
+    let args = serde_json::json!({ "filename": s.torrent, "download-dir": s.src });
+    let id = d.rpc("torrent-add", args)["torrent-added"]["id"].as_u64().expect("an id");
+    d.wait_torrent(id, &["percentDone", "status"], "seeding", |t| t["percentDone"] == 1.0 && t["status"] == 6);
+    d.rpc("session-set", serde_json::json!({ "dht-enabled": true }));
+    assert_eq!(dht_enabled(&d), true);
+    let hash = info_hash_of(&s.torrent);
+    d.proc.wait_line(Duration::from_secs(60), |l| l.contains(&format!("DHT: {hash} announced to ")));
+    let link = magnet(&hash);
+    let mut join = our_peer_dht("join", "127.0.83.1", link.as_ref(), &s.dst, &router, &["-q", "--exit-when-done"]);
+    assert_joined_from(&mut join, "127.0.0.1");
+    assert_same_tree(&s.src, &s.dst);
+    // Off at once, and still off after a restart (the configuration says off too).
+    d.rpc("session-set", serde_json::json!({ "dht-enabled": false }));
+    assert_eq!(dht_enabled(&d), false);
+    d.proc.wait_line(Duration::from_secs(30), |l| l.contains("DHT node on UDP ") && l.ends_with(" stopped"));
+    d.stop();
+    let mut d = common::daemon::OurDaemon::start_with_dht(s.dir.path(), &config, log);
+    assert_eq!(dht_enabled(&d), false);
+    // On, kept across a restart over the configuration's `enabled = false`.
+    d.rpc("session-set", serde_json::json!({ "dht-enabled": true }));
+    d.stop();
+    let mut d = common::daemon::OurDaemon::start_with_dht(s.dir.path(), &config, log);
+    assert_eq!(dht_enabled(&d), true);
+    d.stop();
 }
 
 /// A bad `--dht-router` is a usage error that says what is wrong, before anything starts.

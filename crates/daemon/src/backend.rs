@@ -700,8 +700,16 @@ impl Backend for Daemon {
                 }
                 .into();
             }
+            if set.dht_enabled.is_some() {
+                r.dht_enabled = set.dht_enabled;
+            }
         }
         self.save_runtime();
+        if let Some(on) = set.dht_enabled
+            && !self.session.set_dht(on).await
+        {
+            return Err(BackendError::Other("the DHT node cannot start (see the log)".into()));
+        }
         Ok(())
     }
 

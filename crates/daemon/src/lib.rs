@@ -74,6 +74,8 @@ pub(crate) struct Runtime {
     pub peer_limit_global: u32,
     pub peer_limit_per_torrent: u32,
     pub encryption: String,
+    /// `dht-enabled` as a client set it (None: as the configuration file says).
+    pub dht_enabled: Option<bool>,
 }
 
 impl Default for Runtime {
@@ -103,6 +105,7 @@ impl Runtime {
             peer_limit_global: c.peers.max_connections as u32,
             peer_limit_per_torrent: c.peers.max_per_torrent as u32,
             encryption: c.peers.encryption.clone(),
+            dht_enabled: None,
         }
     }
 
@@ -211,12 +214,14 @@ impl Daemon {
         for p in &loaded.problems {
             warn!("state: {p}");
         }
-        let session = Session::start(config.session_settings()).await?;
         // Settings a client changed (kept in the database) over the configuration file's.
         let mut runtime = Runtime::from_config(&config, download_dir);
         if let Some(saved) = loaded.settings.get("runtime").and_then(|t| serde_json::from_str::<Runtime>(t).ok()) {
             runtime = saved;
         }
+        let mut settings = config.session_settings();
+        settings.dht = runtime.dht_enabled.unwrap_or(settings.dht);
+        let session = Session::start(settings).await?;
         runtime.apply(&session);
         let daemon = Arc::new(Daemon {
             session,

@@ -65,6 +65,7 @@ mod rng;
 pub mod routing;
 mod store;
 mod token;
+pub mod vote;
 
 pub use bep42::Bep42;
 pub use krpc::NodeInfo;

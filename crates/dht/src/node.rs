@@ -237,8 +237,6 @@ const MAX_ROUTERS: usize = 32;
 pub const MAX_LOOKUPS: usize = 256;
 /// Internal (refresh) lookups at once at most.
 const MAX_INTERNAL_LOOKUPS: usize = 8;
-/// Distinct voters needed before we believe an external address (BEP 42).
-const VOTES_NEEDED: usize = 3;
 
 /// A Mainline DHT node without I/O.
 ///
@@ -276,7 +274,8 @@ pub struct Dht {
     next_tick: Instant,
     next_sweep: Instant,
     external_ip: Option<IpAddr>,
-    votes: Vec<(IpAddr, Vec<IpAddr>)>,
+    /// BEP 42: what responders say our address is, IPv4 and IPv6 apart.
+    votes: [crate::vote::Voter; 2],
 }
 
 fn fam(v6: bool) -> usize {
@@ -326,7 +325,7 @@ impl Dht {
             next_tick: now + TICK,
             next_sweep: now + SWEEP,
             external_ip: None,
-            votes: Vec::new(),
+            votes: Default::default(),
             rng,
             config,
         })
@@ -751,43 +750,32 @@ impl Dht {
             && (self.config.bep42 != Bep42::Enforce || bep42::is_valid_id(id, addr.ip()))
     }
 
-    /// BEP 42: responders tell us the address they see. Believe one once enough distinct
-    /// responders agree, and under BEP 42 move to an id that fits it.
+    /// BEP 42: responders tell us the address they see ([`crate::vote`]). Once they agree on
+    /// one of our own family (IPv4 when we take part in the IPv4 DHT), under BEP 42 we move to
+    /// an id that fits it.
     fn vote(&mut self, now: Instant, seen: IpAddr, voter: IpAddr) {
-        if Some(seen) == self.external_ip || seen.is_unspecified() {
-            return;
-        }
-        let i = match self.votes.iter().position(|(ip, _)| *ip == seen) {
-            Some(i) => i,
-            None => {
-                if self.votes.len() >= 8 {
-                    let least = self.votes.iter().enumerate().min_by_key(|(_, v)| v.1.len()).map(|(i, _)| i);
-                    if let Some(i) = least {
-                        self.votes.swap_remove(i);
-                    }
-                }
-                self.votes.push((seen, Vec::new()));
-                self.votes.len() - 1
-            }
+        let seen = match seen {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(seen, IpAddr::V4),
+            v4 => v4,
         };
-        let voters = &mut self.votes[i].1;
-        if !voters.contains(&voter) && voters.len() < 16 {
-            voters.push(voter);
-        }
-        if voters.len() < VOTES_NEEDED {
+        // A responder of one family sees our address in that family.
+        if seen.is_ipv4() != voter.is_ipv4() {
             return;
         }
-        self.votes.clear();
-        self.external_ip = Some(seen);
-        let own_family = seen.is_ipv4() || !self.config.ipv4;
-        let new_id = if self.config.bep42 != Bep42::Off && own_family && !bep42::is_valid_id(&self.id, seen) {
-            let id = bep42::node_id_for_ip(seen, self.rng.bytes());
+        let Some(ip) = self.votes[fam(seen.is_ipv6())].vote(seen, voter) else { return };
+        let own_family = ip.is_ipv4() || !self.config.ipv4;
+        if !own_family {
+            return;
+        }
+        self.external_ip = Some(ip);
+        let new_id = if self.config.bep42 != Bep42::Off && !bep42::is_valid_id(&self.id, ip) {
+            let id = bep42::node_id_for_ip(ip, self.rng.bytes());
             self.change_id(id, now);
             Some(id)
         } else {
             None
         };
-        self.events.push_back(Event::ExternalAddress { ip: seen, new_id });
+        self.events.push_back(Event::ExternalAddress { ip, new_id });
     }
 
     fn change_id(&mut self, id: NodeId, now: Instant) {

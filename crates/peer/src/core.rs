@@ -153,8 +153,8 @@ pub(crate) struct Core {
     hash_tx: Mutex<std::sync::mpsc::Sender<HashJob>>,
     /// Which tracker servers answer (shared by every torrent's announces).
     pub trackers: crate::tracker::Gate,
-    /// The session's DHT node, if it runs one.
-    pub dht: Option<crate::dht::DhtHandle>,
+    /// The session's DHT node, if it runs one (it may start and stop).
+    pub dht: crate::dht::DhtSlot,
     /// When each running torrent announces next.
     pub(crate) announcer: Arc<crate::announcer::Announcer>,
     /// Torrents that changed since the last [`take_changed`](Core::take_changed): what keeps
@@ -187,7 +187,7 @@ impl Core {
             uploaded: AtomicU64::new(0),
             hash_tx: Mutex::new(hash_tx),
             trackers: crate::tracker::Gate::default(),
-            dht,
+            dht: crate::dht::DhtSlot::new(dht),
             announcer: crate::announcer::Announcer::new(),
             changed: Mutex::new(std::collections::HashSet::new()),
         }))

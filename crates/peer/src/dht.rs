@@ -308,15 +308,137 @@ impl DhtNode {
     }
 }
 
-/// A run of `meta` registers here: lookups and announces on our listening port while it runs,
-/// unless the torrent is private (BEP 27: private torrents get peers from their trackers only).
-pub(crate) fn register_run(core: &crate::core::Core, meta: &Metainfo, live: &Arc<Live>) -> Option<Registration> {
+/// The session's node, which may start and stop while the session runs (Transmission's
+/// `dht-enabled`). Torrents register with the slot, not with a node: their registrations move
+/// to each node that starts, and end (their lookups with them) when it stops.
+#[derive(Default)]
+pub(crate) struct DhtSlot {
+    inner: Arc<std::sync::Mutex<SlotInner>>,
+    /// One start or stop at a time.
+    toggle: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct SlotInner {
+    handle: Option<Arc<DhtHandle>>,
+    next: u64,
+    wants: HashMap<u64, Want>,
+}
+
+/// A registration kept by the slot: what to ask of each node that runs.
+struct Want {
+    info_hash: InfoHash,
+    announce: Option<u16>,
+    sink: Arc<dyn Sink>,
+    /// With the node running now.
+    reg: Option<Registration>,
+}
+
+/// One sink shared by the registrations with successive nodes.
+struct SharedSink(Arc<dyn Sink>);
+
+impl Sink for SharedSink {
+    fn add(&self, peers: &[SocketAddr]) -> bool {
+        self.0.add(peers)
+    }
+    fn hungry(&self) -> bool {
+        self.0.hungry()
+    }
+}
+
+/// A torrent's place with the slot: its lookups, with whichever node runs, stop when it is
+/// dropped.
+pub(crate) struct SlotRegistration {
+    id: u64,
+    inner: Weak<std::sync::Mutex<SlotInner>>,
+}
+
+impl Drop for SlotRegistration {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            let want = inner.lock().unwrap_or_else(|p| p.into_inner()).wants.remove(&self.id);
+            drop(want);
+        }
+    }
+}
+
+impl DhtSlot {
+    pub fn new(handle: Option<DhtHandle>) -> DhtSlot {
+        let slot = DhtSlot::default();
+        slot.lock().handle = handle.map(Arc::new);
+        slot
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node running now.
+    pub fn handle(&self) -> Option<Arc<DhtHandle>> {
+        self.lock().handle.clone()
+    }
+
+    /// Registers with the node running now and with every node started later, until dropped.
+    fn register(&self, info_hash: InfoHash, announce: Option<u16>, sink: Arc<dyn Sink>) -> SlotRegistration {
+        let mut inner = self.lock();
+        let id = inner.next;
+        inner.next += 1;
+        let reg = inner.handle.as_ref().map(|h| h.register(info_hash, announce, Box::new(SharedSink(sink.clone()))));
+        inner.wants.insert(id, Want { info_hash, announce, sink, reg });
+        SlotRegistration { id, inner: Arc::downgrade(&self.inner) }
+    }
+
+    /// Starts a node with `s`'s routers and state file on `listen` unless one runs; the
+    /// registered torrents go to it at once. False if it could not start (logged).
+    pub async fn start(&self, s: &crate::Settings, listen: SocketAddr) -> bool {
+        let _one = self.toggle.lock().await;
+        if self.handle().is_some() {
+            return true;
+        }
+        let opts = DhtOptions { bind: listen, routers: s.dht_routers.clone(), state_file: s.dht_state.clone() };
+        let h = match DhtHandle::start(opts).await {
+            Ok(h) => Arc::new(h),
+            Err(e) => {
+                warn!("DHT: cannot start on UDP {listen}: {e}");
+                return false;
+            }
+        };
+        let mut inner = self.lock();
+        for w in inner.wants.values_mut() {
+            w.reg = Some(h.register(w.info_hash, w.announce, Box::new(SharedSink(w.sink.clone()))));
+        }
+        inner.handle = Some(h);
+        true
+    }
+
+    /// Stops the node (its routing table saved); the registrations wait for the next.
+    pub async fn stop(&self) {
+        let _one = self.toggle.lock().await;
+        let (h, regs) = {
+            let mut inner = self.lock();
+            let regs: Vec<Registration> = inner.wants.values_mut().filter_map(|w| w.reg.take()).collect();
+            (inner.handle.take(), regs)
+        };
+        drop(regs);
+        if let Some(h) = h {
+            h.shutdown().await;
+            info!("DHT node on UDP {} stopped", h.addr);
+        }
+    }
+}
+
+/// A run of `meta` registers here: lookups and announces on our listening port while it runs
+/// (with whichever node runs), unless the torrent is private (BEP 27: private torrents get peers
+/// from their trackers only).
+pub(crate) fn register_run(core: &crate::core::Core, meta: &Metainfo, live: &Arc<Live>) -> Option<SlotRegistration> {
     if meta.info.private {
         return None;
     }
-    let d = core.dht.as_ref()?;
-    d.add_node_names(meta.nodes());
-    Some(d.register(meta.info_hash, Some(core.listen_addr.port()), Box::new(Arc::downgrade(live))))
+    if let Some(d) = core.dht.handle() {
+        d.add_node_names(meta.nodes());
+    }
+    let sink: Arc<dyn Sink> = Arc::new(Arc::downgrade(live));
+    Some(core.dht.register(meta.info_hash, Some(core.listen_addr.port()), sink))
 }
 
 /// The UDP port of our DHT node for connections of `meta`'s torrent (None: no node, or a
@@ -325,27 +447,28 @@ pub(crate) fn port_for(core: &crate::core::Core, meta: &Metainfo) -> Option<u16>
     if meta.info.private {
         return None;
     }
-    core.dht.as_ref().map(|d| d.addr.port())
+    core.dht.handle().map(|d| d.addr.port())
 }
 
 /// A peer of `meta`'s torrent sent a PORT message: its DHT node is pinged, and enters the
 /// routing table if it answers (not for private torrents).
 pub(crate) fn node_from_peer(core: &crate::core::Core, meta: &Metainfo, addr: SocketAddr) {
-    if let Some(d) = core.dht.as_ref().filter(|_| !meta.info.private) {
+    if let Some(d) = core.dht.handle().filter(|_| !meta.info.private) {
         debug!("DHT: node {addr} from a peer's PORT message");
         d.add_nodes(vec![addr]);
     }
 }
 
-/// A magnet link's metadata fetch registers here: lookups (no announce: we have nothing to give
-/// yet) whose peers come out of the receiver.
+/// A magnet link's metadata fetch registers here when a node runs: lookups (no announce: we
+/// have nothing to give yet) whose peers come out of the receiver.
 pub(crate) fn register_fetch(
     core: &crate::core::Core,
     info_hash: InfoHash,
-) -> Option<(Registration, mpsc::UnboundedReceiver<SocketAddr>)> {
-    let d = core.dht.as_ref()?;
+) -> Option<(SlotRegistration, mpsc::UnboundedReceiver<SocketAddr>)> {
+    core.dht.handle()?;
     let (tx, rx) = mpsc::unbounded_channel();
-    Some((d.register(info_hash, None, Box::new(tx)), rx))
+    let sink: Arc<dyn Sink> = Arc::new(tx);
+    Some((core.dht.register(info_hash, None, sink), rx))
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -425,6 +548,8 @@ struct Driver {
     table_at_start: HashMap<LookupId, usize>,
     shared: Arc<Shared>,
     state_file: Option<PathBuf>,
+    /// The id changed: the state file is written at the next turn of the loop.
+    save_soon: bool,
 }
 
 async fn drive(
@@ -472,6 +597,7 @@ async fn drive(
         table_at_start: HashMap::new(),
         shared,
         state_file,
+        save_soon: false,
     };
     let mut buf = vec![0u8; 64 * 1024];
     let mut last_save = Instant::now();
@@ -481,7 +607,7 @@ async fn drive(
         d.start_due(now);
         d.flush().await;
         d.publish();
-        if now.duration_since(last_save) >= SAVE_EVERY {
+        if now.duration_since(last_save) >= SAVE_EVERY || std::mem::take(&mut d.save_soon) {
             last_save = now;
             d.save().await;
         }
@@ -591,7 +717,13 @@ impl Driver {
                         self.retry_failed(now);
                     }
                 }
-                Event::ExternalAddress { ip, .. } => debug!("DHT: our external address is {ip}"),
+                Event::ExternalAddress { ip, new_id: None } => debug!("DHT: our external address is {ip}"),
+                // BEP 42: an id that fits the address the other nodes see; kept at once, so
+                // that the next start comes back with it.
+                Event::ExternalAddress { ip, new_id: Some(id) } => {
+                    info!("DHT: our external address is {ip}; node id now {id} (BEP 42)");
+                    self.save_soon = true;
+                }
                 Event::Scrape { .. } => {}
             }
         }

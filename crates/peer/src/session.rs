@@ -233,19 +233,30 @@ impl Session {
             let mut rx = h.t.subscribe();
             rx.wait_for(|s| !s.is_active()).await;
         }
-        if let Some(d) = &self.inner.core.dht {
-            d.shutdown().await;
-        }
+        self.inner.core.dht.stop().await;
     }
 
     /// The DHT node's counts (None without one).
     pub fn dht_stats(&self) -> Option<crate::DhtStats> {
-        self.inner.core.dht.as_ref().map(|d| d.stats())
+        self.inner.core.dht.handle().map(|d| d.stats())
+    }
+
+    /// Starts or stops the DHT node (with the routers and state file the session started
+    /// with); running public torrents look up and announce with it at once. False when it was
+    /// asked to start and could not (logged).
+    pub async fn set_dht(&self, on: bool) -> bool {
+        let core = &self.inner.core;
+        if !on {
+            core.dht.stop().await;
+            return true;
+        }
+        let settings = core.settings().clone();
+        core.dht.start(&settings, core.listen_addr).await
     }
 
     /// DHT nodes to ping (they enter the routing table if they answer).
     pub fn add_dht_nodes(&self, nodes: Vec<SocketAddr>) {
-        if let Some(d) = &self.inner.core.dht {
+        if let Some(d) = self.inner.core.dht.handle() {
             d.add_nodes(nodes);
         }
     }
