@@ -11,6 +11,7 @@
 
 mod backend;
 pub mod config;
+mod create;
 mod metrics;
 
 use std::collections::{HashMap, VecDeque};
@@ -74,6 +75,15 @@ pub(crate) struct Runtime {
     pub peer_limit_global: u32,
     pub peer_limit_per_torrent: u32,
     pub encryption: String,
+    /// Transmission's alternative ("turtle") limits in kB/s: while on, they replace the
+    /// regular ones (on or off) for every torrent that honors the session's limits.
+    pub alt_speed_enabled: bool,
+    pub alt_speed_down: u32,
+    pub alt_speed_up: u32,
+    /// The watch folder as a client set it (`watch-dir`, `watch-dir-enabled`); `None`: the
+    /// configuration file's (on when it names one).
+    pub watch_dir: Option<PathBuf>,
+    pub watch_dir_enabled: Option<bool>,
 }
 
 impl Default for Runtime {
@@ -103,15 +113,33 @@ impl Runtime {
             peer_limit_global: c.peers.max_connections as u32,
             peer_limit_per_torrent: c.peers.max_per_torrent as u32,
             encryption: c.peers.encryption.clone(),
+            alt_speed_enabled: false,
+            alt_speed_down: 50,
+            alt_speed_up: 50,
+            watch_dir: None,
+            watch_dir_enabled: None,
         }
+    }
+
+    /// The watch folder in force, if any: a client's choice over the configuration's.
+    pub(crate) fn watching(&self, configured: &Path) -> Option<PathBuf> {
+        let dir = self.watch_dir.clone().unwrap_or_else(|| configured.to_owned());
+        let on = self.watch_dir_enabled.unwrap_or(!configured.as_os_str().is_empty());
+        (on && !dir.as_os_str().is_empty()).then_some(dir)
     }
 
     /// Puts these settings into the session.
     fn apply(&self, session: &Session) {
         session.set_settings(|s| {
-            s.max_download_rate =
-                if self.speed_limit_down_enabled { u64::from(self.speed_limit_down) * 1000 } else { 0 };
-            s.max_upload_rate = if self.speed_limit_up_enabled { u64::from(self.speed_limit_up) * 1000 } else { 0 };
+            if self.alt_speed_enabled {
+                // 0 would mean "no limit" to the session: the slowest it can be is 1 kB/s.
+                s.max_download_rate = u64::from(self.alt_speed_down.max(1)) * 1000;
+                s.max_upload_rate = u64::from(self.alt_speed_up.max(1)) * 1000;
+            } else {
+                s.max_download_rate =
+                    if self.speed_limit_down_enabled { u64::from(self.speed_limit_down) * 1000 } else { 0 };
+                s.max_upload_rate = if self.speed_limit_up_enabled { u64::from(self.speed_limit_up) * 1000 } else { 0 };
+            }
             s.max_downloading = self.download_queue_enabled.then_some(self.download_queue_size as usize);
             s.max_seeding = self.seed_queue_enabled.then_some(self.seed_queue_size as usize);
             s.seed_ratio = self.seed_ratio_limited.then_some(self.seed_ratio_limit);
@@ -142,6 +170,24 @@ pub struct Daemon {
     closing: watch::Sender<bool>,
     /// What was last written of each torrent, so that only what changed is written again.
     saved: Mutex<HashMap<u32, Saved>>,
+    /// This daemon, for the work it starts that outlives a request (making a torrent).
+    me: std::sync::Weak<Daemon>,
+    /// The folders torrents may be made from (`daemon.create_dirs`).
+    create_dirs: Vec<PathBuf>,
+    /// Torrents being made, and those made lately.
+    jobs: Mutex<create::Jobs>,
+    /// The configuration file's watch folder (a client may set another).
+    config_watch_dir: PathBuf,
+    /// The tracker the daemon runs besides (`[tracker]`).
+    tracker: Option<TrackerRun>,
+}
+
+/// The tracker the daemon runs: what its view needs, and the handle that stops it.
+pub(crate) struct TrackerRun {
+    pub shared: Arc<bitswarm_tracker::Shared>,
+    /// Its announce URLs.
+    pub urls: Vec<String>,
+    handle: Mutex<Option<bitswarm_tracker::Handle>>,
 }
 
 /// What the database holds of a torrent, as fingerprints (a torrent's state moving, its rates
@@ -196,6 +242,11 @@ pub struct Running {
 }
 
 impl Daemon {
+    /// The announce URLs of the tracker the daemon runs, if it runs one.
+    pub fn tracker_urls(&self) -> Vec<String> {
+        self.tracker.as_ref().map(|t| t.urls.clone()).unwrap_or_default()
+    }
+
     /// Opens the state, starts the session and brings back every torrent, then serves the RPC.
     pub async fn start(config: Config) -> Result<Running, DaemonError> {
         config.check()?;
@@ -218,7 +269,22 @@ impl Daemon {
             runtime = saved;
         }
         runtime.apply(&session);
-        let daemon = Arc::new(Daemon {
+        let tracker = match config.tracker.enabled {
+            true => {
+                let c = config.tracker_config()?;
+                let t = bitswarm_tracker::Tracker::start(c)
+                    .await
+                    .map_err(|e| DaemonError::Config(config::ConfigError::Invalid(format!("tracker: {e}"))))?;
+                let urls: Vec<String> = [t.http_announce_url(), t.udp_announce_url()].into_iter().flatten().collect();
+                for url in &urls {
+                    info!("tracker: {url}");
+                }
+                Some(TrackerRun { shared: t.shared().clone(), urls, handle: Mutex::new(Some(t)) })
+            }
+            false => None,
+        };
+        let create_dirs = config.create_dirs()?;
+        let daemon = Arc::new_cyclic(|me| Daemon {
             session,
             store,
             state_dir,
@@ -230,6 +296,11 @@ impl Daemon {
             rpc_requests: AtomicU64::new(0),
             closing: watch::channel(false).0,
             saved: Mutex::new(HashMap::new()),
+            me: me.clone(),
+            create_dirs,
+            jobs: Mutex::new(create::Jobs::default()),
+            config_watch_dir: config.daemon.watch_dir.clone(),
+            tracker,
         });
         let restored = daemon.restore(loaded.torrents);
         info!("{restored} torrents restored from {}", daemon.state_dir.display());
@@ -252,10 +323,7 @@ impl Daemon {
                 warn!("RPC server: {e}");
             }
         });
-        let mut tasks = vec![tokio::spawn(save_loop(daemon.clone()))];
-        if !config.daemon.watch_dir.as_os_str().is_empty() {
-            tasks.push(tokio::spawn(watch_loop(daemon.clone(), config.daemon.watch_dir.clone())));
-        }
+        let tasks = vec![tokio::spawn(save_loop(daemon.clone())), tokio::spawn(watch_loop(daemon.clone()))];
         Ok(Running { daemon, rpc_addr, server, tasks })
     }
 
@@ -439,6 +507,10 @@ impl Daemon {
     /// database.
     async fn shutdown(&self) {
         self.session.shutdown().await;
+        let tracker = self.tracker.as_ref().and_then(|t| t.handle.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(t) = tracker {
+            t.shutdown().await;
+        }
         let _ = self.save_changed(true);
         self.store.add_counters(self.counters_now());
         if let Err(e) = self.store.flush() {
@@ -490,12 +562,14 @@ async fn save_loop(d: Arc<Daemon>) {
     }
 }
 
-/// Every [`WATCH_EVERY`]: each `*.torrent` in the folder is added, then renamed `.added`
-/// (`.invalid` when it is not a usable torrent).
-async fn watch_loop(d: Arc<Daemon>, dir: PathBuf) {
+/// Every [`WATCH_EVERY`]: each `*.torrent` in the watch folder in force (a client may change
+/// it) is added, then renamed `.added` (`.invalid` when it is not a usable torrent).
+async fn watch_loop(d: Arc<Daemon>) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     loop {
         tick.tick().await;
+        let dir = d.runtime.lock().unwrap_or_else(|p| p.into_inner()).watching(&d.config_watch_dir);
+        let Some(dir) = dir else { continue };
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
             let path = e.path();
