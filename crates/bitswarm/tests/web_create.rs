@@ -80,19 +80,29 @@ fn interop_web_page_chooses_files_before_adding_and_keeps_settings_across_a_rest
     let torrent = t.path().join("tree.torrent");
     create_torrent(&tree, &torrent, &["--piece-size", "16K", "-t", &tracker.http_url()]);
     let (_seeder, _) = lt_seeder(&torrent, &src, "default", Duration::from_secs(60));
+    let pick = src.join("pick");
+    random_file(&pick.join("x.bin"), 32768, 35);
+    random_file(&pick.join("y.bin"), 16384, 36);
+    let pick_torrent = t.path().join("pick.torrent");
+    let pick_hash = create_torrent(&pick, &pick_torrent, &["--piece-size", "16K", "-t", &tracker.http_url()]);
+    let magnet = format!("magnet:?xt=urn:btih:{pick_hash}&dn=pick&tr={}", tracker.http_url());
+    let (_seeder2, _) = lt_seeder(&pick_torrent, &src, "default", Duration::from_secs(60));
     let mut daemon = OurDaemon::start(t.path(), "", None);
     let url = format!("http://{}/", daemon.rpc);
     page_test(
         t.path(),
         &mut daemon,
-        &["choose".as_ref(), url.as_ref(), torrent.as_os_str(), "two.bin".as_ref()],
-        Duration::from_secs(150),
+        &["choose".as_ref(), url.as_ref(), torrent.as_os_str(), "two.bin".as_ref(), magnet.as_ref(), "y.bin".as_ref()],
+        Duration::from_secs(200),
     );
     let got = daemon.downloads.join("tree");
     for f in ["a/one.bin", "b/three.bin"] {
         assert!(std::fs::read(tree.join(f)).unwrap() == std::fs::read(got.join(f)).unwrap(), "{f} differs");
     }
     assert!(!got.join("a/two.bin").exists(), "the unticked file was not written");
+    let got = daemon.downloads.join("pick");
+    assert!(std::fs::read(pick.join("x.bin")).unwrap() == std::fs::read(got.join("x.bin")).unwrap(), "x.bin differs");
+    assert!(!got.join("y.bin").exists(), "the file unticked once the metadata came was not written");
 
     let watch = t.path().join("watch");
     std::fs::create_dir_all(&watch).unwrap();

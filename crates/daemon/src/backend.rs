@@ -477,7 +477,10 @@ impl Backend for Daemon {
             let _ = apply_files(&mut settings, m.info.files.len(), &set);
         }
         let dir = request.download_dir.map(PathBuf::from);
-        let (h, added) = self.add_torrent(source, dir, request.paused, settings).map_err(BackendError::Other)?;
+        let stop_at_metadata = request.stop_at_metadata && matches!(source, AddSource::Magnet(_));
+        let paused = if stop_at_metadata { Some(false) } else { request.paused };
+        let (h, added) =
+            self.add_torrent(source, dir, paused, settings, stop_at_metadata).map_err(BackendError::Other)?;
         let r = TorrentRef { id: h.id(), info_hash: rpc_hash(h.info_hash()), name: h.name() };
         Ok(if added { AddOutcome::Added(r) } else { AddOutcome::Duplicate(r) })
     }

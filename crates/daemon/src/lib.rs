@@ -394,6 +394,7 @@ impl Daemon {
         dir: Option<PathBuf>,
         paused: Option<bool>,
         settings: TorrentSettings,
+        stop_at_metadata: bool,
     ) -> Result<(TorrentHandle, bool), String> {
         let (default_dir, start_added) = {
             let r = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
@@ -404,6 +405,7 @@ impl Daemon {
         let mut add = AddTorrent::new(source, dir);
         add.paused = paused.unwrap_or(!start_added);
         add.settings = settings;
+        add.stop_at_metadata = stop_at_metadata;
         match self.session.add(add) {
             Ok(h) => {
                 self.save_record(&h);
@@ -580,7 +582,8 @@ async fn watch_loop(d: Arc<Daemon>) {
                 .and_then(|b| Metainfo::parse(&b).map_err(|e| format!("{}: {e}", path.display())))
             {
                 Ok(m) => {
-                    let r = d.add_torrent(AddSource::Metainfo(Arc::new(m)), None, None, TorrentSettings::default());
+                    let r =
+                        d.add_torrent(AddSource::Metainfo(Arc::new(m)), None, None, TorrentSettings::default(), false);
                     (r.map(|_| ()), "added")
                 }
                 Err(e) => (Err(e), "invalid"),

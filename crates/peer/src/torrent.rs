@@ -280,6 +280,9 @@ pub struct AddTorrent {
     pub added_at: Option<SystemTime>,
     /// Its place in the queue (lower goes first); None: last.
     pub queue_position: Option<u64>,
+    /// A magnet link: runs until its metadata came, then stops before any data is asked for
+    /// (so that the files to fetch can be chosen first). Not kept across a restart.
+    pub stop_at_metadata: bool,
 }
 
 impl AddTorrent {
@@ -296,6 +299,7 @@ impl AddTorrent {
             id: None,
             added_at: None,
             queue_position: None,
+            stop_at_metadata: false,
         }
     }
 }
@@ -399,6 +403,8 @@ pub(crate) struct Torrent {
     /// Resume data vouched for every piece and every file's size just now: the next run opens
     /// no file until a peer asks for data.
     files_vouched: AtomicBool,
+    /// See [`AddTorrent::stop_at_metadata`].
+    stop_at_metadata: AtomicBool,
 }
 
 impl Torrent {
@@ -453,6 +459,7 @@ impl Torrent {
             retired: AtomicBool::new(false),
             metadata_from: Mutex::new(None),
             files_vouched: AtomicBool::new(false),
+            stop_at_metadata: AtomicBool::new(add.stop_at_metadata),
         })
     }
 
@@ -806,6 +813,11 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
                     r = Box::pin(fetch(&t)) => match r {
                         Ok(m) => {
                             *t.meta.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
+                            if t.stop_at_metadata.swap(false, Ordering::AcqRel) {
+                                t.changed();
+                                t.stop();
+                                continue;
+                            }
                             m
                         }
                         Err(e) => {

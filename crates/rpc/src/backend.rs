@@ -95,6 +95,9 @@ pub struct AddRequest {
     pub priority_normal: Vec<u32>,
     /// Trimmed, none empty, none containing a comma.
     pub labels: Vec<String>,
+    /// bitswarm's `bitswarm-stop-at-metadata` (for a magnet link): fetch the metadata, then
+    /// stop before any data, so that the files to fetch are chosen first. Overrides `paused`.
+    pub stop_at_metadata: bool,
 }
 
 impl AddRequest {
@@ -112,6 +115,7 @@ impl AddRequest {
             priority_low: Vec::new(),
             priority_normal: Vec::new(),
             labels: Vec::new(),
+            stop_at_metadata: false,
         }
     }
 }

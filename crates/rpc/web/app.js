@@ -998,9 +998,11 @@ async function confirmAdd(e) {
   const jobs = [
     ...files.map((f) => async () => [f.name, await rpc("torrent-add", { ...common, ...choiceArgs(f), metainfo: await base64(f) })]),
     ...links.map((l) => async () => {
-      const reply = await rpc("torrent-add", { ...common, ...(later ? { paused: true } : {}), filename: l });
+      // Chosen later: the daemon fetches the metadata, then stops before any data.
+      const magnet = /^magnet:/i.test(l);
+      const reply = await rpc("torrent-add", { ...common, ...(later && magnet ? { "bitswarm-stop-at-metadata": true } : {}), filename: l });
       const added = reply["torrent-added"];
-      if (later && added && /^magnet:/i.test(l)) chooseLater.add(added.id);
+      if (later && added && magnet) chooseLater.add(added.id);
       return [l, reply];
     }),
   ];
@@ -1364,15 +1366,15 @@ function choiceArgs(file) {
   return unwanted.length ? { "files-unwanted": unwanted } : {};
 }
 
-// Magnet links added to have their files chosen: added paused, their details opened once the
-// metadata came.
+// Magnet links added to have their files chosen: the daemon stops each once its metadata came
+// (bitswarm-stop-at-metadata), and its details open then, to untick files and start it.
 const chooseLater = new Set();
 
 function checkChooseLater() {
   for (const id of chooseLater) {
     const t = torrents.get(id);
     if (!t) { chooseLater.delete(id); continue; }
-    if (t.metadataPercentComplete >= 1 && !document.querySelector("dialog[open]")) {
+    if (t.metadataPercentComplete >= 1 && t.status === 0 && !document.querySelector("dialog[open]")) {
       chooseLater.delete(id);
       selected.clear();
       selected.add(id);

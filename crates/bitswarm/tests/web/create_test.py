@@ -2,7 +2,7 @@
 Chromium driven by Selenium (run with /usr/bin/python3 by tests/web_create.rs).
 
   create_test.py create URL FOLDER LT_PEER LEECH_DIR PEER_PORT
-  create_test.py choose URL TORRENT UNWANTED
+  create_test.py choose URL TORRENT UNWANTED MAGNET UNWANTED2
   create_test.py settings URL WATCH_DIR NAME
   create_test.py settings-after URL WATCH_DIR NAME
 
@@ -12,7 +12,9 @@ copies its magnet link, and a libtorrent leecher (LT_PEER, into LEECH_DIR, diali
 peer port too) downloads it from the daemon; the tracker panel shows the swarm, one seeder and
 no leecher before, one completed download after.
 choose: TORRENT (several files; a seeder has them) is picked in the add dialog, the file named
-UNWANTED is unticked in the file list shown before adding, and the torrent completes.
+UNWANTED is unticked in the file list shown before adding, and the torrent completes; MAGNET is
+added to have its files chosen once known: its details open when its metadata came, with no
+data fetched, UNWANTED2 is unticked there, and it is started and completes.
 settings: the alternative speed limits and the watch folder are set in the settings dialog,
 and torrent NAME's seeding limits in its details; settings-after: after a restart of the
 daemon, the page shows them all as they were set.
@@ -200,7 +202,7 @@ def run_create(driver):
 
 
 def run_choose(driver):
-    torrent, unwanted = sys.argv[3:5]
+    torrent, unwanted, magnet, unwanted2 = sys.argv[3:7]
     name = os.path.basename(torrent)[: -len(".torrent")]
     load(driver)
     driver.find_element(By.ID, "add").click()
@@ -226,6 +228,34 @@ def run_choose(driver):
     wanted = {f["name"].split("/")[-1]: s["wanted"] for f, s in zip(t["files"], t["fileStats"])}
     assert wanted[unwanted] is False and sum(wanted.values()) == len(wanted) - 1, wanted
     step(f"{name} complete without {unwanted}: {wanted}")
+
+    # A magnet link: its files chosen once the daemon has its metadata, before any data.
+    name2 = [p[3:] for p in magnet.split("?", 1)[1].split("&") if p.startswith("dn=")][0]
+    driver.find_element(By.ID, "add").click()
+    wait(driver, "the add dialog", lambda d: dialog.is_displayed())
+    driver.find_element(By.ID, "add-url").send_keys(magnet)
+    driver.find_element(By.ID, "add-choose-later").click()
+    driver.find_element(By.ID, "add-ok").click()
+    wait(driver, "the add dialog closed", lambda d: not dialog.is_displayed())
+    details = driver.find_element(By.ID, "details-dialog")
+    files = lambda d: d.find_elements(By.CSS_SELECTOR, "#details-files tbody tr")
+    wait(driver, f"{name2}'s details opened once its metadata came", lambda d: details.is_displayed()
+         and d.find_element(By.ID, "details-title").text == name2 and d.find_element(By.ID, "details-choose").is_displayed()
+         and len(files(d)) > 2, LONG)
+    t = rpc.torrent(name2, ["status", "haveValid", "metadataPercentComplete"])
+    assert (t["status"], t["haveValid"], t["metadataPercentComplete"]) == (0, 0, 1), t
+    step(f"{name2}: metadata here, stopped with nothing fetched, details open")
+    target = [r for r in files(driver) if r.find_elements(By.TAG_NAME, "td")[1].text == unwanted2]
+    assert len(target) == 1, [r.text for r in files(driver)]
+    target[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    index = [f["name"].split("/")[-1] for f in rpc.torrent(name2, ["files"])["files"]].index(unwanted2)
+    wait(driver, f"{unwanted2} unwanted", lambda d: rpc.torrent(name2, ["fileStats"])["fileStats"][index]["wanted"] is False)
+    driver.find_element(By.ID, "details-start").click()
+    wait(driver, "started from the details", lambda d: not d.find_element(By.ID, "details-start").is_displayed())
+    driver.find_element(By.ID, "details-close").click()
+    wait(driver, "the details closed", lambda d: not details.is_displayed())
+    wait(driver, f"{name2} done", lambda d: cell(d, name2, "progress") == "100%" and cell(d, name2, "state") == "Seeding", LONG)
+    step(f"{name2} complete without {unwanted2}")
 
 
 SETTINGS = {"alt-speed-enabled": True, "alt-speed-down": 30, "alt-speed-up": 40, "watch-dir-enabled": True}

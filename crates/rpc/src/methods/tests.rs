@@ -583,3 +583,13 @@ fn watch_dir_is_ours_and_given_only_when_asked() {
     );
     assert_eq!(err(&f, "session-set", json!({"watch-dir": "rel"})), "watch directory path is not absolute");
 }
+
+#[test]
+fn torrent_add_passes_stop_at_metadata() {
+    let f = Fake::new();
+    let link = format!("magnet:?xt=urn:btih:{}", "ab".repeat(20));
+    ok(&f, "torrent-add", json!({"filename": link, "bitswarm-stop-at-metadata": true}));
+    assert!(f.last_add.lock().unwrap().as_ref().unwrap().stop_at_metadata);
+    ok(&f, "torrent-add", json!({"filename": link}));
+    assert!(!f.last_add.lock().unwrap().as_ref().unwrap().stop_at_metadata);
+}

@@ -333,6 +333,7 @@ pub(crate) async fn add<B: Backend>(backend: &B, args: &Args) -> Reply {
         priority_low: list("priority-low"),
         priority_normal: list("priority-normal"),
         labels,
+        stop_at_metadata: args.bool_of("bitswarm-stop-at-metadata").unwrap_or(false),
     };
     match backend.add(request).await {
         Ok(AddOutcome::Added(t)) => Reply::with(&Added::Added(named(&t))),
