@@ -683,3 +683,42 @@ fn resume_to_state(r: &Resume) -> bitswarm_state::Resume {
         activity_date: unix_secs(r.activity_at),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn alt_speed_limits_replace_the_regular_ones_while_on_and_the_watch_folder_is_chosen() {
+        let mut s = bitswarm_peer::Settings::new("127.0.0.1:0".parse().unwrap());
+        s.dht = false;
+        let session = Session::start(s).await.unwrap();
+        let rates = |s: &Session| (s.settings().max_download_rate, s.settings().max_upload_rate);
+        let mut r = Runtime {
+            speed_limit_down: 500,
+            speed_limit_down_enabled: true,
+            alt_speed_down: 30,
+            alt_speed_up: 0,
+            ..Runtime::default()
+        };
+        r.apply(&session);
+        assert_eq!(rates(&session), (500_000, 0));
+        r.alt_speed_enabled = true;
+        r.apply(&session);
+        assert_eq!(rates(&session), (30_000, 1000));
+        r.alt_speed_enabled = false;
+        r.apply(&session);
+        assert_eq!(rates(&session), (500_000, 0));
+        session.shutdown().await;
+
+        // The configuration's folder until a client sets one or turns it off.
+        assert_eq!(r.watching(Path::new("/w")), Some(PathBuf::from("/w")));
+        assert_eq!(r.watching(Path::new("")), None);
+        r.watch_dir_enabled = Some(false);
+        assert_eq!(r.watching(Path::new("/w")), None);
+        r.watch_dir = Some("/x".into());
+        r.watch_dir_enabled = Some(true);
+        assert_eq!(r.watching(Path::new("/w")), Some(PathBuf::from("/x")));
+        assert_eq!(r.watching(Path::new("")), Some(PathBuf::from("/x")));
+    }
+}
