@@ -109,7 +109,7 @@ fn build(plan: &Plan, r: &CreateRequest, hashed: &AtomicU64) -> Result<Metainfo,
     // Half the cores: the peers keep theirs.
     let threads = (bitswarm_storage::cores() / 2).max(1);
     let pieces =
-        hash_pieces(&layout, threads, hashed).map_err(|e| format!("{} (did the data change while hashing?)", e))?;
+        hash_pieces(&layout, threads, hashed).map_err(|e| format!("{e} (did the data change while hashing?)"))?;
     let builder = TorrentBuilder {
         name: plan.name.clone(),
         piece_length,
