@@ -158,6 +158,12 @@ impl Daemon {
         let hashed = Arc::new(AtomicU64::new(0));
         let job = {
             let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            // Again: others may have started while this one's files were looked at.
+            if jobs.list.iter().filter(|e| e.job.state == CreateState::Hashing).count() >= MAX_RUNNING {
+                return Err(BackendError::Other(format!(
+                    "{MAX_RUNNING} torrents are being made already: try again when one is done"
+                )));
+            }
             jobs.next += 1;
             let job = CreateJob {
                 job: jobs.next,

@@ -40,6 +40,14 @@ def step(text):
     print(text, flush=True)
 
 
+def screenshot(driver, name):
+    """With UI_SCREENSHOTS=DIR, saves the page as DIR/NAME.png (to look at, or for the README)."""
+    folder = os.environ.get("UI_SCREENSHOTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        driver.save_screenshot(os.path.join(folder, f"{name}.png"))
+
+
 class Rpc:
     """The test's own view of the daemon, to check what the page did."""
 
@@ -168,6 +176,7 @@ def run_create(driver):
     copied = driver.execute_async_script(
         "const done = arguments[0]; navigator.clipboard.readText().then(done, (e) => done('failed: ' + e));")
     assert copied == magnet, f"the clipboard holds {copied!r}"
+    screenshot(driver, "create")
     step("the magnet link copied")
     driver.find_element(By.ID, "create-cancel").click()
     wait(driver, "the create dialog closed", lambda d: not dialog.is_displayed())
@@ -198,6 +207,7 @@ def run_create(driver):
     assert leecher.returncode == 0 and "done" in out.split("\n"), out
     step("libtorrent downloaded it from the daemon")
     wait(driver, "the completed download counted", lambda d: (swarm_cells(d, info_hash) or [None] * 4)[3] == "1", LONG)
+    screenshot(driver, "tracker")
     step(f"tracker panel: {driver.find_element(By.ID, 'tracker-summary').text}")
 
 
@@ -220,6 +230,7 @@ def run_choose(driver):
     # Its folder's box shows part of it wanted.
     folder = "/".join(target[0].get_attribute("data-path").split("/")[:-1]) + "/"
     fbox = [b for b in boxes(driver) if b.get_attribute("data-path") == folder][0]
+    screenshot(driver, "add-files")
     assert driver.execute_script("return arguments[0].indeterminate", fbox) or not fbox.is_selected()
     driver.find_element(By.ID, "add-ok").click()
     wait(driver, "the add dialog closed", lambda d: not dialog.is_displayed())
