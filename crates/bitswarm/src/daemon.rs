@@ -105,6 +105,9 @@ pub fn run(a: DaemonArgs) -> Result<(), Failure> {
         outln!("RPC: http://{}/transmission/rpc", running.rpc_addr);
         outln!("metrics: http://{}/metrics", running.rpc_addr);
         outln!("web page: http://{}/", running.rpc_addr);
+        for url in d.tracker_urls() {
+            outln!("tracker: {url}");
+        }
         outln!("{} torrents; press Ctrl-C to stop", d.session().torrents().len());
         tokio::select! {
             () = stop => {}

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use bitswarm_metainfo::{Magnet, Metainfo};
 use bitswarm_peer::{AddSource, FilePriority, Limit, Source, State, TorrentHandle, TorrentSettings};
 use bitswarm_rpc::backend::{
-    AddOutcome, AddRequest, AddSource as RpcSource, Backend, BackendError, FileSelection, QueueMove, SessionSet,
-    TorrentRef, TorrentSet, Wants,
+    AddOutcome, AddRequest, AddSource as RpcSource, Backend, BackendError, CreateJob, CreateRequest, FileSelection,
+    QueueMove, SessionSet, SwarmView, TorrentRef, TorrentSet, TrackerServerView, Wants,
 };
 use bitswarm_rpc::view::{
     Encryption, Eta, FileView, LimitMode, PeerSource, PeerView, PeersFrom, Priority, SessionStats, SessionView,
@@ -477,7 +477,10 @@ impl Backend for Daemon {
             let _ = apply_files(&mut settings, m.info.files.len(), &set);
         }
         let dir = request.download_dir.map(PathBuf::from);
-        let (h, added) = self.add_torrent(source, dir, request.paused, settings).map_err(BackendError::Other)?;
+        let stop_at_metadata = request.stop_at_metadata && matches!(source, AddSource::Magnet(_));
+        let paused = if stop_at_metadata { Some(false) } else { request.paused };
+        let (h, added) =
+            self.add_torrent(source, dir, paused, settings, stop_at_metadata).map_err(BackendError::Other)?;
         let r = TorrentRef { id: h.id(), info_hash: rpc_hash(h.info_hash()), name: h.name() };
         Ok(if added { AddOutcome::Added(r) } else { AddOutcome::Duplicate(r) })
     }
@@ -660,6 +663,16 @@ impl Backend for Daemon {
             lpd_enabled: false,
             utp_enabled: false,
             tcp_enabled: true,
+            alt_speed_enabled: r.alt_speed_enabled,
+            alt_speed_down: r.alt_speed_down,
+            alt_speed_up: r.alt_speed_up,
+            watch_dir: r
+                .watch_dir
+                .clone()
+                .unwrap_or_else(|| self.config_watch_dir.clone())
+                .to_string_lossy()
+                .into_owned(),
+            watch_dir_enabled: r.watching(&self.config_watch_dir).is_some(),
             ..SessionView::default()
         }
     }
@@ -687,8 +700,17 @@ impl Backend for Daemon {
                 idle_seeding_limit,
                 idle_seeding_limit_enabled,
                 peer_limit_global,
-                peer_limit_per_torrent
+                peer_limit_per_torrent,
+                alt_speed_enabled,
+                alt_speed_down,
+                alt_speed_up
             );
+            if let Some(d) = &set.watch_dir {
+                r.watch_dir = Some(PathBuf::from(d));
+            }
+            if let Some(on) = set.watch_dir_enabled {
+                r.watch_dir_enabled = Some(on);
+            }
             if let Some(v) = set.start_added_torrents {
                 r.start_added = v;
             }
@@ -743,6 +765,49 @@ impl Backend for Daemon {
 
     fn session_close(&self) {
         self.close();
+    }
+
+    async fn create_torrent(&self, request: CreateRequest) -> Result<CreateJob, BackendError> {
+        Daemon::create_torrent(self, request).await
+    }
+
+    fn create_jobs(&self) -> Vec<CreateJob> {
+        Daemon::create_jobs(self)
+    }
+
+    async fn tracker(&self) -> Result<Option<TrackerServerView>, BackendError> {
+        use bitswarm_tracker::stats::Proto;
+        let Some(t) = &self.tracker else { return Ok(None) };
+        let snap = t.shared.snapshot().await.map_err(|e| BackendError::Other(format!("tracker: {e}")))?;
+        let m = &t.shared.metrics;
+        let names: std::collections::HashMap<[u8; 20], String> =
+            self.session.torrents().iter().map(|h| (h.info_hash().0, h.name())).collect();
+        let list = snap
+            .swarms
+            .iter()
+            .filter_map(|s| {
+                let info_hash = bitswarm_rpc::InfoHash::from_hex(&s.info_hash)?;
+                Some(SwarmView {
+                    name: names.get(&info_hash.0).cloned(),
+                    info_hash,
+                    seeders: s.counts.seeders,
+                    leechers: s.counts.leechers,
+                    completed: s.counts.downloaded,
+                    idle_secs: s.idle_secs,
+                })
+            })
+            .collect();
+        Ok(Some(TrackerServerView {
+            announce_urls: t.urls.clone(),
+            uptime_secs: t.shared.uptime().as_secs(),
+            swarms: snap.totals.swarms,
+            seeders: snap.totals.seeders,
+            leechers: snap.totals.leechers,
+            completed: snap.totals.downloaded,
+            announces: m.total(Proto::Http, |c| &c.announces) + m.total(Proto::Udp, |c| &c.announces),
+            scrapes: m.total(Proto::Http, |c| &c.scrapes) + m.total(Proto::Udp, |c| &c.scrapes),
+            list,
+        }))
     }
 }
 

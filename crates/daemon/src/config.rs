@@ -23,6 +23,10 @@ download_dir = ""
 watch_dir = ""
 # Torrents start as soon as they are added (unless added paused).
 start_added = true
+# Folders the RPC may make torrents from (bitswarm-torrent-create, the web page's "Create"):
+# a path outside them, or a symbolic link leading out of them, is refused. Empty: the
+# download folder above (as configured, not as a client may change it later).
+create_dirs = []
 
 [peers]
 # The TCP port peers connect to (0: any free port, printed at start).
@@ -83,6 +87,17 @@ allow = []
 # Host names clients may call the daemon by (against DNS rebinding, when there is no
 # password): IP addresses and "localhost" are always allowed.
 host_whitelist = []
+
+[tracker]
+# Runs bitswarm's tracker (as `bitswarm tracker` does) in the daemon's process; the web page
+# shows its swarms. Off by default.
+enabled = false
+# Where it serves HTTP and UDP announces and scrapes ("off" turns a protocol off).
+http = "127.0.0.1:6969"
+udp = "127.0.0.1:6969"
+# A tracker configuration file for everything else (`bitswarm tracker --print-config`); its
+# bind addresses are replaced by the two above. Empty: the tracker's defaults.
+config = ""
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +118,27 @@ pub struct Config {
     pub queue: QueueConfig,
     pub seeding: SeedingConfig,
     pub rpc: RpcSection,
+    pub tracker: TrackerSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackerSection {
+    pub enabled: bool,
+    pub http: String,
+    pub udp: String,
+    pub config: PathBuf,
+}
+
+impl Default for TrackerSection {
+    fn default() -> Self {
+        TrackerSection {
+            enabled: false,
+            http: "127.0.0.1:6969".into(),
+            udp: "127.0.0.1:6969".into(),
+            config: PathBuf::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -112,6 +148,7 @@ pub struct DaemonConfig {
     pub download_dir: PathBuf,
     pub watch_dir: PathBuf,
     pub start_added: bool,
+    pub create_dirs: Vec<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -121,6 +158,7 @@ impl Default for DaemonConfig {
             download_dir: PathBuf::new(),
             watch_dir: PathBuf::new(),
             start_added: true,
+            create_dirs: Vec::new(),
         }
     }
 }
@@ -252,7 +290,53 @@ impl Config {
             ));
         }
         self.rpc_config()?;
+        if let Some(d) = self.daemon.create_dirs.iter().find(|d| !d.is_absolute()) {
+            return bad(format!("daemon.create_dirs: {} is not an absolute path", d.display()));
+        }
+        if self.tracker.enabled {
+            self.tracker_config()?;
+        }
         Ok(())
+    }
+
+    /// The configuration of the tracker the daemon runs (`[tracker]`), read and checked.
+    pub fn tracker_config(&self) -> Result<bitswarm_tracker::Config, ConfigError> {
+        let t = &self.tracker;
+        let mut c = if t.config.as_os_str().is_empty() {
+            bitswarm_tracker::Config::default()
+        } else {
+            let text = std::fs::read_to_string(&t.config)
+                .map_err(|e| ConfigError::Invalid(format!("tracker.config: {}: {e}", t.config.display())))?;
+            bitswarm_tracker::Config::from_toml(&text)
+                .map_err(|e| ConfigError::Invalid(format!("tracker.config: {}: {e}", t.config.display())))?
+        };
+        for (key, value, enabled, bind) in [
+            ("http", &t.http, &mut c.http.enabled, &mut c.http.bind),
+            ("udp", &t.udp, &mut c.udp.enabled, &mut c.udp.bind),
+        ] {
+            if value == "off" {
+                *enabled = false;
+            } else {
+                *enabled = true;
+                *bind = value.parse().map_err(|_| {
+                    ConfigError::Invalid(format!("tracker.{key}: {value:?} is not an IP:PORT address or \"off\""))
+                })?;
+            }
+        }
+        if !c.http.enabled && !c.udp.enabled {
+            return Err(ConfigError::Invalid("tracker: http and udp are both off".into()));
+        }
+        c.validate().map_err(|e| ConfigError::Invalid(format!("tracker: {e}")))?;
+        Ok(c)
+    }
+
+    /// The folders torrents may be made from: as configured, else the download folder.
+    pub fn create_dirs(&self) -> Result<Vec<PathBuf>, ConfigError> {
+        if self.daemon.create_dirs.is_empty() {
+            Ok(vec![self.download_dir()?])
+        } else {
+            Ok(self.daemon.create_dirs.clone())
+        }
     }
 
     /// The RPC's access rules, checked against where it listens.
@@ -360,5 +444,15 @@ mod tests {
         let hash = bitswarm_rpc::hash_password("secret");
         let t = format!("[rpc]\nbind = \"0.0.0.0:9091\"\nuser = \"me\"\npassword_hash = \"{hash}\"\n");
         assert!(Config::from_toml(&t).is_ok());
+        let e = Config::from_toml("[daemon]\ncreate_dirs = [\"data\"]\n").unwrap_err().to_string();
+        assert!(e.contains("daemon.create_dirs: data is not an absolute path"), "{e}");
+        let e = Config::from_toml("[tracker]\nenabled = true\nhttp = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(e.contains("tracker.http: \"nowhere\""), "{e}");
+        let e =
+            Config::from_toml("[tracker]\nenabled = true\nhttp = \"off\"\nudp = \"off\"\n").unwrap_err().to_string();
+        assert!(e.contains("both off"), "{e}");
+        let c = Config::from_toml("[tracker]\nenabled = true\nudp = \"off\"\nhttp = \"127.0.0.1:0\"\n").unwrap();
+        let t = c.tracker_config().unwrap();
+        assert!(t.http.enabled && !t.udp.enabled && t.http.bind.port() == 0);
     }
 }

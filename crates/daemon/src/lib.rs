@@ -11,6 +11,7 @@
 
 mod backend;
 pub mod config;
+mod create;
 mod metrics;
 
 use std::collections::{HashMap, VecDeque};
@@ -76,6 +77,15 @@ pub(crate) struct Runtime {
     pub encryption: String,
     /// `dht-enabled` as a client set it (None: as the configuration file says).
     pub dht_enabled: Option<bool>,
+    /// Transmission's alternative ("turtle") limits in kB/s: while on, they replace the
+    /// regular ones (on or off) for every torrent that honors the session's limits.
+    pub alt_speed_enabled: bool,
+    pub alt_speed_down: u32,
+    pub alt_speed_up: u32,
+    /// The watch folder as a client set it (`watch-dir`, `watch-dir-enabled`); `None`: the
+    /// configuration file's (on when it names one).
+    pub watch_dir: Option<PathBuf>,
+    pub watch_dir_enabled: Option<bool>,
 }
 
 impl Default for Runtime {
@@ -106,15 +116,33 @@ impl Runtime {
             peer_limit_per_torrent: c.peers.max_per_torrent as u32,
             encryption: c.peers.encryption.clone(),
             dht_enabled: None,
+            alt_speed_enabled: false,
+            alt_speed_down: 50,
+            alt_speed_up: 50,
+            watch_dir: None,
+            watch_dir_enabled: None,
         }
+    }
+
+    /// The watch folder in force, if any: a client's choice over the configuration's.
+    pub(crate) fn watching(&self, configured: &Path) -> Option<PathBuf> {
+        let dir = self.watch_dir.clone().unwrap_or_else(|| configured.to_owned());
+        let on = self.watch_dir_enabled.unwrap_or(!configured.as_os_str().is_empty());
+        (on && !dir.as_os_str().is_empty()).then_some(dir)
     }
 
     /// Puts these settings into the session.
     fn apply(&self, session: &Session) {
         session.set_settings(|s| {
-            s.max_download_rate =
-                if self.speed_limit_down_enabled { u64::from(self.speed_limit_down) * 1000 } else { 0 };
-            s.max_upload_rate = if self.speed_limit_up_enabled { u64::from(self.speed_limit_up) * 1000 } else { 0 };
+            if self.alt_speed_enabled {
+                // 0 would mean "no limit" to the session: the slowest it can be is 1 kB/s.
+                s.max_download_rate = u64::from(self.alt_speed_down.max(1)) * 1000;
+                s.max_upload_rate = u64::from(self.alt_speed_up.max(1)) * 1000;
+            } else {
+                s.max_download_rate =
+                    if self.speed_limit_down_enabled { u64::from(self.speed_limit_down) * 1000 } else { 0 };
+                s.max_upload_rate = if self.speed_limit_up_enabled { u64::from(self.speed_limit_up) * 1000 } else { 0 };
+            }
             s.max_downloading = self.download_queue_enabled.then_some(self.download_queue_size as usize);
             s.max_seeding = self.seed_queue_enabled.then_some(self.seed_queue_size as usize);
             s.seed_ratio = self.seed_ratio_limited.then_some(self.seed_ratio_limit);
@@ -145,6 +173,24 @@ pub struct Daemon {
     closing: watch::Sender<bool>,
     /// What was last written of each torrent, so that only what changed is written again.
     saved: Mutex<HashMap<u32, Saved>>,
+    /// This daemon, for the work it starts that outlives a request (making a torrent).
+    me: std::sync::Weak<Daemon>,
+    /// The folders torrents may be made from (`daemon.create_dirs`).
+    create_dirs: Vec<PathBuf>,
+    /// Torrents being made, and those made lately.
+    jobs: Mutex<create::Jobs>,
+    /// The configuration file's watch folder (a client may set another).
+    config_watch_dir: PathBuf,
+    /// The tracker the daemon runs besides (`[tracker]`).
+    tracker: Option<TrackerRun>,
+}
+
+/// The tracker the daemon runs: what its view needs, and the handle that stops it.
+pub(crate) struct TrackerRun {
+    pub shared: Arc<bitswarm_tracker::Shared>,
+    /// Its announce URLs.
+    pub urls: Vec<String>,
+    handle: Mutex<Option<bitswarm_tracker::Handle>>,
 }
 
 /// What the database holds of a torrent, as fingerprints (a torrent's state moving, its rates
@@ -199,6 +245,11 @@ pub struct Running {
 }
 
 impl Daemon {
+    /// The announce URLs of the tracker the daemon runs, if it runs one.
+    pub fn tracker_urls(&self) -> Vec<String> {
+        self.tracker.as_ref().map(|t| t.urls.clone()).unwrap_or_default()
+    }
+
     /// Opens the state, starts the session and brings back every torrent, then serves the RPC.
     pub async fn start(config: Config) -> Result<Running, DaemonError> {
         config.check()?;
@@ -223,7 +274,22 @@ impl Daemon {
         settings.dht = runtime.dht_enabled.unwrap_or(settings.dht);
         let session = Session::start(settings).await?;
         runtime.apply(&session);
-        let daemon = Arc::new(Daemon {
+        let tracker = match config.tracker.enabled {
+            true => {
+                let c = config.tracker_config()?;
+                let t = bitswarm_tracker::Tracker::start(c)
+                    .await
+                    .map_err(|e| DaemonError::Config(config::ConfigError::Invalid(format!("tracker: {e}"))))?;
+                let urls: Vec<String> = [t.http_announce_url(), t.udp_announce_url()].into_iter().flatten().collect();
+                for url in &urls {
+                    info!("tracker: {url}");
+                }
+                Some(TrackerRun { shared: t.shared().clone(), urls, handle: Mutex::new(Some(t)) })
+            }
+            false => None,
+        };
+        let create_dirs = config.create_dirs()?;
+        let daemon = Arc::new_cyclic(|me| Daemon {
             session,
             store,
             state_dir,
@@ -235,6 +301,11 @@ impl Daemon {
             rpc_requests: AtomicU64::new(0),
             closing: watch::channel(false).0,
             saved: Mutex::new(HashMap::new()),
+            me: me.clone(),
+            create_dirs,
+            jobs: Mutex::new(create::Jobs::default()),
+            config_watch_dir: config.daemon.watch_dir.clone(),
+            tracker,
         });
         let restored = daemon.restore(loaded.torrents);
         info!("{restored} torrents restored from {}", daemon.state_dir.display());
@@ -257,10 +328,7 @@ impl Daemon {
                 warn!("RPC server: {e}");
             }
         });
-        let mut tasks = vec![tokio::spawn(save_loop(daemon.clone()))];
-        if !config.daemon.watch_dir.as_os_str().is_empty() {
-            tasks.push(tokio::spawn(watch_loop(daemon.clone(), config.daemon.watch_dir.clone())));
-        }
+        let tasks = vec![tokio::spawn(save_loop(daemon.clone())), tokio::spawn(watch_loop(daemon.clone()))];
         Ok(Running { daemon, rpc_addr, server, tasks })
     }
 
@@ -331,6 +399,7 @@ impl Daemon {
         dir: Option<PathBuf>,
         paused: Option<bool>,
         settings: TorrentSettings,
+        stop_at_metadata: bool,
     ) -> Result<(TorrentHandle, bool), String> {
         let (default_dir, start_added) = {
             let r = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
@@ -341,6 +410,7 @@ impl Daemon {
         let mut add = AddTorrent::new(source, dir);
         add.paused = paused.unwrap_or(!start_added);
         add.settings = settings;
+        add.stop_at_metadata = stop_at_metadata;
         match self.session.add(add) {
             Ok(h) => {
                 self.save_record(&h);
@@ -444,6 +514,10 @@ impl Daemon {
     /// database.
     async fn shutdown(&self) {
         self.session.shutdown().await;
+        let tracker = self.tracker.as_ref().and_then(|t| t.handle.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(t) = tracker {
+            t.shutdown().await;
+        }
         let _ = self.save_changed(true);
         self.store.add_counters(self.counters_now());
         if let Err(e) = self.store.flush() {
@@ -495,12 +569,14 @@ async fn save_loop(d: Arc<Daemon>) {
     }
 }
 
-/// Every [`WATCH_EVERY`]: each `*.torrent` in the folder is added, then renamed `.added`
-/// (`.invalid` when it is not a usable torrent).
-async fn watch_loop(d: Arc<Daemon>, dir: PathBuf) {
+/// Every [`WATCH_EVERY`]: each `*.torrent` in the watch folder in force (a client may change
+/// it) is added, then renamed `.added` (`.invalid` when it is not a usable torrent).
+async fn watch_loop(d: Arc<Daemon>) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     loop {
         tick.tick().await;
+        let dir = d.runtime.lock().unwrap_or_else(|p| p.into_inner()).watching(&d.config_watch_dir);
+        let Some(dir) = dir else { continue };
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
             let path = e.path();
@@ -511,7 +587,8 @@ async fn watch_loop(d: Arc<Daemon>, dir: PathBuf) {
                 .and_then(|b| Metainfo::parse(&b).map_err(|e| format!("{}: {e}", path.display())))
             {
                 Ok(m) => {
-                    let r = d.add_torrent(AddSource::Metainfo(Arc::new(m)), None, None, TorrentSettings::default());
+                    let r =
+                        d.add_torrent(AddSource::Metainfo(Arc::new(m)), None, None, TorrentSettings::default(), false);
                     (r.map(|_| ()), "added")
                 }
                 Err(e) => (Err(e), "invalid"),
@@ -609,5 +686,44 @@ fn resume_to_state(r: &Resume) -> bitswarm_state::Resume {
         seconds_seeding: r.seconds_seeding,
         done_date: unix_secs(r.done_at),
         activity_date: unix_secs(r.activity_at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn alt_speed_limits_replace_the_regular_ones_while_on_and_the_watch_folder_is_chosen() {
+        let mut s = bitswarm_peer::Settings::new("127.0.0.1:0".parse().unwrap());
+        s.dht = false;
+        let session = Session::start(s).await.unwrap();
+        let rates = |s: &Session| (s.settings().max_download_rate, s.settings().max_upload_rate);
+        let mut r = Runtime {
+            speed_limit_down: 500,
+            speed_limit_down_enabled: true,
+            alt_speed_down: 30,
+            alt_speed_up: 0,
+            ..Runtime::default()
+        };
+        r.apply(&session);
+        assert_eq!(rates(&session), (500_000, 0));
+        r.alt_speed_enabled = true;
+        r.apply(&session);
+        assert_eq!(rates(&session), (30_000, 1000));
+        r.alt_speed_enabled = false;
+        r.apply(&session);
+        assert_eq!(rates(&session), (500_000, 0));
+        session.shutdown().await;
+
+        // The configuration's folder until a client sets one or turns it off.
+        assert_eq!(r.watching(Path::new("/w")), Some(PathBuf::from("/w")));
+        assert_eq!(r.watching(Path::new("")), None);
+        r.watch_dir_enabled = Some(false);
+        assert_eq!(r.watching(Path::new("/w")), None);
+        r.watch_dir = Some("/x".into());
+        r.watch_dir_enabled = Some(true);
+        assert_eq!(r.watching(Path::new("/w")), Some(PathBuf::from("/x")));
+        assert_eq!(r.watching(Path::new("")), Some(PathBuf::from("/x")));
     }
 }

@@ -280,6 +280,9 @@ pub struct AddTorrent {
     pub added_at: Option<SystemTime>,
     /// Its place in the queue (lower goes first); None: last.
     pub queue_position: Option<u64>,
+    /// A magnet link: runs until its metadata came, then stops before any data is asked for
+    /// (so that the files to fetch can be chosen first). Not kept across a restart.
+    pub stop_at_metadata: bool,
 }
 
 impl AddTorrent {
@@ -296,6 +299,7 @@ impl AddTorrent {
             id: None,
             added_at: None,
             queue_position: None,
+            stop_at_metadata: false,
         }
     }
 }
@@ -400,6 +404,8 @@ pub(crate) struct Torrent {
     /// Resume data vouched for every piece and every file's size just now: the next run opens
     /// no file until a peer asks for data.
     files_vouched: AtomicBool,
+    /// See [`AddTorrent::stop_at_metadata`].
+    stop_at_metadata: AtomicBool,
 }
 
 /// `s` in an `Arc`: the one shared by every torrent when they are the defaults.
@@ -460,6 +466,7 @@ impl Torrent {
             retired: AtomicBool::new(false),
             metadata_from: Mutex::new(None),
             files_vouched: AtomicBool::new(false),
+            stop_at_metadata: AtomicBool::new(add.stop_at_metadata),
         })
     }
 
@@ -829,6 +836,11 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
                 match fetched {
                     Some(Ok(m)) => {
                         *t.meta.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
+                        if t.stop_at_metadata.swap(false, Ordering::AcqRel) {
+                            t.changed();
+                            t.stop();
+                            continue;
+                        }
                         m
                     }
                     Some(Err(e)) => {

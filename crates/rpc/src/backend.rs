@@ -95,6 +95,9 @@ pub struct AddRequest {
     pub priority_normal: Vec<u32>,
     /// Trimmed, none empty, none containing a comma.
     pub labels: Vec<String>,
+    /// bitswarm's `bitswarm-stop-at-metadata` (for a magnet link): fetch the metadata, then
+    /// stop before any data, so that the files to fetch are chosen first. Overrides `paused`.
+    pub stop_at_metadata: bool,
 }
 
 impl AddRequest {
@@ -112,6 +115,7 @@ impl AddRequest {
             priority_low: Vec::new(),
             priority_normal: Vec::new(),
             labels: Vec::new(),
+            stop_at_metadata: false,
         }
     }
 }
@@ -238,6 +242,78 @@ pub struct SessionSet {
     pub tcp_enabled: Option<bool>,
     pub trash_original_torrent_files: Option<bool>,
     pub utp_enabled: Option<bool>,
+    /// bitswarm's (Transmission's settings.json names): the watch folder, checked absolute.
+    pub watch_dir: Option<String>,
+    pub watch_dir_enabled: Option<bool>,
+}
+
+/// A bitswarm-torrent-create request, checked: `path` is absolute, the trackers are announce
+/// URLs, the piece size a power of two from 16 KiB to 64 MiB (`None`: chosen for the size).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CreateRequest {
+    /// The file or folder on the daemon's host to make the torrent of.
+    pub path: String,
+    /// Tiers of announce URLs.
+    pub trackers: Vec<Vec<String>>,
+    pub piece_size: Option<u64>,
+    pub private: bool,
+    pub comment: Option<String>,
+    pub source: Option<String>,
+}
+
+/// Where a torrent being made is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateState {
+    /// Its pieces are being hashed.
+    Hashing,
+    /// Made and added to the session, seeding its data where it is.
+    Done { torrent: TorrentRef, magnet_link: String },
+    /// It could not be made: what went wrong, and where.
+    Failed(String),
+}
+
+/// A torrent being made (bitswarm-torrent-create-status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateJob {
+    /// The job's number, from 1.
+    pub job: u32,
+    pub path: String,
+    /// The torrent's name (the file's or the folder's).
+    pub name: String,
+    /// Bytes hashed so far, of `total`.
+    pub hashed: u64,
+    pub total: u64,
+    pub state: CreateState,
+}
+
+/// One swarm of the tracker the daemon runs (bitswarm-tracker-get).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SwarmView {
+    pub info_hash: InfoHash,
+    /// The name of the daemon's torrent with this info hash, if it has one.
+    pub name: Option<String>,
+    pub seeders: u32,
+    pub leechers: u32,
+    /// Completed downloads the tracker counted.
+    pub completed: u32,
+    /// Seconds since its last announce.
+    pub idle_secs: u32,
+}
+
+/// The tracker the daemon runs: its addresses, totals, request counters and busiest swarms.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TrackerServerView {
+    pub announce_urls: Vec<String>,
+    pub uptime_secs: u64,
+    pub swarms: u64,
+    pub seeders: u64,
+    pub leechers: u64,
+    pub completed: u64,
+    /// Announces and scrapes answered since it started (HTTP and UDP).
+    pub announces: u64,
+    pub scrapes: u64,
+    /// The busiest swarms, most peers first.
+    pub list: Vec<SwarmView>,
 }
 
 /// Where queue-move-* puts the torrents.
@@ -382,6 +458,25 @@ pub trait Backend: Send + Sync + 'static {
     /// Begins shutting the daemon down. Must return at once: the reply to session-close is
     /// written after this returns, so stop the server gracefully (in-flight replies finish).
     fn session_close(&self);
+
+    /// bitswarm-torrent-create: checks the request (the path must lie in a folder the daemon
+    /// allows torrents to be made from), then hashes it off the async threads and, once made,
+    /// adds the torrent seeding its data where it is. Returns the job at once, hashing. The
+    /// default does not support it.
+    fn create_torrent(&self, request: CreateRequest) -> impl Future<Output = Result<CreateJob, BackendError>> + Send {
+        let _ = request;
+        async { Err(BackendError::Unsupported) }
+    }
+
+    /// The torrents being made, and those made lately, by job number.
+    fn create_jobs(&self) -> Vec<CreateJob> {
+        Vec::new()
+    }
+
+    /// The tracker the daemon runs besides, if it runs one.
+    fn tracker(&self) -> impl Future<Output = Result<Option<TrackerServerView>, BackendError>> + Send {
+        async { Ok(None) }
+    }
 
     /// Whether the peer port is reachable from the Internet. The default says it cannot tell
     /// (the reply is then an error, not a guess).

@@ -41,8 +41,8 @@ pub mod view;
 mod web;
 
 pub use backend::{
-    AddOutcome, AddRequest, AddSource, Backend, BackendError, FileSelection, QueueMove, RECENT_SECONDS, SessionSet,
-    TorrentRef, TorrentSet, Wants,
+    AddOutcome, AddRequest, AddSource, Backend, BackendError, CreateJob, CreateRequest, CreateState, FileSelection,
+    QueueMove, RECENT_SECONDS, SessionSet, SwarmView, TorrentRef, TorrentSet, TrackerServerView, Wants,
 };
 pub use config::{AddressList, ConfigError, Credentials, HostWhitelist, RpcConfig, hash_password, verify_password};
 pub use hash::{InfoHash, Magnet};

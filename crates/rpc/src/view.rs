@@ -549,6 +549,9 @@ pub struct SessionView {
     pub script_torrent_done_filename: String,
     pub script_torrent_done_seeding_enabled: bool,
     pub script_torrent_done_seeding_filename: String,
+    /// The folder watched for .torrent files (bitswarm's key, settings.json's name).
+    pub watch_dir: String,
+    pub watch_dir_enabled: bool,
 }
 
 impl Default for SessionView {
@@ -604,6 +607,8 @@ impl Default for SessionView {
             script_torrent_done_filename: String::new(),
             script_torrent_done_seeding_enabled: false,
             script_torrent_done_seeding_filename: String::new(),
+            watch_dir: String::new(),
+            watch_dir_enabled: false,
         }
     }
 }

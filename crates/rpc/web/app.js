@@ -372,6 +372,7 @@ async function poll() {
       updateLabels();
       schedule();
     }
+    if (chooseLater.size) checkChooseLater();
     lastPoll = Date.now();
     showError("error", "");
   } catch (e) {
@@ -564,6 +565,7 @@ const DETAIL_FIELDS = [
   "downloadedEver", "uploadedEver", "corruptEver", "uploadRatio", "pieceCount", "pieceSize", "addedDate",
   "doneDate", "dateCreated", "comment", "creator", "isPrivate", "error", "errorString", "status",
   "files", "fileStats", "trackerStats", "peers", "pieces", "rateDownload", "rateUpload",
+  "seedRatioLimit", "seedRatioMode", "seedIdleLimit", "seedIdleMode",
 ];
 const GRAPH_SAMPLES = 60; // one per refresh (2 s): two minutes
 let graph = [];
@@ -632,6 +634,7 @@ function sizeRows(tbody, n) {
 
 function renderDetails(t) {
   $("details-title").textContent = t.name;
+  renderSeeding(t);
   const facts = [
     ["State", stateText(t)],
     ["Have", `${size(t.haveValid)} of ${size(t.sizeWhenDone)} (${Math.floor(t.percentDone * 1000) / 10}%)`],
@@ -841,6 +844,15 @@ const SETTINGS = [
     ["seed-queue-enabled", "Limit the torrents seeding at once", "bool"],
     ["seed-queue-size", "Seeding at once", "int"],
   ]],
+  ["Alternative speed", [
+    ["alt-speed-enabled", "Use the alternative limits (they replace the ones above)", "bool"],
+    ["alt-speed-down", "Alternative download limit (kB/s)", "int"],
+    ["alt-speed-up", "Alternative upload limit (kB/s)", "int"],
+  ]],
+  ["Watch folder", [
+    ["watch-dir-enabled", "Add the .torrent files put in a folder", "bool"],
+    ["watch-dir", "Watch folder", "text"],
+  ]],
   ["Peers", [
     ["peer-limit-global", "Peers in all", "int"],
     ["peer-limit-per-torrent", "Peers per torrent", "int"],
@@ -950,7 +962,10 @@ async function openAdd(files) {
   $("add-dir").value = defaultDir;
   $("add-labels").value = "";
   $("add-paused").checked = false;
+  $("add-choose-later").checked = false;
   showError("add-error", "");
+  addChoices = new Map();
+  readChoices();
   $("drop").dataset.dropped = dropped.length ? `${plural(dropped.length, "file")} dropped: ${dropped.map((f) => f.name).join(", ")}` : "";
   $("add-dialog").showModal();
   (dropped.length ? $("add-ok") : $("add-files")).focus();
@@ -979,9 +994,17 @@ async function confirmAdd(e) {
   const labels = $("add-labels").value.split(",").map((s) => s.trim()).filter(Boolean);
   if (labels.length) common.labels = labels;
   const failures = [];
+  const later = $("add-choose-later").checked;
   const jobs = [
-    ...files.map((f) => async () => [f.name, await rpc("torrent-add", { ...common, metainfo: await base64(f) })]),
-    ...links.map((l) => async () => [l, await rpc("torrent-add", { ...common, filename: l })]),
+    ...files.map((f) => async () => [f.name, await rpc("torrent-add", { ...common, ...choiceArgs(f), metainfo: await base64(f) })]),
+    ...links.map((l) => async () => {
+      // Chosen later: the daemon fetches the metadata, then stops before any data.
+      const magnet = /^magnet:/i.test(l);
+      const reply = await rpc("torrent-add", { ...common, ...(later && magnet ? { "bitswarm-stop-at-metadata": true } : {}), filename: l });
+      const added = reply["torrent-added"];
+      if (later && added && magnet) chooseLater.add(added.id);
+      return [l, reply];
+    }),
   ];
   $("add-ok").disabled = true;
   for (const job of jobs) {
@@ -1008,9 +1031,418 @@ function onDrop(e) {
   if ($("add-dialog").open) {
     dropped.push(...files);
     $("drop").dataset.dropped = `${plural(dropped.length, "file")} dropped: ${dropped.map((f) => f.name).join(", ")}`;
+    readChoices();
   } else {
     openAdd(files);
   }
+}
+
+// ---- making a torrent on the daemon's machine (bitswarm-torrent-create) -------------------------
+
+let trackerInfo = null; // bitswarm-tracker-get's last answer, when the daemon runs a tracker
+let createJob = 0;
+let createTimer = 0;
+
+function openCreate() {
+  clearTimeout(createTimer);
+  createJob = 0;
+  $("create-path").value = defaultDir ? `${defaultDir.replace(/\/$/, "")}/` : "";
+  $("create-trackers").value = trackerInfo?.announceUrls?.[0] || "";
+  $("create-piece").value = "0";
+  $("create-private").checked = false;
+  $("create-comment").value = "";
+  $("create-source").value = "";
+  $("create-progress-box").hidden = true;
+  $("create-result").hidden = true;
+  $("create-copied").textContent = "";
+  $("create-ok").disabled = false;
+  showError("create-error", "");
+  $("create-dialog").showModal();
+  $("create-path").focus();
+}
+
+function closeCreate() {
+  clearTimeout(createTimer);
+  createJob = 0;
+  $("create-dialog").close();
+}
+
+async function confirmCreate(e) {
+  e.preventDefault();
+  showError("create-error", "");
+  $("create-result").hidden = true;
+  const path = $("create-path").value.trim();
+  if (!path) {
+    showError("create-error", "Name the file or folder to make the torrent of.");
+    return;
+  }
+  $("create-ok").disabled = true;
+  try {
+    const reply = await rpc("bitswarm-torrent-create", {
+      path,
+      trackers: $("create-trackers").value,
+      "piece-size": Number($("create-piece").value),
+      private: $("create-private").checked,
+      comment: $("create-comment").value,
+      source: $("create-source").value,
+    });
+    createJob = reply.job.job;
+    showCreateJob(reply.job);
+    createTimer = setTimeout(followCreate, 250);
+  } catch (err) {
+    $("create-ok").disabled = false;
+    showError("create-error", `Not made: ${err.message}`);
+  }
+}
+
+async function followCreate() {
+  const job = createJob;
+  if (!job) return;
+  try {
+    const reply = await rpc("bitswarm-torrent-create-status", { job });
+    if (job !== createJob) return;
+    const j = (reply.jobs || [])[0];
+    if (!j) throw new RpcError("the job is gone");
+    showCreateJob(j);
+    if (j.status === "hashing") createTimer = setTimeout(followCreate, 300);
+  } catch (err) {
+    showError("create-error", `Could not follow the hashing: ${err.message}`);
+    $("create-ok").disabled = false;
+  }
+}
+
+function showCreateJob(j) {
+  const box = $("create-progress-box");
+  box.hidden = false;
+  $("create-progress").value = j.percentDone;
+  box.dataset.status = j.status;
+  if (j.status === "hashing") {
+    $("create-progress-text").textContent = `Hashing “${j.name}”: ${size(j.hashed)} of ${size(j.total)}`;
+  } else if (j.status === "done") {
+    $("create-progress-text").textContent = `“${j.name}” made, and seeding (${size(j.total)}).`;
+    $("create-magnet").value = j.magnetLink;
+    $("create-result").hidden = false;
+    $("create-ok").disabled = false;
+    $("create-copy").focus();
+    setTimeout(poll, 100);
+  } else {
+    $("create-progress-text").textContent = "";
+    box.hidden = true;
+    showError("create-error", `Not made: ${j.errorString}`);
+    $("create-ok").disabled = false;
+  }
+}
+
+async function copyMagnet() {
+  const text = $("create-magnet").value;
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    // Without the clipboard API (an insecure origin): the old way, from the selected field.
+    $("create-magnet").select();
+    if (!document.execCommand("copy")) {
+      $("create-copied").textContent = "Could not copy: select the link and copy it.";
+      return;
+    }
+  }
+  $("create-copied").textContent = "Copied.";
+}
+
+// ---- the tracker this daemon runs (bitswarm-tracker-get) ----------------------------------------
+
+let trackerTimer = 0;
+let trackerLast = null; // [time, announces] of the previous answer, for announces per second
+
+async function loadTracker() {
+  try {
+    trackerInfo = await rpc("bitswarm-tracker-get");
+  } catch {
+    trackerInfo = null;
+  }
+  $("tracker-toggle").hidden = !trackerInfo?.enabled;
+}
+
+function toggleTracker() {
+  const panel = $("tracker-panel");
+  panel.hidden = !panel.hidden;
+  $("tracker-toggle").setAttribute("aria-pressed", String(!panel.hidden));
+  clearTimeout(trackerTimer);
+  trackerLast = null;
+  if (!panel.hidden) refreshTracker();
+}
+
+async function refreshTracker() {
+  clearTimeout(trackerTimer);
+  if ($("tracker-panel").hidden) return;
+  try {
+    const t = await rpc("bitswarm-tracker-get");
+    trackerInfo = t;
+    showError("tracker-error", "");
+    renderTracker(t);
+  } catch (e) {
+    showError("tracker-error", `Could not read the tracker: ${e.message}`);
+  }
+  trackerTimer = setTimeout(refreshTracker, document.hidden ? POLL_MS * 5 : POLL_MS);
+}
+
+function renderTracker(t) {
+  const now = performance.now();
+  let perSecond = "";
+  if (trackerLast && now > trackerLast[0]) {
+    perSecond = ((t.announces - trackerLast[1]) / ((now - trackerLast[0]) / 1000)).toFixed(1);
+  }
+  trackerLast = [now, t.announces];
+  const parts = [
+    plural(t.swarms, "swarm"), plural(t.seeders, "seeder"), plural(t.leechers, "leecher"), `${t.completed} completed`,
+    `${t.announces} announces${perSecond ? ` (${perSecond}/s)` : ""}`, (t.announceUrls || []).join(" "),
+  ];
+  $("tracker-summary").textContent = parts.join(" · ");
+  const tbody = $("tracker-swarms").tBodies[0];
+  const list = t.swarmList || [];
+  sizeRows(tbody, list.length);
+  list.forEach((s, i) => {
+    const tr = tbody.rows[i];
+    tr.dataset.hash = s.hashString;
+    cells(tr, [
+      [s.name || s.hashString, "path"], [String(s.seeders), "num"], [String(s.leechers), "num"],
+      [String(s.completed), "num"], [s.idleSeconds < 5 ? "just now" : `${eta(s.idleSeconds)} ago`, "num"],
+    ]);
+    tr.title = s.hashString;
+  });
+}
+
+// ---- choosing the files before a torrent starts --------------------------------------------------
+
+// A bencode reader for the .torrent files picked to add: enough to list their files. Strings
+// stay bytes (a torrent's names are UTF-8 by convention; shown as decoded, with U+FFFD where
+// they are not). Bad input throws; depth and size are bounded by the file's.
+function bdecode(bytes) {
+  let i = 0;
+  const fail = (what) => { throw new Error(`not a torrent (${what} at byte ${i})`); };
+  const int = (end) => {
+    const text = new TextDecoder().decode(bytes.subarray(i, end));
+    if (!/^-?\d+$/.test(text)) fail("a bad number");
+    i = end + 1;
+    return Number(text);
+  };
+  const value = (depth) => {
+    if (depth > 64) fail("nesting too deep");
+    const c = bytes[i];
+    if (c === 0x69) { // i…e
+      i++;
+      const end = bytes.indexOf(0x65, i);
+      if (end < 0) fail("an unterminated number");
+      return int(end);
+    }
+    if (c === 0x6c || c === 0x64) { // l…e, d…e
+      i++;
+      const list = [];
+      while (bytes[i] !== 0x65) {
+        if (i >= bytes.length) fail("an unterminated list");
+        list.push(value(depth + 1));
+      }
+      i++;
+      if (c === 0x6c) return list;
+      const dict = new Map();
+      for (let k = 0; k + 1 < list.length; k += 2) dict.set(new TextDecoder().decode(list[k]), list[k + 1]);
+      return dict;
+    }
+    if (c >= 0x30 && c <= 0x39) {
+      const colon = bytes.indexOf(0x3a, i);
+      if (colon < 0) fail("a string without a length");
+      const n = int(colon) ;
+      i = colon + 1;
+      if (i + n > bytes.length) fail("a string past the end");
+      const s = bytes.subarray(i, i + n);
+      i += n;
+      return s;
+    }
+    return fail("an unknown value");
+  };
+  return value(0);
+}
+
+const utf8 = (b) => new TextDecoder().decode(b);
+
+// The files of a .torrent, in its order (padding files included, flagged: torrent-add's indices
+// count them), or null when it does not parse.
+export function torrentFiles(bytes) {
+  try {
+    const top = bdecode(bytes);
+    const info = top.get("info");
+    const name = utf8(info.get("name.utf-8") || info.get("name"));
+    const files = info.get("files");
+    if (!files) return { name, files: [{ path: name, length: info.get("length"), padding: false }] };
+    return {
+      name,
+      files: files.map((f) => {
+        const parts = (f.get("path.utf-8") || f.get("path")).map(utf8);
+        const attr = f.get("attr");
+        return { path: [name, ...parts].join("/"), length: f.get("length"), padding: !!attr && utf8(attr).includes("p") };
+      }),
+    };
+  } catch {
+    return null;
+  }
+}
+
+const MAX_CHOOSABLE = 5000; // more files than this are chosen in the details, after adding
+let addChoices = new Map(); // File -> { files, wanted: boolean[] } of the torrents picked
+
+async function readChoices() {
+  const files = [...dropped, ...$("add-files").files];
+  const next = new Map();
+  for (const f of files) {
+    const old = addChoices.get(f);
+    if (old) { next.set(f, old); continue; }
+    const t = torrentFiles(new Uint8Array(await f.arrayBuffer()));
+    if (t && t.files.length <= MAX_CHOOSABLE) next.set(f, { ...t, wanted: t.files.map(() => true) });
+  }
+  addChoices = next;
+  renderChoices();
+}
+
+function renderChoices() {
+  const tbody = $("add-file-table").tBodies[0];
+  tbody.replaceChildren();
+  let shownFiles = 0;
+  for (const [, t] of addChoices) {
+    const real = t.files.map((f, i) => [f, i]).filter(([f]) => !f.padding);
+    if (real.length < 2) continue; // one file: nothing to choose
+    shownFiles += real.length;
+    const folders = new Map(); // "a/b/" -> its file indices
+    for (const [f, i] of real) {
+      const parts = f.path.split("/");
+      for (let d = 1; d < parts.length; d++) {
+        const key = `${parts.slice(0, d).join("/")}/`;
+        if (!folders.has(key)) folders.set(key, []);
+        folders.get(key).push(i);
+      }
+    }
+    const rows = [...folders.keys()].map((k) => [k, true]).concat(real.map(([f, i]) => [f.path, false, i]));
+    rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    for (const [path, folder, index] of rows) {
+      const depth = path.split("/").length - (folder ? 2 : 1);
+      const tr = el("tr", folder ? "folder" : "");
+      const box = el("input");
+      box.type = "checkbox";
+      const label = folder ? path.split("/").slice(-2, -1)[0] + "/" : path.split("/").pop();
+      box.setAttribute("aria-label", `Download ${label}`);
+      box.dataset.path = path;
+      const members = folder ? folders.get(path) : [index];
+      box.addEventListener("change", () => {
+        for (const i of members) t.wanted[i] = box.checked;
+        updateChoiceBoxes();
+      });
+      box.members = members;
+      box.torrent = t;
+      const c0 = el("td");
+      c0.append(box);
+      const c1 = el("td", "path", label);
+      c1.style.paddingLeft = `${0.5 + depth * 1.25}rem`;
+      const length = members.reduce((n, i) => n + t.files[i].length, 0);
+      tr.append(c0, c1, el("td", "num", size(length)));
+      tbody.append(tr);
+    }
+  }
+  $("add-choose").hidden = shownFiles === 0;
+  $("add-choose-note").textContent = shownFiles ? "Unticked files are never downloaded (change it later in the details)." : "";
+  updateChoiceBoxes();
+}
+
+function updateChoiceBoxes() {
+  for (const box of $("add-file-table").querySelectorAll("input[type=checkbox]")) {
+    const n = box.members.filter((i) => box.torrent.wanted[i]).length;
+    box.checked = n === box.members.length;
+    box.indeterminate = n > 0 && n < box.members.length;
+  }
+}
+
+// torrent-add's arguments for the files of `file` left unticked.
+function choiceArgs(file) {
+  const t = addChoices.get(file);
+  if (!t) return {};
+  const unwanted = t.wanted.map((w, i) => (w ? -1 : i)).filter((i) => i >= 0);
+  return unwanted.length ? { "files-unwanted": unwanted } : {};
+}
+
+// Magnet links added to have their files chosen: the daemon stops each once its metadata came
+// (bitswarm-stop-at-metadata), and its details open then, to untick files and start it.
+const chooseLater = new Set();
+
+function checkChooseLater() {
+  for (const id of chooseLater) {
+    const t = torrents.get(id);
+    if (!t) { chooseLater.delete(id); continue; }
+    if (t.metadataPercentComplete >= 1 && t.status === 0 && !document.querySelector("dialog[open]")) {
+      chooseLater.delete(id);
+      selected.clear();
+      selected.add(id);
+      openDetails();
+      $("details-choose").hidden = false;
+      schedule();
+      return;
+    }
+  }
+}
+
+// ---- one torrent's seeding limits (torrent-set) ----------------------------------------------------
+
+let seedingShownFor = null; // the torrent whose limits the controls show (not overwritten while edited)
+
+function renderSeeding(t) {
+  if (seedingShownFor === t.id) return;
+  seedingShownFor = t.id;
+  $("seed-ratio-mode").value = String(t.seedRatioMode);
+  $("seed-ratio-limit").value = t.seedRatioLimit;
+  $("seed-idle-mode").value = String(t.seedIdleMode);
+  $("seed-idle-limit").value = t.seedIdleLimit;
+  $("details-start").hidden = t.status !== 0;
+}
+
+async function applySeeding() {
+  const ratio = Number($("seed-ratio-limit").value);
+  const idle = Number($("seed-idle-limit").value);
+  if (!(ratio >= 0) || !(Number.isInteger(idle) && idle >= 0)) {
+    showError("details-error", "A ratio of at least 0, and whole minutes, please.");
+    return;
+  }
+  try {
+    await rpc("torrent-set", {
+      ids: [detailsId],
+      seedRatioMode: Number($("seed-ratio-mode").value), seedRatioLimit: ratio,
+      seedIdleMode: Number($("seed-idle-mode").value), seedIdleLimit: idle,
+    });
+    showError("details-error", "");
+    seedingShownFor = null;
+  } catch (e) {
+    showError("details-error", `Not set: ${e.message}`);
+  }
+  refreshDetails();
+}
+
+async function startFromDetails() {
+  try {
+    await rpc("torrent-start", { ids: [detailsId] });
+    $("details-start").hidden = true;
+    $("details-choose").hidden = true;
+  } catch (e) {
+    showError("details-error", `Not started: ${e.message}`);
+  }
+  setTimeout(poll, 200);
+}
+
+function wireMore() {
+  $("create").addEventListener("click", openCreate);
+  $("create-form").addEventListener("submit", confirmCreate);
+  $("create-cancel").addEventListener("click", closeCreate);
+  $("create-dialog").addEventListener("close", () => { clearTimeout(createTimer); createJob = 0; });
+  $("create-copy").addEventListener("click", copyMagnet);
+  $("tracker-toggle").addEventListener("click", toggleTracker);
+  $("add-files").addEventListener("change", readChoices);
+  $("seed-apply").addEventListener("click", applySeeding);
+  $("details-start").addEventListener("click", startFromDetails);
+  $("details-dialog").addEventListener("close", () => { seedingShownFor = null; $("details-choose").hidden = true; });
 }
 
 // ---- start -------------------------------------------------------------------------------------
@@ -1060,6 +1492,7 @@ function wire() {
   document.addEventListener("dragleave", (e) => { if (!e.relatedTarget) document.body.classList.remove("dragging"); });
   document.addEventListener("drop", onDrop);
   document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); });
+  wireMore();
 }
 
 async function main() {
@@ -1070,6 +1503,7 @@ async function main() {
     const s = await rpc("session-get", { fields: ["download-dir", "version"] });
     defaultDir = s["download-dir"] || "";
     document.title = "bitswarm";
+    await loadTracker();
   } catch (e) {
     showError("error", `Could not reach the daemon: ${e.message}`);
   }

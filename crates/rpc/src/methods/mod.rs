@@ -1,5 +1,6 @@
 //! The RPC methods (§4), each turning a request's arguments into backend calls and a reply.
 
+mod bitswarm;
 mod session;
 mod system;
 mod torrent;
@@ -44,6 +45,9 @@ pub(crate) async fn call<B: Backend>(backend: &B, ctx: Context<'_>, request: Req
         "port-test" => system::port_test(backend).await,
         "blocklist-update" => system::blocklist_update(),
         "group-get" => system::group_get(),
+        "bitswarm-torrent-create" => bitswarm::create(backend, &args).await,
+        "bitswarm-torrent-create-status" => bitswarm::create_status(backend, &args),
+        "bitswarm-tracker-get" => bitswarm::tracker_get(backend).await,
         _ => Reply::error("method name not recognized"),
     }
 }

@@ -155,6 +155,9 @@ fn value(key: &str, s: &SessionView, ctx: Context<'_>, free_space: i64) -> Optio
         }),
         "utp-enabled" => s.utp_enabled.into(),
         "version" => version().into(),
+        // bitswarm's own, given only when named in `fields` (not a Transmission 4.0 key).
+        "watch-dir" => s.watch_dir.as_str().into(),
+        "watch-dir-enabled" => s.watch_dir_enabled.into(),
         _ => return None,
     })
 }
@@ -235,6 +238,8 @@ fn parse_set(a: &Args) -> SessionSet {
         tcp_enabled: a.bool_of("tcp-enabled"),
         trash_original_torrent_files: a.bool_of("trash-original-torrent-files"),
         utp_enabled: a.bool_of("utp-enabled"),
+        watch_dir: a.string_of("watch-dir"),
+        watch_dir_enabled: a.bool_of("watch-dir-enabled"),
     }
 }
 
@@ -246,6 +251,9 @@ pub(crate) async fn set<B: Backend>(backend: &B, args: &Args) -> Reply {
     }
     if set.incomplete_dir.as_deref().is_some_and(|d| !is_absolute(d)) {
         return Reply::error("incomplete torrents directory path is not absolute");
+    }
+    if set.watch_dir.as_deref().is_some_and(|d| !d.is_empty() && !is_absolute(d)) {
+        return Reply::error("watch directory path is not absolute");
     }
     match backend.session_set(&set).await {
         Ok(()) => Reply::success(),

@@ -3,7 +3,8 @@
 use std::sync::Mutex;
 
 use crate::backend::{
-    AddOutcome, AddRequest, AddSource, Backend, BackendError, QueueMove, SessionSet, TorrentRef, TorrentSet, Wants,
+    AddOutcome, AddRequest, AddSource, Backend, BackendError, CreateJob, CreateRequest, CreateState, QueueMove,
+    SessionSet, SwarmView, TorrentRef, TorrentSet, TrackerServerView, Wants,
 };
 use crate::hash::InfoHash;
 use crate::view::{SessionStats, SessionView, Status, TorrentView};
@@ -21,6 +22,9 @@ pub(crate) struct Fake {
     pub last_add: Mutex<Option<AddRequest>>,
     pub last_set: Mutex<Option<TorrentSet>>,
     pub last_session_set: Mutex<Option<SessionSet>>,
+    pub last_create: Mutex<Option<CreateRequest>>,
+    /// Whether the daemon runs a tracker (bitswarm-tracker-get).
+    pub tracker: Mutex<bool>,
 }
 
 impl Fake {
@@ -147,5 +151,60 @@ impl Backend for Fake {
 
     fn session_close(&self) {
         self.log("close".into());
+    }
+
+    async fn create_torrent(&self, request: CreateRequest) -> Result<CreateJob, BackendError> {
+        *self.last_create.lock().unwrap() = Some(request.clone());
+        if !request.path.starts_with("/allowed/") {
+            return Err(BackendError::Other(format!("{}: not in a folder torrents may be made from", request.path)));
+        }
+        let name = request.path.rsplit('/').next().unwrap_or("").to_owned();
+        Ok(CreateJob { job: 1, path: request.path, name, hashed: 0, total: 100, state: CreateState::Hashing })
+    }
+
+    fn create_jobs(&self) -> Vec<CreateJob> {
+        let job = |job, state| CreateJob {
+            job,
+            path: format!("/allowed/{job}"),
+            name: job.to_string(),
+            hashed: 50,
+            total: 100,
+            state,
+        };
+        vec![
+            job(1, CreateState::Hashing),
+            job(
+                2,
+                CreateState::Done {
+                    torrent: TorrentRef { id: 4, info_hash: InfoHash([4; 20]), name: "2".into() },
+                    magnet_link: "magnet:?xt=urn:btih:0404040404040404040404040404040404040404".into(),
+                },
+            ),
+            job(3, CreateState::Failed("/allowed/3: No such file or directory".into())),
+        ]
+    }
+
+    async fn tracker(&self) -> Result<Option<TrackerServerView>, BackendError> {
+        if !*self.tracker.lock().unwrap() {
+            return Ok(None);
+        }
+        Ok(Some(TrackerServerView {
+            announce_urls: vec!["http://127.0.0.1:6969/announce".into()],
+            uptime_secs: 5,
+            swarms: 1,
+            seeders: 1,
+            leechers: 2,
+            completed: 3,
+            announces: 9,
+            scrapes: 1,
+            list: vec![SwarmView {
+                info_hash: InfoHash::from_hex(HASH1).unwrap(),
+                name: Some("sample.bin".into()),
+                seeders: 1,
+                leechers: 2,
+                completed: 3,
+                idle_secs: 0,
+            }],
+        }))
     }
 }

@@ -488,3 +488,108 @@ proptest! {
         prop_assert!(r["arguments"].is_object());
     }
 }
+
+#[test]
+fn torrent_create_checks_its_arguments_and_reports_jobs() {
+    let f = Fake::new();
+    let a = ok(
+        &f,
+        "bitswarm-torrent-create",
+        json!({"path": "/allowed/data", "trackers": "http://t/announce\nudp://u:1/announce\n\nhttps://x/announce",
+               "piece-size": 32768, "private": true, "comment": " hi ", "source": ""}),
+    );
+    assert_eq!(a["job"]["job"], 1);
+    assert_eq!(a["job"]["status"], "hashing");
+    assert_eq!(a["job"]["name"], "data");
+    let r = f.last_create.lock().unwrap().clone().unwrap();
+    assert_eq!(r.trackers, vec![vec!["http://t/announce", "udp://u:1/announce"], vec!["https://x/announce"]]);
+    assert_eq!((r.piece_size, r.private, r.comment.as_deref(), r.source), (Some(32768), true, Some("hi"), None));
+    // Tiers as a list; piece size 0 or absent: chosen by the daemon.
+    ok(
+        &f,
+        "bitswarm-torrent-create",
+        json!({"path": "/allowed/x", "trackers": ["http://a/announce", ["udp://b:1", "udp://c:2"]], "piece-size": 0}),
+    );
+    let r = f.last_create.lock().unwrap().clone().unwrap();
+    assert_eq!(r.trackers, vec![vec!["http://a/announce"], vec!["udp://b:1", "udp://c:2"]]);
+    assert_eq!(r.piece_size, None);
+    // Refused before the backend sees them.
+    *f.last_create.lock().unwrap() = None;
+    assert!(err(&f, "bitswarm-torrent-create", json!({})).starts_with("no path"));
+    assert_eq!(err(&f, "bitswarm-torrent-create", json!({"path": "data"})), "data: the path is not absolute");
+    let e = err(&f, "bitswarm-torrent-create", json!({"path": "/allowed/x", "trackers": "ftp://t/announce"}));
+    assert!(e.contains("\"ftp://t/announce\" is not an announce URL"), "{e}");
+    let e = err(&f, "bitswarm-torrent-create", json!({"path": "/allowed/x", "trackers": [["http://a/", "nope"]]}));
+    assert!(e.contains("\"nope\""), "{e}");
+    for size in [1000, 8192, 128 << 20, -1] {
+        let e = err(&f, "bitswarm-torrent-create", json!({"path": "/allowed/x", "piece-size": size}));
+        assert!(e.starts_with("piece-size: a power of two"), "{size}: {e}");
+    }
+    let e = err(&f, "bitswarm-torrent-create", json!({"path": "/allowed/x", "comment": "c".repeat(5000)}));
+    assert!(e.starts_with("comment: longer than"), "{e}");
+    assert!(f.last_create.lock().unwrap().is_none());
+    // The backend's refusal is the result string.
+    let e = err(&f, "bitswarm-torrent-create", json!({"path": "/etc"}));
+    assert_eq!(e, "/etc: not in a folder torrents may be made from");
+
+    let a = ok(&f, "bitswarm-torrent-create-status", json!({}));
+    let jobs = a["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 3);
+    assert_eq!(jobs[0]["status"], "hashing");
+    assert_eq!(jobs[0]["percentDone"], json!(0.5));
+    assert!(jobs[0].get("magnetLink").is_none());
+    assert_eq!(jobs[1]["status"], "done");
+    assert_eq!(jobs[1]["percentDone"], json!(1.0));
+    assert_eq!(jobs[1]["id"], 4);
+    assert_eq!(jobs[1]["hashString"], "04".repeat(20));
+    assert!(jobs[1]["magnetLink"].as_str().unwrap().starts_with("magnet:?xt=urn:btih:0404"));
+    assert_eq!(jobs[2]["status"], "error");
+    assert_eq!(jobs[2]["errorString"], "/allowed/3: No such file or directory");
+    let a = ok(&f, "bitswarm-torrent-create-status", json!({"job": 2}));
+    assert_eq!(a["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(a["jobs"][0]["job"], 2);
+}
+
+#[test]
+fn tracker_get_says_whether_one_runs() {
+    let f = Fake::new();
+    let a = ok(&f, "bitswarm-tracker-get", json!({}));
+    assert_eq!(a["enabled"], false);
+    assert_eq!(a["swarmList"], json!([]));
+    *f.tracker.lock().unwrap() = true;
+    let a = ok(&f, "bitswarm-tracker-get", json!({}));
+    assert_eq!(a["enabled"], true);
+    assert_eq!(a["announceUrls"], json!(["http://127.0.0.1:6969/announce"]));
+    assert_eq!((a["swarms"].as_u64(), a["announces"].as_u64()), (Some(1), Some(9)));
+    assert_eq!(
+        a["swarmList"],
+        json!([{"hashString": HASH1, "name": "sample.bin", "seeders": 1, "leechers": 2, "completed": 3, "idleSeconds": 0}])
+    );
+}
+
+#[test]
+fn watch_dir_is_ours_and_given_only_when_asked() {
+    let f = Fake::new();
+    f.session.lock().unwrap().watch_dir = "/w".into();
+    let a = ok(&f, "session-get", json!({}));
+    assert!(a.get("watch-dir").is_none());
+    let a = ok(&f, "session-get", json!({"fields": ["watch-dir", "watch-dir-enabled"]}));
+    assert_eq!(a, json!({"watch-dir": "/w", "watch-dir-enabled": false}));
+    ok(&f, "session-set", json!({"watch-dir": "/x", "watch-dir-enabled": true, "alt-speed-enabled": true}));
+    let s = f.last_session_set.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        (s.watch_dir.as_deref(), s.watch_dir_enabled, s.alt_speed_enabled),
+        (Some("/x"), Some(true), Some(true))
+    );
+    assert_eq!(err(&f, "session-set", json!({"watch-dir": "rel"})), "watch directory path is not absolute");
+}
+
+#[test]
+fn torrent_add_passes_stop_at_metadata() {
+    let f = Fake::new();
+    let link = format!("magnet:?xt=urn:btih:{}", "ab".repeat(20));
+    ok(&f, "torrent-add", json!({"filename": link, "bitswarm-stop-at-metadata": true}));
+    assert!(f.last_add.lock().unwrap().as_ref().unwrap().stop_at_metadata);
+    ok(&f, "torrent-add", json!({"filename": link}));
+    assert!(!f.last_add.lock().unwrap().as_ref().unwrap().stop_at_metadata);
+}

@@ -83,7 +83,7 @@ fn labels(list: Vec<String>) -> Result<Vec<String>, &'static str> {
 }
 
 /// Whether `url` can be an announce URL: `http`, `https` or `udp`, with a host.
-fn is_announce_url(url: &str) -> bool {
+pub(crate) fn is_announce_url(url: &str) -> bool {
     let Some((scheme, rest)) = url.split_once("://") else { return false };
     let scheme_ok = ["http", "https", "udp"].iter().any(|s| scheme.eq_ignore_ascii_case(s));
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -93,7 +93,7 @@ fn is_announce_url(url: &str) -> bool {
 
 /// `trackerList`: one announce URL a line, a blank line between tiers. Every URL must be an
 /// announce URL; a URL given twice is kept once.
-fn tracker_list(text: &str) -> Option<Vec<Vec<String>>> {
+pub(crate) fn tracker_list(text: &str) -> Option<Vec<Vec<String>>> {
     let mut tiers: Vec<Vec<String>> = Vec::new();
     let mut current: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -333,6 +333,7 @@ pub(crate) async fn add<B: Backend>(backend: &B, args: &Args) -> Reply {
         priority_low: list("priority-low"),
         priority_normal: list("priority-normal"),
         labels,
+        stop_at_metadata: args.bool_of("bitswarm-stop-at-metadata").unwrap_or(false),
     };
     match backend.add(request).await {
         Ok(AddOutcome::Added(t)) => Reply::with(&Added::Added(named(&t))),
