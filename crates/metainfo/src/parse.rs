@@ -155,12 +155,15 @@ impl Metainfo {
                         }
                     }
                     if !t.is_empty() {
+                        t.shrink_to_fit();
                         announce_list.push(t);
                     }
                 }
             }
             Some(v) => return Err(wrong_type("announce-list", "a list", v)),
         }
+        // Kept for the torrent's life (thousands in a daemon): no room to grow.
+        announce_list.shrink_to_fit();
         let url_list = match root.get(b"url-list") {
             None => Vec::new(),
             Some(Value::Bytes(b"")) => Vec::new(),
@@ -298,6 +301,9 @@ pub(crate) fn parse_info(
         }
     };
 
+    // Kept for the torrent's life (thousands in a daemon): no room to grow (pushed one by one,
+    // a single file had room for four).
+    files.shrink_to_fit();
     let mut offset: u64 = 0;
     for (i, f) in files.iter_mut().enumerate() {
         f.offset = offset;

@@ -477,13 +477,13 @@ impl Live {
             if same && (announcing.is_some() || tiers.is_empty()) {
                 return;
             }
-            *status = tiers
-                .iter()
-                .enumerate()
-                .flat_map(|(tier, urls)| {
-                    urls.iter().map(move |u| TrackerStatus { url: u.clone(), tier, ..Default::default() })
-                })
-                .collect();
+            // Sized exactly: collected from a flat_map, it had room for four (416 bytes a
+            // torrent with one tracker).
+            let mut list = Vec::with_capacity(tiers.iter().map(Vec::len).sum());
+            list.extend(tiers.iter().enumerate().flat_map(|(tier, urls)| {
+                urls.iter().map(move |u| TrackerStatus { url: u.clone(), tier, ..Default::default() })
+            }));
+            *status = list;
         }
         self.announce_generation.fetch_add(1, Ordering::AcqRel);
         if let Some(mut old) = announcing.take() {
