@@ -366,6 +366,10 @@ const QUEUE: usize = 4096;
 /// What the store's tasks share: the connection and what every call sends.
 pub struct Core {
     conn: ConnectionManager,
+    /// The store's runtime: every round trip is made from it, so that the connection's tasks
+    /// (which live where the connection was first used, and where it was last made again) stay
+    /// on its thread and never on a server's (see [`Core::query`]).
+    rt: tokio::runtime::Handle,
     scripts: Scripts,
     timeout: u32,
     max_per_swarm: u32,
@@ -448,10 +452,16 @@ impl Core {
     /// Sends `pipe` (its commands `EVALSHA`s of these scripts); a Redis that does not know
     /// them is given them and asked again.
     async fn query(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
-        let mut conn = self.conn.clone();
         let n = pipe.len();
         for attempt in 0..2 {
-            let values = conn.req_packed_commands(pipe, 0, n).await.map_err(err)?;
+            let values = {
+                let (mut conn, pipe) = (self.conn.clone(), pipe.clone());
+                self.rt
+                    .spawn(async move { conn.req_packed_commands(&pipe, 0, n).await })
+                    .await
+                    .map_err(err)?
+                    .map_err(err)?
+            };
             let unknown = values.iter().any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"));
             if !unknown {
                 return Ok(values);
@@ -461,7 +471,7 @@ impl Core {
                 for s in [&self.scripts.batch, &self.scripts.gc, &self.scripts.drop] {
                     load.cmd("SCRIPT").arg("LOAD").arg(&s.code);
                 }
-                load.query_async::<()>(&mut conn).await.map_err(err)?;
+                self.ask::<_, ()>(load).await?;
             }
         }
         Err(err("the scripts were not kept"))
@@ -469,6 +479,17 @@ impl Core {
 
     fn skew(&self) -> i64 {
         self.skew.load(Ordering::Relaxed)
+    }
+
+    /// Sends a command or pipeline from the store's runtime (see [`Core::rt`]) and reads its
+    /// reply as `T`.
+    async fn ask<C, T>(&self, c: C) -> Result<T, StoreError>
+    where
+        C: AskRedis + Send + 'static,
+        T: redis::FromRedisValue + Send + 'static,
+    {
+        let mut conn = self.conn.clone();
+        self.rt.spawn(async move { c.ask(&mut conn).await }).await.map_err(err)?.map_err(err)
     }
 
     /// Runs packed jobs in one call of the batch script; a reply per job, in order.
@@ -493,6 +514,32 @@ impl Core {
             Some(Value::ServerError(e)) => Err(err(e)),
             other => Err(err(format!("unexpected reply {other:?}"))),
         }
+    }
+}
+
+/// A command or a pipeline, for [`Core::ask`].
+trait AskRedis {
+    fn ask<T: redis::FromRedisValue + Send>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send;
+}
+
+impl AskRedis for redis::Cmd {
+    fn ask<T: redis::FromRedisValue + Send>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send {
+        self.query_async(conn)
+    }
+}
+
+impl AskRedis for Pipeline {
+    fn ask<T: redis::FromRedisValue + Send>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send {
+        self.query_async(conn)
     }
 }
 
@@ -552,6 +599,7 @@ impl RedisStore {
         };
         let core = Arc::new(Core {
             conn,
+            rt: rt.handle().clone(),
             scripts: Scripts { batch: Script::new(BATCH), gc: Script::new(GC), drop: Script::new(DROP) },
             timeout,
             max_per_swarm,
@@ -661,18 +709,12 @@ impl RedisStore {
 
     /// Every swarm in the index, with the time of its last announce, and Redis's time.
     async fn swarms(&self) -> Result<(Vec<(InfoHash, i64)>, i64), StoreError> {
-        let mut conn = self.conn.clone();
         let mut all = Vec::new();
         let mut start = 0isize;
         loop {
-            let chunk: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
-                .arg(format!("{PREFIX}swarms"))
-                .arg(start)
-                .arg(start + CHUNK - 1)
-                .arg("WITHSCORES")
-                .query_async(&mut conn)
-                .await
-                .map_err(err)?;
+            let mut zrange = redis::cmd("ZRANGE");
+            zrange.arg(format!("{PREFIX}swarms")).arg(start).arg(start + CHUNK - 1).arg("WITHSCORES");
+            let chunk: Vec<(Vec<u8>, f64)> = self.ask(zrange).await?;
             let got = chunk.len();
             all.extend(chunk.into_iter().filter_map(|(h, t)| Some((InfoHash(h.try_into().ok()?), t as i64))));
             if (got as isize) < CHUNK {
@@ -680,7 +722,7 @@ impl RedisStore {
             }
             start += CHUNK;
         }
-        let (secs, _): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await.map_err(err)?;
+        let (secs, _): (i64, i64) = self.ask(redis::cmd("TIME")).await?;
         Ok((all, secs + self.skew()))
     }
 
@@ -726,18 +768,10 @@ impl RedisStore {
     }
 
     pub async fn totals(&self) -> Result<Totals, StoreError> {
-        let mut conn = self.conn.clone();
-        let ((s, l, d), swarms): TotalsReply = redis::pipe()
-            .cmd("HMGET")
-            .arg(format!("{PREFIX}totals"))
-            .arg("s")
-            .arg("l")
-            .arg("d")
-            .cmd("ZCARD")
-            .arg(format!("{PREFIX}swarms"))
-            .query_async(&mut conn)
-            .await
-            .map_err(err)?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(format!("{PREFIX}totals")).arg("s").arg("l").arg("d");
+        pipe.cmd("ZCARD").arg(format!("{PREFIX}swarms"));
+        let ((s, l, d), swarms): TotalsReply = self.ask(pipe).await?;
         let n = |x: Option<i64>| x.unwrap_or(0).max(0) as u64;
         let (seeders, leechers) = (n(s), n(l));
         Ok(Totals { swarms, seeders, leechers, peers: seeders + leechers, downloaded: n(d) })
@@ -769,14 +803,14 @@ impl RedisStore {
 
     /// Whether Redis answers now (the start-up line says so).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING").query_async::<()>(&mut conn).await.map_err(err)
+        self.ask::<_, ()>(redis::cmd("PING")).await
     }
 
     /// Redis's `INFO memory` `used_memory` (the bench's bytes per peer).
     pub async fn used_memory(&self) -> Result<u64, StoreError> {
-        let mut conn = self.conn.clone();
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(err)?;
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("memory");
+        let info: String = self.ask(cmd).await?;
         info.lines()
             .find_map(|l| l.strip_prefix("used_memory:"))
             .and_then(|v| v.trim().parse().ok())
