@@ -258,6 +258,37 @@ pub async fn numwant_on_big_swarms(h: &impl Harness) {
     assert!(out.is_empty());
 }
 
+/// More peers of a swarm expire at once than one announce drops (the Redis store drops up to
+/// 256 of each kind per announce): counts stay exact throughout, and once they are gone no
+/// reply holds an expired peer.
+pub async fn many_peers_expire_at_once(h: &impl Harness) {
+    let s = h.backend(100_000, 1_000_000);
+    let addr = |i: u32| format!("10.1.{}.{}:{}", i / 256, i % 256, 1000 + i);
+    for i in 0..700u32 {
+        go(&s, &ann(3, &addr(i), u64::from(i % 2), Event::Started), &mut Vec::new()).await;
+    }
+    h.advance(&s, TIMEOUT / 2);
+    for i in 0..100u32 {
+        go(&s, &ann(3, &addr(i), u64::from(i % 2), Event::None), &mut Vec::new()).await;
+    }
+    h.advance(&s, TIMEOUT / 2 + 2);
+    // The in-memory store's cleaner drops them; Redis's drops only idle swarms, and leaves
+    // this one's peers to its announces.
+    s.clean(TIMEOUT).await.unwrap();
+    let live: HashSet<SocketAddr> = (0..100u32).map(|i| addr(i).parse().unwrap()).collect();
+    let want = SwarmCounts { seeders: 50, leechers: 51, downloaded: 0 };
+    for round in 0..4 {
+        let mut out: Vec<Peer> = Vec::new();
+        let (c, _) = go(&s, &ann(3, "10.9.9.9:9", 1, Event::None), &mut out).await;
+        assert_eq!(c, want, "round {round}");
+        assert_eq!(counts(&s, 3).await, want, "round {round}");
+        assert_eq!(out.len(), 50);
+        if round >= 2 {
+            assert!(out.iter().all(|p| live.contains(&p.addr)), "round {round}: an expired peer handed out");
+        }
+    }
+}
+
 pub async fn swarms_can_be_dropped_with_their_peers(h: &impl Harness) {
     let s = h.backend(1000, 3);
     let mut out: Vec<Peer> = Vec::new();
@@ -515,6 +546,7 @@ macro_rules! conformance {
             t!(seeders_get_only_leechers_and_families_mix);
             t!(numwant_on_big_swarms);
             t!(swarms_can_be_dropped_with_their_peers);
+            t!(many_peers_expire_at_once);
             t!(caps_refuse_new_peers);
             t!(cleaner_expires_peers_and_empty_swarms);
             t!(batches_answer_each_job);

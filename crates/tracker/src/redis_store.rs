@@ -97,28 +97,13 @@ end
 local function counts(z, cutoff)
   return redis.call('ZCOUNT', z, I(BIG + cutoff), '+inf'), redis.call('ZCOUNT', z, I(cutoff), '(' .. I(BIG))
 end
--- Drops the peers of z (and their fields in hash p) last seen before cutoff, at most limit of
--- each kind, and takes them off p's counters sf and lf; returns the seeders and leechers dropped.
-local function prune(z, p, cutoff, limit, sf, lf)
-  local l = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. I(cutoff), 'LIMIT', 0, limit)
-  local s = redis.call('ZRANGEBYSCORE', z, I(BIG), '(' .. I(BIG + cutoff), 'LIMIT', 0, limit)
-  for _, gone in ipairs({l, s}) do
-    if #gone > 0 then
-      redis.call('ZREM', z, unpack(gone))
-      redis.call('HDEL', p, unpack(gone))
-    end
-  end
-  if #s > 0 then redis.call('HINCRBY', p, sf, I(-#s)) end
-  if #l > 0 then redis.call('HINCRBY', p, lf, I(-#l)) end
-  return #s, #l
-end
 -- Deletes swarm h (not its entry in the swarm index); returns its peers.
 local function drop_swarm(prefix, h, tot)
   local p, z4, z6 = prefix .. 'p:' .. h, prefix .. '4:' .. h, prefix .. '6:' .. h
   local s = redis.call('ZCOUNT', z4, I(BIG), '+inf') + redis.call('ZCOUNT', z6, I(BIG), '+inf')
   local n = redis.call('ZCARD', z4) + redis.call('ZCARD', z6)
   local d = tonumber(redis.call('HGET', p, 'd') or 0)
-  redis.call('DEL', p, z4, z6)
+  redis.call('DEL', p, z4, z6, prefix .. 'S4:' .. h, prefix .. 'L4:' .. h, prefix .. 'S6:' .. h, prefix .. 'L6:' .. h)
   add_totals(tot, -s, s - n, -d)
   return n
 end
@@ -157,6 +142,7 @@ local now, cutoff = clock(ARGV[2], ARGV[3])
 local max_swarm, max_total = tonumber(ARGV[4]), tonumber(ARGV[5])
 local NOW, SEED = I(now), I(BIG + now)
 local CF = {'s4', 'l4', 's6', 'l6'}
+local W = {6, 6, 18, 18}
 
 -- The announcer's entry, the swarm's prune mark, downloads and counters; whether it exists.
 local function state(P, me)
@@ -167,6 +153,72 @@ local function state(P, me)
   return m[1], m[2], tonumber(m[3] or 0), c, exists
 end
 
+-- Appends address a to list i (B[i], c[i] entries); returns its position.
+local function list_add(B, c, i, a)
+  redis.call('SETRANGE', B[i], I(c[i] * W[i]), a)
+  c[i] = c[i] + 1
+  return c[i] - 1
+end
+
+-- Takes the entry at pos out of list i: the last entry moves there, and its position in P
+-- with it.
+local function list_del(P, B, c, i, pos)
+  local last, w = c[i] - 1, W[i]
+  if pos ~= last then
+    local moved = redis.call('GETRANGE', B[i], I(last * w), I(last * w + w - 1))
+    redis.call('SETRANGE', B[i], I(pos * w), moved)
+    local mv = redis.call('HGET', P, moved)
+    if mv then redis.call('HSET', P, moved, string.sub(mv, 1, 21) .. I(pos)) end
+  end
+  c[i] = last
+  if last == 0 then redis.call('DEL', B[i]) end
+end
+
+-- Drops the peers of family f (1: IPv4, 3: IPv6; sorted set z) last seen before the cutoff,
+-- at most PRUNE of each kind, from z, P and the lists; returns the seeders and leechers dropped.
+local function prune(z, P, B, c, f)
+  local l = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. I(cutoff), 'LIMIT', '0', 'PRUNE')
+  local s = redis.call('ZRANGEBYSCORE', z, I(BIG), '(' .. I(BIG + cutoff), 'LIMIT', '0', 'PRUNE')
+  for k, gone in ipairs({s, l}) do
+    if #gone > 0 then
+      local vs = redis.call('HMGET', P, unpack(gone))
+      local pos = {}
+      for j = 1, #gone do
+        if vs[j] then pos[#pos + 1] = tonumber(string.sub(vs[j], 22)) end
+      end
+      -- From the last position down: an entry moved into a freed place is never one still
+      -- to be taken out.
+      table.sort(pos, function(a, b) return a > b end)
+      for _, p in ipairs(pos) do list_del(P, B, c, f + k - 1, p) end
+      redis.call('ZREM', z, unpack(gone))
+      redis.call('HDEL', P, unpack(gone))
+    end
+  end
+  if #s + #l > 0 then redis.call('HSET', P, CF[f], I(c[f]), CF[f + 1], I(c[f + 1])) end
+  return #s, #l
+end
+
+-- cnt entries of the lists in parts ({key, entries} each, end to end, w bytes an entry) from
+-- index start on, wrapping around after n.
+local function window(parts, n, start, cnt, w)
+  local out, v, left = {}, start, cnt
+  while left > 0 do
+    local base = 0
+    for _, p in ipairs(parts) do
+      if v < base + p[2] then
+        local k = math.min(left, base + p[2] - v)
+        local off = (v - base) * w
+        out[#out + 1] = redis.call('GETRANGE', p[1], I(off), I(off + k * w - 1))
+        left, v = left - k, v + k
+        break
+      end
+      base = base + p[2]
+    end
+    if v >= n then v = 0 end
+  end
+  return table.concat(out)
+end
+
 local function announce(x)
   local seeder = string.byte(x, 2) == 49
   local event = string.sub(x, 3, 3)
@@ -175,6 +227,7 @@ local function announce(x)
   local rand = ((string.byte(x, 8) * 256 + string.byte(x, 9)) * 256 + string.byte(x, 10)) * 256 + string.byte(x, 11)
   local h, id, me = string.sub(x, 12, 31), string.sub(x, 32, 51), string.sub(x, 52)
   local P, Z4, Z6 = prefix .. 'p:' .. h, prefix .. '4:' .. h, prefix .. '6:' .. h
+  local B = {prefix .. 'S4:' .. h, prefix .. 'L4:' .. h, prefix .. 'S6:' .. h, prefix .. 'L6:' .. h}
   local old, t, d, c, exists = state(P, me)
   -- Whether every peer of the swarm is live (then the counters are its counts).
   local exact = true
@@ -183,7 +236,7 @@ local function announce(x)
     gc(prefix, SW, TOT, cutoff, 2)
     for f = 1, 3, 2 do
       if c[f] + c[f + 1] > 0 then
-        local ps, pl = prune(f == 1 and Z4 or Z6, P, cutoff, PRUNE, CF[f], CF[f + 1])
+        local ps, pl = prune(f == 1 and Z4 or Z6, P, B, c, f)
         add_totals(TOT, -ps, -pl, 0)
         if ps == PRUNE or pl == PRUNE then exact = false end
       end
@@ -195,15 +248,17 @@ local function announce(x)
   local own, Z, OTHER = 1, Z4, Z6
   if #me ~= 6 then own, Z, OTHER = 3, Z6, Z4 end
   local flag = old and string.byte(old, 1) or 0
-  -- L: leecher, S: seeder; C and T: the same whose `completed` was counted.
+  -- L: leecher, S: seeder; C and T: the same whose `completed` was counted. Then the peer id
+  -- and the entry's position in its list.
   local was_seeder, counted = flag == 83 or flag == 84, flag == 67 or flag == 84
-  local outcome, added = 0, false
+  local pos = old and string.sub(old, 22)
+  local outcome, added, mine = 0, false, nil
   if event == 'x' then
     if old then
       redis.call('ZREM', Z, me)
       redis.call('HDEL', P, me)
-      if was_seeder then c[own] = c[own] - 1; add_totals(TOT, -1, 0, 0)
-      else c[own + 1] = c[own + 1] - 1; add_totals(TOT, 0, -1, 0) end
+      list_del(P, B, c, was_seeder and own or own + 1, tonumber(pos))
+      if was_seeder then add_totals(TOT, -1, 0, 0) else add_totals(TOT, 0, -1, 0) end
     end
   else
     local go = true
@@ -212,21 +267,23 @@ local function announce(x)
         outcome, go = 1, false
       else
         added = true
-        if seeder then c[own] = c[own] + 1; add_totals(TOT, 1, 0, 0)
-        else c[own + 1] = c[own + 1] + 1; add_totals(TOT, 0, 1, 0) end
+        pos = I(list_add(B, c, seeder and own or own + 1, me))
+        if seeder then add_totals(TOT, 1, 0, 0) else add_totals(TOT, 0, 1, 0) end
       end
     elseif was_seeder ~= seeder then
-      if seeder then c[own], c[own + 1] = c[own] + 1, c[own + 1] - 1; add_totals(TOT, 1, -1, 0)
-      else c[own], c[own + 1] = c[own] - 1, c[own + 1] + 1; add_totals(TOT, -1, 1, 0) end
+      list_del(P, B, c, was_seeder and own or own + 1, tonumber(pos))
+      pos = I(list_add(B, c, seeder and own or own + 1, me))
+      if seeder then add_totals(TOT, 1, -1, 0) else add_totals(TOT, -1, 1, 0) end
     end
     if go then
+      mine = tonumber(pos)
       redis.call('ZADD', Z, seeder and SEED or NOW, me)
       if event == 'c' and not counted then
         counted, d = true, d + 1
         set[#set + 1] = 'd'; set[#set + 1] = I(d)
         add_totals(TOT, 0, 0, 1)
       end
-      local v = (seeder and (counted and 'T' or 'S') or (counted and 'C' or 'L')) .. id
+      local v = (seeder and (counted and 'T' or 'S') or (counted and 'C' or 'L')) .. id .. pos
       if v ~= old then set[#set + 1] = me; set[#set + 1] = v end
     end
   end
@@ -239,37 +296,37 @@ local function announce(x)
   end
   if #set > 0 then redis.call('HSET', P, unpack(set)) end
 
-  -- Up to `want` peers of z (n of them, or its n leechers for a seeder) from a random rank on,
-  -- wrapping around, skipping the announcer.
-  local function take(z, n, want, out)
-    if want <= 0 or n <= 0 then return 0 end
+  -- Up to `want` peers of family f from a random index on, wrapping around: its leechers, then
+  -- (for a leecher) its seeders; `selfv` is the announcer's index there, if it is there.
+  local function take(f, want, selfv)
+    local parts = {{B[f + 1], c[f + 1]}}
+    if not seeder then parts[2] = {B[f], c[f]} end
+    local n, w = parts[1][2] + (parts[2] and parts[2][2] or 0), W[f]
+    if want <= 0 or n <= 0 then return '' end
+    local cnt = math.min(want + (selfv and 1 or 0), n)
     local start = rand % n
-    local got = 0
-    for _, r in ipairs({{start, n - 1}, {0, start - 1}}) do
-      if got < want and r[2] >= r[1] then
-        for _, a in ipairs(redis.call('ZRANGE', z, r[1], math.min(r[2], r[1] + want - got))) do
-          if a ~= me and got < want then
-            out[#out + 1] = a
-            got = got + 1
-          end
-        end
-      end
+    local s = window(parts, n, start, cnt, w)
+    if selfv then
+      local j = (selfv - start) % n
+      if j < cnt then s = string.sub(s, 1, j * w) .. string.sub(s, (j + 1) * w + 1) end
     end
-    return got
+    return string.sub(s, 1, want * w)
   end
-  local taken = {{}, {}}
+  local taken = {'', ''}
   if want > 0 then
-    local other = 4 - own
-    local got = take(Z, seeder and c[own + 1] or c[own] + c[own + 1], want, taken[1])
-    if both then take(OTHER, seeder and c[other + 1] or c[other] + c[other + 1], want - got, taken[2]) end
+    taken[1] = take(own, want, (not seeder) and mine or nil)
+    if both then taken[2] = take(4 - own, want - #taken[1] / W[own], nil) end
   end
   local ids = {}
   if with_ids then
-    for _, list in ipairs(taken) do
-      if #list > 0 then
-        local vs = redis.call('HMGET', P, unpack(list))
-        for i = 1, #list do
-          if vs[i] then ids[#ids + 1] = string.sub(vs[i], 2) else ids[#ids + 1] = string.rep('\0', 20) end
+    for k, list in ipairs(taken) do
+      local w = k == 1 and W[own] or W[4 - own]
+      local addrs = {}
+      for i = 1, #list, w do addrs[#addrs + 1] = string.sub(list, i, i + w - 1) end
+      if #addrs > 0 then
+        local vs = redis.call('HMGET', P, unpack(addrs))
+        for i = 1, #addrs do
+          if vs[i] then ids[#ids + 1] = string.sub(vs[i], 2, 21) else ids[#ids + 1] = string.rep('\0', 20) end
         end
       end
     end
@@ -280,7 +337,7 @@ local function announce(x)
     local s6, l6 = counts(Z6, cutoff)
     s, l = s4 + s6, l4 + l6
   end
-  return {s, l, d, outcome, table.concat(taken[1]), table.concat(taken[2]), table.concat(ids)}
+  return {s, l, d, outcome, taken[1], taken[2], table.concat(ids)}
 end
 
 local function scrape(x)
