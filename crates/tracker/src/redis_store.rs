@@ -9,35 +9,43 @@
 //! | key | type | what |
 //! | --- | --- | --- |
 //! | `bs:4:H`, `bs:6:H` | sorted set | the swarm's IPv4 (IPv6) peers: member the address, score the Redis time (s) of its last announce, plus 2^32 for a seeder |
-//! | `bs:p:H` | hash | address → 1 byte (`c`: its `completed` was counted, `-`: not) and its 20-byte peer id; field `d`: completed downloads |
+//! | `bs:L4:H`, `bs:S4:H`, `bs:L6:H`, `bs:S6:H` | string | the same peers' addresses end to end, leechers and seeders apart, in no order: what replies are cut from |
+//! | `bs:p:H` | hash | address → a flag byte (leecher or seeder, `completed` counted or not), the 20-byte peer id and the address's place in its list; `d`: completed downloads; `s4`, `l4`, `s6`, `l6`: the lists' lengths; `t`: the second its stale peers were last all dropped |
 //! | `bs:swarms` | sorted set | every swarm: member H, score the time of its last announce |
 //! | `bs:totals` | hash | `s`, `l`, `d`: seeders, leechers and downloads over every swarm |
 //!
-//! A peer costs its address twice (a member and a field), a score and 21 bytes: about 45
-//! bytes in Redis's compact encodings (swarms of up to 128 peers), more in bigger swarms; the
-//! bench measures it (`INFO memory` over the peers stored).
-//!
-//! Seeders score above 2^32 and leechers below, so one sorted set answers both counts
-//! (`ZCOUNT` over a range of scores) and a seeder's ask for leechers only (ranks `0..L`).
+//! A peer costs its address three times (a member, a field, a list entry), a score and about
+//! 24 bytes; the bench measures Redis's memory per peer (`INFO memory` over the peers stored).
+//! A database written by an earlier layout (a flag of `c` or `-`, no lists) must be emptied
+//! (`FLUSHDB`) before this version uses it; clients fill it again on their next announce.
 //!
 //! # Expiry, by Redis's own clock
 //!
 //! Every script reads the time with `TIME` on the Redis server, so instances with skewed
-//! clocks agree. A peer whose score is older than the peer timeout is not counted: counts are
-//! `ZCOUNT`s over the live range, exact without any cleaning. Stale entries are deleted by the
-//! scripts themselves: an announce drops the stale peers of its own swarm (up to 256 of each
-//! kind) and up to 2 swarms of `bs:swarms` idle past the timeout, with their keys; each
-//! instance's cleaner tick drops idle swarms the same way (one script over the expired end of
-//! `bs:swarms`; nothing scans the live swarms, and several instances doing it is harmless).
-//! Keys have no TTL: a key that vanished by itself would leave `bs:totals` counting its peers.
+//! clocks agree. A peer whose score is older than the peer timeout is stale. The first
+//! announce of a swarm in each second drops its stale peers (up to 256 of each kind; if there
+//! are more, the next announce goes on) and up to 2 swarms of `bs:swarms` idle past the
+//! timeout, with their keys, and marks the swarm (`t`): for the rest of that second no peer of
+//! it can be stale, so the list lengths are its counts. A swarm whose stale peers were not all
+//! dropped is counted with `ZCOUNT`s over the live range, and so is a scrape of a swarm not
+//! marked this second: counts are exact without any cleaning. Each instance's cleaner tick
+//! drops idle swarms the same way (nothing scans the live swarms; several instances doing it
+//! is harmless). Keys have no TTL: a key that vanished by itself would leave `bs:totals`
+//! counting its peers.
 //!
 //! # Round trips
 //!
-//! Each request is one `EVALSHA` of a Lua script, atomic in Redis: an announce reads and writes
-//! its swarm, picks the reply's peers (from a random rank on, as the in-memory store does) and
-//! returns the counts. The UDP workers send the requests of one receive batch (up to 32) as one
-//! pipeline. A Redis that lost its scripts (restarted) gets them again (`SCRIPT LOAD`) and the
+//! Requests go to Redis in batches, each one `EVALSHA` of one Lua script (atomic in Redis)
+//! that runs the batch's announces and scrapes in order: the UDP workers send the requests of
+//! one receive batch (up to 32) as one batch; HTTP announces go to a batcher task that sends
+//! whatever queued while the batches in flight (2 at most) were answered, up to 64. An
+//! announce of a known peer is one `HMGET` (its entry, the swarm's mark, counts and downloads),
+//! one `ZADD` (its time) and one or two `GETRANGE`s of the lists (the reply's peers, from a
+//! random place on, wrapping around); totals are added up in the script and written once per
+//! batch. A Redis that lost its scripts (restarted) gets them again (`SCRIPT LOAD`) and the
 //! batch is sent again: announces are idempotent (a `completed` is counted once per peer).
+//! Every round trip is made from the store's own runtime thread, where the connection's task
+//! lives.
 //!
 //! # When Redis is down
 //!
