@@ -677,3 +677,36 @@ impl Harness for RedisHarness {
 }
 
 conformance!(redis, RedisHarness::start(), 64, 500);
+
+/// A swarm written by the Redis store's earlier layout (a sorted set and a hash of flag and
+/// peer id, nothing else) is dropped on its first announce, with its share of the totals, and
+/// fills again; nothing fails. Until then a scrape reports it empty.
+#[test]
+fn redis_swarms_of_the_earlier_layout_are_dropped_on_their_first_announce() {
+    let Some(h) = RedisHarness::start() else { return };
+    let s = h.backend(1000, 1000);
+    // Info-hash "aaaa…", the peer 65.65.65.65:16705 ("AAAAAA" compact): printable keys.
+    let hash = InfoHash([b'a'; 20]);
+    let key = |kind: &str| format!("bs:{kind}{}", "a".repeat(20));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let c = |args: &[&str]| assert!(h.0.command(args).is_some_and(|r| !r.starts_with('-')), "{args:?}");
+    c(&["ZADD", &key("4:"), &now, "AAAAAA"]);
+    c(&["HSET", &key("p:"), "AAAAAA", &format!("-{}", "x".repeat(20))]);
+    c(&["HSET", "bs:totals", "l", "1"]);
+    c(&["ZADD", "bs:swarms", &now, &"a".repeat(20)]);
+    run(async {
+        // A scrape tells it from no swarm only after its first announce.
+        assert_eq!(s.scrape(&[hash]).await.unwrap()[0], SwarmCounts::default());
+        let mut a = ann(b'a', "65.65.65.65:16705", 5, Event::None);
+        a.info_hash = hash;
+        let (counts, _) = s.announce(&a, &mut Vec::<Peer>::new()).await.unwrap();
+        assert_eq!(counts, SwarmCounts { seeders: 0, leechers: 1, downloaded: 0 });
+        let mut b = ann(b'a', "10.0.0.2:1", 5, Event::Started);
+        b.info_hash = hash;
+        let mut out: Vec<Peer> = Vec::new();
+        let (counts, _) = s.announce(&b, &mut out).await.unwrap();
+        assert_eq!(counts.leechers, 2);
+        assert_eq!(out.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>(), ["65.65.65.65:16705"]);
+        assert_eq!(totals(&s).await, Totals { swarms: 1, seeders: 0, leechers: 2, peers: 2, downloaded: 0 });
+    });
+}

@@ -16,8 +16,8 @@
 //!
 //! A peer costs its address three times (a member, a field, a list entry), a score and about
 //! 24 bytes; the bench measures Redis's memory per peer (`INFO memory` over the peers stored).
-//! A database written by an earlier layout (a flag of `c` or `-`, no lists) must be emptied
-//! (`FLUSHDB`) before this version uses it; clients fill it again on their next announce.
+//! A swarm written by the earlier layout (no `t`, no lists) is dropped on its first announce
+//! (a scrape reports it empty until then), and its peers come back as they announce again.
 //!
 //! # Expiry, by Redis's own clock
 //!
@@ -237,6 +237,13 @@ local function announce(x)
   local P, Z4, Z6 = prefix .. 'p:' .. h, prefix .. '4:' .. h, prefix .. '6:' .. h
   local B = {prefix .. 'S4:' .. h, prefix .. 'L4:' .. h, prefix .. 'S6:' .. h, prefix .. 'L6:' .. h}
   local old, t, d, c, exists = state(P, me)
+  if exists and not t then
+    -- A swarm of the earlier layout (no mark, lists or counters; this layout always marks a
+    -- swarm it makes): dropped, and its peers come back as they announce.
+    drop_swarm(prefix, h, TOT)
+    redis.call('ZREM', SW, h)
+    old, t, d, c, exists = state(P, me)
+  end
   -- Whether every peer of the swarm is live (then the counters are its counts).
   local exact = true
   if exists and t ~= NOW then
