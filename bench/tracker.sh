@@ -32,7 +32,7 @@
 # bench/results/raw/, not committed).
 # Usage: bench/tracker.sh [RUNS]   Env: DURATION (s, default 6), FILL_PEERS (default 1000000),
 #                                       SKIP_MEMORY=1, SKIP_REDIS=1, TRACKER_CPUS (default 0), LOAD_CPUS
-#                                       (default the others).
+#                                       (default the others), REPORT (the results file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -234,26 +234,28 @@ if [ "${SKIP_REDIS:-0}" != 1 ]; then
   start_bitswarm "$W/redis.toml"; R1_PID=$BS_PID; R1_HTTP=$BS_HTTP; R1_UDP=$BS_UDP
   start_bitswarm "$W/redis.toml"; R2_PID=$BS_PID; R2_HTTP=$BS_HTTP; R2_UDP=$BS_UDP
   sum_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(cpu_ticks "$p"))); done; echo $t; }
+  # Redis's own share of a run: its CPU ticks then (r0, r1) over the requests answered.
+  redis_share() { us_per_req $(($2 - $1)) "${3:-0}"; }
   half=$(( WRK_CONNS / 2 ))
   for run in $(seq "$RUNS"); do
     # HTTP keep-alive: one instance, then two at once (half the connections each).
-    c0=$(sum_ticks "$R1_PID" "$REDIS_PID")
+    c0=$(sum_ticks "$R1_PID" "$REDIS_PID"); r0=$(cpu_ticks "$REDIS_PID")
     HASHES="$W/hashes.url" "${ON_LOAD[@]}" wrk -t"$LOAD_THREADS" -c"$WRK_CONNS" -d"${DURATION}s" --latency -s bench/announce.lua "http://$R1_HTTP" > "$RAW/http-redis1-$run.txt" 2>&1 || true
-    c1=$(sum_ticks "$R1_PID" "$REDIS_PID")
-    rps=$(awk '/^Requests\/sec/ {print $2}' "$RAW/http-redis1-$run.txt"); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}")
-    echo "http redis, one instance, run $run: ${rps:-0} req/s, server CPU (tracker + Redis) $cpu us/request"
-    echo "$rps" >> "$W/http-redis1.rps"; echo "$cpu" >> "$W/http-redis1.cpu"
-    c0=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID")
+    c1=$(sum_ticks "$R1_PID" "$REDIS_PID"); r1=$(cpu_ticks "$REDIS_PID")
+    rps=$(awk '/^Requests\/sec/ {print $2}' "$RAW/http-redis1-$run.txt"); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}"); rcpu=$(redis_share "$r0" "$r1" "$rps")
+    echo "http redis, one instance, run $run: ${rps:-0} req/s, server CPU (tracker + Redis) $cpu us/request, of which Redis $rcpu"
+    echo "$rps" >> "$W/http-redis1.rps"; echo "$cpu" >> "$W/http-redis1.cpu"; echo "$rcpu" >> "$W/http-redis1.rcpu"
+    c0=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID"); r0=$(cpu_ticks "$REDIS_PID")
     two=()
     for addr in "$R1_HTTP" "$R2_HTTP"; do
       HASHES="$W/hashes.url" "${ON_LOAD[@]}" wrk -t"$LOAD_THREADS" -c"$half" -d"${DURATION}s" --latency -s bench/announce.lua "http://$addr" > "$RAW/http-redis2-$((${#two[@]} + 1))-$run.txt" 2>&1 &
       two+=($!)
     done
     wait "${two[@]}" 2>/dev/null || true
-    c1=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID")
-    rps=$(cat "$RAW"/http-redis2-[12]-$run.txt | awk '/^Requests\/sec/ {s += $2} END {print s+0}'); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}")
-    echo "http redis, two instances, run $run: $rps req/s, server CPU (trackers + Redis) $cpu us/request"
-    echo "$rps" >> "$W/http-redis2.rps"; echo "$cpu" >> "$W/http-redis2.cpu"
+    c1=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID"); r1=$(cpu_ticks "$REDIS_PID")
+    rps=$(cat "$RAW"/http-redis2-[12]-$run.txt | awk '/^Requests\/sec/ {s += $2} END {print s+0}'); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}"); rcpu=$(redis_share "$r0" "$r1" "$rps")
+    echo "http redis, two instances, run $run: $rps req/s, server CPU (trackers + Redis) $cpu us/request, of which Redis $rcpu"
+    echo "$rps" >> "$W/http-redis2.rps"; echo "$cpu" >> "$W/http-redis2.cpu"; echo "$rcpu" >> "$W/http-redis2.rcpu"
   done
   echo "udp redis: $("${ON_LOAD[@]}" $LOAD --server "$R1_UDP" --sockets 8 --swarms 1000 --fill "$FILL_PEERS")"
   peers=$(redis_peers)
@@ -261,23 +263,23 @@ if [ "${SKIP_REDIS:-0}" != 1 ]; then
   REDIS_MEM_BIG=$(awk -v m="$mem" -v e="$EMPTY_MEM" -v p="$peers" 'BEGIN { if (p > 0) printf "%.0f", (m - e) / p; else print "n/a" }')
   echo "redis memory: $mem bytes for $peers peers over 1,000 swarms: $REDIS_MEM_BIG bytes per peer"
   for run in $(seq "$RUNS"); do
-    c0=$(sum_ticks "$R1_PID" "$REDIS_PID")
+    c0=$(sum_ticks "$R1_PID" "$REDIS_PID"); r0=$(cpu_ticks "$REDIS_PID")
     "${ON_LOAD[@]}" $LOAD --server "$R1_UDP" --threads "$LOAD_THREADS" --sockets 16 --window 8 --duration "$DURATION" > "$RAW/udp-redis1-$run.txt" 2>&1
-    c1=$(sum_ticks "$R1_PID" "$REDIS_PID")
-    rps=$(awk '{for(i=1;i<=NF;i++) if ($i=="responses/s:") print $(i+1)}' "$RAW/udp-redis1-$run.txt"); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}")
-    echo "udp redis, one instance, run $run: $(cat "$RAW/udp-redis1-$run.txt")  server CPU (tracker + Redis): $cpu us/request"
-    echo "$rps" >> "$W/udp-redis1.rps"; echo "$cpu" >> "$W/udp-redis1.cpu"
-    c0=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID")
+    c1=$(sum_ticks "$R1_PID" "$REDIS_PID"); r1=$(cpu_ticks "$REDIS_PID")
+    rps=$(awk '{for(i=1;i<=NF;i++) if ($i=="responses/s:") print $(i+1)}' "$RAW/udp-redis1-$run.txt"); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}"); rcpu=$(redis_share "$r0" "$r1" "$rps")
+    echo "udp redis, one instance, run $run: $(cat "$RAW/udp-redis1-$run.txt")  server CPU (tracker + Redis): $cpu us/request, of which Redis $rcpu"
+    echo "$rps" >> "$W/udp-redis1.rps"; echo "$cpu" >> "$W/udp-redis1.cpu"; echo "$rcpu" >> "$W/udp-redis1.rcpu"
+    c0=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID"); r0=$(cpu_ticks "$REDIS_PID")
     two=()
     for addr in "$R1_UDP" "$R2_UDP"; do
       "${ON_LOAD[@]}" $LOAD --server "$addr" --threads "$LOAD_THREADS" --sockets 8 --window 8 --duration "$DURATION" > "$RAW/udp-redis2-$((${#two[@]} + 1))-$run.txt" 2>&1 &
       two+=($!)
     done
     wait "${two[@]}" 2>/dev/null || true
-    c1=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID")
-    rps=$(cat "$RAW"/udp-redis2-[12]-$run.txt | awk '{for(i=1;i<=NF;i++) if ($i=="responses/s:") s += $(i+1)} END {print s+0}'); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}")
-    echo "udp redis, two instances, run $run: $rps responses/s, server CPU (trackers + Redis) $cpu us/request"
-    echo "$rps" >> "$W/udp-redis2.rps"; echo "$cpu" >> "$W/udp-redis2.cpu"
+    c1=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID"); r1=$(cpu_ticks "$REDIS_PID")
+    rps=$(cat "$RAW"/udp-redis2-[12]-$run.txt | awk '{for(i=1;i<=NF;i++) if ($i=="responses/s:") s += $(i+1)} END {print s+0}'); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}"); rcpu=$(redis_share "$r0" "$r1" "$rps")
+    echo "udp redis, two instances, run $run: $rps responses/s, server CPU (trackers + Redis) $cpu us/request, of which Redis $rcpu"
+    echo "$rps" >> "$W/udp-redis2.rps"; echo "$cpu" >> "$W/udp-redis2.cpu"; echo "$rcpu" >> "$W/udp-redis2.rcpu"
   done
   # Memory per peer with small swarms, as for the in-memory trackers below.
   redis-cli -s "$RS" flushall > /dev/null
@@ -311,7 +313,7 @@ fi
 # --- table ---
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 DATE=$(date -u +%Y-%m-%d)
-REPORT=bench/results/tracker-$DATE.md
+REPORT=${REPORT:-bench/results/tracker-$DATE.md}
 {
   echo "Tracker benchmark, $DATE, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), loopback, medians of $RUNS runs of ${DURATION}s; $CORES."
   echo
@@ -361,17 +363,17 @@ REPORT=bench/results/tracker-$DATE.md
     echo
     echo "On Redis (store.backend = \"redis\"; redis-server on the trackers' CPUs too):"
     echo
-    echo "| load | setup | requests/s | vs opentracker | vs bitswarm in memory | server CPU per request, trackers + Redis (us) |"
-    echo "| --- | --- | ---: | ---: | ---: | ---: |"
+    echo "| load | setup | requests/s | vs opentracker | vs bitswarm in memory | server CPU per request, trackers + Redis (us) | of which Redis (us) |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
     ot=$(median < "$W/http-opentracker-keepalive.rps"); bm=$(median < "$W/http-bitswarm-keepalive.rps")
     for n in 1 2; do
-      r=$(median < "$W/http-redis$n.rps"); c=$(median < "$W/http-redis$n.cpu")
-      echo "| HTTP announce, wrk -c$WRK_CONNS, keep-alive | $([ $n = 1 ] && echo "one instance" || echo "two instances, one Redis") | ${r%.*} | $(ratio "$r" "$ot")x | $(ratio "$r" "$bm")x | $c |"
+      r=$(median < "$W/http-redis$n.rps"); c=$(median < "$W/http-redis$n.cpu"); rc=$(median < "$W/http-redis$n.rcpu")
+      echo "| HTTP announce, wrk -c$WRK_CONNS, keep-alive | $([ $n = 1 ] && echo "one instance" || echo "two instances, one Redis") | ${r%.*} | $(ratio "$r" "$ot")x | $(ratio "$r" "$bm")x | $c | $rc |"
     done
     ot=$(median < "$W/udp-opentracker.rps"); bm=$(median < "$W/udp-bitswarm.rps")
     for n in 1 2; do
-      r=$(median < "$W/udp-redis$n.rps"); c=$(median < "$W/udp-redis$n.cpu")
-      echo "| UDP, udp_load 16 sockets, 80% announce | $([ $n = 1 ] && echo "one instance" || echo "two instances, one Redis") | ${r%.*} | $(ratio "$r" "$ot")x | $(ratio "$r" "$bm")x | $c |"
+      r=$(median < "$W/udp-redis$n.rps"); c=$(median < "$W/udp-redis$n.cpu"); rc=$(median < "$W/udp-redis$n.rcpu")
+      echo "| UDP, udp_load 16 sockets, 80% announce | $([ $n = 1 ] && echo "one instance" || echo "two instances, one Redis") | ${r%.*} | $(ratio "$r" "$ot")x | $(ratio "$r" "$bm")x | $c | $rc |"
     done
     echo
     echo "Redis's memory per peer (INFO memory used_memory over the peers stored): $REDIS_MEM_BIG bytes with 1,000 swarms of 1,000 peers, $REDIS_MEM_SMALL bytes with 100,000 swarms of 10."

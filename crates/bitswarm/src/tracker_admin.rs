@@ -48,6 +48,8 @@ pub enum UserCommand {
     Disable { name: String },
     /// Admit a disabled user again.
     Enable { name: String },
+    /// Delete a user: their passkey is refused from now on, and their figures are gone.
+    Delete { name: String },
     /// Give a user a new passkey (the old one is refused from now on); prints it.
     PasskeyReset {
         name: String,
@@ -113,6 +115,11 @@ pub fn run(command: TrackerCommand, config: &Config) -> Result<(), Failure> {
         TrackerCommand::User(UserCommand::Enable { name }) => {
             let g = db.set_enabled(&name, true).map_err(db_failure)?;
             outln!("user {name} enabled");
+            Some(g)
+        }
+        TrackerCommand::User(UserCommand::Delete { name }) => {
+            let g = db.delete_user(&name).map_err(db_failure)?;
+            outln!("user {name} deleted");
             Some(g)
         }
         TrackerCommand::User(UserCommand::PasskeyReset { name, url }) => {

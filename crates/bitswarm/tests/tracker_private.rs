@@ -158,6 +158,7 @@ fn private_tracker_passkeys_commands_and_admin_api() {
         (&["user", "add", "alice"][..], "a user named \"alice\" exists already"),
         (&["user", "add", "a b"], "no spaces"),
         (&["user", "disable", "nobody"], "no user named \"nobody\""),
+        (&["user", "delete", "nobody"], "no user named \"nobody\""),
         (&["torrent", "add", "not-a-hash"], "neither a .torrent file nor an info-hash"),
         (&["torrent", "remove", &InfoHash([4; 20]).to_hex()], "is not registered"),
     ] {
@@ -260,6 +261,21 @@ fn private_tracker_passkeys_commands_and_admin_api() {
     let (status, v) = admin(&t, "POST", "/admin/users/carol/passkey-reset", &token, "");
     assert_eq!(status, 200);
     assert_ne!(v["passkey"].as_str().unwrap(), carol);
+    // A deleted user (through the API, or the command line) is refused on their next announce.
+    let (status, v) = admin(&t, "POST", "/admin/users", &token, "{\"name\": \"erin\"}");
+    assert_eq!(status, 201, "{v}");
+    let e = format!("/announce/{}", v["passkey"].as_str().unwrap());
+    announce(&t, &e, h, 5, (0, 0), Event::Started).unwrap();
+    let (status, v) = admin(&t, "DELETE", "/admin/users/erin", &token, "");
+    assert_eq!((status, v["deleted"].as_str()), (200, Some("erin")), "{v}");
+    assert_eq!(admin(&t, "DELETE", "/admin/users/erin", &token, "").0, 404);
+    assert_eq!(announce(&t, &e, h, 5, (0, 0), Event::None).unwrap_err(), "tracker said: unknown passkey");
+    let out = cli_ok(&state, &["user", "add", "dave"]);
+    let d = format!("/announce/{}", out.lines().find_map(|l| l.strip_prefix("passkey: ")).unwrap());
+    announce(&t, &d, h, 4, (0, 0), Event::Started).unwrap();
+    let out = cli_ok(&state, &["user", "delete", "dave"]);
+    assert!(out.contains("user dave deleted") && out.contains("in force on the running tracker"), "{out}");
+    assert_eq!(announce(&t, &d, h, 4, (0, 0), Event::None).unwrap_err(), "tracker said: unknown passkey");
     // Torrents: one registered through the API is served at once; one removed is refused.
     let h2 = InfoHash([5; 20]);
     let body = format!("{{\"info_hash\": \"{}\", \"name\": \"two\", \"size\": 1000}}", h2.to_hex());

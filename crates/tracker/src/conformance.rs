@@ -258,6 +258,37 @@ pub async fn numwant_on_big_swarms(h: &impl Harness) {
     assert!(out.is_empty());
 }
 
+/// More peers of a swarm expire at once than one announce drops (the Redis store drops up to
+/// 256 of each kind per announce): counts stay exact throughout, and once they are gone no
+/// reply holds an expired peer.
+pub async fn many_peers_expire_at_once(h: &impl Harness) {
+    let s = h.backend(100_000, 1_000_000);
+    let addr = |i: u32| format!("10.1.{}.{}:{}", i / 256, i % 256, 1000 + i);
+    for i in 0..700u32 {
+        go(&s, &ann(3, &addr(i), u64::from(i % 2), Event::Started), &mut Vec::new()).await;
+    }
+    h.advance(&s, TIMEOUT / 2);
+    for i in 0..100u32 {
+        go(&s, &ann(3, &addr(i), u64::from(i % 2), Event::None), &mut Vec::new()).await;
+    }
+    h.advance(&s, TIMEOUT / 2 + 2);
+    // The in-memory store's cleaner drops them; Redis's drops only idle swarms, and leaves
+    // this one's peers to its announces.
+    s.clean(TIMEOUT).await.unwrap();
+    let live: HashSet<SocketAddr> = (0..100u32).map(|i| addr(i).parse().unwrap()).collect();
+    let want = SwarmCounts { seeders: 50, leechers: 51, downloaded: 0 };
+    for round in 0..4 {
+        let mut out: Vec<Peer> = Vec::new();
+        let (c, _) = go(&s, &ann(3, "10.9.9.9:9", 1, Event::None), &mut out).await;
+        assert_eq!(c, want, "round {round}");
+        assert_eq!(counts(&s, 3).await, want, "round {round}");
+        assert_eq!(out.len(), 50);
+        if round >= 2 {
+            assert!(out.iter().all(|p| live.contains(&p.addr)), "round {round}: an expired peer handed out");
+        }
+    }
+}
+
 pub async fn swarms_can_be_dropped_with_their_peers(h: &impl Harness) {
     let s = h.backend(1000, 3);
     let mut out: Vec<Peer> = Vec::new();
@@ -515,6 +546,7 @@ macro_rules! conformance {
             t!(seeders_get_only_leechers_and_families_mix);
             t!(numwant_on_big_swarms);
             t!(swarms_can_be_dropped_with_their_peers);
+            t!(many_peers_expire_at_once);
             t!(caps_refuse_new_peers);
             t!(cleaner_expires_peers_and_empty_swarms);
             t!(batches_answer_each_job);
@@ -645,3 +677,36 @@ impl Harness for RedisHarness {
 }
 
 conformance!(redis, RedisHarness::start(), 64, 500);
+
+/// A swarm written by the Redis store's earlier layout (a sorted set and a hash of flag and
+/// peer id, nothing else) is dropped on its first announce, with its share of the totals, and
+/// fills again; nothing fails. Until then a scrape reports it empty.
+#[test]
+fn redis_swarms_of_the_earlier_layout_are_dropped_on_their_first_announce() {
+    let Some(h) = RedisHarness::start() else { return };
+    let s = h.backend(1000, 1000);
+    // Info-hash "aaaa…", the peer 65.65.65.65:16705 ("AAAAAA" compact): printable keys.
+    let hash = InfoHash([b'a'; 20]);
+    let key = |kind: &str| format!("bs:{kind}{}", "a".repeat(20));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let c = |args: &[&str]| assert!(h.0.command(args).is_some_and(|r| !r.starts_with('-')), "{args:?}");
+    c(&["ZADD", &key("4:"), &now, "AAAAAA"]);
+    c(&["HSET", &key("p:"), "AAAAAA", &format!("-{}", "x".repeat(20))]);
+    c(&["HSET", "bs:totals", "l", "1"]);
+    c(&["ZADD", "bs:swarms", &now, &"a".repeat(20)]);
+    run(async {
+        // A scrape tells it from no swarm only after its first announce.
+        assert_eq!(s.scrape(&[hash]).await.unwrap()[0], SwarmCounts::default());
+        let mut a = ann(b'a', "65.65.65.65:16705", 5, Event::None);
+        a.info_hash = hash;
+        let (counts, _) = s.announce(&a, &mut Vec::<Peer>::new()).await.unwrap();
+        assert_eq!(counts, SwarmCounts { seeders: 0, leechers: 1, downloaded: 0 });
+        let mut b = ann(b'a', "10.0.0.2:1", 5, Event::Started);
+        b.info_hash = hash;
+        let mut out: Vec<Peer> = Vec::new();
+        let (counts, _) = s.announce(&b, &mut out).await.unwrap();
+        assert_eq!(counts.leechers, 2);
+        assert_eq!(out.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>(), ["65.65.65.65:16705"]);
+        assert_eq!(totals(&s).await, Totals { swarms: 1, seeders: 0, leechers: 2, peers: 2, downloaded: 0 });
+    });
+}

@@ -9,35 +9,43 @@
 //! | key | type | what |
 //! | --- | --- | --- |
 //! | `bs:4:H`, `bs:6:H` | sorted set | the swarm's IPv4 (IPv6) peers: member the address, score the Redis time (s) of its last announce, plus 2^32 for a seeder |
-//! | `bs:p:H` | hash | address → 1 byte (`c`: its `completed` was counted, `-`: not) and its 20-byte peer id; field `d`: completed downloads |
+//! | `bs:L4:H`, `bs:S4:H`, `bs:L6:H`, `bs:S6:H` | string | the same peers' addresses end to end, leechers and seeders apart, in no order: what replies are cut from |
+//! | `bs:p:H` | hash | address → a flag byte (leecher or seeder, `completed` counted or not), the 20-byte peer id and the address's place in its list; `d`: completed downloads; `s4`, `l4`, `s6`, `l6`: the lists' lengths; `t`: the second its stale peers were last all dropped |
 //! | `bs:swarms` | sorted set | every swarm: member H, score the time of its last announce |
 //! | `bs:totals` | hash | `s`, `l`, `d`: seeders, leechers and downloads over every swarm |
 //!
-//! A peer costs its address twice (a member and a field), a score and 21 bytes: about 45
-//! bytes in Redis's compact encodings (swarms of up to 128 peers), more in bigger swarms; the
-//! bench measures it (`INFO memory` over the peers stored).
-//!
-//! Seeders score above 2^32 and leechers below, so one sorted set answers both counts
-//! (`ZCOUNT` over a range of scores) and a seeder's ask for leechers only (ranks `0..L`).
+//! A peer costs its address three times (a member, a field, a list entry), a score and about
+//! 24 bytes; the bench measures Redis's memory per peer (`INFO memory` over the peers stored).
+//! A swarm written by the earlier layout (no `t`, no lists) is dropped on its first announce
+//! (a scrape reports it empty until then), and its peers come back as they announce again.
 //!
 //! # Expiry, by Redis's own clock
 //!
 //! Every script reads the time with `TIME` on the Redis server, so instances with skewed
-//! clocks agree. A peer whose score is older than the peer timeout is not counted: counts are
-//! `ZCOUNT`s over the live range, exact without any cleaning. Stale entries are deleted by the
-//! scripts themselves: an announce drops the stale peers of its own swarm (up to 256 of each
-//! kind) and up to 2 swarms of `bs:swarms` idle past the timeout, with their keys; each
-//! instance's cleaner tick drops idle swarms the same way (one script over the expired end of
-//! `bs:swarms`; nothing scans the live swarms, and several instances doing it is harmless).
-//! Keys have no TTL: a key that vanished by itself would leave `bs:totals` counting its peers.
+//! clocks agree. A peer whose score is older than the peer timeout is stale. The first
+//! announce of a swarm in each second drops its stale peers (up to 256 of each kind; if there
+//! are more, the next announce goes on) and up to 2 swarms of `bs:swarms` idle past the
+//! timeout, with their keys, and marks the swarm (`t`): for the rest of that second no peer of
+//! it can be stale, so the list lengths are its counts. A swarm whose stale peers were not all
+//! dropped is counted with `ZCOUNT`s over the live range, and so is a scrape of a swarm not
+//! marked this second: counts are exact without any cleaning. Each instance's cleaner tick
+//! drops idle swarms the same way (nothing scans the live swarms; several instances doing it
+//! is harmless). Keys have no TTL: a key that vanished by itself would leave `bs:totals`
+//! counting its peers.
 //!
 //! # Round trips
 //!
-//! Each request is one `EVALSHA` of a Lua script, atomic in Redis: an announce reads and writes
-//! its swarm, picks the reply's peers (from a random rank on, as the in-memory store does) and
-//! returns the counts. The UDP workers send the requests of one receive batch (up to 32) as one
-//! pipeline. A Redis that lost its scripts (restarted) gets them again (`SCRIPT LOAD`) and the
+//! Requests go to Redis in batches, each one `EVALSHA` of one Lua script (atomic in Redis)
+//! that runs the batch's announces and scrapes in order: the UDP workers send the requests of
+//! one receive batch (up to 32) as one batch; HTTP announces go to a batcher task that sends
+//! whatever queued while the batches in flight (2 at most) were answered, up to 64. An
+//! announce of a known peer is one `HMGET` (its entry, the swarm's mark, counts and downloads),
+//! one `ZADD` (its time) and one or two `GETRANGE`s of the lists (the reply's peers, from a
+//! random place on, wrapping around); totals are added up in the script and written once per
+//! batch. A Redis that lost its scripts (restarted) gets them again (`SCRIPT LOAD`) and the
 //! batch is sent again: announces are idempotent (a `completed` is counted once per peer).
+//! Every round trip is made from the store's own runtime thread, where the connection's task
+//! lives.
 //!
 //! # When Redis is down
 //!
@@ -50,6 +58,7 @@
 //! keys of other swarms); `maxmemory-policy` must be `noeviction` (an evicted key would leave
 //! `bs:totals` wrong).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -68,44 +77,47 @@ const GC_BATCH: u32 = 1000;
 /// Swarms read per round trip for the stats page and a full scrape.
 const CHUNK: isize = 500;
 
-/// Functions the scripts share.
+/// Functions the scripts share. Totals are changed in the script's own table and written once
+/// at its end (`flush_totals`); numbers go to Redis as integer strings (`I`), not through
+/// Lua's float formatting.
 const PRELUDE: &str = r#"
 local BIG = 4294967296
+local function I(x) return string.format('%d', x) end
+local pend, base = {0, 0, 0}, nil
 local function add_totals(tot, s, l, d)
-  if s ~= 0 then redis.call('HINCRBY', tot, 's', s) end
-  if l ~= 0 then redis.call('HINCRBY', tot, 'l', l) end
-  if d ~= 0 then redis.call('HINCRBY', tot, 'd', d) end
+  pend[1], pend[2], pend[3] = pend[1] + s, pend[2] + l, pend[3] + d
+end
+-- Peers over every swarm, as this script has left them so far.
+local function total_peers(tot)
+  if not base then
+    local t = redis.call('HMGET', tot, 's', 'l')
+    base = tonumber(t[1] or 0) + tonumber(t[2] or 0)
+  end
+  return base + pend[1] + pend[2]
+end
+local function flush_totals(tot)
+  if pend[1] ~= 0 then redis.call('HINCRBY', tot, 's', I(pend[1])) end
+  if pend[2] ~= 0 then redis.call('HINCRBY', tot, 'l', I(pend[2])) end
+  if pend[3] ~= 0 then redis.call('HINCRBY', tot, 'd', I(pend[3])) end
+  pend, base = {0, 0, 0}, nil
 end
 -- Seeders and leechers of sorted set z seen since cutoff.
 local function counts(z, cutoff)
-  return redis.call('ZCOUNT', z, BIG + cutoff, '+inf'), redis.call('ZCOUNT', z, cutoff, '(' .. BIG)
-end
--- Drops the peers of z (and their fields in hash p) last seen before cutoff, at most limit of
--- each kind; returns the seeders and leechers dropped.
-local function prune(z, p, cutoff, limit)
-  local l = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. cutoff, 'LIMIT', 0, limit)
-  local s = redis.call('ZRANGEBYSCORE', z, BIG, '(' .. (BIG + cutoff), 'LIMIT', 0, limit)
-  for _, gone in ipairs({l, s}) do
-    if #gone > 0 then
-      redis.call('ZREM', z, unpack(gone))
-      redis.call('HDEL', p, unpack(gone))
-    end
-  end
-  return #s, #l
+  return redis.call('ZCOUNT', z, I(BIG + cutoff), '+inf'), redis.call('ZCOUNT', z, I(cutoff), '(' .. I(BIG))
 end
 -- Deletes swarm h (not its entry in the swarm index); returns its peers.
 local function drop_swarm(prefix, h, tot)
   local p, z4, z6 = prefix .. 'p:' .. h, prefix .. '4:' .. h, prefix .. '6:' .. h
-  local s = redis.call('ZCOUNT', z4, BIG, '+inf') + redis.call('ZCOUNT', z6, BIG, '+inf')
+  local s = redis.call('ZCOUNT', z4, I(BIG), '+inf') + redis.call('ZCOUNT', z6, I(BIG), '+inf')
   local n = redis.call('ZCARD', z4) + redis.call('ZCARD', z6)
   local d = tonumber(redis.call('HGET', p, 'd') or 0)
-  redis.call('DEL', p, z4, z6)
+  redis.call('DEL', p, z4, z6, prefix .. 'S4:' .. h, prefix .. 'L4:' .. h, prefix .. 'S6:' .. h, prefix .. 'L6:' .. h)
   add_totals(tot, -s, s - n, -d)
   return n
 end
 -- Drops up to limit swarms idle since before cutoff; returns the peers and swarms dropped.
 local function gc(prefix, sw, tot, cutoff, limit)
-  local dead = redis.call('ZRANGEBYSCORE', sw, '-inf', '(' .. cutoff, 'LIMIT', 0, limit)
+  local dead = redis.call('ZRANGEBYSCORE', sw, '-inf', '(' .. I(cutoff), 'LIMIT', 0, limit)
   local peers = 0
   for _, h in ipairs(dead) do
     peers = peers + drop_swarm(prefix, h, tot)
@@ -119,129 +131,259 @@ local function clock(timeout, skew)
 end
 "#;
 
-/// KEYS: p, z4, z6, swarms, totals. ARGV: prefix, info-hash, address, peer id, seeder (1/0),
-/// event (n, c, s, x: none, completed, started, stopped), numwant, both families (1/0),
-/// timeout, most peers per swarm, most peers in all, a random number, with ids (1/0), skew.
-/// Returns seeders, leechers, downloaded, outcome (0 ok, 1 full), the peers of the announcer's
-/// family (addresses end to end), those of the other, and their ids in that order.
-const ANNOUNCE: &str = r#"
-local P, Z4, Z6, SW, TOT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local prefix, h, me, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local seeder, event, want, both = ARGV[5] == '1', ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
-local max_swarm, max_total, rand, with_ids = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13] == '1'
-local now, cutoff = clock(ARGV[9], ARGV[14])
+/// A batch of announces and scrapes, in order, in one call. KEYS: swarms, totals. ARGV: prefix,
+/// timeout, skew, most peers per swarm, most peers in all, then a job each (see
+/// `pack_announce` and `pack_scrape`). Returns a reply per job: for an announce seeders,
+/// leechers, downloaded, outcome (0 ok, 1 full), the peers of the announcer's family (addresses
+/// end to end), those of the other, and their ids in that order; for a scrape seeders,
+/// leechers and downloaded of each swarm.
+///
+/// The swarm's hash `bs:p:H` also holds `s4`, `l4`, `s6`, `l6` (the seeders and leechers in
+/// `bs:4:H` and `bs:6:H`, stale ones included) and `t`, the second at which its stale peers
+/// were last all dropped: the first announce of a swarm in a second drops them (one `HMGET`
+/// tells it whether to), and from then on in that second no peer of it is stale, so the
+/// counters are its counts, without a `ZCOUNT`.
+const BATCH: &str = r#"
+local SW, TOT = KEYS[1], KEYS[2]
+local prefix = ARGV[1]
+local now, cutoff = clock(ARGV[2], ARGV[3])
+local max_swarm, max_total = tonumber(ARGV[4]), tonumber(ARGV[5])
+local NOW, SEED = I(now), I(BIG + now)
+local CF = {'s4', 'l4', 's6', 'l6'}
+local W = {6, 6, 18, 18}
 
-local ps4, pl4 = prune(Z4, P, cutoff, PRUNE)
-local ps6, pl6 = prune(Z6, P, cutoff, PRUNE)
-add_totals(TOT, -(ps4 + ps6), -(pl4 + pl6), 0)
-gc(prefix, SW, TOT, cutoff, 2)
-
-local Z, OTHER = Z4, Z6
-if #me ~= 6 then Z, OTHER = Z6, Z4 end
-local old = redis.call('ZSCORE', Z, me)
-local outcome = 0
-if event == 'x' then
-  if old then
-    redis.call('ZREM', Z, me)
-    redis.call('HDEL', P, me)
-    if tonumber(old) >= BIG then add_totals(TOT, -1, 0, 0) else add_totals(TOT, 0, -1, 0) end
-  end
-  if redis.call('ZSCORE', SW, h) then redis.call('ZADD', SW, now, h) end
-else
-  local score = now
-  if seeder then score = BIG + now end
-  local completing = event == 'c'
-  if old then
-    local was = tonumber(old) >= BIG
-    redis.call('ZADD', Z, score, me)
-    if was ~= seeder then
-      if seeder then add_totals(TOT, 1, -1, 0) else add_totals(TOT, -1, 1, 0) end
-    end
-    local v = redis.call('HGET', P, me) or ''
-    local flag = string.sub(v, 1, 1)
-    if flag ~= 'c' then flag = '-' end
-    if completing and flag ~= 'c' then
-      flag = 'c'
-      redis.call('HINCRBY', P, 'd', 1)
-      add_totals(TOT, 0, 0, 1)
-    end
-    if flag .. id ~= v then redis.call('HSET', P, me, flag .. id) end
-  else
-    local n = redis.call('ZCARD', Z4) + redis.call('ZCARD', Z6)
-    local t = redis.call('HMGET', TOT, 's', 'l')
-    if n >= max_swarm or tonumber(t[1] or 0) + tonumber(t[2] or 0) >= max_total then
-      outcome = 1
-    else
-      redis.call('ZADD', Z, score, me)
-      if completing then
-        redis.call('HSET', P, me, 'c' .. id)
-        redis.call('HINCRBY', P, 'd', 1)
-        add_totals(TOT, 0, 0, 1)
-      else
-        redis.call('HSET', P, me, '-' .. id)
-      end
-      if seeder then add_totals(TOT, 1, 0, 0) else add_totals(TOT, 0, 1, 0) end
-    end
-  end
-  if outcome == 0 or redis.call('EXISTS', P) == 1 then redis.call('ZADD', SW, now, h) end
+-- The announcer's entry, the swarm's prune mark, downloads and counters; whether it exists.
+local function state(P, me)
+  local m = redis.call('HMGET', P, me, 't', 'd', 's4', 'l4', 's6', 'l6')
+  local exists = false
+  for i = 1, 7 do if m[i] then exists = true end end
+  local c = {tonumber(m[4] or 0), tonumber(m[5] or 0), tonumber(m[6] or 0), tonumber(m[7] or 0)}
+  return m[1], m[2], tonumber(m[3] or 0), c, exists
 end
 
--- Up to `want` peers of z from a random rank on, wrapping around, skipping the announcer and,
--- for a seeder, seeders (they rank last).
-local function take(z, want, out)
-  if want <= 0 then return 0 end
-  local n
-  if seeder then n = redis.call('ZCOUNT', z, '-inf', '(' .. BIG) else n = redis.call('ZCARD', z) end
-  if n == 0 then return 0 end
-  local start = rand % n
-  local got = 0
-  for _, r in ipairs({{start, n - 1}, {0, start - 1}}) do
-    if got < want and r[2] >= r[1] then
-      for _, a in ipairs(redis.call('ZRANGE', z, r[1], math.min(r[2], r[1] + want - got))) do
-        if a ~= me and got < want then
-          out[#out + 1] = a
-          got = got + 1
+-- Appends address a to list i (B[i], c[i] entries); returns its position.
+local function list_add(B, c, i, a)
+  redis.call('SETRANGE', B[i], I(c[i] * W[i]), a)
+  c[i] = c[i] + 1
+  return c[i] - 1
+end
+
+-- Takes the entry at pos out of list i: the last entry moves there, and its position in P
+-- with it.
+local function list_del(P, B, c, i, pos)
+  local last, w = c[i] - 1, W[i]
+  if pos ~= last then
+    local moved = redis.call('GETRANGE', B[i], I(last * w), I(last * w + w - 1))
+    redis.call('SETRANGE', B[i], I(pos * w), moved)
+    local mv = redis.call('HGET', P, moved)
+    if mv then redis.call('HSET', P, moved, string.sub(mv, 1, 21) .. I(pos)) end
+  end
+  c[i] = last
+  if last == 0 then redis.call('DEL', B[i]) end
+end
+
+-- Drops the peers of family f (1: IPv4, 3: IPv6; sorted set z) last seen before the cutoff,
+-- at most PRUNE of each kind, from z, P and the lists; returns the seeders and leechers dropped.
+local function prune(z, P, B, c, f)
+  local l = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. I(cutoff), 'LIMIT', '0', 'PRUNE')
+  local s = redis.call('ZRANGEBYSCORE', z, I(BIG), '(' .. I(BIG + cutoff), 'LIMIT', '0', 'PRUNE')
+  for k, gone in ipairs({s, l}) do
+    if #gone > 0 then
+      local vs = redis.call('HMGET', P, unpack(gone))
+      local pos = {}
+      for j = 1, #gone do
+        if vs[j] then pos[#pos + 1] = tonumber(string.sub(vs[j], 22)) end
+      end
+      -- From the last position down: an entry moved into a freed place is never one still
+      -- to be taken out.
+      table.sort(pos, function(a, b) return a > b end)
+      for _, p in ipairs(pos) do list_del(P, B, c, f + k - 1, p) end
+      redis.call('ZREM', z, unpack(gone))
+      redis.call('HDEL', P, unpack(gone))
+    end
+  end
+  if #s + #l > 0 then redis.call('HSET', P, CF[f], I(c[f]), CF[f + 1], I(c[f + 1])) end
+  return #s, #l
+end
+
+-- cnt entries of the lists in parts ({key, entries} each, end to end, w bytes an entry) from
+-- index start on, wrapping around after n.
+local function window(parts, n, start, cnt, w)
+  local out, v, left = {}, start, cnt
+  while left > 0 do
+    local base = 0
+    for _, p in ipairs(parts) do
+      if v < base + p[2] then
+        local k = math.min(left, base + p[2] - v)
+        local off = (v - base) * w
+        out[#out + 1] = redis.call('GETRANGE', p[1], I(off), I(off + k * w - 1))
+        left, v = left - k, v + k
+        break
+      end
+      base = base + p[2]
+    end
+    if v >= n then v = 0 end
+  end
+  return table.concat(out)
+end
+
+local function announce(x)
+  local seeder = string.byte(x, 2) == 49
+  local event = string.sub(x, 3, 3)
+  local both, with_ids = string.byte(x, 4) == 49, string.byte(x, 5) == 49
+  local want = string.byte(x, 6) * 256 + string.byte(x, 7)
+  local rand = ((string.byte(x, 8) * 256 + string.byte(x, 9)) * 256 + string.byte(x, 10)) * 256 + string.byte(x, 11)
+  local h, id, me = string.sub(x, 12, 31), string.sub(x, 32, 51), string.sub(x, 52)
+  local P, Z4, Z6 = prefix .. 'p:' .. h, prefix .. '4:' .. h, prefix .. '6:' .. h
+  local B = {prefix .. 'S4:' .. h, prefix .. 'L4:' .. h, prefix .. 'S6:' .. h, prefix .. 'L6:' .. h}
+  local old, t, d, c, exists = state(P, me)
+  if exists and not t then
+    -- A swarm of the earlier layout (no mark, lists or counters; this layout always marks a
+    -- swarm it makes): dropped, and its peers come back as they announce.
+    drop_swarm(prefix, h, TOT)
+    redis.call('ZREM', SW, h)
+    old, t, d, c, exists = state(P, me)
+  end
+  -- Whether every peer of the swarm is live (then the counters are its counts).
+  local exact = true
+  if exists and t ~= NOW then
+    -- The swarm's first announce this second: idle swarms (up to 2) and its own stale peers go.
+    gc(prefix, SW, TOT, cutoff, 2)
+    for f = 1, 3, 2 do
+      if c[f] + c[f + 1] > 0 then
+        local ps, pl = prune(f == 1 and Z4 or Z6, P, B, c, f)
+        add_totals(TOT, -ps, -pl, 0)
+        if ps == PRUNE or pl == PRUNE then exact = false end
+      end
+    end
+    old, t, d, c, exists = state(P, me)
+  end
+  local c0 = {c[1], c[2], c[3], c[4]}
+  local set = {}
+  local own, Z, OTHER = 1, Z4, Z6
+  if #me ~= 6 then own, Z, OTHER = 3, Z6, Z4 end
+  local flag = old and string.byte(old, 1) or 0
+  -- L: leecher, S: seeder; C and T: the same whose `completed` was counted. Then the peer id
+  -- and the entry's position in its list.
+  local was_seeder, counted = flag == 83 or flag == 84, flag == 67 or flag == 84
+  local pos = old and string.sub(old, 22)
+  local outcome, added, mine = 0, false, nil
+  if event == 'x' then
+    if old then
+      redis.call('ZREM', Z, me)
+      redis.call('HDEL', P, me)
+      list_del(P, B, c, was_seeder and own or own + 1, tonumber(pos))
+      if was_seeder then add_totals(TOT, -1, 0, 0) else add_totals(TOT, 0, -1, 0) end
+    end
+  else
+    local go = true
+    if not old then
+      if c[1] + c[2] + c[3] + c[4] >= max_swarm or total_peers(TOT) >= max_total then
+        outcome, go = 1, false
+      else
+        added = true
+        pos = I(list_add(B, c, seeder and own or own + 1, me))
+        if seeder then add_totals(TOT, 1, 0, 0) else add_totals(TOT, 0, 1, 0) end
+      end
+    elseif was_seeder ~= seeder then
+      list_del(P, B, c, was_seeder and own or own + 1, tonumber(pos))
+      pos = I(list_add(B, c, seeder and own or own + 1, me))
+      if seeder then add_totals(TOT, 1, -1, 0) else add_totals(TOT, -1, 1, 0) end
+    end
+    if go then
+      mine = tonumber(pos)
+      redis.call('ZADD', Z, seeder and SEED or NOW, me)
+      if event == 'c' and not counted then
+        counted, d = true, d + 1
+        set[#set + 1] = 'd'; set[#set + 1] = I(d)
+        add_totals(TOT, 0, 0, 1)
+      end
+      local v = (seeder and (counted and 'T' or 'S') or (counted and 'C' or 'L')) .. id .. pos
+      if v ~= old then set[#set + 1] = me; set[#set + 1] = v end
+    end
+  end
+  for f = 1, 4 do
+    if c[f] ~= c0[f] then set[#set + 1] = CF[f]; set[#set + 1] = I(c[f]) end
+  end
+  if (exists or added) and t ~= NOW then
+    redis.call('ZADD', SW, NOW, h)
+    if exact then set[#set + 1] = 't'; set[#set + 1] = NOW end
+  end
+  if #set > 0 then redis.call('HSET', P, unpack(set)) end
+
+  -- Up to `want` peers of family f from a random index on, wrapping around: its leechers, then
+  -- (for a leecher) its seeders; `selfv` is the announcer's index there, if it is there.
+  local function take(f, want, selfv)
+    local parts = {{B[f + 1], c[f + 1]}}
+    if not seeder then parts[2] = {B[f], c[f]} end
+    local n, w = parts[1][2] + (parts[2] and parts[2][2] or 0), W[f]
+    if want <= 0 or n <= 0 then return '' end
+    local cnt = math.min(want + (selfv and 1 or 0), n)
+    local start = rand % n
+    local s = window(parts, n, start, cnt, w)
+    if selfv then
+      local j = (selfv - start) % n
+      if j < cnt then s = string.sub(s, 1, j * w) .. string.sub(s, (j + 1) * w + 1) end
+    end
+    return string.sub(s, 1, want * w)
+  end
+  local taken = {'', ''}
+  if want > 0 then
+    taken[1] = take(own, want, (not seeder) and mine or nil)
+    if both then taken[2] = take(4 - own, want - #taken[1] / W[own], nil) end
+  end
+  local ids = {}
+  if with_ids then
+    for k, list in ipairs(taken) do
+      local w = k == 1 and W[own] or W[4 - own]
+      local addrs = {}
+      for i = 1, #list, w do addrs[#addrs + 1] = string.sub(list, i, i + w - 1) end
+      if #addrs > 0 then
+        local vs = redis.call('HMGET', P, unpack(addrs))
+        for i = 1, #addrs do
+          if vs[i] then ids[#ids + 1] = string.sub(vs[i], 2, 21) else ids[#ids + 1] = string.rep('\0', 20) end
         end
       end
     end
   end
-  return got
-end
-local taken = {{}, {}}
-if want > 0 then
-  local got = take(Z, want, taken[1])
-  if both then take(OTHER, want - got, taken[2]) end
-end
-local ids = {}
-if with_ids then
-  for _, list in ipairs(taken) do
-    if #list > 0 then
-      local vs = redis.call('HMGET', P, unpack(list))
-      for i = 1, #list do
-        if vs[i] then ids[#ids + 1] = string.sub(vs[i], 2) else ids[#ids + 1] = string.rep('\0', 20) end
-      end
-    end
+  local s, l = c[1] + c[3], c[2] + c[4]
+  if not exact then
+    local s4, l4 = counts(Z4, cutoff)
+    local s6, l6 = counts(Z6, cutoff)
+    s, l = s4 + s6, l4 + l6
   end
+  return {s, l, d, outcome, taken[1], taken[2], table.concat(ids)}
 end
-local s4, l4 = counts(Z4, cutoff)
-local s6, l6 = counts(Z6, cutoff)
-local d = tonumber(redis.call('HGET', P, 'd') or 0)
-return {s4 + s6, l4 + l6, d, outcome, table.concat(taken[1]), table.concat(taken[2]), table.concat(ids)}
-"#;
 
-/// ARGV: prefix, timeout, skew, info-hashes. Returns seeders, leechers, downloaded of each.
-const SCRAPE: &str = r#"
-local prefix = ARGV[1]
-local now, cutoff = clock(ARGV[2], ARGV[3])
-local out = {}
-for i = 4, #ARGV do
-  local h = ARGV[i]
-  local s4, l4 = counts(prefix .. '4:' .. h, cutoff)
-  local s6, l6 = counts(prefix .. '6:' .. h, cutoff)
-  out[#out + 1] = s4 + s6
-  out[#out + 1] = l4 + l6
-  out[#out + 1] = tonumber(redis.call('HGET', prefix .. 'p:' .. h, 'd') or 0)
+local function scrape(x)
+  local out = {}
+  for i = 2, #x - 19, 20 do
+    local h = string.sub(x, i, i + 19)
+    local m = redis.call('HMGET', prefix .. 'p:' .. h, 't', 'd', 's4', 'l4', 's6', 'l6')
+    local s, l = 0, 0
+    if m[1] == NOW then
+      s, l = tonumber(m[3] or 0) + tonumber(m[5] or 0), tonumber(m[4] or 0) + tonumber(m[6] or 0)
+    elseif m[1] or m[2] or m[3] or m[4] or m[5] or m[6] then
+      local s4, l4 = counts(prefix .. '4:' .. h, cutoff)
+      local s6, l6 = counts(prefix .. '6:' .. h, cutoff)
+      s, l = s4 + s6, l4 + l6
+    end
+    out[#out + 1] = s
+    out[#out + 1] = l
+    out[#out + 1] = tonumber(m[2] or 0)
+  end
+  return out
 end
+
+local out = {}
+for i = 6, #ARGV do
+  local x = ARGV[i]
+  local k = string.byte(x, 1)
+  if k == 97 then out[#out + 1] = announce(x)
+  elseif k == 115 then out[#out + 1] = scrape(x)
+  else out[#out + 1] = {} end
+end
+flush_totals(TOT)
 return out
 "#;
 
@@ -249,6 +391,7 @@ return out
 const GC: &str = r#"
 local now, cutoff = clock(ARGV[2], ARGV[3])
 local peers, swarms = gc(ARGV[1], KEYS[1], KEYS[2], cutoff, tonumber(ARGV[4]))
+flush_totals(KEYS[2])
 return {peers, swarms}
 "#;
 
@@ -259,6 +402,7 @@ for i = 2, #ARGV do
   peers = peers + drop_swarm(ARGV[1], ARGV[i], KEYS[2])
   redis.call('ZREM', KEYS[1], ARGV[i])
 end
+flush_totals(KEYS[2])
 return peers
 "#;
 
@@ -278,20 +422,27 @@ impl Script {
 }
 
 struct Scripts {
-    announce: Script,
-    scrape: Script,
+    batch: Script,
     gc: Script,
     drop: Script,
 }
 
-/// Swarms in Redis. See the module documentation.
-pub struct RedisStore {
+/// The most jobs in one call of the batch script (each announce costs Redis some
+/// microseconds; this bounds how long one call holds it).
+const MAX_BATCH: usize = 64;
+/// Batches of single announces (HTTP) in flight at once on the connection.
+const IN_FLIGHT: usize = 2;
+/// Single announces waiting for a batch, at most (then callers wait to queue).
+const QUEUE: usize = 4096;
+
+/// What the store's tasks share: the connection and what every call sends.
+pub struct Core {
     conn: ConnectionManager,
-    /// Runs the connection's tasks (and the UDP workers' round trips); shut down on drop.
-    rt: Option<tokio::runtime::Runtime>,
+    /// The store's runtime: every round trip is made from it, so that the connection's tasks
+    /// (which live where the connection was first used, and where it was last made again) stay
+    /// on its thread and never on a server's (see [`Core::query`]).
+    rt: tokio::runtime::Handle,
     scripts: Scripts,
-    /// The server, for messages (without a password).
-    shown: String,
     timeout: u32,
     max_per_swarm: u32,
     max_total: u64,
@@ -299,16 +450,33 @@ pub struct RedisStore {
     skew: AtomicI64,
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::new(format!("Redis: {e}"))
+/// A single announce waiting for a batch: its packed job and where its reply goes.
+struct Pending {
+    job: Vec<u8>,
+    reply: tokio::sync::oneshot::Sender<Result<Value, StoreError>>,
 }
 
-fn key(kind: &str, h: &InfoHash) -> Vec<u8> {
-    let mut k = Vec::with_capacity(PREFIX.len() + kind.len() + 20);
-    k.extend_from_slice(PREFIX.as_bytes());
-    k.extend_from_slice(kind.as_bytes());
-    k.extend_from_slice(&h.0);
-    k
+/// Swarms in Redis. See the module documentation.
+pub struct RedisStore {
+    core: Arc<Core>,
+    /// Runs the connection's tasks, the batcher (and the UDP workers' round trips); shut down
+    /// on drop.
+    rt: Option<tokio::runtime::Runtime>,
+    /// Single announces, to the batcher.
+    queue: tokio::sync::mpsc::Sender<Pending>,
+    /// The server, for messages (without a password).
+    shown: String,
+}
+
+impl std::ops::Deref for RedisStore {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::new(format!("Redis: {e}"))
 }
 
 /// The address without a password.
@@ -316,6 +484,165 @@ fn shown(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
         _ => url.to_owned(),
+    }
+}
+
+/// An announce as a job of the batch script: `a`, seeder, event, both families, with ids (one
+/// byte each), numwant (2 bytes), a random number (4), the info-hash, the peer id, the address.
+fn pack_announce(a: &Announce, with_ids: bool) -> Vec<u8> {
+    let mut j = Vec::with_capacity(51 + 18);
+    let event = match a.event {
+        bitswarm_tracker_proto::Event::None => b'n',
+        bitswarm_tracker_proto::Event::Completed => b'c',
+        bitswarm_tracker_proto::Event::Started => b's',
+        bitswarm_tracker_proto::Event::Stopped => b'x',
+    };
+    let flag = |b: bool| if b { b'1' } else { b'0' };
+    j.extend_from_slice(&[b'a', flag(a.left == 0), event, flag(a.families == Families::Both), flag(with_ids)]);
+    j.extend_from_slice(&(a.numwant.min(10_000) as u16).to_be_bytes());
+    j.extend_from_slice(&(crate::store::rand_u64() as u32).to_be_bytes());
+    j.extend_from_slice(&a.info_hash.0);
+    j.extend_from_slice(&a.peer_id.0);
+    match a.addr.ip().to_canonical() {
+        std::net::IpAddr::V4(ip) => j.extend_from_slice(&crate::store::compact4(ip, a.addr.port())),
+        std::net::IpAddr::V6(ip) => j.extend_from_slice(&crate::store::compact6(ip, a.addr.port())),
+    }
+    j
+}
+
+/// A scrape as a job of the batch script: `s`, then the info-hashes end to end.
+fn pack_scrape(hashes: &[InfoHash]) -> Vec<u8> {
+    let mut j = Vec::with_capacity(1 + 20 * hashes.len());
+    j.push(b's');
+    for h in hashes {
+        j.extend_from_slice(&h.0);
+    }
+    j
+}
+
+impl Core {
+    /// Sends `pipe` (its commands `EVALSHA`s of these scripts); a Redis that does not know
+    /// them is given them and asked again.
+    async fn query(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
+        let n = pipe.len();
+        for attempt in 0..2 {
+            let values = {
+                let (mut conn, pipe) = (self.conn.clone(), pipe.clone());
+                self.rt
+                    .spawn(async move { conn.req_packed_commands(&pipe, 0, n).await })
+                    .await
+                    .map_err(err)?
+                    .map_err(err)?
+            };
+            let unknown = values.iter().any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"));
+            if !unknown {
+                return Ok(values);
+            }
+            if attempt == 0 {
+                let mut load = redis::pipe();
+                for s in [&self.scripts.batch, &self.scripts.gc, &self.scripts.drop] {
+                    load.cmd("SCRIPT").arg("LOAD").arg(&s.code);
+                }
+                self.ask::<_, ()>(load).await?;
+            }
+        }
+        Err(err("the scripts were not kept"))
+    }
+
+    fn skew(&self) -> i64 {
+        self.skew.load(Ordering::Relaxed)
+    }
+
+    /// Sends a command or pipeline from the store's runtime (see [`Core::rt`]) and reads its
+    /// reply as `T`.
+    async fn ask<C, T>(&self, c: C) -> Result<T, StoreError>
+    where
+        C: AskRedis + Send + 'static,
+        T: redis::FromRedisValue + Send + 'static,
+    {
+        let mut conn = self.conn.clone();
+        self.rt.spawn(async move { c.ask(&mut conn).await }).await.map_err(err)?.map_err(err)
+    }
+
+    /// Runs packed jobs in one call of the batch script; a reply per job, in order.
+    async fn batch<J: AsRef<[u8]>>(&self, jobs: &[J]) -> Result<Vec<Value>, StoreError> {
+        let mut pipe = redis::pipe();
+        let c = pipe
+            .cmd("EVALSHA")
+            .arg(&self.scripts.batch.sha)
+            .arg(2)
+            .arg(format!("{PREFIX}swarms"))
+            .arg(format!("{PREFIX}totals"))
+            .arg(PREFIX)
+            .arg(self.timeout)
+            .arg(self.skew())
+            .arg(self.max_per_swarm)
+            .arg(self.max_total);
+        for j in jobs {
+            c.arg(j.as_ref());
+        }
+        match self.query(&pipe).await?.into_iter().next() {
+            Some(Value::Array(v)) if v.len() == jobs.len() => Ok(v),
+            Some(Value::ServerError(e)) => Err(err(e)),
+            other => Err(err(format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+/// A command or a pipeline, for [`Core::ask`].
+trait AskRedis {
+    fn ask<T: redis::FromRedisValue + Send>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send;
+}
+
+impl AskRedis for redis::Cmd {
+    fn ask<T: redis::FromRedisValue + Send>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send {
+        self.query_async(conn)
+    }
+}
+
+impl AskRedis for Pipeline {
+    fn ask<T: redis::FromRedisValue + Send>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send {
+        self.query_async(conn)
+    }
+}
+
+/// Collects single announces into batches: whatever queued while the batches in flight were
+/// answered (up to [`MAX_BATCH`]) goes as the next, so under load a call carries many
+/// announces and idle a lone one goes at once.
+async fn batcher(core: Arc<Core>, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let core = core.clone();
+        tokio::spawn(async move {
+            let jobs: Vec<&[u8]> = batch.iter().map(|p| p.job.as_slice()).collect();
+            match core.batch(&jobs).await {
+                Ok(values) => {
+                    for (p, v) in batch.into_iter().zip(values) {
+                        let _ = p.reply.send(Ok(v));
+                    }
+                }
+                Err(e) => {
+                    for p in batch {
+                        let _ = p.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+            drop(slot);
+        });
     }
 }
 
@@ -342,21 +669,18 @@ impl RedisStore {
             ConnectionManager::new_lazy_with_config(client, config)
                 .map_err(|e| format!("store.redis_url {:?}: {e}", shown(url)))?
         };
-        Ok(RedisStore {
+        let core = Arc::new(Core {
             conn,
-            rt: Some(rt),
-            scripts: Scripts {
-                announce: Script::new(ANNOUNCE),
-                scrape: Script::new(SCRAPE),
-                gc: Script::new(GC),
-                drop: Script::new(DROP),
-            },
-            shown: shown(url),
+            rt: rt.handle().clone(),
+            scripts: Scripts { batch: Script::new(BATCH), gc: Script::new(GC), drop: Script::new(DROP) },
             timeout,
             max_per_swarm,
             max_total,
             skew: AtomicI64::new(0),
-        })
+        });
+        let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
+        rt.spawn(batcher(core.clone(), rx));
+        Ok(RedisStore { core, rt: Some(rt), queue, shown: shown(url) })
     }
 
     /// The server, without its password.
@@ -377,117 +701,49 @@ impl RedisStore {
         self.skew.fetch_add(i64::from(secs), Ordering::Relaxed);
     }
 
-    fn skew(&self) -> i64 {
-        self.skew.load(Ordering::Relaxed)
-    }
-
-    /// Sends `pipe` (its commands `EVALSHA`s of these scripts); a Redis that does not know
-    /// them is given them and asked again.
-    async fn query(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
-        let mut conn = self.conn.clone();
-        let n = pipe.len();
-        for attempt in 0..2 {
-            let values = conn.req_packed_commands(pipe, 0, n).await.map_err(err)?;
-            let unknown = values.iter().any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"));
-            if !unknown {
-                return Ok(values);
-            }
-            if attempt == 0 {
-                let mut load = redis::pipe();
-                for s in [&self.scripts.announce, &self.scripts.scrape, &self.scripts.gc, &self.scripts.drop] {
-                    load.cmd("SCRIPT").arg("LOAD").arg(&s.code);
-                }
-                load.query_async::<()>(&mut conn).await.map_err(err)?;
-            }
-        }
-        Err(err("the scripts were not kept"))
-    }
-
-    fn push_announce(&self, pipe: &mut Pipeline, a: &Announce, with_ids: bool) {
-        let h = &a.info_hash;
-        let me: Vec<u8> = match a.addr.ip().to_canonical() {
-            std::net::IpAddr::V4(ip) => crate::store::compact4(ip, a.addr.port()).to_vec(),
-            std::net::IpAddr::V6(ip) => crate::store::compact6(ip, a.addr.port()).to_vec(),
-        };
-        let event = match a.event {
-            bitswarm_tracker_proto::Event::None => "n",
-            bitswarm_tracker_proto::Event::Completed => "c",
-            bitswarm_tracker_proto::Event::Started => "s",
-            bitswarm_tracker_proto::Event::Stopped => "x",
-        };
-        pipe.cmd("EVALSHA")
-            .arg(&self.scripts.announce.sha)
-            .arg(5)
-            .arg(key("p:", h))
-            .arg(key("4:", h))
-            .arg(key("6:", h))
-            .arg(format!("{PREFIX}swarms"))
-            .arg(format!("{PREFIX}totals"))
-            .arg(PREFIX)
-            .arg(&h.0[..])
-            .arg(me)
-            .arg(&a.peer_id.0[..])
-            .arg(if a.left == 0 { "1" } else { "0" })
-            .arg(event)
-            .arg(a.numwant.min(10_000))
-            .arg(if a.families == Families::Both { "1" } else { "0" })
-            .arg(self.timeout)
-            .arg(self.max_per_swarm)
-            .arg(self.max_total)
-            .arg(crate::store::rand_u64() as u32)
-            .arg(if with_ids { "1" } else { "0" })
-            .arg(self.skew());
-    }
-
-    fn push_scrape(&self, pipe: &mut Pipeline, hashes: &[InfoHash]) {
-        let c = pipe.cmd("EVALSHA").arg(&self.scripts.scrape.sha).arg(0).arg(PREFIX).arg(self.timeout).arg(self.skew());
-        for h in hashes {
-            c.arg(&h.0[..]);
-        }
-    }
-
+    /// One announce, in the batcher's next batch.
     pub async fn announce(&self, a: &Announce, out: &mut impl PeerSink) -> Result<(SwarmCounts, Outcome), StoreError> {
-        let mut pipe = redis::pipe();
-        self.push_announce(&mut pipe, a, out.wants_ids());
-        let v = self.query(&pipe).await?;
-        announced(a, v.into_iter().next(), out)
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = pack_announce(a, out.wants_ids());
+        self.queue.send(Pending { job, reply }).await.map_err(|_| err("the batcher stopped"))?;
+        let v = rx.await.map_err(|_| err("the batcher stopped"))??;
+        announced(a, Some(v), out)
     }
 
     pub async fn scrape(&self, hashes: &[InfoHash]) -> Result<Vec<SwarmCounts>, StoreError> {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        self.push_scrape(&mut pipe, hashes);
-        let v = self.query(&pipe).await?;
+        let v = self.core.batch(&[pack_scrape(hashes)]).await?;
         scraped(hashes.len(), v.into_iter().next())
     }
 
-    /// A batch in one pipeline (one round trip).
+    /// A batch in one call of the batch script (one round trip).
     pub async fn run<S: PeerSink>(&self, jobs: &mut [Job], sinks: &mut [S]) {
-        let mut pipe = redis::pipe();
-        for j in jobs.iter() {
-            match &j.op {
-                Op::Announce { announce, .. } => self.push_announce(&mut pipe, announce, sinks[j.slot].wants_ids()),
-                Op::Scrape { hashes, .. } if hashes.is_empty() => {
-                    pipe.cmd("PING");
+        let packed: Vec<Vec<u8>> = jobs
+            .iter()
+            .map(|j| match &j.op {
+                Op::Announce { announce, .. } => pack_announce(announce, sinks[j.slot].wants_ids()),
+                Op::Scrape { hashes, .. } if hashes.is_empty() => b"e".to_vec(),
+                Op::Scrape { hashes, .. } => pack_scrape(hashes),
+            })
+            .collect();
+        let mut values = Vec::with_capacity(jobs.len());
+        for chunk in packed.chunks(MAX_BATCH) {
+            match self.core.batch(chunk).await {
+                Ok(v) => values.extend(v),
+                Err(e) => {
+                    for j in jobs.iter_mut() {
+                        match &mut j.op {
+                            Op::Announce { result, .. } => *result = Err(e.clone()),
+                            Op::Scrape { result, .. } => *result = Err(e.clone()),
+                        }
+                    }
+                    return;
                 }
-                Op::Scrape { hashes, .. } => self.push_scrape(&mut pipe, hashes),
             }
         }
-        let values = self.query(&pipe).await;
-        let mut values = match values {
-            Ok(v) => v.into_iter(),
-            Err(e) => {
-                for j in jobs.iter_mut() {
-                    match &mut j.op {
-                        Op::Announce { result, .. } => *result = Err(e.clone()),
-                        Op::Scrape { result, .. } => *result = Err(e.clone()),
-                    }
-                }
-                return;
-            }
-        };
+        let mut values = values.into_iter();
         for j in jobs.iter_mut() {
             let v = values.next();
             match &mut j.op {
@@ -525,18 +781,12 @@ impl RedisStore {
 
     /// Every swarm in the index, with the time of its last announce, and Redis's time.
     async fn swarms(&self) -> Result<(Vec<(InfoHash, i64)>, i64), StoreError> {
-        let mut conn = self.conn.clone();
         let mut all = Vec::new();
         let mut start = 0isize;
         loop {
-            let chunk: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
-                .arg(format!("{PREFIX}swarms"))
-                .arg(start)
-                .arg(start + CHUNK - 1)
-                .arg("WITHSCORES")
-                .query_async(&mut conn)
-                .await
-                .map_err(err)?;
+            let mut zrange = redis::cmd("ZRANGE");
+            zrange.arg(format!("{PREFIX}swarms")).arg(start).arg(start + CHUNK - 1).arg("WITHSCORES");
+            let chunk: Vec<(Vec<u8>, f64)> = self.ask(zrange).await?;
             let got = chunk.len();
             all.extend(chunk.into_iter().filter_map(|(h, t)| Some((InfoHash(h.try_into().ok()?), t as i64))));
             if (got as isize) < CHUNK {
@@ -544,7 +794,7 @@ impl RedisStore {
             }
             start += CHUNK;
         }
-        let (secs, _): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await.map_err(err)?;
+        let (secs, _): (i64, i64) = self.ask(redis::cmd("TIME")).await?;
         Ok((all, secs + self.skew()))
     }
 
@@ -590,18 +840,10 @@ impl RedisStore {
     }
 
     pub async fn totals(&self) -> Result<Totals, StoreError> {
-        let mut conn = self.conn.clone();
-        let ((s, l, d), swarms): TotalsReply = redis::pipe()
-            .cmd("HMGET")
-            .arg(format!("{PREFIX}totals"))
-            .arg("s")
-            .arg("l")
-            .arg("d")
-            .cmd("ZCARD")
-            .arg(format!("{PREFIX}swarms"))
-            .query_async(&mut conn)
-            .await
-            .map_err(err)?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(format!("{PREFIX}totals")).arg("s").arg("l").arg("d");
+        pipe.cmd("ZCARD").arg(format!("{PREFIX}swarms"));
+        let ((s, l, d), swarms): TotalsReply = self.ask(pipe).await?;
         let n = |x: Option<i64>| x.unwrap_or(0).max(0) as u64;
         let (seeders, leechers) = (n(s), n(l));
         Ok(Totals { swarms, seeders, leechers, peers: seeders + leechers, downloaded: n(d) })
@@ -633,14 +875,14 @@ impl RedisStore {
 
     /// Whether Redis answers now (the start-up line says so).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING").query_async::<()>(&mut conn).await.map_err(err)
+        self.ask::<_, ()>(redis::cmd("PING")).await
     }
 
     /// Redis's `INFO memory` `used_memory` (the bench's bytes per peer).
     pub async fn used_memory(&self) -> Result<u64, StoreError> {
-        let mut conn = self.conn.clone();
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(err)?;
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("memory");
+        let info: String = self.ask(cmd).await?;
         info.lines()
             .find_map(|l| l.strip_prefix("used_memory:"))
             .and_then(|v| v.trim().parse().ok())

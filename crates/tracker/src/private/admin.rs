@@ -6,6 +6,7 @@
 //! | `POST /admin/users` `{"name": N}` | adds a user; the reply has the passkey |
 //! | `POST /admin/users/NAME/disable`, `.../enable` | refuses (admits) the user's announces |
 //! | `POST /admin/users/NAME/passkey-reset` | a new passkey; the old one is refused |
+//! | `DELETE /admin/users/NAME` | deletes the user: their passkey is refused, their figures gone |
 //! | `GET /admin/torrents` | the registered torrents |
 //! | `POST /admin/torrents` `{"info_hash": H, "name": N, "size": S}` | registers one (name and size optional) |
 //! | `DELETE /admin/torrents/HASH` | unregisters one, dropping its swarm |
@@ -38,6 +39,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
     r.route("/admin/users", get(list_users).post(add_user))
+        .route("/admin/users/{name}", delete(delete_user))
         .route("/admin/users/{name}/{action}", post(user_action))
         .route("/admin/torrents", get(list_torrents).post(add_torrent))
         .route("/admin/torrents/{hash}", delete(remove_torrent))
@@ -211,6 +213,17 @@ async fn user_action(
     }
     match query(&s, move |db| db.user(&name)).await {
         Ok(user) => json(StatusCode::OK, &serde_json::json!(user)),
+        Err(r) => r,
+    }
+}
+
+async fn delete_user(State(s): State<Arc<Shared>>, Path(name): Path<String>, req: Request) -> Response {
+    if let Err(r) = authorize(&s, conn_of(&req), req.headers()) {
+        return r;
+    }
+    let n = name.clone();
+    match change(&s, move |db| db.delete_user(&n)).await {
+        Ok(_) => json(StatusCode::OK, &serde_json::json!({ "deleted": name })),
         Err(r) => r,
     }
 }

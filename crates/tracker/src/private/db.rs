@@ -352,6 +352,19 @@ impl Db {
         .map(|((), g)| g)
     }
 
+    /// Deletes a user (their passkey is refused from then on, their figures are gone); returns
+    /// the change counter.
+    pub fn delete_user(&mut self, name: &str) -> Result<i64, DbError> {
+        let path = self.path.clone();
+        self.change(|tx| {
+            let n = tx
+                .execute("DELETE FROM user WHERE name = ?1", params![name])
+                .map_err(|source| DbError::Sqlite { path, source })?;
+            if n == 0 { Err(DbError::NoUser(name.to_owned())) } else { Ok(()) }
+        })
+        .map(|((), g)| g)
+    }
+
     /// Gives a user a new passkey (the old one is refused from then on); returns it and the
     /// change counter.
     pub fn reset_passkey(&mut self, name: &str) -> Result<(String, i64), DbError> {

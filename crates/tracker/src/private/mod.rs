@@ -73,6 +73,9 @@ pub struct Private {
     dir: PathBuf,
     pub config: PrivateConfig,
     clock: Clock,
+    /// Warnings about figures that were not counted: a client that keeps sending them would
+    /// otherwise write a line per announce.
+    not_counted: Throttle,
     /// Held while the tracker runs.
     _lock: std::fs::File,
 }
@@ -117,6 +120,31 @@ pub fn wait_loaded(db: &Db, dir: &Path, generation: i64, timeout: Duration) -> R
     Ok(true)
 }
 
+/// Lets one warning through per [`Throttle::EVERY`] seconds and counts the others.
+#[derive(Default)]
+struct Throttle {
+    /// The second of the last warning let through, plus one (0: none yet).
+    last: std::sync::atomic::AtomicU64,
+    held: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    const EVERY: u64 = 10;
+
+    /// At second `now`: `Some(warnings held back since the last one)` when this one may be
+    /// written, else `None` (and it is counted).
+    fn admit(&self, now: u64) -> Option<u64> {
+        let last = self.last.load(Ordering::Relaxed);
+        if (last == 0 || now + 1 >= last + Self::EVERY)
+            && self.last.compare_exchange(last, now + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            return Some(self.held.swap(0, Ordering::Relaxed));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 impl Private {
     /// Opens the state folder's database and reads it; accounting follows at most `max_peers`
     /// peers at once (`store.max_peers_total`).
@@ -132,6 +160,7 @@ impl Private {
             dir,
             config: cfg.clone(),
             clock: Clock::start(),
+            not_counted: Throttle::default(),
             _lock: lock,
         };
         p.reload().map_err(|e| e.to_string())?;
@@ -210,25 +239,31 @@ impl Private {
             size,
             now: self.clock.secs(),
         };
-        match self.ledger.record(&report) {
-            Outcome::Negative => tracing::warn!(
-                "private: not counted: {} reported lower figures than before without `started` on {} \
-                 (uploaded {}, downloaded {})",
-                user.name,
-                r.info_hash.to_hex(),
-                r.uploaded,
-                r.downloaded
-            ),
-            Outcome::Absurd => tracing::warn!(
-                "private: not counted: {} reported implausible growth on {} (uploaded {}, downloaded {}, \
-                 torrent of {size} bytes, private.max_rate {} B/s)",
-                user.name,
-                r.info_hash.to_hex(),
-                r.uploaded,
-                r.downloaded,
-                self.config.max_rate
-            ),
-            Outcome::Baseline | Outcome::Counted(_) => {}
+        let outcome = self.ledger.record(&report);
+        if matches!(outcome, Outcome::Negative | Outcome::Absurd)
+            && let Some(more) = self.not_counted.admit(report.now)
+        {
+            let more = if more > 0 { format!(" ({more} more like it since the last shown)") } else { String::new() };
+            if outcome == Outcome::Negative {
+                tracing::warn!(
+                    "private: not counted: {} reported lower figures than before without `started` on {} \
+                     (uploaded {}, downloaded {}){more}",
+                    user.name,
+                    r.info_hash.to_hex(),
+                    r.uploaded,
+                    r.downloaded
+                );
+            } else {
+                tracing::warn!(
+                    "private: not counted: {} reported implausible growth on {} (uploaded {}, downloaded {}, \
+                     torrent of {size} bytes, private.max_rate {} B/s){more}",
+                    user.name,
+                    r.info_hash.to_hex(),
+                    r.uploaded,
+                    r.downloaded,
+                    self.config.max_rate
+                );
+            }
         }
         Ok(())
     }
@@ -316,6 +351,19 @@ mod tests {
     use bitswarm_tracker_proto::{Event, PeerId};
 
     use super::*;
+
+    #[test]
+    fn warnings_about_uncounted_figures_are_rate_limited() {
+        let t = Throttle::default();
+        assert_eq!(t.admit(100), Some(0), "the first one is written");
+        assert_eq!(t.admit(100), None);
+        assert_eq!(t.admit(105), None);
+        assert_eq!(t.admit(109), None);
+        assert_eq!(t.admit(110), Some(3), "then one every 10 s, with the count of those held back");
+        assert_eq!(t.admit(110), None);
+        assert_eq!(t.admit(200), Some(1));
+        assert_eq!(t.admit(0), None, "a clock read before the last one lets nothing through");
+    }
     use crate::store::Families;
 
     fn config(dir: &Path) -> PrivateConfig {
@@ -382,6 +430,34 @@ mod tests {
         assert_eq!(p.member(Some(&new_key)).unwrap().name.as_ref(), "alice");
         drop(p);
         assert!(!tracker_running(dir.path()), "the lock goes with the tracker");
+    }
+
+    #[test]
+    fn a_deleted_user_is_refused_and_their_pending_figures_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cli = Db::open(dir.path()).unwrap();
+        let (alice, _) = cli.add_user("alice").unwrap();
+        cli.add_user("bob").unwrap();
+        let h = InfoHash([1; 20]);
+        cli.add_torrent(&h, "one", 1 << 20).unwrap();
+        let p = Private::open(&config(dir.path()), 1000).unwrap();
+        let key = Some(alice.passkey.as_str());
+        p.admit(&req(key, h, (0, 0), Event::Started)).unwrap();
+        p.admit(&req(key, h, (500, 0), Event::None)).unwrap();
+        let g = cli.delete_user("alice").unwrap();
+        assert!(matches!(cli.delete_user("alice"), Err(DbError::NoUser(_))), "deleted once");
+        assert!(matches!(cli.delete_user("carol"), Err(DbError::NoUser(_))));
+        p.reload().unwrap();
+        assert_eq!(cli.loaded_generation().unwrap(), g);
+        assert_eq!(p.admit(&req(key, h, (600, 0), Event::None)), Err(UNKNOWN_PASSKEY));
+        // What alice moved before is written nowhere, and nobody else's figures change.
+        p.flush().unwrap();
+        let users = cli.users().unwrap();
+        assert_eq!(users.iter().map(|u| (u.name.as_str(), u.uploaded)).collect::<Vec<_>>(), [("bob", 0)]);
+        // The name can be taken again, with a new passkey and no figures.
+        let (again, _) = cli.add_user("alice").unwrap();
+        assert_ne!(again.passkey, alice.passkey);
+        assert_eq!(again.uploaded, 0);
     }
 
     #[test]
