@@ -679,7 +679,7 @@ function renderDetails(t) {
   t.peers.forEach((p, i) => {
     cells(peers.rows[i], [
       [`${p.address}:${p.port}`], [p.clientName], [`${Math.floor(p.progress * 1000) / 10}%`, "num"],
-      [rate(p.rateToClient), "num"], [rate(p.rateToPeer), "num"], [p.flagStr],
+      [rate(p.rateToClient), "num"], [rate(p.rateToPeer), "num"], [p.flagStr], [p.from || ""],
     ]);
   });
 }
