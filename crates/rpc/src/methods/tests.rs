@@ -107,6 +107,9 @@ fn torrent_get_since_a_marker() {
         assert_eq!(names(&all), ["sample.bin", "fake-magnet", "multi"], "{stale}");
         assert_eq!(all["removed"], json!([9]));
     }
+    // Nothing selected: `[]`, also in the table format (without it: the field names alone).
+    let none = get(json!({"fields": ["name"], "ids": [], "format": "table", "bitswarm-since": marker}));
+    assert_eq!(none["torrents"], json!([]));
     let plain = get(json!({"fields": ["name"], "ids": "recently-active"}));
     assert!(plain.get("bitswarm-now").is_none());
     assert_eq!(names(&plain), ["sample.bin", "fake-magnet"]);

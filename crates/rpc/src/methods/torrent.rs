@@ -44,6 +44,9 @@ pub(crate) fn get<B: Backend>(backend: &B, args: &Args) -> Reply {
     } else {
         backend.torrents(&resolved.ids, Wants::from_fields(fields.iter().map(|f| f.name())))
     };
+    // With `bitswarm-since`, nothing changed is `[]` also in the table format (not a row of
+    // field names alone): what an idle page's poll gets every 2 s.
+    let table = table && !(since.is_some() && views.is_empty());
     Reply::with(&Get { removed: resolved.removed, torrents: Torrents { views: &views, fields: &fields, table }, now })
 }
 
