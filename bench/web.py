@@ -238,8 +238,8 @@ def statuses(prog, ids=None):
 
 
 def idle(prog):
-    """Neither checking nor recently active: the RPC lists nothing as recently active."""
-    return not statuses(prog, "recently-active")
+    """Every torrent loaded and stopped, and the RPC lists none as recently active."""
+    return statuses(prog) == {0: prog.n} and not statuses(prog, "recently-active")
 
 
 def prepared_state(name, data, metainfo, a, base):
@@ -444,10 +444,11 @@ def main():
         chromium = subprocess.run(["chromium", "--version"], capture_output=True, text=True).stdout.strip()
         with open(path, "a") as f:
             f.write("# bench/web.py, %s\n\n" % started.strftime("%Y-%m-%d %H:%M"))
-            f.write("bitswarm %s; %s; %s; %d cores; `%s`\n\n" % (
-                ("%s (%s)" % (a.bitswarm, subprocess.run([bench.BIN, "--version"], capture_output=True, text=True)
-                              .stdout.strip())) if a.bitswarm else rev, ", ".join(VERSIONS[p] for p in programs if p in VERSIONS), chromium, os.cpu_count(),
-                " ".join(["bench/web.py"] + sys.argv[1:])))
+            ours = "bitswarm " + (("%s (%s)" % (a.bitswarm, subprocess.run(
+                [bench.BIN, "--version"], capture_output=True, text=True).stdout.strip())) if a.bitswarm else rev)
+            parts = [ours] + [VERSIONS[p] for p in programs if p in VERSIONS] + [
+                chromium, "%d cores" % os.cpu_count(), "`%s`" % " ".join(["bench/web.py"] + sys.argv[1:])]
+            f.write("; ".join(parts) + "\n\n")
             f.write(text + "\n\n## Raw runs\n\n```\n")
             for p in programs:
                 f.write(json.dumps(results[p]) + "\n")
