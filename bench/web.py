@@ -7,18 +7,20 @@ by Selenium and the Chrome DevTools Protocol. Run with /usr/bin/python3 (Debian'
 The torrents and the daemons are bench/daemon.py's (imported, not copied): N torrents of 1 MiB,
 one file each, data on disk, the tracker unreachable, DHT/LSD/PeX/uTP off. They are added
 paused (through the RPC, one torrent-add each): transmission-daemon 3.00 checks an added
-torrent's data at about 9 a second (bench/daemon.py: 1,115 s for 10,000), so a run with them
-seeding would take half an hour for Transmission alone. Paused or seeding without peers, a
-torrent is idle: nothing in its row changes, and neither RPC counts it as recently active.
+torrent's data at about 9 a second, paused or not (bench/daemon.py: 1,115 s for 10,000), so
+each program's state with all N, checked and paused, is made once and kept under --dir (as the
+torrents are), and copied for each run. Paused or seeding without peers, a torrent is idle:
+nothing in its row changes, and neither RPC counts it as recently active.
 
-For each program, one after the other, on a fresh state folder:
-  - bulk add: the page open on the empty daemon, then all N added (one torrent-add each, on one
+For each program, one after the other:
+  - bulk add, on a fresh state folder: the page open on the empty daemon, then all N added (one torrent-add each, on one
     keep-alive connection); measured over the --bulk seconds (60) after the last add, while
     both RPCs still count every torrent as recently active (their 60 s after an add): the
     page's refreshes (the torrent-get of `recently-active` that each client sends every 2 s,
     bitswarm, or 5 s, Transmission's default), their response bytes, and the browser's CPU.
-  - then, --runs times (3), a new browser (empty profile and cache) on the same daemon, the
-    60 s after the add long past:
+    (Transmission is still checking most of them then: it lists a torrent once checked.)
+  - then the program on a copy of its kept state, once it lists all N, stopped, and none as
+    recently active; --runs times (3), a new browser (empty profile and cache):
     - first render: from navigation start (performance.timeOrigin) to the first frame painted
       with the top row of the list (the torrent named f00000.bin, first by name, the default
       order of both) in the page: a script added before the page's own
