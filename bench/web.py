@@ -18,7 +18,7 @@ For each program, one after the other:
     both RPCs still count every torrent as recently active (their 60 s after an add): the
     page's refreshes (the torrent-get of `recently-active` that each client sends every 2 s,
     bitswarm, or 5 s, Transmission's default), their response bytes, and the browser's CPU.
-    (Transmission is still checking most of them then: it lists a torrent once checked.)
+    (Transmission is still checking most of them then; the statuses at the end are kept.)
   - then the program on a copy of its kept state, once it lists all N, stopped, and none as
     recently active; --runs times (3), a new browser (empty profile and cache):
     - first render: from navigation start (performance.timeOrigin) to the first frame painted
