@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bitswarm_metainfo::{Magnet, Metainfo};
 use bitswarm_peer::{AddSource, FilePriority, Limit, Source, State, TorrentHandle, TorrentSettings};
@@ -415,6 +415,24 @@ impl Backend for Daemon {
                 h.changed_at().elapsed() < recent
                     || s.down_rate > 0
                     || s.up_rate > 0
+                    || h.times().activity.and_then(|t| t.elapsed().ok()).is_some_and(|e| e < recent)
+            })
+            .map(|h| h.id())
+            .collect()
+    }
+
+    fn changed_since(&self, since: Instant) -> Vec<u32> {
+        let recent = Duration::from_secs(bitswarm_rpc::RECENT_SECONDS);
+        self.session
+            .torrents()
+            .iter()
+            .filter(|h| {
+                let s = h.stats();
+                h.changed_at() >= since
+                    || s.down_rate > 0
+                    || s.up_rate > 0
+                    || s.peers > 0
+                    || matches!(s.state, State::Checking | State::CheckQueued)
                     || h.times().activity.and_then(|t| t.elapsed().ok()).is_some_and(|e| e < recent)
             })
             .map(|h| h.id())

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::io;
+use std::time::Instant;
 
 use crate::hash::InfoHash;
 use crate::view::{Encryption, LimitMode, Priority, SessionStats, SessionView, TorrentView};
@@ -395,6 +396,16 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Ids of torrents removed within the last [`RECENT_SECONDS`] (torrent-get's `removed`).
     fn recently_removed(&self) -> Vec<u32>;
+
+    /// What a client that last listed at `since` needs: the torrents whose state or settings
+    /// changed at or after `since` (an add included), and those whose figures move without a
+    /// change (transferring, or did within [`RECENT_SECONDS`], peers connected, checking).
+    /// torrent-get's `recently-active` with bitswarm's `bitswarm-since` (the web page's poll:
+    /// a bulk add is then sent once, not for a minute). By default, every recently active one.
+    fn changed_since(&self, since: Instant) -> Vec<u32> {
+        let _ = since;
+        self.recently_active()
+    }
 
     /// Views of these torrents, in this order, skipping ids that no longer exist. Fill the
     /// heavy parts only where `wants` asks.

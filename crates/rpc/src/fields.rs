@@ -393,12 +393,15 @@ struct PeerJson<'a>(&'a PeerView);
 impl Serialize for PeerJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let p = self.0;
-        let mut m = s.serialize_map(Some(16))?;
+        let mut m = s.serialize_map(Some(17))?;
         m.serialize_entry("address", &p.address.to_canonical().to_string())?;
         m.serialize_entry("clientIsChoked", &p.client_is_choked)?;
         m.serialize_entry("clientIsInterested", &p.client_is_interested)?;
         m.serialize_entry("clientName", &p.client_name)?;
         m.serialize_entry("flagStr", &flag_str(p))?;
+        // bitswarm's own (Transmission's peers say it only in flagStr, and not for all sources):
+        // where we learned of the peer, as `peersFrom` counts it.
+        m.serialize_entry("from", peer_from(p.source))?;
         m.serialize_entry("isDownloadingFrom", &p.is_downloading_from)?;
         m.serialize_entry("isEncrypted", &p.is_encrypted)?;
         m.serialize_entry("isIncoming", &p.is_incoming)?;
@@ -411,6 +414,19 @@ impl Serialize for PeerJson<'_> {
         m.serialize_entry("rateToClient", &p.rate_to_client)?;
         m.serialize_entry("rateToPeer", &p.rate_to_peer)?;
         m.end()
+    }
+}
+
+/// A peer's `from`: its source, as `peersFrom` names it (less the `from` prefix).
+fn peer_from(source: PeerSource) -> &'static str {
+    match source {
+        PeerSource::Incoming => "incoming",
+        PeerSource::Tracker => "tracker",
+        PeerSource::Dht => "dht",
+        PeerSource::Pex => "pex",
+        PeerSource::Lpd => "lpd",
+        PeerSource::Cache => "cache",
+        PeerSource::Ltep => "ltep",
     }
 }
 
@@ -939,7 +955,8 @@ mod tests {
         assert_eq!(peer["address"], json!("10.0.0.1"));
         assert_eq!(peer["flagStr"], json!("DEXI"));
         assert_eq!(peer["progress"], json!(0.25));
-        assert_eq!(peer.as_object().unwrap().len(), 16);
+        assert_eq!(peer["from"], json!("pex"));
+        assert_eq!(peer.as_object().unwrap().len(), 17);
         assert_eq!(v["peersFrom"].as_object().unwrap().len(), 7);
     }
 

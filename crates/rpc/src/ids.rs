@@ -5,6 +5,7 @@
 //! | absent, `null`, an object | every torrent, by id (the reference behaviour, even for torrent-remove) |
 //! | integer (or a bool or real, coerced as §2.2) | that id |
 //! | `"recently-active"` | torrents active in the last 60 s; the reply adds `removed` |
+//! | `"recently-active"` with `bitswarm-since` | bitswarm's own: see [`changed_since`] |
 //! | other string | the torrent with that hash: 40 hex, 32 base32 or a magnet link, any case |
 //! | list | each int an id, each string a hash, in request order; other items skipped |
 //!
@@ -14,6 +15,8 @@
 //! make a reply grow beyond one copy of each torrent.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -115,6 +118,55 @@ pub(crate) fn resolve<B: Backend>(selection: &Selection, backend: &B) -> Resolve
             Resolved { ids, removed: None }
         }
     }
+}
+
+/// bitswarm's clock for `bitswarm-since` and `bitswarm-now`: milliseconds since the Unix epoch,
+/// as the wall clock read once (at the first use) plus the monotonic clock since. A marker
+/// from an earlier run of the daemon is then older than this run, and setting the wall clock
+/// moves nothing.
+struct Clock {
+    start: Instant,
+    start_ms: u64,
+}
+
+fn clock() -> &'static Clock {
+    static CLOCK: OnceLock<Clock> = OnceLock::new();
+    CLOCK.get_or_init(|| Clock {
+        start: Instant::now(),
+        start_ms: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+    })
+}
+
+/// Now, as a `bitswarm-now` marker. Read before the torrents are: a change after it is
+/// in the next answer.
+pub(crate) fn now_marker() -> u64 {
+    let c = clock();
+    c.start_ms + c.start.elapsed().as_millis() as u64
+}
+
+/// How far back of a client's marker changes are sent again: a change stamped just before the
+/// state it stamps was visible to that listing is not lost.
+const SLACK: Duration = Duration::from_secs(1);
+
+/// `recently-active` for a client that sent `bitswarm-since: marker` (the `bitswarm-now` of
+/// its last answer, or 0): the torrents changed since then, less [`SLACK`], and the busy ones
+/// ([`Backend::changed_since`]), so that a client polling every few seconds gets a bulk add
+/// once instead of for a whole minute. A marker this run did not give (0, from an earlier run,
+/// from the future) gets every torrent. `removed` is as for `recently-active`. Transmission's
+/// clients do not send it, and get Transmission's `recently-active`.
+pub(crate) fn changed_since<B: Backend>(marker: i64, backend: &B) -> Resolved {
+    let c = clock();
+    let removed = Some(sorted_unique(backend.recently_removed()));
+    let since = u64::try_from(marker)
+        .ok()
+        .filter(|m| *m >= c.start_ms && *m <= now_marker())
+        .and_then(|m| c.start.checked_add(Duration::from_millis(m - c.start_ms)))
+        .map(|t| t.checked_sub(SLACK).unwrap_or(c.start));
+    let ids = match since {
+        Some(t) => backend.changed_since(t),
+        None => backend.torrent_ids().into_iter().map(|(id, _)| id).collect(),
+    };
+    Resolved { ids: sorted_unique(ids), removed }
 }
 
 #[cfg(test)]

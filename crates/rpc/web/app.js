@@ -345,6 +345,9 @@ let lastPoll = 0;
 let pollTimer = 0;
 let polling = false; // one request at a time: a poll asked for meanwhile runs after it
 let pollAgain = false;
+// The daemon's clock at the last answer (`bitswarm-now`): a poll asks only for what changed
+// since (`bitswarm-since`), so a bulk add comes once, not in every poll for a minute.
+let since = 0;
 
 async function poll() {
   clearTimeout(pollTimer);
@@ -356,9 +359,10 @@ async function poll() {
   const full = Date.now() - lastPoll > STALE_MS;
   try {
     // "table": the field names once, then a row of values per torrent (less than half the bytes).
-    const args = { fields: FIELDS, format: "table" };
+    const args = { fields: FIELDS, format: "table", "bitswarm-since": full ? 0 : since };
     if (!full) args.ids = "recently-active";
     const reply = await rpc("torrent-get", args);
+    since = reply["bitswarm-now"] || 0;
     const [keys, ...rows] = reply.torrents || [];
     if (full) torrents.clear();
     for (const row of rows) {
@@ -678,7 +682,7 @@ function renderDetails(t) {
   t.peers.forEach((p, i) => {
     cells(peers.rows[i], [
       [`${p.address}:${p.port}`], [p.clientName], [`${Math.floor(p.progress * 1000) / 10}%`, "num"],
-      [rate(p.rateToClient), "num"], [rate(p.rateToPeer), "num"], [p.flagStr],
+      [rate(p.rateToClient), "num"], [rate(p.rateToPeer), "num"], [p.flagStr], [p.from || ""],
     ]);
   });
 }

@@ -1,7 +1,7 @@
 """The daemon's web page in headless Chromium, driven by Selenium (run with /usr/bin/python3 by
 tests/web_ui.rs, against a daemon and libtorrent seeders that test started).
 
-  ui_test.py URL TORRENT MAGNET DOWNLOADS TREE
+  ui_test.py URL TORRENT MAGNET DOWNLOADS TREE PEERS_TORRENT SEEDER_PORT
   ui_test.py --auth URL MAGNET DOWNLOADS
   ui_test.py --many N URL
 
@@ -9,7 +9,8 @@ tests/web_ui.rs, against a daemon and libtorrent seeders that test started).
 URL is the daemon's RPC address (http://127.0.0.1:PORT/); TORRENT a .torrent file whose data a
 seeder has (added by the file picker); MAGNET a magnet link another seeder has (pasted);
 DOWNLOADS the daemon's download folder; TREE a .torrent of several files in folders (added
-paused, to look at its files as a tree). With --auth, URL carries a user and password
+paused, to look at its files as a tree); PEERS_TORRENT a .torrent a libtorrent seeder listening
+on 127.0.0.1:SEEDER_PORT has (downloaded slowly, to look at that peer in its details). With --auth, URL carries a user and password
 (http://USER:PASSWORD@HOST:PORT/): the page loads behind them and adds MAGNET, paused. With
 --many, N paused magnet links are added first (through one keep-alive connection), and the page
 must list them quickly, keep only the rows in view, and poll with small answers. Prints a line per step; exits 0 when every step held
@@ -24,6 +25,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -37,7 +39,7 @@ elif AUTH:
     url, magnet, downloads = sys.argv[2:5]
     torrent = "none.torrent"
 else:
-    url, torrent, magnet, downloads, tree = sys.argv[1:6]
+    url, torrent, magnet, downloads, tree, peers_torrent, seeder_port = sys.argv[1:8]
 TORRENT_NAME = os.path.basename(torrent)[: -len(".torrent")]
 MAGNET_NAME = [p[3:] for p in magnet.split("?", 1)[1].split("&") if p.startswith("dn=")][0]
 LONG = 90
@@ -125,6 +127,54 @@ def wait(driver, what, cond, timeout=30):
 def select_only(driver, name):
     row(driver, name).find_element(By.CLASS_NAME, "c-name").click()
     wait(driver, f"{name} selected", lambda d: "selected" in row(d, name).get_attribute("class") and d.find_element(By.ID, "selection").text == "1 selected")
+
+
+def junk_file():
+    """A file named junk.torrent that is not a torrent, in a folder of its own."""
+    folder = os.path.join(os.path.dirname(os.path.normpath(downloads)), "drag")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "junk.torrent")
+    with open(path, "w") as f:
+        f.write("not a torrent")
+    return path
+
+
+def drag_file(driver, target, path):
+    """Drags the file at `path` onto the element with id `target` as the user's mouse would:
+    Chromium's own drag events (CDP Input.dispatchDragEvent: enter, over, drop), trusted, with
+    the file as the browser reads it from disk. While it is over the page, the page shows it."""
+    r = driver.execute_script("const r = document.getElementById(arguments[0]).getBoundingClientRect();"
+                              "return [r.left + r.width / 2, r.top + r.height / 2];", target)
+    data = {"items": [], "files": [path], "dragOperationsMask": 1}  # 1: copy
+    for kind in ("dragEnter", "dragOver"):
+        driver.execute_cdp_cmd("Input.dispatchDragEvent", {"type": kind, "x": r[0], "y": r[1], "data": data})
+    wait(driver, "the page showing the drag", lambda d: "dragging" in d.find_element(By.TAG_NAME, "body").get_attribute("class"))
+    driver.execute_cdp_cmd("Input.dispatchDragEvent", {"type": "drop", "x": r[0], "y": r[1], "data": data})
+    wait(driver, "the drag over", lambda d: "dragging" not in d.find_element(By.TAG_NAME, "body").get_attribute("class"))
+
+
+def shift_tab_to(driver, target, most=40):
+    """Moves the keyboard's focus back with shift+tab until it is on the element with id
+    `target`."""
+    for _ in range(most):
+        if driver.switch_to.active_element.get_attribute("id") == target:
+            return
+        ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()
+    raise AssertionError(f"shift+tab never reached #{target}")
+
+
+def contrast(driver, element):
+    """WCAG contrast ratio of an element's text colour against the page's background."""
+    return driver.execute_script("""
+        const lum = (c) => {
+            const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map((v) => {
+                v = Number(v) / 255;
+                return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+            });
+            return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+        };
+        const a = lum(getComputedStyle(arguments[0]).color), b = lum(getComputedStyle(document.body).backgroundColor);
+        return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);""", element)
 
 
 def add(driver, files=(), links="", labels="", folder=None, paused=False, expect_error=None):
@@ -219,6 +269,7 @@ def rpc_sizes(driver):
 def run_many(driver):
     t0 = time.monotonic()
     add_many(MANY)
+    added = time.monotonic()
     step(f"{MANY} torrents added in {time.monotonic() - t0:.1f} s")
     t0 = time.monotonic()
     driver.get(url)
@@ -244,13 +295,64 @@ def run_many(driver):
     assert ms < 1000, f"sorting {MANY} took {ms:.0f} ms"
     driver.find_element(By.ID, "search").send_keys("many-0999")
     wait(driver, "the search", lambda d: len(shown_names(d)) == 10)
-    # The polls after the first carry only what changed: every torrent for the minute that
-    # they count as recently added (RECENT_SECONDS), then nothing.
-    t0 = time.monotonic()
-    wait(driver, "small polls", lambda d: len(rpc_sizes(d)) >= 5 and all(s < 1000 for s in rpc_sizes(d)[-2:]), 100)
+    # The polls after the first list carry only what changed since the one before
+    # (bitswarm-since), also in the minute in which the RPC counts every torrent just added as
+    # recently active: the first may repeat what was added in the second before the list (the
+    # daemon's margin for a change stamped before it could be seen), the next ones nothing.
+    polls_after = lambda sizes: sizes[sizes.index(max(sizes)) + 1:]
+    wait(driver, "three polls after the list", lambda d: len(polls_after(rpc_sizes(d))) >= 3, 30)
     sizes = rpc_sizes(driver)
+    took = time.monotonic() - added
     assert max(sizes) > 50 * MANY, sizes
-    step(f"first list {max(sizes)} bytes; {time.monotonic() - t0:.0f} s later, polls of {sizes[-2:]} bytes")
+    assert all(s < 1000 for s in polls_after(sizes)[1:]), sizes
+    assert took < 50, f"{took:.0f} s: the added torrents may no longer count as recently active"
+    step(f"first list {max(sizes)} bytes; then, {took:.0f} s after the add, polls of {polls_after(sizes)} bytes")
+
+
+def peers_in_details(driver, rpc):
+    """A libtorrent seeder, downloaded from slowly (a limit set in the page), in the torrent's
+    details: its address, client, share, rates, flags and where we learned of it."""
+    add(driver, files=[peers_torrent], paused=True)
+    name = os.path.basename(peers_torrent)[: -len(".torrent")]
+    wait(driver, f"{name} listed, stopped", lambda d: cell(d, name, "state") == "Stopped")
+    select_only(driver, name)
+    driver.find_element(By.ID, "limits").click()
+    driver.find_element(By.ID, "limit-down-on").click()
+    down = driver.find_element(By.ID, "limit-down")
+    down.clear()
+    down.send_keys("20")
+    driver.find_element(By.ID, "limits-ok").click()
+    wait(driver, "the limit set", lambda d: rpc.torrent(name, ["downloadLimited"])["downloadLimited"] is True)
+    driver.find_element(By.ID, "start").click()
+    driver.find_element(By.ID, "details").click()
+    details = driver.find_element(By.ID, "details-dialog")
+    wait(driver, "the details open", lambda d: details.is_displayed() and d.find_element(By.ID, "details-title").text == name)
+
+    def seeder(d):
+        for tr in d.find_elements(By.CSS_SELECTOR, "#details-peers tbody tr"):
+            cells = [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            if cells and cells[0].startswith("127.0.0.1:") and cells[3]:
+                return cells
+        return None
+    cells = wait(driver, "the seeder in the peers list, sending", seeder, LONG)
+    address, client, has, down, up, flags, source = cells
+    assert "libtorrent" in client.lower(), cells
+    assert has == "100%", cells
+    assert down.endswith("/s") and up == "", cells
+    assert "D" in flags or "d" in flags, cells
+    # We learned of it from the tracker (and connected to its listening port), or it
+    # connected to us (then flagged I).
+    assert (source == "tracker" and address == f"127.0.0.1:{seeder_port}" and "I" not in flags) or (
+        source == "incoming" and "I" in flags), cells
+    headers = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#details-peers thead th")]
+    assert headers == ["Address", "Client", "Has", "Down", "Up", "Flags", "From"], headers
+    step(f"details: the seeder in the peers list: {cells}")
+    driver.find_element(By.ID, "details-close").click()
+    wait(driver, "the details closed", lambda d: not details.is_displayed())
+    driver.find_element(By.ID, "remove").click()
+    driver.find_element(By.ID, "remove-data").click()
+    driver.find_element(By.ID, "remove-ok").click()
+    wait(driver, f"{name} removed", lambda d: row(d, name) is None)
 
 
 def run_auth(driver):
@@ -276,15 +378,9 @@ def run(driver, rpc):
     # A refused torrent says why: the RPC's result string, in the dialog.
     add(driver, links="magnet:?xt=urn:btih:zz", expect_error="unrecognized info")
 
-    # A file dropped on the page opens the dialog with it; not a torrent, it is refused, and
-    # the dialog says why.
-    driver.execute_script("""
-        const [name, text] = arguments;
-        const dt = new DataTransfer();
-        dt.items.add(new File([text], name, { type: "application/x-bittorrent" }));
-        document.getElementById("viewport").dispatchEvent(
-            new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
-    """, "junk.torrent", "not a torrent")
+    # A file dragged from outside and dropped on the list opens the dialog with it; not a
+    # torrent, it is refused, and the dialog says why.
+    drag_file(driver, "viewport", junk_file())
     dialog = driver.find_element(By.ID, "add-dialog")
     wait(driver, "the add dialog opened by the drop", lambda d: dialog.is_displayed()
          and "junk.torrent" in d.find_element(By.ID, "drop").get_attribute("data-dropped"))
@@ -316,6 +412,8 @@ def run(driver, rpc):
     screenshot(driver, "list")
     step("both downloaded from the libtorrent seeders, shown live")
 
+    peers_in_details(driver, rpc)
+
     # Search, filters, sorting.
     search = driver.find_element(By.ID, "search")
     search.send_keys(TORRENT_NAME[:3])
@@ -345,6 +443,21 @@ def run(driver, rpc):
     viewport.send_keys(Keys.ESCAPE)
     wait(driver, "the selection cleared by keyboard", lambda d: d.find_element(By.ID, "selection").text == "None selected")
     step("keyboard: selected and cleared")
+
+    # The keyboard alone stops and starts: a row selected with the arrows and space, then
+    # shift+tab back to the buttons, and Enter.
+    index = shown_names(driver).index(TORRENT_NAME)
+    viewport.send_keys(Keys.HOME, *([Keys.ARROW_DOWN] * index), Keys.SPACE)
+    wait(driver, f"{TORRENT_NAME} selected by keyboard", lambda d: "selected" in row(d, TORRENT_NAME).get_attribute("class"))
+    shift_tab_to(driver, "stop")
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    wait(driver, f"{TORRENT_NAME} stopped by keyboard", lambda d: rpc.torrent(TORRENT_NAME, ["status"])["status"] == 0
+         and cell(d, TORRENT_NAME, "state") in ("Stopped", "Finished"))
+    shift_tab_to(driver, "start")
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    wait(driver, f"{TORRENT_NAME} started by keyboard", lambda d: cell(d, TORRENT_NAME, "state") == "Seeding", LONG)
+    viewport.send_keys(Keys.ESCAPE)
+    step("keyboard: stopped and started (shift+tab to the buttons, Enter)")
 
     # Stop and start.
     select_only(driver, TORRENT_NAME)
@@ -482,20 +595,37 @@ def run(driver, rpc):
     assert got == {"speed-limit-down": 500, "speed-limit-down-enabled": True, "download-dir": downloads}, got
     step("settings: the session's download limit set to 500 kB/s")
 
-    # Dark when the system is.
+    # Dark when the system is, and readable in both (WCAG AA contrast, 4.5:1, for a name).
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "light"}]})
     light = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    name = lambda: row(driver, TORRENT_NAME).find_element(By.CLASS_NAME, "c-name")
+    light_contrast = contrast(driver, name())
     driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
     dark = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    dark_contrast = contrast(driver, name())
     assert light == "rgb(255, 255, 255)" and dark != light, (light, dark)
-    step(f"dark when the system is: {light} -> {dark}")
+    assert light_contrast >= 4.5 and dark_contrast >= 4.5, (light_contrast, dark_contrast)
+    step(f"dark when the system is: {light} -> {dark}; a name's contrast {light_contrast:.1f}:1 light, {dark_contrast:.1f}:1 dark")
 
-    # Phone width: nothing wider than the screen.
-    driver.set_window_size(390, 800)
+    # A phone's width (375 CSS pixels, an iPhone's): nothing wider than the screen, and the
+    # list readable: a name in full on screen, text of 12 px or more, every action button on
+    # screen.
+    driver.set_window_size(375, 800)
     wait(driver, "the narrow layout", lambda d: d.execute_script(
-        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
+        "return window.innerWidth <= 375 && document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
     assert row(driver, TORRENT_NAME).is_displayed()
+    box = driver.execute_script("""
+        const e = arguments[0], r = e.getBoundingClientRect();
+        return { left: r.left, right: r.right, width: r.width, font: parseFloat(getComputedStyle(e).fontSize),
+                 clipped: e.scrollWidth > e.clientWidth, vw: document.documentElement.clientWidth };""", name())
+    assert box["left"] >= 0 and box["right"] <= box["vw"] and box["width"] >= 120 and not box["clipped"], box
+    assert box["font"] >= 12, box
+    for b in ["add", "search", "start", "stop", "verify", "details", "limits", "remove"]:
+        r = driver.execute_script("const r = document.getElementById(arguments[0]).getBoundingClientRect();"
+                                  "return [r.left, r.right, r.width, document.documentElement.clientWidth];", b)
+        assert r[0] >= 0 and r[1] <= r[3] and r[2] > 0, (b, r)
     screenshot(driver, "phone")
-    step("fits a phone's width")
+    step(f"fits a phone's width (375 px): the name {box['width']:.0f} px wide, in full, {box['font']:.0f} px text; every button on screen")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,34 @@ fn ids_in_every_form() {
     assert_eq!(a["torrents"], json!([{"id": 2}]));
 }
 
+/// bitswarm's `bitswarm-since`: a marker this run gave selects what changed since (the
+/// backend's `changed_since`); 0, or one from another run, selects every torrent; the reply
+/// carries the next marker; without it, nothing differs from Transmission's reply.
+#[test]
+fn torrent_get_since_a_marker() {
+    let f = Fake::new();
+    let get = |args: Value| ok(&f, "torrent-get", args);
+    let full = get(json!({"fields": ["name"], "bitswarm-since": 0}));
+    assert_eq!(names(&full), ["sample.bin", "fake-magnet", "multi"]);
+    assert!(full.get("removed").is_none());
+    let marker = full["bitswarm-now"].as_u64().unwrap();
+    let recent = get(json!({"fields": ["name"], "ids": "recently-active", "bitswarm-since": marker}));
+    assert_eq!(names(&recent), ["sample.bin", "fake-magnet"], "the backend's changed_since");
+    assert_eq!(recent["removed"], json!([9]));
+    assert!(recent["bitswarm-now"].as_u64().unwrap() >= marker);
+    for stale in [json!(0), json!(marker - 3_600_000_000), json!(marker + 3_600_000), json!(-5)] {
+        let all = get(json!({"fields": ["name"], "ids": "recently-active", "bitswarm-since": stale}));
+        assert_eq!(names(&all), ["sample.bin", "fake-magnet", "multi"], "{stale}");
+        assert_eq!(all["removed"], json!([9]));
+    }
+    // Nothing selected: `[]`, also in the table format (without it: the field names alone).
+    let none = get(json!({"fields": ["name"], "ids": [], "format": "table", "bitswarm-since": marker}));
+    assert_eq!(none["torrents"], json!([]));
+    let plain = get(json!({"fields": ["name"], "ids": "recently-active"}));
+    assert!(plain.get("bitswarm-now").is_none());
+    assert_eq!(names(&plain), ["sample.bin", "fake-magnet"]);
+}
+
 #[test]
 fn torrent_get_fields_formats_and_wants() {
     let f = Fake::new();

@@ -15,26 +15,39 @@ use crate::methods::is_absolute;
 use crate::view::{LimitMode, Priority};
 
 /// torrent-get: `fields` is required; unknown fields are left out; `format: "table"` gives
-/// rows; `recently-active` adds `removed`.
+/// rows; `recently-active` adds `removed`; bitswarm's `bitswarm-since` adds `bitswarm-now`
+/// (see [`ids::changed_since`]).
 pub(crate) fn get<B: Backend>(backend: &B, args: &Args) -> Reply {
     #[derive(Serialize)]
     struct Get<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         removed: Option<Vec<u32>>,
         torrents: Torrents<'a>,
+        #[serde(rename = "bitswarm-now", skip_serializing_if = "Option::is_none")]
+        now: Option<u64>,
     }
     let Some(names) = args.get("fields").and_then(Value::as_array) else {
         return Reply::error_with("no fields specified", &serde_json::json!({"torrents": []}));
     };
     let fields = parse_fields(names.iter().filter_map(Value::as_str));
     let table = args.str_of("format") == Some("table");
-    let resolved = ids::resolve(&ids::parse(args), backend);
+    // bitswarm's own `bitswarm-since` (its web page): the reply says when it was made.
+    let since = args.get("bitswarm-since").and_then(coerce::int);
+    let now = since.map(|_| ids::now_marker());
+    let selection = ids::parse(args);
+    let resolved = match since {
+        Some(marker) if selection == ids::Selection::RecentlyActive => ids::changed_since(marker, backend),
+        _ => ids::resolve(&selection, backend),
+    };
     let views = if resolved.ids.is_empty() {
         Vec::new()
     } else {
         backend.torrents(&resolved.ids, Wants::from_fields(fields.iter().map(|f| f.name())))
     };
-    Reply::with(&Get { removed: resolved.removed, torrents: Torrents { views: &views, fields: &fields, table } })
+    // With `bitswarm-since`, nothing changed is `[]` also in the table format (not a row of
+    // field names alone): what an idle page's poll gets every 2 s.
+    let table = table && !(since.is_some() && views.is_empty());
+    Reply::with(&Get { removed: resolved.removed, torrents: Torrents { views: &views, fields: &fields, table }, now })
 }
 
 /// The methods that only name torrents: start, start-now, stop, verify, reannounce and the

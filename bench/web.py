@@ -1,0 +1,462 @@
+#!/usr/bin/python3
+"""Web page benchmark (issue 18, item 9): bitswarm's web page against Transmission's own web
+client (Debian's transmission-daemon 3.00 serving /usr/share/transmission/web), each on its
+daemon holding the same N torrents (10,000 by default), in one run, in headless Chromium driven
+by Selenium and the Chrome DevTools Protocol. Run with /usr/bin/python3 (Debian's selenium).
+
+The torrents and the daemons are bench/daemon.py's (imported, not copied): N torrents of 1 MiB,
+one file each, data on disk, the tracker unreachable, DHT/LSD/PeX/uTP off. They are added
+paused (through the RPC, one torrent-add each): transmission-daemon 3.00 checks an added
+torrent's data at about 9 a second, paused or not (bench/daemon.py: 1,115 s for 10,000), so
+each program's state with all N, checked and paused, is made once and kept under --dir (as the
+torrents are), and copied for each run. Paused or seeding without peers, a torrent is idle:
+nothing in its row changes, and neither RPC counts it as recently active.
+
+For each program, one after the other:
+  - bulk add, on a fresh state folder: the page open on the empty daemon, then all N added (one torrent-add each, on one
+    keep-alive connection); measured over the --bulk seconds (60) after the last add, while
+    both RPCs still count every torrent as recently active (their 60 s after an add): the
+    page's refreshes (the torrent-get of `recently-active` that each client sends every 2 s,
+    bitswarm, or 5 s, Transmission's default), their response bytes, and the browser's CPU.
+    (Transmission is still checking most of them then; the statuses at the end are kept.)
+  - then the program on a copy of its kept state, once it lists all N, stopped, and none as
+    recently active; --runs times (3), a new browser (empty profile and cache):
+    - first render: from navigation start (performance.timeOrigin) to the first frame painted
+      with the top row of the list (the torrent named f00000.bin, first by name, the default
+      order of both) in the page: a script added before the page's own
+      (Page.addScriptToEvaluateOnNewDocument) looks for that row's name cell at every
+      requestAnimationFrame; the time is that of the next frame's callback, when the frame
+      that first held the row has been produced.
+    - steady refreshes, --steady seconds (40) starting 5 s after the first render, the
+      torrents idle: per refresh, the response bytes of the refresh's torrent-get (CDP's
+      Network.loadingFinished encodedDataLength: what came over the connection, headers
+      included) and of every RPC call in the window divided by the refreshes; the browser's CPU
+      (Performance.getMetrics TaskDuration, ScriptDuration: deltas over the window divided by
+      the refreshes); and the daemon's own CPU (/proc, utime+stime) per refresh. Nothing runs
+      in the page meanwhile but the page itself.
+Medians over the runs; ratios bitswarm ÷ Transmission. Prints Markdown tables and writes them
+with the raw runs to bench/results/web-DATE.md. Every program started is stopped at the end.
+
+Usage: bench/web.py [--n 10000] [--runs 3] [--steady 40] [--bulk 60] [--programs bitswarm,transmission]
+"""
+import argparse, atexit, base64, datetime, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import daemon as bench  # noqa: E402  bench/daemon.py: the torrents, the programs, their processes
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+
+ROOT = bench.ROOT
+TOP = "f00000.bin"  # the first torrent by name: the list's top row in both pages
+WEB_HOME = "/usr/share/transmission/web"
+# Where each page puts a row's name.
+NAME_CELL = {"bitswarm": "#rows .row .c-name", "transmission": ".torrent_name"}
+VERSIONS = {"transmission": "transmission-daemon 3.00 and its web client (Debian)"}
+log = bench.log
+
+FIRST_RENDER_JS = """
+(() => {
+  const cell = %s, name = %s;
+  let seen = false;
+  window.__benchFirstRender = null;
+  const tick = () => {
+    if (seen) { window.__benchFirstRender = performance.now(); return; }
+    const e = document.querySelector(cell);
+    if (e && e.textContent.trim() === name) seen = true;
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+})();
+"""
+
+
+# ---------------------------------------------------------------- the browser
+
+class Browser:
+    """Headless Chromium with an empty profile, its network events kept (chromedriver's
+    performance log: CDP events) and its page's CPU counters on."""
+
+    def __init__(self, work, program):
+        self.profile = tempfile.mkdtemp(prefix="chromium-", dir=work)
+        options = webdriver.ChromeOptions()
+        options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+        for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-default-apps", "--disable-extensions", "--no-proxy-server", "--window-size=1280,900",
+                  "--disable-features=Translate", "--user-data-dir=" + self.profile,
+                  "--disk-cache-dir=" + os.path.join(self.profile, "cache")]:
+            options.add_argument(a)
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+        options.add_experimental_option("perfLoggingPrefs", {"enableNetwork": True, "enablePage": False})
+        service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+        self.d = webdriver.Chrome(service=service, options=options)
+        self.d.set_page_load_timeout(300)
+        self.d.set_script_timeout(300)
+        self.d.execute_cdp_cmd("Performance.enable", {"timeDomain": "timeTicks"})
+        self.d.execute_cdp_cmd("Network.enable", {})
+        self.d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {
+            "source": FIRST_RENDER_JS % (json.dumps(NAME_CELL[program]), json.dumps(TOP))})
+        self.requests = {}  # requestId -> {"t", "url", "body", "bytes", "status"}
+
+    def drain(self):
+        """Reads the CDP events logged since the last call into self.requests."""
+        for entry in self.d.get_log("performance"):
+            m = json.loads(entry["message"])["message"]
+            p = m.get("params", {})
+            if m["method"] == "Network.requestWillBeSent":
+                r = p["request"]
+                # When chromedriver logged it (ms since the epoch): sent then.
+                self.requests[p["requestId"]] = {"t": entry["timestamp"] / 1000, "url": r["url"], "method": r["method"],
+                                                 "body": r.get("postData", ""), "bytes": None, "status": None}
+            elif m["method"] == "Network.responseReceived" and p["requestId"] in self.requests:
+                self.requests[p["requestId"]]["status"] = p["response"]["status"]
+            elif m["method"] == "Network.loadingFinished" and p["requestId"] in self.requests:
+                self.requests[p["requestId"]]["bytes"] = p["encodedDataLength"]
+
+    def metrics(self):
+        got = self.d.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]
+        return {m["name"]: m["value"] for m in got}
+
+    def quit(self):
+        try:
+            self.d.quit()
+        finally:
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def is_refresh(r):
+    """The periodic refresh: a torrent-get of `recently-active`."""
+    if not r["url"].endswith("/transmission/rpc") or r["method"] != "POST":
+        return False
+    try:
+        body = json.loads(r["body"])
+    except ValueError:
+        return False
+    return body.get("method") == "torrent-get" and body.get("arguments", {}).get("ids") == "recently-active"
+
+
+def window(browser, prog, seconds):
+    """Refreshes over `seconds`, nothing else done meanwhile: their bytes, every RPC call's,
+    the browser's CPU and the daemon's, per refresh."""
+    browser.drain()
+    known = set(browser.requests)
+    m0, c0, t0 = browser.metrics(), bench.cpu_ticks(prog.p.pid), time.time()
+    time.sleep(seconds)
+    m1, c1, t1 = browser.metrics(), bench.cpu_ticks(prog.p.pid), time.time()
+    time.sleep(1.5)  # for the last responses' events
+    browser.drain()
+    new = [r for k, r in browser.requests.items() if k not in known and t0 <= r["t"] <= t1]
+    rpc = [r for r in new if r["url"].endswith("/transmission/rpc")]
+    refreshes = [r for r in rpc if is_refresh(r)]
+    n = len(refreshes)
+    per = lambda v: v / n if n else None
+    return {
+        "seconds": t1 - t0,
+        "refreshes": n,
+        "refresh_bytes": [r["bytes"] for r in refreshes],
+        "refresh_bytes_median": statistics.median([r["bytes"] or 0 for r in refreshes]) if n else None,
+        "rpc_calls": len(rpc),
+        "rpc_bytes": sum(r["bytes"] or 0 for r in rpc),
+        "rpc_bytes_per_refresh": per(sum(r["bytes"] or 0 for r in rpc)),
+        "rpc_bytes_per_minute": sum(r["bytes"] or 0 for r in rpc) * 60 / (t1 - t0),
+        "task_ms": (m1["TaskDuration"] - m0["TaskDuration"]) * 1000,
+        "script_ms": (m1["ScriptDuration"] - m0["ScriptDuration"]) * 1000,
+        "task_ms_per_refresh": per((m1["TaskDuration"] - m0["TaskDuration"]) * 1000),
+        "script_ms_per_refresh": per((m1["ScriptDuration"] - m0["ScriptDuration"]) * 1000),
+        "task_ms_per_minute": (m1["TaskDuration"] - m0["TaskDuration"]) * 1000 * 60 / (t1 - t0),
+        "daemon_cpu_ms_per_refresh": per((c1 - c0) * 1000 / bench.CLK),
+    }
+
+
+def page_url(prog):
+    return "http://127.0.0.1:%d/transmission/web/" % prog.api_port
+
+
+def first_render(browser, prog, timeout=300):
+    """Milliseconds from navigation start to the first frame painted with the top row."""
+    t0 = time.monotonic()
+    browser.d.get(page_url(prog))
+    while time.monotonic() - t0 < timeout:
+        v = browser.d.execute_script("return window.__benchFirstRender")
+        if v is not None:
+            return v
+        time.sleep(0.1)
+    raise RuntimeError("%s: the row %s not shown after %d s" % (prog.name, TOP, timeout))
+
+
+# ---------------------------------------------------------------- the programs
+
+def start(name, work, data, n, prog=None):
+    prog = prog or bench.CLASSES[name](work, data, n)
+    if name == "transmission":
+        prog.env["TRANSMISSION_WEB_HOME"] = WEB_HOME
+    prog.start()
+    t0 = time.monotonic()
+    while True:
+        try:
+            prog.rpc("session-get", {})
+            return prog
+        except (OSError, RuntimeError, bench.http.client.HTTPException):
+            prog.http.close()
+            if prog.p.poll() is not None:
+                raise RuntimeError("%s exited at start (status %s), see %s" % (name, prog.p.returncode, work))
+            if time.monotonic() - t0 > 60:
+                raise RuntimeError("%s: RPC not up after 60 s" % name)
+            time.sleep(0.05)
+
+
+def add_all(prog, metainfo):
+    """Every torrent, paused, one torrent-add each."""
+    for name, b64 in metainfo:
+        data, _ = prog.rpc("torrent-add", {"metainfo": b64, "download-dir": prog.data, "paused": True})
+        r = json.loads(data)
+        if r["result"] != "success" or "torrent-added" not in r["arguments"]:
+            raise RuntimeError("%s: torrent-add %s: %s" % (prog.name, name, data[:300]))
+
+
+def wait_until(prog, what, done, timeout, every=2.0):
+    """Polls `done(prog)` until true; raises after `timeout` seconds, saying what it waited for."""
+    t0 = time.monotonic()
+    while not done(prog):
+        if prog.p.poll() is not None:
+            raise RuntimeError("%s exited (status %s) waiting for %s" % (prog.name, prog.p.returncode, what))
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError("%s: %s not after %.0f s" % (prog.name, what, timeout))
+        time.sleep(every)
+    return time.monotonic() - t0
+
+
+def statuses(prog, ids=None):
+    args = {"fields": ["id", "status"]}
+    if ids:
+        args["ids"] = ids
+    data, _ = prog.rpc("torrent-get", args)
+    by = {}
+    for t in json.loads(data)["arguments"]["torrents"]:
+        by[t["status"]] = by.get(t["status"], 0) + 1
+    return by
+
+
+def idle(prog):
+    """Every torrent loaded and stopped, and the RPC lists none as recently active."""
+    return statuses(prog) == {0: prog.n} and not statuses(prog, "recently-active")
+
+
+def prepared_state(name, data, metainfo, a, base):
+    """A state folder of `name` holding every torrent, paused and checked, made once and kept
+    under --dir (transmission-daemon 3.00 checks every added torrent's data, paused or not, at
+    about 9 a second: 19 minutes for 10,000), as bench/daemon.py keeps its torrents."""
+    cache = os.path.join(a.dir, "web-state-%s-%d-%s" % (name, len(metainfo), a.piece_size))
+    if os.path.exists(os.path.join(cache, "done")):
+        return cache
+    log("  %s: making its state with %d paused torrents in %s (once, kept)" % (name, len(metainfo), cache))
+    work = tempfile.mkdtemp(prefix=name + "-prepare-", dir=base)
+    prog = start(name, work, data, len(metainfo))
+    try:
+        add_all(prog, metainfo)
+        took = wait_until(prog, "every torrent checked and stopped",
+                          lambda p: statuses(p) == {0: len(metainfo)}, 3600, 10)
+        log("  %s: all checked and stopped %.0f s after the adds" % (name, took))
+    finally:
+        _, clean = prog.stop()
+    if not clean:
+        raise RuntimeError("%s did not stop cleanly: its state is not kept" % name)
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.copytree(prog.state, cache)
+    open(os.path.join(cache, "done"), "w").close()
+    shutil.rmtree(work, ignore_errors=True)
+    return cache
+
+
+def start_on(name, work, data, n, cache):
+    """`name` on a copy of a prepared state (its settings, with this run's ports, kept)."""
+    prog = bench.CLASSES[name](work, data, n)
+    for entry in os.listdir(cache):
+        if entry in ("settings.json", "done"):
+            continue
+        src, dst = os.path.join(cache, entry), os.path.join(prog.state, entry)
+        (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, dst)
+    return start(name, work, data, n, prog)
+
+
+def measure(name, base, data, metainfo, a):
+    r = {"program": name, "n": len(metainfo), "runs": []}
+    cache = prepared_state(name, data, metainfo, a, base)
+    # The page open on an empty daemon, then all added.
+    prog = start(name, tempfile.mkdtemp(prefix=name + "-bulk-", dir=base), data, len(metainfo))
+    try:
+        b = Browser(base, name)
+        try:
+            b.d.get(page_url(prog))
+            time.sleep(5)
+            log("  %s: adding %d, paused, with the page open" % (name, len(metainfo)))
+            t0 = time.monotonic()
+            add_all(prog, metainfo)
+            r["add_s"] = time.monotonic() - t0
+            log("  %s: added in %.1f s; the %d s after" % (name, r["add_s"], a.bulk))
+            r["bulk"] = window(b, prog, a.bulk)
+            r["bulk"]["statuses_after"] = statuses(prog)
+            log("  %s: after the add: %s; statuses then %s" % (name, short(r["bulk"]), r["bulk"]["statuses_after"]))
+        finally:
+            b.quit()
+    finally:
+        prog.stop()
+    # Idle: on a copy of the prepared state, once the RPC lists nothing as recently active.
+    prog = start_on(name, tempfile.mkdtemp(prefix=name + "-idle-", dir=base), data, len(metainfo), cache)
+    try:
+        r["idle_after_start_s"] = wait_until(prog, "nothing recently active", idle, 180)
+        for i in range(a.runs):
+            b = Browser(base, name)
+            try:
+                run = {"first_render_ms": first_render(b, prog)}
+                time.sleep(5)
+                run.update(window(b, prog, a.steady))
+                errors = [e["message"] for e in b.d.get_log("browser") if e["level"] == "SEVERE"]
+                if errors:
+                    run["console_errors"] = errors[:5]
+            finally:
+                b.quit()
+            log("  %s run %d: first render %.0f ms; steady: %s" % (name, i + 1, run["first_render_ms"], short(run)))
+            r["runs"].append(run)
+    finally:
+        prog.stop()
+    return r
+
+
+def short(w):
+    return "%d refreshes of %s B (all RPC %.0f B/refresh), browser %.1f ms/refresh (script %.1f), daemon %.1f ms/refresh" % (
+        w["refreshes"], w["refresh_bytes_median"], w["rpc_bytes_per_refresh"] or 0, w["task_ms_per_refresh"] or 0,
+        w["script_ms_per_refresh"] or 0, w["daemon_cpu_ms_per_refresh"] or 0)
+
+
+# ---------------------------------------------------------------- the tables
+
+def med(r, key):
+    vals = [run[key] for run in r["runs"] if run.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+ROWS = [
+    # (label, getter, format)
+    ("first render: navigation → the top row painted (median of runs)", lambda r: med(r, "first_render_ms"), "%.0f ms"),
+    ("refreshes in the steady window", lambda r: med(r, "refreshes"), "%.0f"),
+    ("steady: bytes per refresh (its torrent-get's response, headers included)",
+     lambda r: med(r, "refresh_bytes_median"), "%.0f B"),
+    ("steady: every RPC response's bytes, per refresh", lambda r: med(r, "rpc_bytes_per_refresh"), "%.0f B"),
+    ("steady: every RPC response's bytes, per minute", lambda r: med(r, "rpc_bytes_per_minute"), "%.0f B"),
+    ("steady: browser CPU per refresh (TaskDuration)", lambda r: med(r, "task_ms_per_refresh"), "%.2f ms"),
+    ("steady: of which script (ScriptDuration)", lambda r: med(r, "script_ms_per_refresh"), "%.2f ms"),
+    ("steady: browser CPU per minute", lambda r: med(r, "task_ms_per_minute"), "%.1f ms"),
+    ("steady: daemon CPU per refresh (/proc, 10 ms ticks)", lambda r: med(r, "daemon_cpu_ms_per_refresh"), "%.1f ms"),
+    ("adding all (paused, one torrent-add each)", lambda r: r.get("add_s"), "%.1f s"),
+    ("60 s after the add: refreshes", lambda r: r["bulk"]["refreshes"], "%d"),
+    ("60 s after the add: bytes per refresh (median)", lambda r: r["bulk"]["refresh_bytes_median"], "%.0f B"),
+    ("60 s after the add: every RPC response's bytes, all", lambda r: r["bulk"]["rpc_bytes"], "%.0f B"),
+    ("60 s after the add: browser CPU per refresh", lambda r: r["bulk"]["task_ms_per_refresh"], "%.1f ms"),
+    ("60 s after the add: browser CPU, all", lambda r: r["bulk"]["task_ms"], "%.0f ms"),
+    ("60 s after the add: daemon CPU per refresh", lambda r: r["bulk"]["daemon_cpu_ms_per_refresh"], "%.1f ms"),
+]
+
+
+def tables(results, programs, n):
+    head = ["%d idle torrents" % n] + ["%s" % p for p in programs]
+    both = "bitswarm" in results and "transmission" in results
+    if both:
+        head.append("bitswarm ÷ transmission")
+    out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for label, get, f in ROWS:
+        cells = [label]
+        vals = {}
+        for p in programs:
+            try:
+                v = get(results[p])
+            except (KeyError, TypeError):
+                v = None
+            vals[p] = v
+            cells.append(f % v if v is not None else "–")
+        if both:
+            x, y = vals["bitswarm"], vals["transmission"]
+            cells.append("%.2f×" % (x / y) if x is not None and y else "–")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--steady", type=float, default=40, help="the steady window, s (at least 30)")
+    ap.add_argument("--bulk", type=float, default=60, help="the window after the bulk add, s")
+    ap.add_argument("--programs", default="bitswarm,transmission")
+    ap.add_argument("--piece-size", default="64K")
+    ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/tmp/bitswarm-bench"))
+    ap.add_argument("--no-results", action="store_true", help="do not write bench/results/web-DATE.md")
+    ap.add_argument("--bitswarm", help="this bitswarm binary (an earlier build, to compare), not this tree's release build")
+    ap.add_argument("--prepare-only", action="store_true", help="make the kept state folders, measure nothing")
+    a = ap.parse_args()
+    programs = [p for p in a.programs.split(",") if p]
+    for p in programs:
+        if p not in NAME_CELL:
+            ap.error("unknown program %s (known: %s)" % (p, ", ".join(NAME_CELL)))
+    if "transmission" in programs and not shutil.which("transmission-daemon"):
+        sys.exit("transmission-daemon not found: apt-get install -y transmission-daemon")
+    if "transmission" in programs and not os.path.exists(os.path.join(WEB_HOME, "index.html")):
+        sys.exit("Transmission's web client not found in %s: apt-get install -y transmission-common" % WEB_HOME)
+    for exe in ("chromium", "chromedriver"):
+        if not shutil.which(exe):
+            sys.exit("%s not found: apt-get install -y chromium chromium-driver python3-selenium" % exe)
+    signal.signal(signal.SIGTERM, bench._on_signal)
+    signal.signal(signal.SIGHUP, bench._on_signal)
+    atexit.register(bench.stop_all)
+
+    if a.bitswarm:
+        bench.BIN = os.path.abspath(a.bitswarm)
+    else:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "bitswarm"], cwd=ROOT, check=True)
+    started = datetime.datetime.now()
+    os.makedirs(a.dir, exist_ok=True)
+    src = os.path.join(a.dir, "daemon-src-%s" % a.piece_size)
+    log("%d torrents of 1 MiB (%s pieces) in %s (bench/daemon.py's, made once, kept)" % (a.n, a.piece_size, src))
+    data, torrents = bench.dataset(src, a.n, bench.parse_size(a.piece_size))
+    metainfo = [(name, base64.b64encode(t).decode()) for name, t, _ in torrents]
+    base = tempfile.mkdtemp(prefix="bitswarm-web-bench-", dir=a.dir)
+    results = {}
+    try:
+        for p in programs:
+            log("%s, %d torrents" % (p, a.n))
+            if a.prepare_only:
+                prepared_state(p, data, metainfo, a, base)
+                continue
+            results[p] = measure(p, base, data, metainfo, a)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        bench.stop_all()
+
+    if a.prepare_only:
+        return
+    text = tables(results, programs, a.n)
+    print()
+    print(text)
+    if not a.no_results:
+        path = os.path.join(ROOT, "bench/results/web-%s.md" % started.strftime("%Y-%m-%d"))
+        rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True,
+                             text=True).stdout.strip()
+        chromium = subprocess.run(["chromium", "--version"], capture_output=True, text=True).stdout.strip()
+        with open(path, "a") as f:
+            f.write("# bench/web.py, %s\n\n" % started.strftime("%Y-%m-%d %H:%M"))
+            ours = "bitswarm " + (("%s (%s)" % (a.bitswarm, subprocess.run(
+                [bench.BIN, "--version"], capture_output=True, text=True).stdout.strip())) if a.bitswarm else rev)
+            parts = [ours] + [VERSIONS[p] for p in programs if p in VERSIONS] + [
+                chromium, "%d cores" % os.cpu_count(), "`%s`" % " ".join(["bench/web.py"] + sys.argv[1:])]
+            f.write("; ".join(parts) + "\n\n")
+            f.write(text + "\n\n## Raw runs\n\n```\n")
+            for p in programs:
+                f.write(json.dumps(results[p]) + "\n")
+            f.write("```\n\n")
+        log("\nwritten to %s" % os.path.relpath(path, os.getcwd()))
+
+
+if __name__ == "__main__":
+    main()
