@@ -74,6 +74,8 @@ pub(crate) struct Runtime {
     pub peer_limit_global: u32,
     pub peer_limit_per_torrent: u32,
     pub encryption: String,
+    /// Local Service Discovery on or off, once a client said (None: as the configuration says).
+    pub lpd_enabled: Option<bool>,
 }
 
 impl Default for Runtime {
@@ -103,6 +105,7 @@ impl Runtime {
             peer_limit_global: c.peers.max_connections as u32,
             peer_limit_per_torrent: c.peers.max_per_torrent as u32,
             encryption: c.peers.encryption.clone(),
+            lpd_enabled: None,
         }
     }
 
@@ -119,6 +122,9 @@ impl Runtime {
             s.max_connections = self.peer_limit_global.max(1) as usize;
             s.max_peers_per_torrent = self.peer_limit_per_torrent.max(1) as usize;
             (s.outgoing_encryption, s.incoming_encryption) = config::encryption(&self.encryption);
+            if let Some(on) = self.lpd_enabled {
+                s.lsd = on;
+            }
         });
     }
 }

@@ -338,14 +338,14 @@ pub(crate) fn node_from_peer(core: &crate::core::Core, meta: &Metainfo, addr: So
 }
 
 /// A magnet link's metadata fetch registers here: lookups (no announce: we have nothing to give
-/// yet) whose peers come out of the receiver.
+/// yet) whose peers go to `tx`.
 pub(crate) fn register_fetch(
     core: &crate::core::Core,
     info_hash: InfoHash,
-) -> Option<(Registration, mpsc::UnboundedReceiver<SocketAddr>)> {
+    tx: mpsc::UnboundedSender<SocketAddr>,
+) -> Option<Registration> {
     let d = core.dht.as_ref()?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    Some((d.register(info_hash, None, Box::new(tx)), rx))
+    Some(d.register(info_hash, None, Box::new(tx)))
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
