@@ -210,10 +210,11 @@ pub(crate) fn start_for(s: &crate::Settings, listen: SocketAddr) -> Option<LsdHa
 /// A run of `meta` registers here: announces on our listening port while it runs, and the peers
 /// heard of; never for a private torrent (BEP 27).
 pub(crate) fn register_run(core: &crate::core::Core, meta: &Metainfo, live: &Arc<Live>) -> Option<Registration> {
+    let l = core.lsd.as_ref()?;
     if meta.info.private {
+        debug!("LSD: {} is private: never announced", meta.info_hash);
         return None;
     }
-    let l = core.lsd.as_ref()?;
     Some(l.register(meta.info_hash.0, Some(core.listen_addr.port()), Box::new(LiveSink(Arc::downgrade(live)))))
 }
 
@@ -388,8 +389,13 @@ impl Driver {
         if self.open.is_empty() {
             return;
         }
-        let max =
-            self.open.iter().map(|g| lsd::hashes_per_packet(g.addr, &self.cookie)).min().unwrap_or(1).min(lsd::MAX_HASHES);
+        let max = self
+            .open
+            .iter()
+            .map(|g| lsd::hashes_per_packet(g.addr, &self.cookie))
+            .min()
+            .unwrap_or(1)
+            .min(lsd::MAX_HASHES);
         let ids = self.schedule.take(Instant::now(), max);
         // Every registration announces the same port (the session's).
         let Some(port) = ids.iter().find_map(|id| self.regs.get(id).and_then(|r| r.announce)) else { return };
