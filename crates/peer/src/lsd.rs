@@ -258,6 +258,8 @@ struct Driver {
     open: Vec<Group>,
     /// Groups not open while enabled are tried again then.
     reopen_at: Option<Instant>,
+    /// Groups whose failure was logged as a warning (later ones go to the debug log).
+    warned: Vec<SocketAddr>,
     heard_tx: mpsc::Sender<(SocketAddr, lsd::Announce)>,
 }
 
@@ -278,6 +280,7 @@ async fn drive(
         schedule: Schedule::new(Instant::now()),
         open: Vec::new(),
         reopen_at: None,
+        warned: Vec::new(),
         heard_tx,
     };
     let mut enabled = enabled;
@@ -371,11 +374,13 @@ impl Driver {
                     self.schedule.all_now(Instant::now());
                 }
                 Err(e) => {
-                    // IPv6 is often missing: not worth a warning each minute.
-                    if g.is_ipv6() {
+                    // IPv6 is often missing, and a machine offline has no multicast route: one
+                    // warning for IPv4, not one a minute.
+                    if g.is_ipv6() || self.warned.contains(&g) {
                         debug!("LSD: cannot use {g}: {e}");
                     } else {
-                        warn!("LSD: cannot use {g}: {e}");
+                        warn!("LSD: cannot use {g}: {e} (tried again every minute)");
+                        self.warned.push(g);
                     }
                     missing = true;
                 }
