@@ -217,12 +217,15 @@ impl Daemon {
         for p in &loaded.problems {
             warn!("state: {p}");
         }
-        let session = Session::start(config.session_settings()).await?;
         // Settings a client changed (kept in the database) over the configuration file's.
         let mut runtime = Runtime::from_config(&config, download_dir);
         if let Some(saved) = loaded.settings.get("runtime").and_then(|t| serde_json::from_str::<Runtime>(t).ok()) {
             runtime = saved;
         }
+        let mut settings = config.session_settings();
+        // LSD kept off by a client never opens its sockets, not even at the start.
+        settings.lsd = runtime.lpd_enabled.unwrap_or(settings.lsd);
+        let session = Session::start(settings).await?;
         runtime.apply(&session);
         let daemon = Arc::new(Daemon {
             session,
