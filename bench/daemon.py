@@ -49,9 +49,11 @@ sys.dont_write_bytecode = True  # no bench/__pycache__ from importing peer.py
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peer  # noqa: E402  bench/peer.py: its measure() is part 2's reference
 
-# Every bitswarm this starts runs without a DHT node, as the other programs here run without
-# theirs (and none looks for the public routers).
+# Every bitswarm this starts runs without a DHT node and without Local Service Discovery, as
+# the other programs here run without theirs (none looks for the public routers, nothing
+# multicasts).
 os.environ["BITSWARM_NO_DHT"] = "1"
+os.environ["BITSWARM_NO_LSD"] = "1"
 
 ROOT, BIN, RQBIT = peer.ROOT, peer.BIN, peer.RQBIT
 PROGRAMS = ["bitswarm", "transmission", "qbittorrent", "rqbit"]

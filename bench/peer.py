@@ -13,9 +13,11 @@ Usage: bench/peer.py [--runs 3] [--warmup 1] [--size 1G] [--pairs bitswarm>bitsw
 """
 import argparse, filecmp, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 
-# Every bitswarm this starts runs without a DHT node, as the other programs here run without
-# theirs (and none looks for the public routers).
+# Every bitswarm this starts runs without a DHT node and without Local Service Discovery, as
+# the other programs here run without theirs (none looks for the public routers, nothing
+# multicasts).
 os.environ["BITSWARM_NO_DHT"] = "1"
+os.environ["BITSWARM_NO_LSD"] = "1"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/bitswarm")

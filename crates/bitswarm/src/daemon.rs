@@ -37,6 +37,8 @@ pub struct DaemonArgs {
     pub rpc: Option<SocketAddr>,
     #[command(flatten)]
     pub dht: crate::peer::DhtArgs,
+    #[command(flatten)]
+    pub lsd: crate::peer::LsdArgs,
     /// Read a password from stdin, print its hash (for rpc.password_hash), and exit.
     #[arg(long)]
     pub hash_password: bool,
@@ -88,6 +90,11 @@ pub fn run(a: DaemonArgs) -> Result<(), Failure> {
     }
     if !a.dht.dht_routers.is_empty() {
         config.dht.routers = a.dht.dht_routers.clone();
+    }
+    if a.lsd.no_lsd {
+        // No groups: no LSD for the daemon's life, whatever the RPC asks.
+        config.lsd.enabled = false;
+        config.lsd.groups.clear();
     }
     config.check().map_err(|e| Failure::usage(e.to_string()))?;
     few_malloc_arenas();

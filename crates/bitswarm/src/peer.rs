@@ -43,6 +43,8 @@ pub struct PeerArgs {
     pub no_tracker: bool,
     #[command(flatten)]
     pub dht: DhtArgs,
+    #[command(flatten)]
+    pub lsd: LsdArgs,
     /// Cap upload speed, in bytes per second (K and M suffixes accepted: 500K, 2M).
     #[arg(long, value_name = "RATE", value_parser = crate::units::parse_positive)]
     pub max_upload_rate: Option<u64>,
@@ -77,6 +79,16 @@ pub struct DhtArgs {
     /// repeatable.
     #[arg(long = "dht-router", value_name = "HOST:PORT", value_parser = parse_router)]
     pub dht_routers: Vec<String>,
+}
+
+/// The Local Service Discovery switch of `join`, `seed` and `daemon`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct LsdArgs {
+    /// No Local Service Discovery (BEP 14). Without it, public torrents are announced by
+    /// multicast on the local network (239.192.152.143:6771 and [ff15::efc0:988f]:6771) and
+    /// peers announced there are dialed (private torrents never are).
+    #[arg(long, env = "BITSWARM_NO_LSD", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_lsd: bool,
 }
 
 /// A `--dht-router`: checked, not resolved (the node resolves it when it starts).
@@ -163,9 +175,9 @@ fn wanted(a: &PeerArgs, role: Role) -> Result<Vec<Wanted>, Failure> {
             Some(link) => {
                 let magnet = Magnet::parse(link).map_err(|e| Failure::usage(format!("{link}: {e}")))?;
                 let trackers = !a.no_tracker && !magnet.trackers.is_empty();
-                if !trackers && magnet.peers.is_empty() && a.peers.is_empty() && a.dht.no_dht {
+                if !trackers && magnet.peers.is_empty() && a.peers.is_empty() && a.dht.no_dht && a.lsd.no_lsd {
                     return Err(Failure::usage(format!(
-                        "{link}: the magnet link names no tracker and no peer, and the DHT is off: \
+                        "{link}: the magnet link names no tracker and no peer, and the DHT and LSD are off: \
                          give a peer with --peer IP:PORT"
                     )));
                 }
@@ -197,6 +209,7 @@ fn run(a: PeerArgs, role: Role, exit_when_done: bool) -> Result<(), Failure> {
     settings.max_upload_rate = a.max_upload_rate.unwrap_or(0);
     (settings.outgoing_encryption, settings.incoming_encryption) = a.encryption.policies();
     a.dht.apply(&mut settings);
+    settings.lsd = !a.lsd.no_lsd;
     rt.block_on(async {
         let session = Session::start(settings).await.map_err(|e| Failure::failed(e.to_string()))?;
         // Registered before anything starts: a stop during the checks is not missed.

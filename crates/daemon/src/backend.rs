@@ -58,6 +58,7 @@ fn peer_source(s: Source) -> PeerSource {
         Source::Incoming => PeerSource::Incoming,
         Source::Pex => PeerSource::Pex,
         Source::Dht => PeerSource::Dht,
+        Source::Lsd => PeerSource::Lpd,
         Source::Tracker | Source::Given | Source::Magnet => PeerSource::Tracker,
     }
 }
@@ -165,6 +166,7 @@ impl Daemon {
                     Source::Incoming => v.peers_from.incoming += 1,
                     Source::Pex => v.peers_from.pex += 1,
                     Source::Dht => v.peers_from.dht += 1,
+                    Source::Lsd => v.peers_from.lpd += 1,
                     _ => v.peers_from.tracker += 1,
                 }
                 list.push(PeerView {
@@ -678,7 +680,7 @@ impl Backend for Daemon {
             start_added_torrents: r.start_added,
             dht_enabled: self.session.dht_stats().is_some(),
             pex_enabled: true,
-            lpd_enabled: false,
+            lpd_enabled: self.session.lsd_enabled(),
             utp_enabled: false,
             tcp_enabled: true,
             alt_speed_enabled: r.alt_speed_enabled,
@@ -731,6 +733,9 @@ impl Backend for Daemon {
             }
             if let Some(v) = set.start_added_torrents {
                 r.start_added = v;
+            }
+            if let Some(v) = set.lpd_enabled {
+                r.lpd_enabled = Some(v);
             }
             if let Some(e) = set.encryption {
                 r.encryption = match e {

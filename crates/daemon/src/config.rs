@@ -53,6 +53,16 @@ enabled = true
 # HOST:PORT of the routers the node joins the DHT through.
 routers = ["router.bittorrent.com:6881", "dht.transmissionbt.com:6881", "router.utorrent.com:6881"]
 
+[lsd]
+# Local Service Discovery (BEP 14): public torrents are announced on the local network by
+# multicast (each at most once every 5 minutes, several to a packet, about a packet a minute
+# after the first few), and the peers announced there are dialed; private torrents never are.
+# The RPC's lpd-enabled turns it on and off while the daemon runs (kept in the state, over
+# this value); --no-lsd turns it off for the daemon's life.
+enabled = true
+# The multicast groups, ADDRESS:PORT (BEP 14's IPv4 and IPv6 ones). Empty: no LSD at all.
+groups = ["239.192.152.143:6771", "[ff15::efc0:988f]:6771"]
+
 [limits]
 # Bytes per second over every torrent; 0: no limit.
 max_upload_rate = 0
@@ -114,6 +124,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub peers: PeersConfig,
     pub dht: DhtConfig,
+    pub lsd: LsdConfig,
     pub limits: LimitsConfig,
     pub queue: QueueConfig,
     pub seeding: SeedingConfig,
@@ -202,6 +213,19 @@ impl Default for DhtConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LsdConfig {
+    pub enabled: bool,
+    pub groups: Vec<SocketAddr>,
+}
+
+impl Default for LsdConfig {
+    fn default() -> Self {
+        LsdConfig { enabled: true, groups: bitswarm_peer::default_lsd_groups() }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -275,6 +299,9 @@ impl Config {
         }
         for r in &self.dht.routers {
             bitswarm_peer::parse_router(r).map_err(|e| ConfigError::Invalid(format!("dht.routers: {e}")))?;
+        }
+        for g in &self.lsd.groups {
+            bitswarm_peer::check_lsd_group(*g).map_err(|e| ConfigError::Invalid(format!("lsd.groups: {e}")))?;
         }
         if self.seeding.ratio_limit < 0.0 || !self.seeding.ratio_limit.is_finite() {
             return bad(format!("seeding.ratio_limit: {} is not a ratio", self.seeding.ratio_limit));
@@ -402,6 +429,8 @@ impl Config {
         s.dht = self.dht.enabled;
         s.dht_routers = self.dht.routers.clone();
         s.dht_state = self.state_dir().ok().map(|d| d.join("dht.dat"));
+        s.lsd = self.lsd.enabled;
+        s.lsd_groups = self.lsd.groups.clone();
         s
     }
 }
@@ -437,6 +466,13 @@ mod tests {
         assert!(e.contains("go together"), "{e}");
         let e = Config::from_toml("[dht]\nrouters = [\"nowhere\"]\n").unwrap_err().to_string();
         assert!(e.contains("dht.routers") && e.contains("HOST:PORT"), "{e}");
+        let e = Config::from_toml("[lsd]\ngroups = [\"127.0.0.1:6771\"]\n").unwrap_err().to_string();
+        assert!(e.contains("lsd.groups") && e.contains("not a multicast address"), "{e}");
+        let e = Config::from_toml("[lsd]\ngroups = [\"239.1.2.3\"]\n").unwrap_err().to_string();
+        assert!(e.contains("groups"), "{e}");
+        let c = Config::from_toml("[lsd]\nenabled = false\ngroups = [\"239.1.2.3:7000\"]\n").unwrap();
+        let s = c.session_settings();
+        assert!(!s.lsd && s.lsd_groups == vec!["239.1.2.3:7000".parse().unwrap()]);
         let e = Config::from_toml("[dht]\nenable = false\n").unwrap_err().to_string();
         assert!(e.contains("unknown field `enable`"), "{e}");
         // Elsewhere than loopback with an allow-list, or a password: served.

@@ -86,6 +86,8 @@ pub(crate) struct Runtime {
     /// configuration file's (on when it names one).
     pub watch_dir: Option<PathBuf>,
     pub watch_dir_enabled: Option<bool>,
+    /// Local Service Discovery on or off, once a client said (None: as the configuration says).
+    pub lpd_enabled: Option<bool>,
 }
 
 impl Default for Runtime {
@@ -121,6 +123,7 @@ impl Runtime {
             alt_speed_up: 50,
             watch_dir: None,
             watch_dir_enabled: None,
+            lpd_enabled: None,
         }
     }
 
@@ -150,6 +153,9 @@ impl Runtime {
             s.max_connections = self.peer_limit_global.max(1) as usize;
             s.max_peers_per_torrent = self.peer_limit_per_torrent.max(1) as usize;
             (s.outgoing_encryption, s.incoming_encryption) = config::encryption(&self.encryption);
+            if let Some(on) = self.lpd_enabled {
+                s.lsd = on;
+            }
         });
     }
 }
@@ -272,6 +278,8 @@ impl Daemon {
         }
         let mut settings = config.session_settings();
         settings.dht = runtime.dht_enabled.unwrap_or(settings.dht);
+        // LSD kept off by a client never opens its sockets, not even at the start.
+        settings.lsd = runtime.lpd_enabled.unwrap_or(settings.lsd);
         let session = Session::start(settings).await?;
         runtime.apply(&session);
         let tracker = match config.tracker.enabled {

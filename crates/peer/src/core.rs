@@ -90,7 +90,14 @@ pub struct Settings {
     pub seed_idle_minutes: Option<u64>,
     /// Seeding stops after this many minutes of seeding.
     pub seed_time_minutes: Option<u64>,
+    /// Local Service Discovery (BEP 14): public torrents are announced on the local network's
+    /// multicast groups, and peers announced there are dialed. Off by default here; the
+    /// commands turn it on. Without [`Settings::lsd_groups`] it stays off.
+    pub lsd: bool,
     // Fixed for the session's life:
+    /// The multicast groups (address and port) of Local Service Discovery; none: no LSD at all,
+    /// whatever [`Settings::lsd`] says.
+    pub lsd_groups: Vec<SocketAddr>,
     /// Run a Mainline DHT node (BEP 5) on UDP at the listening address and port, which public
     /// torrents ask for peers and announce themselves to. Off by default here; the commands
     /// turn it on.
@@ -124,6 +131,8 @@ impl Settings {
             seed_ratio: None,
             seed_idle_minutes: None,
             seed_time_minutes: None,
+            lsd: false,
+            lsd_groups: crate::lsd::default_groups(),
             dht: false,
             dht_routers: crate::dht::DEFAULT_ROUTERS.iter().map(|r| r.to_string()).collect(),
             dht_state: None,
@@ -155,6 +164,8 @@ pub(crate) struct Core {
     pub trackers: crate::tracker::Gate,
     /// The session's DHT node, if it runs one (it may start and stop).
     pub dht: crate::dht::DhtSlot,
+    /// The session's Local Service Discovery, if it has groups (on or off as the settings say).
+    pub lsd: Option<crate::lsd::LsdHandle>,
     /// When each running torrent announces next.
     pub(crate) announcer: Arc<crate::announcer::Announcer>,
     /// Torrents that changed since the last [`take_changed`](Core::take_changed): what keeps
@@ -169,6 +180,7 @@ impl Core {
         settings: Settings,
         listen_addr: SocketAddr,
         dht: Option<crate::dht::DhtHandle>,
+        lsd: Option<crate::lsd::LsdHandle>,
     ) -> std::io::Result<Arc<Core>> {
         let (hash_tx, hash_rx) = std::sync::mpsc::channel();
         let rx = Arc::new(Mutex::new(hash_rx));
@@ -188,6 +200,7 @@ impl Core {
             hash_tx: Mutex::new(hash_tx),
             trackers: crate::tracker::Gate::default(),
             dht: crate::dht::DhtSlot::new(dht),
+            lsd,
             announcer: crate::announcer::Announcer::new(),
             changed: Mutex::new(std::collections::HashSet::new()),
         }))
@@ -201,11 +214,14 @@ impl Core {
     pub fn update(&self, f: impl FnOnce(&mut Settings)) -> Settings {
         let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
         let (listen, peer_id, dht) = (s.listen, s.peer_id, s.dht);
-        let (routers, state) = (s.dht_routers.clone(), s.dht_state.clone());
+        let (routers, state, groups) = (s.dht_routers.clone(), s.dht_state.clone(), s.lsd_groups.clone());
         f(&mut s);
         // Fixed for the session's life.
         (s.listen, s.peer_id, s.dht) = (listen, peer_id, dht);
-        (s.dht_routers, s.dht_state) = (routers, state);
+        (s.dht_routers, s.dht_state, s.lsd_groups) = (routers, state, groups);
+        if let Some(l) = &self.lsd {
+            l.set_enabled(s.lsd);
+        }
         self.up.set_rate(s.max_upload_rate);
         self.down.set_rate(s.max_download_rate);
         let now = s.clone();

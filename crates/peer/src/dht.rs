@@ -459,16 +459,16 @@ pub(crate) fn node_from_peer(core: &crate::core::Core, meta: &Metainfo, addr: So
     }
 }
 
-/// A magnet link's metadata fetch registers here when a node runs: lookups (no announce: we
-/// have nothing to give yet) whose peers come out of the receiver.
+/// A magnet link's metadata fetch registers here (with whichever node runs): lookups (no
+/// announce: we have nothing to give yet) whose peers go to `tx`.
 pub(crate) fn register_fetch(
     core: &crate::core::Core,
     info_hash: InfoHash,
-) -> Option<(SlotRegistration, mpsc::UnboundedReceiver<SocketAddr>)> {
+    tx: mpsc::UnboundedSender<SocketAddr>,
+) -> Option<SlotRegistration> {
     core.dht.handle()?;
-    let (tx, rx) = mpsc::unbounded_channel();
     let sink: Arc<dyn Sink> = Arc::new(tx);
-    Some((core.dht.register(info_hash, None, sink), rx))
+    Some(core.dht.register(info_hash, None, sink))
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {

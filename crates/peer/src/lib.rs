@@ -21,6 +21,7 @@ mod dht;
 mod disk;
 pub(crate) mod link;
 mod live;
+mod lsd;
 mod metadata;
 mod picker;
 mod queue;
@@ -34,6 +35,7 @@ pub use core::{Incoming, Outgoing, Settings};
 pub use dht::{DEFAULT_ROUTERS, DhtNode, DhtStats, parse_router};
 pub use link::PeerKey;
 pub use live::{PeerInfo, Source, TrackerStatus};
+pub use lsd::{check_group as check_lsd_group, default_groups as default_lsd_groups};
 pub use metadata::{MetadataQuery, fetch_metadata};
 pub use session::{AddError, QueueMove, Session, SessionError, TorrentHandle};
 pub use torrent::{

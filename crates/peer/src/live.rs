@@ -60,6 +60,8 @@ pub enum Source {
     Pex,
     /// The Mainline DHT (BEP 5).
     Dht,
+    /// Local Service Discovery (BEP 14).
+    Lsd,
     /// The peer dialed us.
     Incoming,
 }

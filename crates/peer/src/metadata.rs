@@ -67,7 +67,7 @@ pub async fn fetch_metadata(q: &MetadataQuery, progress: impl Fn(&str)) -> Resul
     fetch_metadata_with(q, None, progress).await
 }
 
-/// [`fetch_metadata`], with peers that come from the DHT as well (asked as they come, and
+/// [`fetch_metadata`], with peers that come from the DHT and LSD as well (asked as they come, and
 /// remembered for the later rounds).
 pub(crate) async fn fetch_metadata_with(
     q: &MetadataQuery,

@@ -100,7 +100,8 @@ impl Session {
         let listener = bind(settings.listen).map_err(|e| SessionError::Listen(settings.listen, e))?;
         let listen_addr = listener.local_addr().map_err(|e| SessionError::Listen(settings.listen, e))?;
         let dht = crate::dht::start_for(&settings, listen_addr).await;
-        let core = Core::new(settings, listen_addr, dht).map_err(SessionError::Threads)?;
+        let lsd = crate::lsd::start_for(&settings, listen_addr);
+        let core = Core::new(settings, listen_addr, dht, lsd).map_err(SessionError::Threads)?;
         let queue = Queue::new(core.clone());
         let inner = Arc::new(Inner {
             core,
@@ -252,6 +253,11 @@ impl Session {
         }
         let settings = core.settings().clone();
         core.dht.start(&settings, core.listen_addr).await
+    }
+
+    /// Whether Local Service Discovery runs (on, and with groups to run on).
+    pub fn lsd_enabled(&self) -> bool {
+        self.inner.core.lsd.as_ref().is_some_and(|l| l.enabled())
     }
 
     /// DHT nodes to ping (they enter the routing table if they answer).

@@ -919,8 +919,9 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
         t.changed();
         // Public torrents look for peers on the DHT and announce themselves there, until the run ends.
         let dht = crate::dht::register_run(&t.core, &meta, &live);
+        let lsd = crate::lsd::register_run(&t.core, &meta, &live);
         let end = Box::pin(run(&t, &live, &slot, &mut wish, verified_for)).await;
-        drop(dht);
+        drop((dht, lsd));
         Box::pin(live.shutdown()).await;
         if let Some(a) = live.last_activity() {
             t.times.lock().unwrap_or_else(|p| p.into_inner()).activity = Some(a);
@@ -1211,8 +1212,14 @@ async fn fetch(t: &Torrent) -> Result<Arc<Metainfo>, String> {
     };
     let name = t.name();
     // The DHT is asked too (whether the torrent is private is not known before its metadata).
-    let (_dht, dht_rx) = crate::dht::register_fetch(&t.core, t.info_hash).unzip();
-    let (info, from) = fetch_metadata_with(&q, dht_rx, |m| info!("{name}: metadata: {m}")).await?;
+    // And peers that Local Service Discovery hears of: both go to the one receiver.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let dht = crate::dht::register_fetch(&t.core, t.info_hash, tx.clone());
+    let lsd = crate::lsd::register_fetch(&t.core, t.info_hash, tx);
+    let rx = (dht.is_some() || lsd.is_some()).then_some(rx);
+    let fetched = fetch_metadata_with(&q, rx, |m| info!("{name}: metadata: {m}")).await;
+    drop((dht, lsd));
+    let (info, from) = fetched?;
     info!("{name}: metadata: {} bytes from {from}", info.len());
     *t.metadata_from.lock().unwrap_or_else(|p| p.into_inner()) = Some((info.len(), from));
     let meta = Metainfo::from_info_bytes(&info, &magnet.trackers).map_err(|e| format!("metadata from {from}: {e}"))?;

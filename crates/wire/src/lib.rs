@@ -1,6 +1,7 @@
 //! The BitTorrent peer wire protocol (BEP 3) as a codec without I/O: the handshake, length-prefixed
 //! messages, bitfields, the BEP 10 extension handshake, BEP 9 metadata messages ([`metadata`]),
-//! BEP 11 peer exchange messages ([`pex`]) and Message Stream Encryption ([`mse`]).
+//! BEP 11 peer exchange messages ([`pex`]), BEP 14 Local Service Discovery announces ([`lsd`]) and
+//! Message Stream Encryption ([`mse`]).
 //!
 //! [`decode`] looks at the front of a receive buffer and returns either a complete message
 //! (borrowing block data from the buffer), `None` when more bytes are needed, or an error for a
@@ -8,6 +9,7 @@
 
 mod bitfield;
 mod extended;
+pub mod lsd;
 pub mod metadata;
 pub mod mse;
 pub mod pex;

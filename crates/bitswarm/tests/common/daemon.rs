@@ -23,16 +23,23 @@ impl OurDaemon {
     /// A daemon with its state under `dir/state` and downloads under `dir/downloads`;
     /// `config` is written to a file given with --config; `log` sets BITSWARM_LOG.
     pub fn start(dir: &Path, config: &str, log: Option<&str>) -> OurDaemon {
-        OurDaemon::spawn(dir, config, log, false)
+        OurDaemon::spawn(dir, config, log, &[])
     }
 
     /// [`OurDaemon::start`] with its DHT node on, as `config` sets it (the test points it at
     /// its own routers).
     pub fn start_with_dht(dir: &Path, config: &str, log: Option<&str>) -> OurDaemon {
-        OurDaemon::spawn(dir, config, log, true)
+        OurDaemon::spawn(dir, config, log, &["BITSWARM_NO_DHT"])
     }
 
-    fn spawn(dir: &Path, config: &str, log: Option<&str>, dht: bool) -> OurDaemon {
+    /// [`OurDaemon::start`] with Local Service Discovery as `config` says (on by default): only
+    /// inside a network namespace of the test's own (tests/lsd.rs).
+    pub fn start_with_lsd(dir: &Path, config: &str, log: Option<&str>) -> OurDaemon {
+        OurDaemon::spawn(dir, config, log, &["BITSWARM_NO_LSD"])
+    }
+
+    /// `unset`: the variables of [`bitswarm`] that turn things off, taken away.
+    fn spawn(dir: &Path, config: &str, log: Option<&str>, unset: &[&str]) -> OurDaemon {
         let state = dir.join("state");
         let downloads = dir.join("downloads");
         let cfg = dir.join("daemon.toml");
@@ -47,8 +54,8 @@ impl OurDaemon {
         if let Some(l) = log {
             c.env("BITSWARM_LOG", l);
         }
-        if dht {
-            c.env_remove("BITSWARM_NO_DHT");
+        for v in unset {
+            c.env_remove(v);
         }
         let mut proc = Proc::spawn("bitswarm daemon", c);
         let t = Duration::from_secs(60);

@@ -22,6 +22,9 @@ pub fn bitswarm() -> Command {
     // No DHT node unless a test asks for one (and points it at its own loopback nodes): nothing
     // a test starts may look for the public routers.
     c.env("BITSWARM_NO_DHT", "1");
+    // Nor Local Service Discovery: nothing multicasts unless a test asks (inside a network
+    // namespace of its own, tests/lsd.rs).
+    c.env("BITSWARM_NO_LSD", "1");
     // A cache of its own (made only when used): metadata that one run of a magnet link saved
     // never stands in for the fetch another test checks. A test that wants runs to share one
     // sets XDG_CACHE_HOME again.
