@@ -21,104 +21,20 @@ daemon, the page shows them all as they were set.
 Prints a line per step; exits 0 and prints "ok" when every step held and the browser's console
 logged no error, else 1 with what failed.
 """
-import json
 import os
 import subprocess
 import sys
-import urllib.request
 
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
+
+from webtest import Rpc, browser, cell, check_console, row, screenshot, step, wait
 
 MODE = sys.argv[1]
 url = sys.argv[2]
 LONG = 90
 
-
-def step(text):
-    print(text, flush=True)
-
-
-def screenshot(driver, name):
-    """With UI_SCREENSHOTS=DIR, saves the page as DIR/NAME.png (to look at, or for the README)."""
-    folder = os.environ.get("UI_SCREENSHOTS")
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-        driver.save_screenshot(os.path.join(folder, f"{name}.png"))
-
-
-class Rpc:
-    """The test's own view of the daemon, to check what the page did."""
-
-    def __init__(self, base):
-        self.url = base.rstrip("/") + "/transmission/rpc"
-        self.sid = ""
-
-    def call(self, method, arguments):
-        body = json.dumps({"method": method, "arguments": arguments}).encode()
-        for _ in range(2):
-            req = urllib.request.Request(self.url, data=body, headers={"X-Transmission-Session-Id": self.sid})
-            try:
-                with urllib.request.urlopen(req, timeout=30) as r:
-                    reply = json.load(r)
-                    assert reply["result"] == "success", reply
-                    return reply["arguments"]
-            except urllib.error.HTTPError as e:
-                if e.code != 409:
-                    raise
-                self.sid = e.headers["X-Transmission-Session-Id"]
-        raise AssertionError("no session id")
-
-    def torrent(self, name, fields):
-        for t in self.call("torrent-get", {"fields": ["name"] + fields})["torrents"]:
-            if t["name"] == name:
-                return t
-        return None
-
-
 rpc = Rpc(url)
-
-
-def check_console(driver):
-    """Fails on any error the page logged (scripts, CSP, failed requests)."""
-    for entry in driver.get_log("browser"):
-        if entry["level"] in ("SEVERE", "ERROR"):
-            raise AssertionError(f"browser console error: {entry['message']}")
-
-
-def row(driver, name):
-    for r in driver.find_elements(By.CSS_SELECTOR, "#rows .row"):
-        if r.find_element(By.CLASS_NAME, "c-name").text == name:
-            return r
-    return None
-
-
-def cell(driver, name, column):
-    r = row(driver, name)
-    return r.find_element(By.CLASS_NAME, f"c-{column}").text if r else None
-
-
-def wait(driver, what, cond, timeout=30):
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2,
-                             ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: cond(d))
-    except TimeoutException:
-        raise AssertionError(f"timed out waiting for: {what}")
-
-
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-default-apps", "--disable-extensions", "--no-proxy-server", "--window-size=1280,900"]:
-        options.add_argument(a)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
-    return webdriver.Chrome(service=service, options=options)
 
 
 def load(driver):

@@ -20,15 +20,13 @@ import json
 import os
 import sys
 import time
-import urllib.request
 
-from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
+
+from webtest import Rpc, browser, cell, check_console, console, row, screenshot, shown_names, step, wait
 
 AUTH = sys.argv[1] == "--auth"
 MANY = int(sys.argv[2]) if sys.argv[1] == "--many" else 0
@@ -43,85 +41,6 @@ else:
 TORRENT_NAME = os.path.basename(torrent)[: -len(".torrent")]
 MAGNET_NAME = [p[3:] for p in magnet.split("?", 1)[1].split("&") if p.startswith("dn=")][0]
 LONG = 90
-
-
-def step(text):
-    print(text, flush=True)
-
-
-def screenshot(driver, name):
-    """With UI_SCREENSHOTS=DIR, saves the page as DIR/NAME.png (to look at, or for the README)."""
-    folder = os.environ.get("UI_SCREENSHOTS")
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-        driver.save_screenshot(os.path.join(folder, f"{name}.png"))
-
-
-class Rpc:
-    """The test's own view of the daemon, to check what the page did."""
-
-    def __init__(self, base):
-        self.url = base.rstrip("/") + "/transmission/rpc"
-        self.sid = ""
-
-    def call(self, method, arguments):
-        body = json.dumps({"method": method, "arguments": arguments}).encode()
-        for _ in range(2):
-            req = urllib.request.Request(self.url, data=body, headers={"X-Transmission-Session-Id": self.sid})
-            try:
-                with urllib.request.urlopen(req, timeout=30) as r:
-                    reply = json.load(r)
-                    assert reply["result"] == "success", reply
-                    return reply["arguments"]
-            except urllib.error.HTTPError as e:
-                if e.code != 409:
-                    raise
-                self.sid = e.headers["X-Transmission-Session-Id"]
-        raise AssertionError("no session id")
-
-    def torrent(self, name, fields):
-        for t in self.call("torrent-get", {"fields": ["name"] + fields})["torrents"]:
-            if t["name"] == name:
-                return t
-        return None
-
-
-console = []
-
-
-def check_console(driver):
-    """Fails on any error the page logged (scripts, CSP, failed requests)."""
-    for entry in driver.get_log("browser"):
-        console.append(entry)
-        if entry["level"] in ("SEVERE", "ERROR"):
-            raise AssertionError(f"browser console error: {entry['message']}")
-
-
-def row(driver, name):
-    rows = driver.find_elements(By.XPATH, f"//div[@id='rows']/div[span[contains(@class,'c-name')][text()={xpath_text(name)}]]")
-    return rows[0] if rows else None
-
-
-def xpath_text(s):
-    return "'" + s + "'" if "'" not in s else 'concat("' + s.replace('"', '", \'"\', "') + '")'
-
-
-def cell(driver, name, column):
-    r = row(driver, name)
-    return r.find_element(By.CLASS_NAME, f"c-{column}").text if r else None
-
-
-def shown_names(driver):
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#rows .row .c-name")]
-
-
-def wait(driver, what, cond, timeout=30):
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: cond(d))
-    except TimeoutException:
-        names = shown_names(driver)
-        states = [cell(driver, n, "state") for n in names]
-        raise AssertionError(f"timed out waiting for: {what}; the list shows {list(zip(names, states))}")
 
 
 def select_only(driver, name):
@@ -203,18 +122,7 @@ def add(driver, files=(), links="", labels="", folder=None, paused=False, expect
 
 
 def main():
-    options = webdriver.ChromeOptions()
-    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    for a in [
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-default-apps", "--disable-extensions", "--no-proxy-server", "--window-size=1280,900",
-        "--force-prefers-color-scheme=dark" if os.environ.get("DARK") else "--disable-features=Translate",
-    ]:
-        options.add_argument(a)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
-    driver = webdriver.Chrome(service=service, options=options)
+    driver = browser(dark=bool(os.environ.get("DARK")))
     rpc = Rpc(url)
     try:
         if MANY:
