@@ -863,6 +863,7 @@ const SETTINGS = [
     ["encryption", "Encryption", [["required", "Required"], ["preferred", "Preferred"], ["tolerated", "Tolerated"]]],
     ["pex-enabled", "Peer exchange (PEX)", "bool"],
     ["dht-enabled", "DHT", "bool"],
+    ["lpd-enabled", "Local peer discovery (LSD)", "bool"],
   ]],
 ];
 let settingsLoaded = {};
