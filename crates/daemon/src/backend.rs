@@ -334,7 +334,13 @@ fn scrape_url(announce: &str) -> String {
 }
 
 /// Applies a file selection (`files-wanted`, `priority-high`…) to the per-file priorities.
-fn select(files: &mut [FilePriority], sel: &FileSelection, f: impl Fn(&mut FilePriority)) -> Result<(), BackendError> {
+/// `visible`: the torrent's file of each index a client gives (see [`apply_files`]).
+fn select(
+    files: &mut [FilePriority],
+    visible: &[usize],
+    sel: &FileSelection,
+    f: impl Fn(&mut FilePriority),
+) -> Result<(), BackendError> {
     match sel {
         FileSelection::All => {
             files.iter_mut().for_each(f);
@@ -343,7 +349,7 @@ fn select(files: &mut [FilePriority], sel: &FileSelection, f: impl Fn(&mut FileP
         FileSelection::Indices(ix) => {
             let mut out_of_range = false;
             for &i in ix {
-                match files.get_mut(i as usize) {
+                match visible.get(i as usize).and_then(|&real| files.get_mut(real)) {
                     Some(p) => f(p),
                     None => out_of_range = true,
                 }
@@ -368,8 +374,16 @@ fn indices(v: &[u32]) -> Option<FileSelection> {
 }
 
 /// Applies torrent-set's file keys to `settings` (sized to `count` files).
-fn apply_files(settings: &mut TorrentSettings, count: usize, set: &TorrentSet) -> Result<(), BackendError> {
-    settings.files.resize(count, FilePriority::Normal);
+/// A client's file index is the file's place in torrent-get's `files`, which leaves padding
+/// files (BEP 47) out, as Transmission does; the settings keep one entry a file of the torrent,
+/// padding included.
+fn apply_files(
+    settings: &mut TorrentSettings,
+    info: &bitswarm_metainfo::Info,
+    set: &TorrentSet,
+) -> Result<(), BackendError> {
+    let visible: Vec<usize> = info.files.iter().enumerate().filter(|(_, f)| !f.padding).map(|(i, _)| i).collect();
+    settings.files.resize(info.files.len(), FilePriority::Normal);
     let mut result = Ok(());
     let files = &mut settings.files;
     let mut note = |r: Result<(), BackendError>| {
@@ -379,25 +393,29 @@ fn apply_files(settings: &mut TorrentSettings, count: usize, set: &TorrentSet) -
     };
     // Priorities first, so that a file both unwanted and given a priority stays unwanted.
     if let Some(s) = &set.priority_high {
-        note(select(files, s, |p| *p = if *p == FilePriority::Skip { FilePriority::Skip } else { FilePriority::High }));
+        note(select(files, &visible, s, |p| {
+            *p = if *p == FilePriority::Skip { FilePriority::Skip } else { FilePriority::High }
+        }));
     }
     if let Some(s) = &set.priority_low {
-        note(select(files, s, |p| *p = if *p == FilePriority::Skip { FilePriority::Skip } else { FilePriority::Low }));
+        note(select(files, &visible, s, |p| {
+            *p = if *p == FilePriority::Skip { FilePriority::Skip } else { FilePriority::Low }
+        }));
     }
     if let Some(s) = &set.priority_normal {
-        note(select(files, s, |p| {
+        note(select(files, &visible, s, |p| {
             *p = if *p == FilePriority::Skip { FilePriority::Skip } else { FilePriority::Normal }
         }));
     }
     if let Some(s) = &set.files_wanted {
-        note(select(files, s, |p| {
+        note(select(files, &visible, s, |p| {
             if *p == FilePriority::Skip {
                 *p = FilePriority::Normal;
             }
         }));
     }
     if let Some(s) = &set.files_unwanted {
-        note(select(files, s, |p| *p = FilePriority::Skip));
+        note(select(files, &visible, s, |p| *p = FilePriority::Skip));
     }
     result
 }
@@ -494,7 +512,7 @@ impl Backend for Daemon {
                 ..TorrentSet::default()
             };
             // Indices past the last file are ignored at add, as Transmission does.
-            let _ = apply_files(&mut settings, m.info.files.len(), &set);
+            let _ = apply_files(&mut settings, &m.info, &set);
         }
         let dir = request.download_dir.map(PathBuf::from);
         let stop_at_metadata = request.stop_at_metadata && matches!(source, AddSource::Magnet(_));
@@ -541,7 +559,7 @@ impl Backend for Daemon {
     fn set(&self, ids: &[u32], set: &TorrentSet) -> Result<(), BackendError> {
         let mut result = Ok(());
         for h in self.handles(ids) {
-            let count = h.metainfo().map(|m| m.info.files.len());
+            let meta = h.metainfo();
             h.set_settings(|s| {
                 if let Some(p) = set.bandwidth_priority {
                     s.bandwidth_priority = p as i8;
@@ -610,9 +628,9 @@ impl Backend for Daemon {
                         result = Err(BackendError::AnnounceList);
                     }
                 }
-                if let Some(count) = count
+                if let Some(m) = &meta
                     && touches_files(set)
-                    && let Err(e) = apply_files(s, count, set)
+                    && let Err(e) = apply_files(s, &m.info, set)
                 {
                     result = Err(e);
                 }
@@ -845,4 +863,37 @@ fn parse(bytes: Vec<u8>) -> Result<AddSource, BackendError> {
         }
     })?;
     Ok(AddSource::Metainfo(Arc::new(m)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files a, padding, b: a client's index 1 is b (torrent-get lists a and b only).
+    #[test]
+    fn a_clients_file_indices_skip_padding_files() {
+        let mut e = bitswarm_bencode::Encoder::new();
+        e.begin_dict().str("info").begin_dict().str("files").begin_list();
+        e.begin_dict().str("length").int(5).str("path").begin_list().str("a").end().end();
+        e.begin_dict()
+            .str("attr")
+            .str("p")
+            .str("length")
+            .int(16379)
+            .str("path")
+            .begin_list()
+            .str(".pad")
+            .str("16379")
+            .end()
+            .end();
+        e.begin_dict().str("length").int(5).str("path").begin_list().str("b").end().end();
+        e.end().str("name").str("r").str("piece length").int(16384).str("pieces").bytes(&[0; 40]).end().end();
+        let m = Metainfo::parse(&e.finish()).unwrap();
+        let mut s = TorrentSettings::default();
+        let set = TorrentSet { files_unwanted: Some(FileSelection::Indices(vec![1])), ..TorrentSet::default() };
+        apply_files(&mut s, &m.info, &set).unwrap();
+        assert_eq!(s.files, vec![FilePriority::Normal, FilePriority::Normal, FilePriority::Skip]);
+        let set = TorrentSet { priority_high: Some(FileSelection::Indices(vec![2])), ..TorrentSet::default() };
+        assert!(matches!(apply_files(&mut s, &m.info, &set), Err(BackendError::FileIndexOutOfRange)));
+    }
 }

@@ -1269,8 +1269,8 @@ function bdecode(bytes) {
 
 const utf8 = (b) => new TextDecoder().decode(b);
 
-// The files of a .torrent, in its order (padding files included, flagged: torrent-add's indices
-// count them), or null when it does not parse.
+// The files of a .torrent, in its order (padding files included and flagged: torrent-add's
+// indices, as torrent-get's, leave them out), or null when it does not parse.
 export function torrentFiles(bytes) {
   try {
     const top = bdecode(bytes);
@@ -1367,7 +1367,14 @@ function updateChoiceBoxes() {
 function choiceArgs(file) {
   const t = addChoices.get(file);
   if (!t) return {};
-  const unwanted = t.wanted.map((w, i) => (w ? -1 : i)).filter((i) => i >= 0);
+  // Indices as torrent-get's files count them: padding files left out.
+  const unwanted = [];
+  let k = 0;
+  t.files.forEach((f, i) => {
+    if (f.padding) return;
+    if (!t.wanted[i]) unwanted.push(k);
+    k += 1;
+  });
   return unwanted.length ? { "files-unwanted": unwanted } : {};
 }
 
