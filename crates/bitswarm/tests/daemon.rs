@@ -483,3 +483,27 @@ fn trackers_are_edited_and_kept() {
     let again = OurDaemon::start(t.path(), "", None);
     assert_eq!(urls(&again), [other.http_url()], "kept across a restart");
 }
+
+/// A magnet link whose metadata has not come yet is kept whole across a restart: its trackers
+/// and name, not only its info-hash.
+#[test]
+fn a_magnet_link_without_metadata_keeps_its_trackers_across_a_restart() {
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let hash = "0123456789abcdef0123456789abcdef01234567";
+    let url = tracker.http_url();
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=kept&tr={}", url.replace(':', "%3A").replace('/', "%2F"));
+    let mut daemon = OurDaemon::start(t.path(), "", None);
+    daemon.remote(&["-a", &magnet]);
+    let id = id_of(&daemon, hash);
+    let seen = |d: &OurDaemon| {
+        let v = d.torrent(id, &["trackers", "name"]);
+        let urls: Vec<String> =
+            v["trackers"].as_array().unwrap().iter().map(|t| t["announce"].as_str().unwrap().to_owned()).collect();
+        (v["name"].as_str().unwrap().to_owned(), urls)
+    };
+    assert_eq!(seen(&daemon), ("kept".to_owned(), vec![url.clone()]));
+    daemon.stop();
+    let again = OurDaemon::start(t.path(), "", None);
+    assert_eq!(seen(&again), ("kept".to_owned(), vec![url]), "kept across a restart");
+}

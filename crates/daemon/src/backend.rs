@@ -249,7 +249,12 @@ fn files(m: &Metainfo, settings: &TorrentSettings, h: &TorrentHandle) -> Vec<Fil
 
 /// The tracker tiers a torrent announces to: a client's edit, else the torrent's own.
 fn tiers_of(h: &TorrentHandle, meta: Option<&Metainfo>) -> Vec<Vec<String>> {
-    h.settings().trackers.or_else(|| meta.map(|m| m.trackers())).unwrap_or_default()
+    h.settings()
+        .trackers
+        .or_else(|| meta.map(|m| m.trackers()))
+        // A magnet link waiting for its metadata: its `tr` URLs, each a tier, as Transmission lists them.
+        .or_else(|| h.magnet().map(|m| m.trackers.into_iter().map(|t| vec![t]).collect()))
+        .unwrap_or_default()
 }
 
 /// Applies torrent-set's tracker keys to the tiers; Ok(false) when they changed nothing.

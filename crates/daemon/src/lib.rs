@@ -475,13 +475,15 @@ impl Daemon {
             info_hash: h.info_hash(),
             id: h.id(),
             name: h.name(),
-            magnet: Some(magnet_of(h)),
+            // A magnet link is kept only while it is the torrent's source: once the metadata
+            // came, the .torrent holds all it had and more.
+            magnet: if metainfo.is_none() { Some(magnet_of(h)) } else { None },
             metainfo,
             download_dir: h.dir(),
             added_at: unix(t.added),
             queue_position: h.queue_position() as u32,
             labels: settings.labels.clone(),
-            settings: serde_json::to_string(&settings).unwrap_or_default(),
+            settings: settings_json(&settings),
         }
     }
 
@@ -625,13 +627,25 @@ pub(crate) fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
     Ok(b)
 }
 
-/// The magnet link of a torrent: its hash, name and trackers.
+/// The magnet link a torrent without its metadata is kept by: the one it was added from, with
+/// its trackers and peers.
 fn magnet_of(h: &TorrentHandle) -> String {
-    match h.metainfo() {
-        Some(m) => m.magnet().to_string(),
+    match h.magnet() {
+        Some(m) => m.to_string(),
         None => Magnet { info_hash: h.info_hash(), name: Some(h.name()), trackers: Vec::new(), peers: Vec::new() }
             .to_string(),
     }
+}
+
+/// A torrent's settings as kept: only those that differ from the defaults (most torrents keep
+/// `{}`), and not the labels, which have their own column. Read back through
+/// `#[serde(default)]`, so a key left out is the default.
+fn settings_json(s: &TorrentSettings) -> String {
+    static DEFAULT: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(|| serde_json::to_value(TorrentSettings::default()).unwrap_or_default());
+    let Ok(serde_json::Value::Object(mut m)) = serde_json::to_value(s) else { return "{}".into() };
+    m.retain(|k, v| k != "labels" && DEFAULT.get(k) != Some(v));
+    serde_json::Value::Object(m).to_string()
 }
 
 fn unix_time(t: Option<i64>) -> Option<SystemTime> {
@@ -733,5 +747,21 @@ mod tests {
         r.watch_dir_enabled = Some(true);
         assert_eq!(r.watching(Path::new("/w")), Some(PathBuf::from("/x")));
         assert_eq!(r.watching(Path::new("")), Some(PathBuf::from("/x")));
+    }
+
+    #[test]
+    fn settings_are_kept_as_what_differs_from_the_defaults() {
+        assert_eq!(settings_json(&TorrentSettings::default()), "{}");
+        let labelled = TorrentSettings { labels: vec!["tv".into()], ..TorrentSettings::default() };
+        assert_eq!(settings_json(&labelled), "{}", "labels have their own column");
+        let s = TorrentSettings {
+            upload_limit: 7,
+            upload_limited: true,
+            files: vec![bitswarm_peer::FilePriority::High, bitswarm_peer::FilePriority::Skip],
+            ..TorrentSettings::default()
+        };
+        let text = settings_json(&s);
+        assert!(!text.contains("download_limit"), "{text}");
+        assert_eq!(serde_json::from_str::<TorrentSettings>(&text).unwrap(), s);
     }
 }

@@ -353,6 +353,10 @@ impl TorrentHandle {
     pub fn metainfo(&self) -> Option<Arc<bitswarm_metainfo::Metainfo>> {
         self.t.meta()
     }
+    /// The magnet link the torrent was added from (None when added from a .torrent).
+    pub fn magnet(&self) -> Option<bitswarm_metainfo::Magnet> {
+        self.t.magnet().cloned()
+    }
     pub fn dir(&self) -> std::path::PathBuf {
         self.t.dir()
     }

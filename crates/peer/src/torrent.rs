@@ -484,6 +484,10 @@ impl Torrent {
         }
     }
 
+    pub fn magnet(&self) -> Option<&Magnet> {
+        self.magnet.as_deref()
+    }
+
     pub fn dir(&self) -> PathBuf {
         self.dir.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
