@@ -72,7 +72,7 @@ impl Daemon {
     fn view(&self, h: &TorrentHandle, wants: Wants, session: &bitswarm_peer::Settings) -> TorrentView {
         let mut s = h.stats();
         let name = std::mem::take(&mut s.name);
-        let times = h.times();
+        let times = if wants.times { h.times() } else { bitswarm_peer::Times::default() };
         let meta = h.metainfo();
         let (secs_down, secs_seed) = times.totals();
         let peers_list = if wants.peers { Some(h.peers()) } else { None };

@@ -770,7 +770,8 @@ impl Torrent {
             complete: meta.is_some() && known && left == 0,
             completed_after: live.as_ref().and_then(|l| l.completed_after()),
             checked: self.check.lock().unwrap_or_else(|p| p.into_inner()).done.load(Ordering::Relaxed),
-            added_at: self.times().added.unwrap_or(SystemTime::UNIX_EPOCH),
+            // Not `times()`, which also asks the run for its last activity.
+            added_at: self.times.lock().unwrap_or_else(|p| p.into_inner()).added.unwrap_or(SystemTime::UNIX_EPOCH),
         }
     }
 

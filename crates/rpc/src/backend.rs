@@ -36,12 +36,23 @@ pub struct Wants {
     /// The texts a listing seldom asks: `downloadDir`, `comment`, `creator`, `source`,
     /// `labels`, `webseeds` (a listing of 10,000 made them all, to drop them).
     pub text: bool,
+    /// The dates and time counters: `addedDate`, `activityDate`, `doneDate`, `startDate`,
+    /// `secondsDownloading`, `secondsSeeding` (each a lock and a clock read a torrent, which a
+    /// listing of names and states need not pay).
+    pub times: bool,
 }
 
 impl Wants {
     /// Nothing heavy.
-    pub const NONE: Wants =
-        Wants { files: false, peers: false, trackers: false, pieces: false, availability: false, text: false };
+    pub const NONE: Wants = Wants {
+        files: false,
+        peers: false,
+        trackers: false,
+        pieces: false,
+        availability: false,
+        text: false,
+        times: false,
+    };
 
     /// What torrent-get needs to answer these field names (unknown names need nothing).
     pub fn from_fields<'a>(fields: impl IntoIterator<Item = &'a str>) -> Wants {
@@ -54,6 +65,9 @@ impl Wants {
                 "downloadDir" | "comment" | "creator" | "source" | "labels" | "webseeds" => w.text = true,
                 "pieces" => w.pieces = true,
                 "availability" => w.availability = true,
+                "addedDate" | "activityDate" | "doneDate" | "startDate" | "secondsDownloading" | "secondsSeeding" => {
+                    w.times = true
+                }
                 _ => {}
             }
         }
