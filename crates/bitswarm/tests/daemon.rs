@@ -507,3 +507,28 @@ fn a_magnet_link_without_metadata_keeps_its_trackers_across_a_restart() {
     let again = OurDaemon::start(t.path(), "", None);
     assert_eq!(seen(&again), ("kept".to_owned(), vec![url]), "kept across a restart");
 }
+
+/// A torrent's only tracker refuses it: the torrent shows Transmission's tracker error (`error`
+/// 2, with what the tracker said), which Sonarr and Radarr read to spot a torrent a private
+/// tracker no longer knows; once the tracker serves it again, the error clears.
+#[test]
+fn a_tracker_refusal_is_the_torrents_error_until_it_serves_it_again() {
+    let t = tempdir();
+    let list = t.path().join("allowed.txt");
+    std::fs::write(&list, "# nothing yet\n").unwrap();
+    let cfg = format!("[access]\nmode = \"allow\"\nlist = \"{}\"\n", list.display());
+    let mut tracker = OurTracker::start(t.path(), &cfg);
+    let (a, ha) = torrent_of(t.path(), "a.bin", 40_000, 15, &tracker.http_url());
+    let daemon = OurDaemon::start(t.path(), "", None);
+    daemon.remote(&["-a", a.to_str().unwrap()]);
+    let id = id_of(&daemon, &ha);
+    let fields = ["error", "errorString"];
+    daemon.wait_torrent(id, &fields, "the tracker's refusal shown", |v| {
+        v["error"] == 2 && v["errorString"].as_str().is_some_and(|s| s.contains("does not serve"))
+    });
+    std::fs::write(&list, format!("{ha}\n")).unwrap();
+    common::signal(tracker.proc.child.id(), "HUP");
+    tracker.proc.wait_line(T, |l| l == "access list read again: 1 info-hashes");
+    daemon.rpc("torrent-reannounce", serde_json::json!({ "ids": id }));
+    daemon.wait_torrent(id, &fields, "the error cleared", |v| v["error"] == 0 && v["errorString"] == "");
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bitswarm_metainfo::{Magnet, Metainfo};
-use bitswarm_peer::{AddSource, FilePriority, Limit, Source, State, TorrentHandle, TorrentSettings};
+use bitswarm_peer::{AddSource, FilePriority, Limit, Source, State, TorrentHandle, TorrentSettings, TrackerProblem};
 use bitswarm_rpc::backend::{
     AddOutcome, AddRequest, AddSource as RpcSource, Backend, BackendError, CreateJob, CreateRequest, FileSelection,
     QueueMove, SessionSet, SwarmView, TorrentRef, TorrentSet, TrackerServerView, Wants,
@@ -76,6 +76,7 @@ impl Daemon {
         let meta = h.metainfo();
         let (secs_down, secs_seed) = times.totals();
         let peers_list = if wants.peers { Some(h.peers()) } else { None };
+        let problem = h.tracker_problem();
         let mut v = h.with_settings(|settings| TorrentView {
             id: h.id(),
             info_hash: rpc_hash(h.info_hash()),
@@ -83,7 +84,11 @@ impl Daemon {
             status: status(&s.state),
             error: match &s.state {
                 State::Error(e) => Some(TorrentError::Local(e.clone())),
-                _ => None,
+                _ => match problem {
+                    Some(TrackerProblem::Error(e)) => Some(TorrentError::TrackerError(e)),
+                    Some(TrackerProblem::Warning(w)) => Some(TorrentError::TrackerWarning(w)),
+                    None => None,
+                },
             },
             total_size: s.total,
             size_when_done: s.wanted,

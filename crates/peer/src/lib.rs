@@ -40,6 +40,7 @@ pub use metadata::{MetadataQuery, fetch_metadata};
 pub use session::{AddError, QueueMove, Session, SessionError, TorrentHandle};
 pub use torrent::{
     AddSource, AddTorrent, Check, FilePriority, FileStamp, Limit, Resume, State, Times, TorrentSettings, TorrentStats,
+    TrackerProblem,
 };
 pub use tracker::{Announce, Reply, Tiers, announce, fetch_url};
 

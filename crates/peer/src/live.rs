@@ -111,6 +111,10 @@ pub struct TrackerStatus {
     pub last_announce: Option<SystemTime>,
     /// The last announce worked.
     pub ok: bool,
+    /// When not `ok`: the tracker answered, with an error (else it could not be reached).
+    pub refused: bool,
+    /// When `ok`: the tracker sent a warning, which is the message.
+    pub warned: bool,
     /// What it said: the peer count, or the error.
     pub message: String,
     pub peers: u32,
@@ -1291,7 +1295,7 @@ async fn announce_once(live: Arc<Live>, mut tiers: Tiers, event: Event, generati
                 } else {
                     debug!("tracker {url}: {}", f.message);
                 }
-                live.tracker_result(url, now, Err(&f.message), now + wait);
+                live.tracker_result(url, now, Err(f), now + wait);
             }
             wait
         }
@@ -1349,14 +1353,20 @@ impl tracker::Parked for Live {
 }
 
 impl Live {
-    fn tracker_result(&self, url: &str, at: SystemTime, r: Result<&tracker::Reply, &String>, next: SystemTime) {
+    fn tracker_result(
+        &self,
+        url: &str,
+        at: SystemTime,
+        r: Result<&tracker::Reply, &tracker::Failure>,
+        next: SystemTime,
+    ) {
         let mut trackers = self.trackers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = trackers.iter_mut().find(|t| t.url == url) {
             t.last_announce = Some(at);
             t.next_announce = Some(next);
             match r {
                 Ok(reply) => {
-                    t.ok = true;
+                    (t.ok, t.refused, t.warned) = (true, false, reply.warning.is_some());
                     t.peers = reply.peers.len() as u32;
                     t.seeders = reply.seeders;
                     t.leechers = reply.leechers;
@@ -1365,9 +1375,9 @@ impl Live {
                         None => "Success".into(),
                     };
                 }
-                Err(e) => {
-                    t.ok = false;
-                    t.message = e.clone();
+                Err(f) => {
+                    (t.ok, t.refused, t.warned) = (false, f.answered, false);
+                    t.message = f.message.clone();
                 }
             }
         }

@@ -372,6 +372,10 @@ impl TorrentHandle {
     pub fn trackers(&self) -> Vec<TrackerStatus> {
         self.t.tracker_list()
     }
+    /// The trackers' warning or error a client shows as the torrent's, if any.
+    pub fn tracker_problem(&self) -> Option<crate::torrent::TrackerProblem> {
+        self.t.tracker_problem()
+    }
     /// Starts a stopped torrent (in its turn; `force`: at once, out of the queue).
     pub fn start(&self, force: bool) {
         self.t.start(force);

@@ -99,6 +99,15 @@ impl<T: Copy> Limit<T> {
     }
 }
 
+/// A torrent's trackers' complaint (see [`TorrentHandle::tracker_problem`](crate::TorrentHandle::tracker_problem)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackerProblem {
+    /// The tracker answered the last announce with a warning.
+    Warning(String),
+    /// The torrent's only tracker refused the last announce, and said why.
+    Error(String),
+}
+
 /// What a user may set on one torrent (kept across restarts by the daemon).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -781,6 +790,21 @@ impl Torrent {
 
     pub fn tracker_list(&self) -> Vec<TrackerStatus> {
         self.live().map(|l| l.trackers.lock().unwrap_or_else(|p| p.into_inner()).clone()).unwrap_or_default()
+    }
+
+    /// What the trackers said that a client shows as the torrent's error, as Transmission
+    /// decides it: a tracker's refusal when it is the torrent's only tracker (with several,
+    /// dead ones among them are too common to mean anything), else a tracker's warning.
+    pub fn tracker_problem(&self) -> Option<TrackerProblem> {
+        let live = self.live()?;
+        let list = live.trackers.lock().unwrap_or_else(|p| p.into_inner());
+        if let [t] = list.as_slice()
+            && !t.ok
+            && t.refused
+        {
+            return Some(TrackerProblem::Error(t.message.clone()));
+        }
+        list.iter().find(|t| t.ok && t.warned).map(|t| TrackerProblem::Warning(t.message.clone()))
     }
 
     /// The trackers to announce to.

@@ -70,6 +70,9 @@ pub struct Failure {
     pub tried: bool,
     /// When not tried: in how long its server is tried again.
     pub retry_in: Duration,
+    /// The tracker itself answered, with an error (a `failure reason`, an HTTP error status, a
+    /// reply that does not parse): what Transmission reports as a tracker error.
+    pub answered: bool,
 }
 
 /// The session's knowledge of which tracker servers answer. Many torrents often name the same
@@ -143,7 +146,7 @@ impl Gate {
     /// Announces to `url` unless its server is known not to answer; waits for an announce
     /// already under way to the same server to learn whether it does.
     pub async fn announce(&self, url: &str, a: &Announce) -> Result<Reply, Failure> {
-        let tried = |message: String| Failure { message, tried: true, retry_in: Duration::ZERO };
+        let tried = |message: String| Failure { message, tried: true, retry_in: Duration::ZERO, answered: false };
         let Some(slot) = self.host(url) else { return announce(url, a).await.map_err(tried) };
         let host = &slot.state;
         let mut rx = host.subscribe();
@@ -152,7 +155,7 @@ impl Gate {
             if let Some(at) = h.retry_at.filter(|t| *t > std::time::Instant::now()) {
                 let retry_in = at.saturating_duration_since(std::time::Instant::now());
                 let message = format!("{} (the server is tried again in {} s)", h.error, retry_in.as_secs());
-                return Err(Failure { message, tried: false, retry_in });
+                return Err(Failure { message, tried: false, retry_in, answered: false });
             }
             if h.probing {
                 if rx.changed().await.is_err() {
@@ -185,7 +188,7 @@ impl Gate {
                 w.server_back();
             }
         }
-        r.map_err(tried)
+        r.map_err(|message| Failure { answered: reached, ..tried(message) })
     }
 
     /// Whether the server of `url` is known not to answer now (what the tests look at).
