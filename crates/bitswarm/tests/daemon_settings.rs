@@ -123,7 +123,10 @@ fn the_alt_speed_schedule_turns_the_alternative_limits_on_and_off() {
     );
     let keys = ["alt-speed-time-enabled", "alt-speed-time-begin", "alt-speed-time-end", "alt-speed-time-day"];
     let s = daemon.rpc("session-get", json!({ "fields": keys }));
-    assert_eq!(s, json!({"alt-speed-time-enabled": true, "alt-speed-time-begin": minute, "alt-speed-time-end": end, "alt-speed-time-day": day}));
+    assert_eq!(
+        s,
+        json!({"alt-speed-time-enabled": true, "alt-speed-time-begin": minute, "alt-speed-time-end": end, "alt-speed-time-day": day})
+    );
     assert!(!alt_speed(&daemon), "off before the begin");
 
     // On at the begin, not before.

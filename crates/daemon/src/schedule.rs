@@ -66,9 +66,8 @@ unsafe extern "C" {
 
 /// The local time now, as the C library knows it (the `TZ` variable, else /etc/localtime).
 pub(crate) fn local_now() -> LocalTime {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as libc::time_t);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as libc::time_t);
     // SAFETY: localtime_r writes only the struct given; tzset reads the environment, which
     // the daemon does not change while it runs.
     let tm = unsafe {

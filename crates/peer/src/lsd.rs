@@ -145,8 +145,15 @@ impl Sink for LiveSink {
 }
 
 enum Command {
-    Register { id: u64, info_hash: [u8; 20], announce: Option<u16>, sink: Box<dyn Sink> },
-    Unregister { id: u64 },
+    Register {
+        id: u64,
+        info_hash: [u8; 20],
+        announce: Option<u16>,
+        sink: Box<dyn Sink>,
+    },
+    Unregister {
+        id: u64,
+    },
     Enable(bool),
     /// The session's peer port changed: announces give this one from now on.
     Port(u16),
