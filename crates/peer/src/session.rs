@@ -694,4 +694,26 @@ mod tests {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("and still listens");
         session.shutdown().await;
     }
+
+    #[tokio::test]
+    async fn the_dht_node_moves_with_the_peer_port() {
+        let mut s = Settings::new("127.0.0.1:0".parse().unwrap());
+        s.dht = true;
+        s.dht_routers = Vec::new();
+        s.lsd_groups = Vec::new();
+        let session = Session::start(s).await.unwrap();
+        let udp = |s: &Session| s.dht_stats().and_then(|d| d.addr).map(|a| a.port());
+        assert_eq!(udp(&session), Some(session.listen_addr().port()));
+        // A port free for TCP and UDP both.
+        let port = loop {
+            let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let p = t.local_addr().unwrap().port();
+            if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+                break p;
+            }
+        };
+        assert_eq!(session.set_port(port).await.unwrap(), port);
+        assert_eq!(udp(&session), Some(port), "the DHT node runs on the new port");
+        session.shutdown().await;
+    }
 }
