@@ -200,7 +200,8 @@ fn a_private_torrent_is_never_announced_on_lsd() {
 }
 
 /// The daemon: LSD on by default, `lpd-enabled` in session-get; session-set turns it off (kept
-/// across a restart) and on again, when every torrent is announced afresh.
+/// across a restart) and on again, when every torrent is announced afresh; a new peer port is
+/// announced at once.
 #[test]
 fn interop_the_daemon_turns_lsd_on_and_off_over_the_rpc() {
     if !require("libtorrent") {
@@ -240,6 +241,11 @@ fn interop_the_daemon_turns_lsd_on_and_off_over_the_rpc() {
         d.rpc("session-set", serde_json::json!({ "lpd-enabled": true }));
         assert_eq!(lpd(&d), true);
         sniffer.until(WITHIN, |_| {}, ours(&d));
+        // The peer port moved: announced again at once, with the new port.
+        let moved = free_tcp_port();
+        d.rpc("session-set", serde_json::json!({ "peer-port": moved }));
+        let hash = hash.clone();
+        sniffer.until(WITHIN, |_| {}, move |a| a.port == moved && a.info_hashes.iter().any(|h| hex(h) == hash));
     });
 }
 

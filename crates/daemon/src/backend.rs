@@ -714,6 +714,10 @@ impl Backend for Daemon {
             alt_speed_enabled: r.alt_speed_enabled,
             alt_speed_down: r.alt_speed_down,
             alt_speed_up: r.alt_speed_up,
+            alt_speed_time_enabled: r.alt_speed_time_enabled,
+            alt_speed_time_begin: r.alt_speed_time_begin,
+            alt_speed_time_end: r.alt_speed_time_end,
+            alt_speed_time_day: r.alt_speed_time_day,
             watch_dir: r
                 .watch_dir
                 .clone()
@@ -726,6 +730,15 @@ impl Backend for Daemon {
     }
 
     async fn session_set(&self, set: &SessionSet) -> Result<(), BackendError> {
+        // The peer port first: a port that cannot be bound is refused, the old one stays, and
+        // the other keys still apply (as dht-enabled's failure).
+        let mut port_error = None;
+        if let Some(p) = set.peer_port {
+            match self.session.set_port(p).await {
+                Ok(bound) => self.runtime.lock().unwrap_or_else(|p| p.into_inner()).peer_port = Some(bound),
+                Err(e) => port_error = Some(BackendError::Other(format!("peer-port {p}: {e}"))),
+            }
+        }
         {
             let mut r = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(d) = &set.download_dir {
@@ -751,7 +764,11 @@ impl Backend for Daemon {
                 peer_limit_per_torrent,
                 alt_speed_enabled,
                 alt_speed_down,
-                alt_speed_up
+                alt_speed_up,
+                alt_speed_time_enabled,
+                alt_speed_time_begin,
+                alt_speed_time_end,
+                alt_speed_time_day
             );
             if let Some(d) = &set.watch_dir {
                 r.watch_dir = Some(PathBuf::from(d));
@@ -778,12 +795,16 @@ impl Backend for Daemon {
             }
         }
         self.save_runtime();
+        let schedule = [set.alt_speed_time_begin, set.alt_speed_time_end, set.alt_speed_time_day];
+        if set.alt_speed_time_enabled.is_some() || schedule.iter().any(Option::is_some) {
+            self.schedule_changed.notify_one();
+        }
         if let Some(on) = set.dht_enabled
             && !self.session.set_dht(on).await
         {
             return Err(BackendError::Other("the DHT node cannot start (see the log)".into()));
         }
-        Ok(())
+        port_error.map_or(Ok(()), Err)
     }
 
     fn session_stats(&self) -> SessionStats {

@@ -29,7 +29,8 @@ start_added = true
 create_dirs = []
 
 [peers]
-# The TCP port peers connect to (0: any free port, printed at start).
+# The TCP port peers connect to (0: any free port, printed at start). The RPC's peer-port
+# moves it while the daemon runs, and is kept in the state over this value.
 port = 51413
 # The address to listen on and to dial from.
 bind = "0.0.0.0"

@@ -13,6 +13,7 @@ mod backend;
 pub mod config;
 mod create;
 mod metrics;
+mod schedule;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -82,12 +83,21 @@ pub(crate) struct Runtime {
     pub alt_speed_enabled: bool,
     pub alt_speed_down: u32,
     pub alt_speed_up: u32,
+    /// The schedule that turns them on and off (`alt-speed-time-*`, see [`schedule`]).
+    pub alt_speed_time_enabled: bool,
+    pub alt_speed_time_begin: u32,
+    pub alt_speed_time_end: u32,
+    pub alt_speed_time_day: u32,
     /// The watch folder as a client set it (`watch-dir`, `watch-dir-enabled`); `None`: the
     /// configuration file's (on when it names one).
     pub watch_dir: Option<PathBuf>,
     pub watch_dir_enabled: Option<bool>,
     /// Local Service Discovery on or off, once a client said (None: as the configuration says).
     pub lpd_enabled: Option<bool>,
+    /// The peer port a client set (`peer-port`; the port bound when it asked for 0), kept over
+    /// the configuration's and `--port` (None: theirs). A restart that cannot bind it falls
+    /// back to the configuration's, with a warning.
+    pub peer_port: Option<u16>,
 }
 
 impl Default for Runtime {
@@ -121,9 +131,15 @@ impl Runtime {
             alt_speed_enabled: false,
             alt_speed_down: 50,
             alt_speed_up: 50,
+            // Transmission's defaults: 9:00 to 17:00 every day, off.
+            alt_speed_time_enabled: false,
+            alt_speed_time_begin: 540,
+            alt_speed_time_end: 1020,
+            alt_speed_time_day: schedule::ALL_DAYS,
             watch_dir: None,
             watch_dir_enabled: None,
             lpd_enabled: None,
+            peer_port: None,
         }
     }
 
@@ -189,6 +205,8 @@ pub struct Daemon {
     config_watch_dir: PathBuf,
     /// The tracker the daemon runs besides (`[tracker]`).
     tracker: Option<TrackerRun>,
+    /// The alt-speed schedule changed: its timer looks again.
+    schedule_changed: tokio::sync::Notify,
 }
 
 /// The tracker the daemon runs: what its view needs, and the handle that stops it.
@@ -280,7 +298,19 @@ impl Daemon {
         settings.dht = runtime.dht_enabled.unwrap_or(settings.dht);
         // LSD kept off by a client never opens its sockets, not even at the start.
         settings.lsd = runtime.lpd_enabled.unwrap_or(settings.lsd);
-        let session = Session::start(settings).await?;
+        let configured = settings.listen;
+        if let Some(port) = runtime.peer_port {
+            settings.listen.set_port(port);
+        }
+        let session = match Session::start(settings.clone()).await {
+            Err(bitswarm_peer::SessionError::Listen(a, e)) if a != configured => {
+                warn!("peers: cannot listen on {a} (the port a client set): {e}; on {configured} instead");
+                settings.listen = configured;
+                runtime.peer_port = None;
+                Session::start(settings).await?
+            }
+            r => r?,
+        };
         runtime.apply(&session);
         let tracker = match config.tracker.enabled {
             true => {
@@ -314,6 +344,7 @@ impl Daemon {
             jobs: Mutex::new(create::Jobs::default()),
             config_watch_dir: config.daemon.watch_dir.clone(),
             tracker,
+            schedule_changed: tokio::sync::Notify::new(),
         });
         let restored = daemon.restore(loaded.torrents);
         info!("{restored} torrents restored from {}", daemon.state_dir.display());
@@ -336,7 +367,11 @@ impl Daemon {
                 warn!("RPC server: {e}");
             }
         });
-        let tasks = vec![tokio::spawn(save_loop(daemon.clone())), tokio::spawn(watch_loop(daemon.clone()))];
+        let tasks = vec![
+            tokio::spawn(save_loop(daemon.clone())),
+            tokio::spawn(watch_loop(daemon.clone())),
+            tokio::spawn(schedule_loop(daemon.clone())),
+        ];
         Ok(Running { daemon, rpc_addr, server, tasks })
     }
 
@@ -611,6 +646,56 @@ async fn watch_loop(d: Arc<Daemon>) {
             if let Err(e) = std::fs::rename(&path, &to) {
                 warn!("watch folder: cannot rename {}: {e}", path.display());
             }
+        }
+    }
+}
+
+/// The longest the schedule's timer sleeps: a wall clock set anew (or a machine woken from
+/// sleep) is noticed within this.
+const SCHEDULE_AT_MOST: Duration = Duration::from_secs(600);
+
+/// The alt-speed schedule: while on, `alt-speed-enabled` is set at each begin and end (and when
+/// the schedule itself changes), as Transmission does; a client's toggle in between holds until
+/// the next. The timer wakes at the next boundary (or after [`SCHEDULE_AT_MOST`]), not every
+/// second.
+async fn schedule_loop(d: Arc<Daemon>) {
+    // What the schedule last said (None: nothing yet, or it changed since).
+    let mut said: Option<bool> = None;
+    loop {
+        let (enabled, sched) = {
+            let r = d.runtime.lock().unwrap_or_else(|p| p.into_inner());
+            let s = schedule::Schedule {
+                begin: r.alt_speed_time_begin,
+                end: r.alt_speed_time_end,
+                days: r.alt_speed_time_day,
+            };
+            (r.alt_speed_time_enabled, s)
+        };
+        let mut wait = SCHEDULE_AT_MOST;
+        if enabled {
+            let now = schedule::local_now();
+            let on = sched.is_on(now);
+            if said != Some(on) {
+                said = Some(on);
+                let changed = {
+                    let mut r = d.runtime.lock().unwrap_or_else(|p| p.into_inner());
+                    std::mem::replace(&mut r.alt_speed_enabled, on) != on
+                };
+                if changed {
+                    info!("alt-speed schedule: alternative limits {}", if on { "on" } else { "off" });
+                    d.save_runtime();
+                }
+            }
+            if let Some(m) = sched.minutes_to_change(now) {
+                let secs = u64::from(m) * 60 - u64::from(now.second.min(59));
+                wait = wait.min(Duration::from_secs(secs));
+            }
+        } else {
+            said = None;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = d.schedule_changed.notified() => said = None,
         }
     }
 }

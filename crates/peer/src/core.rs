@@ -150,7 +150,9 @@ pub(crate) struct HashJob {
 
 pub(crate) struct Core {
     pub peer_id: [u8; 20],
-    pub listen_addr: SocketAddr,
+    /// Where peers reach us; its port may change while the session runs
+    /// ([`crate::Session::set_port`]).
+    listen_addr: Mutex<SocketAddr>,
     settings: RwLock<Settings>,
     pub up: Limiter,
     pub down: Limiter,
@@ -190,7 +192,7 @@ impl Core {
         }
         Ok(Arc::new(Core {
             peer_id: settings.peer_id,
-            listen_addr,
+            listen_addr: Mutex::new(listen_addr),
             up: Limiter::new(settings.max_upload_rate),
             down: Limiter::new(settings.max_download_rate),
             settings: RwLock::new(settings),
@@ -204,6 +206,18 @@ impl Core {
             announcer: crate::announcer::Announcer::new(),
             changed: Mutex::new(std::collections::HashSet::new()),
         }))
+    }
+
+    /// Where peers reach us: what every peer source (trackers, DHT, LSD, the extension
+    /// handshake) announces.
+    pub fn listen_addr(&self) -> SocketAddr {
+        *self.listen_addr.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session listens on another port now.
+    pub(crate) fn set_listen_addr(&self, addr: SocketAddr) {
+        *self.listen_addr.lock().unwrap_or_else(|p| p.into_inner()) = addr;
+        self.settings.write().unwrap_or_else(|p| p.into_inner()).listen = addr;
     }
 
     pub fn settings(&self) -> std::sync::RwLockReadGuard<'_, Settings> {

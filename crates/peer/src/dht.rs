@@ -411,6 +411,27 @@ impl DhtSlot {
         true
     }
 
+    /// The peer port moved to `listen`'s: torrents announce that port from now on, and a
+    /// running node moves to it (UDP on the peer port, as at the start; its routing table
+    /// goes along through the state file, when there is one). False if the node could not
+    /// start again (logged).
+    pub async fn move_to(&self, s: &crate::Settings, listen: SocketAddr) -> bool {
+        let running = {
+            let mut inner = self.lock();
+            for w in inner.wants.values_mut() {
+                if w.announce.is_some() {
+                    w.announce = Some(listen.port());
+                }
+            }
+            inner.handle.is_some()
+        };
+        if !running {
+            return true;
+        }
+        self.stop().await;
+        self.start(s, listen).await
+    }
+
     /// Stops the node (its routing table saved); the registrations wait for the next.
     pub async fn stop(&self) {
         let _one = self.toggle.lock().await;
@@ -438,7 +459,7 @@ pub(crate) fn register_run(core: &crate::core::Core, meta: &Metainfo, live: &Arc
         d.add_node_names(meta.nodes());
     }
     let sink: Arc<dyn Sink> = Arc::new(Arc::downgrade(live));
-    Some(core.dht.register(meta.info_hash, Some(core.listen_addr.port()), sink))
+    Some(core.dht.register(meta.info_hash, Some(core.listen_addr().port()), sink))
 }
 
 /// The UDP port of our DHT node for connections of `meta`'s torrent (None: no node, or a

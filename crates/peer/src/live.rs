@@ -632,7 +632,7 @@ impl Live {
         let mut st = self.state();
         let mut added = false;
         for a in addrs {
-            if a == self.core.listen_addr || st.known.contains_key(&a) {
+            if a == self.core.listen_addr() || st.known.contains_key(&a) {
                 continue;
             }
             if st.known.len() >= MAX_KNOWN {
@@ -890,7 +890,7 @@ impl Live {
         tracker::Announce {
             info_hash: self.meta.info_hash,
             peer_id: self.core.peer_id,
-            port: self.core.listen_addr.port(),
+            port: self.core.listen_addr().port(),
             uploaded: self.counters.uploaded.load(Ordering::Relaxed),
             downloaded: self.counters.downloaded.load(Ordering::Relaxed),
             left,
@@ -917,7 +917,7 @@ impl Link for Live {
         self.core.peer_id
     }
     fn listen_port(&self) -> u16 {
-        self.core.listen_addr.port()
+        self.core.listen_addr().port()
     }
     fn private(&self) -> bool {
         self.meta.info.private

@@ -145,9 +145,18 @@ impl Sink for LiveSink {
 }
 
 enum Command {
-    Register { id: u64, info_hash: [u8; 20], announce: Option<u16>, sink: Box<dyn Sink> },
-    Unregister { id: u64 },
+    Register {
+        id: u64,
+        info_hash: [u8; 20],
+        announce: Option<u16>,
+        sink: Box<dyn Sink>,
+    },
+    Unregister {
+        id: u64,
+    },
     Enable(bool),
+    /// The session's peer port changed: announces give this one from now on.
+    Port(u16),
 }
 
 /// What the session holds of its LSD task (it ends when this and every registration are gone).
@@ -197,6 +206,11 @@ impl LsdHandle {
         }
     }
 
+    /// Announces give `port` from now on (the session's peer port moved).
+    pub fn set_port(&self, port: u16) {
+        let _ = self.tx.send(Command::Port(port));
+    }
+
     pub fn enabled(&self) -> bool {
         *self.enabled.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -215,7 +229,7 @@ pub(crate) fn register_run(core: &crate::core::Core, meta: &Metainfo, live: &Arc
         debug!("LSD: {} is private: never announced", meta.info_hash);
         return None;
     }
-    Some(l.register(meta.info_hash.0, Some(core.listen_addr.port()), Box::new(LiveSink(Arc::downgrade(live)))))
+    Some(l.register(meta.info_hash.0, Some(core.listen_addr().port()), Box::new(LiveSink(Arc::downgrade(live)))))
 }
 
 /// A magnet link's metadata fetch listens here (no announce: we have nothing to give yet, and
@@ -321,6 +335,15 @@ async fn drive(
                     }
                 }
                 Some(Command::Enable(_)) => {}
+                Some(Command::Port(port)) => {
+                    for r in d.regs.values_mut().filter(|r| r.announce.is_some()) {
+                        r.announce = Some(port);
+                    }
+                    // Announced again at once: peers nearby learn the new port.
+                    if enabled {
+                        d.schedule.all_now(Instant::now());
+                    }
+                }
             },
             Some((from, a)) = heard_rx.recv() => {
                 if enabled {

@@ -67,6 +67,8 @@ struct Inner {
     /// Incoming connections in their handshake, by address.
     handshaking: Mutex<HashMap<IpAddr, usize>>,
     accept_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// One change of the peer port at a time.
+    port_change: tokio::sync::Mutex<()>,
 }
 
 /// A BitTorrent session: many torrents on one port. Cheap to clone.
@@ -110,6 +112,7 @@ impl Session {
             next_id: AtomicU32::new(1),
             handshaking: Mutex::new(HashMap::new()),
             accept_task: Mutex::new(None),
+            port_change: tokio::sync::Mutex::new(()),
         });
         let task = tokio::spawn(accept_loop(Arc::downgrade(&inner), listener));
         *inner.accept_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
@@ -117,7 +120,43 @@ impl Session {
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
-        self.inner.core.listen_addr
+        self.inner.core.listen_addr()
+    }
+
+    /// Listens for peers on `port` instead (0: any free one), at the same address; returns the
+    /// port now listened on. The old listener closes once the new one is bound (connections
+    /// made through it stay), and every peer source gives the new port from then on: running
+    /// torrents announce again to their trackers (as Transmission does), LSD announces again,
+    /// the DHT node moves to the new port (UDP, as at the start) and announces it. When the
+    /// port cannot be bound (in use), the error says so and the old listener stays.
+    pub async fn set_port(&self, port: u16) -> Result<u16, SessionError> {
+        let _one = self.inner.port_change.lock().await;
+        let core = &self.inner.core;
+        let old = core.listen_addr();
+        if port != 0 && port == old.port() {
+            return Ok(port);
+        }
+        let want = SocketAddr::new(old.ip(), port);
+        let listener = bind(want).map_err(|e| SessionError::Listen(want, e))?;
+        let now = listener.local_addr().map_err(|e| SessionError::Listen(want, e))?;
+        let task = tokio::spawn(accept_loop(Arc::downgrade(&self.inner), listener));
+        let before = self.inner.accept_task.lock().unwrap_or_else(|p| p.into_inner()).replace(task);
+        if let Some(t) = before {
+            t.abort();
+            // Its listener is dropped (the old port refuses) by the time this returns.
+            let _ = t.await;
+        }
+        core.set_listen_addr(now);
+        tracing::info!("peers: listening on {now} (was {old})");
+        if let Some(l) = &core.lsd {
+            l.set_port(now.port());
+        }
+        let settings = core.settings().clone();
+        core.dht.move_to(&settings, now).await;
+        for h in self.torrents() {
+            h.reannounce();
+        }
+        Ok(now.port())
     }
 
     pub fn peer_id(&self) -> [u8; 20] {
@@ -252,7 +291,7 @@ impl Session {
             return true;
         }
         let settings = core.settings().clone();
-        core.dht.start(&settings, core.listen_addr).await
+        core.dht.start(&settings, core.listen_addr()).await
     }
 
     /// Whether Local Service Discovery runs (on, and with groups to run on).
@@ -630,5 +669,55 @@ async fn accept_loop(inner: std::sync::Weak<Inner>, listener: TcpListener) {
         let Some(inner) = inner.upgrade() else { return };
         let Some(guard) = inner.admit(addr.ip()) else { continue };
         tokio::spawn(inner.clone().incoming(stream, addr, guard));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_peer_port_moves_and_an_unusable_one_keeps_the_old() {
+        let session = Session::start(Settings::new("127.0.0.1:0".parse().unwrap())).await.unwrap();
+        let first = session.listen_addr();
+        tokio::net::TcpStream::connect(first).await.expect("the first port listens");
+        let port = session.set_port(0).await.unwrap();
+        assert_ne!(port, first.port());
+        assert_eq!(session.listen_addr().port(), port);
+        assert_eq!(session.settings().listen.port(), port);
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("the new port listens");
+        assert!(tokio::net::TcpStream::connect(first).await.is_err(), "the old port refuses");
+        // The same port again: nothing changes.
+        assert_eq!(session.set_port(port).await.unwrap(), port);
+
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = taken.local_addr().unwrap().port();
+        let e = session.set_port(busy).await.unwrap_err();
+        assert!(e.to_string().contains(&busy.to_string()), "{e}");
+        assert_eq!(session.listen_addr().port(), port, "the old listener stays");
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("and still listens");
+        session.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_dht_node_moves_with_the_peer_port() {
+        let mut s = Settings::new("127.0.0.1:0".parse().unwrap());
+        s.dht = true;
+        s.dht_routers = Vec::new();
+        s.lsd_groups = Vec::new();
+        let session = Session::start(s).await.unwrap();
+        let udp = |s: &Session| s.dht_stats().and_then(|d| d.addr).map(|a| a.port());
+        assert_eq!(udp(&session), Some(session.listen_addr().port()));
+        // A port free for TCP and UDP both.
+        let port = loop {
+            let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let p = t.local_addr().unwrap().port();
+            if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+                break p;
+            }
+        };
+        assert_eq!(session.set_port(port).await.unwrap(), port);
+        assert_eq!(udp(&session), Some(port), "the DHT node runs on the new port");
+        session.shutdown().await;
     }
 }

@@ -135,6 +135,10 @@ pub struct TorrentSettings {
     pub bandwidth_priority: i8,
     /// Tracker tiers that replace the torrent's own (edited by a client); None: the torrent's.
     pub trackers: Option<Vec<Vec<String>>>,
+    /// A magnet link added with [`AddTorrent::stop_at_metadata`] whose metadata has not come
+    /// yet: kept here so that it holds across a restart (left out of the JSON while false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stop_at_metadata: bool,
 }
 
 impl Default for TorrentSettings {
@@ -153,6 +157,7 @@ impl Default for TorrentSettings {
             seed_time_minutes: Limit::Session,
             bandwidth_priority: 0,
             trackers: None,
+            stop_at_metadata: false,
         }
     }
 }
@@ -290,7 +295,8 @@ pub struct AddTorrent {
     /// Its place in the queue (lower goes first); None: last.
     pub queue_position: Option<u64>,
     /// A magnet link: runs until its metadata came, then stops before any data is asked for
-    /// (so that the files to fetch can be chosen first). Not kept across a restart.
+    /// (so that the files to fetch can be chosen first). Kept in its settings
+    /// ([`TorrentSettings::stop_at_metadata`]) until the metadata comes.
     pub stop_at_metadata: bool,
 }
 
@@ -413,8 +419,6 @@ pub(crate) struct Torrent {
     /// Resume data vouched for every piece and every file's size just now: the next run opens
     /// no file until a peer asks for data.
     files_vouched: AtomicBool,
-    /// See [`AddTorrent::stop_at_metadata`].
-    stop_at_metadata: AtomicBool,
 }
 
 /// `s` in an `Arc`: the one shared by every torrent when they are the defaults.
@@ -446,6 +450,9 @@ impl Torrent {
             (times.seconds_downloading, times.seconds_seeding) = (r.seconds_downloading, r.seconds_seeding);
             (times.done, times.activity) = (r.done_at, r.activity_at);
         }
+        // Asked now, or at an earlier run (kept in the settings); moot once the metadata is in.
+        let mut settings = add.settings;
+        settings.stop_at_metadata = (settings.stop_at_metadata || add.stop_at_metadata) && meta.is_none();
         Arc::new(Torrent {
             id,
             info_hash,
@@ -457,7 +464,7 @@ impl Torrent {
             seed_only: add.seed_only,
             peers,
             no_trackers: add.no_trackers,
-            settings: Mutex::new(shared_settings(add.settings)),
+            settings: Mutex::new(shared_settings(settings)),
             times: Mutex::new(times),
             resume: Mutex::new(add.resume.map(Box::new)),
             generation: AtomicU64::new(0),
@@ -475,7 +482,6 @@ impl Torrent {
             retired: AtomicBool::new(false),
             metadata_from: Mutex::new(None),
             files_vouched: AtomicBool::new(false),
-            stop_at_metadata: AtomicBool::new(add.stop_at_metadata),
         })
     }
 
@@ -865,8 +871,9 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
                 match fetched {
                     Some(Ok(m)) => {
                         *t.meta.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
-                        if t.stop_at_metadata.swap(false, Ordering::AcqRel) {
-                            t.changed();
+                        if t.with_settings(|s| s.stop_at_metadata) {
+                            // Cleared (and so saved) with the metadata.
+                            t.set_settings(|s| s.stop_at_metadata = false);
                             t.stop();
                             continue;
                         }
@@ -1233,7 +1240,7 @@ async fn fetch(t: &Torrent) -> Result<Arc<Metainfo>, String> {
     let q = MetadataQuery {
         info_hash: t.info_hash,
         peer_id: t.core.peer_id,
-        port: t.core.listen_addr.port(),
+        port: t.core.listen_addr().port(),
         local: s.listen.ip(),
         peers: t.peers.clone(),
         trackers: if t.no_trackers { Vec::new() } else { magnet.trackers.clone() },

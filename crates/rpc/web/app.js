@@ -824,7 +824,8 @@ async function setFiles(args) {
 
 // ---- the daemon's settings (session-set) -----------------------------------------------------
 
-// [legend, [[key, label, type]]]; type: text, bool, int (≥ 0), ratio (≥ 0), or a list of choices.
+// [legend, [[key, label, type]]]; type: text, bool, int (≥ 0), ratio (≥ 0), port (0 to 65535),
+// time (minutes after midnight, shown as HH:MM), days (Transmission's mask), or a list of choices.
 const SETTINGS = [
   ["Downloads", [
     ["download-dir", "Folder for new torrents", "text"],
@@ -852,12 +853,17 @@ const SETTINGS = [
     ["alt-speed-enabled", "Use the alternative limits (they replace the ones above)", "bool"],
     ["alt-speed-down", "Alternative download limit (kB/s)", "int"],
     ["alt-speed-up", "Alternative upload limit (kB/s)", "int"],
+    ["alt-speed-time-enabled", "Turn them on and off on a schedule", "bool"],
+    ["alt-speed-time-begin", "On at (local time)", "time"],
+    ["alt-speed-time-end", "Off at (the next day when earlier)", "time"],
+    ["alt-speed-time-day", "On these days", "days"],
   ]],
   ["Watch folder", [
     ["watch-dir-enabled", "Add the .torrent files put in a folder", "bool"],
     ["watch-dir", "Watch folder", "text"],
   ]],
   ["Peers", [
+    ["peer-port", "Port peers connect to (0: any free one)", "port"],
     ["peer-limit-global", "Peers in all", "int"],
     ["peer-limit-per-torrent", "Peers per torrent", "int"],
     ["encryption", "Encryption", [["required", "Required"], ["preferred", "Preferred"], ["tolerated", "Tolerated"]]],
@@ -866,7 +872,12 @@ const SETTINGS = [
     ["lpd-enabled", "Local peer discovery (LSD)", "bool"],
   ]],
 ];
+// Transmission's day masks: Sunday 1, Monday 2 … Saturday 64.
+const DAY_MASKS = [[127, "Every day"], [62, "Weekdays"], [65, "Weekends"], [1, "Sundays"], [2, "Mondays"],
+  [4, "Tuesdays"], [8, "Wednesdays"], [16, "Thursdays"], [32, "Fridays"], [64, "Saturdays"]];
 let settingsLoaded = {};
+
+const hhmm = (m) => `${String(Math.floor(m / 60)).padStart(2, "0")}:${String(m % 60).padStart(2, "0")}`;
 
 function settingInput(key) {
   return $(`setting-${key}`);
@@ -887,13 +898,15 @@ function makeSettings() {
         set.append(l);
       } else {
         const l = el("label", "", label);
-        if (Array.isArray(type)) {
+        const choices = type === "days" ? DAY_MASKS : type;
+        if (Array.isArray(choices)) {
           input = el("select");
-          for (const [v, text] of type) { const o = el("option", "", text); o.value = v; input.append(o); }
+          for (const [v, text] of choices) { const o = el("option", "", text); o.value = v; input.append(o); }
         } else {
           input = el("input");
-          input.type = type === "text" ? "text" : "number";
+          input.type = type === "text" || type === "time" ? type : "number";
           if (type === "int") { input.min = "0"; input.step = "1"; }
+          if (type === "port") { input.min = "0"; input.max = "65535"; input.step = "1"; }
           if (type === "ratio") { input.min = "0"; input.step = "0.1"; }
         }
         l.htmlFor = `setting-${key}`;
@@ -908,7 +921,11 @@ function makeSettings() {
 function readSetting(key, type) {
   const input = settingInput(key);
   if (type === "bool") return input.checked;
-  if (type === "int" || type === "ratio") return Number(input.value);
+  if (type === "int" || type === "ratio" || type === "port" || type === "days") return Number(input.value);
+  if (type === "time") {
+    const m = /^(\d\d):(\d\d)/.exec(input.value);
+    return m ? Number(m[1]) * 60 + Number(m[2]) : NaN;
+  }
   return input.value;
 }
 
@@ -926,7 +943,16 @@ async function openSettings() {
       const input = settingInput(key);
       const v = settingsLoaded[key];
       if (type === "bool") input.checked = !!v;
-      else input.value = v ?? "";
+      else if (type === "time") input.value = Number.isInteger(v) ? hhmm(v) : "";
+      else if (type === "days") {
+        // A mask the list does not name (set by another client) is shown as it is.
+        if (![...input.options].some((o) => Number(o.value) === v)) {
+          const o = el("option", "", `Days of mask ${v}`);
+          o.value = v;
+          input.append(o);
+        }
+        input.value = v;
+      } else input.value = v ?? "";
     }
   }
   $("settings-dialog").showModal();
@@ -938,8 +964,14 @@ async function saveSettings(e) {
   for (const [, fields] of SETTINGS) {
     for (const [key, label, type] of fields) {
       const v = readSetting(key, type);
-      if ((type === "int" && !(Number.isInteger(v) && v >= 0)) || (type === "ratio" && !(v >= 0))) {
-        showError("settings-error", `${label}: a number of at least 0, please.`);
+      const wrong =
+        type === "int" && !(Number.isInteger(v) && v >= 0) ? "a number of at least 0"
+        : type === "ratio" && !(v >= 0) ? "a number of at least 0"
+        : type === "port" && !(Number.isInteger(v) && v >= 0 && v <= 65535) ? "a port from 0 to 65535"
+        : type === "time" && Number.isNaN(v) ? "a time of day (HH:MM)"
+        : null;
+      if (wrong) {
+        showError("settings-error", `${label}: ${wrong}, please.`);
         settingInput(key).focus();
         return;
       }
@@ -952,6 +984,9 @@ async function saveSettings(e) {
     $("settings-dialog").close();
   } catch (err) {
     showError("settings-error", `Not saved: ${err.message}`);
+    // The daemon names the key it refused (a port in use…): the field to change gets the focus.
+    const key = Object.keys(changed).find((k) => err.message.startsWith(`${k} `));
+    if (key) settingInput(key).focus();
   }
 }
 

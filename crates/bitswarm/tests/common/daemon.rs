@@ -23,23 +23,28 @@ impl OurDaemon {
     /// A daemon with its state under `dir/state` and downloads under `dir/downloads`;
     /// `config` is written to a file given with --config; `log` sets BITSWARM_LOG.
     pub fn start(dir: &Path, config: &str, log: Option<&str>) -> OurDaemon {
-        OurDaemon::spawn(dir, config, log, &[])
+        OurDaemon::spawn(dir, config, log, &[], &[])
+    }
+
+    /// [`OurDaemon::start`] with these environment variables set (`TZ`…).
+    pub fn start_with_env(dir: &Path, config: &str, log: Option<&str>, env: &[(&str, &str)]) -> OurDaemon {
+        OurDaemon::spawn(dir, config, log, &[], env)
     }
 
     /// [`OurDaemon::start`] with its DHT node on, as `config` sets it (the test points it at
     /// its own routers).
     pub fn start_with_dht(dir: &Path, config: &str, log: Option<&str>) -> OurDaemon {
-        OurDaemon::spawn(dir, config, log, &["BITSWARM_NO_DHT"])
+        OurDaemon::spawn(dir, config, log, &["BITSWARM_NO_DHT"], &[])
     }
 
     /// [`OurDaemon::start`] with Local Service Discovery as `config` says (on by default): only
     /// inside a network namespace of the test's own (tests/lsd.rs).
     pub fn start_with_lsd(dir: &Path, config: &str, log: Option<&str>) -> OurDaemon {
-        OurDaemon::spawn(dir, config, log, &["BITSWARM_NO_LSD"])
+        OurDaemon::spawn(dir, config, log, &["BITSWARM_NO_LSD"], &[])
     }
 
     /// `unset`: the variables of [`bitswarm`] that turn things off, taken away.
-    fn spawn(dir: &Path, config: &str, log: Option<&str>, unset: &[&str]) -> OurDaemon {
+    fn spawn(dir: &Path, config: &str, log: Option<&str>, unset: &[&str], env: &[(&str, &str)]) -> OurDaemon {
         let state = dir.join("state");
         let downloads = dir.join("downloads");
         let cfg = dir.join("daemon.toml");
@@ -57,6 +62,7 @@ impl OurDaemon {
         for v in unset {
             c.env_remove(v);
         }
+        c.envs(env.iter().copied());
         let mut proc = Proc::spawn("bitswarm daemon", c);
         let t = Duration::from_secs(60);
         let peers = proc.wait_line(t, |l| l.starts_with("peers listening on "));

@@ -503,6 +503,38 @@ def run(driver, rpc):
     assert got == {"speed-limit-down": 500, "speed-limit-down-enabled": True, "download-dir": downloads}, got
     step("settings: the session's download limit set to 500 kB/s")
 
+    # The peer port: one in use is refused where it is typed (the daemon says why), a free one is
+    # taken at once; and the alt-speed schedule's days.
+    import socket
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    free = probe.getsockname()[1]
+    probe.close()
+    driver.find_element(By.ID, "settings").click()
+    port = driver.find_element(By.ID, "setting-peer-port")
+    before = rpc.call("session-get", {"fields": ["peer-port"]})["peer-port"]
+    wait(driver, "the settings open", lambda d: settings.is_displayed() and port.get_attribute("value") == str(before))
+    port.clear()
+    port.send_keys(str(busy))
+    driver.find_element(By.ID, "settings-ok").click()
+    wait(driver, "the port refused", lambda d: err.is_displayed() and f"peer-port {busy}: cannot listen" in err.text)
+    assert driver.switch_to.active_element == port, "the refused field has the focus"
+    assert rpc.call("session-get", {"fields": ["peer-port"]})["peer-port"] == before
+    step(f"a peer port in use refused, and says why: {err.text}")
+    port.clear()
+    port.send_keys(str(free))
+    Select(driver.find_element(By.ID, "setting-alt-speed-time-day")).select_by_visible_text("Weekends")
+    driver.find_element(By.ID, "settings-ok").click()
+    wait(driver, "the settings saved and closed", lambda d: not settings.is_displayed())
+    got = rpc.call("session-get", {"fields": ["peer-port", "alt-speed-time-day", "alt-speed-time-begin"]})
+    assert got == {"peer-port": free, "alt-speed-time-day": 65, "alt-speed-time-begin": 540}, got
+    taken.close()
+    step(f"settings: the peer port moved from {before} to {free}; the schedule on weekends")
+
     # Dark when the system is, and readable in both (WCAG AA contrast, 4.5:1, for a name).
     driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "light"}]})
     light = driver.execute_script("return getComputedStyle(document.body).backgroundColor")

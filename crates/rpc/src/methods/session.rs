@@ -255,6 +255,15 @@ pub(crate) async fn set<B: Backend>(backend: &B, args: &Args) -> Reply {
     if set.watch_dir.as_deref().is_some_and(|d| !d.is_empty() && !is_absolute(d)) {
         return Reply::error("watch directory path is not absolute");
     }
+    for (key, v) in [("alt-speed-time-begin", set.alt_speed_time_begin), ("alt-speed-time-end", set.alt_speed_time_end)]
+    {
+        if let Some(v) = v.filter(|m| *m >= 24 * 60) {
+            return Reply::error(format!("{key} {v}: minutes after midnight, 0 to 1439"));
+        }
+    }
+    if let Some(d) = set.alt_speed_time_day.filter(|d| *d > 127) {
+        return Reply::error(format!("alt-speed-time-day {d}: days as bits, Sunday 1 to Saturday 64 (all: 127)"));
+    }
     match backend.session_set(&set).await {
         Ok(()) => Reply::success(),
         Err(e) => Reply::error(e.to_string()),

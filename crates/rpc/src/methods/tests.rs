@@ -610,6 +610,12 @@ fn watch_dir_is_ours_and_given_only_when_asked() {
         (Some("/x"), Some(true), Some(true))
     );
     assert_eq!(err(&f, "session-set", json!({"watch-dir": "rel"})), "watch directory path is not absolute");
+    assert_eq!(
+        err(&f, "session-set", json!({"alt-speed-time-end": 1440})),
+        "alt-speed-time-end 1440: minutes after midnight, 0 to 1439"
+    );
+    assert!(err(&f, "session-set", json!({"alt-speed-time-day": 128})).starts_with("alt-speed-time-day 128: "));
+    ok(&f, "session-set", json!({"alt-speed-time-begin": 1439, "alt-speed-time-end": 0, "alt-speed-time-day": 65}));
 }
 
 #[test]
