@@ -10,7 +10,7 @@
 //! | --- | --- | --- |
 //! | `bs:4:H`, `bs:6:H` | sorted set | the swarm's IPv4 (IPv6) peers: member the address, score the Redis time (s) of its last announce, plus 2^32 for a seeder |
 //! | `bs:L4:H`, `bs:S4:H`, `bs:L6:H`, `bs:S6:H` | string | the same peers' addresses end to end, leechers and seeders apart, in no order: what replies are cut from |
-//! | `bs:p:H` | hash | address → a flag byte (leecher or seeder, `completed` counted or not), the 20-byte peer id and the address's place in its list; `d`: completed downloads; `s4`, `l4`, `s6`, `l6`: the lists' lengths; `t`: the second its stale peers were last all dropped |
+//! | `bs:p:H` | hash | address → a flag byte (leecher or seeder, `completed` counted or not), the 20-byte peer id and the address's place in its list; `d`: completed downloads; `s4`, `l4`, `s6`, `l6`: the lists' lengths; `t`: the second of its last `bs:swarms` update; `x`: the last second at which none of its peers can be stale |
 //! | `bs:swarms` | sorted set | every swarm: member H, score the time of its last announce |
 //! | `bs:totals` | hash | `s`, `l`, `d`: seeders, leechers and downloads over every swarm |
 //!
@@ -22,13 +22,17 @@
 //! # Expiry, by Redis's own clock
 //!
 //! Every script reads the time with `TIME` on the Redis server, so instances with skewed
-//! clocks agree. A peer whose score is older than the peer timeout is stale. The first
-//! announce of a swarm in each second drops its stale peers (up to 256 of each kind; if there
-//! are more, the next announce goes on) and up to 2 swarms of `bs:swarms` idle past the
-//! timeout, with their keys, and marks the swarm (`t`): for the rest of that second no peer of
-//! it can be stale, so the list lengths are its counts. A swarm whose stale peers were not all
-//! dropped is counted with `ZCOUNT`s over the live range, and so is a scrape of a swarm not
-//! marked this second: counts are exact without any cleaning. Each instance's cleaner tick
+//! clocks agree. A peer whose score is older than the peer timeout is stale. Each swarm keeps
+//! `x`, the last second at which none of its peers can be stale (its oldest peer's time plus
+//! the timeout, when its stale peers were last all dropped; a new swarm's time plus the
+//! timeout): until then the list lengths are its counts. The first announce after it drops the
+//! swarm's stale peers (up to 256 of each kind; if there are more, the next announce goes on)
+//! and up to 2 swarms of `bs:swarms` idle past the timeout, with their keys, and sets `x` again
+//! from the oldest peer left (a `ZRANGE` per kind). So a swarm is pruned only when one of its
+//! peers has just become stale, not on every second it is announced to (before 2026-12-07 it
+//! was: a tenth of the bench's announces paid three `ZRANGEBYSCORE`s and a second `HMGET`). A
+//! swarm whose stale peers were not all dropped is counted with `ZCOUNT`s over the live range,
+//! and so is a scrape of a swarm past its `x`: counts are exact without any cleaning. Each instance's cleaner tick
 //! drops idle swarms the same way (nothing scans the live swarms; several instances doing it
 //! is harmless). Keys have no TTL: a key that vanished by itself would leave `bs:totals`
 //! counting its peers.
@@ -139,10 +143,10 @@ end
 /// leechers and downloaded of each swarm.
 ///
 /// The swarm's hash `bs:p:H` also holds `s4`, `l4`, `s6`, `l6` (the seeders and leechers in
-/// `bs:4:H` and `bs:6:H`, stale ones included) and `t`, the second at which its stale peers
-/// were last all dropped: the first announce of a swarm in a second drops them (one `HMGET`
-/// tells it whether to), and from then on in that second no peer of it is stale, so the
-/// counters are its counts, without a `ZCOUNT`.
+/// `bs:4:H` and `bs:6:H`, stale ones included), `t`, the second of its last `bs:swarms`
+/// update, and `x`, the last second at which none of its peers can be stale: until then the
+/// counters are its counts, without a `ZCOUNT`; the first announce after it drops the stale
+/// peers (the same `HMGET` tells it whether to) and sets `x` from the oldest peer left.
 const BATCH: &str = r#"
 local SW, TOT = KEYS[1], KEYS[2]
 local prefix = ARGV[1]
@@ -152,13 +156,31 @@ local NOW, SEED = I(now), I(BIG + now)
 local CF = {'s4', 'l4', 's6', 'l6'}
 local W = {6, 6, 18, 18}
 
--- The announcer's entry, the swarm's prune mark, downloads and counters; whether it exists.
+-- The announcer's entry, the second of the swarm's last index update, downloads, counters,
+-- whether it exists, and the last second at which none of its peers can be stale.
 local function state(P, me)
-  local m = redis.call('HMGET', P, me, 't', 'd', 's4', 'l4', 's6', 'l6')
+  local m = redis.call('HMGET', P, me, 't', 'd', 's4', 'l4', 's6', 'l6', 'x')
   local exists = false
-  for i = 1, 7 do if m[i] then exists = true end end
+  for i = 1, 8 do if m[i] then exists = true end end
   local c = {tonumber(m[4] or 0), tonumber(m[5] or 0), tonumber(m[6] or 0), tonumber(m[7] or 0)}
-  return m[1], m[2], tonumber(m[3] or 0), c, exists
+  return m[1], m[2], tonumber(m[3] or 0), c, exists, tonumber(m[8] or 0)
+end
+
+-- The time of the least recent announce in sorted set z (l leechers, s seeders in it), or nil.
+local function oldest(z, s, l)
+  local m = nil
+  if l > 0 then
+    local r = redis.call('ZRANGE', z, '0', '0', 'WITHSCORES')
+    if r[2] and tonumber(r[2]) < BIG then m = tonumber(r[2]) end
+  end
+  if s > 0 then
+    local r = redis.call('ZRANGEBYSCORE', z, I(BIG), '+inf', 'LIMIT', '0', '1', 'WITHSCORES')
+    if r[2] then
+      local v = tonumber(r[2]) - BIG
+      if not m or v < m then m = v end
+    end
+  end
+  return m
 end
 
 -- Appends address a to list i (B[i], c[i] entries); returns its position.
@@ -236,18 +258,19 @@ local function announce(x)
   local h, id, me = string.sub(x, 12, 31), string.sub(x, 32, 51), string.sub(x, 52)
   local P, Z4, Z6 = prefix .. 'p:' .. h, prefix .. '4:' .. h, prefix .. '6:' .. h
   local B = {prefix .. 'S4:' .. h, prefix .. 'L4:' .. h, prefix .. 'S6:' .. h, prefix .. 'L6:' .. h}
-  local old, t, d, c, exists = state(P, me)
+  local old, t, d, c, exists, x = state(P, me)
   if exists and not t then
     -- A swarm of the earlier layout (no mark, lists or counters; this layout always marks a
     -- swarm it makes): dropped, and its peers come back as they announce.
     drop_swarm(prefix, h, TOT)
     redis.call('ZREM', SW, h)
-    old, t, d, c, exists = state(P, me)
+    old, t, d, c, exists, x = state(P, me)
   end
-  -- Whether every peer of the swarm is live (then the counters are its counts).
-  local exact = true
-  if exists and t ~= NOW then
-    -- The swarm's first announce this second: idle swarms (up to 2) and its own stale peers go.
+  -- Whether every peer of the swarm is live (then the counters are its counts), and the new
+  -- last second at which none can be stale, if it changes.
+  local exact, newx = true, nil
+  if exists and x < now then
+    -- Some peer may be stale: idle swarms (up to 2) and the swarm's stale peers go.
     gc(prefix, SW, TOT, cutoff, 2)
     for f = 1, 3, 2 do
       if c[f] + c[f + 1] > 0 then
@@ -257,6 +280,16 @@ local function announce(x)
       end
     end
     old, t, d, c, exists = state(P, me)
+    if exact then
+      -- Every peer left is live: none can be stale before the oldest one's time is past.
+      local m4, m6 = oldest(Z4, c[1], c[2]), oldest(Z6, c[3], c[4])
+      local m = now
+      if m4 and m4 < m then m = m4 end
+      if m6 and m6 < m then m = m6 end
+      newx = m + (now - cutoff)
+    end
+  elseif not exists then
+    newx = now + (now - cutoff)
   end
   local c0 = {c[1], c[2], c[3], c[4]}
   local set = {}
@@ -307,8 +340,9 @@ local function announce(x)
   end
   if (exists or added) and t ~= NOW then
     redis.call('ZADD', SW, NOW, h)
-    if exact then set[#set + 1] = 't'; set[#set + 1] = NOW end
+    set[#set + 1] = 't'; set[#set + 1] = NOW
   end
+  if newx and (exists or added) then set[#set + 1] = 'x'; set[#set + 1] = I(newx) end
   if #set > 0 then redis.call('HSET', P, unpack(set)) end
 
   -- Up to `want` peers of family f from a random index on, wrapping around: its leechers, then
@@ -359,9 +393,9 @@ local function scrape(x)
   local out = {}
   for i = 2, #x - 19, 20 do
     local h = string.sub(x, i, i + 19)
-    local m = redis.call('HMGET', prefix .. 'p:' .. h, 't', 'd', 's4', 'l4', 's6', 'l6')
+    local m = redis.call('HMGET', prefix .. 'p:' .. h, 'x', 'd', 's4', 'l4', 's6', 'l6')
     local s, l = 0, 0
-    if m[1] == NOW then
+    if m[1] and tonumber(m[1]) >= now then
       s, l = tonumber(m[3] or 0) + tonumber(m[5] or 0), tonumber(m[4] or 0) + tonumber(m[6] or 0)
     elseif m[1] or m[2] or m[3] or m[4] or m[5] or m[6] then
       local s4, l4 = counts(prefix .. '4:' .. h, cutoff)
