@@ -39,15 +39,17 @@
 //!
 //! # Round trips
 //!
-//! Requests go to Redis in batches, each one `EVALSHA` of one Lua script (atomic in Redis)
-//! that runs the batch's announces and scrapes in order: the UDP workers send the requests of
+//! Requests go to Redis in batches, each one call of a Lua function (atomic in Redis) that
+//! runs the batch's announces and scrapes in order: `FCALL` of a function library loaded with
+//! `FUNCTION LOAD` (Redis 7), or `EVALSHA` of a script on a Redis without functions (see
+//! [`Lua`]); the UDP workers send the requests of
 //! one receive batch (up to 32) as one batch; HTTP announces go to a batcher task that sends
 //! whatever queued while the batches in flight (2 at most) were answered, up to 64. An
 //! announce of a known peer is one `HMGET` (its entry, the swarm's mark, counts and downloads),
 //! one `ZADD` (its time) and one or two `GETRANGE`s of the lists (the reply's peers, from a
 //! random place on, wrapping around); totals are added up in the script and written once per
-//! batch. A Redis that lost its scripts (restarted) gets them again (`SCRIPT LOAD`) and the
-//! batch is sent again: announces are idempotent (a `completed` is counted once per peer).
+//! batch. A Redis that lost the code (restarted without its data) gets it again and the batch
+//! is sent again: announces are idempotent (a `completed` is counted once per peer).
 //! Every round trip is made from the store's own runtime thread, where the connection's task
 //! lives.
 //!
@@ -88,6 +90,11 @@ const PRELUDE: &str = r#"
 local BIG = 4294967296
 local function I(x) return string.format('%d', x) end
 local pend, base = {0, 0, 0}, nil
+-- Every entry point starts with this: a function library's locals outlive a call (and one
+-- that failed half-way may have left totals pending).
+local function begin()
+  pend, base = {0, 0, 0}, nil
+end
 local function add_totals(tot, s, l, d)
   pend[1], pend[2], pend[3] = pend[1] + s, pend[2] + l, pend[3] + d
 end
@@ -148,11 +155,8 @@ end
 /// counters are its counts, without a `ZCOUNT`; the first announce after it drops the stale
 /// peers (the same `HMGET` tells it whether to) and sets `x` from the oldest peer left.
 const BATCH: &str = r#"
-local SW, TOT = KEYS[1], KEYS[2]
-local prefix = ARGV[1]
-local now, cutoff = clock(ARGV[2], ARGV[3])
-local max_swarm, max_total = tonumber(ARGV[4]), tonumber(ARGV[5])
-local NOW, SEED = I(now), I(BIG + now)
+-- Set by each call of `batch` (below) before any announce or scrape runs.
+local SW, TOT, prefix, now, cutoff, max_swarm, max_total, NOW, SEED
 local CF = {'s4', 'l4', 's6', 'l6'}
 local W = {6, 6, 18, 18}
 
@@ -247,6 +251,24 @@ local function window(parts, n, start, cnt, w)
     if v >= n then v = 0 end
   end
   return table.concat(out)
+end
+
+-- Up to `want` peers of family f (lists B, counts c) from index rand on, wrapping around: its
+-- leechers, then (for a leecher) its seeders; `selfv` is the announcer's index there, if it is
+-- there.
+local function take(B, c, seeder, rand, f, want, selfv)
+  local parts = {{B[f + 1], c[f + 1]}}
+  if not seeder then parts[2] = {B[f], c[f]} end
+  local n, w = parts[1][2] + (parts[2] and parts[2][2] or 0), W[f]
+  if want <= 0 or n <= 0 then return '' end
+  local cnt = math.min(want + (selfv and 1 or 0), n)
+  local start = rand % n
+  local s = window(parts, n, start, cnt, w)
+  if selfv then
+    local j = (selfv - start) % n
+    if j < cnt then s = string.sub(s, 1, j * w) .. string.sub(s, (j + 1) * w + 1) end
+  end
+  return string.sub(s, 1, want * w)
 end
 
 local function announce(x)
@@ -345,26 +367,10 @@ local function announce(x)
   if newx and (exists or added) then set[#set + 1] = 'x'; set[#set + 1] = I(newx) end
   if #set > 0 then redis.call('HSET', P, unpack(set)) end
 
-  -- Up to `want` peers of family f from a random index on, wrapping around: its leechers, then
-  -- (for a leecher) its seeders; `selfv` is the announcer's index there, if it is there.
-  local function take(f, want, selfv)
-    local parts = {{B[f + 1], c[f + 1]}}
-    if not seeder then parts[2] = {B[f], c[f]} end
-    local n, w = parts[1][2] + (parts[2] and parts[2][2] or 0), W[f]
-    if want <= 0 or n <= 0 then return '' end
-    local cnt = math.min(want + (selfv and 1 or 0), n)
-    local start = rand % n
-    local s = window(parts, n, start, cnt, w)
-    if selfv then
-      local j = (selfv - start) % n
-      if j < cnt then s = string.sub(s, 1, j * w) .. string.sub(s, (j + 1) * w + 1) end
-    end
-    return string.sub(s, 1, want * w)
-  end
   local taken = {'', ''}
   if want > 0 then
-    taken[1] = take(own, want, (not seeder) and mine or nil)
-    if both then taken[2] = take(4 - own, want - #taken[1] / W[own], nil) end
+    taken[1] = take(B, c, seeder, rand, own, want, (not seeder) and mine or nil)
+    if both then taken[2] = take(B, c, seeder, rand, 4 - own, want - #taken[1] / W[own], nil) end
   end
   local ids = {}
   if with_ids then
@@ -409,56 +415,119 @@ local function scrape(x)
   return out
 end
 
-local out = {}
-for i = 6, #ARGV do
-  local x = ARGV[i]
-  local k = string.byte(x, 1)
-  if k == 97 then out[#out + 1] = announce(x)
-  elseif k == 115 then out[#out + 1] = scrape(x)
-  else out[#out + 1] = {} end
+local function batch(KEYS, ARGV)
+  begin()
+  SW, TOT, prefix = KEYS[1], KEYS[2], ARGV[1]
+  now, cutoff = clock(ARGV[2], ARGV[3])
+  max_swarm, max_total = tonumber(ARGV[4]), tonumber(ARGV[5])
+  NOW, SEED = I(now), I(BIG + now)
+  local out = {}
+  for i = 6, #ARGV do
+    local x = ARGV[i]
+    local k = string.byte(x, 1)
+    if k == 97 then out[#out + 1] = announce(x)
+    elseif k == 115 then out[#out + 1] = scrape(x)
+    else out[#out + 1] = {} end
+  end
+  flush_totals(TOT)
+  return out
 end
-flush_totals(TOT)
-return out
 "#;
 
 /// KEYS: swarms, totals. ARGV: prefix, timeout, skew, limit. Returns peers and swarms dropped.
 const GC: &str = r#"
-local now, cutoff = clock(ARGV[2], ARGV[3])
-local peers, swarms = gc(ARGV[1], KEYS[1], KEYS[2], cutoff, tonumber(ARGV[4]))
-flush_totals(KEYS[2])
-return {peers, swarms}
+local function gc_idle(KEYS, ARGV)
+  begin()
+  local _, cutoff = clock(ARGV[2], ARGV[3])
+  local peers, swarms = gc(ARGV[1], KEYS[1], KEYS[2], cutoff, tonumber(ARGV[4]))
+  flush_totals(KEYS[2])
+  return {peers, swarms}
+end
 "#;
 
 /// KEYS: swarms, totals. ARGV: prefix, info-hashes. Drops those swarms; returns their peers.
 const DROP: &str = r#"
-local peers = 0
-for i = 2, #ARGV do
-  peers = peers + drop_swarm(ARGV[1], ARGV[i], KEYS[2])
-  redis.call('ZREM', KEYS[1], ARGV[i])
+local function drop(KEYS, ARGV)
+  begin()
+  local peers = 0
+  for i = 2, #ARGV do
+    peers = peers + drop_swarm(ARGV[1], ARGV[i], KEYS[2])
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+  flush_totals(KEYS[2])
+  return peers
 end
-flush_totals(KEYS[2])
-return peers
 "#;
 
-/// A script's text and its SHA-1 (what `EVALSHA` names it by).
-struct Script {
-    code: String,
-    sha: String,
+/// An entry point of the Lua code.
+#[derive(Clone, Copy)]
+enum Entry {
+    Batch = 0,
+    Gc = 1,
+    Drop = 2,
 }
 
-impl Script {
-    fn new(body: &str) -> Script {
-        let code =
-            format!("{}\n{}", PRELUDE.replace("PRUNE", &PRUNE.to_string()), body.replace("PRUNE", &PRUNE.to_string()));
-        let sha = redis::Script::new(&code).get_hash().to_owned();
-        Script { code, sha }
+/// The Lua code, twice: a Redis 7 function library (`FUNCTION LOAD`, called by `FCALL`), whose
+/// helpers are made once when it is loaded, and, for a Redis without functions, a script per
+/// entry point (`EVALSHA`), which makes them again on every call (about 10 us of Redis's time
+/// a call, measured: a quarter of an HTTP announce's cost when batches are small).
+struct Lua {
+    library: String,
+    /// The functions' names, which end with a digest of the code: instances of other versions
+    /// of bitswarm on the same Redis keep their own.
+    functions: [String; 3],
+    /// The scripts' texts and SHA-1s.
+    scripts: [(String, String); 3],
+    /// Whether to call the functions (cleared when Redis does not know `FCALL`).
+    use_functions: std::sync::atomic::AtomicBool,
+}
+
+/// What a reply's error asks for.
+enum Fix {
+    /// The code is not in Redis (restarted, flushed): load it and ask again.
+    Load,
+    /// Redis has no functions (before 7.0): use the scripts.
+    Scripts,
+}
+
+impl Lua {
+    fn new() -> Lua {
+        let prune = PRUNE.to_string();
+        let common = [PRELUDE, BATCH, GC, DROP].map(|c| c.replace("PRUNE", &prune)).join("\n");
+        let digest = redis::Script::new(&common).get_hash()[..12].to_owned();
+        let names = ["batch", "gc_idle", "drop"];
+        let functions = names.map(|n| format!("bitswarm_{n}_{digest}"));
+        let mut library = format!("#!lua name=bitswarm_{digest}\n{common}\n");
+        for (f, n) in functions.iter().zip(names) {
+            library.push_str(&format!("redis.register_function('{f}', {n})\n"));
+        }
+        let scripts = names.map(|n| {
+            let code = format!("{common}\nreturn {n}(KEYS, ARGV)\n");
+            let sha = redis::Script::new(&code).get_hash().to_owned();
+            (code, sha)
+        });
+        Lua { library, functions, scripts, use_functions: std::sync::atomic::AtomicBool::new(true) }
     }
-}
 
-struct Scripts {
-    batch: Script,
-    gc: Script,
-    drop: Script,
+    /// Adds a call of `e` to `pipe` (`FCALL` or `EVALSHA`); its keys and arguments follow.
+    fn call<'a>(&self, pipe: &'a mut Pipeline, e: Entry) -> &'a mut Pipeline {
+        if self.use_functions.load(Ordering::Relaxed) {
+            pipe.cmd("FCALL").arg(&self.functions[e as usize])
+        } else {
+            pipe.cmd("EVALSHA").arg(&self.scripts[e as usize].1)
+        }
+    }
+
+    fn fix(e: &redis::ServerError) -> Option<Fix> {
+        let text = e.details().unwrap_or("");
+        if e.code() == "NOSCRIPT" || text.starts_with("Function not found") {
+            Some(Fix::Load)
+        } else if text.contains("unknown command") && text.contains("FCALL") {
+            Some(Fix::Scripts)
+        } else {
+            None
+        }
+    }
 }
 
 /// The most jobs in one call of the batch script (each announce costs Redis some
@@ -476,7 +545,7 @@ pub struct Core {
     /// (which live where the connection was first used, and where it was last made again) stay
     /// on its thread and never on a server's (see [`Core::query`]).
     rt: tokio::runtime::Handle,
-    scripts: Scripts,
+    lua: Lua,
     timeout: u32,
     max_per_swarm: u32,
     max_total: u64,
@@ -555,32 +624,52 @@ fn pack_scrape(hashes: &[InfoHash]) -> Vec<u8> {
 }
 
 impl Core {
-    /// Sends `pipe` (its commands `EVALSHA`s of these scripts); a Redis that does not know
-    /// them is given them and asked again.
-    async fn query(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
-        let n = pipe.len();
-        for attempt in 0..2 {
+    /// Sends the pipeline `make` makes (calls of the Lua code, see [`Lua::call`]); a Redis
+    /// that does not have the code is given it and asked again, and one without functions is
+    /// asked through the scripts.
+    async fn query(&self, make: impl Fn() -> Pipeline) -> Result<Vec<Value>, StoreError> {
+        for _ in 0..3 {
+            let pipe = make();
+            let n = pipe.len();
             let values = {
-                let (mut conn, pipe) = (self.conn.clone(), pipe.clone());
+                let mut conn = self.conn.clone();
                 self.rt
                     .spawn(async move { conn.req_packed_commands(&pipe, 0, n).await })
                     .await
                     .map_err(err)?
                     .map_err(err)?
             };
-            let unknown = values.iter().any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"));
-            if !unknown {
-                return Ok(values);
-            }
-            if attempt == 0 {
-                let mut load = redis::pipe();
-                for s in [&self.scripts.batch, &self.scripts.gc, &self.scripts.drop] {
-                    load.cmd("SCRIPT").arg("LOAD").arg(&s.code);
-                }
-                self.ask::<_, ()>(load).await?;
+            let fix = values.iter().find_map(|v| match v {
+                Value::ServerError(e) => Lua::fix(e),
+                _ => None,
+            });
+            match fix {
+                None => return Ok(values),
+                Some(Fix::Scripts) => self.lua.use_functions.store(false, Ordering::Relaxed),
+                Some(Fix::Load) => self.load().await?,
             }
         }
-        Err(err("the scripts were not kept"))
+        Err(err("the Lua code was not kept"))
+    }
+
+    /// Gives Redis the Lua code: the library, or the scripts.
+    async fn load(&self) -> Result<(), StoreError> {
+        if self.lua.use_functions.load(Ordering::Relaxed) {
+            let mut load = redis::cmd("FUNCTION");
+            load.arg("LOAD").arg("REPLACE").arg(&self.lua.library);
+            match self.ask::<_, String>(load).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.0.contains("unknown command") || e.0.contains("unknown subcommand") => {
+                    self.lua.use_functions.store(false, Ordering::Relaxed)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut load = redis::pipe();
+        for (code, _) in &self.lua.scripts {
+            load.cmd("SCRIPT").arg("LOAD").arg(code);
+        }
+        self.ask::<_, ()>(load).await
     }
 
     fn skew(&self) -> i64 {
@@ -600,22 +689,26 @@ impl Core {
 
     /// Runs packed jobs in one call of the batch script; a reply per job, in order.
     async fn batch<J: AsRef<[u8]>>(&self, jobs: &[J]) -> Result<Vec<Value>, StoreError> {
-        let mut pipe = redis::pipe();
-        let c = pipe
-            .cmd("EVALSHA")
-            .arg(&self.scripts.batch.sha)
-            .arg(2)
-            .arg(format!("{PREFIX}swarms"))
-            .arg(format!("{PREFIX}totals"))
-            .arg(PREFIX)
-            .arg(self.timeout)
-            .arg(self.skew())
-            .arg(self.max_per_swarm)
-            .arg(self.max_total);
-        for j in jobs {
-            c.arg(j.as_ref());
-        }
-        match self.query(&pipe).await?.into_iter().next() {
+        let skew = self.skew();
+        let make = || {
+            let mut pipe = redis::pipe();
+            let c = self
+                .lua
+                .call(&mut pipe, Entry::Batch)
+                .arg(2)
+                .arg(format!("{PREFIX}swarms"))
+                .arg(format!("{PREFIX}totals"))
+                .arg(PREFIX)
+                .arg(self.timeout)
+                .arg(skew)
+                .arg(self.max_per_swarm)
+                .arg(self.max_total);
+            for j in jobs {
+                c.arg(j.as_ref());
+            }
+            pipe
+        };
+        match self.query(make).await?.into_iter().next() {
             Some(Value::Array(v)) if v.len() == jobs.len() => Ok(v),
             Some(Value::ServerError(e)) => Err(err(e)),
             other => Err(err(format!("unexpected reply {other:?}"))),
@@ -706,7 +799,7 @@ impl RedisStore {
         let core = Arc::new(Core {
             conn,
             rt: rt.handle().clone(),
-            scripts: Scripts { batch: Script::new(BATCH), gc: Script::new(GC), drop: Script::new(DROP) },
+            lua: Lua::new(),
             timeout,
             max_per_swarm,
             max_total,
@@ -733,6 +826,12 @@ impl RedisStore {
     /// Moves Redis's clock as this store sees it `secs` on (the conformance tests' expiry).
     pub fn advance(&self, secs: u32) {
         self.skew.fetch_add(i64::from(secs), Ordering::Relaxed);
+    }
+
+    /// Calls the Lua code through `EVALSHA` of scripts from now on, as on a Redis without
+    /// functions (the tests of that path).
+    pub fn use_scripts(&self) {
+        self.lua.use_functions.store(false, Ordering::Relaxed);
     }
 
     /// One announce, in the batcher's next batch.
@@ -792,17 +891,21 @@ impl RedisStore {
     pub async fn clean(&self) -> Result<(u64, u64), StoreError> {
         let (mut peers, mut swarms) = (0u64, 0u64);
         loop {
-            let mut pipe = redis::pipe();
-            pipe.cmd("EVALSHA")
-                .arg(&self.scripts.gc.sha)
-                .arg(2)
-                .arg(format!("{PREFIX}swarms"))
-                .arg(format!("{PREFIX}totals"))
-                .arg(PREFIX)
-                .arg(self.timeout)
-                .arg(self.skew())
-                .arg(GC_BATCH);
-            let v = self.query(&pipe).await?;
+            let skew = self.skew();
+            let make = || {
+                let mut pipe = redis::pipe();
+                self.lua
+                    .call(&mut pipe, Entry::Gc)
+                    .arg(2)
+                    .arg(format!("{PREFIX}swarms"))
+                    .arg(format!("{PREFIX}totals"))
+                    .arg(PREFIX)
+                    .arg(self.timeout)
+                    .arg(skew)
+                    .arg(GC_BATCH);
+                pipe
+            };
+            let v = self.query(make).await?;
             let n = ints(v.into_iter().next())?;
             let (p, s) = (n.first().copied().unwrap_or(0), n.get(1).copied().unwrap_or(0));
             peers += p as u64;
@@ -853,18 +956,21 @@ impl RedisStore {
         let gone: Vec<InfoHash> = swarms.into_iter().map(|(h, _)| h).filter(|h| !keep(h)).collect();
         let mut peers = 0u64;
         for chunk in gone.chunks(CHUNK as usize) {
-            let mut pipe = redis::pipe();
-            let c = pipe
-                .cmd("EVALSHA")
-                .arg(&self.scripts.drop.sha)
-                .arg(2)
-                .arg(format!("{PREFIX}swarms"))
-                .arg(format!("{PREFIX}totals"))
-                .arg(PREFIX);
-            for h in chunk {
-                c.arg(&h.0[..]);
-            }
-            let v = self.query(&pipe).await?;
+            let make = || {
+                let mut pipe = redis::pipe();
+                let c = self
+                    .lua
+                    .call(&mut pipe, Entry::Drop)
+                    .arg(2)
+                    .arg(format!("{PREFIX}swarms"))
+                    .arg(format!("{PREFIX}totals"))
+                    .arg(PREFIX);
+                for h in chunk {
+                    c.arg(&h.0[..]);
+                }
+                pipe
+            };
+            let v = self.query(make).await?;
             peers += match v.into_iter().next() {
                 Some(Value::Int(n)) => n.max(0) as u64,
                 other => return Err(err(format!("unexpected reply {other:?}"))),
