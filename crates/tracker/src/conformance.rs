@@ -703,10 +703,10 @@ fn redis_gets_the_code_again_when_it_lost_it() {
     let Some(h) = RedisHarness::start() else { return };
     for scripts in [false, true] {
         let s = h.backend(1000, 1000);
-        if let Backend::Redis(r) = &s {
-            if scripts {
-                r.use_scripts();
-            }
+        if let Backend::Redis(r) = &s
+            && scripts
+        {
+            r.use_scripts();
         }
         run(async {
             for (i, flush) in [None, Some("FUNCTION"), Some("SCRIPT")].into_iter().enumerate() {
