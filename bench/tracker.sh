@@ -26,7 +26,8 @@
 #         there), on a Unix socket, without persistence; it is given the same 1,000,000 peers
 #         before the UDP runs. Its memory per peer: INFO memory's used_memory (less what an
 #         empty server uses) over the peers stored, for those 1,000 swarms of 1,000 peers and
-#         for 1,000,000 peers over 100,000 swarms. SKIP_REDIS=1 leaves this out.
+#         for 1,000,000 peers over 100,000 swarms. Where Redis's time goes: INFO commandstats over
+#         each one-instance run. SKIP_REDIS=1 leaves this out.
 # Medians of RUNS runs (default 3), and each run's own ratio to opentracker (its trackers are
 # measured seconds apart). Results: bench/results/tracker-DATE.md (raw output in
 # bench/results/raw/, not committed).
@@ -236,14 +237,26 @@ if [ "${SKIP_REDIS:-0}" != 1 ]; then
   sum_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(cpu_ticks "$p"))); done; echo $t; }
   # Redis's own share of a run: its CPU ticks then (r0, r1) over the requests answered.
   redis_share() { us_per_req $(($2 - $1)) "${3:-0}"; }
+  # Where Redis's time went in a one-instance run: INFO commandstats (reset before the run), each
+  # command's microseconds over the requests answered, the calls of the Lua code first.
+  stats_reset() { redis-cli -s "$RS" config resetstat > /dev/null; }
+  stats_save() { # $1: file, $2: requests/s
+    redis-cli -s "$RS" info commandstats | tr -d '\r' | awk -F'[:,=]' -v n="${2:-0}" -v d="$DURATION" '
+      /^cmdstat_/ && n > 0 { sub(/^cmdstat_/, "", $1); if ($1 ~ /^(config|info)/) next
+        printf "%s %.2f %.2f\n", $1, $5 / (n * d), $3 / (n * d) }' | sort -k2 -gr > "$1"
+  }
+  stats_line() { # $1: file: "fcall 30.1 us (0.04 calls), of which zadd 9.1 us (1.1 calls), ..."
+    awk 'NR == 1 { printf "%s %.1f us (%.2f calls a request)", $1, $2, $3; next } NR <= 7 { printf ", %s %.1f us (%.2f)", $1, $2, $3 }' "$1"
+  }
   half=$(( WRK_CONNS / 2 ))
   for run in $(seq "$RUNS"); do
     # HTTP keep-alive: one instance, then two at once (half the connections each).
-    c0=$(sum_ticks "$R1_PID" "$REDIS_PID"); r0=$(cpu_ticks "$REDIS_PID")
+    stats_reset; c0=$(sum_ticks "$R1_PID" "$REDIS_PID"); r0=$(cpu_ticks "$REDIS_PID")
     HASHES="$W/hashes.url" "${ON_LOAD[@]}" wrk -t"$LOAD_THREADS" -c"$WRK_CONNS" -d"${DURATION}s" --latency -s bench/announce.lua "http://$R1_HTTP" > "$RAW/http-redis1-$run.txt" 2>&1 || true
     c1=$(sum_ticks "$R1_PID" "$REDIS_PID"); r1=$(cpu_ticks "$REDIS_PID")
     rps=$(awk '/^Requests\/sec/ {print $2}' "$RAW/http-redis1-$run.txt"); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}"); rcpu=$(redis_share "$r0" "$r1" "$rps")
-    echo "http redis, one instance, run $run: ${rps:-0} req/s, server CPU (tracker + Redis) $cpu us/request, of which Redis $rcpu"
+    stats_save "$RAW/redis-cmdstats-http-$run.txt" "$rps"
+    echo "http redis, one instance, run $run: ${rps:-0} req/s, server CPU (tracker + Redis) $cpu us/request, of which Redis $rcpu; $(stats_line "$RAW/redis-cmdstats-http-$run.txt")"
     echo "$rps" >> "$W/http-redis1.rps"; echo "$cpu" >> "$W/http-redis1.cpu"; echo "$rcpu" >> "$W/http-redis1.rcpu"
     c0=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID"); r0=$(cpu_ticks "$REDIS_PID")
     two=()
@@ -263,11 +276,12 @@ if [ "${SKIP_REDIS:-0}" != 1 ]; then
   REDIS_MEM_BIG=$(awk -v m="$mem" -v e="$EMPTY_MEM" -v p="$peers" 'BEGIN { if (p > 0) printf "%.0f", (m - e) / p; else print "n/a" }')
   echo "redis memory: $mem bytes for $peers peers over 1,000 swarms: $REDIS_MEM_BIG bytes per peer"
   for run in $(seq "$RUNS"); do
-    c0=$(sum_ticks "$R1_PID" "$REDIS_PID"); r0=$(cpu_ticks "$REDIS_PID")
+    stats_reset; c0=$(sum_ticks "$R1_PID" "$REDIS_PID"); r0=$(cpu_ticks "$REDIS_PID")
     "${ON_LOAD[@]}" $LOAD --server "$R1_UDP" --threads "$LOAD_THREADS" --sockets 16 --window 8 --duration "$DURATION" > "$RAW/udp-redis1-$run.txt" 2>&1
     c1=$(sum_ticks "$R1_PID" "$REDIS_PID"); r1=$(cpu_ticks "$REDIS_PID")
     rps=$(awk '{for(i=1;i<=NF;i++) if ($i=="responses/s:") print $(i+1)}' "$RAW/udp-redis1-$run.txt"); cpu=$(us_per_req $((c1 - c0)) "${rps:-0}"); rcpu=$(redis_share "$r0" "$r1" "$rps")
-    echo "udp redis, one instance, run $run: $(cat "$RAW/udp-redis1-$run.txt")  server CPU (tracker + Redis): $cpu us/request, of which Redis $rcpu"
+    stats_save "$RAW/redis-cmdstats-udp-$run.txt" "$rps"
+    echo "udp redis, one instance, run $run: $(cat "$RAW/udp-redis1-$run.txt")  server CPU (tracker + Redis): $cpu us/request, of which Redis $rcpu; $(stats_line "$RAW/redis-cmdstats-udp-$run.txt")"
     echo "$rps" >> "$W/udp-redis1.rps"; echo "$cpu" >> "$W/udp-redis1.cpu"; echo "$rcpu" >> "$W/udp-redis1.rcpu"
     c0=$(sum_ticks "$R1_PID" "$R2_PID" "$REDIS_PID"); r0=$(cpu_ticks "$REDIS_PID")
     two=()
@@ -377,6 +391,10 @@ REPORT=${REPORT:-bench/results/tracker-$DATE.md}
     done
     echo
     echo "Redis's memory per peer (INFO memory used_memory over the peers stored): $REDIS_MEM_BIG bytes with 1,000 swarms of 1,000 peers, $REDIS_MEM_SMALL bytes with 100,000 swarms of 10."
+    echo
+    echo "Where Redis's time went, one instance, run $RUNS (INFO commandstats, wall-clock microseconds per request answered, and calls per request):"
+    echo "- HTTP: $(stats_line "$RAW/redis-cmdstats-http-$RUNS.txt")"
+    echo "- UDP: $(stats_line "$RAW/redis-cmdstats-udp-$RUNS.txt")"
   fi
   if [ ${#MEM[@]} -gt 0 ]; then
     echo

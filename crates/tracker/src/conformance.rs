@@ -678,6 +678,49 @@ impl Harness for RedisHarness {
 
 conformance!(redis, RedisHarness::start(), 64, 500);
 
+/// Redis through `EVALSHA` of scripts, as on a Redis without functions (before 7.0).
+pub struct RedisScriptsHarness(RedisHarness);
+
+impl Harness for RedisScriptsHarness {
+    fn backend(&self, max_per_swarm: u32, max_total: u64) -> Backend {
+        let b = self.0.backend(max_per_swarm, max_total);
+        if let Backend::Redis(r) = &b {
+            r.use_scripts();
+        }
+        b
+    }
+    fn advance(&self, b: &Backend, secs: u32) {
+        self.0.advance(b, secs)
+    }
+}
+
+conformance!(redis_scripts, RedisHarness::start().map(RedisScriptsHarness), 16, 100);
+
+/// A Redis that lost the Lua code (`FUNCTION FLUSH`, `SCRIPT FLUSH`: what a restart without
+/// data does) is given it again, and the request that found it missing is answered.
+#[test]
+fn redis_gets_the_code_again_when_it_lost_it() {
+    let Some(h) = RedisHarness::start() else { return };
+    for scripts in [false, true] {
+        let s = h.backend(1000, 1000);
+        if let Backend::Redis(r) = &s
+            && scripts
+        {
+            r.use_scripts();
+        }
+        run(async {
+            for (i, flush) in [None, Some("FUNCTION"), Some("SCRIPT")].into_iter().enumerate() {
+                if let Some(what) = flush {
+                    assert_eq!(h.0.command(&[what, "FLUSH"]).as_deref(), Some("+OK"));
+                }
+                let a = ann(7, &format!("10.0.0.{}:1", i + 1), 5, Event::Started);
+                let (counts, _) = s.announce(&a, &mut Vec::<Peer>::new()).await.unwrap();
+                assert_eq!(counts.leechers, i as u32 + 1, "scripts: {scripts}, after {flush:?}");
+            }
+        });
+    }
+}
+
 /// A swarm written by the Redis store's earlier layout (a sorted set and a hash of flag and
 /// peer id, nothing else) is dropped on its first announce, with its share of the totals, and
 /// fills again; nothing fails. Until then a scrape reports it empty.

@@ -10,7 +10,7 @@
 //! | --- | --- | --- |
 //! | `bs:4:H`, `bs:6:H` | sorted set | the swarm's IPv4 (IPv6) peers: member the address, score the Redis time (s) of its last announce, plus 2^32 for a seeder |
 //! | `bs:L4:H`, `bs:S4:H`, `bs:L6:H`, `bs:S6:H` | string | the same peers' addresses end to end, leechers and seeders apart, in no order: what replies are cut from |
-//! | `bs:p:H` | hash | address → a flag byte (leecher or seeder, `completed` counted or not), the 20-byte peer id and the address's place in its list; `d`: completed downloads; `s4`, `l4`, `s6`, `l6`: the lists' lengths; `t`: the second its stale peers were last all dropped |
+//! | `bs:p:H` | hash | address → a flag byte (leecher or seeder, `completed` counted or not), the 20-byte peer id and the address's place in its list; `d`: completed downloads; `s4`, `l4`, `s6`, `l6`: the lists' lengths; `t`: the second of its last `bs:swarms` update; `x`: the last second at which none of its peers can be stale |
 //! | `bs:swarms` | sorted set | every swarm: member H, score the time of its last announce |
 //! | `bs:totals` | hash | `s`, `l`, `d`: seeders, leechers and downloads over every swarm |
 //!
@@ -22,28 +22,34 @@
 //! # Expiry, by Redis's own clock
 //!
 //! Every script reads the time with `TIME` on the Redis server, so instances with skewed
-//! clocks agree. A peer whose score is older than the peer timeout is stale. The first
-//! announce of a swarm in each second drops its stale peers (up to 256 of each kind; if there
-//! are more, the next announce goes on) and up to 2 swarms of `bs:swarms` idle past the
-//! timeout, with their keys, and marks the swarm (`t`): for the rest of that second no peer of
-//! it can be stale, so the list lengths are its counts. A swarm whose stale peers were not all
-//! dropped is counted with `ZCOUNT`s over the live range, and so is a scrape of a swarm not
-//! marked this second: counts are exact without any cleaning. Each instance's cleaner tick
+//! clocks agree. A peer whose score is older than the peer timeout is stale. Each swarm keeps
+//! `x`, the last second at which none of its peers can be stale (its oldest peer's time plus
+//! the timeout, when its stale peers were last all dropped; a new swarm's time plus the
+//! timeout): until then the list lengths are its counts. The first announce after it drops the
+//! swarm's stale peers (up to 256 of each kind; if there are more, the next announce goes on)
+//! and up to 2 swarms of `bs:swarms` idle past the timeout, with their keys, and sets `x` again
+//! from the oldest peer left (a `ZRANGE` per kind). So a swarm is pruned only when one of its
+//! peers has just become stale, not on every second it is announced to (before 2026-12-07 it
+//! was: a tenth of the bench's announces paid three `ZRANGEBYSCORE`s and a second `HMGET`). A
+//! swarm whose stale peers were not all dropped is counted with `ZCOUNT`s over the live range,
+//! and so is a scrape of a swarm past its `x`: counts are exact without any cleaning. Each instance's cleaner tick
 //! drops idle swarms the same way (nothing scans the live swarms; several instances doing it
 //! is harmless). Keys have no TTL: a key that vanished by itself would leave `bs:totals`
 //! counting its peers.
 //!
 //! # Round trips
 //!
-//! Requests go to Redis in batches, each one `EVALSHA` of one Lua script (atomic in Redis)
-//! that runs the batch's announces and scrapes in order: the UDP workers send the requests of
+//! Requests go to Redis in batches, each one call of a Lua function (atomic in Redis) that
+//! runs the batch's announces and scrapes in order: `FCALL` of a function library loaded with
+//! `FUNCTION LOAD` (Redis 7), or `EVALSHA` of a script on a Redis without functions (see
+//! [`Lua`]); the UDP workers send the requests of
 //! one receive batch (up to 32) as one batch; HTTP announces go to a batcher task that sends
 //! whatever queued while the batches in flight (2 at most) were answered, up to 64. An
 //! announce of a known peer is one `HMGET` (its entry, the swarm's mark, counts and downloads),
 //! one `ZADD` (its time) and one or two `GETRANGE`s of the lists (the reply's peers, from a
 //! random place on, wrapping around); totals are added up in the script and written once per
-//! batch. A Redis that lost its scripts (restarted) gets them again (`SCRIPT LOAD`) and the
-//! batch is sent again: announces are idempotent (a `completed` is counted once per peer).
+//! batch. A Redis that lost the code (restarted without its data) gets it again and the batch
+//! is sent again: announces are idempotent (a `completed` is counted once per peer).
 //! Every round trip is made from the store's own runtime thread, where the connection's task
 //! lives.
 //!
@@ -84,6 +90,11 @@ const PRELUDE: &str = r#"
 local BIG = 4294967296
 local function I(x) return string.format('%d', x) end
 local pend, base = {0, 0, 0}, nil
+-- Every entry point starts with this: a function library's locals outlive a call (and one
+-- that failed half-way may have left totals pending).
+local function begin()
+  pend, base = {0, 0, 0}, nil
+end
 local function add_totals(tot, s, l, d)
   pend[1], pend[2], pend[3] = pend[1] + s, pend[2] + l, pend[3] + d
 end
@@ -139,26 +150,41 @@ end
 /// leechers and downloaded of each swarm.
 ///
 /// The swarm's hash `bs:p:H` also holds `s4`, `l4`, `s6`, `l6` (the seeders and leechers in
-/// `bs:4:H` and `bs:6:H`, stale ones included) and `t`, the second at which its stale peers
-/// were last all dropped: the first announce of a swarm in a second drops them (one `HMGET`
-/// tells it whether to), and from then on in that second no peer of it is stale, so the
-/// counters are its counts, without a `ZCOUNT`.
+/// `bs:4:H` and `bs:6:H`, stale ones included), `t`, the second of its last `bs:swarms`
+/// update, and `x`, the last second at which none of its peers can be stale: until then the
+/// counters are its counts, without a `ZCOUNT`; the first announce after it drops the stale
+/// peers (the same `HMGET` tells it whether to) and sets `x` from the oldest peer left.
 const BATCH: &str = r#"
-local SW, TOT = KEYS[1], KEYS[2]
-local prefix = ARGV[1]
-local now, cutoff = clock(ARGV[2], ARGV[3])
-local max_swarm, max_total = tonumber(ARGV[4]), tonumber(ARGV[5])
-local NOW, SEED = I(now), I(BIG + now)
+-- Set by each call of `batch` (below) before any announce or scrape runs.
+local SW, TOT, prefix, now, cutoff, max_swarm, max_total, NOW, SEED
 local CF = {'s4', 'l4', 's6', 'l6'}
 local W = {6, 6, 18, 18}
 
--- The announcer's entry, the swarm's prune mark, downloads and counters; whether it exists.
+-- The announcer's entry, the second of the swarm's last index update, downloads, counters,
+-- whether it exists, and the last second at which none of its peers can be stale.
 local function state(P, me)
-  local m = redis.call('HMGET', P, me, 't', 'd', 's4', 'l4', 's6', 'l6')
+  local m = redis.call('HMGET', P, me, 't', 'd', 's4', 'l4', 's6', 'l6', 'x')
   local exists = false
-  for i = 1, 7 do if m[i] then exists = true end end
+  for i = 1, 8 do if m[i] then exists = true end end
   local c = {tonumber(m[4] or 0), tonumber(m[5] or 0), tonumber(m[6] or 0), tonumber(m[7] or 0)}
-  return m[1], m[2], tonumber(m[3] or 0), c, exists
+  return m[1], m[2], tonumber(m[3] or 0), c, exists, tonumber(m[8] or 0)
+end
+
+-- The time of the least recent announce in sorted set z (l leechers, s seeders in it), or nil.
+local function oldest(z, s, l)
+  local m = nil
+  if l > 0 then
+    local r = redis.call('ZRANGE', z, '0', '0', 'WITHSCORES')
+    if r[2] and tonumber(r[2]) < BIG then m = tonumber(r[2]) end
+  end
+  if s > 0 then
+    local r = redis.call('ZRANGEBYSCORE', z, I(BIG), '+inf', 'LIMIT', '0', '1', 'WITHSCORES')
+    if r[2] then
+      local v = tonumber(r[2]) - BIG
+      if not m or v < m then m = v end
+    end
+  end
+  return m
 end
 
 -- Appends address a to list i (B[i], c[i] entries); returns its position.
@@ -227,6 +253,24 @@ local function window(parts, n, start, cnt, w)
   return table.concat(out)
 end
 
+-- Up to `want` peers of family f (lists B, counts c) from index rand on, wrapping around: its
+-- leechers, then (for a leecher) its seeders; `selfv` is the announcer's index there, if it is
+-- there.
+local function take(B, c, seeder, rand, f, want, selfv)
+  local parts = {{B[f + 1], c[f + 1]}}
+  if not seeder then parts[2] = {B[f], c[f]} end
+  local n, w = parts[1][2] + (parts[2] and parts[2][2] or 0), W[f]
+  if want <= 0 or n <= 0 then return '' end
+  local cnt = math.min(want + (selfv and 1 or 0), n)
+  local start = rand % n
+  local s = window(parts, n, start, cnt, w)
+  if selfv then
+    local j = (selfv - start) % n
+    if j < cnt then s = string.sub(s, 1, j * w) .. string.sub(s, (j + 1) * w + 1) end
+  end
+  return string.sub(s, 1, want * w)
+end
+
 local function announce(x)
   local seeder = string.byte(x, 2) == 49
   local event = string.sub(x, 3, 3)
@@ -236,18 +280,19 @@ local function announce(x)
   local h, id, me = string.sub(x, 12, 31), string.sub(x, 32, 51), string.sub(x, 52)
   local P, Z4, Z6 = prefix .. 'p:' .. h, prefix .. '4:' .. h, prefix .. '6:' .. h
   local B = {prefix .. 'S4:' .. h, prefix .. 'L4:' .. h, prefix .. 'S6:' .. h, prefix .. 'L6:' .. h}
-  local old, t, d, c, exists = state(P, me)
+  local old, t, d, c, exists, x = state(P, me)
   if exists and not t then
     -- A swarm of the earlier layout (no mark, lists or counters; this layout always marks a
     -- swarm it makes): dropped, and its peers come back as they announce.
     drop_swarm(prefix, h, TOT)
     redis.call('ZREM', SW, h)
-    old, t, d, c, exists = state(P, me)
+    old, t, d, c, exists, x = state(P, me)
   end
-  -- Whether every peer of the swarm is live (then the counters are its counts).
-  local exact = true
-  if exists and t ~= NOW then
-    -- The swarm's first announce this second: idle swarms (up to 2) and its own stale peers go.
+  -- Whether every peer of the swarm is live (then the counters are its counts), and the new
+  -- last second at which none can be stale, if it changes.
+  local exact, newx = true, nil
+  if exists and x < now then
+    -- Some peer may be stale: idle swarms (up to 2) and the swarm's stale peers go.
     gc(prefix, SW, TOT, cutoff, 2)
     for f = 1, 3, 2 do
       if c[f] + c[f + 1] > 0 then
@@ -257,6 +302,16 @@ local function announce(x)
       end
     end
     old, t, d, c, exists = state(P, me)
+    if exact then
+      -- Every peer left is live: none can be stale before the oldest one's time is past.
+      local m4, m6 = oldest(Z4, c[1], c[2]), oldest(Z6, c[3], c[4])
+      local m = now
+      if m4 and m4 < m then m = m4 end
+      if m6 and m6 < m then m = m6 end
+      newx = m + (now - cutoff)
+    end
+  elseif not exists then
+    newx = now + (now - cutoff)
   end
   local c0 = {c[1], c[2], c[3], c[4]}
   local set = {}
@@ -307,30 +362,15 @@ local function announce(x)
   end
   if (exists or added) and t ~= NOW then
     redis.call('ZADD', SW, NOW, h)
-    if exact then set[#set + 1] = 't'; set[#set + 1] = NOW end
+    set[#set + 1] = 't'; set[#set + 1] = NOW
   end
+  if newx and (exists or added) then set[#set + 1] = 'x'; set[#set + 1] = I(newx) end
   if #set > 0 then redis.call('HSET', P, unpack(set)) end
 
-  -- Up to `want` peers of family f from a random index on, wrapping around: its leechers, then
-  -- (for a leecher) its seeders; `selfv` is the announcer's index there, if it is there.
-  local function take(f, want, selfv)
-    local parts = {{B[f + 1], c[f + 1]}}
-    if not seeder then parts[2] = {B[f], c[f]} end
-    local n, w = parts[1][2] + (parts[2] and parts[2][2] or 0), W[f]
-    if want <= 0 or n <= 0 then return '' end
-    local cnt = math.min(want + (selfv and 1 or 0), n)
-    local start = rand % n
-    local s = window(parts, n, start, cnt, w)
-    if selfv then
-      local j = (selfv - start) % n
-      if j < cnt then s = string.sub(s, 1, j * w) .. string.sub(s, (j + 1) * w + 1) end
-    end
-    return string.sub(s, 1, want * w)
-  end
   local taken = {'', ''}
   if want > 0 then
-    taken[1] = take(own, want, (not seeder) and mine or nil)
-    if both then taken[2] = take(4 - own, want - #taken[1] / W[own], nil) end
+    taken[1] = take(B, c, seeder, rand, own, want, (not seeder) and mine or nil)
+    if both then taken[2] = take(B, c, seeder, rand, 4 - own, want - #taken[1] / W[own], nil) end
   end
   local ids = {}
   if with_ids then
@@ -359,9 +399,9 @@ local function scrape(x)
   local out = {}
   for i = 2, #x - 19, 20 do
     local h = string.sub(x, i, i + 19)
-    local m = redis.call('HMGET', prefix .. 'p:' .. h, 't', 'd', 's4', 'l4', 's6', 'l6')
+    local m = redis.call('HMGET', prefix .. 'p:' .. h, 'x', 'd', 's4', 'l4', 's6', 'l6')
     local s, l = 0, 0
-    if m[1] == NOW then
+    if m[1] and tonumber(m[1]) >= now then
       s, l = tonumber(m[3] or 0) + tonumber(m[5] or 0), tonumber(m[4] or 0) + tonumber(m[6] or 0)
     elseif m[1] or m[2] or m[3] or m[4] or m[5] or m[6] then
       local s4, l4 = counts(prefix .. '4:' .. h, cutoff)
@@ -375,56 +415,119 @@ local function scrape(x)
   return out
 end
 
-local out = {}
-for i = 6, #ARGV do
-  local x = ARGV[i]
-  local k = string.byte(x, 1)
-  if k == 97 then out[#out + 1] = announce(x)
-  elseif k == 115 then out[#out + 1] = scrape(x)
-  else out[#out + 1] = {} end
+local function batch(KEYS, ARGV)
+  begin()
+  SW, TOT, prefix = KEYS[1], KEYS[2], ARGV[1]
+  now, cutoff = clock(ARGV[2], ARGV[3])
+  max_swarm, max_total = tonumber(ARGV[4]), tonumber(ARGV[5])
+  NOW, SEED = I(now), I(BIG + now)
+  local out = {}
+  for i = 6, #ARGV do
+    local x = ARGV[i]
+    local k = string.byte(x, 1)
+    if k == 97 then out[#out + 1] = announce(x)
+    elseif k == 115 then out[#out + 1] = scrape(x)
+    else out[#out + 1] = {} end
+  end
+  flush_totals(TOT)
+  return out
 end
-flush_totals(TOT)
-return out
 "#;
 
 /// KEYS: swarms, totals. ARGV: prefix, timeout, skew, limit. Returns peers and swarms dropped.
 const GC: &str = r#"
-local now, cutoff = clock(ARGV[2], ARGV[3])
-local peers, swarms = gc(ARGV[1], KEYS[1], KEYS[2], cutoff, tonumber(ARGV[4]))
-flush_totals(KEYS[2])
-return {peers, swarms}
+local function gc_idle(KEYS, ARGV)
+  begin()
+  local _, cutoff = clock(ARGV[2], ARGV[3])
+  local peers, swarms = gc(ARGV[1], KEYS[1], KEYS[2], cutoff, tonumber(ARGV[4]))
+  flush_totals(KEYS[2])
+  return {peers, swarms}
+end
 "#;
 
 /// KEYS: swarms, totals. ARGV: prefix, info-hashes. Drops those swarms; returns their peers.
 const DROP: &str = r#"
-local peers = 0
-for i = 2, #ARGV do
-  peers = peers + drop_swarm(ARGV[1], ARGV[i], KEYS[2])
-  redis.call('ZREM', KEYS[1], ARGV[i])
+local function drop(KEYS, ARGV)
+  begin()
+  local peers = 0
+  for i = 2, #ARGV do
+    peers = peers + drop_swarm(ARGV[1], ARGV[i], KEYS[2])
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+  flush_totals(KEYS[2])
+  return peers
 end
-flush_totals(KEYS[2])
-return peers
 "#;
 
-/// A script's text and its SHA-1 (what `EVALSHA` names it by).
-struct Script {
-    code: String,
-    sha: String,
+/// An entry point of the Lua code.
+#[derive(Clone, Copy)]
+enum Entry {
+    Batch = 0,
+    Gc = 1,
+    Drop = 2,
 }
 
-impl Script {
-    fn new(body: &str) -> Script {
-        let code =
-            format!("{}\n{}", PRELUDE.replace("PRUNE", &PRUNE.to_string()), body.replace("PRUNE", &PRUNE.to_string()));
-        let sha = redis::Script::new(&code).get_hash().to_owned();
-        Script { code, sha }
+/// The Lua code, twice: a Redis 7 function library (`FUNCTION LOAD`, called by `FCALL`), whose
+/// helpers are made once when it is loaded, and, for a Redis without functions, a script per
+/// entry point (`EVALSHA`), which makes them again on every call (about 10 us of Redis's time
+/// a call, measured: a quarter of an HTTP announce's cost when batches are small).
+struct Lua {
+    library: String,
+    /// The functions' names, which end with a digest of the code: instances of other versions
+    /// of bitswarm on the same Redis keep their own.
+    functions: [String; 3],
+    /// The scripts' texts and SHA-1s.
+    scripts: [(String, String); 3],
+    /// Whether to call the functions (cleared when Redis does not know `FCALL`).
+    use_functions: std::sync::atomic::AtomicBool,
+}
+
+/// What a reply's error asks for.
+enum Fix {
+    /// The code is not in Redis (restarted, flushed): load it and ask again.
+    Load,
+    /// Redis has no functions (before 7.0): use the scripts.
+    Scripts,
+}
+
+impl Lua {
+    fn new() -> Lua {
+        let prune = PRUNE.to_string();
+        let common = [PRELUDE, BATCH, GC, DROP].map(|c| c.replace("PRUNE", &prune)).join("\n");
+        let digest = redis::Script::new(&common).get_hash()[..12].to_owned();
+        let names = ["batch", "gc_idle", "drop"];
+        let functions = names.map(|n| format!("bitswarm_{n}_{digest}"));
+        let mut library = format!("#!lua name=bitswarm_{digest}\n{common}\n");
+        for (f, n) in functions.iter().zip(names) {
+            library.push_str(&format!("redis.register_function('{f}', {n})\n"));
+        }
+        let scripts = names.map(|n| {
+            let code = format!("{common}\nreturn {n}(KEYS, ARGV)\n");
+            let sha = redis::Script::new(&code).get_hash().to_owned();
+            (code, sha)
+        });
+        Lua { library, functions, scripts, use_functions: std::sync::atomic::AtomicBool::new(true) }
     }
-}
 
-struct Scripts {
-    batch: Script,
-    gc: Script,
-    drop: Script,
+    /// Adds a call of `e` to `pipe` (`FCALL` or `EVALSHA`); its keys and arguments follow.
+    fn call<'a>(&self, pipe: &'a mut Pipeline, e: Entry) -> &'a mut Pipeline {
+        if self.use_functions.load(Ordering::Relaxed) {
+            pipe.cmd("FCALL").arg(&self.functions[e as usize])
+        } else {
+            pipe.cmd("EVALSHA").arg(&self.scripts[e as usize].1)
+        }
+    }
+
+    fn fix(e: &redis::ServerError) -> Option<Fix> {
+        let text = e.details().unwrap_or("");
+        if e.code() == "NOSCRIPT" || text.starts_with("Function not found") {
+            Some(Fix::Load)
+        } else if text.contains("unknown command") && text.contains("FCALL") {
+            Some(Fix::Scripts)
+        } else {
+            None
+        }
+    }
 }
 
 /// The most jobs in one call of the batch script (each announce costs Redis some
@@ -442,7 +545,7 @@ pub struct Core {
     /// (which live where the connection was first used, and where it was last made again) stay
     /// on its thread and never on a server's (see [`Core::query`]).
     rt: tokio::runtime::Handle,
-    scripts: Scripts,
+    lua: Lua,
     timeout: u32,
     max_per_swarm: u32,
     max_total: u64,
@@ -521,32 +624,52 @@ fn pack_scrape(hashes: &[InfoHash]) -> Vec<u8> {
 }
 
 impl Core {
-    /// Sends `pipe` (its commands `EVALSHA`s of these scripts); a Redis that does not know
-    /// them is given them and asked again.
-    async fn query(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
-        let n = pipe.len();
-        for attempt in 0..2 {
+    /// Sends the pipeline `make` makes (calls of the Lua code, see [`Lua::call`]); a Redis
+    /// that does not have the code is given it and asked again, and one without functions is
+    /// asked through the scripts.
+    async fn query(&self, make: impl Fn() -> Pipeline) -> Result<Vec<Value>, StoreError> {
+        for _ in 0..3 {
+            let pipe = make();
+            let n = pipe.len();
             let values = {
-                let (mut conn, pipe) = (self.conn.clone(), pipe.clone());
+                let mut conn = self.conn.clone();
                 self.rt
                     .spawn(async move { conn.req_packed_commands(&pipe, 0, n).await })
                     .await
                     .map_err(err)?
                     .map_err(err)?
             };
-            let unknown = values.iter().any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"));
-            if !unknown {
-                return Ok(values);
-            }
-            if attempt == 0 {
-                let mut load = redis::pipe();
-                for s in [&self.scripts.batch, &self.scripts.gc, &self.scripts.drop] {
-                    load.cmd("SCRIPT").arg("LOAD").arg(&s.code);
-                }
-                self.ask::<_, ()>(load).await?;
+            let fix = values.iter().find_map(|v| match v {
+                Value::ServerError(e) => Lua::fix(e),
+                _ => None,
+            });
+            match fix {
+                None => return Ok(values),
+                Some(Fix::Scripts) => self.lua.use_functions.store(false, Ordering::Relaxed),
+                Some(Fix::Load) => self.load().await?,
             }
         }
-        Err(err("the scripts were not kept"))
+        Err(err("the Lua code was not kept"))
+    }
+
+    /// Gives Redis the Lua code: the library, or the scripts.
+    async fn load(&self) -> Result<(), StoreError> {
+        if self.lua.use_functions.load(Ordering::Relaxed) {
+            let mut load = redis::cmd("FUNCTION");
+            load.arg("LOAD").arg("REPLACE").arg(&self.lua.library);
+            match self.ask::<_, String>(load).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.0.contains("unknown command") || e.0.contains("unknown subcommand") => {
+                    self.lua.use_functions.store(false, Ordering::Relaxed)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut load = redis::pipe();
+        for (code, _) in &self.lua.scripts {
+            load.cmd("SCRIPT").arg("LOAD").arg(code);
+        }
+        self.ask::<_, ()>(load).await
     }
 
     fn skew(&self) -> i64 {
@@ -566,22 +689,26 @@ impl Core {
 
     /// Runs packed jobs in one call of the batch script; a reply per job, in order.
     async fn batch<J: AsRef<[u8]>>(&self, jobs: &[J]) -> Result<Vec<Value>, StoreError> {
-        let mut pipe = redis::pipe();
-        let c = pipe
-            .cmd("EVALSHA")
-            .arg(&self.scripts.batch.sha)
-            .arg(2)
-            .arg(format!("{PREFIX}swarms"))
-            .arg(format!("{PREFIX}totals"))
-            .arg(PREFIX)
-            .arg(self.timeout)
-            .arg(self.skew())
-            .arg(self.max_per_swarm)
-            .arg(self.max_total);
-        for j in jobs {
-            c.arg(j.as_ref());
-        }
-        match self.query(&pipe).await?.into_iter().next() {
+        let skew = self.skew();
+        let make = || {
+            let mut pipe = redis::pipe();
+            let c = self
+                .lua
+                .call(&mut pipe, Entry::Batch)
+                .arg(2)
+                .arg(format!("{PREFIX}swarms"))
+                .arg(format!("{PREFIX}totals"))
+                .arg(PREFIX)
+                .arg(self.timeout)
+                .arg(skew)
+                .arg(self.max_per_swarm)
+                .arg(self.max_total);
+            for j in jobs {
+                c.arg(j.as_ref());
+            }
+            pipe
+        };
+        match self.query(make).await?.into_iter().next() {
             Some(Value::Array(v)) if v.len() == jobs.len() => Ok(v),
             Some(Value::ServerError(e)) => Err(err(e)),
             other => Err(err(format!("unexpected reply {other:?}"))),
@@ -672,7 +799,7 @@ impl RedisStore {
         let core = Arc::new(Core {
             conn,
             rt: rt.handle().clone(),
-            scripts: Scripts { batch: Script::new(BATCH), gc: Script::new(GC), drop: Script::new(DROP) },
+            lua: Lua::new(),
             timeout,
             max_per_swarm,
             max_total,
@@ -699,6 +826,12 @@ impl RedisStore {
     /// Moves Redis's clock as this store sees it `secs` on (the conformance tests' expiry).
     pub fn advance(&self, secs: u32) {
         self.skew.fetch_add(i64::from(secs), Ordering::Relaxed);
+    }
+
+    /// Calls the Lua code through `EVALSHA` of scripts from now on, as on a Redis without
+    /// functions (the tests of that path).
+    pub fn use_scripts(&self) {
+        self.lua.use_functions.store(false, Ordering::Relaxed);
     }
 
     /// One announce, in the batcher's next batch.
@@ -758,17 +891,21 @@ impl RedisStore {
     pub async fn clean(&self) -> Result<(u64, u64), StoreError> {
         let (mut peers, mut swarms) = (0u64, 0u64);
         loop {
-            let mut pipe = redis::pipe();
-            pipe.cmd("EVALSHA")
-                .arg(&self.scripts.gc.sha)
-                .arg(2)
-                .arg(format!("{PREFIX}swarms"))
-                .arg(format!("{PREFIX}totals"))
-                .arg(PREFIX)
-                .arg(self.timeout)
-                .arg(self.skew())
-                .arg(GC_BATCH);
-            let v = self.query(&pipe).await?;
+            let skew = self.skew();
+            let make = || {
+                let mut pipe = redis::pipe();
+                self.lua
+                    .call(&mut pipe, Entry::Gc)
+                    .arg(2)
+                    .arg(format!("{PREFIX}swarms"))
+                    .arg(format!("{PREFIX}totals"))
+                    .arg(PREFIX)
+                    .arg(self.timeout)
+                    .arg(skew)
+                    .arg(GC_BATCH);
+                pipe
+            };
+            let v = self.query(make).await?;
             let n = ints(v.into_iter().next())?;
             let (p, s) = (n.first().copied().unwrap_or(0), n.get(1).copied().unwrap_or(0));
             peers += p as u64;
@@ -819,18 +956,21 @@ impl RedisStore {
         let gone: Vec<InfoHash> = swarms.into_iter().map(|(h, _)| h).filter(|h| !keep(h)).collect();
         let mut peers = 0u64;
         for chunk in gone.chunks(CHUNK as usize) {
-            let mut pipe = redis::pipe();
-            let c = pipe
-                .cmd("EVALSHA")
-                .arg(&self.scripts.drop.sha)
-                .arg(2)
-                .arg(format!("{PREFIX}swarms"))
-                .arg(format!("{PREFIX}totals"))
-                .arg(PREFIX);
-            for h in chunk {
-                c.arg(&h.0[..]);
-            }
-            let v = self.query(&pipe).await?;
+            let make = || {
+                let mut pipe = redis::pipe();
+                let c = self
+                    .lua
+                    .call(&mut pipe, Entry::Drop)
+                    .arg(2)
+                    .arg(format!("{PREFIX}swarms"))
+                    .arg(format!("{PREFIX}totals"))
+                    .arg(PREFIX);
+                for h in chunk {
+                    c.arg(&h.0[..]);
+                }
+                pipe
+            };
+            let v = self.query(make).await?;
             peers += match v.into_iter().next() {
                 Some(Value::Int(n)) => n.max(0) as u64,
                 other => return Err(err(format!("unexpected reply {other:?}"))),
