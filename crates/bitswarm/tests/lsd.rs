@@ -196,14 +196,9 @@ impl Sniffer {
     fn drain(&self, mut each: impl FnMut(&Heard)) {
         self.0.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 4096];
-        loop {
-            match self.0.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    if let Ok(announce) = bitswarm_wire::lsd::parse(&buf[..n]) {
-                        each(&Heard { announce, from, raw: buf[..n].to_vec() });
-                    }
-                }
-                Err(_) => break,
+        while let Ok((n, from)) = self.0.recv_from(&mut buf) {
+            if let Ok(announce) = bitswarm_wire::lsd::parse(&buf[..n]) {
+                each(&Heard { announce, from, raw: buf[..n].to_vec() });
             }
         }
         self.0.set_nonblocking(false).unwrap();
