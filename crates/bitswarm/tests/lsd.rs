@@ -333,7 +333,11 @@ fn interop_libtorrent_finds_our_seeder_by_ipv6_lsd_alone() {
     in_own_namespace("interop_libtorrent_finds_our_seeder_by_ipv6_lsd_alone", SETUP_V6, || {
         let s = TreeSetup::new(86, &[]);
         let link = format!("magnet:?xt=urn:btih:{}", info_hash_of(&s.torrent));
-        let (mut leech, _) = lt_lsd_on(B6, "leech", link.as_ref(), &s.dst);
+        let sniffer = Sniffer::on(bitswarm_wire::lsd::GROUP_V6);
+        let (mut leech, lt_port) = lt_lsd_on(B6, "leech", link.as_ref(), &s.dst);
+        // libtorrent's LSD is up (it announces from the socket it listens on) before our
+        // seeder's first announce, which it must hear.
+        sniffer.until(WITHIN, |_| {}, |a| a.port == lt_port);
         let mut seed = our_peer_lsd_on(A6, "seed", &[s.torrent.as_os_str()], &s.src, &["-q"]);
         let port = listening_port(&mut seed);
         leech.wait_line(WITHIN, |l| l == "done");
