@@ -172,8 +172,9 @@ impl Drop for Registration {
 
 impl LsdHandle {
     /// Starts the task (on the current runtime) for these groups; sockets open while enabled.
-    /// `local` is the session's listening address: a specific IPv4 address there is the
-    /// interface multicast goes out of (and the source address peers see).
+    /// `local` is the session's listening address: a specific address there is the source of
+    /// the announces to its family's group (the address peers dial), its interface the one they
+    /// leave by and, for IPv6, the one the group is joined on.
     pub fn start(groups: Vec<SocketAddr>, local: SocketAddr, enabled: bool) -> LsdHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let flag = Arc::new(Mutex::new(enabled));
