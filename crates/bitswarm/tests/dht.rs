@@ -110,6 +110,99 @@ fn our_join_downloads_a_magnet_link_through_an_ipv6_dht() {
     assert_same_tree(&s.src, &s.dst);
 }
 
+/// Dual stack: nodes bound to `::` (one IPv6 socket that takes IPv4 too, for the DHT node and
+/// the peer listener alike). A `bitswarm dht` router on `::` is the IPv4 DHT's router at
+/// 127.0.0.1 and the IPv6 one's at ::1; a seeder on `::` joins both through it; a `join` on
+/// IPv4 alone and one on IPv6 alone each find the seeder through their own family's DHT and
+/// download from it. Both dual-stack nodes answer `find_node` asked over either family, and
+/// BEP 32's `want`: the router with nodes of both families, the seeder with the IPv4 client.
+#[test]
+fn a_dual_stack_seeder_serves_ipv4_and_ipv6_clients_through_both_dhts() {
+    let s = TreeSetup::new(79, &[]);
+    let (_router, router) = our_router("::");
+    let router_port: u16 = router.strip_prefix("[::]:").unwrap_or_else(|| panic!("{router}")).parse().unwrap();
+    let (router4, router6) = (format!("127.0.0.1:{router_port}"), format!("[::1]:{router_port}"));
+    let extra = ["-q", "--dht-router", &router6];
+    let mut seed = our_peer_dht("seed", "::", s.torrent.as_os_str(), &s.src, &router4, &extra);
+    let port = listening_port(&mut seed);
+    let line = seed.wait_line(Duration::from_secs(30), |l| l.contains("DHT node on UDP "));
+    let node = line.rsplit_once("DHT node on UDP ").unwrap().1.trim().to_owned();
+    let seed_port: u16 = node.strip_prefix("[::]:").unwrap_or_else(|| panic!("{line}")).parse().unwrap();
+    let hash = info_hash_of(&s.torrent);
+    let link = magnet(&hash);
+    let clients = [("127.0.102.1", &router4, s.dst.clone()), ("::1", &router6, s.dir.path().join("dst6"))];
+    // The clients keep running (seeding): their nodes stay in the seeder's table.
+    let mut joins = Vec::new();
+    for (host, router, dst) in &clients {
+        let mut join = our_peer_dht("join", host, link.as_ref(), dst, router, &["-q"]);
+        join.wait_line(WITHIN, |l| l.starts_with("complete: seeding"));
+        let out = join.output();
+        let from = out.lines().find(|l| l.starts_with("metadata: ")).unwrap_or_else(|| panic!("no metadata:\n{out}"));
+        // The seeder at its address in the client's family.
+        let seeder = if host.contains(':') { format!("[::1]:{port}") } else { format!("127.0.0.1:{port}") };
+        assert!(from.ends_with(&format!(" from {seeder}")), "{host}: {from}");
+        assert_same_tree(&s.src, dst);
+        joins.push(join);
+    }
+    // The IPv4 client's connection came to the seeder's IPv6 socket as ::ffff:127.0.102.1: the
+    // seeder takes it as the IPv4 address it is (its PORT message's node too).
+    seed.wait_line(WITHIN, |l| l.contains("DHT: node 127.0.102.1:"));
+    let out = seed.output();
+    assert!(!out.contains("::ffff:"), "{out}");
+    for (node, both) in [(router_port, true), (seed_port, false)] {
+        for (ours, to) in [("127.0.103.1:0", format!("127.0.0.1:{node}")), ("[::1]:0", format!("[::1]:{node}"))] {
+            let nodes = find_node_wanting_both(ours, &to, |nodes| {
+                let has = |v6: bool| nodes.iter().any(|n| n.addr.is_ipv6() == v6);
+                has(false) && (has(true) || !both)
+            });
+            let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+            if both {
+                assert!(addrs.iter().any(|a| a.starts_with("[::1]:")), "{to}: {addrs:?}");
+            } else {
+                assert!(addrs.iter().any(|a| a.starts_with("127.0.102.1:")), "{to}: {addrs:?}");
+            }
+        }
+    }
+    for mut j in joins {
+        j.kill();
+    }
+}
+
+/// `find_node` with BEP 32's `want` n4 and n6, sent from `ours` to the node at `to` until its
+/// answer's nodes satisfy `enough` (they fill as the node learns others); panics after
+/// [`WITHIN`] with the last answer.
+fn find_node_wanting_both(
+    ours: &str,
+    to: &str,
+    enough: impl Fn(&[bitswarm_dht::NodeInfo]) -> bool,
+) -> Vec<bitswarm_dht::NodeInfo> {
+    use bitswarm_dht::krpc::{Body, Message, Method, Want};
+    let sock = std::net::UdpSocket::bind(ours).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let target = bitswarm_dht::NodeId([0; 20]);
+    let mut q = Message::query(b"w1".to_vec(), bitswarm_dht::NodeId([7; 20]), Method::FindNode { target });
+    if let Body::Query(q) = &mut q.body {
+        q.want = Want { n4: true, n6: true };
+    }
+    let deadline = std::time::Instant::now() + WITHIN;
+    let mut last = None;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no answer to `want` from {to} as expected; the last: {last:?}");
+        sock.send_to(&q.encode(), to).unwrap();
+        let mut buf = [0u8; 1500];
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let m = Message::decode(&buf[..n]);
+            if let Ok(Message { body: Body::Response(r), .. }) = &m
+                && enough(&r.nodes)
+            {
+                return r.nodes.clone();
+            }
+            last = Some(m);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn interop_our_join_downloads_a_magnet_link_from_a_libtorrent_seeder_through_the_dht_alone() {
     if !require("libtorrent") {

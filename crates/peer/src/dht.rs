@@ -492,10 +492,14 @@ pub(crate) fn register_fetch(
     Some(core.dht.register(info_hash, None, sink))
 }
 
+/// The node's socket; on `::`, dual-stack (the IPv4 DHT too) whatever the system's default.
 fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let s = std::net::UdpSocket::bind(addr)?;
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    crate::dual_stack(&s, addr)?;
+    s.bind(&addr.into())?;
     s.set_nonblocking(true)?;
-    UdpSocket::from_std(s)
+    UdpSocket::from_std(s.into())
 }
 
 /// Parses `HOST:PORT` (a name, an IPv4 address, or `[IPv6]:PORT`) without resolving it: the

@@ -60,6 +60,15 @@ pub fn new_peer_id() -> [u8; 20] {
     id
 }
 
+/// A socket about to be bound to `addr`: on IPv6's `::`, it takes IPv4 too (IPV6_V6ONLY off,
+/// which is Linux's default but not every system's, nor every Linux's: `bindv6only`).
+pub(crate) fn dual_stack(s: &socket2::Socket, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    match addr.ip() {
+        std::net::IpAddr::V6(a) if a.is_unspecified() => s.set_only_v6(false),
+        _ => Ok(()),
+    }
+}
+
 /// An address on this machine or a local network: loopback, private (RFC 1918, IPv6 unique
 /// local), link-local, or shared (carrier-grade NAT).
 pub(crate) fn is_local(ip: std::net::IpAddr) -> bool {

@@ -181,8 +181,9 @@ impl Drop for Registration {
 
 impl LsdHandle {
     /// Starts the task (on the current runtime) for these groups; sockets open while enabled.
-    /// `local` is the session's listening address: a specific IPv4 address there is the
-    /// interface multicast goes out of (and the source address peers see).
+    /// `local` is the session's listening address: a specific address there is the source of
+    /// the announces to its family's group (the address peers dial), its interface the one they
+    /// leave by and, for IPv6, the one the group is joined on.
     pub fn start(groups: Vec<SocketAddr>, local: SocketAddr, enabled: bool) -> LsdHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let flag = Arc::new(Mutex::new(enabled));
@@ -249,10 +250,13 @@ struct Reg {
     sink: Box<dyn Sink>,
 }
 
-/// One group's socket and the task that reads it.
+/// One group's sockets and the task that reads it.
 struct Group {
     addr: SocketAddr,
-    socket: Arc<UdpSocket>,
+    /// Our announces go out of this one: bound to the session's address when that is a
+    /// specific one of the group's family (the source address is the peer address others
+    /// dial), else the group's socket (which `reader` reads).
+    send: Arc<UdpSocket>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -388,11 +392,17 @@ impl Driver {
                 continue;
             }
             match open(g, self.local) {
-                Ok(socket) => {
+                Ok((socket, send)) => {
                     let socket = Arc::new(socket);
+                    let send = send.map_or_else(|| socket.clone(), Arc::new);
                     let reader = tokio::spawn(read(socket.clone(), self.cookie.clone(), self.heard_tx.clone()));
-                    info!("LSD: listening on {g}");
-                    self.open.push(Group { addr: g, socket, reader });
+                    match send.local_addr() {
+                        Ok(from) if !Arc::ptr_eq(&send, &socket) => {
+                            info!("LSD: listening on {g}, announcing from {}", from.ip())
+                        }
+                        _ => info!("LSD: listening on {g}"),
+                    }
+                    self.open.push(Group { addr: g, send, reader });
                     // Torrents are announced on the group that just opened too.
                     self.schedule.all_now(Instant::now());
                 }
@@ -430,7 +440,7 @@ impl Driver {
         let hashes: Vec<[u8; 20]> = ids.iter().filter_map(|id| self.regs.get(id)).map(|r| r.info_hash).collect();
         for g in &self.open {
             let packet = lsd::format(g.addr, port, &hashes, &self.cookie);
-            match g.socket.send_to(&packet, g.addr).await {
+            match g.send.send_to(&packet, g.addr).await {
                 Ok(_) => {
                     for h in &hashes {
                         debug!("LSD: announced {} on {}", InfoHash(*h), g.addr);
@@ -492,13 +502,18 @@ async fn read(socket: Arc<UdpSocket>, cookie: Vec<u8>, tx: mpsc::Sender<(SocketA
     }
 }
 
-/// A socket on `group`: bound to the group's address and port (so only datagrams sent to the
-/// group arrive), shared with other programs on the machine (libtorrent binds it too), with
-/// the group joined, TTL 1 (the local network only) and our own packets looped back to the
+/// The sockets of `group`. The first is bound to the group's address and port (so only
+/// datagrams sent to the group arrive), shared with other programs on the machine (libtorrent
+/// binds it too), with the group joined. When `local` (the session's listening address) is a
+/// specific address of the group's family, the second is bound to it and sends our announces:
+/// they leave by its interface with it as their source, which is the address others take for
+/// our peer's (the kernel's choice could be another address, and `--bind` listens on this one
+/// alone). Both have TTL 1 (the local network only) and loop our own packets back to the
 /// machine's other programs.
-fn open(group: SocketAddr, local: SocketAddr) -> std::io::Result<UdpSocket> {
+fn open(group: SocketAddr, local: SocketAddr) -> std::io::Result<(UdpSocket, Option<UdpSocket>)> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::for_address(group), Type::DGRAM, Some(Protocol::UDP))?;
+    let new = || Socket::new(Domain::for_address(group), Type::DGRAM, Some(Protocol::UDP));
+    let s = new()?;
     s.set_reuse_address(true)?;
     #[cfg(unix)]
     s.set_reuse_port(true)?;
@@ -511,30 +526,66 @@ fn open(group: SocketAddr, local: SocketAddr) -> std::io::Result<UdpSocket> {
     } else {
         IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
     };
+    // The session's own address, when it is a specific one of the group's family.
+    let own = Some(local).filter(|l| l.is_ipv4() == group.is_ipv4() && !l.ip().is_unspecified());
+    let sender = match own {
+        Some(l) => {
+            let t = new()?;
+            t.bind(&SocketAddr::new(l.ip(), 0).into())?;
+            Some(t)
+        }
+        None => None,
+    };
     match group.ip() {
         IpAddr::V4(g) => {
-            let iface = match local.ip() {
-                IpAddr::V4(a) if !a.is_unspecified() => a,
+            let iface = match own.map(|l| l.ip()) {
+                Some(IpAddr::V4(a)) => a,
                 _ => Ipv4Addr::UNSPECIFIED,
             };
             s.bind(&SocketAddr::new(bind_ip, group.port()).into())?;
             s.join_multicast_v4(&g, &iface)?;
-            if !iface.is_unspecified() {
-                s.set_multicast_if_v4(&iface)?;
+            for t in std::iter::once(&s).chain(&sender) {
+                if !iface.is_unspecified() {
+                    t.set_multicast_if_v4(&iface)?;
+                }
+                t.set_multicast_ttl_v4(1)?;
+                t.set_multicast_loop_v4(true)?;
             }
-            s.set_multicast_ttl_v4(1)?;
-            s.set_multicast_loop_v4(true)?;
         }
         IpAddr::V6(g) => {
+            let index = own.map_or(0, interface_index);
             s.set_only_v6(true)?;
             s.bind(&SocketAddr::new(bind_ip, group.port()).into())?;
-            s.join_multicast_v6(&g, 0)?;
-            s.set_multicast_hops_v6(1)?;
-            s.set_multicast_loop_v6(true)?;
+            s.join_multicast_v6(&g, index)?;
+            for t in std::iter::once(&s).chain(&sender) {
+                if index != 0 {
+                    t.set_multicast_if_v6(index)?;
+                }
+                t.set_multicast_hops_v6(1)?;
+                t.set_multicast_loop_v6(true)?;
+            }
         }
     }
-    s.set_nonblocking(true)?;
-    UdpSocket::from_std(s.into())
+    let tokio = |s: Socket| {
+        s.set_nonblocking(true)?;
+        UdpSocket::from_std(s.into())
+    };
+    Ok((tokio(s)?, sender.map(tokio).transpose()?))
+}
+
+/// The index of the interface that has the IPv6 address `local` (its scope id, for a
+/// link-local address with one); 0, the kernel's choice by its routes, if none has it.
+fn interface_index(local: SocketAddr) -> u32 {
+    match local {
+        SocketAddr::V6(l) if l.scope_id() != 0 => l.scope_id(),
+        SocketAddr::V6(l) => if_addrs::get_if_addrs()
+            .map_err(|e| debug!("LSD: the interfaces: {e}"))
+            .ok()
+            .and_then(|ifs| ifs.into_iter().find(|i| i.ip() == IpAddr::V6(*l.ip())))
+            .and_then(|i| i.index)
+            .unwrap_or(0),
+        SocketAddr::V4(_) => 0,
+    }
 }
 
 #[cfg(test)]

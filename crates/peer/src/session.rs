@@ -578,10 +578,18 @@ impl TorrentHandle {
     }
 }
 
+/// The peer listener; on `::`, dual-stack (IPv4 peers too) whatever the system's default.
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let std = std::net::TcpListener::bind(addr)?;
-    std.set_nonblocking(true)?;
-    TcpListener::from_std(std)
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    crate::dual_stack(&s, addr)?;
+    // As std's TcpListener::bind does on Unix.
+    #[cfg(unix)]
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    TcpListener::from_std(s.into())
 }
 
 /// Counts an incoming connection in its handshake until dropped.
@@ -666,6 +674,9 @@ async fn accept_loop(inner: std::sync::Weak<Inner>, listener: TcpListener) {
                 continue;
             }
         };
+        // An IPv4 peer of a dual-stack listener (`::`) comes as ::ffff:a.b.c.d: it is the IPv4
+        // address for every limit, ban and list, as when we dial it.
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let Some(inner) = inner.upgrade() else { return };
         let Some(guard) = inner.admit(addr.ip()) else { continue };
         tokio::spawn(inner.clone().incoming(stream, addr, guard));
