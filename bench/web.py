@@ -296,7 +296,8 @@ class Activity:
         os.makedirs(src, exist_ok=True)
         files = []
         for i in range(ACTIVE_N):
-            f = os.path.join(src, "active-%d.bin" % i)
+            # Named to sort after f00000.bin, which stays the list's top row.
+            f = os.path.join(src, "x-active-%d.bin" % i)
             if not os.path.exists(f) or os.path.getsize(f) != ACTIVE_MIB << 20:
                 with open(f + ".part", "wb") as out:
                     for _ in range(ACTIVE_MIB):
