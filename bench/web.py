@@ -27,17 +27,24 @@ For each program, one after the other:
       (Page.addScriptToEvaluateOnNewDocument) looks for that row's name cell at every
       requestAnimationFrame; the time is that of the next frame's callback, when the frame
       that first held the row has been produced.
-    - steady refreshes, --steady seconds (40) starting 5 s after the first render, the
+    - steady refreshes, --steady seconds (75) starting 5 s after the first render, the
       torrents idle: per refresh, the response bytes of the refresh's torrent-get (CDP's
       Network.loadingFinished encodedDataLength: what came over the connection, headers
-      included) and of every RPC call in the window divided by the refreshes; the browser's CPU
-      (Performance.getMetrics TaskDuration, ScriptDuration: deltas over the window divided by
-      the refreshes); and the daemon's own CPU (/proc, utime+stime) per refresh. Nothing runs
-      in the page meanwhile but the page itself.
+      included) and of every RPC call in the window divided by the refreshes, and per minute;
+      the browser's CPU (Performance.getMetrics TaskDuration, ScriptDuration: deltas over the
+      window divided by the refreshes); and the daemon's own CPU (/proc, utime+stime) per
+      refresh. A response counts in the window it finished in: bitswarm's page holds its
+      refresh (bitswarm-wait) until something changes, 25 s at most. Nothing runs in the page
+      meanwhile but the page itself.
+  - then, that program still running, with activity (unless --no-activity): ACTIVE_N (5)
+    more torrents of 48 MiB added, limited to 64 kB/s each and started, downloading from
+    `bitswarm seed` seeders found through a `bitswarm tracker` on loopback (the same for both
+    daemons); once all download, --runs new browsers measured as the idle runs (their rows'
+    rates, progress and ETA move all along). Then they are removed with their data.
 Medians over the runs; ratios bitswarm ÷ Transmission. Prints Markdown tables and writes them
 with the raw runs to bench/results/web-DATE.md. Every program started is stopped at the end.
 
-Usage: bench/web.py [--n 10000] [--runs 3] [--steady 40] [--bulk 60] [--programs bitswarm,transmission]
+Usage: bench/web.py [--n 10000] [--runs 3] [--steady 75] [--bulk 60] [--programs bitswarm,transmission] [--no-activity]
 """
 import argparse, atexit, base64, datetime, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 
