@@ -17,8 +17,8 @@ use crate::view::{LimitMode, Priority};
 /// torrent-get: `fields` is required; unknown fields are left out; `format: "table"` gives
 /// rows; `recently-active` adds `removed`; bitswarm's `bitswarm-since` adds `bitswarm-now`
 /// (see [`ids::changed_since`]), and with it bitswarm's `bitswarm-moving` (field names) lists
-/// the torrents whose figures only moved apart, under `bitswarm-moving`, with those fields
-/// alone. A held request (`bitswarm-wait`) waited before this (see [`crate::hold`]).
+/// the torrents whose figures only moved apart, under `bitswarm-moving` (left out when there
+/// are none), with those fields alone. A held request (`bitswarm-wait`) waited before this (see [`crate::hold`]).
 pub(crate) fn get<B: Backend>(backend: &B, args: &Args) -> Reply {
     #[derive(Serialize)]
     struct Get<'a> {
@@ -83,7 +83,8 @@ pub(crate) fn get<B: Backend>(backend: &B, args: &Args) -> Reply {
     Reply::with(&Get {
         removed: resolved.removed,
         torrents: Torrents { views: &views, fields: &fields, table: table_of(&views) },
-        moving: moving_fields.as_ref().map(|f| Torrents {
+        // Left out when none moved: an idle page's answer stays as small as it was.
+        moving: moving_fields.as_ref().filter(|_| !moving_views.is_empty()).map(|f| Torrents {
             views: &moving_views,
             fields: f,
             table: table_of(&moving_views),
