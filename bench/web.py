@@ -404,7 +404,12 @@ def measure(name, base, data, metainfo, a, act):
             log("  %s run %d: first render %.0f ms; steady: %s" % (name, i + 1, run["first_render_ms"], short(run)))
             r["runs"].append(run)
         if act is not None:
-            measure_active(prog, act, base, a, r)
+            try:
+                measure_active(prog, act, base, a, r)
+            except RuntimeError as e:
+                # Kept in the results, said in the log: the idle figures still count.
+                r["active_error"] = str(e)
+                log("  %s: no activity measured: %s" % (name, e))
     finally:
         prog.stop()
     return r
