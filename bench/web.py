@@ -27,17 +27,24 @@ For each program, one after the other:
       (Page.addScriptToEvaluateOnNewDocument) looks for that row's name cell at every
       requestAnimationFrame; the time is that of the next frame's callback, when the frame
       that first held the row has been produced.
-    - steady refreshes, --steady seconds (40) starting 5 s after the first render, the
+    - steady refreshes, --steady seconds (75) starting 5 s after the first render, the
       torrents idle: per refresh, the response bytes of the refresh's torrent-get (CDP's
       Network.loadingFinished encodedDataLength: what came over the connection, headers
-      included) and of every RPC call in the window divided by the refreshes; the browser's CPU
-      (Performance.getMetrics TaskDuration, ScriptDuration: deltas over the window divided by
-      the refreshes); and the daemon's own CPU (/proc, utime+stime) per refresh. Nothing runs
-      in the page meanwhile but the page itself.
+      included) and of every RPC call in the window divided by the refreshes, and per minute;
+      the browser's CPU (Performance.getMetrics TaskDuration, ScriptDuration: deltas over the
+      window divided by the refreshes); and the daemon's own CPU (/proc, utime+stime) per
+      refresh. A response counts in the window it finished in: bitswarm's page holds its
+      refresh (bitswarm-wait) until something changes, 25 s at most. Nothing runs in the page
+      meanwhile but the page itself.
+  - then, that program still running, with activity (unless --no-activity): ACTIVE_N (5)
+    more torrents of 48 MiB added, limited to 64 kB/s each and started, downloading from
+    `bitswarm seed` seeders found through a `bitswarm tracker` on loopback (the same for both
+    daemons); once all download, --runs new browsers measured as the idle runs (their rows'
+    rates, progress and ETA move all along). Then they are removed with their data.
 Medians over the runs; ratios bitswarm ÷ Transmission. Prints Markdown tables and writes them
 with the raw runs to bench/results/web-DATE.md. Every program started is stopped at the end.
 
-Usage: bench/web.py [--n 10000] [--runs 3] [--steady 40] [--bulk 60] [--programs bitswarm,transmission]
+Usage: bench/web.py [--n 10000] [--runs 3] [--steady 75] [--bulk 60] [--programs bitswarm,transmission] [--no-activity]
 """
 import argparse, atexit, base64, datetime, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 
@@ -49,6 +56,8 @@ from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 
 ROOT = bench.ROOT
+# The activity (see Activity): this many torrents downloading, of this size, at this limit each.
+ACTIVE_N, ACTIVE_MIB, ACTIVE_LIMIT = 5, 48, 64
 TOP = "f00000.bin"  # the first torrent by name: the list's top row in both pages
 WEB_HOME = "/usr/share/transmission/web"
 # Where each page puts a row's name.
@@ -114,6 +123,7 @@ class Browser:
                 self.requests[p["requestId"]]["status"] = p["response"]["status"]
             elif m["method"] == "Network.loadingFinished" and p["requestId"] in self.requests:
                 self.requests[p["requestId"]]["bytes"] = p["encodedDataLength"]
+                self.requests[p["requestId"]]["end"] = entry["timestamp"] / 1000
 
     def metrics(self):
         got = self.d.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]
@@ -139,16 +149,16 @@ def is_refresh(r):
 
 def window(browser, prog, seconds):
     """Refreshes over `seconds`, nothing else done meanwhile: their bytes, every RPC call's,
-    the browser's CPU and the daemon's, per refresh."""
+    the browser's CPU and the daemon's, per refresh. A response counts in the window it
+    finished in (bitswarm's page holds its refresh until something changes, up to 25 s)."""
     browser.drain()
-    known = set(browser.requests)
     m0, c0, t0 = browser.metrics(), bench.cpu_ticks(prog.p.pid), time.time()
     time.sleep(seconds)
     m1, c1, t1 = browser.metrics(), bench.cpu_ticks(prog.p.pid), time.time()
     time.sleep(1.5)  # for the last responses' events
     browser.drain()
-    new = [r for k, r in browser.requests.items() if k not in known and t0 <= r["t"] <= t1]
-    rpc = [r for r in new if r["url"].endswith("/transmission/rpc")]
+    rpc = [r for r in browser.requests.values()
+           if r["url"].endswith("/transmission/rpc") and r.get("end") is not None and t0 <= r["end"] <= t1]
     refreshes = [r for r in rpc if is_refresh(r)]
     n = len(refreshes)
     per = lambda v: v / n if n else None
@@ -157,6 +167,7 @@ def window(browser, prog, seconds):
         "refreshes": n,
         "refresh_bytes": [r["bytes"] for r in refreshes],
         "refresh_bytes_median": statistics.median([r["bytes"] or 0 for r in refreshes]) if n else None,
+        "refresh_bytes_per_minute": sum(r["bytes"] or 0 for r in refreshes) * 60 / (t1 - t0),
         "rpc_calls": len(rpc),
         "rpc_bytes": sum(r["bytes"] or 0 for r in rpc),
         "rpc_bytes_per_refresh": per(sum(r["bytes"] or 0 for r in rpc)),
@@ -281,7 +292,79 @@ def start_on(name, work, data, n, cache):
     return start(name, work, data, n, prog)
 
 
-def measure(name, base, data, metainfo, a):
+class Activity:
+    """ACTIVE_N torrents of ACTIVE_MIB MiB (random data, made once and kept under --dir), each
+    seeded by `bitswarm seed` and announced to a `bitswarm tracker` on loopback: what both
+    daemons download, the same way, at a limit of ACTIVE_LIMIT kB/s each (set through the RPC
+    before they start), so that their rows' rates, progress and ETA move for minutes."""
+
+    def __init__(self, a, base):
+        src = os.path.join(a.dir, "web-active-src")
+        os.makedirs(src, exist_ok=True)
+        files = []
+        for i in range(ACTIVE_N):
+            # Named to sort after f00000.bin, which stays the list's top row.
+            f = os.path.join(src, "x-active-%d.bin" % i)
+            if not os.path.exists(f) or os.path.getsize(f) != ACTIVE_MIB << 20:
+                with open(f + ".part", "wb") as out:
+                    for _ in range(ACTIVE_MIB):
+                        out.write(os.urandom(1 << 20))
+                os.rename(f + ".part", f)
+            files.append(f)
+        self.tracker, addr = bench.start_tracker()
+        self.torrents, self.seeders = [], []
+        for f in files:
+            work = tempfile.mkdtemp(prefix="active-", dir=base)
+            t = bench.make_torrent(work, f, addr)
+            self.torrents.append((os.path.basename(f), base64.b64encode(open(t, "rb").read()).decode()))
+            self.seeders.append(bench.peer.seed_bitswarm(t, src)[0])
+            bench.wait_seeder_known(addr, t)
+
+    def stop(self):
+        for p in self.seeders:
+            p.stop()
+        self.tracker.stop()
+
+
+def downloading(prog, ids):
+    data, _ = prog.rpc("torrent-get", {"ids": ids, "fields": ["id", "rateDownload", "leftUntilDone"]})
+    ts = json.loads(data)["arguments"]["torrents"]
+    return len(ts) == len(ids) and all(t["rateDownload"] > 0 and t["leftUntilDone"] > 0 for t in ts)
+
+
+def measure_active(prog, act, base, a, r):
+    """With the program idle and holding N: the activity's torrents added (paused, limited,
+    then started); once all download, --runs new browsers, each measured as the idle runs."""
+    dl = tempfile.mkdtemp(prefix=prog.name + "-active-", dir=base)
+    ids = []
+    for name, b64 in act.torrents:
+        data, _ = prog.rpc("torrent-add", {"metainfo": b64, "download-dir": dl, "paused": True})
+        reply = json.loads(data)
+        if reply["result"] != "success" or "torrent-added" not in reply["arguments"]:
+            raise RuntimeError("%s: torrent-add %s: %s" % (prog.name, name, data[:300]))
+        ids.append(reply["arguments"]["torrent-added"]["id"])
+    prog.rpc("torrent-set", {"ids": ids, "downloadLimited": True, "downloadLimit": ACTIVE_LIMIT})
+    prog.rpc("torrent-start", {"ids": ids})
+    r["active_start_s"] = wait_until(prog, "the %d downloading" % len(ids), lambda p: downloading(p, ids), 180, 1)
+    r["active_runs"] = []
+    try:
+        for i in range(a.runs):
+            b = Browser(base, prog.name)
+            try:
+                run = {"first_render_ms": first_render(b, prog)}
+                time.sleep(5)
+                run.update(window(b, prog, a.steady))
+                run["still_downloading"] = downloading(prog, ids)
+            finally:
+                b.quit()
+            log("  %s active run %d: %s; all still downloading: %s" % (prog.name, i + 1, short(run),
+                                                                       run["still_downloading"]))
+            r["active_runs"].append(run)
+    finally:
+        prog.rpc("torrent-remove", {"ids": ids, "delete-local-data": True})
+
+
+def measure(name, base, data, metainfo, a, act):
     r = {"program": name, "n": len(metainfo), "runs": []}
     cache = prepared_state(name, data, metainfo, a, base)
     # The page open on an empty daemon, then all added.
@@ -320,6 +403,13 @@ def measure(name, base, data, metainfo, a):
                 b.quit()
             log("  %s run %d: first render %.0f ms; steady: %s" % (name, i + 1, run["first_render_ms"], short(run)))
             r["runs"].append(run)
+        if act is not None:
+            try:
+                measure_active(prog, act, base, a, r)
+            except RuntimeError as e:
+                # Kept in the results, said in the log: the idle figures still count.
+                r["active_error"] = str(e)
+                log("  %s: no activity measured: %s" % (name, e))
     finally:
         prog.stop()
     return r
@@ -333,9 +423,13 @@ def short(w):
 
 # ---------------------------------------------------------------- the tables
 
-def med(r, key):
-    vals = [run[key] for run in r["runs"] if run.get(key) is not None]
+def med(r, key, runs="runs"):
+    vals = [run[key] for run in r.get(runs, []) if run.get(key) is not None]
     return statistics.median(vals) if vals else None
+
+
+def amed(key):
+    return lambda r: med(r, key, "active_runs")
 
 
 ROWS = [
@@ -349,7 +443,15 @@ ROWS = [
     ("steady: browser CPU per refresh (TaskDuration)", lambda r: med(r, "task_ms_per_refresh"), "%.2f ms"),
     ("steady: of which script (ScriptDuration)", lambda r: med(r, "script_ms_per_refresh"), "%.2f ms"),
     ("steady: browser CPU per minute", lambda r: med(r, "task_ms_per_minute"), "%.1f ms"),
+    ("steady: the refreshes' bytes, per minute", lambda r: med(r, "refresh_bytes_per_minute"), "%.0f B"),
     ("steady: daemon CPU per refresh (/proc, 10 ms ticks)", lambda r: med(r, "daemon_cpu_ms_per_refresh"), "%.1f ms"),
+    ("%d downloading (%d kB/s each): refreshes in the window" % (ACTIVE_N, ACTIVE_LIMIT), amed("refreshes"), "%.0f"),
+    ("%d downloading: bytes per refresh (median)" % ACTIVE_N, amed("refresh_bytes_median"), "%.0f B"),
+    ("%d downloading: the refreshes' bytes, per minute" % ACTIVE_N, amed("refresh_bytes_per_minute"), "%.0f B"),
+    ("%d downloading: every RPC response's bytes, per minute" % ACTIVE_N, amed("rpc_bytes_per_minute"), "%.0f B"),
+    ("%d downloading: browser CPU per refresh" % ACTIVE_N, amed("task_ms_per_refresh"), "%.2f ms"),
+    ("%d downloading: browser CPU per minute" % ACTIVE_N, amed("task_ms_per_minute"), "%.1f ms"),
+    ("%d downloading: daemon CPU per refresh" % ACTIVE_N, amed("daemon_cpu_ms_per_refresh"), "%.1f ms"),
     ("adding all (paused, one torrent-add each)", lambda r: r.get("add_s"), "%.1f s"),
     ("60 s after the add: refreshes", lambda r: r["bulk"]["refreshes"], "%d"),
     ("60 s after the add: bytes per refresh (median)", lambda r: r["bulk"]["refresh_bytes_median"], "%.0f B"),
@@ -387,7 +489,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--steady", type=float, default=40, help="the steady window, s (at least 30)")
+    ap.add_argument("--steady", type=float, default=75, help="the steady window, s (at least 60: an idle page of bitswarm's is answered every 25 s)")
+    ap.add_argument("--no-activity", action="store_true", help="measure idle only, not with torrents downloading")
     ap.add_argument("--bulk", type=float, default=60, help="the window after the bulk add, s")
     ap.add_argument("--programs", default="bitswarm,transmission")
     ap.add_argument("--piece-size", default="64K")
@@ -423,14 +526,19 @@ def main():
     metainfo = [(name, base64.b64encode(t).decode()) for name, t, _ in torrents]
     base = tempfile.mkdtemp(prefix="bitswarm-web-bench-", dir=a.dir)
     results = {}
+    act = None
     try:
+        if not a.prepare_only and not a.no_activity:
+            act = Activity(a, base)
         for p in programs:
             log("%s, %d torrents" % (p, a.n))
             if a.prepare_only:
                 prepared_state(p, data, metainfo, a, base)
                 continue
-            results[p] = measure(p, base, data, metainfo, a)
+            results[p] = measure(p, base, data, metainfo, a, act)
     finally:
+        if act is not None:
+            act.stop()
         shutil.rmtree(base, ignore_errors=True)
         bench.stop_all()
 

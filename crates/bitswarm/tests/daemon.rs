@@ -532,3 +532,108 @@ fn a_tracker_refusal_is_the_torrents_error_until_it_serves_it_again() {
     daemon.rpc("torrent-reannounce", serde_json::json!({ "ids": id }));
     daemon.wait_torrent(id, &fields, "the error cleared", |v| v["error"] == 0 && v["errorString"] == "");
 }
+
+/// A torrent-get held for `wait` seconds (`bitswarm-wait`) since `since`, on a connection of its
+/// own: how long it took, and its reply.
+fn held_get(rpc: std::net::SocketAddr, sid: &str, since: u64, wait: u64) -> (Duration, serde_json::Value) {
+    let body = serde_json::json!({"method": "torrent-get", "arguments": {
+        "fields": ["id", "status"], "ids": "recently-active", "bitswarm-since": since, "bitswarm-wait": wait,
+    }})
+    .to_string();
+    let req = format!(
+        "POST /transmission/rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         X-Transmission-Session-Id: {sid}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let start = Instant::now();
+    let mut s = std::net::TcpStream::connect(rpc).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, text) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{text}");
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(v["result"], "success", "{v}");
+    (start.elapsed(), v["arguments"].clone())
+}
+
+/// Four held torrent-gets from this client (the most it may hold): each waits `wait` seconds
+/// since `since`; returns once the daemon holds all four (a fifth is answered at once, not
+/// held), with their threads.
+fn hold_four<'s, 'd: 's>(
+    s: &'s std::thread::Scope<'s, '_>,
+    rpc: std::net::SocketAddr,
+    sid: &'d str,
+    since: u64,
+    wait: u64,
+) -> Vec<std::thread::ScopedJoinHandle<'s, (Duration, serde_json::Value)>> {
+    let mut held = Vec::new();
+    wait_for(T, "four requests held", || {
+        // One refused while a probe held a place ends at once: another takes its place.
+        held.retain(|h: &std::thread::ScopedJoinHandle<'s, _>| !h.is_finished());
+        while held.len() < 4 {
+            held.push(s.spawn(move || held_get(rpc, sid, since, wait)));
+        }
+        // Held for 1 s while fewer than four are; answered at once when four are.
+        (held_get(rpc, sid, since, 1).0 < Duration::from_millis(500) && held.iter().all(|h| !h.is_finished()))
+            .then_some(())
+    });
+    held
+}
+
+/// The web page's held torrent-get (`bitswarm-wait`): nothing changed, it answers `[]` when its
+/// wait ends; at most four are held for one client (a fifth answers at once); a change (a
+/// torrent started by another client) answers those held at once; and so does a shutdown.
+#[test]
+fn a_held_torrent_get_answers_on_a_change_or_at_its_end_and_is_capped() {
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let (a, ha) = torrent_of(t.path(), "a.bin", 100_000, 21, &tracker.http_url());
+    let mut daemon = OurDaemon::start(t.path(), "[daemon]\nstart_added = false\n", None);
+    daemon.remote(&["-a", a.to_str().unwrap()]);
+    let id = id_of(&daemon, &ha);
+    let sid = daemon.session_id();
+    let first = daemon.rpc("torrent-get", serde_json::json!({"fields": ["id"], "bitswarm-since": 0}));
+    // Nothing changes: held to its end (2 s). Its answer may list what changed a second before
+    // the marker (changes are sent again for a second); what follows it does not.
+    let settle = |since: u64| {
+        let (took, reply) = held_get(daemon.rpc, &sid, since, 2);
+        assert!(took >= Duration::from_millis(1900), "answered after {took:?}: {reply}");
+        reply["bitswarm-now"].as_u64().unwrap()
+    };
+    let since = settle(first["bitswarm-now"].as_u64().unwrap());
+    let (took, idle) = held_get(daemon.rpc, &sid, since, 1);
+    assert!(took >= Duration::from_millis(900), "answered after {took:?}: {idle}");
+    assert_eq!(idle["torrents"], serde_json::json!([]), "{idle}");
+
+    // Four held for 60 s; the torrent started by another client: all four answered with it.
+    std::thread::scope(|s| {
+        let held = hold_four(s, daemon.rpc, &sid, since, 60);
+        daemon.remote(&["-t", &id.to_string(), "-s"]);
+        for h in held {
+            let (took, changed) = h.join().unwrap();
+            assert!(took < Duration::from_secs(50), "answered after {took:?}");
+            assert_eq!(changed["torrents"][0]["id"], id, "{changed}");
+            assert_ne!(changed["torrents"][0]["status"], 0, "{changed}");
+        }
+    });
+    daemon.remote(&["-t", &id.to_string(), "-S"]);
+    daemon.wait_torrent(id, &["status"], "stopped", |t| t["status"] == 0);
+
+    // Four held for 60 s while a client closes the session: answered, and the daemon exits.
+    let now = daemon.rpc("torrent-get", serde_json::json!({"fields": ["id"], "bitswarm-since": 0}));
+    let since = settle(now["bitswarm-now"].as_u64().unwrap());
+    std::thread::scope(|s| {
+        let held = hold_four(s, daemon.rpc, &sid, since, 60);
+        daemon.rpc("session-close", serde_json::json!({}));
+        for h in held {
+            let (took, idle) = h.join().unwrap();
+            assert!(took < Duration::from_secs(50), "answered after {took:?}");
+            assert_eq!(idle["torrents"], serde_json::json!([]), "{idle}");
+        }
+    });
+    let status = daemon.proc.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "daemon exit: {status:?}\n{}", daemon.proc.output());
+}

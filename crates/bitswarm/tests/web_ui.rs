@@ -113,7 +113,8 @@ fn interop_web_page_behind_a_password() {
 
 /// 10,000 torrents: listed within seconds with only the rows in view in the page, sorted and
 /// searched quickly, and polled with answers that carry only what changed, also in the minute
-/// after they were added (in which the RPC counts them as recently active).
+/// after they were added (in which the RPC counts them as recently active), the poll held by
+/// the daemon while nothing changes.
 #[test]
 fn interop_web_page_with_10000_torrents() {
     if !require("chromium") || !require("chromedriver") || !require("selenium") {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bitswarm_metainfo::{Magnet, Metainfo};
 use bitswarm_peer::{AddSource, FilePriority, Limit, Source, State, TorrentHandle, TorrentSettings, TrackerProblem};
 use bitswarm_rpc::backend::{
-    AddOutcome, AddRequest, AddSource as RpcSource, Backend, BackendError, CreateJob, CreateRequest, FileSelection,
-    QueueMove, SessionSet, SwarmView, TorrentRef, TorrentSet, TrackerServerView, Wants,
+    AddOutcome, AddRequest, AddSource as RpcSource, Backend, BackendError, Changes, CreateJob, CreateRequest,
+    FileSelection, QueueMove, SessionSet, SwarmView, TorrentRef, TorrentSet, TrackerServerView, Wants,
 };
 use bitswarm_rpc::view::{
     Encryption, Eta, FileView, LimitMode, PeerSource, PeerView, PeersFrom, Priority, SessionStats, SessionView,
@@ -452,21 +452,40 @@ impl Backend for Daemon {
     }
 
     fn changed_since(&self, since: Instant) -> Vec<u32> {
+        let c = self.changes_since(since);
+        let mut ids = c.changed;
+        ids.extend(c.moving);
+        ids
+    }
+
+    fn changes_since(&self, since: Instant) -> Changes {
         let recent = Duration::from_secs(bitswarm_rpc::RECENT_SECONDS);
-        self.session
-            .torrents()
-            .iter()
-            .filter(|h| {
-                let s = h.stats();
-                h.changed_at() >= since
-                    || s.down_rate > 0
-                    || s.up_rate > 0
-                    || s.peers > 0
-                    || matches!(s.state, State::Checking | State::CheckQueued)
-                    || h.times().activity.and_then(|t| t.elapsed().ok()).is_some_and(|e| e < recent)
-            })
-            .map(|h| h.id())
-            .collect()
+        let mut c = Changes::default();
+        for h in self.session.torrents() {
+            if h.changed_at() >= since {
+                c.changed.push(h.id());
+                continue;
+            }
+            let s = h.stats();
+            if s.down_rate > 0
+                || s.up_rate > 0
+                || s.peers > 0
+                || matches!(s.state, State::Checking | State::CheckQueued)
+                || h.times().activity.and_then(|t| t.elapsed().ok()).is_some_and(|e| e < recent)
+            {
+                c.moving.push(h.id());
+            }
+        }
+        c.removed = self.removed.lock().unwrap_or_else(|p| p.into_inner()).back().is_some_and(|(_, t)| *t >= since);
+        c
+    }
+
+    fn events(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.session.events())
+    }
+
+    async fn closing(&self) {
+        self.closed().await;
     }
 
     fn recently_removed(&self) -> Vec<u32> {

@@ -539,6 +539,9 @@ impl Daemon {
         while r.front().is_some_and(|(_, t)| t.elapsed() > Duration::from_secs(bitswarm_rpc::RECENT_SECONDS)) {
             r.pop_front();
         }
+        drop(r);
+        // A held torrent-get answers with it.
+        self.session.bump();
     }
 
     /// Writes what changed of the torrents that changed since the last look (of all of them

@@ -173,6 +173,10 @@ pub(crate) struct Core {
     /// Torrents that changed since the last [`take_changed`](Core::take_changed): what keeps
     /// state looks at these alone, not at every torrent.
     changed: Mutex<std::collections::HashSet<u32>>,
+    /// Bumped when a listing would look different at once: a torrent's state or settings
+    /// changed, one was added or removed, or one got its first peer (its figures start to
+    /// move). What wakes the RPC's held requests.
+    events: tokio::sync::watch::Sender<u64>,
 }
 
 impl Core {
@@ -205,6 +209,7 @@ impl Core {
             lsd,
             announcer: crate::announcer::Announcer::new(),
             changed: Mutex::new(std::collections::HashSet::new()),
+            events: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -246,6 +251,16 @@ impl Core {
     /// Torrent `id` changed (its state, settings or verified pieces).
     pub fn mark_changed(&self, id: u32) {
         self.changed.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+    }
+
+    /// A listing would look different now (see [`Core::events`]).
+    pub fn bump(&self) {
+        self.events.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// A receiver that sees every [`bump`](Core::bump).
+    pub fn events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
     }
 
     /// The torrents that changed since the last call.

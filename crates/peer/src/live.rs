@@ -996,6 +996,8 @@ impl Link for Live {
         self.core.count_connection(true);
         if st.peers.len() == 1 {
             self.wake_choker();
+            // Its figures start to move: a client's held listing hears of it.
+            self.core.bump();
         }
         Some(key)
     }

@@ -204,6 +204,7 @@ impl Session {
         ts.by_req2.insert(req2_digest(&hash.0), hash.0);
         drop(ts);
         tokio::spawn(drive(t.clone()));
+        self.inner.core.bump();
         Ok(TorrentHandle { t })
     }
 
@@ -230,6 +231,17 @@ impl Session {
         let ids = self.inner.core.take_changed();
         let ts = self.inner.torrents.read().unwrap_or_else(|p| p.into_inner());
         ids.iter().filter_map(|id| ts.by_id.get(id)).map(|t| TorrentHandle { t: t.clone() }).collect()
+    }
+
+    /// Bumped whenever a listing of the torrents would look different at once: a torrent's
+    /// state or settings changed, one was added or got its first peer, or [`Session::bump`].
+    pub fn events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.core.events()
+    }
+
+    /// Wakes what waits on [`Session::events`] (a torrent was removed and forgotten).
+    pub fn bump(&self) {
+        self.inner.core.bump();
     }
 
     pub fn torrents(&self) -> Vec<TorrentHandle> {

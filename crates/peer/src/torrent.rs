@@ -555,6 +555,7 @@ impl Torrent {
         self.generation.fetch_add(1, Ordering::Relaxed);
         self.core.mark_changed(self.id);
         *self.changed_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.core.bump();
     }
 
     /// Goes up with every change (state, settings, verified pieces).
@@ -871,6 +872,8 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
                 match fetched {
                     Some(Ok(m)) => {
                         *t.meta.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
+                        // Its name, size and files are known now.
+                        t.changed();
                         if t.with_settings(|s| s.stop_at_metadata) {
                             // Cleared (and so saved) with the metadata.
                             t.set_settings(|s| s.stop_at_metadata = false);

@@ -75,6 +75,17 @@ impl Wants {
     }
 }
 
+/// What changed since a moment (see [`Backend::changes_since`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Changes {
+    /// State or settings changed, or added.
+    pub changed: Vec<u32>,
+    /// Figures move (transferring, peers connected, checking, active lately), nothing else.
+    pub moving: Vec<u32>,
+    /// A torrent was removed.
+    pub removed: bool,
+}
+
 /// Where a torrent to add comes from (torrent-add's `filename` or `metainfo`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddSource {
@@ -419,6 +430,28 @@ pub trait Backend: Send + Sync + 'static {
     fn changed_since(&self, since: Instant) -> Vec<u32> {
         let _ = since;
         self.recently_active()
+    }
+
+    /// [`changed_since`](Backend::changed_since) told apart: the torrents whose state or
+    /// settings changed at or after `since` (every field is sent), those whose figures only
+    /// move (a client may ask for fewer fields of them), and whether one was removed at or
+    /// after `since`. By default, all changed and none removed.
+    fn changes_since(&self, since: Instant) -> Changes {
+        Changes { changed: self.changed_since(since), moving: Vec::new(), removed: false }
+    }
+
+    /// A receiver whose value goes up whenever [`changes_since`](Backend::changes_since) of an
+    /// earlier instant may say more than it did, save for figures that only move (a torrent
+    /// beginning to move counts): what wakes a held torrent-get (`bitswarm-wait`). `None`: a
+    /// held torrent-get answers at once.
+    fn events(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// Resolves once the daemon begins shutting down: held requests answer then, so that the
+    /// server can stop. By default, never.
+    fn closing(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
     }
 
     /// Views of these torrents, in this order, skipping ids that no longer exist. Fill the

@@ -87,6 +87,7 @@ pub(crate) struct Shared<B> {
     config: RpcConfig,
     guard: Guard,
     body_budget: tokio::sync::Semaphore,
+    holds: crate::hold::Holds,
 }
 
 /// The RPC server for `backend`, guarded as `config` says.
@@ -104,6 +105,7 @@ pub fn router<B: Backend>(backend: Arc<B>, config: RpcConfig) -> axum::Router {
         guard: Guard::new(config.credentials.clone()),
         config,
         body_budget: tokio::sync::Semaphore::new(BODY_BUDGET_MIB as usize),
+        holds: crate::hold::Holds::default(),
     });
     axum::Router::new().fallback(handle::<B>).with_state(shared)
 }
@@ -213,11 +215,11 @@ async fn handle<B: Backend>(State(shared): State<Arc<Shared<B>>>, request: Reque
     if request.method() != Method::POST {
         return simple(StatusCode::METHOD_NOT_ALLOWED, "");
     }
-    rpc(&shared, request).await
+    rpc(&shared, client, request).await
 }
 
 /// Reads the body within the memory budget and runs the request.
-async fn rpc<B: Backend>(shared: &Shared<B>, request: Request) -> Response {
+async fn rpc<B: Backend>(shared: &Shared<B>, client: Option<IpAddr>, request: Request) -> Response {
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
@@ -231,7 +233,7 @@ async fn rpc<B: Backend>(shared: &Shared<B>, request: Request) -> Response {
         let bytes = axum::body::to_bytes(body, MAX_BODY).await;
         Some((bytes, permit))
     };
-    let (bytes, _permit) = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+    let (bytes, permit) = match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Ok(Some((Ok(bytes), permit))) => (bytes, permit),
         Ok(Some((Err(e), _))) if is_too_long(&e) => return simple(StatusCode::PAYLOAD_TOO_LARGE, ""),
         // The client went away or sent a malformed chunked body.
@@ -244,6 +246,11 @@ async fn rpc<B: Backend>(shared: &Shared<B>, request: Request) -> Response {
         Err(e) => return simple(StatusCode::PAYLOAD_TOO_LARGE, &format!("<p>{e}</p>")),
     };
     drop(bytes);
+    // A held torrent-get (bitswarm-wait) waits holding none of the body budget.
+    if let Some((since, wait)) = crate::hold::asks(parsed.method.as_deref(), &parsed.args) {
+        drop(permit);
+        crate::hold::wait(shared.backend.as_ref(), &shared.holds, client, since, wait).await;
+    }
     let tag = parsed.tag;
     let method = parsed.method.clone();
     let ctx = Context { session_id: session_id(), anti_brute_force: shared.guard.required() };

@@ -148,25 +148,49 @@ pub(crate) fn now_marker() -> u64 {
 /// state it stamps was visible to that listing is not lost.
 const SLACK: Duration = Duration::from_secs(1);
 
-/// `recently-active` for a client that sent `bitswarm-since: marker` (the `bitswarm-now` of
-/// its last answer, or 0): the torrents changed since then, less [`SLACK`], and the busy ones
-/// ([`Backend::changed_since`]), so that a client polling every few seconds gets a bulk add
-/// once instead of for a whole minute. A marker this run did not give (0, from an earlier run,
-/// from the future) gets every torrent. `removed` is as for `recently-active`. Transmission's
-/// clients do not send it, and get Transmission's `recently-active`.
-pub(crate) fn changed_since<B: Backend>(marker: i64, backend: &B) -> Resolved {
+/// The instant a `bitswarm-since` marker names, if this run gave it (not 0, not from an
+/// earlier run, not from the future).
+pub(crate) fn marker_instant(marker: i64) -> Option<Instant> {
     let c = clock();
-    let removed = Some(sorted_unique(backend.recently_removed()));
-    let since = u64::try_from(marker)
+    u64::try_from(marker)
         .ok()
         .filter(|m| *m >= c.start_ms && *m <= now_marker())
         .and_then(|m| c.start.checked_add(Duration::from_millis(m - c.start_ms)))
-        .map(|t| t.checked_sub(SLACK).unwrap_or(c.start));
-    let ids = match since {
-        Some(t) => backend.changed_since(t),
-        None => backend.torrent_ids().into_iter().map(|(id, _)| id).collect(),
-    };
-    Resolved { ids: sorted_unique(ids), removed }
+}
+
+/// What [`changed_since`] selects: every field of the `changed`, fewer of the `moving`.
+pub(crate) struct Since {
+    /// State or settings changed since the marker (or every torrent, for a marker this run did
+    /// not give).
+    pub changed: Vec<u32>,
+    /// Only their figures move (see [`Backend::changes_since`]).
+    pub moving: Vec<u32>,
+    pub removed: Vec<u32>,
+}
+
+/// `recently-active` for a client that sent `bitswarm-since: marker` (the `bitswarm-now` of
+/// its last answer, or 0): the torrents changed since then, less [`SLACK`], and the busy ones
+/// ([`Backend::changes_since`]), so that a client polling every few seconds gets a bulk add
+/// once instead of for a whole minute. A marker this run did not give (0, from an earlier run,
+/// from the future) gets every torrent. `removed` is as for `recently-active`. Transmission's
+/// clients do not send it, and get Transmission's `recently-active`.
+pub(crate) fn changed_since<B: Backend>(marker: i64, backend: &B) -> Since {
+    let c = clock();
+    let removed = sorted_unique(backend.recently_removed());
+    match marker_instant(marker).map(|t| t.checked_sub(SLACK).unwrap_or(c.start)) {
+        Some(t) => {
+            let ch = backend.changes_since(t);
+            let changed = sorted_unique(ch.changed);
+            let mut moving = sorted_unique(ch.moving);
+            moving.retain(|id| changed.binary_search(id).is_err());
+            Since { changed, moving, removed }
+        }
+        None => Since {
+            changed: sorted_unique(backend.torrent_ids().into_iter().map(|(id, _)| id).collect()),
+            moving: Vec::new(),
+            removed,
+        },
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ pub mod config;
 mod envelope;
 mod fields;
 pub mod hash;
+mod hold;
 pub mod http;
 mod ids;
 mod methods;
@@ -41,11 +42,12 @@ pub mod view;
 mod web;
 
 pub use backend::{
-    AddOutcome, AddRequest, AddSource, Backend, BackendError, CreateJob, CreateRequest, CreateState, FileSelection,
-    QueueMove, RECENT_SECONDS, SessionSet, SwarmView, TorrentRef, TorrentSet, TrackerServerView, Wants,
+    AddOutcome, AddRequest, AddSource, Backend, BackendError, Changes, CreateJob, CreateRequest, CreateState,
+    FileSelection, QueueMove, RECENT_SECONDS, SessionSet, SwarmView, TorrentRef, TorrentSet, TrackerServerView, Wants,
 };
 pub use config::{AddressList, ConfigError, Credentials, HostWhitelist, RpcConfig, hash_password, verify_password};
 pub use hash::{InfoHash, Magnet};
+pub use hold::{MAX_HELD, MAX_HELD_PER_CLIENT, MAX_WAIT_SECS};
 pub use http::{MAX_BODY, SESSION_ID_HEADER, router, session_id};
 pub use view::{
     Encryption, Eta, FileView, LimitMode, PeerSource, PeerView, PeersFrom, Priority, SessionStats, SessionView,

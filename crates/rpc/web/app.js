@@ -12,11 +12,20 @@ const PAGE = `${location.origin}${location.pathname}`;
 const POLL_MS = 2000;
 // After this long without an answer, "recently-active" may have missed changes: get all again.
 const STALE_MS = 50000;
+// A poll is held by the daemon (`bitswarm-wait`) until something changed, or this long: an
+// idle page costs an answer per 25 s, and a change shows at once.
+const WAIT_S = 25;
 const FIELDS = [
   "id", "name", "status", "error", "errorString", "sizeWhenDone", "leftUntilDone", "percentDone",
   "recheckProgress", "metadataPercentComplete", "rateDownload", "rateUpload", "eta", "uploadRatio",
   "peersConnected", "labels", "isFinished", "queuePosition", "addedDate",
   "downloadLimit", "downloadLimited", "uploadLimit", "uploadLimited",
+];
+
+// What a torrent that only transfers (its state and settings unchanged) is sent of: its figures.
+const MOVING_FIELDS = [
+  "id", "error", "errorString", "leftUntilDone", "percentDone", "recheckProgress", "metadataPercentComplete",
+  "rateDownload", "rateUpload", "eta", "uploadRatio", "peersConnected", "isFinished",
 ];
 
 const STATUS = ["Stopped", "Queued to verify", "Verifying", "Queued", "Downloading", "Queued to seed", "Seeding"];
@@ -357,10 +366,16 @@ async function poll() {
   }
   polling = true;
   const full = Date.now() - lastPoll > STALE_MS;
+  const started = Date.now();
+  let quick = false;
   try {
     // "table": the field names once, then a row of values per torrent (less than half the bytes).
     const args = { fields: FIELDS, format: "table", "bitswarm-since": full ? 0 : since };
-    if (!full) args.ids = "recently-active";
+    if (!full) {
+      args.ids = "recently-active";
+      args["bitswarm-wait"] = WAIT_S;
+      args["bitswarm-moving"] = MOVING_FIELDS;
+    }
     const reply = await rpc("torrent-get", args);
     since = reply["bitswarm-now"] || 0;
     const [keys, ...rows] = reply.torrents || [];
@@ -370,24 +385,35 @@ async function poll() {
       keys.forEach((k, i) => { t[k] = row[i]; });
       torrents.set(t.id, t);
     }
+    // Torrents whose figures alone moved: those fields only.
+    const [movingKeys, ...moving] = reply["bitswarm-moving"] || [];
+    for (const row of moving) {
+      const t = torrents.get(row[0]);
+      if (!t) { lastPoll = 0; continue; } // not known here: get all next time
+      movingKeys.forEach((k, i) => { t[k] = row[i]; });
+    }
     for (const id of reply.removed || []) torrents.delete(id);
-    if (full || rows.length || (reply.removed || []).length) {
+    // Answered at once with nothing: not held (the daemon holds few per client).
+    quick = !full && !rows.length && !moving.length && Date.now() - started < 250;
+    if (full || rows.length || moving.length || (reply.removed || []).length) {
       dirty = true;
       updateLabels();
       schedule();
     }
     if (chooseLater.size) checkChooseLater();
-    lastPoll = Date.now();
+    if (lastPoll || full) lastPoll = Date.now();
     showError("error", "");
   } catch (e) {
     showError("error", `Could not refresh the list: ${e.message}`);
+    quick = true;
   }
   polling = false;
   if (pollAgain) {
     pollAgain = false;
     poll();
   } else {
-    pollTimer = setTimeout(poll, document.hidden ? POLL_MS * 5 : POLL_MS);
+    // Held polls follow one another; after an error or an answer not held, a pause.
+    pollTimer = setTimeout(poll, quick ? (document.hidden ? POLL_MS * 5 : POLL_MS) : 0);
   }
 }
 

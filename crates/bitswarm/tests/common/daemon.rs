@@ -143,6 +143,11 @@ impl OurDaemon {
         panic!("{method}: no session id after three tries");
     }
 
+    /// The session id the daemon handed out (after a first call).
+    pub fn session_id(&self) -> String {
+        self.session_id.lock().unwrap().clone()
+    }
+
     /// torrent-get of these fields for every torrent.
     pub fn torrents(&self, fields: &[&str]) -> Vec<serde_json::Value> {
         let v = self.rpc("torrent-get", serde_json::json!({ "fields": fields }));

@@ -68,6 +68,11 @@ impl Backend for Fake {
         vec![9]
     }
 
+    /// 1 changed, 2 only moving (their union is `recently_active`).
+    fn changes_since(&self, _since: std::time::Instant) -> crate::backend::Changes {
+        crate::backend::Changes { changed: vec![1], moving: vec![2], removed: false }
+    }
+
     fn torrents(&self, ids: &[u32], wants: Wants) -> Vec<TorrentView> {
         *self.last_wants.lock().unwrap() = Some(wants);
         let all = self.torrents.lock().unwrap();

@@ -115,6 +115,34 @@ fn torrent_get_since_a_marker() {
     assert_eq!(names(&plain), ["sample.bin", "fake-magnet"]);
 }
 
+/// bitswarm's `bitswarm-moving`: with `bitswarm-since`, the torrents whose figures alone moved
+/// (the backend's `changes_since`) come apart, with those fields alone (and their id); without
+/// it, with the others.
+#[test]
+fn torrent_get_moving_apart() {
+    let f = Fake::new();
+    let get = |args: Value| ok(&f, "torrent-get", args);
+    let marker = get(json!({"fields": ["id"], "bitswarm-since": 0}))["bitswarm-now"].as_u64().unwrap();
+    let args = json!({"fields": ["id", "name", "totalSize"], "ids": "recently-active", "bitswarm-since": marker,
+        "bitswarm-moving": ["rateDownload", "percentDone"], "format": "table"});
+    let a = get(args);
+    assert_eq!(a["torrents"][0], json!(["id", "name", "totalSize"]));
+    assert_eq!(a["torrents"].as_array().unwrap().len(), 2, "{a}");
+    assert_eq!(a["torrents"][1][0], 1);
+    assert_eq!(a["bitswarm-moving"][0], json!(["id", "rateDownload", "percentDone"]));
+    assert_eq!(a["bitswarm-moving"].as_array().unwrap().len(), 2, "{a}");
+    assert_eq!(a["bitswarm-moving"][1][0], 2);
+    let together =
+        get(json!({"fields": ["id"], "ids": "recently-active", "bitswarm-since": marker, "format": "table"}));
+    assert_eq!(together["torrents"], json!([["id"], [1], [2]]));
+    assert!(together.get("bitswarm-moving").is_none());
+    // A marker not this run's: every torrent, all fields, nothing apart.
+    let all = get(json!({"fields": ["id"], "ids": "recently-active", "bitswarm-since": 0,
+        "bitswarm-moving": ["rateDownload"]}));
+    assert_eq!(all["torrents"].as_array().unwrap().len(), 3, "{all}");
+    assert!(all.get("bitswarm-moving").is_none(), "{all}");
+}
+
 #[test]
 fn torrent_get_fields_formats_and_wants() {
     let f = Fake::new();

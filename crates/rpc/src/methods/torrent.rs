@@ -16,13 +16,17 @@ use crate::view::{LimitMode, Priority};
 
 /// torrent-get: `fields` is required; unknown fields are left out; `format: "table"` gives
 /// rows; `recently-active` adds `removed`; bitswarm's `bitswarm-since` adds `bitswarm-now`
-/// (see [`ids::changed_since`]).
+/// (see [`ids::changed_since`]), and with it bitswarm's `bitswarm-moving` (field names) lists
+/// the torrents whose figures only moved apart, under `bitswarm-moving` (left out when there
+/// are none), with those fields alone. A held request (`bitswarm-wait`) waited before this (see [`crate::hold`]).
 pub(crate) fn get<B: Backend>(backend: &B, args: &Args) -> Reply {
     #[derive(Serialize)]
     struct Get<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         removed: Option<Vec<u32>>,
         torrents: Torrents<'a>,
+        #[serde(rename = "bitswarm-moving", skip_serializing_if = "Option::is_none")]
+        moving: Option<Torrents<'a>>,
         #[serde(rename = "bitswarm-now", skip_serializing_if = "Option::is_none")]
         now: Option<u64>,
     }
@@ -35,19 +39,58 @@ pub(crate) fn get<B: Backend>(backend: &B, args: &Args) -> Reply {
     let since = args.get("bitswarm-since").and_then(coerce::int);
     let now = since.map(|_| ids::now_marker());
     let selection = ids::parse(args);
-    let resolved = match since {
-        Some(marker) if selection == ids::Selection::RecentlyActive => ids::changed_since(marker, backend),
-        _ => ids::resolve(&selection, backend),
+    let moving_fields = match since {
+        Some(_) => args.get("bitswarm-moving").and_then(Value::as_array).map(|names| {
+            let mut f = parse_fields(names.iter().filter_map(Value::as_str));
+            // A row must say whose it is.
+            if !f.iter().any(|f| f.name() == "id") {
+                f.splice(0..0, parse_fields(["id"]));
+            }
+            f
+        }),
+        None => None,
     };
-    let views = if resolved.ids.is_empty() {
-        Vec::new()
-    } else {
-        backend.torrents(&resolved.ids, Wants::from_fields(fields.iter().map(|f| f.name())))
+    let (resolved, moving) = match since {
+        Some(marker) if selection == ids::Selection::RecentlyActive => {
+            let s = ids::changed_since(marker, backend);
+            let mut changed = s.changed;
+            let moving = if moving_fields.is_some() {
+                s.moving
+            } else {
+                changed.extend(s.moving);
+                changed.sort_unstable();
+                Vec::new()
+            };
+            (ids::Resolved { ids: changed, removed: Some(s.removed) }, moving)
+        }
+        _ => (ids::resolve(&selection, backend), Vec::new()),
+    };
+    let view = |ids: &[u32], fields: &[crate::fields::Field]| {
+        if ids.is_empty() {
+            Vec::new()
+        } else {
+            backend.torrents(ids, Wants::from_fields(fields.iter().map(|f| f.name())))
+        }
+    };
+    let views = view(&resolved.ids, &fields);
+    let moving_views = match &moving_fields {
+        Some(f) => view(&moving, f),
+        None => Vec::new(),
     };
     // With `bitswarm-since`, nothing changed is `[]` also in the table format (not a row of
-    // field names alone): what an idle page's poll gets every 2 s.
-    let table = table && !(since.is_some() && views.is_empty());
-    Reply::with(&Get { removed: resolved.removed, torrents: Torrents { views: &views, fields: &fields, table }, now })
+    // field names alone): what an idle page's poll gets.
+    let table_of = |v: &[_]| table && !(since.is_some() && v.is_empty());
+    Reply::with(&Get {
+        removed: resolved.removed,
+        torrents: Torrents { views: &views, fields: &fields, table: table_of(&views) },
+        // Left out when none moved: an idle page's answer stays as small as it was.
+        moving: moving_fields.as_ref().filter(|_| !moving_views.is_empty()).map(|f| Torrents {
+            views: &moving_views,
+            fields: f,
+            table: table_of(&moving_views),
+        }),
+        now,
+    })
 }
 
 /// The methods that only name torrents: start, start-now, stop, verify, reannounce and the
