@@ -1071,6 +1071,9 @@ def main():
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "bitswarm"], cwd=ROOT, check=True)
     started = datetime.datetime.now()
+    # The commit the binary was built from: taken now, as the tree may move during a long run.
+    rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True,
+                         text=True).stdout.strip()
     os.makedirs(a.dir, exist_ok=True)
     base = tempfile.mkdtemp(prefix="bitswarm-daemon-bench-", dir=a.dir)
     results, raw = {}, []
@@ -1101,8 +1104,6 @@ def main():
     if not a.no_results:
         os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
         path = os.path.join(ROOT, "bench/results/daemon-%s.md" % started.strftime("%Y-%m-%d"))
-        rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True,
-                             text=True).stdout.strip()
         versions = {"transmission": "transmission-daemon 3.00", "qbittorrent": "qbittorrent-nox 4.5.2",
                     "rqbit": "rqbit 9.1.0 (server start --fastresume)"}
         with open(path, "w") as f:
