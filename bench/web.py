@@ -53,7 +53,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import daemon as bench  # noqa: E402  bench/daemon.py: the torrents, the programs, their processes
 
 from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "bitswarm", "tests", "web"))
+from webtest import PortZeroService  # noqa: E402  chromedriver on a port it picks itself
 
 ROOT = bench.ROOT
 # The activity (see Activity): this many torrents downloading, of this size, at this limit each.
@@ -99,7 +100,7 @@ class Browser:
             options.add_argument(a)
         options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
         options.add_experimental_option("perfLoggingPrefs", {"enableNetwork": True, "enablePage": False})
-        service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+        service = PortZeroService(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
         self.d = webdriver.Chrome(service=service, options=options)
         self.d.set_page_load_timeout(300)
         self.d.set_script_timeout(300)

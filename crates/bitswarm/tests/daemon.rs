@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
@@ -12,14 +12,6 @@ use common::swarm::*;
 use common::*;
 
 const T: Duration = Duration::from_secs(120);
-
-/// A file of `len` random bytes at `dir/name`, and its torrent announcing to `tracker`.
-fn torrent_of(dir: &Path, name: &str, len: usize, seed: u64, tracker: &str) -> (PathBuf, String) {
-    random_file(&dir.join("src").join(name), len, seed);
-    let torrent = dir.join(format!("{name}.torrent"));
-    let hash = create_torrent(&dir.join("src").join(name), &torrent, &["--piece-size", "16K", "-t", tracker]);
-    (torrent, hash)
-}
 
 fn id_of(d: &OurDaemon, hash: &str) -> u64 {
     let all = d.torrents(&["id", "hashString"]);

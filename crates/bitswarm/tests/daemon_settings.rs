@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::daemon::*;
@@ -13,14 +12,6 @@ use common::*;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(120);
-
-/// A file of `len` random bytes at `dir/src/name`, and its torrent announcing to `tracker`.
-fn torrent_of(dir: &Path, name: &str, len: usize, seed: u64, tracker: &str) -> (PathBuf, String) {
-    random_file(&dir.join("src").join(name), len, seed);
-    let torrent = dir.join(format!("{name}.torrent"));
-    let hash = create_torrent(&dir.join("src").join(name), &torrent, &["--piece-size", "16K", "-t", tracker]);
-    (torrent, hash)
-}
 
 fn peer_port(d: &OurDaemon) -> u16 {
     d.rpc("session-get", json!({"fields": ["peer-port"]}))["peer-port"].as_u64().unwrap() as u16

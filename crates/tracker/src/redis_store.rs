@@ -509,13 +509,16 @@ impl Lua {
         Lua { library, functions, scripts, use_functions: std::sync::atomic::AtomicBool::new(true) }
     }
 
-    /// Adds a call of `e` to `pipe` (`FCALL` or `EVALSHA`); its keys and arguments follow.
+    /// Adds a call of `e` to `pipe` (`FCALL` or `EVALSHA`) with the keys and the prefix every
+    /// entry takes; its own arguments follow.
     fn call<'a>(&self, pipe: &'a mut Pipeline, e: Entry) -> &'a mut Pipeline {
-        if self.use_functions.load(Ordering::Relaxed) {
+        let c = if self.use_functions.load(Ordering::Relaxed) {
             pipe.cmd("FCALL").arg(&self.functions[e as usize])
         } else {
             pipe.cmd("EVALSHA").arg(&self.scripts[e as usize].1)
-        }
+        };
+        // Every entry's keys (`bs:swarms`, `bs:totals`) and first argument (the key prefix).
+        c.arg(2).arg(format!("{PREFIX}swarms")).arg(format!("{PREFIX}totals")).arg(PREFIX)
     }
 
     fn fix(e: &redis::ServerError) -> Option<Fix> {
@@ -695,10 +698,6 @@ impl Core {
             let c = self
                 .lua
                 .call(&mut pipe, Entry::Batch)
-                .arg(2)
-                .arg(format!("{PREFIX}swarms"))
-                .arg(format!("{PREFIX}totals"))
-                .arg(PREFIX)
                 .arg(self.timeout)
                 .arg(skew)
                 .arg(self.max_per_swarm)
@@ -894,15 +893,7 @@ impl RedisStore {
             let skew = self.skew();
             let make = || {
                 let mut pipe = redis::pipe();
-                self.lua
-                    .call(&mut pipe, Entry::Gc)
-                    .arg(2)
-                    .arg(format!("{PREFIX}swarms"))
-                    .arg(format!("{PREFIX}totals"))
-                    .arg(PREFIX)
-                    .arg(self.timeout)
-                    .arg(skew)
-                    .arg(GC_BATCH);
+                self.lua.call(&mut pipe, Entry::Gc).arg(self.timeout).arg(skew).arg(GC_BATCH);
                 pipe
             };
             let v = self.query(make).await?;
@@ -958,13 +949,7 @@ impl RedisStore {
         for chunk in gone.chunks(CHUNK as usize) {
             let make = || {
                 let mut pipe = redis::pipe();
-                let c = self
-                    .lua
-                    .call(&mut pipe, Entry::Drop)
-                    .arg(2)
-                    .arg(format!("{PREFIX}swarms"))
-                    .arg(format!("{PREFIX}totals"))
-                    .arg(PREFIX);
+                let c = self.lua.call(&mut pipe, Entry::Drop);
                 for h in chunk {
                     c.arg(&h.0[..]);
                 }

@@ -9,6 +9,16 @@ use std::time::Duration;
 
 use super::*;
 
+/// A file of `len` random bytes at `dir/src/name`, and its torrent (16 KiB pieces) at
+/// `dir/name.torrent` announcing to `tracker`: the torrent's path and info-hash.
+pub fn torrent_of(dir: &Path, name: &str, len: usize, seed: u64, tracker: &str) -> (PathBuf, String) {
+    random_file(&dir.join("src").join(name), len, seed);
+    let torrent = dir.join(format!("{name}.torrent"));
+    let hash =
+        super::swarm::create_torrent(&dir.join("src").join(name), &torrent, &["--piece-size", "16K", "-t", tracker]);
+    (torrent, hash)
+}
+
 pub struct OurDaemon {
     pub proc: Proc,
     pub rpc: SocketAddr,

@@ -4,10 +4,13 @@ the test's own RPC client to check what the page did."""
 
 import json
 import os
+import re
+import subprocess
+import threading
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -57,6 +60,38 @@ class Rpc:
         return None
 
 
+class PortZeroService(Service):
+    """chromedriver on a port it picks itself (`--port=0`), read back from its first lines.
+
+    Selenium's own Service picks a free port, closes it and hands it to chromedriver, which
+    binds it a moment later: meanwhile another test's process binding port 0 can take it, and
+    chromedriver exits ("IPv4 port not available"). Tests run in parallel here, so that
+    happened."""
+
+    def _start_process(self, path):
+        args = [a for a in self.command_line_args() if not a.startswith("--port=")]
+        self.process = subprocess.Popen([path, "--port=0"] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, env=self.env)
+        said = []
+        for line in self.process.stdout:
+            said.append(line)
+            m = re.search(r"started successfully on port (\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                break
+        else:
+            raise WebDriverException("chromedriver ended before it listened: " + "".join(said))
+
+        def drain(out):
+            try:
+                for _ in out:
+                    pass
+            except (OSError, ValueError):
+                pass
+
+        threading.Thread(target=drain, args=(self.process.stdout,), daemon=True).start()
+
+
 def browser(dark=False):
     """Headless Chromium (Debian's, or $CHROMIUM with $CHROMEDRIVER) that keeps its console."""
     options = webdriver.ChromeOptions()
@@ -69,7 +104,7 @@ def browser(dark=False):
     ]:
         options.add_argument(a)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+    service = PortZeroService(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
     return webdriver.Chrome(service=service, options=options)
 
 
