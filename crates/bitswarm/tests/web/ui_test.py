@@ -48,6 +48,17 @@ def select_only(driver, name):
     wait(driver, f"{name} selected", lambda d: "selected" in row(d, name).get_attribute("class") and d.find_element(By.ID, "selection").text == "1 selected")
 
 
+def limit_down(driver, name, kbps):
+    """Sets torrent `name`'s own download limit to `kbps` kB/s in the page's Limits dialog."""
+    select_only(driver, name)
+    driver.find_element(By.ID, "limits").click()
+    driver.find_element(By.ID, "limit-down-on").click()
+    down = driver.find_element(By.ID, "limit-down")
+    down.clear()
+    down.send_keys(str(kbps))
+    driver.find_element(By.ID, "limits-ok").click()
+
+
 def junk_file():
     """A file named junk.torrent that is not a torrent, in a folder of its own."""
     folder = os.path.join(os.path.dirname(os.path.normpath(downloads)), "drag")
@@ -230,13 +241,7 @@ def peers_in_details(driver, rpc):
     add(driver, files=[peers_torrent], paused=True)
     name = os.path.basename(peers_torrent)[: -len(".torrent")]
     wait(driver, f"{name} listed, stopped", lambda d: cell(d, name, "state") == "Stopped")
-    select_only(driver, name)
-    driver.find_element(By.ID, "limits").click()
-    driver.find_element(By.ID, "limit-down-on").click()
-    down = driver.find_element(By.ID, "limit-down")
-    down.clear()
-    down.send_keys("20")
-    driver.find_element(By.ID, "limits-ok").click()
+    limit_down(driver, name, 20)
     wait(driver, "the limit set", lambda d: rpc.torrent(name, ["downloadLimited"])["downloadLimited"] is True)
     driver.find_element(By.ID, "start").click()
     driver.find_element(By.ID, "details").click()
@@ -476,13 +481,7 @@ def run(driver, rpc):
     wait(driver, f"{tree_name} removed", lambda d: row(d, tree_name) is None)
 
     # A download limit.
-    select_only(driver, TORRENT_NAME)
-    driver.find_element(By.ID, "limits").click()
-    driver.find_element(By.ID, "limit-down-on").click()
-    down = driver.find_element(By.ID, "limit-down")
-    down.clear()
-    down.send_keys("100")
-    driver.find_element(By.ID, "limits-ok").click()
+    limit_down(driver, TORRENT_NAME, 100)
     wait(driver, "the limits dialog closed", lambda d: not d.find_element(By.ID, "limits-dialog").is_displayed())
     wait(driver, "the limit set", lambda d: rpc.torrent(TORRENT_NAME, ["downloadLimit", "downloadLimited"])
          == {"name": TORRENT_NAME, "downloadLimit": 100, "downloadLimited": True})
