@@ -629,3 +629,130 @@ fn a_held_torrent_get_answers_on_a_change_or_at_its_end_and_is_capped() {
     let status = daemon.proc.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "daemon exit: {status:?}\n{}", daemon.proc.output());
 }
+
+/// The web page's update stream (`POST /transmission/stream`), read as a browser reads it: the
+/// response's status, then its lines (JSON), one at a time, as they come.
+struct Stream {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    status: u16,
+    pending: Vec<u8>,
+}
+
+impl Stream {
+    fn open(rpc: std::net::SocketAddr, sid: &str, fields: &[&str], moving: &[&str]) -> Stream {
+        let body = serde_json::json!({"method": "torrent-get", "arguments": {
+            "fields": fields, "format": "table", "bitswarm-moving": moving,
+        }})
+        .to_string();
+        let req = format!(
+            "POST /transmission/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             X-Transmission-Session-Id: {sid}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = std::net::TcpStream::connect(rpc).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+        let mut reader = std::io::BufReader::new(s);
+        let mut status = 0;
+        loop {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+            if status == 0 {
+                status = line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            }
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        Stream { reader, status, pending: Vec::new() }
+    }
+
+    /// The next line, skipping the empty ones; `None` once the stream ended.
+    fn next(&mut self) -> Option<serde_json::Value> {
+        use std::io::{BufRead, Read};
+        loop {
+            if let Some(nl) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=nl).collect();
+                if line.len() > 1 {
+                    return Some(serde_json::from_slice(&line).unwrap());
+                }
+                continue;
+            }
+            // A chunk: its size in hex, the bytes, CRLF; size 0 ends the response.
+            let mut size = String::new();
+            self.reader.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            if n == 0 {
+                return None;
+            }
+            let mut chunk = vec![0; n + 2];
+            self.reader.read_exact(&mut chunk).ok()?;
+            self.pending.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// The update stream: its first line lists every torrent; a change by another client comes as
+/// a line of that torrent alone, a removal as its id; a client may hold four streams (a fifth
+/// is refused, 503, and the page polls instead); every stream ends when the daemon shuts down.
+#[test]
+fn the_update_stream_says_what_changed_and_ends_with_the_daemon() {
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let (a, ha) = torrent_of(t.path(), "a.bin", 100_000, 31, &tracker.http_url());
+    let (b, hb) = torrent_of(t.path(), "b.bin", 100_000, 32, &tracker.http_url());
+    let mut daemon = OurDaemon::start(t.path(), "[daemon]\nstart_added = false\n", None);
+    daemon.remote(&["-a", a.to_str().unwrap()]);
+    daemon.remote(&["-a", b.to_str().unwrap()]);
+    let (ia, ib) = (id_of(&daemon, &ha), id_of(&daemon, &hb));
+    let sid = daemon.session_id();
+    let open = || Stream::open(daemon.rpc, &sid, &["id", "name", "status"], &["id", "rateDownload"]);
+
+    let mut s = open();
+    assert_eq!(s.status, 200);
+    let first = s.next().unwrap();
+    assert_eq!(first["full"], true, "{first}");
+    assert_eq!(first["keys"], serde_json::json!(["id", "name", "status"]), "{first}");
+    let rows = first["torrents"].as_array().unwrap();
+    let mut names: Vec<_> = rows.iter().map(|r| (r[0].as_u64().unwrap(), r[1].as_str().unwrap())).collect();
+    names.sort();
+    assert_eq!(names, vec![(ia, "a.bin"), (ib, "b.bin")], "{first}");
+
+    // Started by another client: a line with that torrent alone (a line may first repeat
+    // nothing the stream already sent: a row unchanged is left out).
+    daemon.remote(&["-t", &ia.to_string(), "-s"]);
+    let line = s.next().unwrap();
+    let rows = line["torrents"].as_array().unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(rows.len(), 1, "{line}");
+    assert_eq!(rows[0][0], ia, "{line}");
+    assert_ne!(rows[0][2], 0, "{line}");
+    // Removed by another client: its id.
+    daemon.remote(&["-t", &ib.to_string(), "-r"]);
+    let line = loop {
+        let l = s.next().unwrap();
+        if l.get("removed").is_some() {
+            break l;
+        }
+        let rows = l["torrents"].as_array().map_or(&[][..], |r| &r[..]);
+        assert!(rows.iter().all(|r| r[0] == ia), "{l}");
+    };
+    assert_eq!(line["removed"], serde_json::json!([ib]), "{line}");
+
+    // Four streams for this client at most: the fifth is refused.
+    let mut more: Vec<Stream> = (0..3).map(|_| open()).collect();
+    assert!(more.iter().all(|m| m.status == 200));
+    for m in &mut more {
+        assert_eq!(m.next().unwrap()["full"], true);
+    }
+    assert_eq!(open().status, 503);
+    drop(more);
+    // Their places are given back once the daemon sees them gone (when it next writes to
+    // them, or at once if their connection closed): a stream opens again.
+    wait_for(T, "a stream again", || (open().status == 200).then_some(()));
+
+    // The session closed: every stream ends, and the daemon exits.
+    daemon.rpc("session-close", serde_json::json!({}));
+    while s.next().is_some() {}
+    let status = daemon.proc.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "daemon exit: {status:?}\n{}", daemon.proc.output());
+}

@@ -19,8 +19,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::coerce::{self, Args};
@@ -43,20 +43,21 @@ pub const MOVING_EVERY: Duration = Duration::from_secs(2);
 /// events costs a look per this, not one each).
 const LOOK_GAP: Duration = Duration::from_millis(100);
 
-/// The held requests, by client address.
+/// The held requests (and open update streams, [`crate::stream`]), by client address.
 #[derive(Default)]
 pub(crate) struct Holds {
-    held: Mutex<HashMap<Option<IpAddr>, usize>>,
+    held: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
 }
 
 /// One held request's place; given back when dropped (answered, or the client went away).
-struct Slot<'a> {
-    holds: &'a Holds,
+pub(crate) struct Slot {
+    held: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
     client: Option<IpAddr>,
 }
 
 impl Holds {
-    fn take(&self, client: Option<IpAddr>) -> Option<Slot<'_>> {
+    /// A place for a request from `client`, unless the caps are reached.
+    pub(crate) fn take(&self, client: Option<IpAddr>) -> Option<Slot> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let total: usize = held.values().sum();
         let mine = held.get(&client).copied().unwrap_or(0);
@@ -64,7 +65,7 @@ impl Holds {
             return None;
         }
         *held.entry(client).or_default() += 1;
-        Some(Slot { holds: self, client })
+        Some(Slot { held: Arc::clone(&self.held), client })
     }
 
     /// How many requests are held now.
@@ -74,9 +75,9 @@ impl Holds {
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let mut held = self.holds.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = held.get_mut(&self.client) {
             *n -= 1;
             if *n == 0 {
@@ -107,6 +108,18 @@ pub(crate) async fn wait<B: Backend>(backend: &B, holds: &Holds, client: Option<
         tracing::debug!(client = ?client, "held torrent-get refused: too many held");
         return;
     };
+    until_news(backend, &mut events, since, wait).await;
+}
+
+/// Waits until there is something to say since `since` (as the table above says), or `wait`
+/// passed, or the backend is closing. False when the backend is closing (or its events
+/// ended): nothing more will come.
+pub(crate) async fn until_news<B: Backend>(
+    backend: &B,
+    events: &mut tokio::sync::watch::Receiver<u64>,
+    since: Instant,
+    wait: Duration,
+) -> bool {
     let deadline = tokio::time::Instant::now() + wait;
     let closing = backend.closing();
     tokio::pin!(closing);
@@ -123,28 +136,27 @@ pub(crate) async fn wait<B: Backend>(backend: &B, holds: &Holds, client: Option<
         };
         if let Some(at) = at {
             let at = tokio::time::Instant::from_std(at).min(deadline);
-            tokio::select! {
-                () = tokio::time::sleep_until(at) => {}
-                () = &mut closing => {}
-            }
-            return;
+            return tokio::select! {
+                () = tokio::time::sleep_until(at) => true,
+                () = &mut closing => false,
+            };
         }
         tokio::select! {
             r = events.changed() => {
                 if r.is_err() {
-                    return;
+                    return false;
                 }
             }
-            () = tokio::time::sleep_until(deadline) => return,
-            () = &mut closing => return,
+            () = tokio::time::sleep_until(deadline) => return true,
+            () = &mut closing => return false,
         }
         let next = (tokio::time::Instant::now() + LOOK_GAP).min(deadline);
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
-            () = &mut closing => return,
+            () = &mut closing => return false,
         }
         if tokio::time::Instant::now() >= deadline {
-            return;
+            return true;
         }
     }
 }

@@ -8,8 +8,9 @@
 //! | 4 | the target is outside `/transmission/`, or is `/transmission/web` | 301 to `/transmission/web/` |
 //! | 5 | the target is under `/transmission/web/` | the web page's assets ([`crate::web`]), else 404 |
 //! | 6 | `X-Transmission-Session-Id` missing or wrong, whatever the method | 409 with the id |
-//! | 7 | the target starts with `/transmission/rpc` | POST: the RPC; other methods: 405 |
-//! | 8 | anything else | 404 |
+//! | 7 | the target is `/transmission/stream` (bitswarm's, [`crate::stream`]) | POST: the web page's update stream; other methods: 405 |
+//! | 8 | the target starts with `/transmission/rpc` | POST: the RPC; other methods: 405 |
+//! | 9 | anything else | 404 |
 //!
 //! Unlike Transmission, the `Host` check comes before the web page, so that a DNS-rebinding
 //! page cannot read it (nor the session id its assets carry). Also unlike Transmission, no CORS
@@ -209,6 +210,12 @@ async fn handle<B: Backend>(State(shared): State<Arc<Shared<B>>>, request: Reque
         return conflict();
     }
 
+    if loc == "stream" {
+        if request.method() != Method::POST {
+            return simple(StatusCode::METHOD_NOT_ALLOWED, "");
+        }
+        return stream(&shared, client, request).await;
+    }
     if !loc.starts_with("rpc") {
         return simple(StatusCode::NOT_FOUND, "");
     }
@@ -218,12 +225,16 @@ async fn handle<B: Backend>(State(shared): State<Arc<Shared<B>>>, request: Reque
     rpc(&shared, client, request).await
 }
 
-/// Reads the body within the memory budget and runs the request.
-async fn rpc<B: Backend>(shared: &Shared<B>, client: Option<IpAddr>, request: Request) -> Response {
+/// Reads the body within the memory budget and parses it; with the budget's permit, to be
+/// held while the request runs.
+async fn read<B: Backend>(
+    shared: &Shared<B>,
+    request: Request,
+) -> Result<(envelope::Request, tokio::sync::SemaphorePermit<'_>), Response> {
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return simple(StatusCode::PAYLOAD_TOO_LARGE, "");
+        return Err(simple(StatusCode::PAYLOAD_TOO_LARGE, ""));
     }
     // A MiB of budget per MiB declared; a body of unknown length may be as large as allowed.
     let mib = declared.map_or(MAX_BODY as u64 >> 20, |n| n.div_ceil(1 << 20)).clamp(1, u64::from(BODY_BUDGET_MIB));
@@ -235,17 +246,47 @@ async fn rpc<B: Backend>(shared: &Shared<B>, client: Option<IpAddr>, request: Re
     };
     let (bytes, permit) = match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Ok(Some((Ok(bytes), permit))) => (bytes, permit),
-        Ok(Some((Err(e), _))) if is_too_long(&e) => return simple(StatusCode::PAYLOAD_TOO_LARGE, ""),
+        Ok(Some((Err(e), _))) if is_too_long(&e) => return Err(simple(StatusCode::PAYLOAD_TOO_LARGE, "")),
         // The client went away or sent a malformed chunked body.
-        Ok(Some((Err(_), _))) => return simple(StatusCode::BAD_REQUEST, ""),
-        Ok(None) => return simple(StatusCode::SERVICE_UNAVAILABLE, ""),
-        Err(_) => return simple(StatusCode::REQUEST_TIMEOUT, ""),
+        Ok(Some((Err(_), _))) => return Err(simple(StatusCode::BAD_REQUEST, "")),
+        Ok(None) => return Err(simple(StatusCode::SERVICE_UNAVAILABLE, "")),
+        Err(_) => return Err(simple(StatusCode::REQUEST_TIMEOUT, "")),
     };
-    let parsed = match envelope::parse(&bytes) {
+    match envelope::parse(&bytes) {
+        Ok(p) => Ok((p, permit)),
+        Err(e) => Err(simple(StatusCode::PAYLOAD_TOO_LARGE, &format!("<p>{e}</p>"))),
+    }
+}
+
+/// The web page's update stream ([`crate::stream`]): its request is a torrent-get.
+async fn stream<B: Backend>(shared: &Arc<Shared<B>>, client: Option<IpAddr>, request: Request) -> Response {
+    let parsed = match read(shared, request).await {
+        Ok((parsed, _permit)) => parsed,
+        Err(r) => return r,
+    };
+    if parsed.method.as_deref() != Some("torrent-get") {
+        return simple(StatusCode::BAD_REQUEST, "<p>the stream's request is a torrent-get</p>");
+    }
+    let Some(lines) = crate::stream::open(Arc::clone(&shared.backend), &shared.holds, client, parsed.args) else {
+        tracing::debug!(client = ?client, "update stream refused: too many held, or no events");
+        return simple(StatusCode::SERVICE_UNAVAILABLE, "<p>too many requests held; poll instead</p>");
+    };
+    let mut r = Response::new(Body::from_stream(lines));
+    let h = r.headers_mut();
+    h.insert(header::SERVER, HeaderValue::from_static("Transmission"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // nginx and its kind pass each line on at once rather than buffer the response.
+    h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    r
+}
+
+/// Reads the body within the memory budget and runs the request.
+async fn rpc<B: Backend>(shared: &Shared<B>, client: Option<IpAddr>, request: Request) -> Response {
+    let (parsed, permit) = match read(shared, request).await {
         Ok(p) => p,
-        Err(e) => return simple(StatusCode::PAYLOAD_TOO_LARGE, &format!("<p>{e}</p>")),
+        Err(r) => return r,
     };
-    drop(bytes);
     // A held torrent-get (bitswarm-wait) waits holding none of the body budget.
     if let Some((since, wait)) = crate::hold::asks(parsed.method.as_deref(), &parsed.args) {
         drop(permit);

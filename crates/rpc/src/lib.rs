@@ -38,6 +38,7 @@ mod hold;
 pub mod http;
 mod ids;
 mod methods;
+mod stream;
 pub mod view;
 mod web;
 

@@ -8,6 +8,7 @@
 // address carries the credentials, and fetch() refuses a URL that does (the browser sends the
 // password it was given for this origin by itself).
 const RPC = `${location.origin}/transmission/rpc`;
+const STREAM = `${location.origin}/transmission/stream`;
 const PAGE = `${location.origin}${location.pathname}`;
 const POLL_MS = 2000;
 // After this long without an answer, "recently-active" may have missed changes: get all again.
@@ -348,7 +349,123 @@ function schedule() {
   if (!frame) frame = requestAnimationFrame(() => { frame = 0; render(); });
 }
 
-// ---- polling -----------------------------------------------------------------------------------
+// ---- the update stream ---------------------------------------------------------------------------
+//
+// One response that stays open (POST /transmission/stream, see crates/rpc/src/stream.rs): a line
+// of JSON whenever something changed, saying only that: the rows of torrents changed or added,
+// the figures of moving torrents that differ from what it sent before, the ids removed. Where
+// the daemon cannot hold one more (many tabs open), the page polls instead (`poll`).
+
+let mode = "stream"; // or "poll"
+// For tests and tools: the stream's last lines, [when (performance.now()), length], and the
+// empty lines that only said the stream is alive.
+window.bitswarmUpdates = { lines: [], keepalives: 0 };
+
+// Rows of a torrent-get table (`keys`, then the rows) into `torrents`, each a torrent whole.
+function putRows(keys, rows) {
+  for (const row of rows) {
+    const t = {};
+    keys.forEach((k, i) => { t[k] = row[i]; });
+    torrents.set(t.id, t);
+  }
+}
+
+let keys = [], movingKeys = [];
+function apply(u) {
+  if (u.full) torrents.clear();
+  if (u.keys) keys = u.keys;
+  putRows(keys, u.torrents || []);
+  if (u.movingKeys) movingKeys = u.movingKeys;
+  for (const m of u.moving || []) {
+    const t = torrents.get(m[0]);
+    if (t) for (let i = 1; i + 1 < m.length; i += 2) t[movingKeys[m[i]]] = m[i + 1];
+  }
+  for (const id of u.removed || []) torrents.delete(id);
+  dirty = true;
+  updateLabels();
+  schedule();
+  if (chooseLater.size) checkChooseLater();
+}
+
+// Reads the stream until it ends; `first` is called once its first line is in. Resolves to
+// "unavailable" (the daemon will not stream to us: poll) or "lost" (open it again).
+async function readStream(first) {
+  const abort = new AbortController();
+  const body = JSON.stringify({
+    method: "torrent-get",
+    arguments: { fields: FIELDS, format: "table", "bitswarm-moving": MOVING_FIELDS },
+  });
+  let r;
+  try {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      r = await fetch(STREAM, {
+        method: "POST",
+        headers: { "X-Transmission-Session-Id": sessionId, "Content-Type": "application/json" },
+        body,
+        cache: "no-store",
+        signal: abort.signal,
+      });
+      if (r.status !== 409) break;
+      sessionId = r.headers.get("X-Transmission-Session-Id") || "";
+    }
+  } catch (e) {
+    showError("error", "Could not refresh the list: the daemon does not answer");
+    return "lost";
+  }
+  if (!r.ok || !r.body) return [404, 405, 503].includes(r.status) ? "unavailable" : "lost";
+  document.body.dataset.updates = "stream";
+  // The daemon sends a line at least every 25 s: silence for longer is a lost connection.
+  let timer = 0;
+  const watch = () => { clearTimeout(timer); timer = setTimeout(() => abort.abort(), STALE_MS); };
+  watch();
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      watch();
+      buf += value;
+      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const seen = window.bitswarmUpdates;
+        if (!line) { seen.keepalives++; continue; }
+        seen.lines.push([performance.now(), line.length]);
+        if (seen.lines.length > 100) seen.lines.shift();
+        apply(JSON.parse(line));
+        showError("error", "");
+        first();
+      }
+    }
+  } catch (e) {
+    // Aborted by the watch, the connection dropped, or a line that did not parse: open again.
+  }
+  clearTimeout(timer);
+  return "lost";
+}
+
+// Follows the stream for as long as the page is open; resolves once the list is in.
+function follow() {
+  return new Promise((loaded) => {
+    (async () => {
+      for (let lost = 0; ; lost++) {
+        if ((await readStream(loaded)) === "unavailable") {
+          mode = "poll";
+          document.body.dataset.updates = "poll";
+          await poll();
+          loaded();
+          return;
+        }
+        loaded(); // the first try failed: the page shows why, and keeps trying
+        // A daemon restarting ends the stream: open it again at once, then every 2 s.
+        if (lost) await new Promise((r) => setTimeout(r, POLL_MS));
+      }
+    })();
+  });
+}
+
+// ---- polling (where the daemon does not stream) -----------------------------------------------
 
 let lastPoll = 0;
 let pollTimer = 0;
@@ -359,6 +476,7 @@ let pollAgain = false;
 let since = 0;
 
 async function poll() {
+  if (mode !== "poll") return; // the stream brings every change by itself
   clearTimeout(pollTimer);
   if (polling) {
     pollAgain = true;
@@ -380,11 +498,7 @@ async function poll() {
     since = reply["bitswarm-now"] || 0;
     const [keys, ...rows] = reply.torrents || [];
     if (full) torrents.clear();
-    for (const row of rows) {
-      const t = {};
-      keys.forEach((k, i) => { t[k] = row[i]; });
-      torrents.set(t.id, t);
-    }
+    putRows(keys, rows);
     // Torrents whose figures alone moved: those fields only.
     const [movingKeys, ...moving] = reply["bitswarm-moving"] || [];
     for (const row of moving) {
@@ -1580,7 +1694,7 @@ async function main() {
   } catch (e) {
     showError("error", `Could not reach the daemon: ${e.message}`);
   }
-  await poll();
+  await follow();
   document.body.dataset.ready = "true";
 }
 

@@ -13,7 +13,7 @@ paused, to look at its files as a tree); PEERS_TORRENT a .torrent a libtorrent s
 on 127.0.0.1:SEEDER_PORT has (downloaded slowly, to look at that peer in its details). With --auth, URL carries a user and password
 (http://USER:PASSWORD@HOST:PORT/): the page loads behind them and adds MAGNET, paused. With
 --many, N paused magnet links are added first (through one keep-alive connection), and the page
-must list them quickly, keep only the rows in view, and poll with small answers. Prints a line per step; exits 0 when every step held
+must list them quickly, keep only the rows in view, and follow the update stream with small lines. Prints a line per step; exits 0 when every step held
 and the browser's console logged no error, else 1 with what failed.
 """
 import json
@@ -178,13 +178,6 @@ def add_many(n):
     c.close()
 
 
-def rpc_sizes(driver):
-    """The body sizes of the page's RPC answers so far, in order."""
-    return driver.execute_script("""
-        return performance.getEntriesByType("resource")
-            .filter((e) => e.name.endsWith("/transmission/rpc")).map((e) => e.encodedBodySize);""")
-
-
 def run_many(driver):
     t0 = time.monotonic()
     add_many(MANY)
@@ -214,25 +207,25 @@ def run_many(driver):
     assert ms < 1000, f"sorting {MANY} took {ms:.0f} ms"
     driver.find_element(By.ID, "search").send_keys("many-0999")
     wait(driver, "the search", lambda d: len(shown_names(d)) == 10)
-    # The polls after the first list carry only what changed since the one before
-    # (bitswarm-since), also in the minute in which the RPC counts every torrent just added as
-    # recently active: the first may repeat what was added in the second before the list (the
-    # daemon's margin for a change stamped before it could be seen), the next ones nothing; and
-    # with nothing changing, the page's poll is held (bitswarm-wait, 25 s) before its `[]`.
-    polls_after = lambda sizes: sizes[sizes.index(max(sizes)) + 1:]
-    wait(driver, "a poll after the list", lambda d: len(polls_after(rpc_sizes(d))) >= 1, 40)
+    # The page follows the daemon's update stream: its first line is the whole list, the next
+    # ones only what changed since the line before, also in the minute in which the RPC counts
+    # every torrent just added as recently active; with nothing changing, no line at all (an
+    # empty one every 25 s says the stream is alive).
+    assert driver.execute_script("return document.body.dataset.updates;") == "stream"
+    lines = lambda d: d.execute_script("return window.bitswarmUpdates.lines;")
+    sizes = [n for _, n in lines(driver)]
+    assert sizes and sizes[0] > 50 * MANY, sizes
+    quiet = 10
+    t0 = time.monotonic()
+    time.sleep(quiet)  # the length of the quiet is the point: the stream says nothing meanwhile
     took = time.monotonic() - added
     assert took < 50, f"{took:.0f} s: the added torrents may no longer count as recently active"
-    wait(driver, "two polls after the list", lambda d: len(polls_after(rpc_sizes(d))) >= 2, 40)
-    sizes = rpc_sizes(driver)
-    assert max(sizes) > 50 * MANY, sizes
-    assert all(s < 1000 for s in polls_after(sizes)[1:]), sizes
-    held = driver.execute_script("""
-        const e = performance.getEntriesByType("resource").filter((e) => e.name.endsWith("/transmission/rpc"));
-        return e[e.length - 1].duration;""")
-    assert held > 20000, f"the last poll took {held:.0f} ms, not held"
-    step(f"first list {max(sizes)} bytes; then, {took:.0f} s after the add, polls of {polls_after(sizes)} bytes, "
-         f"the last held {held / 1000:.1f} s")
+    after = [n for _, n in lines(driver)][1:]
+    assert all(n < 1000 for n in after), after
+    last = driver.execute_script("const l = window.bitswarmUpdates.lines; return performance.now() - l[l.length - 1][0];")
+    assert last >= quiet * 1000 - 500, f"a line {last:.0f} ms ago, in a quiet of {time.monotonic() - t0:.1f} s: {after}"
+    step(f"first line {sizes[0]} bytes; then, up to {took:.0f} s after the add, lines of {after} bytes; "
+         f"none in the last {last / 1000:.1f} s")
 
 
 def peers_in_details(driver, rpc):
@@ -275,14 +268,10 @@ def peers_in_details(driver, rpc):
     wait(driver, f"{name} removed", lambda d: row(d, name) is None)
 
 
-def held_poll_brings_a_change(driver, rpc):
+def stream_brings_a_change(driver, rpc):
     """A torrent stopped by another client shows in the page without a reload, brought by the
-    page's held poll (bitswarm-wait): the answer that brings it was asked for before the stop."""
-    last_end = """
-        const e = performance.getEntriesByType("resource").filter((e) => e.name.endsWith("/transmission/rpc"));
-        return performance.now() - Math.max(0, ...e.map((e) => e.responseEnd));"""
-    # The page's poll has been held a second (no answer for a second; it asks again at once).
-    wait(driver, "the page's poll held a second", lambda d: d.execute_script(last_end) > 1000)
+    page's update stream: a line of it, the page asking nothing meanwhile."""
+    assert driver.execute_script("return document.body.dataset.updates;") == "stream"
     t_stop = driver.execute_script("return performance.now();")
     t0 = time.monotonic()
     (tid,) = [t["id"] for t in rpc.call("torrent-get", {"fields": ["id", "name"]})["torrents"] if t["name"] == TORRENT_NAME]
@@ -290,15 +279,15 @@ def held_poll_brings_a_change(driver, rpc):
     wait(driver, f"{TORRENT_NAME} stopped by another client, in the page",
          lambda d: cell(d, TORRENT_NAME, "state") in ("Stopped", "Finished"), 15)
     took = time.monotonic() - t0
-    entries = driver.execute_script("""
+    lines = driver.execute_script("return window.bitswarmUpdates.lines.filter((l) => l[0] > arguments[0]);", t_stop)
+    assert lines, "no line of the stream since the stop"
+    asked = driver.execute_script("""
         return performance.getEntriesByType("resource").filter((e) => e.name.endsWith("/transmission/rpc"))
-            .filter((e) => e.responseEnd > arguments[0]).map((e) => [e.startTime, e.responseEnd]);""", t_stop)
-    first = min(entries, key=lambda e: e[1])
-    assert first[0] < t_stop - 900, (t_stop, entries)
-    step(f"stopped by another client: in the page {took:.1f} s later, brought by a poll held "
-         f"{(t_stop - first[0]) / 1000:.1f} s before the stop")
+            .filter((e) => e.startTime > arguments[0]).length;""", t_stop)
+    assert asked == 0, f"the page asked {asked} times"
+    step(f"stopped by another client: in the page {took:.1f} s later, in a line of the stream "
+         f"({lines[0][1]} bytes), the page asking nothing")
     rpc.call("torrent-start", {"ids": [tid]})
-    wait(driver, f"{TORRENT_NAME} seeding again", lambda d: cell(d, TORRENT_NAME, "state") == "Seeding", LONG)
 
 
 def run_auth(driver):
@@ -414,7 +403,7 @@ def run(driver, rpc):
     wait(driver, f"{TORRENT_NAME} seeding again", lambda d: cell(d, TORRENT_NAME, "state") == "Seeding", LONG)
     step("stopped and started")
 
-    held_poll_brings_a_change(driver, rpc)
+    stream_brings_a_change(driver, rpc)
 
     # Verified again: still complete.
     driver.find_element(By.ID, "verify").click()

@@ -1,0 +1,360 @@
+//! The web page's update stream (bitswarm's own, `POST /transmission/stream`): one response
+//! that stays open, a line of JSON each time something changed.
+//!
+//! The request is a torrent-get, as the page would poll with it: `fields`, `format: "table"`,
+//! and `bitswarm-moving` (the fields of a torrent whose figures alone move). The answer
+//! (`application/x-ndjson`) is a line at once with every torrent, then a line whenever the
+//! held torrent-get ([`crate::hold`]) would answer, saying only what the client does not know:
+//!
+//! ```text
+//! {"full":true,"keys":["id","name",…],"torrents":[[1,"a",…],…]}
+//! {"moving":[[1,1,65536,3,120]],"movingKeys":["id","rateDownload",…]}
+//! {"removed":[2],"torrents":[[7,"new",…]]}
+//! ```
+//!
+//! - `torrents`: every field of the torrents whose state or settings changed (or that were
+//!   added), a row per torrent as in torrent-get's table format, the fields' names (`keys`)
+//!   sent once.
+//! - `moving`: a torrent whose figures alone moved is `[id, i, value, i, value, …]`: the
+//!   fields (by their place `i` in `movingKeys`, sent once) whose value differs from what
+//!   this stream last sent of it. A figure that did not change is not sent again.
+//! - `removed`: the ids, among those this stream sent, of the torrents removed since.
+//! - Fractions (`percentDone`, `uploadRatio`, …) are rounded to 4 decimals, more than a page
+//!   shows (0.1%).
+//!
+//! Nothing to say for [`KEEPALIVE`]: an empty line, so that the client (and any proxy) sees the
+//! stream is alive. A stream holds one of its client's held-request places for its life
+//! ([`crate::hold::MAX_HELD_PER_CLIENT`]); past the caps, or for a backend that has no
+//! events, the request is answered 503 and the page polls instead. The stream ends when the
+//! client goes away or the daemon shuts down.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::backend::Backend;
+use crate::coerce::Args;
+use crate::envelope::Request;
+use crate::methods::{self, Context};
+
+/// After this long without a line, an empty one.
+pub const KEEPALIVE: Duration = Duration::from_secs(25);
+
+/// What one stream has told its client, so that each line says only what is new.
+#[derive(Default)]
+pub(crate) struct Lines {
+    /// Whether the first line (every torrent) was made.
+    started: bool,
+    /// The fields' names as last sent (`keys`).
+    keys: Option<Vec<Value>>,
+    /// The moving fields' names as last sent (`movingKeys`).
+    moving_keys: Option<Vec<Value>>,
+    /// The moving fields' values last sent, by torrent id (the id's own place included).
+    sent: HashMap<u32, Vec<Value>>,
+    /// The torrents the client was sent and not told were removed, with a hash of the row
+    /// last sent in full (0 once figures were sent since): a row sent again unchanged (the
+    /// held torrent-get sends a second's changes twice) is left out.
+    known: HashMap<u32, u64>,
+}
+
+fn hash_of(row: &[Value]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for v in row {
+        v.to_string().hash(&mut h);
+    }
+    h.finish() | 1
+}
+
+/// Rounds fractions to 4 decimals (integers stay as they are).
+fn round(v: &mut Value) {
+    if let Value::Number(n) = v
+        && n.is_f64()
+        && let Some(x) = n.as_f64()
+        && let Some(r) = serde_json::Number::from_f64((x * 1e4).round() / 1e4)
+    {
+        *n = r;
+    }
+}
+
+/// A table-format list (`[names, row, …]`): its names and rows, fractions rounded.
+fn table(v: Option<Value>) -> Option<(Vec<Value>, Vec<Vec<Value>>)> {
+    let Some(Value::Array(mut list)) = v else { return None };
+    if list.is_empty() {
+        return None;
+    }
+    let Value::Array(keys) = list.remove(0) else { return None };
+    let rows = list
+        .into_iter()
+        .filter_map(|r| match r {
+            Value::Array(mut row) => {
+                row.iter_mut().for_each(round);
+                Some(row)
+            }
+            _ => None,
+        })
+        .collect();
+    Some((keys, rows))
+}
+
+fn id_of(row: &[Value], at: usize) -> Option<u32> {
+    row.get(at).and_then(Value::as_u64).and_then(|id| u32::try_from(id).ok())
+}
+
+impl Lines {
+    /// The line for a torrent-get's arguments (table format): what the client does not know
+    /// yet, or `None` when that is nothing. Also the ids of torrents moving that the client
+    /// was never sent (to be got in full).
+    pub(crate) fn line(&mut self, mut args: Map<String, Value>) -> (Option<String>, Vec<u32>) {
+        let mut out = Map::new();
+        if !self.started {
+            self.started = true;
+            out.insert("full".into(), Value::Bool(true));
+        }
+        let mut unknown = Vec::new();
+        let mut in_rows = HashSet::new();
+        if let Some((keys, rows)) = table(args.remove("torrents"))
+            && let Some(at) = keys.iter().position(|k| k == "id")
+        {
+            let mut list = Vec::new();
+            for row in rows {
+                let Some(id) = id_of(&row, at) else { continue };
+                in_rows.insert(id);
+                let h = hash_of(&row);
+                if self.known.insert(id, h) != Some(h) {
+                    self.sent.remove(&id);
+                    list.push(Value::Array(row));
+                }
+            }
+            if !list.is_empty() {
+                if self.keys.as_ref() != Some(&keys) {
+                    out.insert("keys".into(), Value::Array(keys.clone()));
+                    self.keys = Some(keys);
+                }
+                out.insert("torrents".into(), Value::Array(list));
+            }
+        }
+        if let Some((keys, rows)) = table(args.remove("bitswarm-moving"))
+            && let Some(at) = keys.iter().position(|k| k == "id")
+        {
+            if self.moving_keys.as_ref() != Some(&keys) {
+                self.sent.clear();
+            }
+            let mut moving = Vec::new();
+            for row in rows {
+                let Some(id) = id_of(&row, at) else { continue };
+                let Some(full) = self.known.get_mut(&id) else {
+                    unknown.push(id);
+                    continue;
+                };
+                let before = self.sent.get(&id);
+                let mut diff = vec![Value::from(id)];
+                for (i, v) in row.iter().enumerate() {
+                    if i != at && before.is_none_or(|b| b.get(i) != Some(v)) {
+                        diff.push(Value::from(i));
+                        diff.push(v.clone());
+                    }
+                }
+                if diff.len() > 1 {
+                    moving.push(Value::Array(diff));
+                    *full = 0;
+                }
+                self.sent.insert(id, row);
+            }
+            if !moving.is_empty() {
+                if self.moving_keys.as_ref() != Some(&keys) {
+                    out.insert("movingKeys".into(), Value::Array(keys.clone()));
+                    self.moving_keys = Some(keys);
+                }
+                out.insert("moving".into(), Value::Array(moving));
+            }
+        }
+        if let Some(Value::Array(removed)) = args.remove("removed") {
+            let gone: Vec<Value> = removed
+                .iter()
+                .filter_map(|v| v.as_u64().and_then(|id| u32::try_from(id).ok()))
+                .filter(|id| !in_rows.contains(id) && self.known.remove(id).is_some())
+                .map(|id| {
+                    self.sent.remove(&id);
+                    Value::from(id)
+                })
+                .collect();
+            if !gone.is_empty() {
+                out.insert("removed".into(), Value::Array(gone));
+            }
+        }
+        ((!out.is_empty()).then(|| Value::Object(out).to_string()), unknown)
+    }
+}
+
+/// The request's arguments for the torrent-get this stream makes.
+fn get_args(base: &Args, since: u64) -> Args {
+    let mut args = base.clone();
+    args.insert("format".into(), Value::from("table"));
+    args.insert("ids".into(), Value::from("recently-active"));
+    args.insert("bitswarm-since".into(), Value::from(since));
+    args.remove("bitswarm-wait");
+    args
+}
+
+/// One torrent-get's arguments, as JSON.
+async fn get<B: Backend>(backend: &B, args: Args) -> Map<String, Value> {
+    let ctx = Context { session_id: crate::http::session_id(), anti_brute_force: false };
+    let reply = methods::call(backend, ctx, Request { method: Some("torrent-get".into()), args, tag: None }).await;
+    match serde_json::from_str(reply.arguments.get()) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// The stream's state between two lines.
+struct Stream<B> {
+    backend: Arc<B>,
+    base: Args,
+    lines: Lines,
+    since: u64,
+    events: tokio::sync::watch::Receiver<u64>,
+    _slot: crate::hold::Slot,
+    ended: bool,
+}
+
+impl<B: Backend> Stream<B> {
+    /// The next bytes to send: a line (or, after [`KEEPALIVE`], an empty one); `None` when
+    /// the daemon is closing.
+    async fn next(&mut self) -> Option<String> {
+        if self.ended {
+            return None;
+        }
+        let quiet_since = tokio::time::Instant::now();
+        loop {
+            if self.lines.started {
+                let since = crate::ids::marker_instant(self.since as i64).unwrap_or_else(std::time::Instant::now);
+                let left = KEEPALIVE.saturating_sub(quiet_since.elapsed());
+                if !crate::hold::until_news(self.backend.as_ref(), &mut self.events, since, left).await {
+                    self.ended = true;
+                    return None;
+                }
+            }
+            let mut args = get(self.backend.as_ref(), get_args(&self.base, self.since)).await;
+            if let Some(now) = args.remove("bitswarm-now").and_then(|v| v.as_u64()) {
+                self.since = now;
+            }
+            let (line, unknown) = self.lines.line(args);
+            let line = if unknown.is_empty() {
+                line
+            } else {
+                // Moving torrents this stream never sent (added while it looked): in full.
+                let mut full = self.base.clone();
+                full.insert("format".into(), Value::from("table"));
+                full.insert("ids".into(), Value::from(unknown));
+                full.remove("bitswarm-moving");
+                let more = get(self.backend.as_ref(), full).await;
+                let (more, _) = self.lines.line(more);
+                match (line, more) {
+                    (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+                    (a, b) => a.or(b),
+                }
+            };
+            if let Some(line) = line {
+                return Some(line + "\n");
+            }
+            if quiet_since.elapsed() >= KEEPALIVE {
+                return Some("\n".into());
+            }
+        }
+    }
+}
+
+/// Opens a stream for `client`, asking torrent-gets with `args`; `None` (answer 503) when the
+/// backend has no events or the client holds its most.
+pub(crate) fn open<B: Backend>(
+    backend: Arc<B>,
+    holds: &crate::hold::Holds,
+    client: Option<IpAddr>,
+    args: Args,
+) -> Option<impl futures_util::Stream<Item = Result<axum::body::Bytes, std::convert::Infallible>> + Send + 'static> {
+    let events = backend.events()?;
+    let slot = holds.take(client)?;
+    let stream = Stream { backend, base: args, lines: Lines::default(), since: 0, events, _slot: slot, ended: false };
+    Some(futures_util::stream::unfold(stream, |mut s| async move {
+        let bytes = s.next().await?;
+        Some((Ok(axum::body::Bytes::from(bytes)), s))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn args(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_line_says_only_what_is_new() {
+        let mut l = Lines::default();
+        let (first, _) = l.line(args(json!({"torrents": [["id", "name"], [1, "a"], [2, "b"]], "removed": []})));
+        assert_eq!(first.unwrap(), r#"{"full":true,"keys":["id","name"],"torrents":[[1,"a"],[2,"b"]]}"#);
+
+        // Moving figures: all of them the first time, with the names; then only what changed.
+        let moving = |rate: u64, done: f64| {
+            args(json!({"torrents": [], "bitswarm-moving": [["id", "rateDownload", "percentDone"], [1, rate, done]]}))
+        };
+        let (a, _) = l.line(moving(100, 0.123456));
+        assert_eq!(a.unwrap(), r#"{"moving":[[1,1,100,2,0.1235]],"movingKeys":["id","rateDownload","percentDone"]}"#);
+        let (b, _) = l.line(moving(200, 0.12351));
+        assert_eq!(b.unwrap(), r#"{"moving":[[1,1,200]]}"#, "the rounded fraction did not change");
+        let (c, _) = l.line(moving(200, 0.12351));
+        assert_eq!(c, None, "nothing changed: no line");
+
+        // A torrent sent in full is sent its figures whole next time.
+        l.line(args(json!({"torrents": [["id", "name"], [1, "a2"]]})));
+        let (d, _) = l.line(moving(200, 0.12351));
+        assert_eq!(d.unwrap(), r#"{"moving":[[1,1,200,2,0.1235]]}"#);
+
+        // Removed: only ids the client knows, once, and never one listed in the same line.
+        let (e, _) = l.line(args(json!({"torrents": [["id", "name"], [3, "c"]], "removed": [2, 3, 9]})));
+        assert_eq!(e.unwrap(), r#"{"removed":[2],"torrents":[[3,"c"]]}"#);
+        let (f, _) = l.line(args(json!({"torrents": [], "removed": [2, 9]})));
+        assert_eq!(f, None);
+    }
+
+    #[test]
+    fn a_row_sent_again_unchanged_is_left_out_until_its_figures_moved() {
+        let mut l = Lines::default();
+        let full = |rate: u64| args(json!({"torrents": [["id", "rateDownload"], [1, rate]]}));
+        assert!(l.line(full(0)).0.is_some());
+        assert_eq!(l.line(full(0)).0, None, "the same row again");
+        l.line(args(json!({"bitswarm-moving": [["id", "rateDownload"], [1, 100]]})));
+        // The client now shows 100: the row of 0 is news again.
+        assert_eq!(l.line(full(0)).0.unwrap(), r#"{"torrents":[[1,0]]}"#);
+    }
+
+    #[test]
+    fn a_moving_torrent_never_sent_is_asked_for_in_full() {
+        let mut l = Lines::default();
+        l.line(args(json!({"torrents": [["id"], [1]]})));
+        let (line, unknown) = l.line(args(json!({"bitswarm-moving": [["id", "rateUpload"], [1, 5], [4, 6]]})));
+        assert_eq!(line.unwrap(), r#"{"moving":[[1,1,5]],"movingKeys":["id","rateUpload"]}"#);
+        assert_eq!(unknown, vec![4]);
+    }
+
+    #[test]
+    fn malformed_arguments_make_no_line_and_no_panic() {
+        let mut l = Lines::default();
+        l.line(args(json!({})));
+        for v in [
+            json!({"torrents": "x"}),
+            json!({"torrents": [1, 2]}),
+            json!({"torrents": [["name"], ["a"]]}),
+            json!({"bitswarm-moving": [["id"], ["x"], [-1], [1.5]]}),
+            json!({"removed": ["a", -1, 1e30]}),
+        ] {
+            assert_eq!(l.line(args(v.clone())).0, None, "{v}");
+        }
+    }
+}
