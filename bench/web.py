@@ -33,9 +33,13 @@ For each program, one after the other:
       included) and of every RPC call in the window divided by the refreshes, and per minute;
       the browser's CPU (Performance.getMetrics TaskDuration, ScriptDuration: deltas over the
       window divided by the refreshes); and the daemon's own CPU (/proc, utime+stime) per
-      refresh. A response counts in the window it finished in: bitswarm's page holds its
-      refresh (bitswarm-wait) until something changes, 25 s at most. Nothing runs in the page
-      meanwhile but the page itself.
+      refresh. A response counts in the window it finished in. bitswarm's page asks no
+      refresh: it follows one response that stays open (POST /transmission/stream), a line per
+      update; each line is a refresh here, its bytes those CDP's Network.dataReceived gives
+      (encodedDataLength: on the wire, with the chunk's framing), and the empty lines that only
+      keep the stream alive (one per 25 s) count in every RPC response's bytes. Request bytes
+      are counted for neither (Transmission's page sends a request of some 400 bytes with every
+      refresh; bitswarm's none). Nothing runs in the page meanwhile but the page itself.
   - then, that program still running, with activity (unless --no-activity): ACTIVE_N (5)
     more torrents of 48 MiB added, limited to 64 kB/s each and started, downloading from
     `bitswarm seed` seeders found through a `bitswarm tracker` on loopback (the same for both
@@ -60,6 +64,7 @@ ROOT = bench.ROOT
 # The activity (see Activity): this many torrents downloading, of this size, at this limit each.
 ACTIVE_N, ACTIVE_MIB, ACTIVE_LIMIT = 5, 48, 64
 TOP = "f00000.bin"  # the first torrent by name: the list's top row in both pages
+STREAM = "/transmission/stream"  # bitswarm's page: its update stream (one response, a line per update)
 WEB_HOME = "/usr/share/transmission/web"
 # Where each page puts a row's name.
 NAME_CELL = {"bitswarm": "#rows .row .c-name", "transmission": ".torrent_name"}
@@ -122,6 +127,12 @@ class Browser:
                                                  "body": r.get("postData", ""), "bytes": None, "status": None}
             elif m["method"] == "Network.responseReceived" and p["requestId"] in self.requests:
                 self.requests[p["requestId"]]["status"] = p["response"]["status"]
+            elif m["method"] == "Network.dataReceived" and p["requestId"] in self.requests \
+                    and self.requests[p["requestId"]]["url"].endswith(STREAM):
+                # A part of bitswarm's update stream as it came: a line (or an empty one that
+                # only says the stream is alive), its bytes on the wire with the chunk's framing.
+                self.requests[p["requestId"]].setdefault("chunks", []).append(
+                    {"t": entry["timestamp"] / 1000, "bytes": p["encodedDataLength"], "data": p["dataLength"]})
             elif m["method"] == "Network.loadingFinished" and p["requestId"] in self.requests:
                 self.requests[p["requestId"]]["bytes"] = p["encodedDataLength"]
                 self.requests[p["requestId"]]["end"] = entry["timestamp"] / 1000
@@ -161,6 +172,12 @@ def window(browser, prog, seconds):
     rpc = [r for r in browser.requests.values()
            if r["url"].endswith("/transmission/rpc") and r.get("end") is not None and t0 <= r["end"] <= t1]
     refreshes = [r for r in rpc if is_refresh(r)]
+    # bitswarm's page: its updates are the lines of its stream (each a refresh), the empty ones
+    # that only keep it alive count in the bytes of all.
+    chunks = [c for r in browser.requests.values() if r["url"].endswith(STREAM)
+              for c in r.get("chunks", []) if t0 <= c["t"] <= t1]
+    refreshes += [c for c in chunks if c["data"] > 1]
+    rpc += chunks
     n = len(refreshes)
     per = lambda v: v / n if n else None
     return {

@@ -19,8 +19,10 @@
 //!   fields (by their place `i` in `movingKeys`, sent once) whose value differs from what
 //!   this stream last sent of it. A figure that did not change is not sent again.
 //! - `removed`: the ids, among those this stream sent, of the torrents removed since.
-//! - Fractions (`percentDone`, `uploadRatio`, …) are rounded to 4 decimals, more than a page
-//!   shows (0.1%).
+//! - Figures are as precise as a page shows them: fractions (`percentDone`, `uploadRatio`, …)
+//!   to 4 decimals (a page shows 0.1%), rates to 3 significant digits ("64.1 kB/s"), an ETA to
+//!   the minute beyond a minute and to the hour beyond a day, so that a figure moving within
+//!   what is shown is not sent again.
 //!
 //! Nothing to say for [`KEEPALIVE`]: an empty line, so that the client (and any proxy) sees the
 //! stream is alive. A stream holds one of its client's held-request places for its life
@@ -69,18 +71,34 @@ fn hash_of(row: &[Value]) -> u64 {
     h.finish() | 1
 }
 
-/// Rounds fractions to 4 decimals (integers stay as they are).
-fn round(v: &mut Value) {
-    if let Value::Number(n) = v
-        && n.is_f64()
-        && let Some(x) = n.as_f64()
-        && let Some(r) = serde_json::Number::from_f64((x * 1e4).round() / 1e4)
-    {
-        *n = r;
+/// A value as precise as a page shows it: fractions to 4 decimals, rates to 3 significant
+/// digits ("64.1 kB/s"), an ETA to the second under a minute, to the minute under a day, to
+/// the hour beyond. A figure that moves within that precision is then not sent again.
+fn shown(key: &Value, v: &mut Value) {
+    let Value::Number(n) = v else { return };
+    let rounded = match key.as_str() {
+        Some("rateDownload" | "rateUpload") => n.as_u64().map(|r| {
+            let mut unit = 1;
+            while r / unit >= 1000 {
+                unit *= 10;
+            }
+            Value::from((r + unit / 2) / unit * unit)
+        }),
+        Some("eta") => n.as_i64().filter(|s| *s >= 60).map(|s| {
+            let unit = if s < 86_400 { 60 } else { 3600 };
+            Value::from(s - s % unit)
+        }),
+        _ if n.is_f64() => {
+            n.as_f64().and_then(|x| serde_json::Number::from_f64((x * 1e4).round() / 1e4)).map(Value::Number)
+        }
+        _ => None,
+    };
+    if let Some(r) = rounded {
+        *v = r;
     }
 }
 
-/// A table-format list (`[names, row, …]`): its names and rows, fractions rounded.
+/// A table-format list (`[names, row, …]`): its names and rows, each value as shown.
 fn table(v: Option<Value>) -> Option<(Vec<Value>, Vec<Vec<Value>>)> {
     let Some(Value::Array(mut list)) = v else { return None };
     if list.is_empty() {
@@ -91,7 +109,7 @@ fn table(v: Option<Value>) -> Option<(Vec<Value>, Vec<Vec<Value>>)> {
         .into_iter()
         .filter_map(|r| match r {
             Value::Array(mut row) => {
-                row.iter_mut().for_each(round);
+                row.iter_mut().zip(&keys).for_each(|(v, k)| shown(k, v));
                 Some(row)
             }
             _ => None,
@@ -321,6 +339,25 @@ mod tests {
         assert_eq!(e.unwrap(), r#"{"removed":[2],"torrents":[[3,"c"]]}"#);
         let (f, _) = l.line(args(json!({"torrents": [], "removed": [2, 9]})));
         assert_eq!(f, None);
+    }
+
+    #[test]
+    fn figures_are_as_precise_as_shown() {
+        let keys = json!(["rateDownload", "rateUpload", "eta", "percentDone", "id"]);
+        let mut l = Lines::default();
+        let line = |l: &mut Lines, row: Value| {
+            l.line(args(json!({"torrents": [keys.clone(), row]}))).0.map(|s| serde_json::from_str::<Value>(&s).unwrap())
+        };
+        let first = line(&mut l, json!([64_149, 999, 59, 0.123_44, 1])).unwrap();
+        assert_eq!(first["torrents"][0], json!([64_100, 999, 59, 0.1234, 1]));
+        let r = line(&mut l, json!([1_234_567, 1_000, 3_599, 0.5, 1])).unwrap();
+        assert_eq!(r["torrents"][0], json!([1_230_000, 1_000, 3_540, 0.5, 1]));
+        let r = line(&mut l, json!([1_235_000, 0, 200_000, 1.0, 1])).unwrap();
+        assert_eq!(r["torrents"][0], json!([1_240_000, 0, 198_000, 1.0, 1]));
+        let r = line(&mut l, json!([1, 1, -1, 0.5, 1])).unwrap();
+        assert_eq!(r["torrents"][0], json!([1, 1, -1, 0.5, 1]), "small rates, unknown ETA untouched");
+        // Moving within what is shown: nothing to say.
+        assert_eq!(line(&mut l, json!([1, 1, -1, 0.500_01, 1])), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ const STALE_MS = 50000;
 // idle page costs an answer per 25 s, and a change shows at once.
 const WAIT_S = 25;
 const FIELDS = [
-  "id", "name", "status", "error", "errorString", "sizeWhenDone", "leftUntilDone", "percentDone",
+  "id", "name", "status", "error", "errorString", "sizeWhenDone", "percentDone",
   "recheckProgress", "metadataPercentComplete", "rateDownload", "rateUpload", "eta", "uploadRatio",
   "peersConnected", "labels", "isFinished", "queuePosition", "addedDate",
   "downloadLimit", "downloadLimited", "uploadLimit", "uploadLimited",
@@ -25,7 +25,7 @@ const FIELDS = [
 
 // What a torrent that only transfers (its state and settings unchanged) is sent of: its figures.
 const MOVING_FIELDS = [
-  "id", "error", "errorString", "leftUntilDone", "percentDone", "recheckProgress", "metadataPercentComplete",
+  "id", "error", "errorString", "percentDone", "recheckProgress", "metadataPercentComplete",
   "rateDownload", "rateUpload", "eta", "uploadRatio", "peersConnected", "isFinished",
 ];
 
