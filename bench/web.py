@@ -54,6 +54,7 @@ no route leads off the machine. Transmission dials no peer at 127.0.0.0/8 (libtr
 non-loopback address is handed to both daemons. The RPCs and the pages stay on 127.0.0.1.
 
 Usage: bench/web.py [--n 10000] [--runs 3] [--steady 75] [--bulk 60] [--programs bitswarm,transmission] [--no-activity]
+       [--results FILE]
 """
 import argparse, atexit, base64, datetime, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -176,6 +177,15 @@ def window(browser, prog, seconds):
            if r["url"].endswith("/transmission/rpc") and r.get("end") is not None and t0 <= r["end"] <= t1]
     refreshes = [r for r in rpc if is_refresh(r)]
     n = len(refreshes)
+    by_method = {}  # RPC method -> [answers, their bytes]
+    for r in rpc:
+        try:
+            m = json.loads(r["body"]).get("method", "?")
+        except (ValueError, AttributeError):
+            m = "?"
+        by_method.setdefault(m, [0, 0])
+        by_method[m][0] += 1
+        by_method[m][1] += r["bytes"] or 0
     per = lambda v: v / n if n else None
     return {
         "seconds": t1 - t0,
@@ -187,6 +197,7 @@ def window(browser, prog, seconds):
         "rpc_bytes": sum(r["bytes"] or 0 for r in rpc),
         "rpc_bytes_per_refresh": per(sum(r["bytes"] or 0 for r in rpc)),
         "rpc_bytes_per_minute": sum(r["bytes"] or 0 for r in rpc) * 60 / (t1 - t0),
+        "rpc_by_method": by_method,
         "task_ms": (m1["TaskDuration"] - m0["TaskDuration"]) * 1000,
         "script_ms": (m1["ScriptDuration"] - m0["ScriptDuration"]) * 1000,
         "task_ms_per_refresh": per((m1["TaskDuration"] - m0["TaskDuration"]) * 1000),
