@@ -58,6 +58,10 @@ os.environ["BITSWARM_NO_LSD"] = "1"
 ROOT, BIN, RQBIT = peer.ROOT, peer.BIN, peer.RQBIT
 PROGRAMS = ["bitswarm", "transmission", "qbittorrent", "rqbit"]
 DEAD_TRACKER = "http://127.0.0.1:9/announce"
+# The address bitswarm's and Transmission's daemons take peers on and dial them from. bench/web.py
+# sets another (10.91.0.2, in a network namespace of its own): Transmission dials no peer at
+# 127.0.0.0/8.
+PEER_HOST = "127.0.0.1"
 MiB = 1 << 20
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -356,7 +360,7 @@ class Bitswarm(TransmissionRpc):
 
     def argv(self):
         return [BIN, "daemon", "--state", self.state, "--download-dir", self.data, "--port", str(self.peer_port),
-                "--bind", "127.0.0.1", "--rpc", "127.0.0.1:%d" % self.api_port]
+                "--bind", PEER_HOST, "--rpc", "127.0.0.1:%d" % self.api_port]
 
 
     def wait_saved(self, quiet=3.0, timeout=120):
@@ -386,7 +390,7 @@ class Transmission(TransmissionRpc):
             "rpc-authentication-required": False, "rpc-whitelist-enabled": False,
             "rpc-host-whitelist-enabled": False,
             "peer-port": self.peer_port, "peer-port-random-on-start": False,
-            "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1",
+            "bind-address-ipv4": PEER_HOST, "bind-address-ipv6": "::1",
             "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False, "utp-enabled": False,
             "port-forwarding-enabled": False, "blocklist-enabled": False,
             "download-dir": self.data, "incomplete-dir-enabled": False, "watch-dir-enabled": False,
@@ -745,8 +749,8 @@ def make_torrent(work, data_file, tracker_addr):
     return t
 
 
-def start_tracker():
-    tracker = peer.Proc([BIN, "tracker", "--http", "127.0.0.1:0", "--udp", "off"])
+def start_tracker(host="127.0.0.1"):
+    tracker = peer.Proc([BIN, "tracker", "--http", "%s:0" % host, "--udp", "off"])
     addr = tracker.wait_line(lambda l: l.startswith("HTTP tracker listening on ")).rsplit(" ", 1)[1]
     return tracker, addr
 

@@ -85,8 +85,8 @@ def wait_port(port, timeout=60):
 
 
 # Seeders: start, wait until ready to serve, return (Proc, port).
-def seed_bitswarm(t, data):
-    p = Proc([BIN, "seed", t, "-d", data, "--port", "0", "--bind", "127.0.0.1", "-q"])
+def seed_bitswarm(t, data, host="127.0.0.1"):
+    p = Proc([BIN, "seed", t, "-d", data, "--port", "0", "--bind", host, "-q"])
     return p, int(p.wait_line(lambda l: l.startswith("listening on ")).rsplit(":", 1)[1])
 
 def seed_libtorrent(t, data):

@@ -42,15 +42,25 @@ For each program, one after the other:
       refresh; bitswarm's none). Nothing runs in the page meanwhile but the page itself.
   - then, that program still running, with activity (unless --no-activity): ACTIVE_N (5)
     more torrents of 48 MiB added, limited to 64 kB/s each and started, downloading from
-    `bitswarm seed` seeders found through a `bitswarm tracker` on loopback (the same for both
-    daemons); once all download, --runs new browsers measured as the idle runs (their rows'
-    rates, progress and ETA move all along). Then they are removed with their data.
+    `bitswarm seed` seeders found through a `bitswarm tracker` (the same for both daemons);
+    once all download, --runs new browsers measured as the idle runs (their rows' rates,
+    progress and ETA move all along), and the body of each run's last refresh kept (what the
+    answer holds with 5 moving). Then they are removed with their data.
 Medians over the runs; ratios bitswarm ÷ Transmission. Prints Markdown tables and writes them
-with the raw runs to bench/results/web-DATE.md. Every program started is stopped at the end.
+with the raw runs to bench/results/web-DATE.md (--results). Every program started is stopped at
+the end.
+
+Everything runs in a network namespace of its own (the script re-runs itself under `unshare -rn`,
+as bench/dht-race.py and scripts/test do): `lo`, and a veth pair inside it carrying SEED_HOST
+(10.91.0.1: the tracker and the seeders) and DAEMON_HOST (10.91.0.2: both daemons' peer address);
+no route leads off the machine. Transmission dials no peer at 127.0.0.0/8 (libtransmission's
+"martian" addresses), so on loopback alone it announced and never connected; the same
+non-loopback address is handed to both daemons. The RPCs and the pages stay on 127.0.0.1.
 
 Usage: bench/web.py [--n 10000] [--runs 3] [--steady 75] [--bulk 60] [--programs bitswarm,transmission] [--no-activity]
+       [--results FILE]
 """
-import argparse, atexit, base64, datetime, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
+import argparse, atexit, base64, datetime, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -69,6 +79,10 @@ WEB_HOME = "/usr/share/transmission/web"
 # Where each page puts a row's name.
 NAME_CELL = {"bitswarm": "#rows .row .c-name", "transmission": ".torrent_name"}
 VERSIONS = {"transmission": "transmission-daemon 3.00 and its web client (Debian)"}
+# The namespace (see the top): its veth pair's two ends and their addresses.
+NETNS_ENV = "BITSWARM_WEB_NETNS"
+SEED_IF, SEED_HOST = "bw0", "10.91.0.1"
+DAEMON_IF, DAEMON_HOST = "bw1", "10.91.0.2"
 log = bench.log
 
 FIRST_RENDER_JS = """
@@ -167,6 +181,7 @@ def window(browser, prog, seconds):
     m0, c0, t0 = browser.metrics(), bench.cpu_ticks(prog.p.pid), time.time()
     time.sleep(seconds)
     m1, c1, t1 = browser.metrics(), bench.cpu_ticks(prog.p.pid), time.time()
+    load = os.getloadavg()
     time.sleep(1.5)  # for the last responses' events
     browser.drain()
     rpc = [r for r in browser.requests.values()
@@ -179,6 +194,15 @@ def window(browser, prog, seconds):
     refreshes += [c for c in chunks if c["data"] > 1]
     rpc += chunks
     n = len(refreshes)
+    by_method = {}  # RPC method -> [answers, their bytes]
+    for r in rpc:
+        try:
+            m = json.loads(r["body"]).get("method", "?")
+        except (ValueError, AttributeError):
+            m = "?"
+        by_method.setdefault(m, [0, 0])
+        by_method[m][0] += 1
+        by_method[m][1] += r["bytes"] or 0
     per = lambda v: v / n if n else None
     return {
         "seconds": t1 - t0,
@@ -190,13 +214,39 @@ def window(browser, prog, seconds):
         "rpc_bytes": sum(r["bytes"] or 0 for r in rpc),
         "rpc_bytes_per_refresh": per(sum(r["bytes"] or 0 for r in rpc)),
         "rpc_bytes_per_minute": sum(r["bytes"] or 0 for r in rpc) * 60 / (t1 - t0),
+        "rpc_by_method": by_method,
         "task_ms": (m1["TaskDuration"] - m0["TaskDuration"]) * 1000,
         "script_ms": (m1["ScriptDuration"] - m0["ScriptDuration"]) * 1000,
         "task_ms_per_refresh": per((m1["TaskDuration"] - m0["TaskDuration"]) * 1000),
         "script_ms_per_refresh": per((m1["ScriptDuration"] - m0["ScriptDuration"]) * 1000),
         "task_ms_per_minute": (m1["TaskDuration"] - m0["TaskDuration"]) * 1000 * 60 / (t1 - t0),
         "daemon_cpu_ms_per_refresh": per((c1 - c0) * 1000 / bench.CLK),
+        "loadavg_at_end": load,
     }
+
+
+def last_refresh(browser):
+    """The last refresh the browser finished: what the page asked and what came back (its
+    body, from the browser's buffer; without the headers)."""
+    done = [(r["end"], rid, r) for rid, r in browser.requests.items() if r.get("end") is not None and is_refresh(r)]
+    if not done:
+        return None
+    _, rid, r = max(done)
+    try:
+        body = browser.d.execute_cdp_cmd("Network.getResponseBody", {"requestId": rid})
+    except Exception as e:  # noqa: BLE001  the buffer may have dropped it; said in the results
+        return {"request": r["body"], "error": str(e)}
+    text = base64.b64decode(body["body"]).decode() if body.get("base64Encoded") else body["body"]
+    out = {"request": r["body"], "bytes_with_headers": r["bytes"], "body_bytes": len(text.encode()), "body": text}
+    try:
+        torrents = json.loads(text)["arguments"]["torrents"]
+        out["torrents"] = len(torrents)
+        out["fields"] = sorted({k for t in torrents for k in t}) if torrents else []
+        if torrents:
+            out["bytes_per_torrent"] = [len(json.dumps(t, separators=(",", ":")).encode()) for t in torrents]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return out
 
 
 def page_url(prog):
@@ -312,7 +362,7 @@ def start_on(name, work, data, n, cache):
 
 class Activity:
     """ACTIVE_N torrents of ACTIVE_MIB MiB (random data, made once and kept under --dir), each
-    seeded by `bitswarm seed` and announced to a `bitswarm tracker` on loopback: what both
+    seeded by `bitswarm seed` and announced to a `bitswarm tracker`, both on SEED_HOST: what both
     daemons download, the same way, at a limit of ACTIVE_LIMIT kB/s each (set through the RPC
     before they start), so that their rows' rates, progress and ETA move for minutes."""
 
@@ -329,13 +379,13 @@ class Activity:
                         out.write(os.urandom(1 << 20))
                 os.rename(f + ".part", f)
             files.append(f)
-        self.tracker, addr = bench.start_tracker()
+        self.tracker, addr = bench.start_tracker(SEED_HOST)
         self.torrents, self.seeders = [], []
         for f in files:
             work = tempfile.mkdtemp(prefix="active-", dir=base)
             t = bench.make_torrent(work, f, addr)
             self.torrents.append((os.path.basename(f), base64.b64encode(open(t, "rb").read()).decode()))
-            self.seeders.append(bench.peer.seed_bitswarm(t, src)[0])
+            self.seeders.append(bench.peer.seed_bitswarm(t, src, SEED_HOST)[0])
             bench.wait_seeder_known(addr, t)
 
     def stop(self):
@@ -373,6 +423,7 @@ def measure_active(prog, act, base, a, r):
                 time.sleep(5)
                 run.update(window(b, prog, a.steady))
                 run["still_downloading"] = downloading(prog, ids)
+                run["last_refresh"] = last_refresh(b)
             finally:
                 b.quit()
             log("  %s active run %d: %s; all still downloading: %s" % (prog.name, i + 1, short(run),
@@ -503,6 +554,43 @@ def tables(results, programs, n):
     return "\n".join(out)
 
 
+def into_netns():
+    """Re-runs this script, with the same arguments, in a network namespace of its own (see the
+    top): `lo` up, and a veth pair whose ends carry SEED_HOST and DAEMON_HOST."""
+    if subprocess.run(["unshare", "-rn", "true"], stderr=subprocess.DEVNULL).returncode != 0:
+        sys.exit("bench/web.py runs in a network namespace of its own, and this machine does not allow one "
+                 "(`unshare -rn` failed): Transmission dials no peer on loopback")
+    setup = " && ".join([
+        "ip link set lo up",
+        "ip link add %s type veth peer name %s" % (SEED_IF, DAEMON_IF),
+        "ip addr add %s/24 dev %s" % (SEED_HOST, SEED_IF),
+        "ip addr add %s/24 dev %s" % (DAEMON_HOST, DAEMON_IF),
+        "ip link set %s up" % SEED_IF,
+        "ip link set %s up" % DAEMON_IF,
+        'exec "$0" "$@"'])
+    os.environ[NETNS_ENV] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp("unshare", ["unshare", "-rn", "sh", "-c", setup, "/usr/bin/python3", os.path.abspath(__file__)]
+              + sys.argv[1:])
+
+
+def check_netns():
+    """In the namespace into_netns made: only its interfaces (nothing leads off the machine),
+    and its two addresses there."""
+    ifs = sorted(l.split(":")[0].strip() for l in open("/proc/self/net/dev").read().splitlines()[2:])
+    if ifs != sorted(["lo", SEED_IF, DAEMON_IF]):
+        sys.exit("%s=1 but this is not bench/web.py's network namespace (interfaces %s)" % (NETNS_ENV, ", ".join(ifs)))
+    for host in (SEED_HOST, DAEMON_HOST):
+        s = socket.socket()
+        try:
+            s.bind((host, 0))
+        except OSError as e:
+            sys.exit("the namespace has no %s: %s" % (host, e))
+        finally:
+            s.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10000)
@@ -514,6 +602,7 @@ def main():
     ap.add_argument("--piece-size", default="64K")
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/tmp/bitswarm-bench"))
     ap.add_argument("--no-results", action="store_true", help="do not write bench/results/web-DATE.md")
+    ap.add_argument("--results", help="the results file to add to (default bench/results/web-DATE.md)")
     ap.add_argument("--bitswarm", help="this bitswarm binary (an earlier build, to compare), not this tree's release build")
     ap.add_argument("--prepare-only", action="store_true", help="make the kept state folders, measure nothing")
     a = ap.parse_args()
@@ -533,9 +622,13 @@ def main():
     atexit.register(bench.stop_all)
 
     if a.bitswarm:
-        bench.BIN = os.path.abspath(a.bitswarm)
-    else:
+        bench.BIN = bench.peer.BIN = os.path.abspath(a.bitswarm)
+    elif os.environ.get(NETNS_ENV) != "1":
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "bitswarm"], cwd=ROOT, check=True)
+    if os.environ.get(NETNS_ENV) != "1":
+        into_netns()
+    check_netns()
+    bench.PEER_HOST = DAEMON_HOST
     started = datetime.datetime.now()
     os.makedirs(a.dir, exist_ok=True)
     src = os.path.join(a.dir, "daemon-src-%s" % a.piece_size)
@@ -566,7 +659,7 @@ def main():
     print()
     print(text)
     if not a.no_results:
-        path = os.path.join(ROOT, "bench/results/web-%s.md" % started.strftime("%Y-%m-%d"))
+        path = a.results or os.path.join(ROOT, "bench/results/web-%s.md" % started.strftime("%Y-%m-%d"))
         rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True,
                              text=True).stdout.strip()
         chromium = subprocess.run(["chromium", "--version"], capture_output=True, text=True).stdout.strip()
@@ -575,7 +668,9 @@ def main():
             ours = "bitswarm " + (("%s (%s)" % (a.bitswarm, subprocess.run(
                 [bench.BIN, "--version"], capture_output=True, text=True).stdout.strip())) if a.bitswarm else rev)
             parts = [ours] + [VERSIONS[p] for p in programs if p in VERSIONS] + [
-                chromium, "%d cores" % os.cpu_count(), "`%s`" % " ".join(["bench/web.py"] + sys.argv[1:])]
+                chromium, "%d cores" % os.cpu_count(), "`%s`" % " ".join(["bench/web.py"] + sys.argv[1:]),
+                "in a network namespace: seeders and tracker at %s, the daemons' peers at %s" % (SEED_HOST, DAEMON_HOST),
+                "load average at the end %.2f %.2f %.2f" % os.getloadavg()]
             f.write("; ".join(parts) + "\n\n")
             f.write(text + "\n\n## Raw runs\n\n```\n")
             for p in programs:
