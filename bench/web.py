@@ -197,7 +197,7 @@ def window(browser, prog, seconds):
     by_method = {}  # RPC method -> [answers, their bytes]
     for r in rpc:
         try:
-            m = json.loads(r["body"]).get("method", "?")
+            m = "stream" if "data" in r else json.loads(r["body"]).get("method", "?")
         except (ValueError, AttributeError):
             m = "?"
         by_method.setdefault(m, [0, 0])

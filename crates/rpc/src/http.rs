@@ -260,6 +260,7 @@ async fn read<B: Backend>(
 
 /// The web page's update stream ([`crate::stream`]): its request is a torrent-get.
 async fn stream<B: Backend>(shared: &Arc<Shared<B>>, client: Option<IpAddr>, request: Request) -> Response {
+    let gzip = crate::stream::accepts_gzip(request.headers().get(header::ACCEPT_ENCODING).map(HeaderValue::as_bytes));
     let parsed = match read(shared, request).await {
         Ok((parsed, _permit)) => parsed,
         Err(r) => return r,
@@ -267,7 +268,7 @@ async fn stream<B: Backend>(shared: &Arc<Shared<B>>, client: Option<IpAddr>, req
     if parsed.method.as_deref() != Some("torrent-get") {
         return simple(StatusCode::BAD_REQUEST, "<p>the stream's request is a torrent-get</p>");
     }
-    let Some(lines) = crate::stream::open(Arc::clone(&shared.backend), &shared.holds, client, parsed.args) else {
+    let Some(lines) = crate::stream::open(Arc::clone(&shared.backend), &shared.holds, client, parsed.args, gzip) else {
         tracing::debug!(client = ?client, "update stream refused: too many held, or no events");
         return simple(StatusCode::SERVICE_UNAVAILABLE, "<p>too many requests held; poll instead</p>");
     };
@@ -276,6 +277,10 @@ async fn stream<B: Backend>(shared: &Arc<Shared<B>>, client: Option<IpAddr>, req
     h.insert(header::SERVER, HeaderValue::from_static("Transmission"));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     // nginx and its kind pass each line on at once rather than buffer the response.
     h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
     r
