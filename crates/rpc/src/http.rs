@@ -268,11 +268,14 @@ async fn stream<B: Backend>(shared: &Arc<Shared<B>>, client: Option<IpAddr>, req
     if parsed.method.as_deref() != Some("torrent-get") {
         return simple(StatusCode::BAD_REQUEST, "<p>the stream's request is a torrent-get</p>");
     }
-    let Some(lines) = crate::stream::open(Arc::clone(&shared.backend), &shared.holds, client, parsed.args, gzip) else {
-        tracing::debug!(client = ?client, "update stream refused: too many held, or no events");
-        return simple(StatusCode::SERVICE_UNAVAILABLE, "<p>too many requests held; poll instead</p>");
+    let body = match crate::stream::open(Arc::clone(&shared.backend), &shared.holds, client, parsed.args, gzip) {
+        Some(lines) => Body::from_stream(lines),
+        None => {
+            tracing::debug!(client = ?client, "update stream refused: too many held, or no events");
+            return json(Body::from("{\"poll\":true}\n"));
+        }
     };
-    let mut r = Response::new(Body::from_stream(lines));
+    let mut r = Response::new(body);
     let h = r.headers_mut();
     h.insert(header::SERVER, HeaderValue::from_static("Transmission"));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -283,6 +286,15 @@ async fn stream<B: Backend>(shared: &Arc<Shared<B>>, client: Option<IpAddr>, req
     h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     // nginx and its kind pass each line on at once rather than buffer the response.
     h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    r
+}
+
+/// A JSON answer.
+fn json(body: Body) -> Response {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::SERVER, HeaderValue::from_static("Transmission"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
     r
 }
 
@@ -302,11 +314,7 @@ async fn rpc<B: Backend>(shared: &Shared<B>, client: Option<IpAddr>, request: Re
     let ctx = Context { session_id: session_id(), anti_brute_force: shared.guard.required() };
     let reply = methods::call(shared.backend.as_ref(), ctx, parsed).await;
     tracing::debug!(method = method.as_deref().unwrap_or(""), result = reply.result_str(), "RPC");
-    let mut r = Response::new(Body::from(reply.to_json(tag)));
-    let h = r.headers_mut();
-    h.insert(header::SERVER, HeaderValue::from_static("Transmission"));
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
-    r
+    json(Body::from(reply.to_json(tag)))
 }
 
 /// Whether reading a body failed because it was longer than [`MAX_BODY`].

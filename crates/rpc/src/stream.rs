@@ -30,7 +30,8 @@
 //! Nothing to say for [`KEEPALIVE`]: an empty line, so that the client (and any proxy) sees the
 //! stream is alive. A stream holds one of its client's held-request places for its life
 //! ([`crate::hold::MAX_HELD_PER_CLIENT`]); past the caps, or for a backend that has no
-//! events, the request is answered 503 and the page polls instead. The stream ends when the
+//! events, the answer is the one line `{"poll":true}` and its end: the page polls instead (a
+//! normal condition, many tabs open, so not an HTTP error in the browser's console). The stream ends when the
 //! client goes away or the daemon shuts down.
 
 use std::collections::{HashMap, HashSet};
@@ -313,7 +314,7 @@ impl Encoding {
 }
 
 /// Opens a stream for `client`, asking torrent-gets with `args`, gzipped if `gzip`; `None`
-/// (answer 503) when the backend has no events or the client holds its most.
+/// when the backend has no events or the client holds its most.
 pub(crate) fn open<B: Backend>(
     backend: Arc<B>,
     holds: &crate::hold::Holds,

@@ -412,8 +412,7 @@ async function readStream(first) {
     showError("error", "Could not refresh the list: the daemon does not answer");
     return "lost";
   }
-  if (!r.ok || !r.body) return [404, 405, 503].includes(r.status) ? "unavailable" : "lost";
-  document.body.dataset.updates = "stream";
+  if (!r.ok || !r.body) return [404, 405].includes(r.status) ? "unavailable" : "lost";
   // The daemon sends a line at least every 25 s: silence for longer is a lost connection.
   let timer = 0;
   const watch = () => { clearTimeout(timer); timer = setTimeout(() => abort.abort(), STALE_MS); };
@@ -431,17 +430,21 @@ async function readStream(first) {
         buf = buf.slice(nl + 1);
         const seen = window.bitswarmUpdates;
         if (!line) { seen.keepalives++; continue; }
+        const u = JSON.parse(line);
+        if (u.poll) return "unavailable"; // the daemon holds as many as it will for us
         seen.lines.push([performance.now(), line.length]);
         if (seen.lines.length > 100) seen.lines.shift();
-        apply(JSON.parse(line));
+        document.body.dataset.updates = "stream";
+        apply(u);
         showError("error", "");
         first();
       }
     }
   } catch (e) {
     // Aborted by the watch, the connection dropped, or a line that did not parse: open again.
+  } finally {
+    clearTimeout(timer);
   }
-  clearTimeout(timer);
   return "lost";
 }
 

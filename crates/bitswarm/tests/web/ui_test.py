@@ -16,10 +16,12 @@ on 127.0.0.1:SEEDER_PORT has (downloaded slowly, to look at that peer in its det
 must list them quickly, keep only the rows in view, and follow the update stream with small lines. Prints a line per step; exits 0 when every step held
 and the browser's console logged no error, else 1 with what failed.
 """
+import http.client
 import json
 import os
 import sys
 import time
+import urllib.parse
 
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -290,6 +292,49 @@ def stream_brings_a_change(driver, rpc):
     rpc.call("torrent-start", {"ids": [tid]})
 
 
+def polls_where_no_stream(driver, rpc):
+    """Where the daemon holds no more streams for this client (four, from another tab or
+    program), the page polls instead, and still shows a change by another client."""
+    driver.get("about:blank")  # the page's own stream ends with it
+    host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
+    rpc.call("session-get", {"fields": ["version"]})  # the session id
+    body = json.dumps({"method": "torrent-get", "arguments": {"fields": ["id"], "format": "table"}})
+    held = []
+
+    def four(_):
+        # Until the daemon has let go of the page's stream, a fifth is refused (503): again.
+        c = http.client.HTTPConnection(host, port, timeout=30)
+        c.request("POST", "/transmission/stream", body, {"X-Transmission-Session-Id": rpc.sid})
+        r = c.getresponse()
+        if r.status == 200:
+            held.append(c)
+        else:
+            c.close()
+        return len(held) == 4
+    wait(driver, "four streams held by another program", four)
+    try:
+        driver.get(url)
+        wait(driver, "the page ready", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+        assert driver.execute_script("return document.body.dataset.updates;") == "poll"
+        (tid,) = [t["id"] for t in rpc.call("torrent-get", {"fields": ["id", "name"]})["torrents"] if t["name"] == TORRENT_NAME]
+        rpc.call("torrent-stop", {"ids": [tid]})
+        wait(driver, f"{TORRENT_NAME} stopped by another client, in the polling page",
+             lambda d: cell(d, TORRENT_NAME, "state") in ("Stopped", "Finished"), 15)
+        rpc.call("torrent-start", {"ids": [tid]})
+        wait(driver, f"{TORRENT_NAME} started again, in the polling page",
+             lambda d: cell(d, TORRENT_NAME, "state") == "Seeding", LONG)
+        step("four streams held elsewhere: the page polls, and shows a change by another client")
+    finally:
+        for c in held:
+            c.close()
+
+    def streaming(d):
+        d.get(url)
+        wait(d, "the page ready", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+        return d.execute_script("return document.body.dataset.updates;") == "stream"
+    wait(driver, "the page following its stream again", streaming)
+
+
 def run_auth(driver):
     """Behind a password: the browser sends it for the page, and the page's own RPC calls."""
     driver.get(url)
@@ -404,6 +449,7 @@ def run(driver, rpc):
     step("stopped and started")
 
     stream_brings_a_change(driver, rpc)
+    polls_where_no_stream(driver, rpc)
 
     # Verified again: still complete.
     driver.find_element(By.ID, "verify").click()
