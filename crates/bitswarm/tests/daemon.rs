@@ -777,3 +777,75 @@ fn the_update_stream_says_what_changed_and_ends_with_the_daemon() {
     let status = daemon.proc.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "daemon exit: {status:?}\n{}", daemon.proc.output());
 }
+
+/// torrent-get of `recently-active` (with `bitswarm-since` when given): the ids of its
+/// torrents and of its `removed`, after checking that no torrent is in both.
+fn listed_and_removed(daemon: &OurDaemon, since: Option<u64>) -> (Vec<u64>, Vec<u64>) {
+    let mut args = serde_json::json!({"fields": ["id"], "ids": "recently-active"});
+    if let Some(s) = since {
+        args["bitswarm-since"] = s.into();
+    }
+    let v = daemon.rpc("torrent-get", args);
+    let ids = |k: &str| -> Vec<u64> {
+        let list = v[k].as_array().unwrap_or_else(|| panic!("no {k}: {v}"));
+        list.iter().map(|t| t["id"].as_u64().or(t.as_u64()).unwrap()).collect()
+    };
+    let (listed, removed) = (ids("torrents"), ids("removed"));
+    assert!(listed.iter().all(|id| !removed.contains(id)), "a torrent listed and removed at once: {v}");
+    (listed, removed)
+}
+
+/// torrent-remove of two running torrents whose tracker never answers (so that stopping each
+/// takes seconds: the `stopped` announce waits its time out), by a client that goes away once
+/// the first has left the list: both are removed all the same, both are in `removed` (with and
+/// without `bitswarm-since`) and never at once in an answer's torrents, and neither comes back
+/// after a restart. Transmission removes a torrent whatever the client does meanwhile, and puts
+/// it in `removed` as it leaves the list.
+#[test]
+fn a_removal_completes_and_is_reported_even_when_the_client_goes_away() {
+    let t = tempdir();
+    // Accepts connections (the kernel does) and never answers them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/announce", silent.local_addr().unwrap());
+    let (a, ha) = torrent_of(t.path(), "a.bin", 100_000, 31, &url);
+    let (b, hb) = torrent_of(t.path(), "b.bin", 100_000, 32, &url);
+    let mut daemon = OurDaemon::start(t.path(), "", None);
+    daemon.remote(&["-a", a.to_str().unwrap()]);
+    daemon.remote(&["-a", b.to_str().unwrap()]);
+    let (x, y) = (id_of(&daemon, &ha), id_of(&daemon, &hb));
+    for id in [x, y] {
+        daemon.wait_torrent(id, &["status"], "downloading", |v| v["status"] == 4);
+    }
+    let marker = daemon.rpc("torrent-get", serde_json::json!({"fields": ["id"], "bitswarm-since": 0}))["bitswarm-now"]
+        .as_u64()
+        .unwrap();
+    let sid = daemon.session_id();
+    let body = serde_json::json!({"method": "torrent-remove", "arguments": {"ids": [x, y], "delete-local-data": true}})
+        .to_string();
+    let mut s = std::net::TcpStream::connect(daemon.rpc).unwrap();
+    let req = format!(
+        "POST /transmission/rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Transmission-Session-Id: {sid}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+    wait_for(T, "the first torrent out of the list", || {
+        (!listed_and_removed(&daemon, None).0.contains(&x)).then_some(())
+    });
+    // The client gives up on the answer.
+    drop(s);
+    // Both out of the list and in `removed` (at once: both leave together, before the first
+    // has stopped); the torrent-remove's client is gone, and nothing else asks for it.
+    let (listed, removed) = listed_and_removed(&daemon, None);
+    assert!(removed.contains(&x) && removed.contains(&y) && !listed.contains(&y), "{listed:?} removed {removed:?}");
+    let (_, removed) = listed_and_removed(&daemon, Some(marker));
+    assert!(removed.contains(&x) && removed.contains(&y), "since the marker: removed {removed:?}");
+    let left: Vec<_> = daemon.torrents(&["id"]).iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert!(!left.contains(&x) && !left.contains(&y), "still there: {left:?}");
+
+    daemon.stop();
+    let daemon = OurDaemon::start(t.path(), "", None);
+    let back = daemon.torrents(&["id", "hashString"]);
+    assert!(back.iter().all(|t| t["hashString"] != ha && t["hashString"] != hb), "back after a restart: {back:?}");
+    drop(silent);
+}

@@ -577,12 +577,21 @@ impl Backend for Daemon {
     }
 
     async fn remove(&self, ids: &[u32], delete_data: bool) -> Result<(), BackendError> {
-        for id in ids {
-            if let Some(h) = self.session.remove(*id, delete_data).await {
-                self.forget(h.id(), h.info_hash());
-            }
+        // Out of the session and into torrent-get's `removed` together, all of them, before
+        // anything is awaited: as Transmission does, a torrent leaves the list and enters
+        // `removed` at once, and the removal cannot be cut short by the client going away.
+        let gone: Vec<TorrentHandle> = ids.iter().filter_map(|id| self.session.detach(*id)).collect();
+        for h in &gone {
+            self.forget(h.id(), h.info_hash());
         }
-        Ok(())
+        // Stopping (the trackers told) and deleting the data take seconds: on a task of their
+        // own, which ends even if the request is dropped. The answer waits for it.
+        let task = tokio::spawn(async move {
+            for h in gone {
+                h.dispose(delete_data).await;
+            }
+        });
+        task.await.map_err(|e| BackendError::Other(format!("removing torrents: {e}")))
     }
 
     fn set(&self, ids: &[u32], set: &TorrentSet) -> Result<(), BackendError> {
@@ -918,6 +927,82 @@ fn parse(bytes: Vec<u8>) -> Result<AddSource, BackendError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon on loopback with its state and downloads under `dir`: no DHT, no LSD.
+    async fn daemon_in(dir: &std::path::Path) -> crate::Running {
+        let toml = format!(
+            "[daemon]\nstate_dir = {:?}\ndownload_dir = {:?}\n[peers]\nport = 0\nbind = \"127.0.0.1\"\n\
+             [dht]\nenabled = false\n[lsd]\nenabled = false\n[rpc]\nbind = \"127.0.0.1:0\"\n",
+            dir.join("state"),
+            dir.join("downloads"),
+        );
+        Daemon::start(crate::Config::from_toml(&toml).unwrap()).await.unwrap()
+    }
+
+    /// A torrent of one 5-byte file (no data on disk) announcing to `tracker`, added running.
+    async fn add_torrent(d: &Daemon, name: &str, tracker: &str) -> u32 {
+        let mut e = bitswarm_bencode::Encoder::new();
+        e.begin_dict().str("announce").str(tracker).str("info").begin_dict();
+        e.str("length").int(5).str("name").str(name).str("piece length").int(16384).str("pieces").bytes(&[0; 20]);
+        e.end().end();
+        match d.add(AddRequest::new(RpcSource::Metainfo(e.finish()))).await.unwrap() {
+            AddOutcome::Added(r) => r.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn listed(d: &Daemon) -> Vec<u32> {
+        let mut ids: Vec<u32> = d.torrent_ids().into_iter().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// torrent-get's `removed` as Transmission keeps it: a torrent is in it from the moment it
+    /// leaves the list, even when the torrent-remove is dropped at its first wait (the client
+    /// went away), and the rest of that removal still happens (its record gone for good); a
+    /// save that took the torrent before its removal does not write it back; an id removed is
+    /// never given again in the run, so `removed` never names a listed torrent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_torrent_is_in_removed_as_it_leaves_and_stays_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A tracker that takes connections (the kernel does) and never answers: stopping a
+        // torrent waits for its `stopped` announce to time out.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tracker = format!("http://{}/announce", silent.local_addr().unwrap());
+        let run = daemon_in(dir.path()).await;
+        let d = run.daemon.clone();
+        let (a, b) = (add_torrent(&d, "a", &tracker).await, add_torrent(&d, "b", &tracker).await);
+        for id in [a, b] {
+            let h = d.session.get(id).unwrap();
+            tokio::time::timeout(Duration::from_secs(60), h.wait_running()).await.expect("running");
+        }
+        let before = Instant::now();
+        // What the save loop holds, taken before the removal.
+        let held = d.session.get(b).unwrap();
+        // Polled once, then dropped: the client went away.
+        let _ = tokio::time::timeout(Duration::ZERO, d.remove(&[a, b], true)).await;
+        assert_eq!(listed(&d), Vec::<u32>::new());
+        assert_eq!(d.recently_removed(), vec![a, b], "in `removed` as they leave the list");
+        assert!(d.changes_since(before).removed);
+        d.save_record(&held);
+        d.save_resume(&held, true);
+
+        // Added again: a new id, not in `removed`; a removed one is never listed.
+        let c = add_torrent(&d, "a", &tracker).await;
+        assert!(c > b, "id {c} after {a} and {b} were removed");
+        assert_eq!(listed(&d), vec![c]);
+        assert_eq!(d.recently_removed(), vec![a, b]);
+
+        // The removal ran to its end (the runs ended): after a restart only c is back.
+        tokio::time::timeout(Duration::from_secs(60), held.stop_and_wait()).await.expect("the removed one stopped");
+        drop((d, held));
+        run.shutdown().await;
+        let run = daemon_in(dir.path()).await;
+        assert_eq!(listed(&run.daemon), vec![c]);
+        assert!(run.daemon.recently_removed().is_empty(), "`removed` is this run's");
+        run.shutdown().await;
+        drop(silent);
+    }
 
     /// Files a, padding, b: a client's index 1 is b (torrent-get lists a and b only).
     #[test]

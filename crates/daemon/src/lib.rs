@@ -467,14 +467,17 @@ impl Daemon {
     pub(crate) fn save_record(&self, h: &TorrentHandle) {
         let record = self.record_of(h);
         let fp = record_fingerprint(&record);
-        {
-            let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
-            let s = saved.entry(h.id()).or_default();
-            if s.record == fp {
-                return;
-            }
-            s.record = fp;
+        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        // Removed meanwhile (the save loop took it before): not written back. Looked at, and
+        // written, under the lock that `forget` removes the record under.
+        if h.is_removed() {
+            return;
         }
+        let s = saved.entry(h.id()).or_default();
+        if s.record == fp {
+            return;
+        }
+        s.record = fp;
         self.store.put_torrent(record);
     }
 
@@ -486,6 +489,11 @@ impl Daemon {
         let (fp, seconds) = (resume_fingerprint(&r), r.seconds_downloading + r.seconds_seeding);
         {
             let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+            // Removed meanwhile: no entry made again (the store drops resume data of a torrent
+            // it does not hold).
+            if h.is_removed() {
+                return;
+            }
             let s = saved.entry(h.id()).or_default();
             let slack = if exact { 0 } else { SECONDS_SLACK };
             if s.resume == fp && seconds.abs_diff(s.seconds) <= slack {
@@ -531,9 +539,14 @@ impl Daemon {
         }
     }
 
+    /// A torrent taken out of the session: its record goes, and it is in torrent-get's
+    /// `removed` from now on.
     pub(crate) fn forget(&self, id: u32, info_hash: InfoHash) {
-        self.store.remove(info_hash);
-        self.saved.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        {
+            let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+            saved.remove(&id);
+            self.store.remove(info_hash);
+        }
         let mut r = self.removed.lock().unwrap_or_else(|p| p.into_inner());
         r.push_back((id, Instant::now()));
         while r.front().is_some_and(|(_, t)| t.elapsed() > Duration::from_secs(bitswarm_rpc::RECENT_SECONDS)) {

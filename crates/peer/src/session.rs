@@ -252,6 +252,15 @@ impl Session {
     /// Stops a torrent and takes it out of the session; with `delete_data`, its files and the
     /// folders they made go too.
     pub async fn remove(&self, id: u32, delete_data: bool) -> Option<TorrentHandle> {
+        let h = self.detach(id)?;
+        h.dispose(delete_data).await;
+        Some(h)
+    }
+
+    /// The first half of [`Session::remove`], at once: takes the torrent out of the session
+    /// (no longer listed, found, or accepting peers) and tells its run to stop for good. Finish
+    /// with [`TorrentHandle::dispose`].
+    pub fn detach(&self, id: u32) -> Option<TorrentHandle> {
         let t = {
             let mut ts = self.inner.torrents.write().unwrap_or_else(|p| p.into_inner());
             let t = ts.by_id.remove(&id)?;
@@ -259,15 +268,8 @@ impl Session {
             ts.by_req2.remove(&req2_digest(&t.info_hash.0));
             t
         };
-        let h = TorrentHandle { t };
-        h.t.retire();
-        h.stop_and_wait().await;
-        if delete_data && let Some(meta) = h.t.meta() {
-            let layout = bitswarm_storage::Layout::new(&meta.info, &h.t.dir());
-            let dir = h.t.dir();
-            let _ = tokio::task::spawn_blocking(move || crate::disk::delete_files(&layout, &dir)).await;
-        }
-        Some(h)
+        t.retire();
+        Some(TorrentHandle { t })
     }
 
     /// Stops every torrent (each tells its trackers) and stops listening.
@@ -581,6 +583,23 @@ impl TorrentHandle {
             rx.changed().await;
         }
     }
+    /// Whether it was taken out of its session ([`Session::detach`], [`Session::remove`]).
+    pub fn is_removed(&self) -> bool {
+        self.t.is_retired()
+    }
+
+    /// The second half of [`Session::remove`], for a torrent [detached](Session::detach):
+    /// waits until its run has ended (the trackers told); with `delete_data`, then deletes its
+    /// files and the folders they made.
+    pub async fn dispose(&self, delete_data: bool) {
+        self.stop_and_wait().await;
+        if delete_data && let Some(meta) = self.t.meta() {
+            let layout = bitswarm_storage::Layout::new(&meta.info, &self.t.dir());
+            let dir = self.t.dir();
+            let _ = tokio::task::spawn_blocking(move || crate::disk::delete_files(&layout, &dir)).await;
+        }
+    }
+
     /// Stops, and waits until the run has ended (connections closed, pieces written, the
     /// trackers told).
     pub async fn stop_and_wait(&self) {

@@ -716,6 +716,10 @@ impl Torrent {
         self.stop();
     }
 
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
     /// The verified pieces (from the run when there is one).
     pub fn have(&self) -> Option<Bitfield> {
         match self.live() {

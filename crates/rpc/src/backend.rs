@@ -420,6 +420,11 @@ pub trait Backend: Send + Sync + 'static {
     fn recently_active(&self) -> Vec<u32>;
 
     /// Ids of torrents removed within the last [`RECENT_SECONDS`] (torrent-get's `removed`).
+    /// As in Transmission, a torrent is in it from the moment it is gone from
+    /// [`torrent_ids`](Backend::torrent_ids) (not once it has stopped, nor only if the
+    /// torrent-remove's client waited for the answer), and an id is never given again while
+    /// it may be in it. (torrent-get reads this before the torrents, and leaves out of it any
+    /// torrent of its answer.)
     fn recently_removed(&self) -> Vec<u32>;
 
     /// What a client that last listed at `since` needs: the torrents whose state or settings

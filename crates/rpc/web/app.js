@@ -60,7 +60,11 @@ async function rpc(method, args = {}) {
       throw new RpcError("the daemon does not answer");
     }
     if (r.status === 409) {
-      sessionId = r.headers.get("X-Transmission-Session-Id") || "";
+      const id = r.headers.get("X-Transmission-Session-Id") || "";
+      // Another session id: the daemon restarted, and what it removed before is not in its
+      // `removed`: the next poll gets every torrent.
+      if (sessionId && id !== sessionId) lastPoll = 0;
+      sessionId = id;
       continue;
     }
     if (!r.ok) throw new RpcError(`HTTP ${r.status} ${r.statusText}`);
@@ -501,6 +505,8 @@ async function poll() {
     since = reply["bitswarm-now"] || 0;
     const [keys, ...rows] = reply.torrents || [];
     if (full) torrents.clear();
+    // Removed first: the daemon reads the rows after `removed`, so they are the newer truth.
+    for (const id of reply.removed || []) torrents.delete(id);
     putRows(keys, rows);
     // Torrents whose figures alone moved: those fields only.
     const [movingKeys, ...moving] = reply["bitswarm-moving"] || [];
@@ -509,7 +515,6 @@ async function poll() {
       if (!t) { lastPoll = 0; continue; } // not known here: get all next time
       movingKeys.forEach((k, i) => { t[k] = row[i]; });
     }
-    for (const id of reply.removed || []) torrents.delete(id);
     // Answered at once with nothing: not held (the daemon holds few per client).
     quick = !full && !rows.length && !moving.length && Date.now() - started < 250;
     if (full || rows.length || moving.length || (reply.removed || []).length) {

@@ -45,6 +45,15 @@ MAGNET_NAME = [p[3:] for p in magnet.split("?", 1)[1].split("&") if p.startswith
 LONG = 90
 
 
+def removed_in_page(driver, name, what):
+    """After Remove is confirmed: the row gone (the page's update stream may bring it in
+    `removed` before the torrent-remove's answer, which waits for the torrent to stop) and the
+    dialog closed (at that answer)."""
+    wait(driver, what, lambda d: row(d, name) is None)
+    dialog = driver.find_element(By.ID, "remove-dialog")
+    wait(driver, "the remove dialog closed", lambda d: not dialog.is_displayed(), LONG)
+
+
 def select_only(driver, name):
     row(driver, name).find_element(By.CLASS_NAME, "c-name").click()
     wait(driver, f"{name} selected", lambda d: "selected" in row(d, name).get_attribute("class") and d.find_element(By.ID, "selection").text == "1 selected")
@@ -267,7 +276,7 @@ def peers_in_details(driver, rpc):
     driver.find_element(By.ID, "remove").click()
     driver.find_element(By.ID, "remove-data").click()
     driver.find_element(By.ID, "remove-ok").click()
-    wait(driver, f"{name} removed", lambda d: row(d, name) is None)
+    removed_in_page(driver, name, f"{name} removed")
 
 
 def stream_brings_a_change(driver, rpc):
@@ -513,7 +522,7 @@ def run(driver, rpc):
     wait(driver, "the details closed", lambda d: not details.is_displayed())
     driver.find_element(By.ID, "remove").click()
     driver.find_element(By.ID, "remove-ok").click()
-    wait(driver, f"{tree_name} removed", lambda d: row(d, tree_name) is None)
+    removed_in_page(driver, tree_name, f"{tree_name} removed")
 
     # A download limit.
     limit_down(driver, TORRENT_NAME, 100)
@@ -531,7 +540,7 @@ def run(driver, rpc):
     wait(driver, "the remove question", lambda d: what.is_displayed() and MAGNET_NAME in what.text)
     driver.find_element(By.ID, "remove-data").click()
     driver.find_element(By.ID, "remove-ok").click()
-    wait(driver, f"{MAGNET_NAME} gone from the list", lambda d: row(d, MAGNET_NAME) is None)
+    removed_in_page(driver, MAGNET_NAME, f"{MAGNET_NAME} gone from the list")
     wait(driver, f"{data} deleted", lambda d: not os.path.exists(data))
     assert rpc.torrent(MAGNET_NAME, []) is None
     assert os.path.exists(os.path.join(downloads, TORRENT_NAME))
@@ -546,7 +555,7 @@ def run(driver, rpc):
     select_only(driver, MAGNET_NAME)
     driver.find_element(By.ID, "remove").click()
     driver.find_element(By.ID, "remove-ok").click()
-    wait(driver, f"{MAGNET_NAME} removed, data kept", lambda d: row(d, MAGNET_NAME) is None)
+    removed_in_page(driver, MAGNET_NAME, f"{MAGNET_NAME} removed, data kept")
     step("added paused into another folder, removed without its data")
 
     # The daemon's settings: a refused one says why; a speed limit is saved.

@@ -25,6 +25,10 @@ pub(crate) struct Fake {
     pub last_create: Mutex<Option<CreateRequest>>,
     /// Whether the daemon runs a tracker (bitswarm-tracker-get).
     pub tracker: Mutex<bool>,
+    /// `recently_removed` (set by [`Fake::new`] to `[9]`).
+    pub removed: Mutex<Vec<u32>>,
+    /// A removal that happens as the named method is entered, once: torrent-get's reads raced.
+    pub race: Mutex<Option<(&'static str, u32)>>,
 }
 
 impl Fake {
@@ -37,7 +41,7 @@ impl Fake {
             status,
             ..TorrentView::default()
         };
-        let f = Fake::default();
+        let f = Fake { removed: Mutex::new(vec![9]), ..Fake::default() };
         *f.torrents.lock().unwrap() = vec![
             t(1, HASH1, "sample.bin", Status::Downloading),
             t(2, HASH2, "fake-magnet", Status::Downloading),
@@ -53,27 +57,41 @@ impl Fake {
     pub(crate) fn calls(&self) -> Vec<String> {
         std::mem::take(&mut *self.calls.lock().unwrap())
     }
+
+    /// The removal set for `method` (see [`Fake::race`]), if this is its turn: the torrent
+    /// leaves the list, then enters `removed`, as the daemon does it.
+    fn entering(&self, method: &str) {
+        let mut race = self.race.lock().unwrap();
+        let Some((_, id)) = race.take_if(|(m, _)| *m == method) else { return };
+        self.torrents.lock().unwrap().retain(|t| t.id != id);
+        self.removed.lock().unwrap().push(id);
+    }
 }
 
 impl Backend for Fake {
     fn torrent_ids(&self) -> Vec<(u32, InfoHash)> {
+        self.entering("torrent_ids");
         self.torrents.lock().unwrap().iter().rev().map(|t| (t.id, t.info_hash)).collect()
     }
 
     fn recently_active(&self) -> Vec<u32> {
+        self.entering("recently_active");
         vec![2, 1]
     }
 
     fn recently_removed(&self) -> Vec<u32> {
-        vec![9]
+        self.entering("recently_removed");
+        self.removed.lock().unwrap().clone()
     }
 
     /// 1 changed, 2 only moving (their union is `recently_active`).
     fn changes_since(&self, _since: std::time::Instant) -> crate::backend::Changes {
+        self.entering("changes_since");
         crate::backend::Changes { changed: vec![1], moving: vec![2], removed: false }
     }
 
     fn torrents(&self, ids: &[u32], wants: Wants) -> Vec<TorrentView> {
+        self.entering("torrents");
         *self.last_wants.lock().unwrap() = Some(wants);
         let all = self.torrents.lock().unwrap();
         // The torrents are kept by increasing id.

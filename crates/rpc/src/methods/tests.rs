@@ -115,6 +115,60 @@ fn torrent_get_since_a_marker() {
     assert_eq!(names(&plain), ["sample.bin", "fake-magnet"]);
 }
 
+/// `removed` against torrents removed while a torrent-get reads (between any two of its reads
+/// of the backend), in every form the web page and Transmission's clients ask it: a torrent is
+/// never both in the answer's torrents and in its `removed`, a removed one is never among the
+/// torrents, and `removed` names only removed ones. And with a backend that names a present
+/// torrent as removed (an id used again), the answer still does not list it in both.
+#[test]
+fn removed_never_names_a_torrent_of_the_answer() {
+    let forms = [
+        json!({"fields": ["id", "name"], "ids": "recently-active"}),
+        json!({"fields": ["id", "name"], "ids": "recently-active", "format": "table"}),
+        json!({"fields": ["id", "name"], "ids": "recently-active", "bitswarm-since": "MARKER"}),
+        json!({"fields": ["id", "name"], "ids": "recently-active", "bitswarm-since": "MARKER",
+            "bitswarm-moving": ["rateDownload"], "format": "table"}),
+        json!({"fields": ["id", "name"], "ids": "recently-active", "bitswarm-since": 0}),
+    ];
+    // The ids of a `torrents` (or `bitswarm-moving`), in either format.
+    let ids = |v: &Value| -> Vec<u64> {
+        let rows = v.as_array().map_or(&[][..], |a| a.as_slice());
+        match rows.first() {
+            Some(Value::Array(_)) => rows[1..].iter().map(|r| r[0].as_u64().unwrap()).collect(),
+            _ => rows.iter().map(|t| t["id"].as_u64().unwrap()).collect(),
+        }
+    };
+    for at in ["recently_active", "recently_removed", "changes_since", "torrent_ids", "torrents"] {
+        for gone in [1, 2] {
+            for form in &forms {
+                let f = Fake::new();
+                let marker =
+                    ok(&f, "torrent-get", json!({"fields": ["id"], "bitswarm-since": 0}))["bitswarm-now"].clone();
+                let mut args = form.clone();
+                if args["bitswarm-since"] == "MARKER" {
+                    args["bitswarm-since"] = marker;
+                }
+                *f.race.lock().unwrap() = Some((at, gone));
+                let a = ok(&f, "torrent-get", args);
+                let shown: Vec<u64> = ids(&a["torrents"]).into_iter().chain(ids(&a["bitswarm-moving"])).collect();
+                let removed: Vec<u64> = a["removed"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+                let what = format!("{gone} removed at {at}, {form}: {a}");
+                assert!(shown.iter().all(|id| !removed.contains(id)), "listed and removed: {what}");
+                // (A method this form does not call removes nothing.)
+                let fired = f.race.lock().unwrap().is_none();
+                assert!(!fired || !shown.contains(&u64::from(gone)), "a removed torrent listed: {what}");
+                assert!(removed.iter().all(|id| [9, u64::from(gone)].contains(id)), "never removed: {what}");
+            }
+        }
+    }
+    // A backend whose `removed` names present torrents (1 listed, 3 not asked for).
+    let f = Fake::new();
+    f.removed.lock().unwrap().extend([1, 3]);
+    let a = ok(&f, "torrent-get", json!({"fields": ["id"], "ids": "recently-active"}));
+    assert_eq!(ids(&a["torrents"]), [1, 2]);
+    assert_eq!(a["removed"], json!([3, 9]), "the listed one left out of removed");
+}
+
 /// bitswarm's `bitswarm-moving`: with `bitswarm-since`, the torrents whose figures alone moved
 /// (the backend's `changes_since`) come apart, with those fields alone (and their id); without
 /// it, with the others.

@@ -80,8 +80,15 @@ pub(crate) fn get<B: Backend>(backend: &B, args: &Args) -> Reply {
     // With `bitswarm-since`, nothing changed is `[]` also in the table format (not a row of
     // field names alone): what an idle page's poll gets.
     let table_of = |v: &[_]| table && !(since.is_some() && v.is_empty());
+    // A torrent in this answer is not in its `removed` (clients apply `removed` after the
+    // rows, or before): never so with ids that are not reused, kept so whatever the backend.
+    let mut removed = resolved.removed;
+    if let Some(r) = removed.as_mut().filter(|r| !r.is_empty()) {
+        let shown: std::collections::HashSet<u32> = views.iter().chain(&moving_views).map(|v| v.id).collect();
+        r.retain(|id| !shown.contains(id));
+    }
     Reply::with(&Get {
-        removed: resolved.removed,
+        removed,
         torrents: Torrents { views: &views, fields: &fields, table: table_of(&views) },
         // Left out when none moved: an idle page's answer stays as small as it was.
         moving: moving_fields.as_ref().filter(|_| !moving_views.is_empty()).map(|f| Torrents {
