@@ -66,12 +66,31 @@ pub(crate) struct Lines {
     known: HashMap<u32, u64>,
 }
 
+/// A hash of a row's values (never 0), without serializing them.
 fn hash_of(row: &[Value]) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for v in row {
-        v.to_string().hash(&mut h);
+    fn walk(v: &Value, h: &mut impl Hasher) {
+        std::mem::discriminant(v).hash(h);
+        match v {
+            Value::Null => {}
+            Value::Bool(b) => b.hash(h),
+            Value::Number(n) => (n.as_u64(), n.as_i64(), n.as_f64().map(f64::to_bits)).hash(h),
+            Value::String(s) => s.hash(h),
+            Value::Array(a) => {
+                a.len().hash(h);
+                a.iter().for_each(|v| walk(v, h));
+            }
+            Value::Object(m) => {
+                m.len().hash(h);
+                for (k, v) in m {
+                    k.hash(h);
+                    walk(v, h);
+                }
+            }
+        }
     }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    row.iter().for_each(|v| walk(v, &mut h));
     h.finish() | 1
 }
 
