@@ -4,61 +4,65 @@
 //! # Key layout
 //!
 //! Keys start with `bs:`; `H` is an info-hash's 20 raw bytes, an address is a peer's compact
-//! form (4 or 16 bytes of IP, then the port, big-endian: 6 or 18 bytes).
+//! form (4 or 16 bytes of IP, then the port, big-endian: 6 or 18 bytes); numbers in values are
+//! big-endian `u32`s.
 //!
 //! | key | type | what |
 //! | --- | --- | --- |
-//! | `bs:4:H`, `bs:6:H` | sorted set | the swarm's IPv4 (IPv6) peers: member the address, score the Redis time (s) of its last announce, plus 2^32 for a seeder |
+//! | `bs:p:H` | hash | address → 29 bytes: a flag (leecher or seeder, `completed` counted or not), the address's place in its list, the Redis time (s) of its last announce, the peer id; `m` → 36 bytes: the second of the swarm's last `bs:swarms` update, its downloads, the lengths of its four lists, `x` (the last second at which none of its peers can be stale) and the cursor and least peer time of a prune under way |
 //! | `bs:L4:H`, `bs:S4:H`, `bs:L6:H`, `bs:S6:H` | string | the same peers' addresses end to end, leechers and seeders apart, in no order: what replies are cut from |
-//! | `bs:p:H` | hash | address → a flag byte (leecher or seeder, `completed` counted or not), the 20-byte peer id and the address's place in its list; `d`: completed downloads; `s4`, `l4`, `s6`, `l6`: the lists' lengths; `t`: the second of its last `bs:swarms` update; `x`: the last second at which none of its peers can be stale |
 //! | `bs:swarms` | sorted set | every swarm: member H, score the time of its last announce |
 //! | `bs:totals` | hash | `s`, `l`, `d`: seeders, leechers and downloads over every swarm |
 //!
-//! A peer costs its address three times (a member, a field, a list entry), a score and about
-//! 24 bytes; the bench measures Redis's memory per peer (`INFO memory` over the peers stored).
-//! A swarm written by the earlier layout (no `t`, no lists) is dropped on its first announce
-//! (a scrape reports it empty until then), and its peers come back as they announce again.
+//! A peer costs its address twice (a field, a list entry) and its 29-byte entry: 88 bytes of
+//! Redis memory a peer in swarms of 1,000 (the bench measures it, `INFO memory` over the
+//! peers stored; 190 with the sorted set of times per swarm this layout had until
+//! 2026-12-07). A swarm of an earlier layout (a hash without `m`) is dropped on its first
+//! announce or scrape, and its peers come back as they announce again.
 //!
 //! # Expiry, by Redis's own clock
 //!
-//! Every script reads the time with `TIME` on the Redis server, so instances with skewed
-//! clocks agree. A peer whose score is older than the peer timeout is stale. Each swarm keeps
-//! `x`, the last second at which none of its peers can be stale (its oldest peer's time plus
-//! the timeout, when its stale peers were last all dropped; a new swarm's time plus the
-//! timeout): until then the list lengths are its counts. The first announce after it drops the
-//! swarm's stale peers (up to 256 of each kind; if there are more, the next announce goes on)
-//! and up to 2 swarms of `bs:swarms` idle past the timeout, with their keys, and sets `x` again
-//! from the oldest peer left (a `ZRANGE` per kind). So a swarm is pruned only when one of its
-//! peers has just become stale, not on every second it is announced to (before 2026-12-07 it
-//! was: a tenth of the bench's announces paid three `ZRANGEBYSCORE`s and a second `HMGET`). A
-//! swarm whose stale peers were not all dropped is counted with `ZCOUNT`s over the live range,
-//! and so is a scrape of a swarm past its `x`: counts are exact without any cleaning. Each instance's cleaner tick
-//! drops idle swarms the same way (nothing scans the live swarms; several instances doing it
-//! is harmless). Keys have no TTL: a key that vanished by itself would leave `bs:totals`
-//! counting its peers.
+//! Every call reads the time with `TIME` on the Redis server, so instances with skewed clocks
+//! agree. A peer whose time is older than the peer timeout is stale. Until its `x` the list
+//! lengths are a swarm's counts. The first announce or scrape of the swarm after it prunes the
+//! swarm: an `HSCAN` of its hash (1,024 fields a step; a bigger swarm goes on at its next
+//! announces) drops the stale peers from the hash and the lists, and sets `x` to the oldest
+//! peer left's time plus the timeout, but at least `SLACK` on (min(60 s, timeout / 16)), so that
+//! peers expiring one by one are dropped together rather than each with a scan of the swarm.
+//! A stale peer can so be handed out and counted up to `SLACK` seconds past the timeout (and,
+//! in a swarm of more than 1,024 peers, until the scan reaches it), as the in-memory store's
+//! peers are until its cleaner's next tick. The first prune step also drops up to 2 swarms of
+//! `bs:swarms` idle past the timeout, with their keys; each instance's cleaner tick drops idle
+//! swarms the same way (nothing scans the live swarms; several instances doing it is
+//! harmless). Until 2026-12-07 each peer's time was also a score in a sorted set per swarm:
+//! its `ZADD` on every announce cost Redis more (4-6 us, memory-bound) than the whole rest of
+//! an announce's commands. Keys have no TTL: a key that vanished by itself would leave
+//! `bs:totals` counting its peers.
 //!
 //! # Round trips
 //!
 //! Requests go to Redis in batches, each one call of a Lua function (atomic in Redis) that
-//! runs the batch's announces and scrapes in order: `FCALL` of a function library loaded with
-//! `FUNCTION LOAD` (Redis 7), or `EVALSHA` of a script on a Redis without functions (see
-//! [`Lua`]); the UDP workers send the requests of
-//! one receive batch (up to 32) as one batch; HTTP announces go to a batcher task that sends
-//! whatever queued while the batches in flight (2 at most) were answered, up to 64. An
-//! announce of a known peer is one `HMGET` (its entry, the swarm's mark, counts and downloads),
-//! one `ZADD` (its time) and one or two `GETRANGE`s of the lists (the reply's peers, from a
-//! random place on, wrapping around); totals are added up in the script and written once per
-//! batch. A Redis that lost the code (restarted without its data) gets it again and the batch
-//! is sent again: announces are idempotent (a `completed` is counted once per peer).
-//! Every round trip is made from the store's own runtime thread, where the connection's task
-//! lives.
+//! runs the batch's announces and scrapes in order and returns their replies end to end in one
+//! string: `FCALL` of a function library loaded with `FUNCTION LOAD` (Redis 7), or `EVALSHA` of
+//! a script on a Redis without functions (see [`Lua`]). The UDP workers send the requests of
+//! one receive batch (up to 64 with this store) as one batch, over a blocking connection of
+//! their own (no hand-over to the store's thread); HTTP announces go to a batcher task that
+//! sends whatever queued while the batches in flight (2 at most) were answered, up to 64. An
+//! announce of a known peer is one `HMGET` (its entry and the swarm's `m`), one `HSET` (its
+//! time) and one or two `GETRANGE`s of the lists (the reply's peers, from a random place on,
+//! wrapping around); totals are added up in the function and written once per batch. A Redis
+//! that lost the code (restarted without its data) gets it again and the batch is sent again:
+//! announces are idempotent (a `completed` is counted once per peer). The async round trips
+//! are made from the store's own runtime thread, where the connection's task lives.
 //!
 //! # When Redis is down
 //!
-//! The connection is a [`redis::aio::ConnectionManager`]: it reconnects by itself, in the
-//! background. Meanwhile requests fail at once (connection refused) or after the response
-//! timeout, and the service answers them with a failure reason (HTTP) or an error packet (UDP).
-//! The tracker starts even when Redis is not there yet.
+//! The async connection is a [`redis::aio::ConnectionManager`]: it reconnects by itself, in
+//! the background. A UDP worker's blocking connection that failed is dropped and made again on
+//! its next batch (not within 100 ms of a failed attempt). Meanwhile requests fail at once
+//! (connection refused) or after the response timeout, and the service answers them with a
+//! failure reason (HTTP) or an error packet (UDP). The tracker starts even when Redis is not
+//! there yet.
 //!
 //! Limits: one Redis server (or a primary with replicas), not Redis Cluster (the scripts touch
 //! keys of other swarms); `maxmemory-policy` must be `noeviction` (an evicted key would leave
@@ -66,9 +70,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bitswarm_tracker_proto::InfoHash;
+use redis::ConnectionLike as _;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Pipeline, Value};
 
@@ -87,6 +92,18 @@ const CHUNK: isize = 500;
 const PRELUDE: &str = r#"
 local BIG = 4294967296
 local function I(x) return string.format('%d', x) end
+-- Numbers go to redis.call as strings made here (a number there is formatted with `%.17g`,
+-- about 0.6 us each); those of list offsets are kept once made (a function library's locals
+-- outlive a call), up to 32,768.
+local DEC = {}
+local function D(x)
+  local s = DEC[x]
+  if not s then
+    s = string.format('%d', x)
+    if x >= 0 and x < 32768 then DEC[x] = s end
+  end
+  return s
+end
 -- A swarm's field `m`: the second of its last `bs:swarms` update, downloads, the lengths of
 -- its four lists (seeders and leechers, IPv4 then IPv6), the last second at which none of its
 -- peers can be stale, and the cursor and least peer time of a prune under way.
@@ -176,7 +193,7 @@ local function later(a, b) return a > b end
 
 -- Appends address a to list i of swarm h (c[i] entries); returns its position.
 local function list_add(h, c, i, a)
-  redis.call('SETRANGE', prefix .. LK[i] .. h, c[i] * W[i], a)
+  redis.call('SETRANGE', prefix .. LK[i] .. h, D(c[i] * W[i]), a)
   c[i] = c[i] + 1
   return c[i] - 1
 end
@@ -186,8 +203,8 @@ end
 local function list_del(P, h, c, i, pos)
   local last, w, B = c[i] - 1, W[i], prefix .. LK[i] .. h
   if pos ~= last then
-    local moved = redis.call('GETRANGE', B, last * w, last * w + w - 1)
-    redis.call('SETRANGE', B, pos * w, moved)
+    local moved = redis.call('GETRANGE', B, D(last * w), D(last * w + w - 1))
+    redis.call('SETRANGE', B, D(pos * w), moved)
     local mv = redis.call('HGET', P, moved)
     if mv then redis.call('HSET', P, moved, struct.pack('>BI4', string.byte(mv, 1), pos) .. string.sub(mv, 6)) end
   end
@@ -202,7 +219,7 @@ end
 -- seeders and leechers dropped.
 local function prune(P, h, c, k, o)
   if k == 0 then o = now end
-  local r = redis.call('HSCAN', P, k, 'COUNT', 1024)
+  local r = redis.call('HSCAN', P, I(k), 'COUNT', '1024')
   local items = r[2]
   local gone, fields = {{}, {}, {}, {}}, {}
   for j = 1, #items, 2 do
@@ -277,7 +294,7 @@ local function span(h, i1, n1, i2, n2, v, cnt, w)
     local i, off, k = i1, v, n1 - v
     if v >= n1 then i, off, k = i2, v - n1, n - v end
     if k > cnt then k = cnt end
-    local piece = redis.call('GETRANGE', prefix .. LK[i] .. h, off * w, (off + k) * w - 1)
+    local piece = redis.call('GETRANGE', prefix .. LK[i] .. h, D(off * w), D((off + k) * w - 1))
     if s then s = s .. piece else s = piece end
     cnt, v = cnt - k, v + k
     if v >= n then v = 0 end
@@ -305,10 +322,10 @@ local function take(h, c, seeder, rand, f, want, selfv)
   return s
 end
 
--- A job's reply: seeders, leechers, downloaded, outcome (0 ok, 1 full), the lengths of the
--- three parts, then the peers of the announcer's family (addresses end to end), those of the
+-- Appends the job's reply to out: seeders, leechers, downloaded, outcome (0 ok, 1 full), the
+-- lengths of the three parts, then the peers of the announcer's family (addresses end to end), those of the
 -- other and their ids in that order.
-local function announce(x)
+local function announce(x, out)
   local _, sd, event, bo, wi, want, rand, h, id = struct.unpack('>BBBBBI2I4c20c20', x)
   local me = string.sub(x, 52)
   local seeder = sd == 49
@@ -349,7 +366,7 @@ local function announce(x)
         counted, d, dirty = true, d + 1, true
         add_totals(TOT, 0, 0, 1)
       end
-      v = struct.pack('>BI4I4', seeder and (counted and 84 or 83) or (counted and 67 or 76), pos, now) .. id
+      v = struct.pack('>BI4I4c20', seeder and (counted and 84 or 83) or (counted and 67 or 76), pos, now, id)
       if v == old then v = nil end
     end
   end
@@ -385,7 +402,11 @@ local function announce(x)
     end
     ids = table.concat(all)
   end
-  return struct.pack('>I4I4I4BI4I4I4', c[1] + c[3], c[2] + c[4], d, outcome, #taken1, #taken2, #ids) .. taken1 .. taken2 .. ids
+  local n = #out
+  out[n + 1] = struct.pack('>I4I4I4BI4I4I4', c[1] + c[3], c[2] + c[4], d, outcome, #taken1, #taken2, #ids)
+  out[n + 2] = taken1
+  out[n + 3] = taken2
+  out[n + 4] = ids
 end
 
 -- A job's reply: seeders, leechers and downloaded of each swarm.
@@ -411,7 +432,7 @@ local function batch(KEYS, ARGV)
   for i = 6, #ARGV do
     local x = ARGV[i]
     local k = string.byte(x, 1)
-    if k == 97 then out[#out + 1] = announce(x)
+    if k == 97 then announce(x, out)
     elseif k == 115 then out[#out + 1] = scrape(x) end
   end
   flush_totals(TOT)
@@ -524,6 +545,12 @@ const MAX_BATCH: usize = 64;
 const IN_FLIGHT: usize = 2;
 /// Single announces waiting for a batch, at most (then callers wait to queue).
 const QUEUE: usize = 4096;
+/// How long making a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long Redis may take to answer.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a blocking connection is not tried again after one could not be made.
+const RETRY: Duration = Duration::from_millis(100);
 
 /// What the store's tasks share: the connection and what every call sends.
 pub struct Core {
@@ -538,6 +565,13 @@ pub struct Core {
     max_total: u64,
     /// Seconds added to Redis's clock (the conformance tests' expiry; 0 otherwise).
     skew: AtomicI64,
+    /// For the blocking connections of the threads outside any runtime (the UDP workers, see
+    /// [`RedisStore::run_blocking`]).
+    client: redis::Client,
+    /// Blocking connections not in use; one that failed is dropped, not put back.
+    pool: std::sync::Mutex<Vec<redis::Connection>>,
+    /// Until when a blocking connection is not tried again, after one could not be made.
+    retry_at: std::sync::Mutex<Option<Instant>>,
 }
 
 /// A single announce waiting for a batch: its packed job and where its reply goes.
@@ -678,25 +712,144 @@ impl Core {
     /// (see [`split`]).
     async fn batch<J: AsRef<[u8]>>(&self, jobs: &[J]) -> Result<Vec<u8>, StoreError> {
         let skew = self.skew();
-        let make = || {
-            let mut pipe = redis::pipe();
-            let c = self
-                .lua
-                .call(&mut pipe, Entry::Batch)
-                .arg(self.timeout)
-                .arg(skew)
-                .arg(self.max_per_swarm)
-                .arg(self.max_total);
-            for j in jobs {
-                c.arg(j.as_ref());
-            }
-            pipe
-        };
-        match self.query(make).await?.into_iter().next() {
-            Some(Value::BulkString(v)) => Ok(v),
-            Some(Value::ServerError(e)) => Err(err(e)),
-            other => Err(err(format!("unexpected reply {other:?}"))),
+        batch_reply(self.query(|| self.batch_pipe(jobs, skew)).await?)
+    }
+
+    /// [`Core::batch`] over a blocking connection, for a thread outside any runtime.
+    fn batch_blocking<J: AsRef<[u8]>>(&self, jobs: &[J]) -> Result<Vec<u8>, StoreError> {
+        let skew = self.skew();
+        batch_reply(self.query_blocking(|| self.batch_pipe(jobs, skew))?)
+    }
+
+    /// A call of the batch function with these jobs.
+    fn batch_pipe<J: AsRef<[u8]>>(&self, jobs: &[J], skew: i64) -> Pipeline {
+        let mut pipe = redis::pipe();
+        let c = self
+            .lua
+            .call(&mut pipe, Entry::Batch)
+            .arg(self.timeout)
+            .arg(skew)
+            .arg(self.max_per_swarm)
+            .arg(self.max_total);
+        for j in jobs {
+            c.arg(j.as_ref());
         }
+        pipe
+    }
+
+    /// [`Core::query`] over a blocking connection of the pool (made when there is none): the
+    /// thread that asks does the round trip itself, with no hand-over to the store's thread
+    /// and back (two thread switches a batch). A connection that failed is dropped; after a
+    /// connection could not be made, none is tried for [`RETRY`] (requests fail at once).
+    fn query_blocking(&self, make: impl Fn() -> Pipeline) -> Result<Vec<Value>, StoreError> {
+        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.connect_blocking()?,
+        };
+        for _ in 0..3 {
+            let pipe = make();
+            let values = conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len()).map_err(err)?;
+            let fix = values.iter().find_map(|v| match v {
+                Value::ServerError(e) => Lua::fix(e),
+                _ => None,
+            });
+            match fix {
+                None => {
+                    self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+                    return Ok(values);
+                }
+                Some(Fix::Scripts) => self.lua.use_functions.store(false, Ordering::Relaxed),
+                Some(Fix::Load) => self.load_blocking(&mut conn)?,
+            }
+        }
+        Err(err("the Lua code was not kept"))
+    }
+
+    fn connect_blocking(&self) -> Result<redis::Connection, StoreError> {
+        let now = Instant::now();
+        let mut retry_at = self.retry_at.lock().unwrap_or_else(|e| e.into_inner());
+        if retry_at.is_some_and(|t| now < t) {
+            return Err(err("cannot connect (trying again shortly)"));
+        }
+        let made = self.client.get_connection_with_timeout(CONNECT_TIMEOUT).and_then(|c| {
+            c.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+            c.set_write_timeout(Some(RESPONSE_TIMEOUT))?;
+            Ok(c)
+        });
+        *retry_at = made.is_err().then(|| now + RETRY);
+        made.map_err(err)
+    }
+
+    /// [`Core::load`] over a blocking connection.
+    fn load_blocking(&self, conn: &mut redis::Connection) -> Result<(), StoreError> {
+        if self.lua.use_functions.load(Ordering::Relaxed) {
+            let mut load = redis::cmd("FUNCTION");
+            load.arg("LOAD").arg("REPLACE").arg(&self.lua.library);
+            match load.query::<String>(conn) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.to_string().contains("unknown command") || e.to_string().contains("unknown subcommand") => {
+                    self.lua.use_functions.store(false, Ordering::Relaxed)
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+        let mut load = redis::pipe();
+        for (code, _) in &self.lua.scripts {
+            load.cmd("SCRIPT").arg("LOAD").arg(code);
+        }
+        load.query::<()>(conn).map_err(err)
+    }
+}
+
+/// The jobs of a batch, packed for the batch function.
+fn pack_jobs<S: PeerSink>(jobs: &[Job], sinks: &[S]) -> Vec<Vec<u8>> {
+    jobs.iter()
+        .map(|j| match &j.op {
+            Op::Announce { announce, .. } => pack_announce(announce, sinks[j.slot].wants_ids()),
+            Op::Scrape { hashes, .. } if hashes.is_empty() => b"e".to_vec(),
+            Op::Scrape { hashes, .. } => pack_scrape(hashes),
+        })
+        .collect()
+}
+
+/// Every job of a batch failed with `e`.
+fn fail(jobs: &mut [Job], e: StoreError) {
+    for j in jobs.iter_mut() {
+        match &mut j.op {
+            Op::Announce { result, .. } => *result = Err(e.clone()),
+            Op::Scrape { result, .. } => *result = Err(e.clone()),
+        }
+    }
+}
+
+/// Reads the replies of a batch (`bufs`: one per chunk of [`MAX_BATCH`] jobs of `packed`)
+/// into its jobs and their sinks.
+fn settle<S: PeerSink>(jobs: &mut [Job], sinks: &mut [S], packed: &[Vec<u8>], bufs: &[Vec<u8>]) {
+    let mut parts = Vec::with_capacity(jobs.len());
+    for (chunk, buf) in packed.chunks(MAX_BATCH).zip(bufs) {
+        match split(chunk, buf) {
+            Ok(p) => parts.extend(p),
+            Err(e) => return fail(jobs, e),
+        }
+    }
+    let mut parts = parts.into_iter();
+    for j in jobs.iter_mut() {
+        let v = parts.next().unwrap_or_default();
+        match &mut j.op {
+            Op::Announce { announce, result } => *result = announced(announce, v, &mut sinks[j.slot]),
+            Op::Scrape { hashes, result } if hashes.is_empty() => *result = Ok(Vec::new()),
+            Op::Scrape { hashes, result } => *result = scraped(hashes.len(), v),
+        }
+    }
+}
+
+/// The batch function's reply: the jobs' replies end to end.
+fn batch_reply(values: Vec<Value>) -> Result<Vec<u8>, StoreError> {
+    match values.into_iter().next() {
+        Some(Value::BulkString(v)) => Ok(v),
+        Some(Value::ServerError(e)) => Err(err(e)),
+        other => Err(err(format!("unexpected reply {other:?}"))),
     }
 }
 
@@ -773,14 +926,14 @@ impl RedisStore {
             .build()
             .map_err(|e| format!("cannot start the Redis thread: {e}"))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let conn = {
             let _in = rt.enter();
-            ConnectionManager::new_lazy_with_config(client, config)
+            ConnectionManager::new_lazy_with_config(client.clone(), config)
                 .map_err(|e| format!("store.redis_url {:?}: {e}", shown(url)))?
         };
         let core = Arc::new(Core {
@@ -791,6 +944,9 @@ impl RedisStore {
             max_per_swarm,
             max_total,
             skew: AtomicI64::new(0),
+            client,
+            pool: std::sync::Mutex::new(Vec::new()),
+            retry_at: std::sync::Mutex::new(None),
         });
         let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
         rt.spawn(batcher(core.clone(), rx));
@@ -841,46 +997,29 @@ impl RedisStore {
 
     /// A batch in one call of the batch script (one round trip).
     pub async fn run<S: PeerSink>(&self, jobs: &mut [Job], sinks: &mut [S]) {
-        let packed: Vec<Vec<u8>> = jobs
-            .iter()
-            .map(|j| match &j.op {
-                Op::Announce { announce, .. } => pack_announce(announce, sinks[j.slot].wants_ids()),
-                Op::Scrape { hashes, .. } if hashes.is_empty() => b"e".to_vec(),
-                Op::Scrape { hashes, .. } => pack_scrape(hashes),
-            })
-            .collect();
+        let packed = pack_jobs(jobs, sinks);
         let mut bufs = Vec::with_capacity(packed.len().div_ceil(MAX_BATCH));
         for chunk in packed.chunks(MAX_BATCH) {
-            match self.core.batch(chunk).await.and_then(|buf| {
-                split(chunk, &buf)?;
-                Ok(buf)
-            }) {
+            match self.core.batch(chunk).await {
                 Ok(buf) => bufs.push(buf),
-                Err(e) => {
-                    for j in jobs.iter_mut() {
-                        match &mut j.op {
-                            Op::Announce { result, .. } => *result = Err(e.clone()),
-                            Op::Scrape { result, .. } => *result = Err(e.clone()),
-                        }
-                    }
-                    return;
-                }
+                Err(e) => return fail(jobs, e),
             }
         }
-        // Each chunk's reply was split once above; its parts are taken again in the same order.
-        let mut parts = Vec::with_capacity(jobs.len());
-        for (chunk, buf) in packed.chunks(MAX_BATCH).zip(&bufs) {
-            parts.extend(split(chunk, buf).unwrap_or_default());
-        }
-        let mut parts = parts.into_iter();
-        for j in jobs.iter_mut() {
-            let v = parts.next().unwrap_or_default();
-            match &mut j.op {
-                Op::Announce { announce, result } => *result = announced(announce, v, &mut sinks[j.slot]),
-                Op::Scrape { hashes, result } if hashes.is_empty() => *result = Ok(Vec::new()),
-                Op::Scrape { hashes, result } => *result = scraped(hashes.len(), v),
+        settle(jobs, sinks, &packed, &bufs);
+    }
+
+    /// [`RedisStore::run`] from a thread outside any runtime (a UDP worker), over a blocking
+    /// connection of its own (see [`Core::query_blocking`]).
+    pub fn run_blocking<S: PeerSink>(&self, jobs: &mut [Job], sinks: &mut [S]) {
+        let packed = pack_jobs(jobs, sinks);
+        let mut bufs = Vec::with_capacity(packed.len().div_ceil(MAX_BATCH));
+        for chunk in packed.chunks(MAX_BATCH) {
+            match self.core.batch_blocking(chunk) {
+                Ok(buf) => bufs.push(buf),
+                Err(e) => return fail(jobs, e),
             }
         }
+        settle(jobs, sinks, &packed, &bufs);
     }
 
     /// Drops the swarms idle past the timeout (a batch at a time), with their peers.
