@@ -118,7 +118,11 @@ impl Backend {
     /// [`Backend::run`] for a caller outside any async runtime (the UDP workers): the memory
     /// store answers without waiting.
     pub fn run_blocking<S: PeerSink>(&self, jobs: &mut [Job], sinks: &mut [S]) {
-        self.blocking(self.run(jobs, sinks))
+        match self {
+            Backend::Memory(_) => self.blocking(self.run(jobs, sinks)),
+            // Over a blocking connection: the round trip is made by this thread itself.
+            Backend::Redis(r) => r.run_blocking(jobs, sinks),
+        }
     }
 
     /// Runs one of this backend's futures to its end from a thread outside any async runtime.

@@ -753,3 +753,43 @@ fn redis_swarms_of_the_earlier_layout_are_dropped_on_their_first_announce() {
         assert_eq!(totals(&s).await, Totals { swarms: 1, seeders: 0, leechers: 2, peers: 2, downloaded: 0 });
     });
 }
+
+/// A swarm bigger than one prune step (1,024 fields of its hash) whose peers mostly expire at
+/// once: the announces after its mark finish the prune a step each, then counts, totals and
+/// replies hold only the live peers, and the next prune waits for the next peer to go stale.
+#[test]
+fn redis_a_big_swarm_is_pruned_over_several_announces() {
+    let Some(h) = RedisHarness::start() else { return };
+    let s = h.backend(100_000, 1_000_000);
+    let addr = |i: u32| format!("10.2.{}.{}:{}", i / 256, i % 256, 1000 + i);
+    run(async {
+        for i in 0..3000u32 {
+            go(&s, &ann(4, &addr(i), u64::from(i % 3), Event::Started), &mut Vec::new()).await;
+        }
+        h.advance(&s, TIMEOUT / 2);
+        for i in 0..300u32 {
+            go(&s, &ann(4, &addr(i), u64::from(i % 3), Event::None), &mut Vec::new()).await;
+        }
+        h.advance(&s, TIMEOUT / 2 + 2);
+        let live: HashSet<SocketAddr> = (0..300u32).map(|i| addr(i).parse().unwrap()).collect();
+        let want = SwarmCounts { seeders: 100, leechers: 201, downloaded: 0 };
+        let mut steps = 0;
+        loop {
+            let (c, _) = go(&s, &ann(4, "10.9.9.9:9", 1, Event::None), &mut Vec::new()).await;
+            steps += 1;
+            if c == want {
+                break;
+            }
+            assert!(steps < 20, "still {c:?} after {steps} announces");
+        }
+        assert!(steps > 1, "one step pruned a swarm of 3,000");
+        assert_eq!(totals(&s).await, Totals { swarms: 1, seeders: 100, leechers: 201, peers: 301, downloaded: 0 });
+        for _ in 0..10 {
+            let mut out: Vec<Peer> = Vec::new();
+            let (c, _) = go(&s, &ann(4, "10.9.9.9:9", 1, Event::None), &mut out).await;
+            assert_eq!(c, want);
+            assert_eq!(out.len(), 50);
+            assert!(out.iter().all(|p| live.contains(&p.addr)), "an expired peer handed out");
+        }
+    });
+}

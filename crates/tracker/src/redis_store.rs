@@ -4,61 +4,65 @@
 //! # Key layout
 //!
 //! Keys start with `bs:`; `H` is an info-hash's 20 raw bytes, an address is a peer's compact
-//! form (4 or 16 bytes of IP, then the port, big-endian: 6 or 18 bytes).
+//! form (4 or 16 bytes of IP, then the port, big-endian: 6 or 18 bytes); numbers in values are
+//! big-endian `u32`s.
 //!
 //! | key | type | what |
 //! | --- | --- | --- |
-//! | `bs:4:H`, `bs:6:H` | sorted set | the swarm's IPv4 (IPv6) peers: member the address, score the Redis time (s) of its last announce, plus 2^32 for a seeder |
+//! | `bs:p:H` | hash | address → 29 bytes: a flag (leecher or seeder, `completed` counted or not), the address's place in its list, the Redis time (s) of its last announce, the peer id; `m` → 36 bytes: the second of the swarm's last `bs:swarms` update, its downloads, the lengths of its four lists, `x` (the last second at which none of its peers can be stale) and the cursor and least peer time of a prune under way |
 //! | `bs:L4:H`, `bs:S4:H`, `bs:L6:H`, `bs:S6:H` | string | the same peers' addresses end to end, leechers and seeders apart, in no order: what replies are cut from |
-//! | `bs:p:H` | hash | address → a flag byte (leecher or seeder, `completed` counted or not), the 20-byte peer id and the address's place in its list; `d`: completed downloads; `s4`, `l4`, `s6`, `l6`: the lists' lengths; `t`: the second of its last `bs:swarms` update; `x`: the last second at which none of its peers can be stale |
 //! | `bs:swarms` | sorted set | every swarm: member H, score the time of its last announce |
 //! | `bs:totals` | hash | `s`, `l`, `d`: seeders, leechers and downloads over every swarm |
 //!
-//! A peer costs its address three times (a member, a field, a list entry), a score and about
-//! 24 bytes; the bench measures Redis's memory per peer (`INFO memory` over the peers stored).
-//! A swarm written by the earlier layout (no `t`, no lists) is dropped on its first announce
-//! (a scrape reports it empty until then), and its peers come back as they announce again.
+//! A peer costs its address twice (a field, a list entry) and its 29-byte entry: 88 bytes of
+//! Redis memory a peer in swarms of 1,000 (the bench measures it, `INFO memory` over the
+//! peers stored; 190 with the sorted set of times per swarm this layout had until
+//! 2026-12-07). A swarm of an earlier layout (a hash without `m`) is dropped on its first
+//! announce or scrape, and its peers come back as they announce again.
 //!
 //! # Expiry, by Redis's own clock
 //!
-//! Every script reads the time with `TIME` on the Redis server, so instances with skewed
-//! clocks agree. A peer whose score is older than the peer timeout is stale. Each swarm keeps
-//! `x`, the last second at which none of its peers can be stale (its oldest peer's time plus
-//! the timeout, when its stale peers were last all dropped; a new swarm's time plus the
-//! timeout): until then the list lengths are its counts. The first announce after it drops the
-//! swarm's stale peers (up to 256 of each kind; if there are more, the next announce goes on)
-//! and up to 2 swarms of `bs:swarms` idle past the timeout, with their keys, and sets `x` again
-//! from the oldest peer left (a `ZRANGE` per kind). So a swarm is pruned only when one of its
-//! peers has just become stale, not on every second it is announced to (before 2026-12-07 it
-//! was: a tenth of the bench's announces paid three `ZRANGEBYSCORE`s and a second `HMGET`). A
-//! swarm whose stale peers were not all dropped is counted with `ZCOUNT`s over the live range,
-//! and so is a scrape of a swarm past its `x`: counts are exact without any cleaning. Each instance's cleaner tick
-//! drops idle swarms the same way (nothing scans the live swarms; several instances doing it
-//! is harmless). Keys have no TTL: a key that vanished by itself would leave `bs:totals`
-//! counting its peers.
+//! Every call reads the time with `TIME` on the Redis server, so instances with skewed clocks
+//! agree. A peer whose time is older than the peer timeout is stale. Until its `x` the list
+//! lengths are a swarm's counts. The first announce or scrape of the swarm after it prunes the
+//! swarm: an `HSCAN` of its hash (1,024 fields a step; a bigger swarm goes on at its next
+//! announces) drops the stale peers from the hash and the lists, and sets `x` to the oldest
+//! peer left's time plus the timeout, but at least `SLACK` on (min(60 s, timeout / 16)), so that
+//! peers expiring one by one are dropped together rather than each with a scan of the swarm.
+//! A stale peer can so be handed out and counted up to `SLACK` seconds past the timeout (and,
+//! in a swarm of more than 1,024 peers, until the scan reaches it), as the in-memory store's
+//! peers are until its cleaner's next tick. The first prune step also drops up to 2 swarms of
+//! `bs:swarms` idle past the timeout, with their keys; each instance's cleaner tick drops idle
+//! swarms the same way (nothing scans the live swarms; several instances doing it is
+//! harmless). Until 2026-12-07 each peer's time was also a score in a sorted set per swarm:
+//! its `ZADD` on every announce cost Redis more (4-6 us, memory-bound) than the whole rest of
+//! an announce's commands. Keys have no TTL: a key that vanished by itself would leave
+//! `bs:totals` counting its peers.
 //!
 //! # Round trips
 //!
 //! Requests go to Redis in batches, each one call of a Lua function (atomic in Redis) that
-//! runs the batch's announces and scrapes in order: `FCALL` of a function library loaded with
-//! `FUNCTION LOAD` (Redis 7), or `EVALSHA` of a script on a Redis without functions (see
-//! [`Lua`]); the UDP workers send the requests of
-//! one receive batch (up to 32) as one batch; HTTP announces go to a batcher task that sends
-//! whatever queued while the batches in flight (2 at most) were answered, up to 64. An
-//! announce of a known peer is one `HMGET` (its entry, the swarm's mark, counts and downloads),
-//! one `ZADD` (its time) and one or two `GETRANGE`s of the lists (the reply's peers, from a
-//! random place on, wrapping around); totals are added up in the script and written once per
-//! batch. A Redis that lost the code (restarted without its data) gets it again and the batch
-//! is sent again: announces are idempotent (a `completed` is counted once per peer).
-//! Every round trip is made from the store's own runtime thread, where the connection's task
-//! lives.
+//! runs the batch's announces and scrapes in order and returns their replies end to end in one
+//! string: `FCALL` of a function library loaded with `FUNCTION LOAD` (Redis 7), or `EVALSHA` of
+//! a script on a Redis without functions (see [`Lua`]). The UDP workers send the requests of
+//! one receive batch (up to 64 with this store) as one batch, over a blocking connection of
+//! their own (no hand-over to the store's thread); HTTP announces go to a batcher task that
+//! sends whatever queued while the batches in flight (2 at most) were answered, up to 64. An
+//! announce of a known peer is one `HMGET` (its entry and the swarm's `m`), one `HSET` (its
+//! time) and one or two `GETRANGE`s of the lists (the reply's peers, from a random place on,
+//! wrapping around); totals are added up in the function and written once per batch. A Redis
+//! that lost the code (restarted without its data) gets it again and the batch is sent again:
+//! announces are idempotent (a `completed` is counted once per peer). The async round trips
+//! are made from the store's own runtime thread, where the connection's task lives.
 //!
 //! # When Redis is down
 //!
-//! The connection is a [`redis::aio::ConnectionManager`]: it reconnects by itself, in the
-//! background. Meanwhile requests fail at once (connection refused) or after the response
-//! timeout, and the service answers them with a failure reason (HTTP) or an error packet (UDP).
-//! The tracker starts even when Redis is not there yet.
+//! The async connection is a [`redis::aio::ConnectionManager`]: it reconnects by itself, in
+//! the background. A UDP worker's blocking connection that failed is dropped and made again on
+//! its next batch (not within 100 ms of a failed attempt). Meanwhile requests fail at once
+//! (connection refused) or after the response timeout, and the service answers them with a
+//! failure reason (HTTP) or an error packet (UDP). The tracker starts even when Redis is not
+//! there yet.
 //!
 //! Limits: one Redis server (or a primary with replicas), not Redis Cluster (the scripts touch
 //! keys of other swarms); `maxmemory-policy` must be `noeviction` (an evicted key would leave
@@ -66,9 +70,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bitswarm_tracker_proto::InfoHash;
+use redis::ConnectionLike as _;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Pipeline, Value};
 
@@ -76,8 +81,6 @@ use crate::backend::{Job, Op, Snapshot, StoreError};
 use crate::store::{Announce, Families, Outcome, PeerSink, SwarmCounts, SwarmInfo, Totals};
 
 const PREFIX: &str = "bs:";
-/// Stale peers an announce drops from its swarm, of each kind.
-const PRUNE: u32 = 256;
 /// Idle swarms the cleaner drops per script.
 const GC_BATCH: u32 = 1000;
 /// Swarms read per round trip for the stats page and a full scrape.
@@ -89,6 +92,30 @@ const CHUNK: isize = 500;
 const PRELUDE: &str = r#"
 local BIG = 4294967296
 local function I(x) return string.format('%d', x) end
+-- Numbers go to redis.call as strings made here (a number there is formatted with `%.17g`,
+-- about 0.6 us each); those of list offsets are kept once made (a function library's locals
+-- outlive a call), up to 32,768.
+local DEC = {}
+local function D(x)
+  local s = DEC[x]
+  if not s then
+    s = string.format('%d', x)
+    if x >= 0 and x < 32768 then DEC[x] = s end
+  end
+  return s
+end
+-- A swarm's field `m`: the second of its last `bs:swarms` update, downloads, the lengths of
+-- its four lists (seeders and leechers, IPv4 then IPv6), the last second at which none of its
+-- peers can be stale, and the cursor and least peer time of a prune under way.
+local MF = '>I4I4I4I4I4I4I4I4I4'
+local function meta(m)
+  local t, d, s4, l4, s6, l6, x, k, o = struct.unpack(MF, m)
+  return t, d, {s4, l4, s6, l6}, x, k, o
+end
+local function pack_meta(t, d, c, x, k, o)
+  return struct.pack(MF, t, d, c[1], c[2], c[3], c[4], x, k, o)
+end
+local LK = {'S4:', 'L4:', 'S6:', 'L6:'}
 local pend, base = {0, 0, 0}, nil
 -- Every entry point starts with this: a function library's locals outlive a call (and one
 -- that failed half-way may have left totals pending).
@@ -112,16 +139,20 @@ local function flush_totals(tot)
   if pend[3] ~= 0 then redis.call('HINCRBY', tot, 'd', I(pend[3])) end
   pend, base = {0, 0, 0}, nil
 end
--- Seeders and leechers of sorted set z seen since cutoff.
-local function counts(z, cutoff)
-  return redis.call('ZCOUNT', z, I(BIG + cutoff), '+inf'), redis.call('ZCOUNT', z, I(cutoff), '(' .. I(BIG))
-end
--- Deletes swarm h (not its entry in the swarm index); returns its peers.
+-- Deletes swarm h (not its entry in the swarm index); returns its peers. A swarm of an
+-- earlier layout (no `m`) is counted from its sorted sets.
 local function drop_swarm(prefix, h, tot)
   local p, z4, z6 = prefix .. 'p:' .. h, prefix .. '4:' .. h, prefix .. '6:' .. h
-  local s = redis.call('ZCOUNT', z4, I(BIG), '+inf') + redis.call('ZCOUNT', z6, I(BIG), '+inf')
-  local n = redis.call('ZCARD', z4) + redis.call('ZCARD', z6)
-  local d = tonumber(redis.call('HGET', p, 'd') or 0)
+  local m = redis.call('HGET', p, 'm')
+  local s, n, d
+  if m then
+    local _, dd, c = meta(m)
+    s, n, d = c[1] + c[3], c[1] + c[2] + c[3] + c[4], dd
+  else
+    s = redis.call('ZCOUNT', z4, I(BIG), '+inf') + redis.call('ZCOUNT', z6, I(BIG), '+inf')
+    n = redis.call('ZCARD', z4) + redis.call('ZCARD', z6)
+    d = tonumber(redis.call('HGET', p, 'd') or 0)
+  end
   redis.call('DEL', p, z4, z6, prefix .. 'S4:' .. h, prefix .. 'L4:' .. h, prefix .. 'S6:' .. h, prefix .. 'L6:' .. h)
   add_totals(tot, -s, s - n, -d)
   return n
@@ -156,178 +187,161 @@ end
 /// peers (the same `HMGET` tells it whether to) and sets `x` from the oldest peer left.
 const BATCH: &str = r#"
 -- Set by each call of `batch` (below) before any announce or scrape runs.
-local SW, TOT, prefix, now, cutoff, max_swarm, max_total, NOW, SEED
-local CF = {'s4', 'l4', 's6', 'l6'}
+local SW, TOT, prefix, now, cutoff, max_swarm, max_total, NOW, SLACK
 local W = {6, 6, 18, 18}
+local function later(a, b) return a > b end
 
--- The announcer's entry, the second of the swarm's last index update, downloads, counters,
--- whether it exists, and the last second at which none of its peers can be stale.
-local function state(P, me)
-  local m = redis.call('HMGET', P, me, 't', 'd', 's4', 'l4', 's6', 'l6', 'x')
-  local exists = false
-  for i = 1, 8 do if m[i] then exists = true end end
-  local c = {tonumber(m[4] or 0), tonumber(m[5] or 0), tonumber(m[6] or 0), tonumber(m[7] or 0)}
-  return m[1], m[2], tonumber(m[3] or 0), c, exists, tonumber(m[8] or 0)
-end
-
--- The time of the least recent announce in sorted set z (l leechers, s seeders in it), or nil.
-local function oldest(z, s, l)
-  local m = nil
-  if l > 0 then
-    local r = redis.call('ZRANGE', z, '0', '0', 'WITHSCORES')
-    if r[2] and tonumber(r[2]) < BIG then m = tonumber(r[2]) end
-  end
-  if s > 0 then
-    local r = redis.call('ZRANGEBYSCORE', z, I(BIG), '+inf', 'LIMIT', '0', '1', 'WITHSCORES')
-    if r[2] then
-      local v = tonumber(r[2]) - BIG
-      if not m or v < m then m = v end
-    end
-  end
-  return m
-end
-
--- Appends address a to list i (B[i], c[i] entries); returns its position.
-local function list_add(B, c, i, a)
-  redis.call('SETRANGE', B[i], I(c[i] * W[i]), a)
+-- Appends address a to list i of swarm h (c[i] entries); returns its position.
+local function list_add(h, c, i, a)
+  redis.call('SETRANGE', prefix .. LK[i] .. h, D(c[i] * W[i]), a)
   c[i] = c[i] + 1
   return c[i] - 1
 end
 
--- Takes the entry at pos out of list i: the last entry moves there, and its position in P
--- with it.
-local function list_del(P, B, c, i, pos)
-  local last, w = c[i] - 1, W[i]
+-- Takes the entry at pos out of list i of swarm h (hash P): the last entry moves there, and
+-- its position in P with it.
+local function list_del(P, h, c, i, pos)
+  local last, w, B = c[i] - 1, W[i], prefix .. LK[i] .. h
   if pos ~= last then
-    local moved = redis.call('GETRANGE', B[i], I(last * w), I(last * w + w - 1))
-    redis.call('SETRANGE', B[i], I(pos * w), moved)
+    local moved = redis.call('GETRANGE', B, D(last * w), D(last * w + w - 1))
+    redis.call('SETRANGE', B, D(pos * w), moved)
     local mv = redis.call('HGET', P, moved)
-    if mv then redis.call('HSET', P, moved, string.sub(mv, 1, 21) .. I(pos)) end
+    if mv then redis.call('HSET', P, moved, struct.pack('>BI4', string.byte(mv, 1), pos) .. string.sub(mv, 6)) end
   end
   c[i] = last
-  if last == 0 then redis.call('DEL', B[i]) end
+  if last == 0 then redis.call('DEL', B) end
 end
 
--- Drops the peers of family f (1: IPv4, 3: IPv6; sorted set z) last seen before the cutoff,
--- at most PRUNE of each kind, from z, P and the lists; returns the seeders and leechers dropped.
-local function prune(z, P, B, c, f)
-  local l = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. I(cutoff), 'LIMIT', '0', 'PRUNE')
-  local s = redis.call('ZRANGEBYSCORE', z, I(BIG), '(' .. I(BIG + cutoff), 'LIMIT', '0', 'PRUNE')
-  for k, gone in ipairs({s, l}) do
-    if #gone > 0 then
-      local vs = redis.call('HMGET', P, unpack(gone))
-      local pos = {}
-      for j = 1, #gone do
-        if vs[j] then pos[#pos + 1] = tonumber(string.sub(vs[j], 22)) end
+-- One step of a prune of swarm h (hash P, list lengths c, changed here): up to 1024 fields of
+-- P from cursor k on; the peers last seen before the cutoff go, from P and their lists. o is
+-- the least time of a peer kept so far in this prune. Returns the next cursor (0: the prune is
+-- done), o, the last second at which none of the peers can be stale (when done), and the
+-- seeders and leechers dropped.
+local function prune(P, h, c, k, o)
+  if k == 0 then o = now end
+  local r = redis.call('HSCAN', P, I(k), 'COUNT', '1024')
+  local items = r[2]
+  local gone, fields = {{}, {}, {}, {}}, {}
+  for j = 1, #items, 2 do
+    local f = items[j]
+    if #f > 1 then
+      local fl, pos, t = struct.unpack('>BI4I4', items[j + 1])
+      if t < cutoff then
+        local g = gone[(#f == 6 and 1 or 3) + ((fl == 83 or fl == 84) and 0 or 1)]
+        g[#g + 1] = pos
+        fields[#fields + 1] = f
+      elseif t < o then
+        o = t
       end
-      -- From the last position down: an entry moved into a freed place is never one still
-      -- to be taken out.
-      table.sort(pos, function(a, b) return a > b end)
-      for _, p in ipairs(pos) do list_del(P, B, c, f + k - 1, p) end
-      redis.call('ZREM', z, unpack(gone))
-      redis.call('HDEL', P, unpack(gone))
     end
   end
-  if #s + #l > 0 then redis.call('HSET', P, CF[f], I(c[f]), CF[f + 1], I(c[f + 1])) end
-  return #s, #l
+  if #fields > 0 then
+    for i = 1, 4 do
+      local g = gone[i]
+      -- From the last position down: an entry moved into a freed place is never one still to
+      -- be taken out.
+      if #g > 0 then
+        table.sort(g, later)
+        for _, pos in ipairs(g) do list_del(P, h, c, i, pos) end
+      end
+    end
+    redis.call('HDEL', P, unpack(fields))
+  end
+  k = tonumber(r[1])
+  local x = 0
+  -- Done: none can be stale before the oldest one left is, but a swarm is not scanned
+  -- again within SLACK seconds (peers that expire one by one are dropped together).
+  if k == 0 then x = math.max(o + (now - cutoff), now + SLACK) end
+  return k, o, x, #gone[1] + #gone[3], #gone[2] + #gone[4]
 end
 
--- cnt entries of the lists in parts ({key, entries} each, end to end, w bytes an entry) from
--- index start on, wrapping around after n.
-local function window(parts, n, start, cnt, w)
-  local out, v, left = {}, start, cnt
-  while left > 0 do
-    local base = 0
-    for _, p in ipairs(parts) do
-      if v < base + p[2] then
-        local k = math.min(left, base + p[2] - v)
-        local off = (v - base) * w
-        out[#out + 1] = redis.call('GETRANGE', p[1], I(off), I(off + k * w - 1))
-        left, v = left - k, v + k
-        break
-      end
-      base = base + p[2]
+-- The swarm's hash and state: the announcer's entry (me, if given) and the fields of `m`;
+-- a swarm past its mark is pruned a step first (and its idle neighbours in `bs:swarms`).
+-- A swarm of an earlier layout (a hash without `m`) is dropped: its peers come back as they
+-- announce. Returns P, the entry, whether the swarm exists, t, d, c, x, k, o, and whether
+-- `m` needs writing.
+local function state(h, me)
+  local P = prefix .. 'p:' .. h
+  local old, m
+  if me then
+    local r = redis.call('HMGET', P, me, 'm')
+    old, m = r[1], r[2]
+  else
+    m = redis.call('HGET', P, 'm')
+  end
+  if not m then
+    if old or redis.call('EXISTS', P) == 1 then
+      drop_swarm(prefix, h, TOT)
+      redis.call('ZREM', SW, h)
     end
+    return P, nil, false, 0, 0, {0, 0, 0, 0}, now + (now - cutoff), 0, 0, false
+  end
+  local t, d, c, x, k, o = meta(m)
+  if x >= now then return P, old, true, t, d, c, x, k, o, false end
+  if k == 0 then gc(prefix, SW, TOT, cutoff, 2) end
+  local ps, pl
+  k, o, x, ps, pl = prune(P, h, c, k, o)
+  add_totals(TOT, -ps, -pl, 0)
+  if me and ps + pl > 0 then old = redis.call('HGET', P, me) end
+  return P, old, true, t, d, c, x, k, o, true
+end
+
+-- cnt entries (w bytes each) from index v on of lists i1 (n1 entries) and i2 (n2) of swarm h
+-- end to end, wrapping around after n1 + n2.
+local function span(h, i1, n1, i2, n2, v, cnt, w)
+  local n, s = n1 + n2, nil
+  while cnt > 0 do
+    local i, off, k = i1, v, n1 - v
+    if v >= n1 then i, off, k = i2, v - n1, n - v end
+    if k > cnt then k = cnt end
+    local piece = redis.call('GETRANGE', prefix .. LK[i] .. h, D(off * w), D((off + k) * w - 1))
+    if s then s = s .. piece else s = piece end
+    cnt, v = cnt - k, v + k
     if v >= n then v = 0 end
   end
-  return table.concat(out)
+  return s
 end
 
--- Up to `want` peers of family f (lists B, counts c) from index rand on, wrapping around: its
--- leechers, then (for a leecher) its seeders; `selfv` is the announcer's index there, if it is
--- there.
-local function take(B, c, seeder, rand, f, want, selfv)
-  local parts = {{B[f + 1], c[f + 1]}}
-  if not seeder then parts[2] = {B[f], c[f]} end
-  local n, w = parts[1][2] + (parts[2] and parts[2][2] or 0), W[f]
+-- Up to `want` peers of family f of swarm h (list lengths c) from index rand on, wrapping
+-- around: its leechers, then (for a leecher) its seeders; `selfv` is the announcer's index
+-- there, if it is there.
+local function take(h, c, seeder, rand, f, want, selfv)
+  local n1, n2 = c[f + 1], seeder and 0 or c[f]
+  local n = n1 + n2
   if want <= 0 or n <= 0 then return '' end
-  local cnt = math.min(want + (selfv and 1 or 0), n)
+  local w = W[f]
+  local cnt = want + (selfv and 1 or 0)
+  if cnt > n then cnt = n end
   local start = rand % n
-  local s = window(parts, n, start, cnt, w)
+  local s = span(h, f + 1, n1, f, n2, start, cnt, w)
   if selfv then
     local j = (selfv - start) % n
-    if j < cnt then s = string.sub(s, 1, j * w) .. string.sub(s, (j + 1) * w + 1) end
+    if j < cnt then return string.sub(s, 1, j * w) .. string.sub(s, (j + 1) * w + 1, (want + 1) * w) end
   end
-  return string.sub(s, 1, want * w)
+  if cnt > want then return string.sub(s, 1, want * w) end
+  return s
 end
 
-local function announce(x)
-  local seeder = string.byte(x, 2) == 49
-  local event = string.sub(x, 3, 3)
-  local both, with_ids = string.byte(x, 4) == 49, string.byte(x, 5) == 49
-  local want = string.byte(x, 6) * 256 + string.byte(x, 7)
-  local rand = ((string.byte(x, 8) * 256 + string.byte(x, 9)) * 256 + string.byte(x, 10)) * 256 + string.byte(x, 11)
-  local h, id, me = string.sub(x, 12, 31), string.sub(x, 32, 51), string.sub(x, 52)
-  local P, Z4, Z6 = prefix .. 'p:' .. h, prefix .. '4:' .. h, prefix .. '6:' .. h
-  local B = {prefix .. 'S4:' .. h, prefix .. 'L4:' .. h, prefix .. 'S6:' .. h, prefix .. 'L6:' .. h}
-  local old, t, d, c, exists, x = state(P, me)
-  if exists and not t then
-    -- A swarm of the earlier layout (no mark, lists or counters; this layout always marks a
-    -- swarm it makes): dropped, and its peers come back as they announce.
-    drop_swarm(prefix, h, TOT)
-    redis.call('ZREM', SW, h)
-    old, t, d, c, exists, x = state(P, me)
-  end
-  -- Whether every peer of the swarm is live (then the counters are its counts), and the new
-  -- last second at which none can be stale, if it changes.
-  local exact, newx = true, nil
-  if exists and x < now then
-    -- Some peer may be stale: idle swarms (up to 2) and the swarm's stale peers go.
-    gc(prefix, SW, TOT, cutoff, 2)
-    for f = 1, 3, 2 do
-      if c[f] + c[f + 1] > 0 then
-        local ps, pl = prune(f == 1 and Z4 or Z6, P, B, c, f)
-        add_totals(TOT, -ps, -pl, 0)
-        if ps == PRUNE or pl == PRUNE then exact = false end
-      end
-    end
-    old, t, d, c, exists = state(P, me)
-    if exact then
-      -- Every peer left is live: none can be stale before the oldest one's time is past.
-      local m4, m6 = oldest(Z4, c[1], c[2]), oldest(Z6, c[3], c[4])
-      local m = now
-      if m4 and m4 < m then m = m4 end
-      if m6 and m6 < m then m = m6 end
-      newx = m + (now - cutoff)
-    end
-  elseif not exists then
-    newx = now + (now - cutoff)
-  end
-  local c0 = {c[1], c[2], c[3], c[4]}
-  local set = {}
-  local own, Z, OTHER = 1, Z4, Z6
-  if #me ~= 6 then own, Z, OTHER = 3, Z6, Z4 end
-  local flag = old and string.byte(old, 1) or 0
-  -- L: leecher, S: seeder; C and T: the same whose `completed` was counted. Then the peer id
-  -- and the entry's position in its list.
+-- Appends the job's reply to out: seeders, leechers, downloaded, outcome (0 ok, 1 full), the
+-- lengths of the three parts, then the peers of the announcer's family (addresses end to end), those of the
+-- other and their ids in that order.
+local function announce(x, out)
+  local _, sd, event, bo, wi, want, rand, h, id = struct.unpack('>BBBBBI2I4c20c20', x)
+  local me = string.sub(x, 52)
+  local seeder = sd == 49
+  local P, old, exists, t, d, c, mx, mk, mo, dirty = state(h, me)
+  local own = #me == 6 and 1 or 3
+  -- The entry: a flag (L: leecher, S: seeder; C and T: the same whose `completed` was
+  -- counted), its position in its list, the time of its last announce, the peer id.
+  local flag, pos = 0, nil
+  if old then flag, pos = struct.unpack('>BI4', old) end
   local was_seeder, counted = flag == 83 or flag == 84, flag == 67 or flag == 84
-  local pos = old and string.sub(old, 22)
-  local outcome, added, mine = 0, false, nil
-  if event == 'x' then
+  local outcome, added, mine, v = 0, false, nil, nil
+  if event == 120 then -- x: stopped
     if old then
-      redis.call('ZREM', Z, me)
       redis.call('HDEL', P, me)
-      list_del(P, B, c, was_seeder and own or own + 1, tonumber(pos))
+      list_del(P, h, c, was_seeder and own or own + 1, pos)
+      dirty = true
       if was_seeder then add_totals(TOT, -1, 0, 0) else add_totals(TOT, 0, -1, 0) end
     end
   else
@@ -336,101 +350,93 @@ local function announce(x)
       if c[1] + c[2] + c[3] + c[4] >= max_swarm or total_peers(TOT) >= max_total then
         outcome, go = 1, false
       else
-        added = true
-        pos = I(list_add(B, c, seeder and own or own + 1, me))
+        added, dirty = true, true
+        pos = list_add(h, c, seeder and own or own + 1, me)
         if seeder then add_totals(TOT, 1, 0, 0) else add_totals(TOT, 0, 1, 0) end
       end
     elseif was_seeder ~= seeder then
-      list_del(P, B, c, was_seeder and own or own + 1, tonumber(pos))
-      pos = I(list_add(B, c, seeder and own or own + 1, me))
+      list_del(P, h, c, was_seeder and own or own + 1, pos)
+      pos = list_add(h, c, seeder and own or own + 1, me)
+      dirty = true
       if seeder then add_totals(TOT, 1, -1, 0) else add_totals(TOT, -1, 1, 0) end
     end
     if go then
-      mine = tonumber(pos)
-      redis.call('ZADD', Z, seeder and SEED or NOW, me)
-      if event == 'c' and not counted then
-        counted, d = true, d + 1
-        set[#set + 1] = 'd'; set[#set + 1] = I(d)
+      mine = pos
+      if event == 99 and not counted then -- c: completed
+        counted, d, dirty = true, d + 1, true
         add_totals(TOT, 0, 0, 1)
       end
-      local v = (seeder and (counted and 'T' or 'S') or (counted and 'C' or 'L')) .. id .. pos
-      if v ~= old then set[#set + 1] = me; set[#set + 1] = v end
+      v = struct.pack('>BI4I4c20', seeder and (counted and 84 or 83) or (counted and 67 or 76), pos, now, id)
+      if v == old then v = nil end
     end
   end
-  for f = 1, 4 do
-    if c[f] ~= c0[f] then set[#set + 1] = CF[f]; set[#set + 1] = I(c[f]) end
+  if exists or added then
+    if t ~= now then
+      redis.call('ZADD', SW, NOW, h)
+      t, dirty = now, true
+    end
+  else
+    dirty = false
   end
-  if (exists or added) and t ~= NOW then
-    redis.call('ZADD', SW, NOW, h)
-    set[#set + 1] = 't'; set[#set + 1] = NOW
-  end
-  if newx and (exists or added) then set[#set + 1] = 'x'; set[#set + 1] = I(newx) end
-  if #set > 0 then redis.call('HSET', P, unpack(set)) end
+  if v and dirty then redis.call('HSET', P, me, v, 'm', struct.pack(MF, t, d, c[1], c[2], c[3], c[4], mx, mk, mo))
+  elseif v then redis.call('HSET', P, me, v)
+  elseif dirty then redis.call('HSET', P, 'm', struct.pack(MF, t, d, c[1], c[2], c[3], c[4], mx, mk, mo)) end
 
-  local taken = {'', ''}
+  local taken1, taken2, ids = '', '', ''
   if want > 0 then
-    taken[1] = take(B, c, seeder, rand, own, want, (not seeder) and mine or nil)
-    if both then taken[2] = take(B, c, seeder, rand, 4 - own, want - #taken[1] / W[own], nil) end
+    taken1 = take(h, c, seeder, rand, own, want, (not seeder) and mine or nil)
+    if bo == 49 then taken2 = take(h, c, seeder, rand, 4 - own, want - #taken1 / W[own], nil) end
   end
-  local ids = {}
-  if with_ids then
-    for k, list in ipairs(taken) do
+  if wi == 49 and #taken1 + #taken2 > 0 then
+    local all = {}
+    for k, list in ipairs({taken1, taken2}) do
       local w = k == 1 and W[own] or W[4 - own]
       local addrs = {}
       for i = 1, #list, w do addrs[#addrs + 1] = string.sub(list, i, i + w - 1) end
       if #addrs > 0 then
         local vs = redis.call('HMGET', P, unpack(addrs))
         for i = 1, #addrs do
-          if vs[i] then ids[#ids + 1] = string.sub(vs[i], 2, 21) else ids[#ids + 1] = string.rep('\0', 20) end
+          if vs[i] then all[#all + 1] = string.sub(vs[i], 10, 29) else all[#all + 1] = string.rep('\0', 20) end
         end
       end
     end
+    ids = table.concat(all)
   end
-  local s, l = c[1] + c[3], c[2] + c[4]
-  if not exact then
-    local s4, l4 = counts(Z4, cutoff)
-    local s6, l6 = counts(Z6, cutoff)
-    s, l = s4 + s6, l4 + l6
-  end
-  return {s, l, d, outcome, taken[1], taken[2], table.concat(ids)}
+  local n = #out
+  out[n + 1] = struct.pack('>I4I4I4BI4I4I4', c[1] + c[3], c[2] + c[4], d, outcome, #taken1, #taken2, #ids)
+  out[n + 2] = taken1
+  out[n + 3] = taken2
+  out[n + 4] = ids
 end
 
+-- A job's reply: seeders, leechers and downloaded of each swarm.
 local function scrape(x)
   local out = {}
   for i = 2, #x - 19, 20 do
-    local h = string.sub(x, i, i + 19)
-    local m = redis.call('HMGET', prefix .. 'p:' .. h, 'x', 'd', 's4', 'l4', 's6', 'l6')
-    local s, l = 0, 0
-    if m[1] and tonumber(m[1]) >= now then
-      s, l = tonumber(m[3] or 0) + tonumber(m[5] or 0), tonumber(m[4] or 0) + tonumber(m[6] or 0)
-    elseif m[1] or m[2] or m[3] or m[4] or m[5] or m[6] then
-      local s4, l4 = counts(prefix .. '4:' .. h, cutoff)
-      local s6, l6 = counts(prefix .. '6:' .. h, cutoff)
-      s, l = s4 + s6, l4 + l6
-    end
-    out[#out + 1] = s
-    out[#out + 1] = l
-    out[#out + 1] = tonumber(m[2] or 0)
+    local P, _, exists, t, d, c, mx, mk, mo, dirty = state(string.sub(x, i, i + 19), nil)
+    if dirty then redis.call('HSET', P, 'm', struct.pack(MF, t, d, c[1], c[2], c[3], c[4], mx, mk, mo)) end
+    out[#out + 1] = struct.pack('>I4I4I4', c[1] + c[3], c[2] + c[4], d)
   end
-  return out
+  return table.concat(out)
 end
 
+-- The replies of the jobs, end to end.
 local function batch(KEYS, ARGV)
   begin()
   SW, TOT, prefix = KEYS[1], KEYS[2], ARGV[1]
   now, cutoff = clock(ARGV[2], ARGV[3])
   max_swarm, max_total = tonumber(ARGV[4]), tonumber(ARGV[5])
-  NOW, SEED = I(now), I(BIG + now)
+  NOW = I(now)
+  SLACK = math.min(60, math.floor((now - cutoff) / 16))
   local out = {}
   for i = 6, #ARGV do
     local x = ARGV[i]
     local k = string.byte(x, 1)
-    if k == 97 then out[#out + 1] = announce(x)
-    elseif k == 115 then out[#out + 1] = scrape(x)
-    else out[#out + 1] = {} end
+    if k == 97 then announce(x, out)
+    elseif k == 115 then out[#out + 1] = scrape(x) end
   end
   flush_totals(TOT)
-  return out
+  return table.concat(out)
 end
 "#;
 
@@ -492,8 +498,7 @@ enum Fix {
 
 impl Lua {
     fn new() -> Lua {
-        let prune = PRUNE.to_string();
-        let common = [PRELUDE, BATCH, GC, DROP].map(|c| c.replace("PRUNE", &prune)).join("\n");
+        let common = [PRELUDE, BATCH, GC, DROP].join("\n");
         let digest = redis::Script::new(&common).get_hash()[..12].to_owned();
         let names = ["batch", "gc_idle", "drop"];
         let functions = names.map(|n| format!("bitswarm_{n}_{digest}"));
@@ -540,6 +545,12 @@ const MAX_BATCH: usize = 64;
 const IN_FLIGHT: usize = 2;
 /// Single announces waiting for a batch, at most (then callers wait to queue).
 const QUEUE: usize = 4096;
+/// How long making a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long Redis may take to answer.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a blocking connection is not tried again after one could not be made.
+const RETRY: Duration = Duration::from_millis(100);
 
 /// What the store's tasks share: the connection and what every call sends.
 pub struct Core {
@@ -554,12 +565,19 @@ pub struct Core {
     max_total: u64,
     /// Seconds added to Redis's clock (the conformance tests' expiry; 0 otherwise).
     skew: AtomicI64,
+    /// For the blocking connections of the threads outside any runtime (the UDP workers, see
+    /// [`RedisStore::run_blocking`]).
+    client: redis::Client,
+    /// Blocking connections not in use; one that failed is dropped, not put back.
+    pool: std::sync::Mutex<Vec<redis::Connection>>,
+    /// Until when a blocking connection is not tried again, after one could not be made.
+    retry_at: std::sync::Mutex<Option<Instant>>,
 }
 
 /// A single announce waiting for a batch: its packed job and where its reply goes.
 struct Pending {
     job: Vec<u8>,
-    reply: tokio::sync::oneshot::Sender<Result<Value, StoreError>>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<u8>, StoreError>>,
 }
 
 /// Swarms in Redis. See the module documentation.
@@ -690,28 +708,148 @@ impl Core {
         self.rt.spawn(async move { c.ask(&mut conn).await }).await.map_err(err)?.map_err(err)
     }
 
-    /// Runs packed jobs in one call of the batch script; a reply per job, in order.
-    async fn batch<J: AsRef<[u8]>>(&self, jobs: &[J]) -> Result<Vec<Value>, StoreError> {
+    /// Runs packed jobs in one call of the batch script; their replies end to end, in order
+    /// (see [`split`]).
+    async fn batch<J: AsRef<[u8]>>(&self, jobs: &[J]) -> Result<Vec<u8>, StoreError> {
         let skew = self.skew();
-        let make = || {
-            let mut pipe = redis::pipe();
-            let c = self
-                .lua
-                .call(&mut pipe, Entry::Batch)
-                .arg(self.timeout)
-                .arg(skew)
-                .arg(self.max_per_swarm)
-                .arg(self.max_total);
-            for j in jobs {
-                c.arg(j.as_ref());
-            }
-            pipe
-        };
-        match self.query(make).await?.into_iter().next() {
-            Some(Value::Array(v)) if v.len() == jobs.len() => Ok(v),
-            Some(Value::ServerError(e)) => Err(err(e)),
-            other => Err(err(format!("unexpected reply {other:?}"))),
+        batch_reply(self.query(|| self.batch_pipe(jobs, skew)).await?)
+    }
+
+    /// [`Core::batch`] over a blocking connection, for a thread outside any runtime.
+    fn batch_blocking<J: AsRef<[u8]>>(&self, jobs: &[J]) -> Result<Vec<u8>, StoreError> {
+        let skew = self.skew();
+        batch_reply(self.query_blocking(|| self.batch_pipe(jobs, skew))?)
+    }
+
+    /// A call of the batch function with these jobs.
+    fn batch_pipe<J: AsRef<[u8]>>(&self, jobs: &[J], skew: i64) -> Pipeline {
+        let mut pipe = redis::pipe();
+        let c = self
+            .lua
+            .call(&mut pipe, Entry::Batch)
+            .arg(self.timeout)
+            .arg(skew)
+            .arg(self.max_per_swarm)
+            .arg(self.max_total);
+        for j in jobs {
+            c.arg(j.as_ref());
         }
+        pipe
+    }
+
+    /// [`Core::query`] over a blocking connection of the pool (made when there is none): the
+    /// thread that asks does the round trip itself, with no hand-over to the store's thread
+    /// and back (two thread switches a batch). A connection that failed is dropped; after a
+    /// connection could not be made, none is tried for [`RETRY`] (requests fail at once).
+    fn query_blocking(&self, make: impl Fn() -> Pipeline) -> Result<Vec<Value>, StoreError> {
+        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.connect_blocking()?,
+        };
+        for _ in 0..3 {
+            let pipe = make();
+            let values = conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len()).map_err(err)?;
+            let fix = values.iter().find_map(|v| match v {
+                Value::ServerError(e) => Lua::fix(e),
+                _ => None,
+            });
+            match fix {
+                None => {
+                    self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+                    return Ok(values);
+                }
+                Some(Fix::Scripts) => self.lua.use_functions.store(false, Ordering::Relaxed),
+                Some(Fix::Load) => self.load_blocking(&mut conn)?,
+            }
+        }
+        Err(err("the Lua code was not kept"))
+    }
+
+    fn connect_blocking(&self) -> Result<redis::Connection, StoreError> {
+        let now = Instant::now();
+        let mut retry_at = self.retry_at.lock().unwrap_or_else(|e| e.into_inner());
+        if retry_at.is_some_and(|t| now < t) {
+            return Err(err("cannot connect (trying again shortly)"));
+        }
+        let made = self.client.get_connection_with_timeout(CONNECT_TIMEOUT).and_then(|c| {
+            c.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+            c.set_write_timeout(Some(RESPONSE_TIMEOUT))?;
+            Ok(c)
+        });
+        *retry_at = made.is_err().then(|| now + RETRY);
+        made.map_err(err)
+    }
+
+    /// [`Core::load`] over a blocking connection.
+    fn load_blocking(&self, conn: &mut redis::Connection) -> Result<(), StoreError> {
+        if self.lua.use_functions.load(Ordering::Relaxed) {
+            let mut load = redis::cmd("FUNCTION");
+            load.arg("LOAD").arg("REPLACE").arg(&self.lua.library);
+            match load.query::<String>(conn) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.to_string().contains("unknown command") || e.to_string().contains("unknown subcommand") => {
+                    self.lua.use_functions.store(false, Ordering::Relaxed)
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+        let mut load = redis::pipe();
+        for (code, _) in &self.lua.scripts {
+            load.cmd("SCRIPT").arg("LOAD").arg(code);
+        }
+        load.query::<()>(conn).map_err(err)
+    }
+}
+
+/// The jobs of a batch, packed for the batch function.
+fn pack_jobs<S: PeerSink>(jobs: &[Job], sinks: &[S]) -> Vec<Vec<u8>> {
+    jobs.iter()
+        .map(|j| match &j.op {
+            Op::Announce { announce, .. } => pack_announce(announce, sinks[j.slot].wants_ids()),
+            Op::Scrape { hashes, .. } if hashes.is_empty() => b"e".to_vec(),
+            Op::Scrape { hashes, .. } => pack_scrape(hashes),
+        })
+        .collect()
+}
+
+/// Every job of a batch failed with `e`.
+fn fail(jobs: &mut [Job], e: StoreError) {
+    for j in jobs.iter_mut() {
+        match &mut j.op {
+            Op::Announce { result, .. } => *result = Err(e.clone()),
+            Op::Scrape { result, .. } => *result = Err(e.clone()),
+        }
+    }
+}
+
+/// Reads the replies of a batch (`bufs`: one per chunk of [`MAX_BATCH`] jobs of `packed`)
+/// into its jobs and their sinks.
+fn settle<S: PeerSink>(jobs: &mut [Job], sinks: &mut [S], packed: &[Vec<u8>], bufs: &[Vec<u8>]) {
+    let mut parts = Vec::with_capacity(jobs.len());
+    for (chunk, buf) in packed.chunks(MAX_BATCH).zip(bufs) {
+        match split(chunk, buf) {
+            Ok(p) => parts.extend(p),
+            Err(e) => return fail(jobs, e),
+        }
+    }
+    let mut parts = parts.into_iter();
+    for j in jobs.iter_mut() {
+        let v = parts.next().unwrap_or_default();
+        match &mut j.op {
+            Op::Announce { announce, result } => *result = announced(announce, v, &mut sinks[j.slot]),
+            Op::Scrape { hashes, result } if hashes.is_empty() => *result = Ok(Vec::new()),
+            Op::Scrape { hashes, result } => *result = scraped(hashes.len(), v),
+        }
+    }
+}
+
+/// The batch function's reply: the jobs' replies end to end.
+fn batch_reply(values: Vec<Value>) -> Result<Vec<u8>, StoreError> {
+    match values.into_iter().next() {
+        Some(Value::BulkString(v)) => Ok(v),
+        Some(Value::ServerError(e)) => Err(err(e)),
+        other => Err(err(format!("unexpected reply {other:?}"))),
     }
 }
 
@@ -755,7 +893,10 @@ async fn batcher(core: Arc<Core>, mut rx: tokio::sync::mpsc::Receiver<Pending>) 
         let core = core.clone();
         tokio::spawn(async move {
             let jobs: Vec<&[u8]> = batch.iter().map(|p| p.job.as_slice()).collect();
-            match core.batch(&jobs).await {
+            match core.batch(&jobs).await.and_then(|buf| {
+                let parts = split(&jobs, &buf)?;
+                Ok(parts.into_iter().map(<[u8]>::to_vec).collect::<Vec<_>>())
+            }) {
                 Ok(values) => {
                     for (p, v) in batch.into_iter().zip(values) {
                         let _ = p.reply.send(Ok(v));
@@ -785,14 +926,14 @@ impl RedisStore {
             .build()
             .map_err(|e| format!("cannot start the Redis thread: {e}"))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let conn = {
             let _in = rt.enter();
-            ConnectionManager::new_lazy_with_config(client, config)
+            ConnectionManager::new_lazy_with_config(client.clone(), config)
                 .map_err(|e| format!("store.redis_url {:?}: {e}", shown(url)))?
         };
         let core = Arc::new(Core {
@@ -803,6 +944,9 @@ impl RedisStore {
             max_per_swarm,
             max_total,
             skew: AtomicI64::new(0),
+            client,
+            pool: std::sync::Mutex::new(Vec::new()),
+            retry_at: std::sync::Mutex::new(None),
         });
         let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
         rt.spawn(batcher(core.clone(), rx));
@@ -839,51 +983,43 @@ impl RedisStore {
         let job = pack_announce(a, out.wants_ids());
         self.queue.send(Pending { job, reply }).await.map_err(|_| err("the batcher stopped"))?;
         let v = rx.await.map_err(|_| err("the batcher stopped"))??;
-        announced(a, Some(v), out)
+        announced(a, &v, out)
     }
 
     pub async fn scrape(&self, hashes: &[InfoHash]) -> Result<Vec<SwarmCounts>, StoreError> {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        let v = self.core.batch(&[pack_scrape(hashes)]).await?;
-        scraped(hashes.len(), v.into_iter().next())
+        let job = [pack_scrape(hashes)];
+        let buf = self.core.batch(&job).await?;
+        scraped(hashes.len(), split(&job, &buf)?[0])
     }
 
     /// A batch in one call of the batch script (one round trip).
     pub async fn run<S: PeerSink>(&self, jobs: &mut [Job], sinks: &mut [S]) {
-        let packed: Vec<Vec<u8>> = jobs
-            .iter()
-            .map(|j| match &j.op {
-                Op::Announce { announce, .. } => pack_announce(announce, sinks[j.slot].wants_ids()),
-                Op::Scrape { hashes, .. } if hashes.is_empty() => b"e".to_vec(),
-                Op::Scrape { hashes, .. } => pack_scrape(hashes),
-            })
-            .collect();
-        let mut values = Vec::with_capacity(jobs.len());
+        let packed = pack_jobs(jobs, sinks);
+        let mut bufs = Vec::with_capacity(packed.len().div_ceil(MAX_BATCH));
         for chunk in packed.chunks(MAX_BATCH) {
             match self.core.batch(chunk).await {
-                Ok(v) => values.extend(v),
-                Err(e) => {
-                    for j in jobs.iter_mut() {
-                        match &mut j.op {
-                            Op::Announce { result, .. } => *result = Err(e.clone()),
-                            Op::Scrape { result, .. } => *result = Err(e.clone()),
-                        }
-                    }
-                    return;
-                }
+                Ok(buf) => bufs.push(buf),
+                Err(e) => return fail(jobs, e),
             }
         }
-        let mut values = values.into_iter();
-        for j in jobs.iter_mut() {
-            let v = values.next();
-            match &mut j.op {
-                Op::Announce { announce, result } => *result = announced(announce, v, &mut sinks[j.slot]),
-                Op::Scrape { hashes, result } if hashes.is_empty() => *result = Ok(Vec::new()),
-                Op::Scrape { hashes, result } => *result = scraped(hashes.len(), v),
+        settle(jobs, sinks, &packed, &bufs);
+    }
+
+    /// [`RedisStore::run`] from a thread outside any runtime (a UDP worker), over a blocking
+    /// connection of its own (see [`Core::query_blocking`]).
+    pub fn run_blocking<S: PeerSink>(&self, jobs: &mut [Job], sinks: &mut [S]) {
+        let packed = pack_jobs(jobs, sinks);
+        let mut bufs = Vec::with_capacity(packed.len().div_ceil(MAX_BATCH));
+        for chunk in packed.chunks(MAX_BATCH) {
+            match self.core.batch_blocking(chunk) {
+                Ok(buf) => bufs.push(buf),
+                Err(e) => return fail(jobs, e),
             }
         }
+        settle(jobs, sinks, &packed, &bufs);
     }
 
     /// Drops the swarms idle past the timeout (a batch at a time), with their peers.
@@ -1042,37 +1178,71 @@ fn ints(v: Option<Value>) -> Result<Vec<i64>, StoreError> {
     }
 }
 
-fn scraped(n: usize, v: Option<Value>) -> Result<Vec<SwarmCounts>, StoreError> {
-    let v = ints(v)?;
-    if v.len() != n * 3 {
+fn scraped(n: usize, v: &[u8]) -> Result<Vec<SwarmCounts>, StoreError> {
+    if v.len() != n * 12 {
         return Err(err("a scrape reply of the wrong length"));
     }
-    let c = |x: i64| x.clamp(0, i64::from(u32::MAX)) as u32;
-    Ok(v.chunks_exact(3).map(|x| SwarmCounts { seeders: c(x[0]), leechers: c(x[1]), downloaded: c(x[2]) }).collect())
+    Ok(v.chunks_exact(12)
+        .map(|x| SwarmCounts { seeders: be32(&x[0..]), leechers: be32(&x[4..]), downloaded: be32(&x[8..]) })
+        .collect())
 }
 
-/// Reads an announce script's reply and hands its peers to `out`.
-fn announced(a: &Announce, v: Option<Value>, out: &mut impl PeerSink) -> Result<(SwarmCounts, Outcome), StoreError> {
-    let items = match v {
-        Some(Value::Array(items)) if items.len() == 7 => items,
-        Some(Value::ServerError(e)) => return Err(err(e)),
-        other => return Err(err(format!("unexpected reply {other:?}"))),
-    };
-    let mut it = items.into_iter();
-    let mut int = || match it.next() {
-        Some(Value::Int(n)) => Ok((n, Vec::new())),
-        Some(Value::BulkString(b)) => Ok((0, b)),
-        other => Err(err(format!("unexpected reply item {other:?}"))),
-    };
-    let c = |x: i64| x.clamp(0, i64::from(u32::MAX)) as u32;
-    let (s, l, d, outcome) = (int()?.0, int()?.0, int()?.0, int()?.0);
-    let (same, other, ids) = (int()?.1, int()?.1, int()?.1);
+/// The big-endian `u32` at the start of `b` (which has 4 bytes at least).
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// An announce's reply: seeders, leechers, downloaded (4 bytes each), the outcome (1), the
+/// lengths of its three parts (4 each), then the parts.
+const ANNOUNCE_HEAD: usize = 25;
+
+/// Splits a batch's reply (its jobs' replies end to end) into the jobs' replies: an
+/// announce's is [`ANNOUNCE_HEAD`] and its parts, a scrape's 12 bytes a swarm (seeders,
+/// leechers, downloaded), an empty scrape's nothing.
+fn split<'a, J: AsRef<[u8]>>(jobs: &[J], mut buf: &'a [u8]) -> Result<Vec<&'a [u8]>, StoreError> {
+    let mut parts = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        let j = j.as_ref();
+        let len = match j.first() {
+            Some(b'a') => match buf.get(..ANNOUNCE_HEAD) {
+                Some(h) => ANNOUNCE_HEAD + [13, 17, 21].iter().map(|&i| be32(&h[i..]) as usize).sum::<usize>(),
+                None => return Err(err("an announce's reply is cut short")),
+            },
+            Some(b's') => (j.len() - 1) / 20 * 12,
+            _ => 0,
+        };
+        if buf.len() < len {
+            return Err(err("a reply is cut short"));
+        }
+        let (this, rest) = buf.split_at(len);
+        parts.push(this);
+        buf = rest;
+    }
+    if !buf.is_empty() {
+        return Err(err(format!("{} bytes of reply left over after the jobs", buf.len())));
+    }
+    Ok(parts)
+}
+
+/// Reads an announce's reply (see [`ANNOUNCE_HEAD`]) and hands its peers to `out`.
+fn announced(a: &Announce, v: &[u8], out: &mut impl PeerSink) -> Result<(SwarmCounts, Outcome), StoreError> {
+    if v.len() < ANNOUNCE_HEAD {
+        return Err(err("an announce's reply is cut short"));
+    }
+    let (s, l, d, outcome) = (be32(&v[0..]), be32(&v[4..]), be32(&v[8..]), v[12]);
+    let (n1, n2) = (be32(&v[13..]) as usize, be32(&v[17..]) as usize);
+    let rest = &v[ANNOUNCE_HEAD..];
+    if rest.len() < n1 + n2 {
+        return Err(err("an announce's reply is cut short"));
+    }
+    let (same, rest) = rest.split_at(n1);
+    let (other, ids) = rest.split_at(n2);
     let v4 = a.addr.ip().to_canonical().is_ipv4();
     // The ids come in the order of the peers: the announcer's family first.
     let mut ids = ids.chunks_exact(20).map(|i| <[u8; 20]>::try_from(i).unwrap_or([0; 20]));
-    give(&same, v4, &mut ids, out);
-    give(&other, !v4, &mut ids, out);
-    let counts = SwarmCounts { seeders: c(s), leechers: c(l), downloaded: c(d) };
+    give(same, v4, &mut ids, out);
+    give(other, !v4, &mut ids, out);
+    let counts = SwarmCounts { seeders: s, leechers: l, downloaded: d };
     Ok((counts, if outcome == 0 { Outcome::Ok } else { Outcome::Full }))
 }
 

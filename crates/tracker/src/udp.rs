@@ -280,6 +280,9 @@ mod batched {
     use super::{MAX_PACKET as BUF, Shared, finish, handle, handle_too_long};
 
     pub const BATCH: usize = 32;
+    /// The batch when the store is remote (Redis): a batch is one round trip, whose fixed cost
+    /// (thread wake-ups, the call of the Lua function) a bigger batch shares out further.
+    pub const REMOTE_BATCH: usize = 64;
 
     fn to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
         match i32::from(ss.ss_family) {
@@ -302,16 +305,17 @@ mod batched {
 
     pub fn worker(sock: &UdpSocket, shared: &Shared, stop: &AtomicBool) {
         let fd = sock.as_raw_fd();
-        let mut bufs = vec![[0u8; BUF]; BATCH];
-        let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(BUF)).collect();
+        let batch = if shared.backend.memory().is_some() { BATCH } else { REMOTE_BATCH };
+        let mut bufs = vec![[0u8; BUF]; batch];
+        let mut outs: Vec<Vec<u8>> = (0..batch).map(|_| Vec::with_capacity(BUF)).collect();
         // SAFETY: all-zero bytes are valid values of these plain C structs.
         let mut addrs: Vec<libc::sockaddr_storage> =
-            (0..BATCH).map(|_| unsafe { MaybeUninit::zeroed().assume_init() }).collect();
-        let mut iovs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
-        let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
-        let mut send_hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
-        let mut send_iovs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
-        let mut jobs = Vec::with_capacity(BATCH);
+            (0..batch).map(|_| unsafe { MaybeUninit::zeroed().assume_init() }).collect();
+        let mut iovs: Vec<libc::iovec> = Vec::with_capacity(batch);
+        let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(batch);
+        let mut send_hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(batch);
+        let mut send_iovs: Vec<libc::iovec> = Vec::with_capacity(batch);
+        let mut jobs = Vec::with_capacity(batch);
         let addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         while !stop.load(Ordering::Relaxed) {
             iovs.clear();
@@ -331,7 +335,7 @@ mod batched {
             // SAFETY: every header points at a live buffer, iovec and address of this
             // function, sized as declared; the kernel writes at most that much.
             let n = unsafe {
-                libc::recvmmsg(fd, hdrs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
+                libc::recvmmsg(fd, hdrs.as_mut_ptr(), batch as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
             };
             if n <= 0 {
                 // Timeout (the socket's read timeout lets us see `stop`), EINTR, or an ICMP
