@@ -37,7 +37,9 @@ For each program, one after the other:
       refresh: it follows one response that stays open (POST /transmission/stream), a line per
       update; each line is a refresh here, its bytes those CDP's Network.dataReceived gives
       (encodedDataLength: on the wire, with the chunk's framing), and the empty lines that only
-      keep the stream alive (one per 25 s) count in every RPC response's bytes. Request bytes
+      keep the stream alive (one per 25 s) count in every RPC response's bytes. Chromium
+      reports a gzipped part's wire bytes only with a later part, so bitswarm's windows start
+      once its stream has sent a part after its first line (the whole list). Request bytes
       are counted for neither (Transmission's page sends a request of some 400 bytes with every
       refresh; bitswarm's none). Nothing runs in the page meanwhile but the page itself.
   - then, that program still running, with activity (unless --no-activity): ACTIVE_N (5)
@@ -223,6 +225,22 @@ def window(browser, prog, seconds):
         "daemon_cpu_ms_per_refresh": per((c1 - c0) * 1000 / bench.CLK),
         "loadavg_at_end": load,
     }
+
+
+def stream_settled(browser, timeout=40):
+    """bitswarm's page: Chromium reports the wire bytes of a gzipped response's part only with
+    a later part (seen: the first line, the whole list, counted with the empty line the stream
+    sends 25 s later). A window starts once the stream has sent a part after its first line, so
+    that it does not count the list's bytes. Nothing to wait for without a stream."""
+    end = time.time() + timeout
+    while True:
+        browser.drain()
+        streams = [r for r in browser.requests.values() if r["url"].endswith(STREAM)]
+        if all(len(r.get("chunks", [])) >= 2 for r in streams):
+            return
+        if time.time() > end:
+            raise RuntimeError("the stream sent nothing after its first line in %d s" % timeout)
+        time.sleep(0.5)
 
 
 def last_refresh(browser):
@@ -421,6 +439,7 @@ def measure_active(prog, act, base, a, r):
             try:
                 run = {"first_render_ms": first_render(b, prog)}
                 time.sleep(5)
+                stream_settled(b)
                 run.update(window(b, prog, a.steady))
                 run["still_downloading"] = downloading(prog, ids)
                 run["last_refresh"] = last_refresh(b)
@@ -464,6 +483,7 @@ def measure(name, base, data, metainfo, a, act):
             try:
                 run = {"first_render_ms": first_render(b, prog)}
                 time.sleep(5)
+                stream_settled(b)
                 run.update(window(b, prog, a.steady))
                 errors = [e["message"] for e in b.d.get_log("browser") if e["level"] == "SEVERE"]
                 if errors:
