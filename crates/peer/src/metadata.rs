@@ -75,7 +75,11 @@ pub(crate) async fn fetch_metadata_with(
     progress: impl Fn(&str),
 ) -> Result<(Vec<u8>, SocketAddr), String> {
     if q.peers.is_empty() && q.trackers.is_empty() && dht.is_none() {
-        return Err("the magnet link names no tracker and no peer: give one with --peer IP:PORT".into());
+        return Err(
+            "the magnet link names no tracker and no peer, and the DHT and LSD are off: nowhere to look for its \
+                    metadata"
+                .into(),
+        );
     }
     // Peers of the DHT arrive between rounds too; pending until one does (or without a DHT).
     async fn from_dht(dht: &mut Option<tokio::sync::mpsc::UnboundedReceiver<SocketAddr>>) -> SocketAddr {
