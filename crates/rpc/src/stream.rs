@@ -259,23 +259,18 @@ struct Stream<B> {
     since: u64,
     events: tokio::sync::watch::Receiver<u64>,
     _slot: crate::hold::Slot,
-    ended: bool,
 }
 
 impl<B: Backend> Stream<B> {
     /// The next bytes to send: a line (or, after [`KEEPALIVE`], an empty one); `None` when
     /// the daemon is closing.
     async fn next(&mut self) -> Option<String> {
-        if self.ended {
-            return None;
-        }
         let quiet_since = tokio::time::Instant::now();
         loop {
             if self.lines.started {
                 let since = crate::ids::marker_instant(self.since as i64).unwrap_or_else(std::time::Instant::now);
                 let left = KEEPALIVE.saturating_sub(quiet_since.elapsed());
                 if !crate::hold::until_news(self.backend.as_ref(), &mut self.events, since, left).await {
-                    self.ended = true;
                     return None;
                 }
             }
@@ -343,7 +338,7 @@ pub(crate) fn open<B: Backend>(
 ) -> Option<impl futures_util::Stream<Item = Result<axum::body::Bytes, std::convert::Infallible>> + Send + 'static> {
     let events = backend.events()?;
     let slot = holds.take(client)?;
-    let stream = Stream { backend, base: args, lines: Lines::default(), since: 0, events, _slot: slot, ended: false };
+    let stream = Stream { backend, base: args, lines: Lines::default(), since: 0, events, _slot: slot };
     let encoding = if gzip {
         Encoding::Gzip(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()))
     } else {
