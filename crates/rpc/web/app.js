@@ -44,35 +44,42 @@ async function learnSessionId() {
 
 class RpcError extends Error {}
 
+// POSTs `body` to `url` with the session id; a 409 hands out the id (the daemon restarted, or
+// none was known yet), and the request is made again with it, once.
+async function post(url, body, signal) {
+  let r;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    r = await fetch(url, {
+      method: "POST",
+      headers: { "X-Transmission-Session-Id": sessionId, "Content-Type": "application/json" },
+      body,
+      cache: "no-store",
+      signal,
+    });
+    if (r.status !== 409) break;
+    const id = r.headers.get("X-Transmission-Session-Id") || "";
+    // Another session id: the daemon restarted, and what it removed before is not in its
+    // `removed`: the next poll gets every torrent.
+    if (sessionId && id !== sessionId) lastPoll = 0;
+    sessionId = id;
+  }
+  return r;
+}
+
 // Calls `method`; resolves to its arguments, or throws an RpcError whose message is the
 // RPC's `result` string (or the HTTP failure).
 async function rpc(method, args = {}) {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    let r;
-    try {
-      r = await fetch(RPC, {
-        method: "POST",
-        headers: { "X-Transmission-Session-Id": sessionId, "Content-Type": "application/json" },
-        body: JSON.stringify({ method, arguments: args }),
-        cache: "no-store",
-      });
-    } catch (e) {
-      throw new RpcError("the daemon does not answer");
-    }
-    if (r.status === 409) {
-      const id = r.headers.get("X-Transmission-Session-Id") || "";
-      // Another session id: the daemon restarted, and what it removed before is not in its
-      // `removed`: the next poll gets every torrent.
-      if (sessionId && id !== sessionId) lastPoll = 0;
-      sessionId = id;
-      continue;
-    }
-    if (!r.ok) throw new RpcError(`HTTP ${r.status} ${r.statusText}`);
-    const reply = await r.json();
-    if (reply.result !== "success") throw new RpcError(reply.result || "failed");
-    return reply.arguments || {};
+  let r;
+  try {
+    r = await post(RPC, JSON.stringify({ method, arguments: args }));
+  } catch (e) {
+    throw new RpcError("the daemon does not answer");
   }
-  throw new RpcError("no session id");
+  if (r.status === 409) throw new RpcError("no session id");
+  if (!r.ok) throw new RpcError(`HTTP ${r.status} ${r.statusText}`);
+  const reply = await r.json();
+  if (reply.result !== "success") throw new RpcError(reply.result || "failed");
+  return reply.arguments || {};
 }
 
 // ---- units ------------------------------------------------------------------------------------
@@ -374,15 +381,16 @@ function putRows(keys, rows) {
   }
 }
 
-let keys = [], movingKeys = [];
+// The field names the stream sent (once) for its rows and for its moving figures.
+let streamKeys = [], streamMovingKeys = [];
 function apply(u) {
   if (u.full) torrents.clear();
-  if (u.keys) keys = u.keys;
-  putRows(keys, u.torrents || []);
-  if (u.movingKeys) movingKeys = u.movingKeys;
+  if (u.keys) streamKeys = u.keys;
+  putRows(streamKeys, u.torrents || []);
+  if (u.movingKeys) streamMovingKeys = u.movingKeys;
   for (const m of u.moving || []) {
     const t = torrents.get(m[0]);
-    if (t) for (let i = 1; i + 1 < m.length; i += 2) t[movingKeys[m[i]]] = m[i + 1];
+    if (t) for (let i = 1; i + 1 < m.length; i += 2) t[streamMovingKeys[m[i]]] = m[i + 1];
   }
   for (const id of u.removed || []) torrents.delete(id);
   dirty = true;
@@ -401,17 +409,7 @@ async function readStream(first) {
   });
   let r;
   try {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      r = await fetch(STREAM, {
-        method: "POST",
-        headers: { "X-Transmission-Session-Id": sessionId, "Content-Type": "application/json" },
-        body,
-        cache: "no-store",
-        signal: abort.signal,
-      });
-      if (r.status !== 409) break;
-      sessionId = r.headers.get("X-Transmission-Session-Id") || "";
-    }
+    r = await post(STREAM, body, abort.signal);
   } catch (e) {
     showError("error", "Could not refresh the list: the daemon does not answer");
     return "lost";
