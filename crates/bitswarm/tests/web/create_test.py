@@ -28,7 +28,7 @@ import sys
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from webtest import Rpc, browser, cell, check_console, row, screenshot, step, wait
+from webtest import Rpc, browser, cell, check_console, row, screenshot, step, wait, wait_ready
 
 MODE = sys.argv[1]
 url = sys.argv[2]
@@ -39,7 +39,7 @@ rpc = Rpc(url)
 
 def load(driver):
     driver.get(url)
-    wait(driver, "the page ready", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    wait_ready(driver)
     check_console(driver)
 
 

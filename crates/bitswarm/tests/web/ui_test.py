@@ -28,7 +28,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
-from webtest import Rpc, browser, cell, check_console, console, row, screenshot, shown_names, step, wait
+from webtest import Rpc, browser, cell, check_console, console, row, screenshot, shown_names, step, wait, wait_ready
 
 AUTH = sys.argv[1] == "--auth"
 MANY = int(sys.argv[2]) if sys.argv[1] == "--many" else 0
@@ -305,14 +305,14 @@ def polls_where_no_stream(driver, rpc):
     """Where the daemon holds no more streams for this client (four, from another tab or
     program), the page polls instead, and still shows a change by another client."""
     driver.get("about:blank")  # the page's own stream ends with it
-    host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
+    where = urllib.parse.urlsplit(url)
     rpc.call("session-get", {"fields": ["version"]})  # the session id
     body = json.dumps({"method": "torrent-get", "arguments": {"fields": ["id"], "format": "table"}})
     held = []
 
     def four(_):
         # Until the daemon has let go of the page's stream, a fifth is refused (503): again.
-        c = http.client.HTTPConnection(host, port, timeout=30)
+        c = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
         c.request("POST", "/transmission/stream", body, {"X-Transmission-Session-Id": rpc.sid})
         r = c.getresponse()
         if r.status == 200:
@@ -323,7 +323,7 @@ def polls_where_no_stream(driver, rpc):
     wait(driver, "four streams held by another program", four)
     try:
         driver.get(url)
-        wait(driver, "the page ready", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+        wait_ready(driver)
         assert driver.execute_script("return document.body.dataset.updates;") == "poll"
         (tid,) = [t["id"] for t in rpc.call("torrent-get", {"fields": ["id", "name"]})["torrents"] if t["name"] == TORRENT_NAME]
         rpc.call("torrent-stop", {"ids": [tid]})
@@ -339,7 +339,7 @@ def polls_where_no_stream(driver, rpc):
 
     def streaming(d):
         d.get(url)
-        wait(d, "the page ready", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+        wait_ready(d)
         return d.execute_script("return document.body.dataset.updates;") == "stream"
     wait(driver, "the page following its stream again", streaming)
 
@@ -347,7 +347,7 @@ def polls_where_no_stream(driver, rpc):
 def run_auth(driver):
     """Behind a password: the browser sends it for the page, and the page's own RPC calls."""
     driver.get(url)
-    wait(driver, "the page ready", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    wait_ready(driver)
     assert driver.current_url.endswith("/transmission/web/"), driver.current_url
     assert not driver.find_element(By.ID, "error").is_displayed(), driver.find_element(By.ID, "error").text
     check_console(driver)
@@ -358,7 +358,7 @@ def run_auth(driver):
 
 def run(driver, rpc):
     driver.get(url)
-    wait(driver, "the page ready", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    wait_ready(driver)
     assert driver.current_url.endswith("/transmission/web/"), driver.current_url
     assert driver.find_element(By.ID, "empty").is_displayed()
     check_console(driver)

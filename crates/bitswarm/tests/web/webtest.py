@@ -141,3 +141,8 @@ def wait(driver, what, cond, timeout=30):
         names = shown_names(driver)
         states = [cell(driver, n, "state") for n in names]
         raise AssertionError(f"timed out waiting for: {what}; the list shows {list(zip(names, states))}")
+
+
+def wait_ready(driver):
+    """Until the page has its list (it marks its body `data-ready` then)."""
+    wait(driver, "the page ready", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
