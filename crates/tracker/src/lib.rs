@@ -29,6 +29,7 @@ mod conformance;
 pub mod http;
 pub mod private;
 mod raw_target;
+mod redis_peers;
 pub mod redis_store;
 pub mod service;
 pub mod stats;

@@ -42,15 +42,18 @@
 //! # Round trips
 //!
 //! Requests go to Redis in batches, each one call of a Lua function (atomic in Redis) that
-//! runs the batch's announces and scrapes in order and returns their replies end to end in one
-//! string: `FCALL` of a function library loaded with `FUNCTION LOAD` (Redis 7), or `EVALSHA` of
-//! a script on a Redis without functions (see [`Lua`]). The UDP workers send the requests of
+//! runs the batch's announces and scrapes in order and returns a reply string for each:
+//! `FCALL` of a function library loaded with `FUNCTION LOAD` (Redis 7), or `EVALSHA` of a
+//! script on a Redis without functions (see [`Lua`]). An announce's reply is its counts and
+//! the lengths of the swarm's lists; its peers are read right after, in a second round trip
+//! of plain `GETRANGE`s (see [`crate::redis_peers`], and a third, of `HMGET`s, for a reply
+//! with peer ids). The UDP workers send the requests of
 //! one receive batch (up to 64 with this store) as one batch, over a blocking connection of
 //! their own (no hand-over to the store's thread); HTTP announces go to a batcher task that
 //! sends whatever queued while the batches in flight (2 at most) were answered, up to 64. An
-//! announce of a known peer is one `HMGET` (its entry and the swarm's `m`), one `HSET` (its
-//! time) and one or two `GETRANGE`s of the lists (the reply's peers, from a random place on,
-//! wrapping around); totals are added up in the function and written once per batch. A Redis
+//! announce of a known peer is one `HMGET` (its entry and the swarm's `m`) and one `HSET` (its
+//! time) in the function, then one or two `GETRANGE`s of the lists (the reply's peers, from a
+//! random place on, wrapping around); totals are added up in the function and written once per batch. A Redis
 //! that lost the code (restarted without its data) gets it again and the batch is sent again:
 //! announces are idempotent (a `completed` is counted once per peer). The async round trips
 //! are made from the store's own runtime thread, where the connection's task lives.
@@ -78,7 +81,8 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Pipeline, Value};
 
 use crate::backend::{Job, Op, Snapshot, StoreError};
-use crate::store::{Announce, Families, Outcome, PeerSink, SwarmCounts, SwarmInfo, Totals};
+use crate::redis_peers::{Answer, Head, Reads, Want};
+use crate::store::{Announce, Outcome, PeerSink, SwarmCounts, SwarmInfo, Totals};
 
 const PREFIX: &str = "bs:";
 /// Idle swarms the cleaner drops per script.
@@ -176,9 +180,9 @@ end
 /// A batch of announces and scrapes, in order, in one call. KEYS: swarms, totals. ARGV: prefix,
 /// timeout, skew, most peers per swarm, most peers in all, then a job each (see
 /// `pack_announce` and `pack_scrape`). Returns a reply per job: for an announce seeders,
-/// leechers, downloaded, outcome (0 ok, 1 full), the peers of the announcer's family (addresses
-/// end to end), those of the other, and their ids in that order; for a scrape seeders,
-/// leechers and downloaded of each swarm.
+/// leechers, downloaded, outcome (0 ok, 1 full) and the lengths of the swarm's four lists
+/// ([`crate::redis_peers::HEAD`]); for a scrape seeders, leechers and downloaded of each
+/// swarm; for anything else an empty string.
 ///
 /// The swarm's hash `bs:p:H` also holds `s4`, `l4`, `s6`, `l6` (the seeders and leechers in
 /// `bs:4:H` and `bs:6:H`, stale ones included), `t`, the second of its last `bs:swarms`
@@ -286,48 +290,14 @@ local function state(h, me)
   return P, old, true, t, d, c, x, k, o, true
 end
 
--- cnt entries (w bytes each) from index v on of lists i1 (n1 entries) and i2 (n2) of swarm h
--- end to end, wrapping around after n1 + n2.
-local function span(h, i1, n1, i2, n2, v, cnt, w)
-  local n, s = n1 + n2, nil
-  while cnt > 0 do
-    local i, off, k = i1, v, n1 - v
-    if v >= n1 then i, off, k = i2, v - n1, n - v end
-    if k > cnt then k = cnt end
-    local piece = redis.call('GETRANGE', prefix .. LK[i] .. h, D(off * w), D((off + k) * w - 1))
-    if s then s = s .. piece else s = piece end
-    cnt, v = cnt - k, v + k
-    if v >= n then v = 0 end
-  end
-  return s
-end
-
--- Up to `want` peers of family f of swarm h (list lengths c) from index rand on, wrapping
--- around: its leechers, then (for a leecher) its seeders; `selfv` is the announcer's index
--- there, if it is there.
-local function take(h, c, seeder, rand, f, want, selfv)
-  local n1, n2 = c[f + 1], seeder and 0 or c[f]
-  local n = n1 + n2
-  if want <= 0 or n <= 0 then return '' end
-  local w = W[f]
-  local cnt = want + (selfv and 1 or 0)
-  if cnt > n then cnt = n end
-  local start = rand % n
-  local s = span(h, f + 1, n1, f, n2, start, cnt, w)
-  if selfv then
-    local j = (selfv - start) % n
-    if j < cnt then return string.sub(s, 1, j * w) .. string.sub(s, (j + 1) * w + 1, (want + 1) * w) end
-  end
-  if cnt > want then return string.sub(s, 1, want * w) end
-  return s
-end
-
--- Appends the job's reply to out: seeders, leechers, downloaded, outcome (0 ok, 1 full), the
--- lengths of the three parts, then the peers of the announcer's family (addresses end to end), those of the
--- other and their ids in that order.
+-- Appends the job's reply to out: seeders, leechers, downloaded, outcome (0 ok, 1 full) and
+-- the lengths of the swarm's four lists (S4, L4, S6, L6). The reply's peers are not cut here:
+-- the tracker reads them with plain `GETRANGE`s from those lengths (a peer list brought into
+-- Lua costs more than the rest of the announce: every string made in Redis's Lua is hashed
+-- byte by byte).
 local function announce(x, out)
-  local _, sd, event, bo, wi, want, rand, h, id = struct.unpack('>BBBBBI2I4c20c20', x)
-  local me = string.sub(x, 52)
+  local _, sd, event, h, id = struct.unpack('>BBBc20c20', x)
+  local me = string.sub(x, 44)
   local seeder = sd == 49
   local P, old, exists, t, d, c, mx, mk, mo, dirty = state(h, me)
   local own = #me == 6 and 1 or 3
@@ -336,7 +306,7 @@ local function announce(x, out)
   local flag, pos = 0, nil
   if old then flag, pos = struct.unpack('>BI4', old) end
   local was_seeder, counted = flag == 83 or flag == 84, flag == 67 or flag == 84
-  local outcome, added, mine, v = 0, false, nil, nil
+  local outcome, added, v = 0, false, nil
   if event == 120 then -- x: stopped
     if old then
       redis.call('HDEL', P, me)
@@ -361,7 +331,6 @@ local function announce(x, out)
       if seeder then add_totals(TOT, 1, -1, 0) else add_totals(TOT, -1, 1, 0) end
     end
     if go then
-      mine = pos
       if event == 99 and not counted then -- c: completed
         counted, d, dirty = true, d + 1, true
         add_totals(TOT, 0, 0, 1)
@@ -382,31 +351,7 @@ local function announce(x, out)
   elseif v then redis.call('HSET', P, me, v)
   elseif dirty then redis.call('HSET', P, 'm', struct.pack(MF, t, d, c[1], c[2], c[3], c[4], mx, mk, mo)) end
 
-  local taken1, taken2, ids = '', '', ''
-  if want > 0 then
-    taken1 = take(h, c, seeder, rand, own, want, (not seeder) and mine or nil)
-    if bo == 49 then taken2 = take(h, c, seeder, rand, 4 - own, want - #taken1 / W[own], nil) end
-  end
-  if wi == 49 and #taken1 + #taken2 > 0 then
-    local all = {}
-    for k, list in ipairs({taken1, taken2}) do
-      local w = k == 1 and W[own] or W[4 - own]
-      local addrs = {}
-      for i = 1, #list, w do addrs[#addrs + 1] = string.sub(list, i, i + w - 1) end
-      if #addrs > 0 then
-        local vs = redis.call('HMGET', P, unpack(addrs))
-        for i = 1, #addrs do
-          if vs[i] then all[#all + 1] = string.sub(vs[i], 10, 29) else all[#all + 1] = string.rep('\0', 20) end
-        end
-      end
-    end
-    ids = table.concat(all)
-  end
-  local n = #out
-  out[n + 1] = struct.pack('>I4I4I4BI4I4I4', c[1] + c[3], c[2] + c[4], d, outcome, #taken1, #taken2, #ids)
-  out[n + 2] = taken1
-  out[n + 3] = taken2
-  out[n + 4] = ids
+  out[#out + 1] = struct.pack('>I4I4I4BI4I4I4I4', c[1] + c[3], c[2] + c[4], d, outcome, c[1], c[2], c[3], c[4])
 end
 
 -- A job's reply: seeders, leechers and downloaded of each swarm.
@@ -420,7 +365,7 @@ local function scrape(x)
   return table.concat(out)
 end
 
--- The replies of the jobs, end to end.
+-- The replies of the jobs, one string each (a table: joined here, they would be hashed again).
 local function batch(KEYS, ARGV)
   begin()
   SW, TOT, prefix = KEYS[1], KEYS[2], ARGV[1]
@@ -433,10 +378,11 @@ local function batch(KEYS, ARGV)
     local x = ARGV[i]
     local k = string.byte(x, 1)
     if k == 97 then announce(x, out)
-    elseif k == 115 then out[#out + 1] = scrape(x) end
+    elseif k == 115 then out[#out + 1] = scrape(x)
+    else out[#out + 1] = '' end
   end
   flush_totals(TOT)
-  return table.concat(out)
+  return out
 end
 "#;
 
@@ -574,10 +520,12 @@ pub struct Core {
     retry_at: std::sync::Mutex<Option<Instant>>,
 }
 
-/// A single announce waiting for a batch: its packed job and where its reply goes.
+/// A single announce waiting for a batch: its packed job, what its peers are read with, and
+/// where its answer goes.
 struct Pending {
     job: Vec<u8>,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<u8>, StoreError>>,
+    want: Want,
+    reply: tokio::sync::oneshot::Sender<Result<Answer, StoreError>>,
 }
 
 /// Swarms in Redis. See the module documentation.
@@ -611,27 +559,24 @@ fn shown(url: &str) -> String {
     }
 }
 
-/// An announce as a job of the batch script: `a`, seeder, event, both families, with ids (one
-/// byte each), numwant (2 bytes), a random number (4), the info-hash, the peer id, the address.
-fn pack_announce(a: &Announce, with_ids: bool) -> Vec<u8> {
-    let mut j = Vec::with_capacity(51 + 18);
+/// An announce as a job of the batch script: `a`, seeder, event (one byte each), the
+/// info-hash, the peer id, the address; and what its reply's peers are read with.
+fn pack_announce(a: &Announce, with_ids: bool) -> (Vec<u8>, Want) {
+    let mut j = Vec::with_capacity(43 + 18);
     let event = match a.event {
         bitswarm_tracker_proto::Event::None => b'n',
         bitswarm_tracker_proto::Event::Completed => b'c',
         bitswarm_tracker_proto::Event::Started => b's',
         bitswarm_tracker_proto::Event::Stopped => b'x',
     };
-    let flag = |b: bool| if b { b'1' } else { b'0' };
-    j.extend_from_slice(&[b'a', flag(a.left == 0), event, flag(a.families == Families::Both), flag(with_ids)]);
-    j.extend_from_slice(&(a.numwant.min(10_000) as u16).to_be_bytes());
-    j.extend_from_slice(&(crate::store::rand_u64() as u32).to_be_bytes());
+    j.extend_from_slice(&[b'a', if a.left == 0 { b'1' } else { b'0' }, event]);
     j.extend_from_slice(&a.info_hash.0);
     j.extend_from_slice(&a.peer_id.0);
     match a.addr.ip().to_canonical() {
         std::net::IpAddr::V4(ip) => j.extend_from_slice(&crate::store::compact4(ip, a.addr.port())),
         std::net::IpAddr::V6(ip) => j.extend_from_slice(&crate::store::compact6(ip, a.addr.port())),
     }
-    j
+    (j, Want::new(a, with_ids, crate::store::rand_u64() as u32))
 }
 
 /// A scrape as a job of the batch script: `s`, then the info-hashes end to end.
@@ -708,17 +653,62 @@ impl Core {
         self.rt.spawn(async move { c.ask(&mut conn).await }).await.map_err(err)?.map_err(err)
     }
 
-    /// Runs packed jobs in one call of the batch script; their replies end to end, in order
-    /// (see [`split`]).
-    async fn batch<J: AsRef<[u8]>>(&self, jobs: &[J]) -> Result<Vec<u8>, StoreError> {
+    /// Runs packed jobs in calls of the batch script ([`MAX_BATCH`] a call); their replies,
+    /// in order.
+    async fn batch<J: AsRef<[u8]>>(&self, jobs: &[J]) -> Result<Vec<Vec<u8>>, StoreError> {
         let skew = self.skew();
-        batch_reply(self.query(|| self.batch_pipe(jobs, skew)).await?)
+        let mut replies = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(MAX_BATCH) {
+            replies.extend(batch_reply(chunk.len(), self.query(|| self.batch_pipe(chunk, skew)).await?)?);
+        }
+        Ok(replies)
     }
 
     /// [`Core::batch`] over a blocking connection, for a thread outside any runtime.
-    fn batch_blocking<J: AsRef<[u8]>>(&self, jobs: &[J]) -> Result<Vec<u8>, StoreError> {
+    fn batch_blocking<J: AsRef<[u8]>>(
+        &self,
+        conn: &mut redis::Connection,
+        jobs: &[J],
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let skew = self.skew();
-        batch_reply(self.query_blocking(|| self.batch_pipe(jobs, skew))?)
+        let mut replies = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(MAX_BATCH) {
+            replies.extend(batch_reply(chunk.len(), self.query_blocking(conn, || self.batch_pipe(chunk, skew))?)?);
+        }
+        Ok(replies)
+    }
+
+    /// Reads the peers of announces whose batch function replied `heads` (see
+    /// [`crate::redis_peers`]): one round trip, and one more for peer ids when asked.
+    async fn peers(&self, wants: &[&Want], heads: Vec<Head>) -> Result<Vec<Answer>, StoreError> {
+        let (reads, pipe) = Reads::plan(PREFIX, wants, &heads);
+        let values = if pipe.is_empty() { Vec::new() } else { self.ask::<_, Vec<Value>>(pipe).await? };
+        let mut answers = reads.read(wants, heads, values)?;
+        if let Some(pipe) = crate::redis_peers::ids_pipe(PREFIX, wants, &answers) {
+            let values = self.ask::<_, Vec<Value>>(pipe).await?;
+            crate::redis_peers::read_ids(wants, &mut answers, values)?;
+        }
+        Ok(answers)
+    }
+
+    /// [`Core::peers`] over a blocking connection.
+    fn peers_blocking(
+        &self,
+        conn: &mut redis::Connection,
+        wants: &[&Want],
+        heads: Vec<Head>,
+    ) -> Result<Vec<Answer>, StoreError> {
+        let plain = |conn: &mut redis::Connection, pipe: Pipeline| {
+            conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len()).map_err(err)
+        };
+        let (reads, pipe) = Reads::plan(PREFIX, wants, &heads);
+        let values = if pipe.is_empty() { Vec::new() } else { plain(conn, pipe)? };
+        let mut answers = reads.read(wants, heads, values)?;
+        if let Some(pipe) = crate::redis_peers::ids_pipe(PREFIX, wants, &answers) {
+            let values = plain(conn, pipe)?;
+            crate::redis_peers::read_ids(wants, &mut answers, values)?;
+        }
+        Ok(answers)
     }
 
     /// A call of the batch function with these jobs.
@@ -737,16 +727,27 @@ impl Core {
         pipe
     }
 
-    /// [`Core::query`] over a blocking connection of the pool (made when there is none): the
-    /// thread that asks does the round trip itself, with no hand-over to the store's thread
-    /// and back (two thread switches a batch). A connection that failed is dropped; after a
-    /// connection could not be made, none is tried for [`RETRY`] (requests fail at once).
-    fn query_blocking(&self, make: impl Fn() -> Pipeline) -> Result<Vec<Value>, StoreError> {
+    /// Runs `f` with a blocking connection of the pool (made when there is none): the thread
+    /// that asks does the round trips itself, with no hand-over to the store's thread and back
+    /// (two thread switches a batch). A connection that failed is dropped; after a connection
+    /// could not be made, none is tried for [`RETRY`] (requests fail at once).
+    fn with_conn<T>(&self, f: impl FnOnce(&mut redis::Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut conn = match pooled {
             Some(c) => c,
             None => self.connect_blocking()?,
         };
+        let r = f(&mut conn)?;
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        Ok(r)
+    }
+
+    /// [`Core::query`] over a blocking connection.
+    fn query_blocking(
+        &self,
+        conn: &mut redis::Connection,
+        make: impl Fn() -> Pipeline,
+    ) -> Result<Vec<Value>, StoreError> {
         for _ in 0..3 {
             let pipe = make();
             let values = conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len()).map_err(err)?;
@@ -755,12 +756,9 @@ impl Core {
                 _ => None,
             });
             match fix {
-                None => {
-                    self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
-                    return Ok(values);
-                }
+                None => return Ok(values),
                 Some(Fix::Scripts) => self.lua.use_functions.store(false, Ordering::Relaxed),
-                Some(Fix::Load) => self.load_blocking(&mut conn)?,
+                Some(Fix::Load) => self.load_blocking(conn)?,
             }
         }
         Err(err("the Lua code was not kept"))
@@ -802,15 +800,23 @@ impl Core {
     }
 }
 
-/// The jobs of a batch, packed for the batch function.
-fn pack_jobs<S: PeerSink>(jobs: &[Job], sinks: &[S]) -> Vec<Vec<u8>> {
-    jobs.iter()
+/// The jobs of a batch, packed for the batch function, and what its announces' peers are
+/// read with, in order.
+fn pack_jobs<S: PeerSink>(jobs: &[Job], sinks: &[S]) -> (Vec<Vec<u8>>, Vec<Want>) {
+    let mut wants = Vec::new();
+    let packed = jobs
+        .iter()
         .map(|j| match &j.op {
-            Op::Announce { announce, .. } => pack_announce(announce, sinks[j.slot].wants_ids()),
+            Op::Announce { announce, .. } => {
+                let (job, want) = pack_announce(announce, sinks[j.slot].wants_ids());
+                wants.push(want);
+                job
+            }
             Op::Scrape { hashes, .. } if hashes.is_empty() => b"e".to_vec(),
             Op::Scrape { hashes, .. } => pack_scrape(hashes),
         })
-        .collect()
+        .collect();
+    (packed, wants)
 }
 
 /// Every job of a batch failed with `e`.
@@ -823,31 +829,38 @@ fn fail(jobs: &mut [Job], e: StoreError) {
     }
 }
 
-/// Reads the replies of a batch (`bufs`: one per chunk of [`MAX_BATCH`] jobs of `packed`)
-/// into its jobs and their sinks.
-fn settle<S: PeerSink>(jobs: &mut [Job], sinks: &mut [S], packed: &[Vec<u8>], bufs: &[Vec<u8>]) {
-    let mut parts = Vec::with_capacity(jobs.len());
-    for (chunk, buf) in packed.chunks(MAX_BATCH).zip(bufs) {
-        match split(chunk, buf) {
-            Ok(p) => parts.extend(p),
-            Err(e) => return fail(jobs, e),
-        }
-    }
-    let mut parts = parts.into_iter();
-    for j in jobs.iter_mut() {
-        let v = parts.next().unwrap_or_default();
+/// The heads of the announces' replies among a batch's `replies`, in order.
+fn heads(jobs: &[Job], replies: &[Vec<u8>]) -> Result<Vec<Head>, StoreError> {
+    jobs.iter().zip(replies).filter(|(j, _)| matches!(j.op, Op::Announce { .. })).map(|(_, r)| Head::parse(r)).collect()
+}
+
+/// Puts a batch's replies and its announces' answers into its jobs and their sinks.
+fn settle<S: PeerSink>(jobs: &mut [Job], sinks: &mut [S], replies: &[Vec<u8>], answers: Vec<Answer>) {
+    let mut answers = answers.into_iter();
+    for (j, r) in jobs.iter_mut().zip(replies) {
         match &mut j.op {
-            Op::Announce { announce, result } => *result = announced(announce, v, &mut sinks[j.slot]),
+            Op::Announce { result, .. } => {
+                *result = match answers.next() {
+                    Some(a) => Ok(crate::redis_peers::deliver(a, &mut sinks[j.slot])),
+                    None => Err(err("an announce's reply is missing")),
+                }
+            }
             Op::Scrape { hashes, result } if hashes.is_empty() => *result = Ok(Vec::new()),
-            Op::Scrape { hashes, result } => *result = scraped(hashes.len(), v),
+            Op::Scrape { hashes, result } => *result = scraped(hashes.len(), r),
         }
     }
 }
 
-/// The batch function's reply: the jobs' replies end to end.
-fn batch_reply(values: Vec<Value>) -> Result<Vec<u8>, StoreError> {
+/// The batch function's reply: a string per job.
+fn batch_reply(jobs: usize, values: Vec<Value>) -> Result<Vec<Vec<u8>>, StoreError> {
     match values.into_iter().next() {
-        Some(Value::BulkString(v)) => Ok(v),
+        Some(Value::Array(items)) if items.len() == jobs => items
+            .into_iter()
+            .map(|v| match v {
+                Value::BulkString(b) => Ok(b),
+                other => Err(err(format!("unexpected reply {other:?}"))),
+            })
+            .collect(),
         Some(Value::ServerError(e)) => Err(err(e)),
         other => Err(err(format!("unexpected reply {other:?}"))),
     }
@@ -893,13 +906,16 @@ async fn batcher(core: Arc<Core>, mut rx: tokio::sync::mpsc::Receiver<Pending>) 
         let core = core.clone();
         tokio::spawn(async move {
             let jobs: Vec<&[u8]> = batch.iter().map(|p| p.job.as_slice()).collect();
-            match core.batch(&jobs).await.and_then(|buf| {
-                let parts = split(&jobs, &buf)?;
-                Ok(parts.into_iter().map(<[u8]>::to_vec).collect::<Vec<_>>())
-            }) {
-                Ok(values) => {
-                    for (p, v) in batch.into_iter().zip(values) {
-                        let _ = p.reply.send(Ok(v));
+            let wants: Vec<&Want> = batch.iter().map(|p| &p.want).collect();
+            let answers = async {
+                let replies = core.batch(&jobs).await?;
+                let heads = replies.iter().map(|r| Head::parse(r)).collect::<Result<Vec<_>, _>>()?;
+                core.peers(&wants, heads).await
+            };
+            match answers.await {
+                Ok(answers) => {
+                    for (p, a) in batch.into_iter().zip(answers) {
+                        let _ = p.reply.send(Ok(a));
                     }
                 }
                 Err(e) => {
@@ -980,46 +996,49 @@ impl RedisStore {
     /// One announce, in the batcher's next batch.
     pub async fn announce(&self, a: &Announce, out: &mut impl PeerSink) -> Result<(SwarmCounts, Outcome), StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let job = pack_announce(a, out.wants_ids());
-        self.queue.send(Pending { job, reply }).await.map_err(|_| err("the batcher stopped"))?;
-        let v = rx.await.map_err(|_| err("the batcher stopped"))??;
-        announced(a, &v, out)
+        let (job, want) = pack_announce(a, out.wants_ids());
+        self.queue.send(Pending { job, want, reply }).await.map_err(|_| err("the batcher stopped"))?;
+        let answer = rx.await.map_err(|_| err("the batcher stopped"))??;
+        Ok(crate::redis_peers::deliver(answer, out))
     }
 
     pub async fn scrape(&self, hashes: &[InfoHash]) -> Result<Vec<SwarmCounts>, StoreError> {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        let job = [pack_scrape(hashes)];
-        let buf = self.core.batch(&job).await?;
-        scraped(hashes.len(), split(&job, &buf)?[0])
+        let replies = self.core.batch(&[pack_scrape(hashes)]).await?;
+        scraped(hashes.len(), &replies[0])
     }
 
-    /// A batch in one call of the batch script (one round trip).
+    /// A batch: calls of the batch script, then the reads of its announces' peers.
     pub async fn run<S: PeerSink>(&self, jobs: &mut [Job], sinks: &mut [S]) {
-        let packed = pack_jobs(jobs, sinks);
-        let mut bufs = Vec::with_capacity(packed.len().div_ceil(MAX_BATCH));
-        for chunk in packed.chunks(MAX_BATCH) {
-            match self.core.batch(chunk).await {
-                Ok(buf) => bufs.push(buf),
-                Err(e) => return fail(jobs, e),
-            }
+        let (packed, wants) = pack_jobs(jobs, sinks);
+        let done = async {
+            let replies = self.core.batch(&packed).await?;
+            let heads = heads(jobs, &replies)?;
+            let answers = self.core.peers(&wants.iter().collect::<Vec<_>>(), heads).await?;
+            Ok((replies, answers))
+        };
+        match done.await {
+            Ok((replies, answers)) => settle(jobs, sinks, &replies, answers),
+            Err(e) => fail(jobs, e),
         }
-        settle(jobs, sinks, &packed, &bufs);
     }
 
     /// [`RedisStore::run`] from a thread outside any runtime (a UDP worker), over a blocking
-    /// connection of its own (see [`Core::query_blocking`]).
+    /// connection of its own (see [`Core::with_conn`]).
     pub fn run_blocking<S: PeerSink>(&self, jobs: &mut [Job], sinks: &mut [S]) {
-        let packed = pack_jobs(jobs, sinks);
-        let mut bufs = Vec::with_capacity(packed.len().div_ceil(MAX_BATCH));
-        for chunk in packed.chunks(MAX_BATCH) {
-            match self.core.batch_blocking(chunk) {
-                Ok(buf) => bufs.push(buf),
-                Err(e) => return fail(jobs, e),
-            }
+        let (packed, wants) = pack_jobs(jobs, sinks);
+        let done = self.core.with_conn(|conn| {
+            let replies = self.core.batch_blocking(conn, &packed)?;
+            let heads = heads(jobs, &replies)?;
+            let answers = self.core.peers_blocking(conn, &wants.iter().collect::<Vec<_>>(), heads)?;
+            Ok((replies, answers))
+        });
+        match done {
+            Ok((replies, answers)) => settle(jobs, sinks, &replies, answers),
+            Err(e) => fail(jobs, e),
         }
-        settle(jobs, sinks, &packed, &bufs);
     }
 
     /// Drops the swarms idle past the timeout (a batch at a time), with their peers.
@@ -1190,77 +1209,4 @@ fn scraped(n: usize, v: &[u8]) -> Result<Vec<SwarmCounts>, StoreError> {
 /// The big-endian `u32` at the start of `b` (which has 4 bytes at least).
 fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-/// An announce's reply: seeders, leechers, downloaded (4 bytes each), the outcome (1), the
-/// lengths of its three parts (4 each), then the parts.
-const ANNOUNCE_HEAD: usize = 25;
-
-/// Splits a batch's reply (its jobs' replies end to end) into the jobs' replies: an
-/// announce's is [`ANNOUNCE_HEAD`] and its parts, a scrape's 12 bytes a swarm (seeders,
-/// leechers, downloaded), an empty scrape's nothing.
-fn split<'a, J: AsRef<[u8]>>(jobs: &[J], mut buf: &'a [u8]) -> Result<Vec<&'a [u8]>, StoreError> {
-    let mut parts = Vec::with_capacity(jobs.len());
-    for j in jobs {
-        let j = j.as_ref();
-        let len = match j.first() {
-            Some(b'a') => match buf.get(..ANNOUNCE_HEAD) {
-                Some(h) => ANNOUNCE_HEAD + [13, 17, 21].iter().map(|&i| be32(&h[i..]) as usize).sum::<usize>(),
-                None => return Err(err("an announce's reply is cut short")),
-            },
-            Some(b's') => (j.len() - 1) / 20 * 12,
-            _ => 0,
-        };
-        if buf.len() < len {
-            return Err(err("a reply is cut short"));
-        }
-        let (this, rest) = buf.split_at(len);
-        parts.push(this);
-        buf = rest;
-    }
-    if !buf.is_empty() {
-        return Err(err(format!("{} bytes of reply left over after the jobs", buf.len())));
-    }
-    Ok(parts)
-}
-
-/// Reads an announce's reply (see [`ANNOUNCE_HEAD`]) and hands its peers to `out`.
-fn announced(a: &Announce, v: &[u8], out: &mut impl PeerSink) -> Result<(SwarmCounts, Outcome), StoreError> {
-    if v.len() < ANNOUNCE_HEAD {
-        return Err(err("an announce's reply is cut short"));
-    }
-    let (s, l, d, outcome) = (be32(&v[0..]), be32(&v[4..]), be32(&v[8..]), v[12]);
-    let (n1, n2) = (be32(&v[13..]) as usize, be32(&v[17..]) as usize);
-    let rest = &v[ANNOUNCE_HEAD..];
-    if rest.len() < n1 + n2 {
-        return Err(err("an announce's reply is cut short"));
-    }
-    let (same, rest) = rest.split_at(n1);
-    let (other, ids) = rest.split_at(n2);
-    let v4 = a.addr.ip().to_canonical().is_ipv4();
-    // The ids come in the order of the peers: the announcer's family first.
-    let mut ids = ids.chunks_exact(20).map(|i| <[u8; 20]>::try_from(i).unwrap_or([0; 20]));
-    give(same, v4, &mut ids, out);
-    give(other, !v4, &mut ids, out);
-    let counts = SwarmCounts { seeders: s, leechers: l, downloaded: d };
-    Ok((counts, if outcome == 0 { Outcome::Ok } else { Outcome::Full }))
-}
-
-/// Hands compact addresses of one family, end to end, with their ids, to `out`.
-fn give(addrs: &[u8], v4: bool, ids: &mut impl Iterator<Item = [u8; 20]>, out: &mut impl PeerSink) {
-    if v4 {
-        for p in addrs.chunks_exact(6) {
-            let id = ids.next().unwrap_or([0; 20]);
-            if let Ok(p) = <&[u8; 6]>::try_from(p) {
-                out.v4(p, &id);
-            }
-        }
-    } else {
-        for p in addrs.chunks_exact(18) {
-            let id = ids.next().unwrap_or([0; 20]);
-            if let Ok(p) = <&[u8; 18]>::try_from(p) {
-                out.v6(p, &id);
-            }
-        }
-    }
 }
