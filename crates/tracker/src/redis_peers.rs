@@ -209,7 +209,9 @@ impl Reads {
         let mut runs = self.runs.iter();
         let mut answers = Vec::with_capacity(wants.len());
         for ((w, head), (n, own)) in wants.iter().zip(heads).zip(self.spans) {
-            let mut a = Answer { head, v4: w.v4(), own: Vec::new(), other: Vec::new(), ids: Vec::new() };
+            let own_bytes = w.want.min(512) as usize * w.me_len;
+            let mut a =
+                Answer { head, v4: w.v4(), own: Vec::with_capacity(own_bytes), other: Vec::new(), ids: Vec::new() };
             let mut left = w.want as usize;
             for k in 0..n {
                 let (Some(run), Some(v)) = (runs.next(), values.next()) else { break };
