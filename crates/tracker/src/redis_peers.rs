@@ -75,6 +75,9 @@ impl Want {
 /// the outcome (1: 0 ok, 1 full), the lengths of the four [`LISTS`] (4 each).
 pub(crate) const HEAD: usize = 29;
 
+/// The most entries a list is taken to have (far more than any swarm's cap).
+const MAX_LIST: u32 = 1 << 26;
+
 pub(crate) struct Head {
     counts: SwarmCounts,
     outcome: Outcome,
@@ -94,7 +97,9 @@ impl Head {
         Ok(Head {
             counts: SwarmCounts { seeders: be32(v, 0), leechers: be32(v, 4), downloaded: be32(v, 8) },
             outcome: if v[12] == 0 { Outcome::Ok } else { Outcome::Full },
-            lens: [be32(v, 13), be32(v, 17), be32(v, 21), be32(v, 25)],
+            // At most 2^26 entries a list, whatever a reply says: the reads' byte offsets
+            // (18 bytes an IPv6 entry, two lists end to end) then stay within a `u32`.
+            lens: [13, 17, 21, 25].map(|i| be32(v, i).min(MAX_LIST)),
         })
     }
 }
@@ -381,5 +386,10 @@ mod tests {
         let (reads, _) = Reads::plan("bs:", &[&w], &[head([0, 3, 0, 0])]);
         assert!(reads.read(&[&w], vec![head([0, 3, 0, 0])], vec![]).is_err());
         assert!(Head::parse(&[0; 25]).is_err());
+        // Lengths past any swarm's size are cut, so that no offset overflows.
+        let h = Head::parse(&[0xff; HEAD]).unwrap();
+        assert_eq!(h.lens, [MAX_LIST; 4]);
+        let (reads, pipe) = Reads::plan("bs:", &[&want(false, false, true, 200, u32::MAX)], &[h]);
+        assert_eq!(pipe.len(), reads.runs.len());
     }
 }
