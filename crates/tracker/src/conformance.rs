@@ -600,12 +600,16 @@ impl RedisServer {
     /// skipped on purpose (`BITSWARM_SKIP_INTEROP=1`); a missing `redis-server` fails the test
     /// with the line that installs it.
     pub fn start() -> Option<RedisServer> {
-        if std::env::var("BITSWARM_SKIP_INTEROP").is_ok_and(|v| v == "1") {
-            eprintln!("skipping: BITSWARM_SKIP_INTEROP=1");
+        RedisServer::start_in(tempfile::Builder::new().prefix("bitswarm-redis-").tempdir().unwrap())
+    }
+
+    /// [`RedisServer::start`] on `redis.sock` in `dir` (a socket there is replaced).
+    pub fn start_in(dir: tempfile::TempDir) -> Option<RedisServer> {
+        if interop_skipped() {
             return None;
         }
-        let dir = tempfile::Builder::new().prefix("bitswarm-redis-").tempdir().unwrap();
         let socket = dir.path().join("redis.sock");
+        let _ = std::fs::remove_file(&socket);
         let child = std::process::Command::new("redis-server")
             .args(["--port", "0", "--unixsocket"])
             .arg(&socket)
@@ -650,6 +654,15 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether interop tests are skipped on purpose (`BITSWARM_SKIP_INTEROP=1`; says so).
+fn interop_skipped() -> bool {
+    let skip = std::env::var("BITSWARM_SKIP_INTEROP").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("skipping: BITSWARM_SKIP_INTEROP=1");
+    }
+    skip
 }
 
 /// Redis: a server per test, emptied for each backend made.
@@ -792,4 +805,61 @@ fn redis_a_big_swarm_is_pruned_over_several_announces() {
             assert!(out.iter().all(|p| live.contains(&p.addr)), "an expired peer handed out");
         }
     });
+}
+
+/// The UDP workers' blocking path never waits on a connect. Redis's address here takes
+/// connections and never answers them (a Unix socket listened on and never accepted from: the
+/// redis crate's handshake, `CLIENT SETINFO`, waits the whole connect timeout, 1 s, as a
+/// connect to a TCP address that drops packets does): every batch fails at once, with the
+/// reason once an attempt failed, and once a real Redis is there, batches succeed again by
+/// themselves.
+#[test]
+fn redis_blocking_batches_never_wait_on_a_connect() {
+    if interop_skipped() {
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("bitswarm-redis-").tempdir().unwrap();
+    let socket = dir.path().join("redis.sock");
+    let silent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let url = format!("unix://{}", socket.display());
+    let s = crate::redis_store::RedisStore::new(&url, TIMEOUT, 1000, 1000).unwrap();
+    let batch = || {
+        let a = ann(5, "10.0.0.1:1", 5, Event::None);
+        let mut jobs = vec![Job { slot: 0, tag: 0, op: Op::announce(a) }];
+        let mut sinks = vec![Vec::<Peer>::new()];
+        let at = std::time::Instant::now();
+        s.run_blocking(&mut jobs, &mut sinks);
+        let took = at.elapsed();
+        match &jobs[0].op {
+            Op::Announce { result, .. } => (result.clone(), took),
+            Op::Scrape { .. } => unreachable!(),
+        }
+    };
+    // Across more than two attempts (1 s each, then 100 ms before the next).
+    let start = std::time::Instant::now();
+    let mut reasons = BTreeSet::new();
+    while start.elapsed() < std::time::Duration::from_millis(2500) {
+        let (r, took) = batch();
+        let e = r.expect_err("nothing answers");
+        assert!(took < std::time::Duration::from_millis(200), "a batch waited {took:?} ({e})");
+        reasons.insert(e.0.to_string());
+        // A batch now and then, as packets come.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(reasons.iter().any(|r| r.starts_with("Redis: cannot connect: ")), "{reasons:?}");
+    drop(silent);
+    let Some(_redis) = RedisServer::start_in(dir) else { return };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (r, took) = batch();
+        assert!(took < std::time::Duration::from_millis(2000), "a batch took {took:?}");
+        match r {
+            Ok((c, _)) => {
+                assert_eq!(c.leechers, 1);
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "still failing after 10 s: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
