@@ -807,6 +807,76 @@ fn redis_a_big_swarm_is_pruned_over_several_announces() {
     });
 }
 
+/// A list's string shrinks with its swarm (`SETRANGE` never shortens one): a swarm of 3,000
+/// peers of which most stop, then most of the rest expire, keeps lists of at most twice what
+/// its peers' entries need plus 511 bytes (or under 1 KB), and replies still hand out every
+/// live peer and no other.
+#[test]
+fn redis_lists_shrink_when_their_swarm_does() {
+    let Some(h) = RedisHarness::start() else { return };
+    let s = h.backend(100_000, 1_000_000);
+    let addr = |i: u32| format!("10.3.{}.{}:{}", i / 256, i % 256, 1000 + i);
+    let strlen = |list: &str| -> usize {
+        let key = format!("bs:{list}:{}", "\u{4}".repeat(20));
+        let r = h.0.command(&["STRLEN", &key]).expect("Redis answers");
+        r.strip_prefix(':').and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("STRLEN {list}: {r}"))
+    };
+    // Every peer of the swarm but the observer (a leecher), and the counts.
+    async fn everyone(s: &Backend) -> (SwarmCounts, HashSet<SocketAddr>) {
+        let mut a = ann(4, "10.9.9.9:9", 1, Event::None);
+        a.numwant = 5000;
+        let mut out: Vec<Peer> = Vec::new();
+        let (c, _) = go(s, &a, &mut out).await;
+        let all: HashSet<SocketAddr> = out.iter().map(|p| p.addr).collect();
+        assert_eq!(all.len(), out.len(), "a peer handed out twice");
+        (c, all)
+    }
+    let fits = |list: &str, entries: u32| {
+        let (len, used) = (strlen(list), entries as usize * 6);
+        assert!(len >= used, "{list}: {len} bytes for {entries} entries");
+        assert!(len <= (2 * used + 511).max(1023), "{list}: {len} bytes for {entries} entries");
+    };
+    run(async {
+        // i % 3 == 0 seeds.
+        for i in 0..3000u32 {
+            go(&s, &ann(4, &addr(i), u64::from(i % 3), Event::Started), &mut Vec::new()).await;
+        }
+        assert_eq!((strlen("S4"), strlen("L4")), (6000, 12000));
+        // Two thirds stop.
+        for i in 1000..3000u32 {
+            go(&s, &ann(4, &addr(i), u64::from(i % 3), Event::Stopped), &mut Vec::new()).await;
+        }
+        let (c, all) = everyone(&s).await;
+        assert_eq!(c, SwarmCounts { seeders: 334, leechers: 667, downloaded: 0 });
+        assert_eq!(all, (0..1000u32).map(|i| addr(i).parse().unwrap()).collect());
+        fits("S4", c.seeders);
+        fits("L4", c.leechers);
+        assert!(strlen("S4") < 6000 && strlen("L4") < 12000);
+
+        // All but 30 (and the observer) expire: the prune takes them out.
+        h.advance(&s, TIMEOUT / 2);
+        for i in 0..30u32 {
+            go(&s, &ann(4, &addr(i), u64::from(i % 3), Event::None), &mut Vec::new()).await;
+        }
+        everyone(&s).await;
+        h.advance(&s, TIMEOUT / 2 + 2);
+        let want = SwarmCounts { seeders: 10, leechers: 21, downloaded: 0 };
+        let mut steps = 0;
+        let all = loop {
+            let (c, all) = everyone(&s).await;
+            steps += 1;
+            if c == want {
+                break all;
+            }
+            assert!(steps < 20, "still {c:?} after {steps} announces");
+        };
+        assert_eq!(all, (0..30u32).map(|i| addr(i).parse().unwrap()).collect());
+        fits("S4", want.seeders);
+        fits("L4", want.leechers);
+        assert_eq!(totals(&s).await, Totals { swarms: 1, seeders: 10, leechers: 21, peers: 31, downloaded: 0 });
+    });
+}
+
 /// The UDP workers' blocking path never waits on a connect. Redis's address here takes
 /// connections and never answers them (a Unix socket listened on and never accepted from: the
 /// redis crate's handshake, `CLIENT SETINFO`, waits the whole connect timeout, 1 s, as a

@@ -14,6 +14,14 @@
 //! | `bs:swarms` | sorted set | every swarm: member H, score the time of its last announce |
 //! | `bs:totals` | hash | `s`, `l`, `d`: seeders, leechers and downloads over every swarm |
 //!
+//! A list is a string written with `SETRANGE`, which never shortens one: a removal moves the
+//! last entry into the freed place. When a removal leaves a power of two of entries (of 256
+//! bytes at least) and the string is 512 bytes or more longer than they are, it is cut to them
+//! (a `GETRANGE` and a `SET`; the `STRLEN` that tells is paid on those removals only, never on
+//! a plain announce). So a swarm that had 10,000 peers and has 10 no longer keeps 60 KB a list:
+//! a list's string is at most twice its entries plus 511 bytes, or under 1 KB. Replies read
+//! a list only as far as its count.
+//!
 //! A peer costs its address twice (a field, a list entry) and its 29-byte entry: 88 bytes of
 //! Redis memory a peer in swarms of 1,000 (the bench measures it, `INFO memory` over the
 //! peers stored; 190 with the sorted set of times per swarm this layout had until
@@ -64,13 +72,14 @@
 //! the background. A UDP worker never makes a connection: it takes one from a pool that the
 //! store's runtime fills in the background, one connection at a time (one at start, made
 //! before the start-up line says Redis answers, then one whenever the pool is emptied, so
-//! that a spare waits), not within 100 ms of a failed attempt. A connection that failed is dropped; a worker that finds the pool empty fails its
-//! batch at once. An address that does not answer at all (packets dropped) holds an attempt up
-//! to the connect timeout (1 s): until 2026-12-07 the worker itself waited on it, every 100 ms,
-//! and answered next to nothing, not even errors. Meanwhile requests fail at once (no
-//! connection, connection refused) or after the response timeout (a connection made that
-//! Redis stopped answering), and the service answers them with a failure reason (HTTP) or an
-//! error packet (UDP). The tracker starts even when Redis is not there yet.
+//! that a spare waits), not within 100 ms of a failed attempt. A connection that failed is
+//! dropped; a worker that finds the pool empty fails its batch at once. An address that does
+//! not answer at all (packets dropped) holds an attempt up to the connect timeout (1 s): until
+//! 2026-12-07 the worker itself waited on it, every 100 ms, and answered next to nothing, not
+//! even errors. Meanwhile requests fail at once (no connection, connection refused) or after
+//! the response timeout (a connection made that Redis stopped answering), and the service
+//! answers them with a failure reason (HTTP) or an error packet (UDP). The tracker starts even
+//! when Redis is not there yet.
 //!
 //! Limits: one Redis server (or a primary with replicas), not Redis Cluster (the scripts touch
 //! keys of other swarms); `maxmemory-policy` must be `noeviction` (an evicted key would leave
@@ -208,7 +217,10 @@ local function list_add(h, c, i, a)
 end
 
 -- Takes the entry at pos out of list i of swarm h (hash P): the last entry moves there, and
--- its position in P with it.
+-- its position in P with it. The list's string keeps its length (`SETRANGE` never shortens
+-- one): when the entries left fall to a power of two (of 256 bytes at least), a string longer
+-- than they need by 512 bytes or more is cut to them. So a list is at most twice what its
+-- entries need plus 511 bytes, or under 1 KB, and the `STRLEN` is paid on few removals.
 local function list_del(P, h, c, i, pos)
   local last, w, B = c[i] - 1, W[i], prefix .. LK[i] .. h
   if pos ~= last then
@@ -218,7 +230,14 @@ local function list_del(P, h, c, i, pos)
     if mv then redis.call('HSET', P, moved, struct.pack('>BI4', string.byte(mv, 1), pos) .. string.sub(mv, 6)) end
   end
   c[i] = last
-  if last == 0 then redis.call('DEL', B) end
+  if last == 0 then
+    redis.call('DEL', B)
+  elseif last * w >= 256 and math.frexp(last) == 0.5 then -- a power of two
+    local used = last * w
+    if redis.call('STRLEN', B) - used >= 512 then
+      redis.call('SET', B, redis.call('GETRANGE', B, '0', D(used - 1)))
+    end
+  end
 end
 
 -- One step of a prune of swarm h (hash P, list lengths c, changed here): up to 1024 fields of
