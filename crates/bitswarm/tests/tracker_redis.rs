@@ -3,7 +3,9 @@
 //! instance (HTTP) and a libtorrent leecher announcing to the other (UDP) find each other and
 //! the download completes; both instances scrape the same counts; `kill -9` of one instance
 //! loses nothing; Redis killed and started again under load: the instance answers with a failure
-//! reason (HTTP) and an error packet (UDP) meanwhile, never ends, and serves again by itself.
+//! reason (HTTP) and an error packet (UDP) meanwhile, never ends, and serves again by itself;
+//! a Redis address that never answers: UDP announces get an error packet at once, never
+//! waiting on the connect, and are served once a Redis is there.
 
 mod common;
 
@@ -181,5 +183,54 @@ fn redis_restarted_under_load_the_tracker_recovers_by_itself() {
     for l in load {
         l.join().unwrap();
     }
+    assert!(t.proc.child.try_wait().unwrap().is_none(), "the tracker ended: {}", t.proc.output());
+}
+
+/// Redis's address takes connections and never answers them: a Unix socket listened on and
+/// never accepted from, where the redis crate's handshake (`CLIENT SETINFO`) waits the whole
+/// connect timeout (1 s), as a connect to a TCP address that drops packets does. The UDP
+/// workers answer every announce at once with an error packet (they once waited on the
+/// connect themselves, every 100 ms, and answered next to nothing), and serve announces again
+/// by themselves once a real Redis is at that address.
+#[test]
+fn redis_that_never_answers_udp_announces_get_error_packets_at_once() {
+    let Some(mut redis) = Redis::start() else { return };
+    redis.down();
+    let _ = std::fs::remove_file(&redis.socket);
+    let silent = std::os::unix::net::UnixListener::bind(&redis.socket).unwrap();
+    let dir = tempdir();
+    let mut t = OurTracker::start(dir.path(), &config(&redis.url()));
+    let line = t.proc.wait_line(T, |l| l.starts_with("store: "));
+    assert!(line.contains("not answering yet"), "{line}");
+
+    // Across more than two connect attempts (1 s each, then 100 ms before the next).
+    let c = UdpClient::new(t.udp);
+    let h = InfoHash([7; 20]);
+    let start = Instant::now();
+    let mut tid = 0u32;
+    while start.elapsed() < Duration::from_millis(2500) {
+        tid += 1;
+        let at = Instant::now();
+        match c.announce(h, 7000, tid) {
+            Some(Response::Error { message, .. }) => {
+                assert_eq!(message, "tracker storage is unavailable; try again later")
+            }
+            other => panic!("{other:?}"),
+        }
+        let took = at.elapsed();
+        assert!(took < Duration::from_millis(500), "announce {tid} answered after {took:?}");
+    }
+
+    // A Redis at that address: the tracker serves again without a restart.
+    drop(silent);
+    redis.up();
+    let r = wait_for(T, "UDP announces served again", || {
+        tid += 1;
+        match c.announce(h, 7000, tid) {
+            Some(Response::Announce(r)) => Some(r),
+            _ => None,
+        }
+    });
+    assert_eq!((r.seeders, r.leechers), (0, 1), "{r:?}");
     assert!(t.proc.child.try_wait().unwrap().is_none(), "the tracker ended: {}", t.proc.output());
 }

@@ -600,12 +600,16 @@ impl RedisServer {
     /// skipped on purpose (`BITSWARM_SKIP_INTEROP=1`); a missing `redis-server` fails the test
     /// with the line that installs it.
     pub fn start() -> Option<RedisServer> {
-        if std::env::var("BITSWARM_SKIP_INTEROP").is_ok_and(|v| v == "1") {
-            eprintln!("skipping: BITSWARM_SKIP_INTEROP=1");
+        RedisServer::start_in(tempfile::Builder::new().prefix("bitswarm-redis-").tempdir().unwrap())
+    }
+
+    /// [`RedisServer::start`] on `redis.sock` in `dir` (a socket there is replaced).
+    pub fn start_in(dir: tempfile::TempDir) -> Option<RedisServer> {
+        if interop_skipped() {
             return None;
         }
-        let dir = tempfile::Builder::new().prefix("bitswarm-redis-").tempdir().unwrap();
         let socket = dir.path().join("redis.sock");
+        let _ = std::fs::remove_file(&socket);
         let child = std::process::Command::new("redis-server")
             .args(["--port", "0", "--unixsocket"])
             .arg(&socket)
@@ -650,6 +654,15 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether interop tests are skipped on purpose (`BITSWARM_SKIP_INTEROP=1`; says so).
+fn interop_skipped() -> bool {
+    let skip = std::env::var("BITSWARM_SKIP_INTEROP").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("skipping: BITSWARM_SKIP_INTEROP=1");
+    }
+    skip
 }
 
 /// Redis: a server per test, emptied for each backend made.
@@ -792,4 +805,131 @@ fn redis_a_big_swarm_is_pruned_over_several_announces() {
             assert!(out.iter().all(|p| live.contains(&p.addr)), "an expired peer handed out");
         }
     });
+}
+
+/// A list's string shrinks with its swarm (`SETRANGE` never shortens one): a swarm of 3,000
+/// peers of which most stop, then most of the rest expire, keeps lists of at most twice what
+/// its peers' entries need plus 511 bytes (or under 1 KB), and replies still hand out every
+/// live peer and no other.
+#[test]
+fn redis_lists_shrink_when_their_swarm_does() {
+    let Some(h) = RedisHarness::start() else { return };
+    let s = h.backend(100_000, 1_000_000);
+    let addr = |i: u32| format!("10.3.{}.{}:{}", i / 256, i % 256, 1000 + i);
+    let strlen = |list: &str| -> usize {
+        let key = format!("bs:{list}:{}", "\u{4}".repeat(20));
+        let r = h.0.command(&["STRLEN", &key]).expect("Redis answers");
+        r.strip_prefix(':').and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("STRLEN {list}: {r}"))
+    };
+    // Every peer of the swarm but the observer (a leecher), and the counts.
+    async fn everyone(s: &Backend) -> (SwarmCounts, HashSet<SocketAddr>) {
+        let mut a = ann(4, "10.9.9.9:9", 1, Event::None);
+        a.numwant = 5000;
+        let mut out: Vec<Peer> = Vec::new();
+        let (c, _) = go(s, &a, &mut out).await;
+        let all: HashSet<SocketAddr> = out.iter().map(|p| p.addr).collect();
+        assert_eq!(all.len(), out.len(), "a peer handed out twice");
+        (c, all)
+    }
+    let fits = |list: &str, entries: u32| {
+        let (len, used) = (strlen(list), entries as usize * 6);
+        assert!(len >= used, "{list}: {len} bytes for {entries} entries");
+        assert!(len <= (2 * used + 511).max(1023), "{list}: {len} bytes for {entries} entries");
+    };
+    run(async {
+        // i % 3 == 0 seeds.
+        for i in 0..3000u32 {
+            go(&s, &ann(4, &addr(i), u64::from(i % 3), Event::Started), &mut Vec::new()).await;
+        }
+        assert_eq!((strlen("S4"), strlen("L4")), (6000, 12000));
+        // Two thirds stop.
+        for i in 1000..3000u32 {
+            go(&s, &ann(4, &addr(i), u64::from(i % 3), Event::Stopped), &mut Vec::new()).await;
+        }
+        let (c, all) = everyone(&s).await;
+        assert_eq!(c, SwarmCounts { seeders: 334, leechers: 667, downloaded: 0 });
+        assert_eq!(all, (0..1000u32).map(|i| addr(i).parse().unwrap()).collect());
+        fits("S4", c.seeders);
+        fits("L4", c.leechers);
+        assert!(strlen("S4") < 6000 && strlen("L4") < 12000);
+
+        // All but 30 (and the observer) expire: the prune takes them out.
+        h.advance(&s, TIMEOUT / 2);
+        for i in 0..30u32 {
+            go(&s, &ann(4, &addr(i), u64::from(i % 3), Event::None), &mut Vec::new()).await;
+        }
+        everyone(&s).await;
+        h.advance(&s, TIMEOUT / 2 + 2);
+        let want = SwarmCounts { seeders: 10, leechers: 21, downloaded: 0 };
+        let mut steps = 0;
+        let all = loop {
+            let (c, all) = everyone(&s).await;
+            steps += 1;
+            if c == want {
+                break all;
+            }
+            assert!(steps < 20, "still {c:?} after {steps} announces");
+        };
+        assert_eq!(all, (0..30u32).map(|i| addr(i).parse().unwrap()).collect());
+        fits("S4", want.seeders);
+        fits("L4", want.leechers);
+        assert_eq!(totals(&s).await, Totals { swarms: 1, seeders: 10, leechers: 21, peers: 31, downloaded: 0 });
+    });
+}
+
+/// The UDP workers' blocking path never waits on a connect. Redis's address here takes
+/// connections and never answers them (a Unix socket listened on and never accepted from: the
+/// redis crate's handshake, `CLIENT SETINFO`, waits the whole connect timeout, 1 s, as a
+/// connect to a TCP address that drops packets does): every batch fails at once, with the
+/// reason once an attempt failed, and once a real Redis is there, batches succeed again by
+/// themselves.
+#[test]
+fn redis_blocking_batches_never_wait_on_a_connect() {
+    if interop_skipped() {
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("bitswarm-redis-").tempdir().unwrap();
+    let socket = dir.path().join("redis.sock");
+    let silent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let url = format!("unix://{}", socket.display());
+    let s = crate::redis_store::RedisStore::new(&url, TIMEOUT, 1000, 1000).unwrap();
+    let batch = || {
+        let a = ann(5, "10.0.0.1:1", 5, Event::None);
+        let mut jobs = vec![Job { slot: 0, tag: 0, op: Op::announce(a) }];
+        let mut sinks = vec![Vec::<Peer>::new()];
+        let at = std::time::Instant::now();
+        s.run_blocking(&mut jobs, &mut sinks);
+        let took = at.elapsed();
+        match &jobs[0].op {
+            Op::Announce { result, .. } => (result.clone(), took),
+            Op::Scrape { .. } => unreachable!(),
+        }
+    };
+    // Across more than two attempts (1 s each, then 100 ms before the next).
+    let start = std::time::Instant::now();
+    let mut reasons = BTreeSet::new();
+    while start.elapsed() < std::time::Duration::from_millis(2500) {
+        let (r, took) = batch();
+        let e = r.expect_err("nothing answers");
+        assert!(took < std::time::Duration::from_millis(200), "a batch waited {took:?} ({e})");
+        reasons.insert(e.0.to_string());
+        // A batch now and then, as packets come.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(reasons.iter().any(|r| r.starts_with("Redis: cannot connect: ")), "{reasons:?}");
+    drop(silent);
+    let Some(_redis) = RedisServer::start_in(dir) else { return };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (r, took) = batch();
+        assert!(took < std::time::Duration::from_millis(2000), "a batch took {took:?}");
+        match r {
+            Ok((c, _)) => {
+                assert_eq!(c.leechers, 1);
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "still failing after 10 s: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

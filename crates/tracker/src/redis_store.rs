@@ -14,6 +14,14 @@
 //! | `bs:swarms` | sorted set | every swarm: member H, score the time of its last announce |
 //! | `bs:totals` | hash | `s`, `l`, `d`: seeders, leechers and downloads over every swarm |
 //!
+//! A list is a string written with `SETRANGE`, which never shortens one: a removal moves the
+//! last entry into the freed place. When a removal leaves a power of two of entries (of 256
+//! bytes at least) and the string is 512 bytes or more longer than they are, it is cut to them
+//! (a `GETRANGE` and a `SET`; the `STRLEN` that tells is paid on those removals only, never on
+//! a plain announce). So a swarm that had 10,000 peers and has 10 no longer keeps 60 KB a list:
+//! a list's string is at most twice its entries plus 511 bytes, or under 1 KB. Replies read
+//! a list only as far as its count.
+//!
 //! A peer costs its address twice (a field, a list entry) and its 29-byte entry: 88 bytes of
 //! Redis memory a peer in swarms of 1,000 (the bench measures it, `INFO memory` over the
 //! peers stored; 190 with the sorted set of times per swarm this layout had until
@@ -49,7 +57,7 @@
 //! of plain `GETRANGE`s (see [`crate::redis_peers`], and a third, of `HMGET`s, for a reply
 //! with peer ids). The UDP workers send the requests of
 //! one receive batch (up to 64 with this store) as one batch, over a blocking connection of
-//! their own (no hand-over to the store's thread); HTTP announces go to a batcher task that
+//! a pool (no hand-over to the store's thread); HTTP announces go to a batcher task that
 //! sends whatever queued while the batches in flight (2 at most) were answered, up to 64. An
 //! announce of a known peer is one `HMGET` (its entry and the swarm's `m`) and one `HSET` (its
 //! time) in the function, then one or two `GETRANGE`s of the lists (the reply's peers, from a
@@ -61,11 +69,17 @@
 //! # When Redis is down
 //!
 //! The async connection is a [`redis::aio::ConnectionManager`]: it reconnects by itself, in
-//! the background. A UDP worker's blocking connection that failed is dropped and made again on
-//! its next batch (not within 100 ms of a failed attempt). Meanwhile requests fail at once
-//! (connection refused) or after the response timeout, and the service answers them with a
-//! failure reason (HTTP) or an error packet (UDP). The tracker starts even when Redis is not
-//! there yet.
+//! the background. A UDP worker never makes a connection: it takes one from a pool that the
+//! store's runtime fills in the background, one connection at a time (one at start, made
+//! before the start-up line says Redis answers, then one whenever the pool is emptied, so
+//! that a spare waits), not within 100 ms of a failed attempt. A connection that failed is
+//! dropped; a worker that finds the pool empty fails its batch at once. An address that does
+//! not answer at all (packets dropped) holds an attempt up to the connect timeout (1 s): until
+//! 2026-12-07 the worker itself waited on it, every 100 ms, and answered next to nothing, not
+//! even errors. Meanwhile requests fail at once (no connection, connection refused) or after
+//! the response timeout (a connection made that Redis stopped answering), and the service
+//! answers them with a failure reason (HTTP) or an error packet (UDP). The tracker starts even
+//! when Redis is not there yet.
 //!
 //! Limits: one Redis server (or a primary with replicas), not Redis Cluster (the scripts touch
 //! keys of other swarms); `maxmemory-policy` must be `noeviction` (an evicted key would leave
@@ -203,7 +217,10 @@ local function list_add(h, c, i, a)
 end
 
 -- Takes the entry at pos out of list i of swarm h (hash P): the last entry moves there, and
--- its position in P with it.
+-- its position in P with it. The list's string keeps its length (`SETRANGE` never shortens
+-- one): when the entries left fall to a power of two (of 256 bytes at least), a string longer
+-- than they need by 512 bytes or more is cut to them. So a list is at most twice what its
+-- entries need plus 511 bytes, or under 1 KB, and the `STRLEN` is paid on few removals.
 local function list_del(P, h, c, i, pos)
   local last, w, B = c[i] - 1, W[i], prefix .. LK[i] .. h
   if pos ~= last then
@@ -213,7 +230,14 @@ local function list_del(P, h, c, i, pos)
     if mv then redis.call('HSET', P, moved, struct.pack('>BI4', string.byte(mv, 1), pos) .. string.sub(mv, 6)) end
   end
   c[i] = last
-  if last == 0 then redis.call('DEL', B) end
+  if last == 0 then
+    redis.call('DEL', B)
+  elseif last * w >= 256 and math.frexp(last) == 0.5 then -- a power of two
+    local used = last * w
+    if redis.call('STRLEN', B) - used >= 512 then
+      redis.call('SET', B, redis.call('GETRANGE', B, '0', D(used - 1)))
+    end
+  end
 end
 
 -- One step of a prune of swarm h (hash P, list lengths c, changed here): up to 1024 fields of
@@ -514,10 +538,21 @@ pub struct Core {
     /// For the blocking connections of the threads outside any runtime (the UDP workers, see
     /// [`RedisStore::run_blocking`]).
     client: redis::Client,
-    /// Blocking connections not in use; one that failed is dropped, not put back.
-    pool: std::sync::Mutex<Vec<redis::Connection>>,
-    /// Until when a blocking connection is not tried again, after one could not be made.
-    retry_at: std::sync::Mutex<Option<Instant>>,
+    /// The blocking connections, made in the background (see [`Core::with_conn`]).
+    pool: std::sync::Mutex<Pool>,
+}
+
+/// The UDP workers' blocking connections.
+#[derive(Default)]
+struct Pool {
+    /// Connections not in use; one that failed is dropped, not put back.
+    idle: Vec<redis::Connection>,
+    /// Whether one is being made (on the store's runtime's blocking threads, one at a time).
+    connecting: bool,
+    /// Until when none is tried again, after one could not be made.
+    retry_at: Option<Instant>,
+    /// Why the last one could not be made (cleared when one is).
+    failed: Option<String>,
 }
 
 /// A single announce waiting for a batch: its packed job, what its peers are read with, and
@@ -727,19 +762,73 @@ impl Core {
         pipe
     }
 
-    /// Runs `f` with a blocking connection of the pool (made when there is none): the thread
-    /// that asks does the round trips itself, with no hand-over to the store's thread and back
-    /// (two thread switches a batch). A connection that failed is dropped; after a connection
-    /// could not be made, none is tried for [`RETRY`] (requests fail at once).
-    fn with_conn<T>(&self, f: impl FnOnce(&mut redis::Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => self.connect_blocking()?,
+    /// Runs `f` with a blocking connection of the pool: the thread that asks does the round
+    /// trips itself, with no hand-over to the store's thread and back (two thread switches a
+    /// batch). It never makes one: with none in the pool, the request fails at once, and one
+    /// is made in the background ([`Core::refill`]). A Redis whose address does not answer
+    /// holds a connection's making up to [`CONNECT_TIMEOUT`], which a UDP worker spends
+    /// answering others (with an error, meanwhile) rather than waiting. A connection that
+    /// failed is dropped.
+    fn with_conn<T>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut redis::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let c = pool.idle.pop();
+            // One spare is kept: the next worker to ask finds one.
+            if pool.idle.is_empty() {
+                self.refill(&mut pool);
+            }
+            match c {
+                Some(c) => c,
+                None => {
+                    return Err(err(match &pool.failed {
+                        Some(e) => format!("cannot connect: {e} (trying again in the background)"),
+                        None => "no connection yet (one is being made)".to_owned(),
+                    }));
+                }
+            }
         };
         let r = f(&mut conn)?;
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).idle.push(conn);
         Ok(r)
+    }
+
+    /// Starts making a blocking connection for the pool on the store's runtime (its blocking
+    /// threads), unless one is being made or one failed within [`RETRY`].
+    fn refill(self: &Arc<Self>, pool: &mut Pool) {
+        if pool.connecting || pool.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        pool.connecting = true;
+        let core = self.clone();
+        self.rt.spawn_blocking(move || {
+            let _ = core.connect_one();
+            core.pool.lock().unwrap_or_else(|e| e.into_inner()).connecting = false;
+        });
+    }
+
+    /// Makes a blocking connection and puts it in the pool, or keeps why it could not be made
+    /// (and tries none again within [`RETRY`]). Takes up to [`CONNECT_TIMEOUT`].
+    fn connect_one(&self) -> Result<(), StoreError> {
+        let made = self.client.get_connection_with_timeout(CONNECT_TIMEOUT).and_then(|c| {
+            c.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+            c.set_write_timeout(Some(RESPONSE_TIMEOUT))?;
+            Ok(c)
+        });
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        match made {
+            Ok(c) => {
+                pool.idle.push(c);
+                (pool.retry_at, pool.failed) = (None, None);
+                Ok(())
+            }
+            Err(e) => {
+                (pool.retry_at, pool.failed) = (Some(Instant::now() + RETRY), Some(e.to_string()));
+                Err(err(e))
+            }
+        }
     }
 
     /// [`Core::query`] over a blocking connection.
@@ -762,21 +851,6 @@ impl Core {
             }
         }
         Err(err("the Lua code was not kept"))
-    }
-
-    fn connect_blocking(&self) -> Result<redis::Connection, StoreError> {
-        let now = Instant::now();
-        let mut retry_at = self.retry_at.lock().unwrap_or_else(|e| e.into_inner());
-        if retry_at.is_some_and(|t| now < t) {
-            return Err(err("cannot connect (trying again shortly)"));
-        }
-        let made = self.client.get_connection_with_timeout(CONNECT_TIMEOUT).and_then(|c| {
-            c.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
-            c.set_write_timeout(Some(RESPONSE_TIMEOUT))?;
-            Ok(c)
-        });
-        *retry_at = made.is_err().then(|| now + RETRY);
-        made.map_err(err)
     }
 
     /// [`Core::load`] over a blocking connection.
@@ -961,8 +1035,7 @@ impl RedisStore {
             max_total,
             skew: AtomicI64::new(0),
             client,
-            pool: std::sync::Mutex::new(Vec::new()),
-            retry_at: std::sync::Mutex::new(None),
+            pool: std::sync::Mutex::new(Pool::default()),
         });
         let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
         rt.spawn(batcher(core.clone(), rx));
@@ -1153,9 +1226,16 @@ impl RedisStore {
         Ok(Snapshot { totals, swarms })
     }
 
-    /// Whether Redis answers now (the start-up line says so).
+    /// Whether Redis answers now (the start-up line says so); then makes the UDP workers' first
+    /// blocking connection, so that their first batch finds one.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.ask::<_, ()>(redis::cmd("PING")).await
+        self.ask::<_, ()>(redis::cmd("PING")).await?;
+        let empty = self.pool.lock().unwrap_or_else(|e| e.into_inner()).idle.is_empty();
+        if empty {
+            let core = self.core.clone();
+            self.core.rt.spawn_blocking(move || core.connect_one()).await.map_err(err)??;
+        }
+        Ok(())
     }
 
     /// Redis's `INFO memory` `used_memory` (the bench's bytes per peer).
