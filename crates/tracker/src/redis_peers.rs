@@ -243,12 +243,17 @@ impl Reads {
     }
 }
 
+/// Whether the ids of an answer's peers are read: it wants them and has peers.
+fn reads_ids(w: &Want, a: &Answer) -> bool {
+    w.with_ids && !(a.own.is_empty() && a.other.is_empty())
+}
+
 /// The `HMGET`s of the ids of the answers' peers, for the announces that want ids (none: no
 /// pipeline).
 pub(crate) fn ids_pipe(prefix: &str, wants: &[&Want], answers: &[Answer]) -> Option<Pipeline> {
     let mut pipe = redis::pipe();
     for (w, a) in wants.iter().zip(answers) {
-        if !w.with_ids || a.own.is_empty() && a.other.is_empty() {
+        if !reads_ids(w, a) {
             continue;
         }
         let mut key = Vec::with_capacity(prefix.len() + 2 + 20);
@@ -269,7 +274,7 @@ pub(crate) fn ids_pipe(prefix: &str, wants: &[&Want], answers: &[Answer]) -> Opt
 pub(crate) fn read_ids(wants: &[&Want], answers: &mut [Answer], values: Vec<Value>) -> Result<(), StoreError> {
     let mut values = values.into_iter();
     for (w, a) in wants.iter().zip(answers) {
-        if !w.with_ids || a.own.is_empty() && a.other.is_empty() {
+        if !reads_ids(w, a) {
             continue;
         }
         let Some(Value::Array(entries)) = values.next() else {

@@ -927,17 +927,14 @@ fn settle<S: PeerSink>(jobs: &mut [Job], sinks: &mut [S], replies: &[Vec<u8>], a
 
 /// The batch function's reply: a string per job.
 fn batch_reply(jobs: usize, values: Vec<Value>) -> Result<Vec<Vec<u8>>, StoreError> {
-    match values.into_iter().next() {
-        Some(Value::Array(items)) if items.len() == jobs => items
-            .into_iter()
-            .map(|v| match v {
-                Value::BulkString(b) => Ok(b),
-                other => Err(err(format!("unexpected reply {other:?}"))),
-            })
-            .collect(),
-        Some(Value::ServerError(e)) => Err(err(e)),
-        other => Err(err(format!("unexpected reply {other:?}"))),
+    let replies = items(values.into_iter().next(), |v| match v {
+        Value::BulkString(b) => Ok(b),
+        other => Err(other),
+    })?;
+    if replies.len() != jobs {
+        return Err(err(format!("{} replies to a batch of {jobs}", replies.len())));
     }
+    Ok(replies)
 }
 
 /// A command or a pipeline, for [`Core::ask`].
@@ -1264,14 +1261,18 @@ type TotalsReply = ((Option<i64>, Option<i64>, Option<i64>), u64);
 
 /// A reply's integers.
 fn ints(v: Option<Value>) -> Result<Vec<i64>, StoreError> {
+    items(v, |i| match i {
+        Value::Int(n) => Ok(n),
+        other => Err(other),
+    })
+}
+
+/// The items of an array reply, each read by `item` (which hands back one of another kind).
+fn items<T>(v: Option<Value>, item: impl Fn(Value) -> Result<T, Value>) -> Result<Vec<T>, StoreError> {
     match v {
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|i| match i {
-                Value::Int(n) => Ok(n),
-                other => Err(err(format!("unexpected reply {other:?}"))),
-            })
-            .collect(),
+        Some(Value::Array(items)) => {
+            items.into_iter().map(|i| item(i).map_err(|other| err(format!("unexpected reply {other:?}")))).collect()
+        }
         Some(Value::ServerError(e)) => Err(err(e)),
         other => Err(err(format!("unexpected reply {other:?}"))),
     }
