@@ -5,7 +5,8 @@
 //! loses nothing; Redis killed and started again under load: the instance answers with a failure
 //! reason (HTTP) and an error packet (UDP) meanwhile, never ends, and serves again by itself;
 //! a Redis address that never answers: UDP announces get an error packet at once, never
-//! waiting on the connect, and are served once a Redis is there.
+//! waiting on the connect, and are served once a Redis is there; a Redis that stops answering
+//! on its connections: after one response timeout, announces fail at once until it answers.
 
 mod common;
 
@@ -184,6 +185,134 @@ fn redis_restarted_under_load_the_tracker_recovers_by_itself() {
         l.join().unwrap();
     }
     assert!(t.proc.child.try_wait().unwrap().is_none(), "the tracker ended: {}", t.proc.output());
+}
+
+/// Redis stops answering on the connections made (paused, as a busy Redis or one behind a link
+/// that drops packets): the round trip under way fails after the response timeout (2 s), and
+/// from then on every announce gets its failure reason (HTTP) or error packet (UDP) at once,
+/// where each once waited a timeout of its own behind the others (300 concurrent HTTP
+/// announces up to 8 s); once Redis answers again, the tracker serves again by itself.
+#[test]
+fn redis_that_stops_answering_announces_fail_at_once_until_it_answers_again() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempdir();
+    let mut t = start(dir.path(), "t", &redis.url());
+    let h = InfoHash([9; 20]);
+    announce(&t, h, 1, 5, Event::Started).unwrap();
+    let c = UdpClient::new(t.udp);
+    assert!(matches!(c.announce(h, 7000, 1), Some(Response::Announce(_))));
+
+    redis.pause();
+    let unavailable = |r: Result<AnnounceResponse, String>| match r {
+        Err(reason) => assert!(reason.contains("tracker storage is unavailable"), "{reason}"),
+        Ok(r) => panic!("announced while Redis is paused: {r:?}"),
+    };
+    // The first waits out the response timeout.
+    unavailable(announce(&t, h, 2, 5, Event::None));
+    for id in 3..13u8 {
+        let at = Instant::now();
+        unavailable(announce(&t, h, id, 5, Event::None));
+        match c.announce(h, 7000 + u16::from(id), u32::from(id)) {
+            Some(Response::Error { message, .. }) => {
+                assert_eq!(message, "tracker storage is unavailable; try again later")
+            }
+            other => panic!("{other:?}"),
+        }
+        let took = at.elapsed();
+        assert!(took < Duration::from_secs(1), "announce {id} (HTTP, then UDP) answered after {took:?}");
+    }
+    let page = String::from_utf8_lossy(&get(t.http, "/metrics")).into_owned();
+    assert!(page.contains("tracker storage is unavailable"), "{page}");
+    t.proc.wait_line(T, |l| l.contains("not answering: no reply within 2 s; asking again every 100 ms"));
+
+    redis.resume();
+    wait_for(T, "HTTP announces served again", || announce(&t, h, 20, 5, Event::Started).ok());
+    let mut tid = 100;
+    wait_for(T, "UDP announces served again", || {
+        tid += 1;
+        matches!(c.announce(h, 7000, tid), Some(Response::Announce(_))).then_some(())
+    });
+    assert!(t.proc.child.try_wait().unwrap().is_none(), "the tracker ended: {}", t.proc.output());
+}
+
+/// A TCP proxy to Redis whose connections can go silent: those it has made then forward
+/// nothing more, either way, and stay open (a NAT or a firewall that forgot them, a host gone
+/// without a word), while new ones work.
+struct Proxy {
+    addr: SocketAddr,
+    /// Connections made so far (numbered from 1).
+    made: Arc<AtomicU64>,
+    /// Connections numbered up to this are silent.
+    silent_upto: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    fn start(to: &Path) -> Proxy {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (made, silent_upto) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (to, count, silent) = (to.to_owned(), made.clone(), silent_upto.clone());
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                let Ok(client) = c else { return };
+                let Ok(server) = std::os::unix::net::UnixStream::connect(&to) else { continue };
+                let number = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let pipe = |mut from: Box<dyn Read + Send>, mut into: Box<dyn Write + Send>| {
+                    let silent = silent.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        while let Ok(n) = from.read(&mut buf) {
+                            // Silent: what comes is read and dropped, the connection kept.
+                            let forward = number > silent.load(Ordering::SeqCst);
+                            if n == 0 || (forward && into.write_all(&buf[..n]).is_err()) {
+                                return;
+                            }
+                        }
+                    });
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(Box::new(client), Box::new(server));
+                pipe(Box::new(s2), Box::new(c2));
+            }
+        });
+        Proxy { addr, made, silent_upto }
+    }
+
+    /// Every connection made so far goes silent.
+    fn silence(&self) {
+        self.silent_upto.store(self.made.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+/// Redis's connections die without a word (they stay open and carry nothing, as after a NAT
+/// forgot them): the round trips on them time out, the tracker asks a new connection, which
+/// answers, and serves again on it, over HTTP and UDP, within seconds. (Its async connection
+/// once timed out on every request until TCP gave up, some 15 minutes: the connection manager
+/// makes a new connection on an error, not on a timeout.)
+#[test]
+fn redis_connections_that_die_silently_are_replaced() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(&redis.socket);
+    let dir = tempdir();
+    let t = OurTracker::start(dir.path(), &config(&format!("redis://{}", proxy.addr)));
+    let h = InfoHash([10; 20]);
+    wait_for(T, "HTTP announces served", || announce(&t, h, 1, 5, Event::Started).ok());
+    let c = UdpClient::new(t.udp);
+    let mut tid = 0;
+    let udp_ok = |tid: &mut u32| {
+        *tid += 1;
+        matches!(c.announce(h, 7000, *tid), Some(Response::Announce(_)))
+    };
+    wait_for(T, "UDP announces served", || udp_ok(&mut tid).then_some(()));
+
+    proxy.silence();
+    let at = Instant::now();
+    let r = wait_for(T, "HTTP announces served again", || announce(&t, h, 2, 5, Event::Started).ok());
+    assert_eq!(r.incomplete, 3, "{r:?}");
+    wait_for(T, "UDP announces served again", || udp_ok(&mut tid).then_some(()));
+    let took = at.elapsed();
+    assert!(took < Duration::from_secs(20), "served again after {took:?}");
 }
 
 /// Redis's address takes connections and never answers them: a Unix socket listened on and

@@ -76,10 +76,16 @@
 //! dropped; a worker that finds the pool empty fails its batch at once. An address that does
 //! not answer at all (packets dropped) holds an attempt up to the connect timeout (1 s): until
 //! 2026-12-07 the worker itself waited on it, every 100 ms, and answered next to nothing, not
-//! even errors. Meanwhile requests fail at once (no connection, connection refused) or after
-//! the response timeout (a connection made that Redis stopped answering), and the service
-//! answers them with a failure reason (HTTP) or an error packet (UDP). The tracker starts even
-//! when Redis is not there yet.
+//! even errors. Meanwhile requests fail at once (no connection, connection refused) and the
+//! service answers them with a failure reason (HTTP) or an error packet (UDP). A Redis that
+//! stops answering on connections already made (paused, busy, or behind a link that drops
+//! packets) fails the round trips under way after the response timeout (2 s); the first such
+//! timeout marks it as not answering, and from then on every request fails at once until a
+//! `PING`, sent every 100 ms, is answered again: on the async connection, or, when that one
+//! times out, on a new one, which then replaces it (a connection that died without a word, as
+//! when a NAT forgot it, timed out on every request until TCP gave up, some 15 minutes: the
+//! connection manager reconnects on an error, not on a timeout). The tracker starts even when
+//! Redis is not there yet.
 //!
 //! Limits: one Redis server (or a primary with replicas), not Redis Cluster (the scripts touch
 //! keys of other swarms); `maxmemory-policy` must be `noeviction` (an evicted key would leave
@@ -521,10 +527,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a blocking connection is not tried again after one could not be made.
 const RETRY: Duration = Duration::from_millis(100);
+/// How often a Redis taken not to answer is asked again (see [`Core::stalled`]).
+const PROBE: Duration = Duration::from_millis(100);
 
 /// What the store's tasks share: the connection and what every call sends.
 pub struct Core {
-    conn: ConnectionManager,
+    /// Made again when it stops answering while a new connection answers (see [`probe`]).
+    conn: std::sync::RwLock<ConnectionManager>,
+    /// What it is made with.
+    conn_config: ConnectionManagerConfig,
     /// The store's runtime: every round trip is made from it, so that the connection's tasks
     /// (which live where the connection was first used, and where it was last made again) stay
     /// on its thread and never on a server's (see [`Core::query`]).
@@ -540,6 +551,18 @@ pub struct Core {
     client: redis::Client,
     /// The blocking connections, made in the background (see [`Core::with_conn`]).
     pool: std::sync::Mutex<Pool>,
+    /// Why Redis is taken not to answer: set when a round trip waited the whole
+    /// [`RESPONSE_TIMEOUT`], cleared when a `PING` is answered again ([`probe`], every
+    /// [`PROBE`]). Meanwhile every request fails at once rather than waiting a timeout of its
+    /// own: a Redis that stopped answering (paused, busy, or behind a link that drops packets)
+    /// once held each HTTP batch 2 s, and the announces queued behind them waited on, 300 of
+    /// them up to 8 s, past their clients' patience, and a UDP worker's batch 2 s on each of
+    /// its connections.
+    stalled: std::sync::Mutex<Option<String>>,
+    /// Wakes [`probe`].
+    tripped: tokio::sync::Notify,
+    /// Trips so far: a probe whose `PING` was sent before the last one does not clear it.
+    trips: std::sync::atomic::AtomicU64,
 }
 
 /// The UDP workers' blocking connections.
@@ -629,16 +652,17 @@ impl Core {
     /// that does not have the code is given it and asked again, and one without functions is
     /// asked through the scripts.
     async fn query(&self, make: impl Fn() -> Pipeline) -> Result<Vec<Value>, StoreError> {
+        self.answering()?;
         for _ in 0..3 {
             let pipe = make();
             let n = pipe.len();
             let values = {
-                let mut conn = self.conn.clone();
+                let mut conn = self.conn();
                 self.rt
                     .spawn(async move { conn.req_packed_commands(&pipe, 0, n).await })
                     .await
                     .map_err(err)?
-                    .map_err(err)?
+                    .map_err(|e| self.trip(e))?
             };
             let fix = values.iter().find_map(|v| match v {
                 Value::ServerError(e) => Lua::fix(e),
@@ -684,8 +708,36 @@ impl Core {
         C: AskRedis + Send + 'static,
         T: redis::FromRedisValue + Send + 'static,
     {
-        let mut conn = self.conn.clone();
-        self.rt.spawn(async move { c.ask(&mut conn).await }).await.map_err(err)?.map_err(err)
+        self.answering()?;
+        let mut conn = self.conn();
+        self.rt.spawn(async move { c.ask(&mut conn).await }).await.map_err(err)?.map_err(|e| self.trip(e))
+    }
+
+    /// The async connection.
+    fn conn(&self) -> ConnectionManager {
+        self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Fails while Redis is taken not to answer (see [`Core::stalled`]).
+    fn answering(&self) -> Result<(), StoreError> {
+        match &*self.stalled.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            Some(why) => Err(err(format!("{why}; asking again every {} ms", PROBE.as_millis()))),
+        }
+    }
+
+    /// A round trip's error; one that waited the whole response timeout marks Redis as not
+    /// answering (see [`Core::stalled`]) and wakes [`probe`].
+    fn trip(&self, e: redis::RedisError) -> StoreError {
+        if e.is_timeout() {
+            let why = format!("not answering: no reply within {} s", RESPONSE_TIMEOUT.as_secs());
+            let mut stalled = self.stalled.lock().unwrap_or_else(|e| e.into_inner());
+            *stalled = Some(why);
+            self.trips.fetch_add(1, Ordering::Relaxed);
+            drop(stalled);
+            self.tripped.notify_one();
+        }
+        err(e)
     }
 
     /// Runs packed jobs in calls of the batch script ([`MAX_BATCH`] a call); their replies,
@@ -734,7 +786,7 @@ impl Core {
         heads: Vec<Head>,
     ) -> Result<Vec<Answer>, StoreError> {
         let plain = |conn: &mut redis::Connection, pipe: Pipeline| {
-            conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len()).map_err(err)
+            conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len()).map_err(|e| self.trip(e))
         };
         let (reads, pipe) = Reads::plan(PREFIX, wants, &heads);
         let values = if pipe.is_empty() { Vec::new() } else { plain(conn, pipe)? };
@@ -773,6 +825,7 @@ impl Core {
         self: &Arc<Self>,
         f: impl FnOnce(&mut redis::Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.answering()?;
         let mut conn = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
             let c = pool.idle.pop();
@@ -839,7 +892,8 @@ impl Core {
     ) -> Result<Vec<Value>, StoreError> {
         for _ in 0..3 {
             let pipe = make();
-            let values = conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len()).map_err(err)?;
+            let values =
+                conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len()).map_err(|e| self.trip(e))?;
             let fix = values.iter().find_map(|v| match v {
                 Value::ServerError(e) => Lua::fix(e),
                 _ => None,
@@ -863,14 +917,14 @@ impl Core {
                 Err(e) if e.to_string().contains("unknown command") || e.to_string().contains("unknown subcommand") => {
                     self.lua.use_functions.store(false, Ordering::Relaxed)
                 }
-                Err(e) => return Err(err(e)),
+                Err(e) => return Err(self.trip(e)),
             }
         }
         let mut load = redis::pipe();
         for (code, _) in &self.lua.scripts {
             load.cmd("SCRIPT").arg("LOAD").arg(code);
         }
-        load.query::<()>(conn).map_err(err)
+        load.query::<()>(conn).map_err(|e| self.trip(e))
     }
 }
 
@@ -963,6 +1017,47 @@ impl AskRedis for Pipeline {
     }
 }
 
+/// Asks a Redis taken not to answer (see [`Core::stalled`]) again every [`PROBE`], with a
+/// `PING` on the async connection (which waits up to the response timeout), until it answers.
+/// When that `PING` times out, a new connection is asked too: a connection that died without
+/// a word (a NAT or a firewall that forgot it, a host gone) times out until TCP gives up, some
+/// 15 minutes, and the connection manager makes a new one only on an error, not on a timeout.
+/// If the new one answers, it replaces the old.
+async fn probe(core: Arc<Core>) {
+    loop {
+        core.tripped.notified().await;
+        loop {
+            tokio::time::sleep(PROBE).await;
+            let trips = core.trips.load(Ordering::Relaxed);
+            let ping = |mut c: ConnectionManager| async move { redis::cmd("PING").query_async::<()>(&mut c).await };
+            let answered = match ping(core.conn()).await {
+                Ok(()) => true,
+                Err(e) if e.is_timeout() => {
+                    match ConnectionManager::new_lazy_with_config(core.client.clone(), core.conn_config.clone()) {
+                        Ok(fresh) if ping(fresh.clone()).await.is_ok() => {
+                            *core.conn.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                            // The UDP workers' connections waiting in the pool are as old:
+                            // new ones are made (each old one would time out once).
+                            core.pool.lock().unwrap_or_else(|e| e.into_inner()).idle.clear();
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+                Err(_) => false,
+            };
+            if answered {
+                let mut stalled = core.stalled.lock().unwrap_or_else(|e| e.into_inner());
+                // Tripped again while this PING was out: asked again.
+                if core.trips.load(Ordering::Relaxed) == trips {
+                    *stalled = None;
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Collects single announces into batches: whatever queued while the batches in flight were
 /// answered (up to [`MAX_BATCH`]) goes as the next, so under load a call carries many
 /// announces and idle a lone one goes at once.
@@ -1020,11 +1115,12 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500));
         let conn = {
             let _in = rt.enter();
-            ConnectionManager::new_lazy_with_config(client.clone(), config)
+            ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
                 .map_err(|e| format!("store.redis_url {:?}: {e}", shown(url)))?
         };
         let core = Arc::new(Core {
-            conn,
+            conn: std::sync::RwLock::new(conn),
+            conn_config: config,
             rt: rt.handle().clone(),
             lua: Lua::new(),
             timeout,
@@ -1033,9 +1129,13 @@ impl RedisStore {
             skew: AtomicI64::new(0),
             client,
             pool: std::sync::Mutex::new(Pool::default()),
+            stalled: std::sync::Mutex::new(None),
+            tripped: tokio::sync::Notify::new(),
+            trips: std::sync::atomic::AtomicU64::new(0),
         });
         let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
         rt.spawn(batcher(core.clone(), rx));
+        rt.spawn(probe(core.clone()));
         Ok(RedisStore { core, rt: Some(rt), queue, shown: shown(url) })
     }
 

@@ -62,6 +62,23 @@ impl Redis {
         }
     }
 
+    /// Pauses the server (SIGSTOP): it keeps its connections and answers none, as a busy Redis
+    /// or one behind a link that drops packets.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let ok = Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill runs").success();
+        assert!(ok, "kill {sig} {pid} failed");
+    }
+
     /// Sends one command; returns the reply's first line (a bulk reply's text for `INFO`).
     pub fn command(&self, args: &[&str]) -> Option<String> {
         let mut s = UnixStream::connect(&self.socket).ok()?;
