@@ -14,6 +14,9 @@ per announce for those three commands:
   lua2:  the HMGET and HSET inside the FCALL and the GETRANGE pipelined after it (what
          bitswarm does since 2026-12-07: Lua's strings are hashed byte by byte when made, so
          peers are not brought into Lua).
+  calls: what lua2's calls cost without their data: the same FCALLs and GETRANGEs, but the
+         HMGET and HSET on one small hash (no swarm looked up, nothing out of the CPU's cache):
+         the price of a redis.call from Lua itself.
 Each is run RUNS times (default 5) over 256,000 announces; prints the medians.
 
 Usage: bench/redis-floor.py [RUNS]   (needs redis-server and redis-cli)
@@ -71,7 +74,7 @@ def announces(mode):
             for h, a, v, o in jobs:
                 args += [h, a, v, o, o + 299]
             yield cmd(b"FCALL", b"floor_" + mode.encode(), 0, *args)
-            if mode == "lua2":
+            if mode in ("lua2", "calls"):
                 for h, a, v, o in jobs:
                     yield cmd(b"GETRANGE", b"L:" + h, o, o + 299)
 
@@ -89,6 +92,13 @@ local function run(ARGV, cut)
 end
 redis.register_function('floor_lua', function(_, ARGV) return run(ARGV, true) end)
 redis.register_function('floor_lua2', function(_, ARGV) return run(ARGV, false) end)
+redis.register_function('floor_calls', function(_, ARGV)
+  for i = 1, #ARGV, 5 do
+    redis.call('HMGET', 'small', 'f', 'm')
+    redis.call('HSET', 'small', 'f', ARGV[i + 2])
+  end
+  return {}
+end)
 """
 
 
@@ -118,7 +128,7 @@ def main():
                 sys.exit(f"redis-cli --pipe: {r.stdout[-300:]!r}")
 
         pipe(b"".join(fill()))
-        data = {m: b"".join(announces(m)) for m in ("plain", "lua", "lua2")}
+        data = {m: b"".join(announces(m)) for m in ("plain", "lua", "lua2", "calls")}
         hz = os.sysconf("SC_CLK_TCK")
         got = {m: [] for m in data}
         for _ in range(RUNS):
