@@ -302,6 +302,270 @@ fn the_queue_the_unwanted_files_and_the_seeding_limits_hold() {
     assert_eq!(v["fileStats"][y]["wanted"], false, "{v}");
 }
 
+/// Transmission's stalled downloads: with one download at a time and `queue-stalled-minutes`
+/// 1, a download that no peer serves holds its turn for a minute, then is stalled (`isStalled`,
+/// as the Python transmission-rpc client reads it) and lets the next in line start and finish
+/// while it runs on; the setting is kept across a restart. (Before, the next in line waited for
+/// good.)
+#[test]
+fn interop_a_stalled_download_lets_the_next_in_line_start() {
+    let Some(python) = transmission_rpc_python() else { return };
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let src = t.path().join("src");
+    let (dead, hd) = torrent_of(t.path(), "dead.bin", 100_000, 33, &tracker.http_url());
+    std::fs::remove_file(src.join("dead.bin")).unwrap(); // nobody has it
+    let (next, hn) = torrent_of(t.path(), "next.bin", 1 << 20, 34, &tracker.http_url());
+    let _seeder = our_peer_on("127.0.0.2", "seed", &next, &src, &[], None);
+    let mut daemon = OurDaemon::start(t.path(), "[queue]\nmax_downloading = 1\n", None);
+    daemon.rpc("session-set", serde_json::json!({ "queue-stalled-enabled": true, "queue-stalled-minutes": 1 }));
+    daemon.remote(&["-a", dead.to_str().unwrap()]);
+    let id = id_of(&daemon, &hd);
+    daemon.wait_torrent(id, &["status"], "downloading", |v| v["status"] == 4);
+    daemon.remote(&["-a", next.to_str().unwrap()]);
+    let inext = id_of(&daemon, &hn);
+    daemon.wait_torrent(inext, &["status"], "queued", |v| v["status"] == 3);
+    assert_eq!(daemon.torrent(id, &["isStalled"])["isStalled"], false, "not a minute yet");
+    daemon.wait_torrent(inext, &["leftUntilDone"], "the next in line done", |v| v["leftUntilDone"] == 0);
+    same_file(&src.join("next.bin"), &daemon.downloads.join("next.bin"));
+    let (d, n) = (daemon.torrent(id, &["startDate", "status", "isStalled"]), daemon.torrent(inext, &["startDate"]));
+    let waited = n["startDate"].as_u64().unwrap() - d["startDate"].as_u64().unwrap();
+    assert!(waited >= 59, "the next one started {waited} s after the stalled one");
+    assert_eq!((&d["status"], &d["isStalled"]), (&serde_json::json!(4), &serde_json::json!(true)), "{d}");
+    let script = r#"
+import json, sys, warnings
+import transmission_rpc
+warnings.simplefilter("ignore", DeprecationWarning)
+c = transmission_rpc.Client(host="127.0.0.1", port=int(sys.argv[1]), timeout=30)
+s = c.get_session()
+print(json.dumps([c.get_torrent(int(sys.argv[2])).is_stalled, s.queue_stalled_enabled, s.queue_stalled_minutes]))
+"#;
+    let mut c = std::process::Command::new(&python);
+    c.arg("-c").arg(script).arg(daemon.rpc.port().to_string()).arg(id.to_string());
+    let (st, out, err) = run(c, Duration::from_secs(60));
+    assert!(st.success(), "{out}{err}");
+    assert_eq!(out.trim(), "[true, true, 1]", "{err}");
+    daemon.stop();
+    let again = OurDaemon::start(t.path(), "[queue]\nmax_downloading = 1\n", None);
+    let s =
+        again.rpc("session-get", serde_json::json!({ "fields": ["queue-stalled-enabled", "queue-stalled-minutes"] }));
+    assert_eq!(
+        (&s["queue-stalled-enabled"], &s["queue-stalled-minutes"]),
+        (&serde_json::json!(true), &serde_json::json!(1)),
+        "{s}"
+    );
+}
+
+/// Transmission's incomplete folder, set with transmission-remote (`--incomplete-dir`): a
+/// download is written there, listed with its download folder all along, and moved there once
+/// complete, where it seeds on (libtorrent downloads it from the daemon alone); the setting is
+/// kept across a restart. (Before, the setting was accepted and ignored.)
+#[test]
+fn interop_a_download_is_written_in_the_incomplete_folder_and_moved_once_complete() {
+    if !require("transmission-remote") || !require("libtorrent") {
+        return;
+    }
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let (a, ha) = torrent_of(t.path(), "a.bin", 2 << 20, 41, &tracker.http_url());
+    let src = t.path().join("src");
+    let (mut seeder, _) = our_peer_on("127.0.0.2", "seed", &a, &src, &["--max-upload-rate", "300K"], None);
+    let mut daemon = OurDaemon::start(t.path(), "", None);
+    let inc = t.path().join("incomplete");
+    daemon.remote(&["--incomplete-dir", inc.to_str().unwrap()]);
+    let fields = serde_json::json!({ "fields": ["incomplete-dir", "incomplete-dir-enabled"] });
+    let s = daemon.rpc("session-get", fields.clone());
+    assert_eq!(
+        (&s["incomplete-dir"], &s["incomplete-dir-enabled"]),
+        (&serde_json::json!(inc), &serde_json::json!(true))
+    );
+    daemon.remote(&["-a", a.to_str().unwrap()]);
+    let id = id_of(&daemon, &ha);
+    let downloads = serde_json::json!(daemon.downloads);
+    // While it comes (7 s at the seeder's rate): in the incomplete folder, listed with its
+    // download folder.
+    wait_for(T, "the file in the incomplete folder", || inc.join("a.bin").exists().then_some(()));
+    let v = daemon.torrent(id, &["downloadDir", "leftUntilDone"]);
+    assert_eq!(v["downloadDir"], downloads, "{v}");
+    assert!(v["leftUntilDone"].as_u64().unwrap() > 0, "{v}");
+    assert!(!daemon.downloads.join("a.bin").exists(), "written in the download folder");
+    // Complete: moved, and seeding from there.
+    wait_for(T, "moved to the download folder", || {
+        (daemon.downloads.join("a.bin").exists() && !inc.join("a.bin").exists()).then_some(())
+    });
+    daemon.wait_torrent(id, &["status", "leftUntilDone"], "seeding", |v| v["status"] == 6 && v["leftUntilDone"] == 0);
+    same_file(&src.join("a.bin"), &daemon.downloads.join("a.bin"));
+    assert_eq!(daemon.torrent(id, &["downloadDir"])["downloadDir"], downloads);
+    seeder.kill();
+    let leech = t.path().join("leech");
+    let (mut lt, _) = lt_peer("leech", &a, &leech, &[format!("127.0.0.1:{}", daemon.peer_port)]);
+    lt.wait_line(T, |l| l == "done");
+    same_file(&src.join("a.bin"), &leech.join("a.bin"));
+    daemon.stop();
+    let again = OurDaemon::start(t.path(), "", None);
+    let s = again.rpc("session-get", fields);
+    assert_eq!(
+        (&s["incomplete-dir"], &s["incomplete-dir-enabled"]),
+        (&serde_json::json!(inc), &serde_json::json!(true))
+    );
+    again.wait_torrent(id, &["status", "leftUntilDone"], "seeding after a restart", |v| {
+        v["status"] == 6 && v["leftUntilDone"] == 0
+    });
+}
+
+/// `torrent-rename-path` from the Python transmission-rpc client: a file, a folder and the top
+/// folder of a downloaded torrent are renamed on disk and in the file list, the torrent takes
+/// its top folder's new name, a restart keeps the names, and libtorrent downloads the torrent
+/// (with its own names) from the daemon alone, which reads the renamed files.
+/// A path the torrent does not have is refused, saying so. (Before: "unsupported".)
+#[test]
+fn interop_python_transmission_rpc_renames_files_and_folders() {
+    let Some(python) = transmission_rpc_python() else { return };
+    if !require("libtorrent") {
+        return;
+    }
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let src = t.path().join("src");
+    let tree = src.join("tree");
+    random_file(&tree.join("x.bin"), 100_000, 51);
+    random_file(&tree.join("sub/y.bin"), 70_000, 52);
+    let torrent = t.path().join("tree.torrent");
+    let hash = create_torrent(&tree, &torrent, &["--piece-size", "16K", "-t", &tracker.http_url()]);
+    let (mut seeder, _) = our_peer_on("127.0.0.2", "seed", &torrent, &src, &[], None);
+    let mut daemon = OurDaemon::start(t.path(), "", None);
+    daemon.remote(&["-a", torrent.to_str().unwrap()]);
+    let id = id_of(&daemon, &hash);
+    daemon.wait_torrent(id, &["leftUntilDone"], "downloaded", |v| v["leftUntilDone"] == 0);
+    seeder.kill();
+
+    let script = r#"
+import json, sys, warnings
+import transmission_rpc
+warnings.simplefilter("ignore", DeprecationWarning)
+c = transmission_rpc.Client(host="127.0.0.1", port=int(sys.argv[1]), timeout=30)
+i = int(sys.argv[2])
+out = {"renamed": [
+    c.rename_torrent_path(i, "tree/sub/y.bin", "why.bin"),
+    c.rename_torrent_path(i, "tree/sub", "folder"),
+    c.rename_torrent_path(i, "tree", "renamed"),
+]}
+try:
+    c.rename_torrent_path(i, "renamed/nothing", "a")
+    out["refused"] = None
+except Exception as e:
+    out["refused"] = str(e)
+t = c.get_torrent(i)
+out["name"], out["files"] = t.name, sorted(f.name for f in t.get_files())
+print(json.dumps(out))
+"#;
+    let mut c = std::process::Command::new(&python);
+    c.arg("-c").arg(script).arg(daemon.rpc.port().to_string()).arg(id.to_string());
+    let (st, out, err) = run(c, Duration::from_secs(60));
+    assert!(st.success(), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(
+        v["renamed"],
+        serde_json::json!([["tree/sub/y.bin", "why.bin"], ["tree/sub", "folder"], ["tree", "renamed"]]),
+        "{v}"
+    );
+    assert!(v["refused"].as_str().is_some_and(|e| e.contains("renamed/nothing")), "{v}");
+    assert_eq!(v["name"], "renamed", "{v}");
+    assert_eq!(v["files"], serde_json::json!(["renamed/folder/why.bin", "renamed/x.bin"]), "{v}");
+    let dl = daemon.downloads.clone();
+    same_file(&tree.join("x.bin"), &dl.join("renamed/x.bin"));
+    same_file(&tree.join("sub/y.bin"), &dl.join("renamed/folder/why.bin"));
+    assert!(!dl.join("tree").exists(), "the old folder is still there");
+
+    daemon.stop();
+    let again = OurDaemon::start(t.path(), "", None);
+    again.wait_torrent(id, &["status", "leftUntilDone", "name"], "seeding after a restart", |v| {
+        v["status"] == 6 && v["leftUntilDone"] == 0 && v["name"] == "renamed"
+    });
+    let leech = t.path().join("leech");
+    let (mut lt, _) = lt_peer("leech", &torrent, &leech, &[format!("127.0.0.1:{}", again.peer_port)]);
+    lt.wait_line(T, |l| l == "done");
+    same_file(&tree.join("x.bin"), &leech.join("tree/x.bin"));
+    same_file(&tree.join("sub/y.bin"), &leech.join("tree/sub/y.bin"));
+}
+
+/// An HTTP server on loopback that answers every GET with `body` as it is then.
+fn serve(body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> std::net::SocketAddr {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            let Ok(mut c) = c else { return };
+            let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let body = body.lock().unwrap().clone();
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = c.write_all(head.as_bytes()).and_then(|()| c.write_all(&body));
+        }
+    });
+    addr
+}
+
+/// Transmission's blocklist: transmission-remote's `--blocklist-update` fetches `blocklist-url`
+/// (a P2P text list the test serves over HTTP), session-get counts its rules, and with
+/// `blocklist-enabled` a seeder at a blocked address that announces is not dialed, and one
+/// that dials the daemon is not let in (nothing comes from either), while one at another
+/// address serves the download. A list that is no list is refused, saying which line, and the
+/// one held stays, also across a restart. (Before: blocklist-update answered 0 rules and
+/// nothing was blocked.)
+#[test]
+fn interop_a_blocklist_keeps_blocked_peers_out() {
+    if !require("transmission-remote") {
+        return;
+    }
+    let t = tempdir();
+    let list = b"# bitswarm's test list\nannounced:127.0.0.2-127.0.0.2\n127.0.0.4/32\n10.0.0.0/8\n".to_vec();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(list));
+    let url = format!("http://{}/list.p2p", serve(body.clone()));
+    let tracker = OurTracker::start(t.path(), "");
+    let (a, ha) = torrent_of(t.path(), "a.bin", 1 << 20, 61, &tracker.http_url());
+    let src = t.path().join("src");
+    let mut daemon = OurDaemon::start(t.path(), "", None);
+    daemon.rpc("session-set", serde_json::json!({ "blocklist-url": url, "blocklist-enabled": true }));
+    daemon.remote(&["--blocklist-update"]);
+    let fields = serde_json::json!({ "fields": ["blocklist-size", "blocklist-enabled"] });
+    let s = daemon.rpc("session-get", fields.clone());
+    assert_eq!((&s["blocklist-size"], &s["blocklist-enabled"]), (&serde_json::json!(3), &serde_json::json!(true)));
+
+    daemon.remote(&["-a", a.to_str().unwrap()]);
+    let id = id_of(&daemon, &ha);
+    daemon.wait_torrent(id, &["status"], "downloading", |v| v["status"] == 4);
+    // Two blocked seeders: one announces (the daemon is given it), one dials the daemon.
+    let _announced = our_peer_on("127.0.0.2", "seed", &a, &src, &[], None);
+    let daemon_addr = format!("127.0.0.1:{}", daemon.peer_port);
+    let _dialing = our_peer_on("127.0.0.4", "seed", &a, &src, &["--no-tracker", "--peer", &daemon_addr], None);
+    daemon.remote(&["-t", &id.to_string(), "--reannounce"]);
+    // Time to be given the first and to be dialed by the second (it dials at once).
+    std::thread::sleep(Duration::from_secs(6));
+    let v = daemon.torrent(id, &["downloadedEver", "peersConnected"]);
+    assert_eq!((&v["downloadedEver"], &v["peersConnected"]), (&serde_json::json!(0), &serde_json::json!(0)), "{v}");
+
+    let _allowed = our_peer_on("127.0.0.3", "seed", &a, &src, &[], None);
+    daemon.remote(&["-t", &id.to_string(), "--reannounce"]);
+    daemon.wait_torrent(id, &["leftUntilDone"], "downloaded from the other seeder", |v| v["leftUntilDone"] == 0);
+    same_file(&src.join("a.bin"), &daemon.downloads.join("a.bin"));
+    let peers = daemon.torrent(id, &["peers"]);
+    assert!(!peers.to_string().contains("127.0.0.2") && !peers.to_string().contains("127.0.0.4"), "{peers}");
+
+    *body.lock().unwrap() = b"<html>not a list</html>\n".to_vec();
+    let r = daemon.rpc_reply("blocklist-update", serde_json::json!({}));
+    let result = r["result"].as_str().unwrap();
+    assert!(result.starts_with("gotNewBlocklist: ") && result.contains("line 1"), "{r}");
+    daemon.stop();
+    let again = OurDaemon::start(t.path(), "", None);
+    let s = again.rpc("session-get", fields);
+    assert_eq!((&s["blocklist-size"], &s["blocklist-enabled"]), (&serde_json::json!(3), &serde_json::json!(true)));
+}
+
 /// A torrent's download limit holds within 10% over 10 s.
 #[test]
 fn a_download_limit_holds_within_ten_percent() {

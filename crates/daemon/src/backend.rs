@@ -143,6 +143,10 @@ impl Daemon {
             },
             seed_idle_mode: limit_mode(settings.seed_idle_minutes),
             is_finished: h.finished(),
+            // As Transmission: downloading or seeding, and idle (since the run started or data
+            // last moved, whichever is later) for the session's stalled time at least.
+            is_stalled: matches!(s.state, State::Downloading | State::Seeding)
+                && session.queue_stalled.is_some_and(|d| times.idle().is_some_and(|idle| idle >= d)),
             seconds_downloading: secs_down,
             seconds_seeding: secs_seed,
             eta: eta(&s),
@@ -150,7 +154,10 @@ impl Daemon {
             ..TorrentView::default()
         });
         if wants.text {
-            v.download_dir = h.dir().to_string_lossy().into_owned();
+            // As Transmission: where the data goes, also while it is written in the incomplete
+            // folder.
+            v.download_dir =
+                h.with_settings(|s| s.complete_dir.clone()).unwrap_or_else(|| h.dir()).to_string_lossy().into_owned();
             if let Some(m) = &meta {
                 v.comment = m.comment.clone().unwrap_or_default();
                 v.creator = m.created_by.clone().unwrap_or_default();
@@ -221,11 +228,13 @@ fn eta(s: &bitswarm_peer::TorrentStats) -> Eta {
 fn files(m: &Metainfo, settings: &TorrentSettings, h: &TorrentHandle) -> Vec<FileView> {
     let have = h.have_pieces();
     let info = &m.info;
+    let mut names = h.file_paths().into_iter();
     info.files
         .iter()
         .enumerate()
-        .filter(|(_, f)| !f.padding)
-        .map(|(i, f)| {
+        .map(|(i, f)| (i, f, names.next().unwrap_or_default()))
+        .filter(|(_, f, _)| !f.padding)
+        .map(|(i, f, name)| {
             let mut done = 0u64;
             if f.length > 0
                 && let Some(have) = &have
@@ -242,7 +251,7 @@ fn files(m: &Metainfo, settings: &TorrentSettings, h: &TorrentHandle) -> Vec<Fil
             }
             let prio = settings.files.get(i).copied().unwrap_or_default();
             FileView {
-                name: info.relative_path(f).to_string_lossy().into_owned(),
+                name,
                 length: f.length,
                 bytes_completed: done,
                 wanted: prio != FilePriority::Skip,
@@ -693,10 +702,51 @@ impl Backend for Daemon {
     async fn set_location(&self, ids: &[u32], location: &str, move_data: bool) -> Result<(), BackendError> {
         let dir = PathBuf::from(location);
         for h in self.handles(ids) {
+            // Moved by hand: no longer moved once complete.
+            h.set_settings(|s| s.complete_dir = None);
             h.set_location(dir.clone(), move_data).await.map_err(BackendError::Other)?;
             self.save_record(&h);
         }
         Ok(())
+    }
+
+    async fn blocklist_update(&self) -> Result<u64, BackendError> {
+        let _one = self.blocklist_update.lock().await;
+        let url = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).blocklist_url.clone();
+        let bytes = bitswarm_peer::fetch_url(&url, None, crate::MAX_BLOCKLIST)
+            .await
+            .map_err(|e| BackendError::Other(format!("{url}: {e}")))?;
+        // Read, then kept as fetched: written whole (and synced) before it replaces the one
+        // kept before.
+        let path = self.state_dir.join(crate::BLOCKLIST_FILE);
+        let from = url.clone();
+        let list = tokio::task::spawn_blocking(move || {
+            let list =
+                bitswarm_peer::Blocklist::parse(&bytes).map_err(|e| BackendError::Other(format!("{from}: {e}")))?;
+            let new = path.with_extension("new");
+            let mut f = std::fs::File::create(&new)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&new, &path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok::<_, BackendError>(list)
+        })
+        .await
+        .map_err(|e| BackendError::Other(e.to_string()))??;
+        let rules = list.rules() as u64;
+        tracing::info!("blocklist: {rules} rules from {url}");
+        *self.blocklist.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(list));
+        self.apply_blocklist();
+        Ok(rules)
+    }
+
+    async fn rename_path(&self, id: u32, path: &str, name: &str) -> Result<(), BackendError> {
+        let h = self.handles(&[id]).pop().ok_or_else(|| BackendError::Other(format!("no torrent {id}")))?;
+        let result = h.rename_path(path, name).await.map_err(BackendError::Other);
+        self.save_record(&h);
+        result
     }
 
     fn queue_move(&self, ids: &[u32], to: QueueMove) {
@@ -713,7 +763,16 @@ impl Backend for Daemon {
         let r = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).clone();
         SessionView {
             download_dir: r.download_dir.to_string_lossy().into_owned(),
-            incomplete_dir: r.download_dir.to_string_lossy().into_owned(),
+            incomplete_dir: r.incomplete_dir.as_ref().unwrap_or(&r.download_dir).to_string_lossy().into_owned(),
+            incomplete_dir_enabled: r.incomplete_dir_enabled,
+            blocklist_enabled: r.blocklist_enabled,
+            blocklist_url: r.blocklist_url.clone(),
+            blocklist_size: self
+                .blocklist
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map_or(0, |b| b.rules() as u64),
             config_dir: self.state_dir.to_string_lossy().into_owned(),
             peer_port: self.session.listen_addr().port(),
             peer_limit_global: r.peer_limit_global,
@@ -726,6 +785,8 @@ impl Backend for Daemon {
             download_queue_size: r.download_queue_size,
             seed_queue_enabled: r.seed_queue_enabled,
             seed_queue_size: r.seed_queue_size,
+            queue_stalled_enabled: r.queue_stalled_enabled,
+            queue_stalled_minutes: r.queue_stalled_minutes,
             seed_ratio_limit: r.seed_ratio_limit,
             seed_ratio_limited: r.seed_ratio_limited,
             idle_seeding_limit: r.idle_seeding_limit,
@@ -774,6 +835,9 @@ impl Backend for Daemon {
             if let Some(d) = &set.download_dir {
                 r.download_dir = PathBuf::from(d);
             }
+            if let Some(d) = &set.incomplete_dir {
+                r.incomplete_dir = Some(PathBuf::from(d));
+            }
             macro_rules! take {
                 ($($field:ident),*) => { $(if let Some(v) = set.$field.clone() { r.$field = v; })* };
             }
@@ -786,6 +850,11 @@ impl Backend for Daemon {
                 download_queue_enabled,
                 seed_queue_size,
                 seed_queue_enabled,
+                queue_stalled_enabled,
+                queue_stalled_minutes,
+                incomplete_dir_enabled,
+                blocklist_enabled,
+                blocklist_url,
                 seed_ratio_limit,
                 seed_ratio_limited,
                 idle_seeding_limit,
@@ -825,6 +894,9 @@ impl Backend for Daemon {
             }
         }
         self.save_runtime();
+        if set.blocklist_enabled.is_some() {
+            self.apply_blocklist();
+        }
         let schedule = [set.alt_speed_time_begin, set.alt_speed_time_end, set.alt_speed_time_day];
         if set.alt_speed_time_enabled.is_some() || schedule.iter().any(Option::is_some) {
             self.schedule_changed.notify_one();

@@ -37,6 +37,11 @@ pub const MAX_TORRENT_SIZE: usize = 64 << 20;
 /// How often changed torrents' resume data is saved: at most this much progress is fetched
 /// again after a `kill -9`.
 const SAVE_EVERY: Duration = Duration::from_secs(2);
+/// The blocklist as last fetched, in the state folder.
+pub(crate) const BLOCKLIST_FILE: &str = "blocklist";
+/// The most a fetched blocklist may weigh (Transmission users' usual lists, gzipped, are a
+/// few MB).
+pub(crate) const MAX_BLOCKLIST: usize = 64 << 20;
 
 /// How often the watch folder is looked at.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -59,6 +64,14 @@ pub enum DaemonError {
 #[serde(default)]
 pub(crate) struct Runtime {
     pub download_dir: PathBuf,
+    /// Where new downloads are written until complete (`incomplete-dir`; None: never set), and
+    /// whether it is used (`incomplete-dir-enabled`).
+    pub incomplete_dir: Option<PathBuf>,
+    pub incomplete_dir_enabled: bool,
+    /// Where `blocklist-update` fetches the blocklist (`blocklist-url`), and whether the list
+    /// held is in force (`blocklist-enabled`).
+    pub blocklist_url: String,
+    pub blocklist_enabled: bool,
     pub start_added: bool,
     /// kB/s (Transmission's units), and whether the limits are on.
     pub speed_limit_down: u32,
@@ -69,6 +82,10 @@ pub(crate) struct Runtime {
     pub download_queue_enabled: bool,
     pub seed_queue_size: u32,
     pub seed_queue_enabled: bool,
+    /// A running torrent idle this long no longer counts against the queue sizes
+    /// (`queue-stalled-enabled`, `queue-stalled-minutes`).
+    pub queue_stalled_enabled: bool,
+    pub queue_stalled_minutes: u32,
     pub seed_ratio_limit: f64,
     pub seed_ratio_limited: bool,
     pub idle_seeding_limit: u32,
@@ -111,6 +128,11 @@ impl Runtime {
         let kb = |rate: u64| (rate / 1000) as u32;
         Runtime {
             download_dir,
+            incomplete_dir: None,
+            incomplete_dir_enabled: false,
+            // Transmission's defaults.
+            blocklist_url: "http://www.example.com/blocklist".to_owned(),
+            blocklist_enabled: false,
             start_added: c.daemon.start_added,
             speed_limit_down: if c.limits.max_download_rate > 0 { kb(c.limits.max_download_rate) } else { 100 },
             speed_limit_down_enabled: c.limits.max_download_rate > 0,
@@ -120,6 +142,9 @@ impl Runtime {
             download_queue_enabled: c.queue.max_downloading > 0,
             seed_queue_size: if c.queue.max_seeding > 0 { c.queue.max_seeding as u32 } else { 10 },
             seed_queue_enabled: c.queue.max_seeding > 0,
+            // Transmission's defaults.
+            queue_stalled_enabled: true,
+            queue_stalled_minutes: 30,
             seed_ratio_limit: if c.seeding.ratio_limit > 0.0 { c.seeding.ratio_limit } else { 2.0 },
             seed_ratio_limited: c.seeding.ratio_limit > 0.0,
             idle_seeding_limit: if c.seeding.idle_limit_minutes > 0 { c.seeding.idle_limit_minutes as u32 } else { 30 },
@@ -164,6 +189,9 @@ impl Runtime {
             }
             s.max_downloading = self.download_queue_enabled.then_some(self.download_queue_size as usize);
             s.max_seeding = self.seed_queue_enabled.then_some(self.seed_queue_size as usize);
+            s.queue_stalled = self
+                .queue_stalled_enabled
+                .then_some(std::time::Duration::from_secs(u64::from(self.queue_stalled_minutes) * 60));
             s.seed_ratio = self.seed_ratio_limited.then_some(self.seed_ratio_limit);
             s.seed_idle_minutes = self.idle_seeding_limit_enabled.then_some(u64::from(self.idle_seeding_limit));
             s.max_connections = self.peer_limit_global.max(1) as usize;
@@ -195,6 +223,15 @@ pub struct Daemon {
     closing: watch::Sender<bool>,
     /// What was last written of each torrent, so that only what changed is written again.
     saved: Mutex<HashMap<u32, Saved>>,
+    /// Moves of completed downloads out of the incomplete folder under way (a shutdown waits
+    /// for them: the data and the record of where it is must agree), and the torrents whose
+    /// move failed this run (not tried again before a restart).
+    moves: Mutex<(tokio::task::JoinSet<()>, std::collections::HashSet<u32>)>,
+    /// The blocklist held (fetched by `blocklist-update`, kept in the state folder as
+    /// [`BLOCKLIST_FILE`]); in force while `blocklist-enabled`.
+    pub(crate) blocklist: Mutex<Option<Arc<bitswarm_peer::Blocklist>>>,
+    /// One `blocklist-update` at a time.
+    pub(crate) blocklist_update: tokio::sync::Mutex<()>,
     /// This daemon, for the work it starts that outlives a request (making a torrent).
     me: std::sync::Weak<Daemon>,
     /// The folders torrents may be made from (`daemon.create_dirs`).
@@ -339,6 +376,9 @@ impl Daemon {
             rpc_requests: AtomicU64::new(0),
             closing: watch::channel(false).0,
             saved: Mutex::new(HashMap::new()),
+            moves: Mutex::new(Default::default()),
+            blocklist: Mutex::new(None),
+            blocklist_update: tokio::sync::Mutex::new(()),
             me: me.clone(),
             create_dirs,
             jobs: Mutex::new(create::Jobs::default()),
@@ -346,8 +386,12 @@ impl Daemon {
             tracker,
             schedule_changed: tokio::sync::Notify::new(),
         });
+        daemon.load_blocklist().await;
         let restored = daemon.restore(loaded.torrents);
         info!("{restored} torrents restored from {}", daemon.state_dir.display());
+        // Downloads that completed in the incomplete folder and were not moved (a move that
+        // failed, or cut short): moved now if they are complete, whatever their state.
+        daemon.move_completed(&daemon.session.torrents());
 
         let listener =
             tokio::net::TcpListener::bind(config.rpc.bind).await.map_err(|e| DaemonError::Rpc(config.rpc.bind, e))?;
@@ -444,11 +488,21 @@ impl Daemon {
         settings: TorrentSettings,
         stop_at_metadata: bool,
     ) -> Result<(TorrentHandle, bool), String> {
-        let (default_dir, start_added) = {
+        let (default_dir, start_added, incomplete) = {
             let r = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
-            (r.download_dir.clone(), r.start_added)
+            (r.download_dir.clone(), r.start_added, r.incomplete_dir.clone().filter(|_| r.incomplete_dir_enabled))
         };
         let dir = dir.unwrap_or(default_dir);
+        let mut settings = settings;
+        // With an incomplete folder, written there and moved to `dir` once complete (see
+        // `move_completed`), unless its data is in `dir` already (a torrent added to seed).
+        let dir = match incomplete {
+            Some(inc) if inc != dir && !data_in(&source, &dir) => {
+                settings.complete_dir = Some(dir);
+                inc
+            }
+            _ => dir,
+        };
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut add = AddTorrent::new(source, dir);
         add.paused = paused.unwrap_or(!start_added);
@@ -559,10 +613,15 @@ impl Daemon {
 
     /// Writes what changed of the torrents that changed since the last look (of all of them
     /// when `last`, the time counters exactly); on the blocking threads (it reads file times).
+    /// Returns whether that was a burst of work; starts moving the downloads that completed in
+    /// the incomplete folder.
     fn save_changed(&self, last: bool) -> bool {
         let changed = self.session.take_changed();
         let busy = changed.len() >= BURST;
         let all = if last { self.session.torrents() } else { changed };
+        if !last {
+            self.move_completed(&all);
+        }
         for h in all {
             self.save_resume(&h, last);
             // The record too: a magnet link's metadata, a move, a queue change.
@@ -571,9 +630,79 @@ impl Daemon {
         busy
     }
 
+    /// Moves those of `torrents` downloaded in the incomplete folder that are complete now to
+    /// their download folder, each on a task of its own (once: not while one is under way, not
+    /// again this run after one failed).
+    fn move_completed(&self, torrents: &[TorrentHandle]) {
+        let Some(me) = self.me.upgrade() else { return };
+        let mut moves = self.moves.lock().unwrap_or_else(|p| p.into_inner());
+        let (tasks, skip) = &mut *moves;
+        while tasks.try_join_next().is_some() {}
+        for h in torrents {
+            if h.with_settings(|s| s.complete_dir.is_none()) || !h.wanted_complete() || !skip.insert(h.id()) {
+                continue;
+            }
+            let (d, h) = (me.clone(), h.clone());
+            tasks.spawn(async move {
+                let failed = match h.move_completed().await {
+                    Some(Ok(to)) => {
+                        info!("{}: complete, moved to {}", h.name(), to.display());
+                        false
+                    }
+                    Some(Err(e)) => {
+                        warn!("{}: complete, but left where it is: {e}", h.name());
+                        true
+                    }
+                    None => false,
+                };
+                d.save_record(&h);
+                if !failed {
+                    d.moves.lock().unwrap_or_else(|p| p.into_inner()).1.remove(&h.id());
+                }
+            });
+        }
+    }
+
+    /// Reads the blocklist kept in the state folder, if any (off the async threads), and puts
+    /// it in force when it is on.
+    async fn load_blocklist(&self) {
+        let path = self.state_dir.join(BLOCKLIST_FILE);
+        let p = path.clone();
+        let read = tokio::task::spawn_blocking(move || std::fs::read(&p).map(|b| bitswarm_peer::Blocklist::parse(&b)))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match read {
+            Ok(Ok(list)) => {
+                info!("blocklist: {} rules from {}", list.rules(), path.display());
+                *self.blocklist.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(list));
+            }
+            Ok(Err(e)) => warn!("blocklist {}: {e}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!("blocklist {}: {e}", path.display()),
+        }
+        self.apply_blocklist();
+    }
+
+    /// Puts the blocklist held in force, or none, as `blocklist-enabled` says.
+    pub(crate) fn apply_blocklist(&self) {
+        let on = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).blocklist_enabled;
+        let list = self.blocklist.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.session.set_blocklist(list.filter(|_| on));
+    }
+
+    /// Waits for the moves under way (see [`Daemon::move_completed`]).
+    async fn finish_moves(&self) {
+        let mut tasks = std::mem::take(&mut self.moves.lock().unwrap_or_else(|p| p.into_inner()).0);
+        if !tasks.is_empty() {
+            info!("waiting for {} completed downloads to be moved", tasks.len());
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
     /// Stops every torrent (each tells its trackers), saves everything, and waits for the
     /// database.
     async fn shutdown(&self) {
+        self.finish_moves().await;
         self.session.shutdown().await;
         let tracker = self.tracker.as_ref().and_then(|t| t.handle.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(t) = tracker {
@@ -627,6 +756,14 @@ async fn save_loop(d: Arc<Daemon>) {
             tokio::task::spawn_blocking(give_back_memory);
         }
         was_busy = busy;
+    }
+}
+
+/// Whether some of the torrent's files are in `dir` (for a magnet link, not known: no).
+fn data_in(source: &AddSource, dir: &Path) -> bool {
+    match source {
+        AddSource::Metainfo(m) => m.info.files.iter().any(|f| !f.padding && dir.join(m.info.relative_path(f)).exists()),
+        AddSource::Magnet(_) => false,
     }
 }
 

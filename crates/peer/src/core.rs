@@ -84,6 +84,10 @@ pub struct Settings {
     pub max_seeding: Option<usize>,
     /// Torrents whose data is checked at once.
     pub max_checking: usize,
+    /// A running torrent through which no data moved for this long is stalled: its queue slot
+    /// no longer counts against [`Settings::max_downloading`] or [`Settings::max_seeding`]
+    /// (Transmission's `queue-stalled-minutes`); None: never.
+    pub queue_stalled: Option<std::time::Duration>,
     /// Seeding stops at this upload ratio, unless a torrent says otherwise.
     pub seed_ratio: Option<f64>,
     /// Seeding stops after this many minutes without uploading.
@@ -128,6 +132,7 @@ impl Settings {
             max_downloading: None,
             max_seeding: None,
             max_checking: 2,
+            queue_stalled: None,
             seed_ratio: None,
             seed_idle_minutes: None,
             seed_time_minutes: None,
@@ -177,6 +182,8 @@ pub(crate) struct Core {
     /// changed, one was added or removed, or one got its first peer (its figures start to
     /// move). What wakes the RPC's held requests.
     events: tokio::sync::watch::Sender<u64>,
+    /// Addresses no peer may come from or be dialed at (see [`crate::Session::set_blocklist`]).
+    blocklist: RwLock<Option<Arc<crate::Blocklist>>>,
 }
 
 impl Core {
@@ -210,7 +217,22 @@ impl Core {
             announcer: crate::announcer::Announcer::new(),
             changed: Mutex::new(std::collections::HashSet::new()),
             events: tokio::sync::watch::Sender::new(0),
+            blocklist: RwLock::new(None),
         }))
+    }
+
+    /// Whether a peer at `ip` is blocked (a blocklist in force holds it).
+    pub fn blocked(&self, ip: std::net::IpAddr) -> bool {
+        self.blocklist.read().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|b| b.contains(ip))
+    }
+
+    /// The blocklist in force, if any.
+    pub(crate) fn blocklist(&self) -> Option<Arc<crate::Blocklist>> {
+        self.blocklist.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_blocklist(&self, list: Option<Arc<crate::Blocklist>>) {
+        *self.blocklist.write().unwrap_or_else(|p| p.into_inner()) = list;
     }
 
     /// Where peers reach us: what every peer source (trackers, DHT, LSD, the extension

@@ -6,7 +6,6 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
-use bitswarm_metainfo::Info;
 use bitswarm_storage::Layout;
 
 pub struct Disk {
@@ -23,8 +22,7 @@ pub struct Disk {
 impl Disk {
     /// `writable`: files are opened for writing and created (with their folders) when missing.
     /// Paths come from a validated torrent: every component is safe, so they stay under `dir`.
-    pub fn new(info: &Info, dir: &Path, writable: bool) -> Disk {
-        let layout = Layout::new(info, dir);
+    pub fn new(layout: Layout, writable: bool) -> Disk {
         let files = layout.files.iter().map(|_| OnceLock::new()).collect();
         let write_locks = layout.files.iter().map(|_| Mutex::new(())).collect();
         Disk { layout, files, write_locks, writable, create_lock: Mutex::new(()) }

@@ -14,6 +14,7 @@
 //!   fail their hash are banned after repeated failures.
 
 mod announcer;
+mod blocklist;
 mod choker;
 mod conn;
 mod core;
@@ -31,6 +32,7 @@ mod signal;
 mod torrent;
 mod tracker;
 
+pub use blocklist::Blocklist;
 pub use core::{Incoming, Outgoing, Settings};
 pub use dht::{DEFAULT_ROUTERS, DhtNode, DhtStats, parse_router};
 pub use link::PeerKey;

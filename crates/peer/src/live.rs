@@ -84,6 +84,8 @@ pub(crate) struct LiveConfig {
     /// The torrent's id in the session (its changes are marked under it).
     pub id: u32,
     pub dir: PathBuf,
+    /// The files' paths under `dir` when renamed ([`crate::TorrentSettings::paths`]).
+    pub paths: Option<Vec<String>>,
     /// Files may be created and written (not for a torrent that is only seeded).
     pub writable: bool,
     /// Every file is there at its size (resume data just said so): none is made or trimmed,
@@ -257,7 +259,7 @@ pub(crate) struct Live {
     pub honors_session_limits: AtomicBool,
     max_peers: AtomicUsize,
     /// When data last went either way.
-    activity: crate::Stamp,
+    activity: Arc<crate::Stamp>,
     /// Pieces handed to verification that have not finished (for a clean stop).
     pending_disk: AtomicUsize,
     disk_idle: Notify,
@@ -335,7 +337,8 @@ impl Live {
         cfg: LiveConfig,
         counters: Arc<Counters>,
     ) -> Result<Arc<Live>, String> {
-        let disk = Arc::new(Disk::new(&meta.info, &cfg.dir, cfg.writable));
+        let layout = bitswarm_storage::Layout::with_paths(&meta.info, &cfg.dir, cfg.paths.as_deref());
+        let disk = Arc::new(Disk::new(layout, cfg.writable));
         let all_there = have.is_full();
         let mut picker = Picker::new(meta.info.piece_length, meta.info.total_length, have, crate::random_u64());
         picker.set_priorities(cfg.priorities.clone());
@@ -364,7 +367,7 @@ impl Live {
             down: Limiter::new(cfg.max_download_rate),
             honors_session_limits: AtomicBool::new(cfg.honors_session_limits),
             max_peers: AtomicUsize::new(cfg.max_peers.max(1)),
-            activity: crate::Stamp::default(),
+            activity: Arc::default(),
             pending_disk: AtomicUsize::new(0),
             disk_idle: Notify::new(),
             peers_idle: Notify::new(),
@@ -556,6 +559,12 @@ impl Live {
         self.core.announcer.schedule(self, &mut a.key, tokio::time::Instant::now(), &self.runtime);
     }
 
+    /// What marks when data last went either way (the queue watches it, see
+    /// [`crate::queue::Slot::watch`]).
+    pub(crate) fn activity(&self) -> Arc<crate::Stamp> {
+        self.activity.clone()
+    }
+
     /// When data last went either way.
     pub fn last_activity(&self) -> Option<SystemTime> {
         let at = self.activity.get()?;
@@ -627,12 +636,17 @@ impl Live {
         (st.peers.len(), st.banned.len(), sending, getting)
     }
 
+    /// Forgets the addresses to dial that `list` holds (it has just come in force).
+    pub(crate) fn forget_blocked(&self, list: &crate::Blocklist) {
+        self.state().known.retain(|a, _| !list.contains(a.ip()));
+    }
+
     /// Adds addresses to dial, remembering where each came from.
     pub fn add_peers(&self, addrs: impl IntoIterator<Item = SocketAddr>, source: Source) {
         let mut st = self.state();
         let mut added = false;
         for a in addrs {
-            if a == self.core.listen_addr() || st.known.contains_key(&a) {
+            if a == self.core.listen_addr() || st.known.contains_key(&a) || self.core.blocked(a.ip()) {
                 continue;
             }
             if st.known.len() >= MAX_KNOWN {

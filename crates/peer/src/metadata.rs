@@ -50,6 +50,8 @@ pub struct MetadataQuery {
     /// MSE offering RC4 or plaintext and then the plaintext handshake for a peer that fails it,
     /// `Require` with MSE and RC4 only.
     pub encryption: Outgoing,
+    /// Peers in it are not dialed (the session's blocklist in force).
+    pub blocklist: Option<std::sync::Arc<crate::Blocklist>>,
 }
 
 /// What the helpers of one round report.
@@ -135,6 +137,9 @@ pub(crate) async fn fetch_metadata_with(
             while set.len() < PARALLEL
                 && let Some(addr) = queue.pop_front()
             {
+                if q.blocklist.as_ref().is_some_and(|b| b.contains(addr.ip())) {
+                    continue;
+                }
                 // As the engine dials, the fallback of `prefer` within the same attempt.
                 let mse = q.encryption.offers();
                 let (ih, id, port, local) = (q.info_hash, q.peer_id, q.port, q.local);

@@ -320,6 +320,21 @@ impl Session {
         }
     }
 
+    /// Puts a blocklist in force (None: none): no peer in it is dialed or let in from then on
+    /// (Transmission's `blocklist-enabled`); connections made before stay.
+    pub fn set_blocklist(&self, list: Option<Arc<crate::Blocklist>>) {
+        self.inner.core.set_blocklist(list.clone());
+        // Addresses the running torrents knew before: forgotten, not dialed (those added from
+        // now on are checked as they come).
+        if let Some(list) = &list {
+            for h in self.torrents() {
+                if let Some(l) = h.t.live() {
+                    l.forget_blocked(list);
+                }
+            }
+        }
+    }
+
     /// Puts torrent `id` at `position` in the queue (0 first); the others keep their order.
     pub fn set_queue_position(&self, id: u32, position: usize) {
         let mut all = self.queue_order();
@@ -485,37 +500,147 @@ impl TorrentHandle {
         self.t.position.load(Ordering::Relaxed)
     }
     /// Moves the data to `dir` (`move_data`), or says it is there already (then it is checked
-    /// again); a running torrent stops for it and starts again after.
+    /// again); a running torrent stops for it and starts again after. One move, rename or
+    /// deletion of a torrent's files at a time: this one waits for one under way.
     pub async fn set_location(&self, dir: std::path::PathBuf, move_data: bool) -> Result<(), String> {
-        let running = self.t.wants_to_run();
+        let _files = self.t.files_lock.lock().await;
+        self.relocate(dir, move_data).await
+    }
+
+    /// Whether every wanted piece is in (verified), and the torrent is not being checked.
+    pub fn wanted_complete(&self) -> bool {
+        self.t.meta().is_some()
+            && matches!(self.t.state(), State::Seeding | State::SeedQueued | State::Stopped)
+            && self.t.stats().left == 0
+    }
+
+    /// Moves a torrent downloaded elsewhere to where its data goes
+    /// ([`crate::TorrentSettings::complete_dir`]) once every wanted piece is in, and then
+    /// forgets that place; returns it, or the error that kept the data where it was. None when
+    /// there is nothing to move (not complete, removed, or moved meanwhile by hand).
+    pub async fn move_completed(&self) -> Option<Result<std::path::PathBuf, String>> {
+        let _files = self.t.files_lock.lock().await;
+        let to = self.t.with_settings(|s| s.complete_dir.clone())?;
+        if self.t.is_retired() || !self.wanted_complete() {
+            return None;
+        }
+        let result = self.relocate(to.clone(), true).await;
+        if result.is_ok() {
+            self.t.set_settings(|s| s.complete_dir = None);
+        }
+        Some(result.map(|()| to))
+    }
+
+    /// Runs `work` with the torrent's run stopped and ended, then, if it ran, starts it again
+    /// as it was started: what moves or renames its files.
+    async fn with_run_stopped<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let (running, forced) = (self.t.wants_to_run(), self.t.forced());
         if running {
             self.stop_and_wait().await;
         }
-        let from = self.t.dir();
-        let mut result = Ok(());
-        if move_data
-            && from != dir
-            && let Some(meta) = self.t.meta()
-        {
-            let (old, new) =
-                (bitswarm_storage::Layout::new(&meta.info, &from), bitswarm_storage::Layout::new(&meta.info, &dir));
-            let (f, d) = (from.clone(), dir.clone());
-            result = tokio::task::spawn_blocking(move || crate::disk::move_files(&old, &new, &f, &d))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r);
-        }
-        if result.is_ok() {
-            self.t.set_dir(dir);
-            if !move_data {
-                self.t.recheck();
-            }
-        }
+        let done = work.await;
         if running {
-            self.t.start(false);
+            self.t.resume_run(forced);
         }
-        result
+        done
     }
+
+    async fn relocate(&self, dir: std::path::PathBuf, move_data: bool) -> Result<(), String> {
+        self.with_run_stopped(async {
+            let from = self.t.dir();
+            let mut result = Ok(());
+            if move_data
+                && from != dir
+                && let Some(meta) = self.t.meta()
+            {
+                let (old, new) = (self.t.layout(&meta.info, &from), self.t.layout(&meta.info, &dir));
+                let (f, d) = (from.clone(), dir.clone());
+                result = tokio::task::spawn_blocking(move || crate::disk::move_files(&old, &new, &f, &d))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r);
+            }
+            if result.is_ok() {
+                self.t.set_dir(dir);
+                if !move_data {
+                    self.t.recheck();
+                }
+            }
+            result
+        })
+        .await
+    }
+    /// Each file's path under the torrent's folder, components joined by `/`, as renamed (the
+    /// names `torrent-get` shows); empty without metadata.
+    pub fn file_paths(&self) -> Vec<String> {
+        self.t.meta().map(|m| self.t.file_paths(&m.info)).unwrap_or_default()
+    }
+
+    /// Renames a file or a folder of the torrent (Transmission's `torrent-rename-path`): `path`
+    /// is one of [`TorrentHandle::file_paths`] or a folder they are in (the torrent's own name
+    /// for its top file or folder), `name` its new last component. What is on disk is renamed
+    /// (a running torrent stops for it and starts again after; a file not made yet is only
+    /// renamed in the list), and the names are kept in the torrent's settings; renaming the
+    /// top one renames the torrent. The error says what is wrong.
+    pub async fn rename_path(&self, path: &str, name: &str) -> Result<(), String> {
+        let _files = self.t.files_lock.lock().await;
+        let meta = self.t.meta().ok_or("the torrent's metadata has not come yet")?;
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
+            return Err(format!("{name:?} is not a file name"));
+        }
+        if name.len() > 255 {
+            return Err(format!("a file name of {} bytes (255 at most)", name.len()));
+        }
+        let path = path.trim_end_matches('/');
+        let mut paths = self.t.file_paths(&meta.info);
+        let within = |p: &str, top: &str| p == top || p.strip_prefix(top).is_some_and(|rest| rest.starts_with('/'));
+        if path.is_empty() || !paths.iter().any(|p| within(p, path)) {
+            return Err(format!("{path:?} is not a file or folder of this torrent"));
+        }
+        let new = match path.rsplit_once('/') {
+            Some((parent, _)) => format!("{parent}/{name}"),
+            None => name.to_owned(),
+        };
+        if new == path {
+            return Ok(());
+        }
+        if paths.iter().any(|p| within(p, &new)) {
+            return Err(format!("{new:?} is a file or folder of this torrent already"));
+        }
+        self.with_run_stopped(async {
+            let dir = self.t.dir();
+            let (from, to) = (dir.join(path), dir.join(&new));
+            tokio::task::spawn_blocking(move || {
+                if to.symlink_metadata().is_ok() {
+                    return Err(format!("{} exists already", to.display()));
+                }
+                match std::fs::rename(&from, &to) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(format!("renaming {} to {}: {e}", from.display(), to.display()))
+                    }
+                    _ => Ok(()),
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)?;
+            for p in &mut paths {
+                if within(p, path) {
+                    *p = format!("{new}{}", &p[path.len()..]);
+                }
+            }
+            let top = !path.contains('/');
+            self.t.set_settings(|s| {
+                s.paths = Some(paths);
+                if top {
+                    s.name = Some(name.to_owned());
+                }
+            });
+            Ok(())
+        })
+        .await
+    }
+
     /// Announces to its trackers now (when it runs).
     pub fn reannounce(&self) {
         if let Some(l) = self.t.live() {
@@ -593,8 +718,9 @@ impl TorrentHandle {
     /// files and the folders they made.
     pub async fn dispose(&self, delete_data: bool) {
         self.stop_and_wait().await;
+        let _files = self.t.files_lock.lock().await;
         if delete_data && let Some(meta) = self.t.meta() {
-            let layout = bitswarm_storage::Layout::new(&meta.info, &self.t.dir());
+            let layout = self.t.layout(&meta.info, &self.t.dir());
             let dir = self.t.dir();
             let _ = tokio::task::spawn_blocking(move || crate::disk::delete_files(&layout, &dir)).await;
         }
@@ -646,6 +772,9 @@ impl Inner {
     /// and [`MAX_HANDSHAKES_PER_IP`] from one address (unless the limit of connections per
     /// address is off). The guard counts it until dropped.
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<HandshakeGuard> {
+        if self.core.blocked(ip) {
+            return None;
+        }
         let per_ip = match self.core.settings().max_peers_per_ip {
             0 => MAX_HANDSHAKES,
             _ => MAX_HANDSHAKES_PER_IP,
@@ -717,6 +846,62 @@ async fn accept_loop(inner: std::sync::Weak<Inner>, listener: TcpListener) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A download no peer serves: one piece of 16 KiB, no tracker.
+    fn unserved(session: &Session, dir: &std::path::Path, name: &str) -> TorrentHandle {
+        let b = bitswarm_metainfo::TorrentBuilder {
+            name: name.into(),
+            piece_length: 16384,
+            pieces: vec![[7; 20]],
+            length: 16384,
+            ..Default::default()
+        };
+        let meta = bitswarm_metainfo::Metainfo::parse(&b.build().0).unwrap();
+        let mut add = AddTorrent::new(crate::torrent::AddSource::Metainfo(Arc::new(meta)), dir.to_owned());
+        add.no_trackers = true;
+        session.add(add).unwrap()
+    }
+
+    async fn reaches(h: &TorrentHandle, want: State) {
+        let mut rx = h.t.subscribe();
+        let wait = rx.wait_for(|s| *s == want);
+        tokio::time::timeout(Duration::from_secs(20), wait).await.expect("the state comes in time");
+    }
+
+    /// With one download at a time, a download through which nothing moves for the stalled time
+    /// frees its turn: the next in line starts (not before), and the stalled one runs on.
+    #[tokio::test]
+    async fn a_stalled_download_lets_the_next_in_line_start() {
+        const STALL: Duration = Duration::from_secs(3);
+        for stall in [Some(STALL), None] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = Settings::new("127.0.0.1:0".parse().unwrap());
+            s.max_downloading = Some(1);
+            s.queue_stalled = stall;
+            s.lsd_groups = Vec::new();
+            let session = Session::start(s).await.unwrap();
+            let a = unserved(&session, dir.path(), "a");
+            reaches(&a, State::Downloading).await;
+            let b = unserved(&session, dir.path(), "b");
+            match stall {
+                Some(_) => {
+                    reaches(&b, State::Downloading).await;
+                    assert_eq!(a.state(), State::Downloading, "the stalled one runs on");
+                    // Its slot was taken before its run started, which is quick here.
+                    let (ta, tb) = (a.times().started.unwrap(), b.times().started.unwrap());
+                    let waited = tb.duration_since(ta).unwrap_or_default();
+                    assert!(waited >= STALL - Duration::from_secs(1), "the next started {waited:?} after");
+                }
+                None => {
+                    // Never stalled: the second waits as long as the first runs.
+                    reaches(&b, State::DownloadQueued).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    assert_eq!(b.state(), State::DownloadQueued);
+                }
+            }
+            session.shutdown().await;
+        }
+    }
 
     #[tokio::test]
     async fn the_peer_port_moves_and_an_unusable_one_keeps_the_old() {

@@ -139,6 +139,19 @@ pub struct TorrentSettings {
     /// yet: kept here so that it holds across a restart (left out of the JSON while false).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stop_at_metadata: bool,
+    /// The torrent's name as renamed (`torrent-rename-path` of its top file or folder); None:
+    /// its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Each file's path under the torrent's folder, components joined by `/`, once a file or
+    /// folder was renamed (one per file of the torrent, in its order); None: its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
+    /// Where the data goes once every wanted piece is in, while it is downloaded elsewhere
+    /// (the daemon's incomplete folder, Transmission's `incomplete-dir`); the engine only keeps
+    /// it, and moves the data when asked ([`crate::TorrentHandle::move_completed`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub complete_dir: Option<PathBuf>,
 }
 
 impl Default for TorrentSettings {
@@ -158,6 +171,9 @@ impl Default for TorrentSettings {
             bandwidth_priority: 0,
             trackers: None,
             stop_at_metadata: false,
+            name: None,
+            paths: None,
+            complete_dir: None,
         }
     }
 }
@@ -260,6 +276,14 @@ impl Times {
             return;
         }
         self.since = now_seeding.map(|s| (s, now));
+    }
+
+    /// How long since the current run started or data last moved, whichever is later
+    /// (Transmission's idle time, which tells a stalled torrent); None without a run.
+    pub fn idle(&self) -> Option<Duration> {
+        let started = self.started?;
+        let last = self.activity.map_or(started, |a| a.max(started));
+        Some(SystemTime::now().duration_since(last).unwrap_or_default())
     }
 
     /// The totals up to now.
@@ -386,6 +410,8 @@ pub(crate) struct Torrent {
     /// Boxed, as the resume data: most torrents have neither.
     magnet: Option<Box<Magnet>>,
     dir: Mutex<PathBuf>,
+    /// Held while the files move, are renamed or are deleted: one of those at a time.
+    pub(crate) files_lock: tokio::sync::Mutex<()>,
     seed_only: bool,
     peers: Vec<SocketAddr>,
     no_trackers: bool,
@@ -461,6 +487,7 @@ impl Torrent {
             meta: RwLock::new(meta),
             magnet: magnet.map(Box::new),
             dir: Mutex::new(add.dir),
+            files_lock: tokio::sync::Mutex::new(()),
             seed_only: add.seed_only,
             peers,
             no_trackers: add.no_trackers,
@@ -490,6 +517,9 @@ impl Torrent {
     }
 
     pub fn name(&self) -> String {
+        if let Some(n) = self.with_settings(|s| s.name.clone()) {
+            return n;
+        }
         if let Some(m) = &*self.meta.read().unwrap_or_else(|p| p.into_inner()) {
             return m.info.name.clone();
         }
@@ -582,6 +612,19 @@ impl Torrent {
         self.finished.load(Ordering::Relaxed)
     }
 
+    /// Where its files are under `dir` (renamed ones where they were renamed to).
+    pub(crate) fn layout(&self, info: &bitswarm_metainfo::Info, dir: &std::path::Path) -> bitswarm_storage::Layout {
+        self.with_settings(|s| bitswarm_storage::Layout::with_paths(info, dir, s.paths.as_deref()))
+    }
+
+    /// Each file's path under its folder, components joined by `/` (as renamed).
+    pub fn file_paths(&self, info: &bitswarm_metainfo::Info) -> Vec<String> {
+        self.with_settings(|s| match bitswarm_storage::usable_paths(info, s.paths.as_deref()) {
+            Some(p) => p.to_vec(),
+            None => info.files.iter().map(|f| info.relative_path(f).to_string_lossy().into_owned()).collect(),
+        })
+    }
+
     pub fn settings(&self) -> TorrentSettings {
         TorrentSettings::clone(&self.settings.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -640,7 +683,7 @@ impl Torrent {
     pub fn resume(&self) -> Option<Resume> {
         let meta = self.meta()?;
         let have = self.have().unwrap_or_else(|| Bitfield::new(meta.info.piece_count()));
-        let layout = bitswarm_storage::Layout::new(&meta.info, &self.dir());
+        let layout = self.layout(&meta.info, &self.dir());
         let files = layout
             .files
             .iter()
@@ -670,6 +713,19 @@ impl Torrent {
     /// Whether the torrent should run (what the user asked last).
     pub fn wants_to_run(&self) -> bool {
         self.wish.borrow().run
+    }
+
+    /// Whether it was started out of queue order (`torrent-start-now`).
+    pub fn forced(&self) -> bool {
+        self.wish.borrow().force
+    }
+
+    /// Starts it again after a pause of its own (a move, a rename), as it was started; not a
+    /// torrent removed meanwhile.
+    pub fn resume_run(&self, forced: bool) {
+        if !self.is_retired() {
+            self.start(forced);
+        }
     }
 
     pub fn live(&self) -> Option<Arc<Live>> {
@@ -936,6 +992,7 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
             LiveConfig {
                 id: t.id,
                 dir: t.dir(),
+                paths: settings.paths.clone(),
                 writable: !t.seed_only,
                 files_ready: t.files_vouched.swap(false, Ordering::AcqRel),
                 trackers: t.trackers(&meta),
@@ -958,6 +1015,7 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
             }
         };
         *t.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live.clone());
+        slot.watch(live.activity());
         t.set_state(if kind == Kind::Seed { State::Seeding } else { State::Downloading });
         t.changed();
         // Public torrents look for peers on the DHT and announce themselves there, until the run ends.
@@ -1096,7 +1154,7 @@ async fn check(
     full: bool,
 ) -> Option<Result<(), String>> {
     let n = meta.info.piece_count();
-    let layout = bitswarm_storage::Layout::new(&meta.info, &t.dir());
+    let layout = t.layout(&meta.info, &t.dir());
     // Resume data, when it fits this torrent, spares the check of what it vouches for.
     let resume = t.resume.lock().unwrap_or_else(|p| p.into_inner()).take();
     let resume = resume.filter(|r| !full && r.have.len() == n && r.files.len() == meta.info.files.len());
@@ -1252,6 +1310,7 @@ async fn fetch(t: &Torrent) -> Result<Arc<Metainfo>, String> {
         peers: t.peers.clone(),
         trackers: if t.no_trackers { Vec::new() } else { magnet.trackers.clone() },
         encryption: s.outgoing_encryption,
+        blocklist: t.core.blocklist(),
     };
     let name = t.name();
     // The DHT is asked too (whether the torrent is private is not known before its metadata).

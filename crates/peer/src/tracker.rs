@@ -490,12 +490,21 @@ fn http_reply(raw: &[u8], max: usize) -> Result<HttpReply, String> {
     if code != "200" {
         return Err(format!("HTTP {}", status.split_once(' ').map_or(status, |x| x.1)));
     }
-    let chunked =
-        headers.any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
+    let chunked = headers
+        .clone()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
     let body = &raw[end + 4..];
     if !chunked {
         if body.len() > max {
             return Err("reply too large".into());
+        }
+        // A body cut short (the connection lost, a TLS stream ended without its close) is not
+        // taken for the whole.
+        let length = headers.find(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.parse::<usize>());
+        if let Some(Ok(n)) = length
+            && body.len() < n
+        {
+            return Err(format!("the reply was cut short: {} of its {n} bytes", body.len()));
         }
         return Ok(HttpReply::Body(body.to_vec()));
     }
@@ -752,6 +761,10 @@ mod tests {
             HttpReply::Redirect(to) => Err(format!("redirect to {to}")),
         };
         assert_eq!(http_body(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nde").unwrap(), b"de");
+        assert_eq!(
+            http_body(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nde").unwrap_err(),
+            "the reply was cut short: 2 of its 5 bytes"
+        );
         assert_eq!(
             http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n1\r\nx\r\n0\r\n\r\n").unwrap(),
             b"dex"

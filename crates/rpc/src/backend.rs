@@ -37,8 +37,8 @@ pub struct Wants {
     /// `labels`, `webseeds` (a listing of 10,000 made them all, to drop them).
     pub text: bool,
     /// The dates and time counters: `addedDate`, `activityDate`, `doneDate`, `startDate`,
-    /// `secondsDownloading`, `secondsSeeding` (each a lock and a clock read a torrent, which a
-    /// listing of names and states need not pay).
+    /// `secondsDownloading`, `secondsSeeding`, and `isStalled`, which is told from them (each a
+    /// lock and a clock read a torrent, which a listing of names and states need not pay).
     pub times: bool,
 }
 
@@ -65,9 +65,8 @@ impl Wants {
                 "downloadDir" | "comment" | "creator" | "source" | "labels" | "webseeds" => w.text = true,
                 "pieces" => w.pieces = true,
                 "availability" => w.availability = true,
-                "addedDate" | "activityDate" | "doneDate" | "startDate" | "secondsDownloading" | "secondsSeeding" => {
-                    w.times = true
-                }
+                "addedDate" | "activityDate" | "doneDate" | "startDate" | "secondsDownloading" | "secondsSeeding"
+                | "isStalled" => w.times = true,
                 _ => {}
             }
         }
@@ -504,6 +503,12 @@ pub trait Backend: Send + Sync + 'static {
     fn rename_path(&self, id: u32, path: &str, name: &str) -> impl Future<Output = Result<(), BackendError>> + Send {
         let _ = (id, path, name);
         async { Err(BackendError::Unsupported) }
+    }
+
+    /// blocklist-update: fetches `blocklist-url`, keeps the list and puts it in force when
+    /// `blocklist-enabled`; returns its rules. The default holds no blocklist: no rules.
+    fn blocklist_update(&self) -> impl Future<Output = Result<u64, BackendError>> + Send {
+        async { Ok(0) }
     }
 
     /// Moves these torrents in the queue (positions stay 0-based and dense).

@@ -541,6 +541,8 @@ pub struct SessionView {
     pub cache_size_mb: u32,
     pub blocklist_enabled: bool,
     pub blocklist_url: String,
+    /// The rules of the blocklist held (in force or not).
+    pub blocklist_size: u64,
     /// Trackers added to every public torrent, one URL a line, a blank line between tiers.
     pub default_trackers: String,
     pub script_torrent_added_enabled: bool,
@@ -600,6 +602,7 @@ impl Default for SessionView {
             cache_size_mb: 4,
             blocklist_enabled: false,
             blocklist_url: "http://www.example.com/blocklist".to_owned(),
+            blocklist_size: 0,
             default_trackers: String::new(),
             script_torrent_added_enabled: false,
             script_torrent_added_filename: String::new(),

@@ -21,6 +21,18 @@ pub struct Layout {
     pub total_length: u64,
 }
 
+/// Whether `p` is a relative path of plain components joined by `/`: none empty, `.` or `..`,
+/// none with a NUL.
+fn plain_path(p: &str) -> bool {
+    p.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'))
+}
+
+/// `paths` if they can place the files of `info` (see [`Layout::with_paths`]): one a file, each
+/// made of plain components; None otherwise.
+pub fn usable_paths<'a>(info: &Info, paths: Option<&'a [String]>) -> Option<&'a [String]> {
+    paths.filter(|p| p.len() == info.files.len() && p.iter().all(|p| plain_path(p)))
+}
+
 /// A run of bytes inside one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
@@ -44,6 +56,21 @@ impl Layout {
             })
             .collect();
         Layout { files, piece_length: info.piece_length, total_length: info.total_length }
+    }
+
+    /// [`Layout::new`] with each file's path under `dir` given (a torrent whose files or folders
+    /// were renamed: one path a file of `info`, in torrent order, components joined by `/`).
+    /// Paths that are not one a file, or not all made of plain components (no empty one, no
+    /// `.`, no `..`, no NUL), are ignored: the torrent's own are used, so that nothing read
+    /// back from a store can place a file outside `dir`.
+    pub fn with_paths(info: &Info, dir: &Path, paths: Option<&[String]>) -> Layout {
+        let mut layout = Layout::new(info, dir);
+        if let Some(paths) = usable_paths(info, paths) {
+            for (f, p) in layout.files.iter_mut().zip(paths) {
+                f.path = dir.join(p);
+            }
+        }
+        layout
     }
 
     /// A layout over explicit files, concatenated in the order given.
@@ -91,6 +118,34 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Renamed paths place the files; paths that could leave the folder, or not one a file,
+    /// are ignored.
+    #[test]
+    fn renamed_paths_stay_under_the_folder() {
+        let b = bitswarm_metainfo::TorrentBuilder {
+            name: "tree".into(),
+            piece_length: 16384,
+            pieces: vec![[0; 20]],
+            files: Some(vec![(vec!["a".into()], 10), (vec!["s".into(), "b".into()], 5)]),
+            ..Default::default()
+        };
+        let m = bitswarm_metainfo::Metainfo::parse(&b.build().0).unwrap();
+        let dir = Path::new("/d");
+        let paths = |l: Layout| l.files.into_iter().map(|f| f.path).collect::<Vec<_>>();
+        let own = vec![PathBuf::from("/d/tree/a"), PathBuf::from("/d/tree/s/b")];
+        assert_eq!(paths(Layout::with_paths(&m.info, dir, None)), own);
+        let renamed = ["new/a".to_owned(), "new/t/b2".to_owned()];
+        assert_eq!(
+            paths(Layout::with_paths(&m.info, dir, Some(&renamed))),
+            vec![PathBuf::from("/d/new/a"), PathBuf::from("/d/new/t/b2")]
+        );
+        for bad in [["../a", "b"], ["/etc/a", "b"], ["x//a", "b"], ["x/./a", "b"], ["", "b"], ["a\0", "b"]] {
+            let bad = bad.map(str::to_owned);
+            assert_eq!(paths(Layout::with_paths(&m.info, dir, Some(&bad))), own, "{bad:?}");
+        }
+        assert_eq!(paths(Layout::with_paths(&m.info, dir, Some(&renamed[..1]))), own, "one path for two files");
+    }
 
     #[test]
     fn segments_span_files_and_skip_empty_ones() {

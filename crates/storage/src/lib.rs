@@ -12,7 +12,7 @@ mod walk;
 pub use hasher::{
     Hashed, PieceError, PieceState, for_each_piece, for_pieces_in, hash_pieces, verify_pieces, verify_pieces_in,
 };
-pub use layout::{Layout, LayoutFile, Segment};
+pub use layout::{Layout, LayoutFile, Segment, usable_paths};
 pub use walk::{WalkError, WalkedFile, walk};
 
 /// Number of worker threads to use for CPU-bound work: every core.

@@ -43,7 +43,7 @@ pub(crate) async fn call<B: Backend>(backend: &B, ctx: Context<'_>, request: Req
         "queue-move-bottom" => torrent::act(backend, &args, |b, ids| b.queue_move(ids, QueueMove::Bottom)),
         "free-space" => system::free_space(&args).await,
         "port-test" => system::port_test(backend).await,
-        "blocklist-update" => system::blocklist_update(),
+        "blocklist-update" => system::blocklist_update(backend).await,
         "group-get" => system::group_get(),
         "bitswarm-torrent-create" => bitswarm::create(backend, &args).await,
         "bitswarm-torrent-create-status" => bitswarm::create_status(backend, &args),

@@ -99,7 +99,7 @@ fn value(key: &str, s: &SessionView, ctx: Context<'_>, free_space: i64) -> Optio
         "anti-brute-force-enabled" => ctx.anti_brute_force.into(),
         "anti-brute-force-threshold" => BRUTE_FORCE_THRESHOLD.into(),
         "blocklist-enabled" => s.blocklist_enabled.into(),
-        "blocklist-size" => 0.into(),
+        "blocklist-size" => s.blocklist_size.into(),
         "blocklist-url" => s.blocklist_url.as_str().into(),
         "cache-size-mb" => s.cache_size_mb.into(),
         "config-dir" => s.config_dir.as_str().into(),

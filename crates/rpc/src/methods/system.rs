@@ -72,9 +72,13 @@ pub(crate) async fn port_test<B: Backend>(backend: &B) -> Reply {
     }
 }
 
-/// blocklist-update: bitswarm has no blocklist, so it holds no rules.
-pub(crate) fn blocklist_update() -> Reply {
-    Reply::with(&serde_json::json!({"blocklist-size": 0}))
+/// blocklist-update: the backend fetches `blocklist-url` and keeps the list; its rules, or
+/// Transmission's `gotNewBlocklist: …` error.
+pub(crate) async fn blocklist_update<B: Backend>(backend: &B) -> Reply {
+    match backend.blocklist_update().await {
+        Ok(n) => Reply::with(&serde_json::json!({"blocklist-size": n})),
+        Err(e) => Reply::error(format!("gotNewBlocklist: {e}")),
+    }
 }
 
 /// group-get: bitswarm has no bandwidth groups.
