@@ -636,6 +636,12 @@ impl Live {
         (st.peers.len(), st.banned.len(), sending, getting)
     }
 
+    /// The addresses it knows to dial.
+    #[cfg(test)]
+    pub(crate) fn known_addrs(&self) -> Vec<SocketAddr> {
+        self.state().known.keys().copied().collect()
+    }
+
     /// Forgets the addresses to dial that `list` holds (it has just come in force).
     pub(crate) fn forget_blocked(&self, list: &crate::Blocklist) {
         self.state().known.retain(|a, _| !list.contains(a.ip()));

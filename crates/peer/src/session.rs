@@ -531,18 +531,14 @@ impl TorrentHandle {
         Some(result.map(|()| to))
     }
 
-    /// Runs `work` with the torrent's run stopped and ended, then, if it ran, starts it again
-    /// as it was started: what moves or renames its files.
+    /// Runs `work` with the torrent's run held off and ended: what moves or renames its files.
+    /// What the user asks meanwhile (a stop, a start) takes effect after, and a running torrent
+    /// runs again as it was started. (Until 2026-12-07 the run was stopped, as by the user, and
+    /// started again after: a stop asked during a move was undone by that start.)
     async fn with_run_stopped<T>(&self, work: impl std::future::Future<Output = T>) -> T {
-        let (running, forced) = (self.t.wants_to_run(), self.t.forced());
-        if running {
-            self.stop_and_wait().await;
-        }
-        let done = work.await;
-        if running {
-            self.t.resume_run(forced);
-        }
-        done
+        let _held = self.t.hold();
+        self.t.subscribe().wait_for(|s| !s.is_active()).await;
+        work.await
     }
 
     async fn relocate(&self, dir: std::path::PathBuf, move_data: bool) -> Result<(), String> {
@@ -901,6 +897,64 @@ mod tests {
             }
             session.shutdown().await;
         }
+    }
+
+    /// A blocklist put in force makes the running torrents forget the addresses in it that they
+    /// knew, and they take none in it from then on; addresses outside it stay.
+    #[tokio::test]
+    async fn a_blocklist_in_force_forgets_the_blocked_addresses_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::new("127.0.0.1:0".parse().unwrap());
+        s.lsd_groups = Vec::new();
+        let session = Session::start(s).await.unwrap();
+        let h = unserved(&session, dir.path(), "a");
+        reaches(&h, State::Downloading).await;
+        // Port 1: nothing listens, the dials fail and the addresses stay known.
+        let (blocked, free): (SocketAddr, SocketAddr) =
+            ("127.0.0.9:1".parse().unwrap(), "127.0.0.10:1".parse().unwrap());
+        h.add_peers(&[blocked, free]);
+        let live = h.t.live().unwrap();
+        let mut known = live.known_addrs();
+        known.sort();
+        assert_eq!(known, [blocked, free]);
+        session.set_blocklist(Some(Arc::new(crate::Blocklist::parse(b"127.0.0.9/32").unwrap())));
+        assert_eq!(live.known_addrs(), [free]);
+        h.add_peers(&["127.0.0.9:2".parse().unwrap()]);
+        assert_eq!(live.known_addrs(), [free], "a blocked address is not taken");
+        session.set_blocklist(None);
+        h.add_peers(&[blocked]);
+        assert_eq!(live.known_addrs().len(), 2, "without the list it is taken again");
+        session.shutdown().await;
+    }
+
+    /// A move or a rename holds the run off: the run ends for it, and after it the torrent runs
+    /// again as it ran, unless a stop was asked meanwhile; a start asked meanwhile waits for it.
+    #[tokio::test]
+    async fn a_stop_or_a_start_asked_during_a_move_holds_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::new("127.0.0.1:0".parse().unwrap());
+        s.lsd_groups = Vec::new();
+        let session = Session::start(s).await.unwrap();
+        let h = unserved(&session, dir.path(), "a");
+        reaches(&h, State::Downloading).await;
+        // Nothing asked: it runs again.
+        h.with_run_stopped(async { assert_eq!(h.state(), State::Stopped, "no run during the work") }).await;
+        reaches(&h, State::Downloading).await;
+        // A stop asked meanwhile holds.
+        h.with_run_stopped(async { h.stop() }).await;
+        reaches(&h, State::Stopped).await;
+        assert!(!h.wants_to_run());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(h.state(), State::Stopped, "the stop asked during the move holds");
+        // A start asked meanwhile waits for the work's end.
+        h.with_run_stopped(async {
+            h.start(false);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(h.state(), State::Stopped, "no run before the work ends");
+        })
+        .await;
+        reaches(&h, State::Downloading).await;
+        session.shutdown().await;
     }
 
     #[tokio::test]

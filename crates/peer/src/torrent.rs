@@ -399,6 +399,16 @@ struct Wish {
     /// The session is closing: the run ends, but `run` keeps what the user asked, so the
     /// torrent comes back running at the next start.
     halt: bool,
+    /// Its files are being moved or renamed: no run meanwhile, whatever `run` says (a start or
+    /// a stop asked meanwhile takes effect after). A count: [`Torrent::hold`]'s guards.
+    hold: u32,
+}
+
+impl Wish {
+    /// Whether a run may go on.
+    fn runs(&self) -> bool {
+        self.run && !self.halt && self.hold == 0
+    }
 }
 
 pub(crate) struct Torrent {
@@ -497,7 +507,7 @@ impl Torrent {
             generation: AtomicU64::new(0),
             changed_at: Mutex::new(Instant::now()),
             finished: AtomicBool::new(false),
-            wish: Watched::new(Wish { run: !add.paused, force: false, verify: 0, halt: false }),
+            wish: Watched::new(Wish { run: !add.paused, force: false, verify: 0, halt: false, hold: 0 }),
             state: Watched::new(if add.paused { State::Stopped } else { State::CheckQueued }),
             have: Mutex::new(None),
             live: Mutex::new(None),
@@ -715,17 +725,12 @@ impl Torrent {
         self.wish.borrow().run
     }
 
-    /// Whether it was started out of queue order (`torrent-start-now`).
-    pub fn forced(&self) -> bool {
-        self.wish.borrow().force
-    }
-
-    /// Starts it again after a pause of its own (a move, a rename), as it was started; not a
-    /// torrent removed meanwhile.
-    pub fn resume_run(&self, forced: bool) {
-        if !self.is_retired() {
-            self.start(forced);
-        }
+    /// Holds its run off (for a move or a rename of its files) until the guard is dropped; what
+    /// the user asks meanwhile, start or stop, takes effect then.
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        self.wish.send_modify(|w| w.hold += 1);
+        self.wake_run();
+        Hold(self.clone())
     }
 
     pub fn live(&self) -> Option<Arc<Live>> {
@@ -896,6 +901,16 @@ enum RunEnd {
     Failed(String),
 }
 
+/// Keeps a torrent's run held off while it lives (see [`Torrent::hold`]).
+pub(crate) struct Hold(Arc<Torrent>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.wish.send_modify(|w| w.hold -= 1);
+        self.0.wake_run();
+    }
+}
+
 /// The torrent's life: fetch the metadata, check, wait for a turn, run; and again after each
 /// command. Ends when the session drops the torrent (its wish channel closes).
 pub(crate) async fn drive(t: Arc<Torrent>) {
@@ -903,7 +918,7 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
     let mut verified_for = wish.borrow().verify;
     loop {
         let w = *wish.borrow_and_update();
-        if !w.run || w.halt {
+        if !w.runs() {
             if !matches!(t.state(), State::Error(_)) {
                 t.set_state(State::Stopped);
             }
@@ -1070,7 +1085,7 @@ async fn run(
         woken.as_mut().enable();
         if wish.has_changed() {
             let w = *wish.borrow_and_update();
-            if !w.run || w.halt {
+            if !w.runs() {
                 return RunEnd::Stopped;
             }
             if w.verify != verified_for {
