@@ -12,6 +12,8 @@ use tokio::net::{TcpStream, UdpSocket};
 /// Replies larger than this are refused (a real announce reply is a few kilobytes).
 const MAX_REPLY: usize = 1 << 20;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest a fetched file ([`fetch_url`]) may take in all, while it keeps coming.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
 /// UDP retransmission: BEP 15 says 15 s × 2^n; on today's networks (and for a client that
 /// must not sit idle) a shorter first wait is the norm.
 const UDP_TRIES: [Duration; 3] = [Duration::from_secs(3), Duration::from_secs(6), Duration::from_secs(12)];
@@ -316,7 +318,10 @@ fn redirect_target(from: &str, location: &str) -> Result<String, String> {
 /// local network (see [`crate::is_local`]); such a server is refused unless `local_ok`.
 /// Fetches `url` (http or https, following up to 5 redirects as announces do) and returns the
 /// body, at most `max` bytes; `cookies` go in a `Cookie` header. For a .torrent file named by
-/// a URL (Transmission's torrent-add).
+/// a URL (Transmission's torrent-add) and a blocklist (64 MiB at most): a connection that
+/// sends nothing for [`HTTP_TIMEOUT`] fails, one that keeps sending may take up to
+/// [`FETCH_TIMEOUT`] in all. (Until 2026-12-07 all of it had to come within 15 s: a big
+/// blocklist on a slow link never came.)
 pub async fn fetch_url(url: &str, cookies: Option<&str>, max: usize) -> Result<Vec<u8>, String> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(format!("{url}: only http and https URLs are fetched"));
@@ -326,8 +331,9 @@ pub async fn fetch_url(url: &str, cookies: Option<&str>, max: usize) -> Result<V
     let mut local_ok = None;
     for _ in 0..=MAX_REDIRECTS {
         let get = http_get(&target, local_ok.unwrap_or(true), unspecified, max, cookies);
-        let (raw, local) =
-            tokio::time::timeout(HTTP_TIMEOUT, get).await.map_err(|_| "no answer in time".to_owned())??;
+        let (raw, local) = tokio::time::timeout(FETCH_TIMEOUT, get)
+            .await
+            .map_err(|_| format!("not all of it came within {FETCH_TIMEOUT:?}"))??;
         local_ok.get_or_insert(local);
         match http_reply(&raw, max)? {
             HttpReply::Body(body) => return Ok(body),
@@ -352,14 +358,17 @@ async fn http_get(
     let tls = full.starts_with("https://");
     let default_port = if tls { 443 } else { 80 };
     let (host, port, path) = split_url(full, default_port)?;
-    let addrs = resolve(&host, port).await?;
+    let addrs = within(resolve(&host, port)).await?;
     let local = addrs.iter().any(|a| crate::is_local(a.ip()));
     if local && !local_ok {
         return Err(format!("refused a redirect from a public tracker to {host}, on a local network"));
     }
     let mut connected = Err(std::io::Error::other("no address"));
     for addr in &addrs {
-        connected = crate::live::connect_from(bind, *addr).await;
+        connected = match tokio::time::timeout(HTTP_TIMEOUT, crate::live::connect_from(bind, *addr)).await {
+            Ok(c) => c,
+            Err(_) => Err(std::io::Error::other(format!("no answer within {HTTP_TIMEOUT:?}"))),
+        };
         if connected.is_ok() {
             break;
         }
@@ -376,7 +385,7 @@ async fn http_get(
         env!("CARGO_PKG_VERSION")
     );
     let raw = if tls {
-        exchange(tls::connect(&host, stream).await?, &request, max).await?
+        exchange(within(tls::connect(&host, stream)).await?, &request, max).await?
     } else {
         exchange(stream, &request, max).await?
     };
@@ -400,23 +409,37 @@ async fn exchange(
     request: &str,
     max: usize,
 ) -> Result<Vec<u8>, String> {
-    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-    // TLS may hold back the last record until flushed.
-    stream.flush().await.map_err(|e| e.to_string())?;
+    within(async {
+        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        // TLS may hold back the last record until flushed.
+        stream.flush().await.map_err(|e| e.to_string())
+    })
+    .await?;
     let mut raw = Vec::new();
     // The head comes on top of the body's limit.
     let limit = max + 64 * 1024;
-    match (&mut stream).take(limit as u64 + 1).read_to_end(&mut raw).await {
-        Ok(_) => {}
-        // Many HTTPS servers close the TCP connection without TLS's close_notify. The reply is
-        // still checked: a cut-off body fails the chunk or bencode parsing that follows.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    if raw.len() > limit {
-        return Err("reply too large".into());
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = match tokio::time::timeout(HTTP_TIMEOUT, stream.read(&mut buf)).await {
+            Err(_) => return Err(format!("nothing came for {HTTP_TIMEOUT:?} (after {} bytes)", raw.len())),
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+            // Many HTTPS servers close the TCP connection without TLS's close_notify. The reply
+            // is still checked: a cut-off body fails the chunk or bencode parsing that follows.
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => break,
+            Ok(Err(e)) => return Err(e.to_string()),
+        };
+        if raw.len() + n > limit {
+            return Err("reply too large".into());
+        }
+        raw.extend_from_slice(&buf[..n]);
     }
     Ok(raw)
+}
+
+/// `work`, or an error if it takes longer than [`HTTP_TIMEOUT`].
+async fn within<T>(work: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(HTTP_TIMEOUT, work).await.unwrap_or_else(|_| Err(format!("no answer within {HTTP_TIMEOUT:?}")))
 }
 
 /// HTTPS: rustls (with ring) and the system's trusted certificates, as curl finds them
@@ -674,6 +697,40 @@ mod tests {
             numwant: 50,
             local: std::net::Ipv4Addr::LOCALHOST.into(),
         }
+    }
+
+    /// A reply that keeps coming is read to its end however long it takes in all; one that
+    /// stops coming fails after HTTP_TIMEOUT of silence (virtual time).
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reply_is_read_while_it_keeps_coming() {
+        let (client, mut server) = tokio::io::duplex(1024);
+        let serve = tokio::spawn(async move {
+            let mut req = [0; 16];
+            let _ = server.read(&mut req).await.unwrap();
+            for _ in 0..10 {
+                server.write_all(b"0123456789").await.unwrap();
+                tokio::time::sleep(HTTP_TIMEOUT / 2).await;
+            }
+        });
+        let start = tokio::time::Instant::now();
+        let raw = exchange(client, "GET", 1000).await.unwrap();
+        assert_eq!(raw, b"0123456789".repeat(10));
+        assert!(start.elapsed() > HTTP_TIMEOUT * 4, "it took {:?}", start.elapsed());
+        serve.await.unwrap();
+
+        let (client, mut server) = tokio::io::duplex(1024);
+        let serve = tokio::spawn(async move {
+            let mut req = [0; 16];
+            let _ = server.read(&mut req).await.unwrap();
+            server.write_all(b"HTTP/1.1 200").await.unwrap();
+            tokio::time::sleep(HTTP_TIMEOUT * 2).await;
+            drop(server);
+        });
+        let start = tokio::time::Instant::now();
+        let e = exchange(client, "GET", 1000).await.unwrap_err();
+        assert!(e.contains("nothing came") && e.contains("after 12 bytes"), "{e}");
+        assert!(start.elapsed() >= HTTP_TIMEOUT && start.elapsed() < HTTP_TIMEOUT * 2, "{:?}", start.elapsed());
+        serve.await.unwrap();
     }
 
     /// Many torrents on one dead tracker: one of them tries it, the others are told without
