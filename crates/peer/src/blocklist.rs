@@ -1,7 +1,7 @@
 //! IP blocklists (Transmission's `blocklist-url`): ranges of addresses that no peer may come
 //! from or be dialed at. Read from the formats Transmission reads, one rule a line, gzipped or
 //! not: P2P text (`description:first-last`), eMule DAT (`first - last , level , description`)
-//! and CIDR (`address/bits`), IPv4 and IPv6 (P2P's IPv4 only: its separator is `:`). No I/O.
+//! and CIDR (`address/bits`), IPv4 and IPv6. No I/O.
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -12,6 +12,9 @@ const MAX_TEXT: u64 = 64 << 20;
 /// The most rules a list may hold (those lists hold up to about a million; 4 million IPv6
 /// ranges take 128 MB).
 const MAX_RULES: usize = 4_000_000;
+
+/// The longest text of a range (two IPv6 addresses of 45 characters, a `-`, spaces).
+const MAX_RANGE: usize = 128;
 
 /// Ranges of addresses, sorted and merged.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -115,7 +118,12 @@ fn merge<T: Ord + Copy>(ranges: &mut Vec<(T, T)>) {
 /// formats that reads it (a description may hold a `,`, a `/` or a `:`).
 fn rule(line: &str) -> Option<(IpAddr, IpAddr)> {
     let dat = || range(line.split_once(',')?.0);
-    let p2p = || range(line.rsplit_once(':')?.1);
+    // The range follows the description's `:`. A description may hold `:` too, and so does an
+    // IPv6 address: the range is the longest tail after a `:` that reads as one (Transmission
+    // splits at the first `:`; a description that ends in hex digits and `:` can be read into
+    // an IPv6 address either way). Only short tails are tried: a line of a million `:` costs no
+    // more than a short one.
+    let p2p = || line.match_indices(':').map(|(i, _)| &line[i + 1..]).filter(|t| t.len() <= MAX_RANGE).find_map(range);
     let cidr = || {
         let (a, bits) = line.split_once('/')?;
         block(a.trim(), bits.trim())
@@ -187,13 +195,15 @@ mod tests {
                     2001:db8::/32\n\
                     this line is none\n\
                     \n\
-                    overlap:1.2.3.128-1.2.4.10\n";
+                    overlap:1.2.3.128-1.2.4.10\n\
+                    IPv6 org: x:y:2001:db9:5::-2001:db9:5::ffff\n\
+                    no description:2001:dba:7::1-2001:dba:7::1\n";
         let plain = Blocklist::parse(text.as_bytes()).unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(text.as_bytes()).unwrap();
         let zipped = Blocklist::parse(&gz.finish().unwrap()).unwrap();
         assert_eq!(plain, zipped);
-        assert_eq!(plain.rules(), 5);
+        assert_eq!(plain.rules(), 7);
         for (a, blocked) in [
             ("1.2.2.255", false),
             ("1.2.3.0", true),
@@ -205,6 +215,10 @@ mod tests {
             ("::ffff:192.168.1.1", true),
             ("2001:db8:1::1", true),
             ("2001:db9::1", false),
+            ("2001:db9:5::fff", true),
+            ("2001:db9:5::1:0", false),
+            ("2001:dba:7::1", true),
+            ("2001:dba:7::2", false),
             ("127.0.0.1", false),
         ] {
             assert_eq!(plain.contains(ip(a)), blocked, "{a}");
@@ -220,6 +234,8 @@ mod tests {
         for bad in ["x:1.2.3.4-1.2.3.0", "1.2.3.4 - ::1 , 0 , x", "1.2.3/8", "1.2.3.4/33", "a:1.2.3.256-1.2.3.257"] {
             assert!(Blocklist::parse(bad.as_bytes()).is_err(), "{bad}");
         }
+        let long = format!("{}1.2.3.4-1.2.3.5x", ":".repeat(1 << 20));
+        assert!(Blocklist::parse(long.as_bytes()).is_err());
         let bomb = {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
             gz.write_all(&[b'#'; 1 << 20]).unwrap();
