@@ -413,6 +413,54 @@ fn interop_a_download_is_written_in_the_incomplete_folder_and_moved_once_complet
     });
 }
 
+/// transmission-remote's `--move` and `--find` (torrent-set-location): a seeding torrent's data
+/// moves to the new folder and is gone from the old, the torrent lists it as its download
+/// folder and seeds on from there (libtorrent downloads it from the daemon alone); `--find`
+/// points it at a copy in another folder, which is checked and served; the place is kept across
+/// a restart.
+#[test]
+fn interop_transmission_remote_moves_and_finds_a_torrents_data() {
+    if !require("transmission-remote") || !require("libtorrent") {
+        return;
+    }
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let (a, ha) = torrent_of(t.path(), "a.bin", 1 << 20, 43, &tracker.http_url());
+    let src = t.path().join("src");
+    let (mut seeder, _) = our_peer_on("127.0.0.2", "seed", &a, &src, &[], None);
+    let mut daemon = OurDaemon::start(t.path(), "", None);
+    daemon.remote(&["-a", a.to_str().unwrap()]);
+    let id = id_of(&daemon, &ha);
+    daemon.wait_torrent(id, &["status", "leftUntilDone"], "seeding", |v| v["status"] == 6 && v["leftUntilDone"] == 0);
+    seeder.kill();
+    let seeds_from = |daemon: &OurDaemon, dir: &Path, what: &str| {
+        assert_eq!(daemon.torrent(id, &["downloadDir"])["downloadDir"], serde_json::json!(dir), "{what}");
+        daemon.wait_torrent(id, &["status", "leftUntilDone"], what, |v| v["status"] == 6 && v["leftUntilDone"] == 0);
+        let leech = t.path().join(format!("leech-{what}"));
+        let (mut lt, _) = lt_peer("leech", &a, &leech, &[format!("127.0.0.1:{}", daemon.peer_port)]);
+        lt.wait_line(T, |l| l == "done");
+        same_file(&src.join("a.bin"), &leech.join("a.bin"));
+    };
+    let moved = t.path().join("moved");
+    daemon.remote(&["-t", &id.to_string(), "--move", moved.to_str().unwrap()]);
+    same_file(&src.join("a.bin"), &moved.join("a.bin"));
+    assert!(!daemon.downloads.join("a.bin").exists(), "the data stays in the old folder too");
+    seeds_from(&daemon, &moved, "moved");
+    let found = t.path().join("found");
+    std::fs::create_dir_all(&found).unwrap();
+    std::fs::copy(moved.join("a.bin"), found.join("a.bin")).unwrap();
+    daemon.remote(&["-t", &id.to_string(), "--find", found.to_str().unwrap()]);
+    assert!(moved.join("a.bin").exists(), "--find moves nothing");
+    std::fs::remove_file(moved.join("a.bin")).unwrap();
+    seeds_from(&daemon, &found, "found");
+    daemon.stop();
+    let again = OurDaemon::start(t.path(), "", None);
+    assert_eq!(again.torrent(id, &["downloadDir"])["downloadDir"], serde_json::json!(found));
+    again.wait_torrent(id, &["status", "leftUntilDone"], "seeding after a restart", |v| {
+        v["status"] == 6 && v["leftUntilDone"] == 0
+    });
+}
+
 /// `torrent-rename-path` from the Python transmission-rpc client: a file, a folder and the top
 /// folder of a downloaded torrent are renamed on disk and in the file list, the torrent takes
 /// its top folder's new name, a restart keeps the names, and libtorrent downloads the torrent
