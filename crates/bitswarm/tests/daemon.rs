@@ -461,6 +461,77 @@ fn interop_transmission_remote_moves_and_finds_a_torrents_data() {
     });
 }
 
+/// `kill -9` in the middle of a move and of a rename: the daemon ends where it hurts most, its
+/// files moved and its record not yet told (`BITSWARM_TEST_ABORT_AFTER` makes it abort there).
+/// At the next start it finishes what was under way: the torrent is in its new folder under
+/// its new names, complete, nothing downloaded again, and libtorrent downloads it from the
+/// daemon alone. (Before: the record named the old folder, the files were not there, and the
+/// torrent would download them all again.)
+#[test]
+fn interop_a_move_or_a_rename_cut_short_is_finished_at_the_next_start() {
+    let Some(python) = transmission_rpc_python() else { return };
+    if !require("transmission-remote") || !require("libtorrent") {
+        return;
+    }
+    let t = tempdir();
+    let tracker = OurTracker::start(t.path(), "");
+    let src = t.path().join("src");
+    let tree = src.join("tree");
+    random_file(&tree.join("x.bin"), 100_000, 61);
+    random_file(&tree.join("sub/y.bin"), 70_000, 62);
+    let torrent = t.path().join("tree.torrent");
+    let hash = create_torrent(&tree, &torrent, &["--piece-size", "16K", "-t", &tracker.http_url()]);
+    let (mut seeder, _) = our_peer_on("127.0.0.2", "seed", &torrent, &src, &[], None);
+    let abort_after = |step| [("BITSWARM_TEST_ABORT_AFTER", step)];
+    let mut daemon = OurDaemon::start_with_env(t.path(), "", None, &abort_after("move"));
+    daemon.remote(&["-a", torrent.to_str().unwrap()]);
+    let id = id_of(&daemon, &hash);
+    daemon.wait_torrent(id, &["status", "leftUntilDone"], "seeding", |v| v["status"] == 6 && v["leftUntilDone"] == 0);
+    seeder.kill();
+
+    let moved = t.path().join("moved");
+    let mut c = std::process::Command::new("transmission-remote");
+    c.arg(daemon.rpc.to_string()).args(["-t", &id.to_string(), "--move", moved.to_str().unwrap()]);
+    let _ = run(c, Duration::from_secs(60));
+    assert!(!daemon.proc.wait_exit(T).success(), "the daemon aborted");
+    assert!(moved.join("tree/sub/y.bin").exists() && !daemon.downloads.join("tree").exists(), "the files were moved");
+
+    let mut daemon = OurDaemon::start_with_env(t.path(), "", None, &abort_after("rename"));
+    assert_eq!(daemon.torrent(id, &["downloadDir"])["downloadDir"], serde_json::json!(moved));
+    daemon.wait_torrent(id, &["status", "leftUntilDone"], "seeding after the move", |v| {
+        v["status"] == 6 && v["leftUntilDone"] == 0
+    });
+    let script = r#"
+import sys, transmission_rpc
+c = transmission_rpc.Client(host="127.0.0.1", port=int(sys.argv[1]), timeout=30)
+try:
+    c.rename_torrent_path(int(sys.argv[2]), "tree/sub", "folder")
+except Exception as e:
+    print(e)
+"#;
+    let mut c = std::process::Command::new(&python);
+    c.arg("-c").arg(script).arg(daemon.rpc.port().to_string()).arg(id.to_string());
+    let _ = run(c, Duration::from_secs(60));
+    assert!(!daemon.proc.wait_exit(T).success(), "the daemon aborted");
+    assert!(moved.join("tree/folder/y.bin").exists(), "the folder was renamed");
+
+    let daemon = OurDaemon::start(t.path(), "", Some("info"));
+    let v = daemon.torrent(id, &["downloadDir", "files"]);
+    assert_eq!(v["downloadDir"], serde_json::json!(moved), "{v}");
+    let mut names: Vec<_> =
+        v["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["tree/folder/y.bin", "tree/x.bin"], "{v}");
+    // Complete with no peer to download from: nothing was fetched again.
+    daemon.wait_torrent(id, &["status", "leftUntilDone"], "seeding after the rename", |v| {
+        v["status"] == 6 && v["leftUntilDone"] == 0
+    });
+    let leech = t.path().join("leech");
+    let (mut lt, _) = lt_peer("leech", &torrent, &leech, &[format!("127.0.0.1:{}", daemon.peer_port)]);
+    lt.wait_line(T, |l| l == "done");
+    assert_same_tree(&tree, &leech.join("tree"));
+}
+
 /// `torrent-rename-path` from the Python transmission-rpc client: a file, a folder and the top
 /// folder of a downloaded torrent are renamed on disk and in the file list, the torrent takes
 /// its top folder's new name, a restart keeps the names, and libtorrent downloads the torrent

@@ -317,11 +317,16 @@ impl Daemon {
         let rpc_config = config.rpc_config()?;
         let state_dir = config.state_dir()?;
         let download_dir = config.download_dir()?;
-        let (store, loaded) = {
+        let (store, loaded, finished) = {
             let dir = state_dir.clone();
-            tokio::task::spawn_blocking(move || Store::open(&dir))
-                .await
-                .map_err(|e| DaemonError::Config(config::ConfigError::Invalid(e.to_string())))??
+            tokio::task::spawn_blocking(move || {
+                Store::open(&dir).map(|(store, mut loaded)| {
+                    let finished = finish_file_ops(&mut loaded.torrents);
+                    (store, loaded, finished)
+                })
+            })
+            .await
+            .map_err(|e| DaemonError::Config(config::ConfigError::Invalid(e.to_string())))??
         };
         for p in &loaded.problems {
             warn!("state: {p}");
@@ -389,6 +394,35 @@ impl Daemon {
         daemon.load_blocklist().await;
         let restored = daemon.restore(loaded.torrents);
         info!("{restored} torrents restored from {}", daemon.state_dir.display());
+        // Their records as they are now, the move or rename done.
+        for id in finished {
+            if let Some(h) = daemon.session.get(id) {
+                daemon.save_record(&h);
+            }
+        }
+        // A move or a rename of a torrent's files is written down, with its resume data, and
+        // waited for, before it starts (see bitswarm_peer::FileOp).
+        let me = Arc::downgrade(&daemon);
+        daemon.session.set_journal(Arc::new(move |id| {
+            let me = me.clone();
+            Box::pin(async move {
+                let _ = tokio::task::spawn_blocking(move || {
+                    let Some(d) = me.upgrade() else { return };
+                    if let Some(h) = d.session.get(id) {
+                        // Its resume data too, exact now that its run is held: the next start
+                        // trusts it where the files' stamps agree, and one written while the
+                        // last pieces came may list fewer than are there (a file's time moves
+                        // by the clock's tick, not with each write).
+                        d.save_resume(&h, true);
+                        d.save_record(&h);
+                    }
+                    if let Err(e) = d.store.flush() {
+                        warn!("state: a torrent's record before moving its files: {e}");
+                    }
+                })
+                .await;
+            })
+        }));
         // Downloads that completed in the incomplete folder and were not moved (a move that
         // failed, or cut short): moved now if they are complete, whatever their state.
         daemon.move_completed(&daemon.session.torrents());
@@ -873,6 +907,30 @@ fn magnet_of(h: &TorrentHandle) -> String {
         None => Magnet { info_hash: h.info_hash(), name: Some(h.name()), trackers: Vec::new(), peers: Vec::new() }
             .to_string(),
     }
+}
+
+/// Finishes the moves and renames of torrents' files that the last run left under way (ended
+/// in the middle, `kill -9` say: see [`bitswarm_peer::FileOp`]), before the torrents are added
+/// back, so that none finds some of its files moved and downloads them again. Returns their
+/// ids: their records are written again once they are added. Blocking file I/O.
+fn finish_file_ops(torrents: &mut [bitswarm_state::Stored]) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for s in torrents {
+        let r = &mut s.record;
+        let Ok(mut settings) = serde_json::from_str::<TorrentSettings>(&r.settings) else { continue };
+        let Some(op) = settings.pending.clone() else { continue };
+        let Some(meta) = r.metainfo.as_deref().and_then(|b| Metainfo::parse(b).ok()) else { continue };
+        match bitswarm_peer::finish_file_op(&meta.info, &r.download_dir, &mut settings) {
+            Ok(dir) => {
+                info!("{}: finished what the last run left under way: {op:?}", r.name);
+                r.download_dir = dir;
+            }
+            Err(e) => warn!("{}: could not finish what the last run left under way ({op:?}): {e}", r.name),
+        }
+        r.settings = settings_json(&settings);
+        ids.push(r.id);
+    }
+    ids
 }
 
 /// A torrent's settings as kept: only those that differ from the defaults (most torrents keep

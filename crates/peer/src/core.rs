@@ -184,7 +184,13 @@ pub(crate) struct Core {
     events: tokio::sync::watch::Sender<u64>,
     /// Addresses no peer may come from or be dialed at (see [`crate::Session::set_blocklist`]).
     blocklist: RwLock<Option<Arc<crate::Blocklist>>>,
+    /// See [`crate::Session::set_journal`].
+    journal: RwLock<Option<Journal>>,
 }
+
+/// Keeps a torrent's record (its settings, its folder) on disk, and resolves once it is there;
+/// given the torrent's id. See [`crate::Session::set_journal`].
+pub type Journal = Arc<dyn Fn(u32) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 impl Core {
     /// Starts the hashing threads (one per core: they hash several pieces at once with the
@@ -218,6 +224,7 @@ impl Core {
             changed: Mutex::new(std::collections::HashSet::new()),
             events: tokio::sync::watch::Sender::new(0),
             blocklist: RwLock::new(None),
+            journal: RwLock::new(None),
         }))
     }
 
@@ -233,6 +240,18 @@ impl Core {
 
     pub(crate) fn set_blocklist(&self, list: Option<Arc<crate::Blocklist>>) {
         *self.blocklist.write().unwrap_or_else(|p| p.into_inner()) = list;
+    }
+
+    pub(crate) fn set_journal(&self, journal: Journal) {
+        *self.journal.write().unwrap_or_else(|p| p.into_inner()) = Some(journal);
+    }
+
+    /// Has torrent `id`'s record kept on disk, when there is a journal; waits until it is.
+    pub(crate) async fn journal(&self, id: u32) {
+        let j = self.journal.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(j) = j {
+            j(id).await;
+        }
     }
 
     /// Where peers reach us: what every peer source (trackers, DHT, LSD, the extension

@@ -33,7 +33,7 @@ mod torrent;
 mod tracker;
 
 pub use blocklist::Blocklist;
-pub use core::{Incoming, Outgoing, Settings};
+pub use core::{Incoming, Journal, Outgoing, Settings};
 pub use dht::{DEFAULT_ROUTERS, DhtNode, DhtStats, parse_router};
 pub use link::PeerKey;
 pub use live::{PeerInfo, Source, TrackerStatus};
@@ -41,8 +41,8 @@ pub use lsd::{check_group as check_lsd_group, default_groups as default_lsd_grou
 pub use metadata::{MetadataQuery, fetch_metadata};
 pub use session::{AddError, QueueMove, Session, SessionError, TorrentHandle};
 pub use torrent::{
-    AddSource, AddTorrent, Check, FilePriority, FileStamp, Limit, Resume, State, Times, TorrentSettings, TorrentStats,
-    TrackerProblem,
+    AddSource, AddTorrent, Check, FileOp, FilePriority, FileStamp, Limit, Resume, State, Times, TorrentSettings,
+    TorrentStats, TrackerProblem, finish_file_op,
 };
 pub use tracker::{Announce, Reply, Tiers, announce, fetch_url};
 

@@ -17,7 +17,7 @@ use crate::conn;
 use crate::core::{Core, Incoming, Settings};
 use crate::live::{PeerInfo, Source, TrackerStatus};
 use crate::queue::Queue;
-use crate::torrent::{AddTorrent, State, Torrent, TorrentStats, drive};
+use crate::torrent::{AddTorrent, FileOp, State, Torrent, TorrentStats, drive};
 
 /// Where [`Session::queue_move`] moves torrents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,6 +335,13 @@ impl Session {
         }
     }
 
+    /// Gives the session what keeps a torrent's record on disk (the daemon's state): a move or
+    /// a rename of a torrent's files is written down there ([`crate::FileOp`]) before a file
+    /// is touched, so that one cut short, by a `kill -9` say, is finished at the next start.
+    pub fn set_journal(&self, journal: crate::Journal) {
+        self.inner.core.set_journal(journal);
+    }
+
     /// Puts torrent `id` at `position` in the queue (0 first); the others keep their order.
     pub fn set_queue_position(&self, id: u32, position: usize) {
         let mut all = self.queue_order();
@@ -549,12 +556,15 @@ impl TorrentHandle {
                 && from != dir
                 && let Some(meta) = self.t.meta()
             {
+                self.t.set_settings(|s| s.pending = Some(FileOp::Move { from: from.clone(), to: dir.clone() }));
+                self.t.journal().await;
                 let (old, new) = (self.t.layout(&meta.info, &from), self.t.layout(&meta.info, &dir));
                 let (f, d) = (from.clone(), dir.clone());
                 result = tokio::task::spawn_blocking(move || crate::disk::move_files(&old, &new, &f, &d))
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|r| r);
+                abort_for_test("move");
             }
             if result.is_ok() {
                 self.t.set_dir(dir);
@@ -562,6 +572,9 @@ impl TorrentHandle {
                     self.t.recheck();
                 }
             }
+            // After the folder: a record written in between names the new one, and finishing
+            // the move again finds nothing left to move.
+            self.t.set_settings(|s| s.pending = None);
             result
         })
         .await
@@ -603,10 +616,19 @@ impl TorrentHandle {
         if paths.iter().any(|p| within(p, &new)) {
             return Err(format!("{new:?} is a file or folder of this torrent already"));
         }
+        for p in &mut paths {
+            if within(p, path) {
+                *p = format!("{new}{}", &p[path.len()..]);
+            }
+        }
+        let name = (!path.contains('/')).then(|| name.to_owned());
         self.with_run_stopped(async {
             let dir = self.t.dir();
             let (from, to) = (dir.join(path), dir.join(&new));
-            tokio::task::spawn_blocking(move || {
+            let op = FileOp::Rename { from: from.clone(), to: to.clone(), paths: paths.clone(), name: name.clone() };
+            self.t.set_settings(|s| s.pending = Some(op));
+            self.t.journal().await;
+            let renamed = tokio::task::spawn_blocking(move || {
                 if to.symlink_metadata().is_ok() {
                     return Err(format!("{} exists already", to.display()));
                 }
@@ -619,20 +641,18 @@ impl TorrentHandle {
             })
             .await
             .map_err(|e| e.to_string())
-            .and_then(|r| r)?;
-            for p in &mut paths {
-                if within(p, path) {
-                    *p = format!("{new}{}", &p[path.len()..]);
-                }
-            }
-            let top = !path.contains('/');
+            .and_then(|r| r);
+            abort_for_test("rename");
             self.t.set_settings(|s| {
-                s.paths = Some(paths);
-                if top {
-                    s.name = Some(name.to_owned());
+                s.pending = None;
+                if renamed.is_ok() {
+                    s.paths = Some(paths);
+                    if name.is_some() {
+                        s.name = name;
+                    }
                 }
             });
-            Ok(())
+            renamed
         })
         .await
     }
@@ -728,6 +748,17 @@ impl TorrentHandle {
         self.t.stop();
         let mut rx = self.t.subscribe();
         rx.wait_for(|s| !s.is_active()).await;
+    }
+}
+
+/// Ends the process at once (as `kill -9` would) after the files of a move or a rename were
+/// moved and before it is recorded as done, when the environment variable
+/// `BITSWARM_TEST_ABORT_AFTER` names that step (`move`, `rename`): for the tests of what such
+/// an end leaves.
+fn abort_for_test(step: &str) {
+    if std::env::var_os("BITSWARM_TEST_ABORT_AFTER").is_some_and(|s| s == step) {
+        eprintln!("BITSWARM_TEST_ABORT_AFTER={step}: aborting");
+        std::process::abort();
     }
 }
 

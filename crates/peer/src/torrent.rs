@@ -152,6 +152,60 @@ pub struct TorrentSettings {
     /// it, and moves the data when asked ([`crate::TorrentHandle::move_completed`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub complete_dir: Option<PathBuf>,
+    /// A move or a rename of its files under way (see [`FileOp`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<FileOp>,
+}
+
+/// A move or a rename of a torrent's files under way. It is written in the torrent's settings,
+/// and the session's journal ([`crate::Session::set_journal`]) keeps it, before a file is
+/// touched, and cleared once it is done: a process that ends in between, `kill -9` included,
+/// finishes it at its next start ([`finish_file_op`]) rather than finding some files moved and
+/// the others not, and downloading again what it had.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileOp {
+    /// The data moves from one folder to another (a renamed file or a copy across file systems
+    /// that was cut short is moved again: the one at `from` is whole until it is deleted).
+    Move { from: PathBuf, to: PathBuf },
+    /// A file or folder is renamed, `from` to `to` (both in the torrent's folder); the torrent's
+    /// file paths are then `paths`, and its name `name` when that changed.
+    Rename { from: PathBuf, to: PathBuf, paths: Vec<String>, name: Option<String> },
+}
+
+/// Finishes a move or a rename cut short ([`TorrentSettings::pending`]) before the torrent is
+/// added back: returns the folder its data is in then, and clears the pending one in
+/// `settings` (when it fails again, the data stays where the record says, and the check finds
+/// what is there). Blocking file I/O.
+pub fn finish_file_op(
+    info: &bitswarm_metainfo::Info,
+    dir: &std::path::Path,
+    settings: &mut TorrentSettings,
+) -> Result<PathBuf, String> {
+    let Some(op) = settings.pending.take() else { return Ok(dir.to_owned()) };
+    match op {
+        FileOp::Move { from, to } => {
+            let old = bitswarm_storage::Layout::with_paths(info, &from, settings.paths.as_deref());
+            let new = bitswarm_storage::Layout::with_paths(info, &to, settings.paths.as_deref());
+            crate::disk::move_files(&old, &new, &from, &to)?;
+            Ok(to)
+        }
+        FileOp::Rename { from, to, paths, name } => {
+            match (from.symlink_metadata().is_ok(), to.symlink_metadata().is_ok()) {
+                (true, false) => std::fs::rename(&from, &to)
+                    .map_err(|e| format!("renaming {} to {}: {e}", from.display(), to.display()))?,
+                // Both: the rename was refused (another file had the name), nothing changed.
+                (true, true) => return Ok(dir.to_owned()),
+                // Renamed already, or a file not made yet (renamed in the list only).
+                (false, _) => {}
+            }
+            settings.paths = Some(paths);
+            if name.is_some() {
+                settings.name = name;
+            }
+            Ok(dir.to_owned())
+        }
+    }
 }
 
 impl Default for TorrentSettings {
@@ -174,6 +228,7 @@ impl Default for TorrentSettings {
             name: None,
             paths: None,
             complete_dir: None,
+            pending: None,
         }
     }
 }
@@ -723,6 +778,11 @@ impl Torrent {
     /// Whether the torrent should run (what the user asked last).
     pub fn wants_to_run(&self) -> bool {
         self.wish.borrow().run
+    }
+
+    /// Has its record kept on disk by the session's journal, if it has one; waits until it is.
+    pub(crate) async fn journal(&self) {
+        self.core.journal(self.id).await;
     }
 
     /// Holds its run off (for a move or a rename of its files) until the guard is dropped; what
@@ -1345,4 +1405,73 @@ async fn fetch(t: &Torrent) -> Result<Arc<Metainfo>, String> {
         return Err(format!("metadata from {from} is not one info dictionary"));
     }
     Ok(Arc::new(meta))
+}
+
+#[cfg(test)]
+mod file_op_tests {
+    use super::*;
+
+    /// A torrent `t` of two files, `a` (10 bytes) and `d/b` (20).
+    fn info() -> bitswarm_metainfo::Info {
+        let b = bitswarm_metainfo::TorrentBuilder {
+            name: "t".into(),
+            piece_length: 16384,
+            pieces: vec![[7; 20]],
+            files: Some(vec![(vec!["a".into()], 10), (vec!["d".into(), "b".into()], 20)]),
+            ..Default::default()
+        };
+        bitswarm_metainfo::Metainfo::parse(&b.build().0).unwrap().info
+    }
+
+    /// A move cut short after its first file: the rest is moved, and the folder is the new one;
+    /// a move cut short before or after every file ends the same way.
+    #[test]
+    fn a_move_cut_short_is_finished() {
+        for moved_before in 0..=2 {
+            let dir = tempfile::tempdir().unwrap();
+            let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+            let files = ["t/a", "t/d/b"];
+            for (i, f) in files.iter().enumerate() {
+                let at = if i < moved_before { &to } else { &from };
+                std::fs::create_dir_all(at.join(f).parent().unwrap()).unwrap();
+                std::fs::write(at.join(f), f.as_bytes()).unwrap();
+            }
+            let mut s = TorrentSettings {
+                pending: Some(FileOp::Move { from: from.clone(), to: to.clone() }),
+                ..TorrentSettings::default()
+            };
+            assert_eq!(finish_file_op(&info(), &from, &mut s).unwrap(), to);
+            assert_eq!(s.pending, None);
+            for f in files {
+                assert_eq!(std::fs::read(to.join(f)).unwrap(), f.as_bytes(), "{moved_before}: {f}");
+                assert!(!from.join(f).exists());
+            }
+        }
+    }
+
+    /// A rename cut short before the rename is made, or after: the names are the new ones and
+    /// the folder is renamed; one refused because the name was taken changes nothing.
+    #[test]
+    fn a_rename_cut_short_is_finished() {
+        let paths = vec!["t/a".to_owned(), "t/e/b".to_owned()];
+        for (renamed, taken) in [(false, false), (true, false), (false, true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (from, to) = (dir.path().join("t/d"), dir.path().join("t/e"));
+            std::fs::create_dir_all(if renamed { &to } else { &from }).unwrap();
+            if taken {
+                std::fs::create_dir_all(&to).unwrap();
+            }
+            let op = FileOp::Rename { from: from.clone(), to: to.clone(), paths: paths.clone(), name: None };
+            let mut s = TorrentSettings { pending: Some(op), ..TorrentSettings::default() };
+            assert_eq!(finish_file_op(&info(), dir.path(), &mut s).unwrap(), dir.path());
+            assert_eq!(s.pending, None);
+            if taken {
+                assert_eq!(s.paths, None, "nothing renamed");
+                assert!(from.exists());
+            } else {
+                assert_eq!(s.paths.as_ref(), Some(&paths));
+                assert!(to.exists() && !from.exists());
+            }
+        }
+    }
 }
