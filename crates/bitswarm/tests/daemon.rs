@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
@@ -461,6 +461,18 @@ fn interop_transmission_remote_moves_and_finds_a_torrents_data() {
     });
 }
 
+/// A torrent of a folder `tree` (x.bin, 100,000 bytes, and sub/y.bin, 70,000, made from
+/// `seed`) under `dir/src`, announcing to `tracker`: (src, tree, the .torrent, its info-hash).
+fn tree_torrent(dir: &Path, tracker: &OurTracker, seed: u64) -> (PathBuf, PathBuf, PathBuf, String) {
+    let src = dir.join("src");
+    let tree = src.join("tree");
+    random_file(&tree.join("x.bin"), 100_000, seed);
+    random_file(&tree.join("sub/y.bin"), 70_000, seed + 1);
+    let torrent = dir.join("tree.torrent");
+    let hash = create_torrent(&tree, &torrent, &["--piece-size", "16K", "-t", &tracker.http_url()]);
+    (src, tree, torrent, hash)
+}
+
 /// `kill -9` in the middle of a move and of a rename: the daemon ends where it hurts most, its
 /// files moved and its record not yet told (`BITSWARM_TEST_ABORT_AFTER` makes it abort there).
 /// At the next start it finishes what was under way: the torrent is in its new folder under
@@ -475,12 +487,7 @@ fn interop_a_move_or_a_rename_cut_short_is_finished_at_the_next_start() {
     }
     let t = tempdir();
     let tracker = OurTracker::start(t.path(), "");
-    let src = t.path().join("src");
-    let tree = src.join("tree");
-    random_file(&tree.join("x.bin"), 100_000, 61);
-    random_file(&tree.join("sub/y.bin"), 70_000, 62);
-    let torrent = t.path().join("tree.torrent");
-    let hash = create_torrent(&tree, &torrent, &["--piece-size", "16K", "-t", &tracker.http_url()]);
+    let (src, tree, torrent, hash) = tree_torrent(t.path(), &tracker, 61);
     let (mut seeder, _) = our_peer_on("127.0.0.2", "seed", &torrent, &src, &[], None);
     let abort_after = |step| [("BITSWARM_TEST_ABORT_AFTER", step)];
     let mut daemon = OurDaemon::start_with_env(t.path(), "", None, &abort_after("move"));
@@ -545,12 +552,7 @@ fn interop_python_transmission_rpc_renames_files_and_folders() {
     }
     let t = tempdir();
     let tracker = OurTracker::start(t.path(), "");
-    let src = t.path().join("src");
-    let tree = src.join("tree");
-    random_file(&tree.join("x.bin"), 100_000, 51);
-    random_file(&tree.join("sub/y.bin"), 70_000, 52);
-    let torrent = t.path().join("tree.torrent");
-    let hash = create_torrent(&tree, &torrent, &["--piece-size", "16K", "-t", &tracker.http_url()]);
+    let (src, tree, torrent, hash) = tree_torrent(t.path(), &tracker, 51);
     let (mut seeder, _) = our_peer_on("127.0.0.2", "seed", &torrent, &src, &[], None);
     let mut daemon = OurDaemon::start(t.path(), "", None);
     daemon.remote(&["-a", torrent.to_str().unwrap()]);
