@@ -510,8 +510,12 @@ impl TorrentHandle {
     /// again); a running torrent stops for it and starts again after. One move, rename or
     /// deletion of a torrent's files at a time: this one waits for one under way.
     pub async fn set_location(&self, dir: std::path::PathBuf, move_data: bool) -> Result<(), String> {
-        let _files = self.t.files_lock.lock().await;
-        self.relocate(dir, move_data).await
+        let h = self.clone();
+        to_the_end(async move {
+            let _files = h.t.files_lock.lock().await;
+            h.relocate(dir, move_data).await
+        })
+        .await
     }
 
     /// Whether every wanted piece is in (verified), and the torrent is not being checked.
@@ -592,6 +596,11 @@ impl TorrentHandle {
     /// renamed in the list), and the names are kept in the torrent's settings; renaming the
     /// top one renames the torrent. The error says what is wrong.
     pub async fn rename_path(&self, path: &str, name: &str) -> Result<(), String> {
+        let (h, path, name) = (self.clone(), path.to_owned(), name.to_owned());
+        to_the_end(async move { h.rename_now(&path, &name).await }).await
+    }
+
+    async fn rename_now(&self, path: &str, name: &str) -> Result<(), String> {
         let _files = self.t.files_lock.lock().await;
         let meta = self.t.meta().ok_or("the torrent's metadata has not come yet")?;
         if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
@@ -751,6 +760,15 @@ impl TorrentHandle {
     }
 }
 
+/// Runs `work` on a task of its own and waits for it: a caller that goes away (an RPC client
+/// that hangs up) does not cut a move or a rename short, half done, its lock and its hold on
+/// the run let go while a blocking thread still moves files.
+async fn to_the_end<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    tokio::spawn(work).await.map_err(|e| e.to_string())?
+}
+
 /// Ends the process at once (as `kill -9` would) after the files of a move or a rename were
 /// moved and before it is recorded as done, when the environment variable
 /// `BITSWARM_TEST_ABORT_AFTER` names that step (`move`, `rename`): for the tests of what such
@@ -889,6 +907,13 @@ mod tests {
         session.add(add).unwrap()
     }
 
+    /// A session on loopback, Local Service Discovery off, and a folder for its data.
+    async fn quiet_session() -> (Session, tempfile::TempDir) {
+        let mut s = Settings::new("127.0.0.1:0".parse().unwrap());
+        s.lsd_groups = Vec::new();
+        (Session::start(s).await.unwrap(), tempfile::tempdir().unwrap())
+    }
+
     async fn reaches(h: &TorrentHandle, want: State) {
         let mut rx = h.t.subscribe();
         let wait = rx.wait_for(|s| *s == want);
@@ -934,10 +959,7 @@ mod tests {
     /// knew, and they take none in it from then on; addresses outside it stay.
     #[tokio::test]
     async fn a_blocklist_in_force_forgets_the_blocked_addresses_known() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Settings::new("127.0.0.1:0".parse().unwrap());
-        s.lsd_groups = Vec::new();
-        let session = Session::start(s).await.unwrap();
+        let (session, dir) = quiet_session().await;
         let h = unserved(&session, dir.path(), "a");
         reaches(&h, State::Downloading).await;
         // Port 1: nothing listens, the dials fail and the addresses stay known.
@@ -958,14 +980,34 @@ mod tests {
         session.shutdown().await;
     }
 
+    /// A move whose caller goes away once it has begun (an RPC client that hangs up) is carried
+    /// out all the same, and the torrent runs again after it.
+    #[tokio::test]
+    async fn a_move_whose_caller_goes_away_ends_all_the_same() {
+        let (session, dir) = quiet_session().await;
+        let h = unserved(&session, dir.path(), "a");
+        reaches(&h, State::Downloading).await;
+        let to = dir.path().join("elsewhere");
+        // Polled once, then dropped.
+        let mut call = Box::pin(h.set_location(to.clone(), true));
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the move did not end at its first poll");
+        drop(call);
+        let moved = async {
+            while h.dir() != to {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), moved).await.expect("the move ends");
+        reaches(&h, State::Downloading).await;
+        session.shutdown().await;
+    }
+
     /// A move or a rename holds the run off: the run ends for it, and after it the torrent runs
     /// again as it ran, unless a stop was asked meanwhile; a start asked meanwhile waits for it.
     #[tokio::test]
     async fn a_stop_or_a_start_asked_during_a_move_holds_after_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Settings::new("127.0.0.1:0".parse().unwrap());
-        s.lsd_groups = Vec::new();
-        let session = Session::start(s).await.unwrap();
+        let (session, dir) = quiet_session().await;
         let h = unserved(&session, dir.path(), "a");
         reaches(&h, State::Downloading).await;
         // Nothing asked: it runs again.
