@@ -327,20 +327,23 @@ pub async fn fetch_url(url: &str, cookies: Option<&str>, max: usize) -> Result<V
         return Err(format!("{url}: only http and https URLs are fetched"));
     }
     let unspecified = std::net::IpAddr::from([0, 0, 0, 0]);
-    let mut target = url.to_owned();
-    let mut local_ok = None;
-    for _ in 0..=MAX_REDIRECTS {
-        let get = http_get(&target, local_ok.unwrap_or(true), unspecified, max, cookies);
-        let (raw, local) = tokio::time::timeout(FETCH_TIMEOUT, get)
-            .await
-            .map_err(|_| format!("not all of it came within {FETCH_TIMEOUT:?}"))??;
-        local_ok.get_or_insert(local);
-        match http_reply(&raw, max)? {
-            HttpReply::Body(body) => return Ok(body),
-            HttpReply::Redirect(location) => target = redirect_target(&target, &location)?,
+    let fetch = async {
+        let mut target = url.to_owned();
+        let mut local_ok = None;
+        for _ in 0..=MAX_REDIRECTS {
+            let (raw, local) = http_get(&target, local_ok.unwrap_or(true), unspecified, max, cookies).await?;
+            local_ok.get_or_insert(local);
+            match http_reply(&raw, max)? {
+                HttpReply::Body(body) => return Ok(body),
+                HttpReply::Redirect(location) => target = redirect_target(&target, &location)?,
+            }
         }
-    }
-    Err(format!("more than {MAX_REDIRECTS} redirects"))
+        Err(format!("more than {MAX_REDIRECTS} redirects"))
+    };
+    // One deadline for it all, redirects included.
+    tokio::time::timeout(FETCH_TIMEOUT, fetch)
+        .await
+        .map_err(|_| format!("not all of it came within {FETCH_TIMEOUT:?}"))?
 }
 
 async fn http_get(
