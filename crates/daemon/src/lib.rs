@@ -394,11 +394,23 @@ impl Daemon {
         daemon.load_blocklist().await;
         let restored = daemon.restore(loaded.torrents);
         info!("{restored} torrents restored from {}", daemon.state_dir.display());
-        // Their records as they are now, the move or rename done.
-        for id in finished {
-            if let Some(h) = daemon.session.get(id) {
-                daemon.save_record(&h);
-            }
+        // Their records as they are now, the move or rename done, written and committed
+        // before anything else happens to them (restore took the finished records'
+        // fingerprints as written: forgotten, so that they are).
+        if !finished.is_empty() {
+            let d = daemon.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                for id in finished {
+                    if let Some(h) = d.session.get(id) {
+                        d.saved.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default().record = 0;
+                        d.save_record(&h);
+                    }
+                }
+                if let Err(e) = d.store.flush() {
+                    warn!("state: the records of the moves and renames finished: {e}");
+                }
+            })
+            .await;
         }
         // A move or a rename of a torrent's files is written down, with its resume data, and
         // waited for, before it starts (see bitswarm_peer::FileOp).
@@ -406,8 +418,8 @@ impl Daemon {
         daemon.session.set_journal(Arc::new(move |id| {
             let me = me.clone();
             Box::pin(async move {
-                let _ = tokio::task::spawn_blocking(move || {
-                    let Some(d) = me.upgrade() else { return };
+                tokio::task::spawn_blocking(move || {
+                    let Some(d) = me.upgrade() else { return Err("the daemon is closing".to_owned()) };
                     if let Some(h) = d.session.get(id) {
                         // Its resume data too, exact now that its run is held: the next start
                         // trusts it where the files' stamps agree, and one written while the
@@ -416,11 +428,13 @@ impl Daemon {
                         d.save_resume(&h, true);
                         d.save_record(&h);
                     }
-                    if let Err(e) = d.store.flush() {
+                    d.store.flush().map_err(|e| {
                         warn!("state: a torrent's record before moving its files: {e}");
-                    }
+                        e.to_string()
+                    })
                 })
-                .await;
+                .await
+                .map_err(|e| e.to_string())?
             })
         }));
         // Downloads that completed in the incomplete folder and were not moved (a move that
@@ -553,14 +567,16 @@ impl Daemon {
 
     /// The torrent's record (what it is, where, its settings), written behind when it changed.
     pub(crate) fn save_record(&self, h: &TorrentHandle) {
-        let record = self.record_of(h);
-        let fp = record_fingerprint(&record);
         let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
         // Removed meanwhile (the save loop took it before): not written back. Looked at, and
         // written, under the lock that `forget` removes the record under.
         if h.is_removed() {
             return;
         }
+        // Made under the lock too: a record made before another one (the journal's, just
+        // before a move) and written after it would undo it.
+        let record = self.record_of(h);
+        let fp = record_fingerprint(&record);
         let s = saved.entry(h.id()).or_default();
         if s.record == fp {
             return;
@@ -572,23 +588,23 @@ impl Daemon {
     /// The torrent's resume data, written behind when it changed (its time counters alone:
     /// when they moved by [`SECONDS_SLACK`], or at all when `exact`).
     fn save_resume(&self, h: &TorrentHandle, exact: bool) {
+        // Made and queued under the lock, as the record is (see save_record): resume data made
+        // before the journal's and queued after it would list fewer pieces than the files hold.
+        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        // Removed meanwhile: no entry made again (the store drops resume data of a torrent
+        // it does not hold).
+        if h.is_removed() {
+            return;
+        }
         let Some(r) = h.resume() else { return };
         let r = resume_to_state(&r);
         let (fp, seconds) = (resume_fingerprint(&r), r.seconds_downloading + r.seconds_seeding);
-        {
-            let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
-            // Removed meanwhile: no entry made again (the store drops resume data of a torrent
-            // it does not hold).
-            if h.is_removed() {
-                return;
-            }
-            let s = saved.entry(h.id()).or_default();
-            let slack = if exact { 0 } else { SECONDS_SLACK };
-            if s.resume == fp && seconds.abs_diff(s.seconds) <= slack {
-                return;
-            }
-            (s.resume, s.seconds) = (fp, seconds);
+        let s = saved.entry(h.id()).or_default();
+        let slack = if exact { 0 } else { SECONDS_SLACK };
+        if s.resume == fp && seconds.abs_diff(s.seconds) <= slack {
+            return;
         }
+        (s.resume, s.seconds) = (fp, seconds);
         self.store.put_resume(h.info_hash(), r);
     }
 

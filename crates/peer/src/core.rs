@@ -188,9 +188,10 @@ pub(crate) struct Core {
     journal: RwLock<Option<Journal>>,
 }
 
-/// Keeps a torrent's record (its settings, its folder) on disk, and resolves once it is there;
-/// given the torrent's id. See [`crate::Session::set_journal`].
-pub type Journal = Arc<dyn Fn(u32) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+/// Keeps a torrent's record (its settings, its folder) on disk, and resolves once it is there,
+/// or with why it could not; given the torrent's id. See [`crate::Session::set_journal`].
+pub type Journal =
+    Arc<dyn Fn(u32) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 impl Core {
     /// Starts the hashing threads (one per core: they hash several pieces at once with the
@@ -247,10 +248,11 @@ impl Core {
     }
 
     /// Has torrent `id`'s record kept on disk, when there is a journal; waits until it is.
-    pub(crate) async fn journal(&self, id: u32) {
+    pub(crate) async fn journal(&self, id: u32) -> Result<(), String> {
         let j = self.journal.read().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(j) = j {
-            j(id).await;
+        match j {
+            Some(j) => j(id).await,
+            None => Ok(()),
         }
     }
 

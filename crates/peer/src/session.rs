@@ -530,6 +530,11 @@ impl TorrentHandle {
     /// forgets that place; returns it, or the error that kept the data where it was. None when
     /// there is nothing to move (not complete, removed, or moved meanwhile by hand).
     pub async fn move_completed(&self) -> Option<Result<std::path::PathBuf, String>> {
+        let h = self.clone();
+        to_the_end(async move { Ok(h.move_completed_now().await) }).await.unwrap_or_else(|e| Some(Err(e)))
+    }
+
+    async fn move_completed_now(&self) -> Option<Result<std::path::PathBuf, String>> {
         let _files = self.t.files_lock.lock().await;
         let to = self.t.with_settings(|s| s.complete_dir.clone())?;
         if self.t.is_retired() || !self.wanted_complete() {
@@ -547,8 +552,7 @@ impl TorrentHandle {
     /// runs again as it was started. (Until 2026-12-07 the run was stopped, as by the user, and
     /// started again after: a stop asked during a move was undone by that start.)
     async fn with_run_stopped<T>(&self, work: impl std::future::Future<Output = T>) -> T {
-        let _held = self.t.hold();
-        self.t.subscribe().wait_for(|s| !s.is_active()).await;
+        let _held = self.t.hold().await;
         work.await
     }
 
@@ -561,14 +565,31 @@ impl TorrentHandle {
                 && let Some(meta) = self.t.meta()
             {
                 self.t.set_settings(|s| s.pending = Some(FileOp::Move { from: from.clone(), to: dir.clone() }));
-                self.t.journal().await;
-                let (old, new) = (self.t.layout(&meta.info, &from), self.t.layout(&meta.info, &dir));
-                let (f, d) = (from.clone(), dir.clone());
-                result = tokio::task::spawn_blocking(move || crate::disk::move_files(&old, &new, &f, &d))
+                result =
+                    self.t.journal().await.map_err(|e| format!("not moved: the move could not be recorded first: {e}"));
+                if result.is_ok() {
+                    let (old, new) = (self.t.layout(&meta.info, &from), self.t.layout(&meta.info, &dir));
+                    let (f, d) = (from.clone(), dir.clone());
+                    let moved = tokio::task::spawn_blocking(move || {
+                        crate::disk::move_files(&old, &new, &f, &d).map_err(|e| {
+                            // Cut short (a disk full, say): what was moved goes back, so that
+                            // the torrent finds its files where it keeps them.
+                            let back = crate::disk::move_files(&new, &old, &d, &f);
+                            (e, back.is_ok())
+                        })
+                    })
                     .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r);
-                abort_for_test("move");
+                    .unwrap_or_else(|e| Err((e.to_string(), false)));
+                    result = moved.map_err(|(e, back)| {
+                        if !back {
+                            // Some files where it does not look for them: what it has is
+                            // found by a check.
+                            self.t.recheck();
+                        }
+                        e
+                    });
+                    abort_for_test("move");
+                }
             }
             if result.is_ok() {
                 self.t.set_dir(dir);
@@ -634,9 +655,18 @@ impl TorrentHandle {
         self.with_run_stopped(async {
             let dir = self.t.dir();
             let (from, to) = (dir.join(path), dir.join(&new));
+            // Looked at before it is recorded: a rename recorded is one that goes ahead (one
+            // finished at the next start takes a file at `to` for the renamed one).
+            let taken = to.clone();
+            if tokio::task::spawn_blocking(move || taken.symlink_metadata().is_ok()).await.unwrap_or(true) {
+                return Err(format!("{} exists already", to.display()));
+            }
             let op = FileOp::Rename { from: from.clone(), to: to.clone(), paths: paths.clone(), name: name.clone() };
             self.t.set_settings(|s| s.pending = Some(op));
-            self.t.journal().await;
+            if let Err(e) = self.t.journal().await {
+                self.t.set_settings(|s| s.pending = None);
+                return Err(format!("not renamed: the rename could not be recorded first: {e}"));
+            }
             let renamed = tokio::task::spawn_blocking(move || {
                 if to.symlink_metadata().is_ok() {
                     return Err(format!("{} exists already", to.display()));

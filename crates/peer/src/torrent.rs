@@ -175,8 +175,8 @@ pub enum FileOp {
 
 /// Finishes a move or a rename cut short ([`TorrentSettings::pending`]) before the torrent is
 /// added back: returns the folder its data is in then, and clears the pending one in
-/// `settings` (when it fails again, the data stays where the record says, and the check finds
-/// what is there). Blocking file I/O.
+/// `settings` (when it fails again, the data is moved back where the record says, as far as
+/// it can be, and the check at the start finds what is there). Blocking file I/O.
 pub fn finish_file_op(
     info: &bitswarm_metainfo::Info,
     dir: &std::path::Path,
@@ -187,7 +187,11 @@ pub fn finish_file_op(
         FileOp::Move { from, to } => {
             let old = bitswarm_storage::Layout::with_paths(info, &from, settings.paths.as_deref());
             let new = bitswarm_storage::Layout::with_paths(info, &to, settings.paths.as_deref());
-            crate::disk::move_files(&old, &new, &from, &to)?;
+            if let Err(e) = crate::disk::move_files(&old, &new, &from, &to) {
+                // As a move under way does: what was moved goes back.
+                let _ = crate::disk::move_files(&new, &old, &to, &from);
+                return Err(e);
+            }
             Ok(to)
         }
         FileOp::Rename { from, to, paths, name } => {
@@ -457,6 +461,11 @@ struct Wish {
     /// Its files are being moved or renamed: no run meanwhile, whatever `run` says (a start or
     /// a stop asked meanwhile takes effect after). A count: [`Torrent::hold`]'s guards.
     hold: u32,
+    /// Bumped by each [`Torrent::hold`].
+    holds: u64,
+    /// The last of `holds` the driver saw while it ran no step (fetch, check, queue, run):
+    /// what a hold waits for before it touches a file. `u64::MAX` once the driver ended.
+    parked: u64,
 }
 
 impl Wish {
@@ -562,7 +571,15 @@ impl Torrent {
             generation: AtomicU64::new(0),
             changed_at: Mutex::new(Instant::now()),
             finished: AtomicBool::new(false),
-            wish: Watched::new(Wish { run: !add.paused, force: false, verify: 0, halt: false, hold: 0 }),
+            wish: Watched::new(Wish {
+                run: !add.paused,
+                force: false,
+                verify: 0,
+                halt: false,
+                hold: 0,
+                holds: 0,
+                parked: 0,
+            }),
             state: Watched::new(if add.paused { State::Stopped } else { State::CheckQueued }),
             have: Mutex::new(None),
             live: Mutex::new(None),
@@ -781,16 +798,26 @@ impl Torrent {
     }
 
     /// Has its record kept on disk by the session's journal, if it has one; waits until it is.
-    pub(crate) async fn journal(&self) {
-        self.core.journal(self.id).await;
+    pub(crate) async fn journal(&self) -> Result<(), String> {
+        self.core.journal(self.id).await
     }
 
     /// Holds its run off (for a move or a rename of its files) until the guard is dropped; what
-    /// the user asks meanwhile, start or stop, takes effect then.
-    pub fn hold(self: &Arc<Self>) -> Hold {
-        self.wish.send_modify(|w| w.hold += 1);
+    /// the user asks meanwhile, start or stop, takes effect then. Resolves once no step of a
+    /// run is under way: the driver has seen the hold and stopped (the state alone does not
+    /// say so: a driver that had just read a wish to run shows `Stopped` until its next step
+    /// begins, and would check or open the files while they move).
+    pub async fn hold(self: &Arc<Self>) -> Hold {
+        let mut holds = 0;
+        self.wish.send_modify(|w| {
+            w.hold += 1;
+            w.holds += 1;
+            holds = w.holds;
+        });
         self.wake_run();
-        Hold(self.clone())
+        let hold = Hold(self.clone());
+        self.wish.subscribe().wait_for(|w| w.parked >= holds).await;
+        hold
     }
 
     pub fn live(&self) -> Option<Arc<Live>> {
@@ -974,6 +1001,14 @@ impl Drop for Hold {
 /// The torrent's life: fetch the metadata, check, wait for a turn, run; and again after each
 /// command. Ends when the session drops the torrent (its wish channel closes).
 pub(crate) async fn drive(t: Arc<Torrent>) {
+    /// A hold waits for no driver once it has ended, however it ended.
+    struct Ended<'a>(&'a Torrent);
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            self.0.wish.send_modify(|w| w.parked = u64::MAX);
+        }
+    }
+    let _ended = Ended(&t);
     let mut wish = t.wish.subscribe();
     let mut verified_for = wish.borrow().verify;
     loop {
@@ -981,6 +1016,11 @@ pub(crate) async fn drive(t: Arc<Torrent>) {
         if !w.runs() {
             if !matches!(t.state(), State::Error(_)) {
                 t.set_state(State::Stopped);
+            }
+            if w.parked < w.holds {
+                // No step under way: the holds so far may touch the files (this wakes the
+                // driver once more, to find it told).
+                t.wish.send_modify(|x| x.parked = x.parked.max(w.holds));
             }
             if t.retired.load(Ordering::Acquire) {
                 return;
@@ -1447,6 +1487,31 @@ mod file_op_tests {
                 assert!(!from.join(f).exists());
             }
         }
+    }
+
+    /// A move that fails part-way (here a file where a folder must go) puts back what it moved
+    /// and says why; the record's folder is kept.
+    #[test]
+    fn a_move_that_fails_part_way_puts_back_what_it_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        for f in ["t/a", "t/d/b"] {
+            std::fs::create_dir_all(from.join(f).parent().unwrap()).unwrap();
+            std::fs::write(from.join(f), f.as_bytes()).unwrap();
+        }
+        std::fs::create_dir_all(to.join("t")).unwrap();
+        std::fs::write(to.join("t/d"), b"in the way").unwrap();
+        let mut s = TorrentSettings {
+            pending: Some(FileOp::Move { from: from.clone(), to: to.clone() }),
+            ..TorrentSettings::default()
+        };
+        let e = finish_file_op(&info(), &from, &mut s).unwrap_err();
+        assert!(e.contains("t/d"), "{e}");
+        assert_eq!(s.pending, None);
+        for f in ["t/a", "t/d/b"] {
+            assert_eq!(std::fs::read(from.join(f)).unwrap(), f.as_bytes(), "{f} is back");
+        }
+        assert!(!to.join("t/a").exists());
     }
 
     /// A rename cut short before the rename is made, or after: the names are the new ones and
