@@ -643,7 +643,8 @@ fn serve(body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> std::net::SocketAdd
 /// (a P2P text list the test serves over HTTP), session-get counts its rules, and with
 /// `blocklist-enabled` a seeder at a blocked address that announces is not dialed, and one
 /// that dials the daemon is not let in (nothing comes from either), while one at another
-/// address serves the download. A list that is no list is refused, saying which line, and the
+/// address serves the download; a leecher connected before its address came into the list is
+/// let go when it comes. A list that is no list is refused, saying which line, and the
 /// one held stays, also across a restart. (Before: blocklist-update answered 0 rules and
 /// nothing was blocked.)
 #[test]
@@ -685,6 +686,21 @@ fn interop_a_blocklist_keeps_blocked_peers_out() {
     let peers = daemon.torrent(id, &["peers"]);
     assert!(!peers.to_string().contains("127.0.0.2") && !peers.to_string().contains("127.0.0.4"), "{peers}");
 
+    // A peer connected before its address comes into the list is let go once it does (a
+    // leecher the daemon serves at 16 KB/s, a minute's work).
+    daemon.remote(&["-t", &id.to_string(), "-u", "16"]);
+    let leech = t.path().join("leech");
+    let _late = our_peer_on("127.0.0.5", "join", &a, &leech, &["--no-tracker", "--peer", &daemon_addr], None);
+    daemon.wait_torrent(id, &["peers"], "the leecher connected", |v| v.to_string().contains("127.0.0.5"));
+    body.lock().unwrap().extend_from_slice(b"127.0.0.5/32\n");
+    daemon.remote(&["--blocklist-update"]);
+    // Well before its download could end (64 s at that rate).
+    wait_for(Duration::from_secs(20), "the leecher let go", || {
+        (!daemon.torrent(id, &["peers"]).to_string().contains("127.0.0.5")).then_some(())
+    });
+    let s = daemon.rpc("session-get", fields.clone());
+    assert_eq!(s["blocklist-size"], serde_json::json!(4));
+
     *body.lock().unwrap() = b"<html>not a list</html>\n".to_vec();
     let r = daemon.rpc_reply("blocklist-update", serde_json::json!({}));
     let result = r["result"].as_str().unwrap();
@@ -692,7 +708,7 @@ fn interop_a_blocklist_keeps_blocked_peers_out() {
     daemon.stop();
     let again = OurDaemon::start(t.path(), "", None);
     let s = again.rpc("session-get", fields);
-    assert_eq!((&s["blocklist-size"], &s["blocklist-enabled"]), (&serde_json::json!(3), &serde_json::json!(true)));
+    assert_eq!((&s["blocklist-size"], &s["blocklist-enabled"]), (&serde_json::json!(4), &serde_json::json!(true)));
 }
 
 /// A torrent's download limit holds within 10% over 10 s.

@@ -642,9 +642,14 @@ impl Live {
         self.state().known.keys().copied().collect()
     }
 
-    /// Forgets the addresses to dial that `list` holds (it has just come in force).
+    /// Forgets the addresses to dial that `list` holds (it has just come in force), and closes
+    /// the connections to them, as Transmission does.
     pub(crate) fn forget_blocked(&self, list: &crate::Blocklist) {
-        self.state().known.retain(|a, _| !list.contains(a.ip()));
+        let mut st = self.state();
+        st.known.retain(|a, _| !list.contains(a.ip()));
+        for p in st.peers.values().filter(|p| list.contains(p.addr.ip())) {
+            let _ = p.ctl.send(Ctl::Close);
+        }
     }
 
     /// Adds addresses to dial, remembering where each came from.

@@ -321,11 +321,11 @@ impl Session {
     }
 
     /// Puts a blocklist in force (None: none): no peer in it is dialed or let in from then on
-    /// (Transmission's `blocklist-enabled`); connections made before stay.
+    /// (Transmission's `blocklist-enabled`), and the connections to those in it are closed.
     pub fn set_blocklist(&self, list: Option<Arc<crate::Blocklist>>) {
         self.inner.core.set_blocklist(list.clone());
         // Addresses the running torrents knew before: forgotten, not dialed (those added from
-        // now on are checked as they come).
+        // now on are checked as they come), their connections closed.
         if let Some(list) = &list {
             for h in self.torrents() {
                 if let Some(l) = h.t.live() {
