@@ -143,25 +143,49 @@ pub fn delete_files(layout: &Layout, dir: &Path) {
     }
 }
 
+/// Why a move failed, and whether the files it had moved were put back.
+#[derive(Debug)]
+pub struct MoveFailed {
+    pub reason: String,
+    /// Every file moved before the failure is back where it was (else some are at `to`).
+    pub put_back: bool,
+}
+
 /// Moves a torrent's files from `old` (its layout under the folder `from`) to `new` (under
 /// `to`): renamed where both are on one file system, else copied and then deleted. Files that
 /// are not there are skipped; the folders left empty under `from` go. On an error the files
-/// moved so far stay moved, and the error names the file.
-pub fn move_files(old: &Layout, new: &Layout, from: &Path, to: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+/// moved so far are moved back (only those: a file at `to` it did not move is left alone), a
+/// copy cut short is removed (its original is whole until the copy is done), and the error
+/// names the file.
+pub fn move_files(old: &Layout, new: &Layout, from: &Path, to: &Path) -> Result<(), MoveFailed> {
+    std::fs::create_dir_all(to).map_err(|e| MoveFailed { reason: format!("{}: {e}", to.display()), put_back: true })?;
+    let mut moved: Vec<(&Path, &Path)> = Vec::new();
     for (a, b) in old.files.iter().zip(&new.files).filter(|(a, _)| !a.padding) {
         if !a.path.exists() {
             continue;
         }
-        if let Some(parent) = b.path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        if let Err(reason) = move_file(&a.path, &b.path) {
+            let put_back = moved.iter().rev().all(|(a, b)| move_file(b, a).is_ok());
+            return Err(MoveFailed { reason, put_back });
         }
-        if std::fs::rename(&a.path, &b.path).is_err() {
-            // Another file system: copy, then delete.
-            std::fs::copy(&a.path, &b.path).map_err(|e| format!("{}: {e}", b.path.display()))?;
-            std::fs::remove_file(&a.path).map_err(|e| format!("{}: {e}", a.path.display()))?;
-        }
+        moved.push((&a.path, &b.path));
     }
     delete_files(old, from);
     Ok(())
+}
+
+/// Moves one file: a rename, or across file systems a copy (removed if cut short) and then
+/// the original deleted.
+fn move_file(a: &Path, b: &Path) -> Result<(), String> {
+    if let Some(parent) = b.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    if std::fs::rename(a, b).is_ok() {
+        return Ok(());
+    }
+    if let Err(e) = std::fs::copy(a, b) {
+        let _ = std::fs::remove_file(b);
+        return Err(format!("{}: {e}", b.display()));
+    }
+    std::fs::remove_file(a).map_err(|e| format!("{}: {e}", a.display()))
 }

@@ -969,7 +969,8 @@ impl Link for Live {
         stats: Arc<PeerStats>,
     ) -> Option<PeerKey> {
         let mut st = self.state();
-        if *self.stop.borrow() || st.banned.contains(&addr.ip()) {
+        // Blocked too: a connection under way when a blocklist came in force.
+        if *self.stop.borrow() || st.banned.contains(&addr.ip()) || self.core.blocked(addr.ip()) {
             return None;
         }
         if let Some((&old, p)) = st.peers.iter().find(|(_, p)| p.peer_id == peer_id) {

@@ -570,23 +570,18 @@ impl TorrentHandle {
                 if result.is_ok() {
                     let (old, new) = (self.t.layout(&meta.info, &from), self.t.layout(&meta.info, &dir));
                     let (f, d) = (from.clone(), dir.clone());
-                    let moved = tokio::task::spawn_blocking(move || {
-                        crate::disk::move_files(&old, &new, &f, &d).map_err(|e| {
-                            // Cut short (a disk full, say): what was moved goes back, so that
-                            // the torrent finds its files where it keeps them.
-                            let back = crate::disk::move_files(&new, &old, &d, &f);
-                            (e, back.is_ok())
-                        })
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err((e.to_string(), false)));
-                    result = moved.map_err(|(e, back)| {
-                        if !back {
+                    // Cut short (a disk full, say), it puts back what it moved, so that the
+                    // torrent finds its files where it keeps them.
+                    let moved = tokio::task::spawn_blocking(move || crate::disk::move_files(&old, &new, &f, &d))
+                        .await
+                        .unwrap_or_else(|e| Err(crate::disk::MoveFailed { reason: e.to_string(), put_back: false }));
+                    result = moved.map_err(|e| {
+                        if !e.put_back {
                             // Some files where it does not look for them: what it has is
                             // found by a check.
                             self.t.recheck();
                         }
-                        e
+                        e.reason
                     });
                     abort_for_test("move");
                 }
@@ -772,7 +767,11 @@ impl TorrentHandle {
     /// waits until its run has ended (the trackers told); with `delete_data`, then deletes its
     /// files and the folders they made.
     pub async fn dispose(&self, delete_data: bool) {
-        self.stop_and_wait().await;
+        // Held, not only stopped: a hold waits until the driver has seen it with no step under
+        // way, where a Stopped state alone may come from a driver about to start one (and make
+        // the files again after they are deleted).
+        self.t.stop();
+        let _held = self.t.hold().await;
         let _files = self.t.files_lock.lock().await;
         if delete_data && let Some(meta) = self.t.meta() {
             let layout = self.t.layout(&meta.info, &self.t.dir());

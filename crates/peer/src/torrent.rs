@@ -187,11 +187,8 @@ pub fn finish_file_op(
         FileOp::Move { from, to } => {
             let old = bitswarm_storage::Layout::with_paths(info, &from, settings.paths.as_deref());
             let new = bitswarm_storage::Layout::with_paths(info, &to, settings.paths.as_deref());
-            if let Err(e) = crate::disk::move_files(&old, &new, &from, &to) {
-                // As a move under way does: what was moved goes back.
-                let _ = crate::disk::move_files(&new, &old, &to, &from);
-                return Err(e);
-            }
+            // What it moved goes back on a failure.
+            crate::disk::move_files(&old, &new, &from, &to).map_err(|e| e.reason)?;
             Ok(to)
         }
         FileOp::Rename { from, to, paths, name } => {
