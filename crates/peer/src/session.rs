@@ -767,11 +767,7 @@ impl TorrentHandle {
     /// waits until its run has ended (the trackers told); with `delete_data`, then deletes its
     /// files and the folders they made.
     pub async fn dispose(&self, delete_data: bool) {
-        // Held, not only stopped: a hold waits until the driver has seen it with no step under
-        // way, where a Stopped state alone may come from a driver about to start one (and make
-        // the files again after they are deleted).
-        self.t.stop();
-        let _held = self.t.hold().await;
+        self.stop_and_wait().await;
         let _files = self.t.files_lock.lock().await;
         if delete_data && let Some(meta) = self.t.meta() {
             let layout = self.t.layout(&meta.info, &self.t.dir());
@@ -781,11 +777,12 @@ impl TorrentHandle {
     }
 
     /// Stops, and waits until the run has ended (connections closed, pieces written, the
-    /// trackers told).
+    /// trackers told) and no step of another is under way: a hold, taken and let go, resolves
+    /// only once the driver has seen it stopped, where a Stopped state alone may come from a
+    /// driver about to start a step.
     pub async fn stop_and_wait(&self) {
         self.t.stop();
-        let mut rx = self.t.subscribe();
-        rx.wait_for(|s| !s.is_active()).await;
+        drop(self.t.hold().await);
     }
 }
 
