@@ -366,12 +366,9 @@ async fn http_get(
     if local && !local_ok {
         return Err(format!("refused a redirect from a public tracker to {host}, on a local network"));
     }
-    let mut connected = Err(std::io::Error::other("no address"));
+    let mut connected = Err("no address".to_owned());
     for addr in &addrs {
-        connected = match tokio::time::timeout(HTTP_TIMEOUT, crate::live::connect_from(bind, *addr)).await {
-            Ok(c) => c,
-            Err(_) => Err(std::io::Error::other(format!("no answer within {HTTP_TIMEOUT:?}"))),
-        };
+        connected = within(async { crate::live::connect_from(bind, *addr).await.map_err(|e| e.to_string()) }).await;
         if connected.is_ok() {
             break;
         }
