@@ -54,9 +54,8 @@ struct Inner {
     waiting_count: [usize; 2],
 }
 
-/// A slot held.
+/// A slot held (its kind: [`Inner::kind_of`]).
 struct Active {
-    kind: Kind,
     /// Taken out of turn: it does not count against the limits.
     forced: bool,
     /// When it was taken.
@@ -118,7 +117,7 @@ impl Inner {
 
     fn take(&mut self, id: u32, kind: Kind, forced: bool) {
         let activity = self.give_back(id);
-        self.active[kind as usize].insert(id, Active { kind, forced, since: Instant::now(), activity });
+        self.active[kind as usize].insert(id, Active { forced, since: Instant::now(), activity });
         self.kind_of.insert(id, kind);
         if !forced {
             self.held[kind as usize] += 1;
@@ -130,7 +129,7 @@ impl Inner {
         let kind = self.kind_of.remove(&id)?;
         let a = self.active[kind as usize].remove(&id)?;
         if !a.forced {
-            self.held[a.kind as usize] -= 1;
+            self.held[kind as usize] -= 1;
         }
         a.activity
     }
@@ -226,7 +225,8 @@ impl Slot {
     pub fn switch(&self, kind: Kind) -> bool {
         let (limit, stall) = (self.queue.limit(kind), self.queue.stall());
         let mut q = self.queue.inner();
-        let Some((mine, forced)) = q.slot(self.id).map(|a| (a.kind, a.forced)) else { return false };
+        let Some(&mine) = q.kind_of.get(&self.id) else { return false };
+        let forced = q.slot(self.id).is_some_and(|a| a.forced);
         if mine == kind {
             return true;
         }
